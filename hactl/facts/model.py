@@ -1,0 +1,422 @@
+"""What the probe observed: frozen dataclasses, no I/O.
+
+``Observed`` holds one :class:`HostFacts` per host (keyed by host name) and the probe time. A
+host's facts are split by domain (system, binaries, etcd, haproxy, kubernetes); each domain is
+``None`` when the host could not be reached or that part of the probe failed (the reason is in
+``HostFacts.error`` / ``HostFacts.section_errors``). Values that change on their own between two
+probes (timestamps, durations, raft indexes, DB sizes) are marked ``volatile`` and left out of
+:meth:`HostFacts.fingerprint`, which a saved plan uses to detect that the hosts moved on.
+
+Nothing secret is ever stored here: bootstrap tokens appear by id only (never their secret part)
+and certificate keys not at all. See docs/probe.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+VOLATILE: Mapping[str, Any] = {"volatile": True}
+"""Field metadata: value changes by itself between probes; excluded from fingerprints."""
+
+DataDirState = Literal["absent", "empty", "member", "other"]
+"""etcd data dir: missing, empty, holds ``member/`` (a member's WAL+snap), or other files only."""
+
+ServerStatus = Literal["UP", "DOWN", "MAINT", "NOLB", "DRAIN", "no check", "unknown"]
+
+
+def volatile(default: Any = None) -> Any:
+    """A dataclass field excluded from fingerprints."""
+    return field(default=default, metadata=VOLATILE, compare=False)
+
+
+# -- system ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SystemFacts:
+    hostname: str
+    """``hostname`` as the host reports it."""
+    os_id: str | None = None
+    """``ID`` from /etc/os-release, e.g. ``debian``."""
+    os_version: str | None = None
+    """``VERSION_ID`` from /etc/os-release, e.g. ``12``."""
+    os_pretty: str | None = None
+    """``PRETTY_NAME`` from /etc/os-release."""
+    init_system: str = "unknown"
+    """``systemd`` when ``systemctl`` is on PATH (real or the lab's stand-in), else ``unknown``."""
+    kernel: str | None = None
+    """``uname -r``."""
+    user: str | None = None
+    """Remote user the probe ran as (``id -un``)."""
+    uptime_seconds: float | None = volatile()
+    """From /proc/uptime (volatile)."""
+
+
+# -- binaries -------------------------------------------------------------------------------
+
+BINARY_NAMES: tuple[str, ...] = ("etcd", "etcdctl", "haproxy", "kubeadm", "kubelet", "kubectl")
+
+
+@dataclass(frozen=True)
+class Binary:
+    path: str
+    """Absolute path found on PATH (``command -v``)."""
+    version: str | None
+    """Version without a leading ``v`` (``3.4.23``, ``1.30.4``, ``2.6.12``) or None if unreadable."""
+
+
+@dataclass(frozen=True)
+class BinariesFacts:
+    found: Mapping[str, Binary | None]
+    """Every name of :data:`BINARY_NAMES` → the binary, or None when not installed."""
+
+    def get(self, name: str) -> Binary | None:
+        return self.found.get(name)
+
+    def version(self, name: str) -> str | None:
+        binary = self.found.get(name)
+        return binary.version if binary else None
+
+
+# -- etcd -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EtcdMember:
+    id: str
+    """Member ID as etcdctl prints it in tables: lower-case hex, no leading zeros (``8e9e05c52164694d``)."""
+    name: str
+    """Member name; empty for a member that was added but never started."""
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+    """Empty for a member that was added but never started."""
+    is_learner: bool = False
+
+    @property
+    def started(self) -> bool:
+        """etcdctl prints ``unstarted`` for members with no name yet."""
+        return bool(self.name)
+
+
+@dataclass(frozen=True)
+class EtcdHealth:
+    endpoint: str
+    healthy: bool
+    error: str | None = None
+    took: str | None = volatile()
+
+
+@dataclass(frozen=True)
+class EtcdStatus:
+    """``etcdctl endpoint status`` of this member."""
+
+    endpoint: str
+    member_id: str
+    cluster_id: str
+    version: str
+    """etcd server version, e.g. ``3.4.23``."""
+    is_learner: bool = False
+    leader_id: str | None = volatile()
+    raft_term: int | None = volatile()
+    raft_index: int | None = volatile()
+    db_size: int | None = volatile()
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EtcdFacts:
+    unit_present: bool
+    """/etc/systemd/system/etcd.service (or the distro's unit) exists."""
+    active: bool
+    """``systemctl is-active etcd`` says active."""
+    enabled: bool
+    """``systemctl is-enabled etcd`` says enabled."""
+    env_present: bool
+    """The env file that hactl renders (``/etc/etcd/etcd.env``) exists."""
+    env_sha256: str | None
+    """sha256 of the env file's content."""
+    env: Mapping[str, str]
+    """``ETCD_*`` variables parsed from the env file (no secrets live there: paths and URLs)."""
+    data_dir: str
+    data_dir_state: DataDirState
+    ca_fingerprint: str | None
+    """SHA-256 of the etcd CA certificate (DER), ``AA:BB:…``, or None when /etc/etcd/pki/ca.crt is absent."""
+    members: tuple[EtcdMember, ...] | None = None
+    """``member list`` as seen from this member; None when the query failed (see ``query_error``)."""
+    status: EtcdStatus | None = None
+    health: EtcdHealth | None = None
+    """``endpoint health`` of this member only (each member is asked about itself)."""
+    registry_keys: int | None = None
+    """Number of keys under ``/registry`` (Kubernetes data); None when not queried/failed."""
+    query_error: str | None = None
+    """Why the member could not be queried (service down, TLS, timeout…)."""
+
+    @property
+    def initial_cluster(self) -> str | None:
+        return self.env.get("ETCD_INITIAL_CLUSTER")
+
+    @property
+    def initial_cluster_state(self) -> str | None:
+        return self.env.get("ETCD_INITIAL_CLUSTER_STATE")
+
+    @property
+    def server_version(self) -> str | None:
+        return self.status.version if self.status else None
+
+    @property
+    def has_registry_data(self) -> bool | None:
+        return None if self.registry_keys is None else self.registry_keys > 0
+
+
+# -- haproxy --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackendServer:
+    backend: str
+    server: str
+    status: ServerStatus
+    """Normalised HAProxy ``status``: ``UP 1/3`` → ``UP``, ``DOWN 1/2`` → ``DOWN``, ``MAINT (via …)`` → ``MAINT``."""
+    raw_status: str = volatile("")
+    check_status: str | None = volatile()
+    """e.g. ``L7OK``, ``L4CON``, ``L6TOUT``."""
+
+
+@dataclass(frozen=True)
+class HAProxyFacts:
+    config_present: bool
+    config_sha256: str | None
+    config: str | None
+    """Content of /etc/haproxy/haproxy.cfg (no secrets by construction)."""
+    active: bool
+    enabled: bool
+    servers: tuple[BackendServer, ...] = ()
+    """From the stats socket ``show stat``; empty when the socket is absent/unreadable."""
+    stats_error: str | None = None
+
+    def backend(self, name: str) -> dict[str, ServerStatus]:
+        """``{server name: status}`` of one backend."""
+        return {s.server: s.status for s in self.servers if s.backend == name}
+
+
+# -- kubernetes -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    ready: bool
+    labels: Mapping[str, str]
+    kubelet_version: str | None = None
+
+    @property
+    def control_plane(self) -> bool:
+        return "node-role.kubernetes.io/control-plane" in self.labels
+
+
+@dataclass(frozen=True)
+class BootstrapToken:
+    token_id: str
+    """The public part only (``abcdef``); the secret part is never read off the host."""
+    expiration: datetime | None
+    usages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """What a master's API server says, read with its admin.conf (None fields = not found)."""
+
+    nodes: tuple[NodeInfo, ...] = ()
+    kubeadm_certs_created: datetime | None = None
+    """creationTimestamp of kube-system/kubeadm-certs (the uploaded certs live 2 h); None if absent."""
+    bootstrap_tokens: tuple[BootstrapToken, ...] = ()
+    control_plane_endpoint: str | None = None
+    """ClusterConfiguration.controlPlaneEndpoint from kube-system/kubeadm-config."""
+    etcd_endpoints: tuple[str, ...] = ()
+    """ClusterConfiguration.etcd.external.endpoints (empty for stacked etcd)."""
+    kubernetes_version: str | None = None
+    errors: Mapping[str, str] = field(default_factory=dict)
+    """Query → error text for the API queries that failed (e.g. ``nodes``)."""
+
+    def node(self, name: str) -> NodeInfo | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+    def kubeadm_certs_age(self, now: datetime) -> float | None:
+        """Seconds since the certificate key's Secret was created; None if there is none."""
+        if self.kubeadm_certs_created is None:
+            return None
+        return (now - self.kubeadm_certs_created).total_seconds()
+
+
+@dataclass(frozen=True)
+class KubernetesFacts:
+    admin_conf: bool
+    kubelet_conf: bool
+    manifests: tuple[str, ...]
+    """File names in /etc/kubernetes/manifests, sorted (``kube-apiserver.yaml`` …)."""
+    pki_files: tuple[str, ...]
+    """Paths under /etc/kubernetes/pki, relative, sorted (``ca.crt``, ``etcd/ca.crt`` …)."""
+    kubelet_active: bool
+    cert_expiry: Mapping[str, datetime]
+    """Certificate path (absolute) → notAfter (UTC) for every .crt under /etc/kubernetes/pki."""
+    cluster: ClusterView | None = None
+    """Only on masters that have admin.conf and whose API answered."""
+
+    @property
+    def initialised(self) -> bool:
+        """This node runs a control plane: admin.conf and the API server manifest exist."""
+        return self.admin_conf and "kube-apiserver.yaml" in self.manifests
+
+    @property
+    def joined(self) -> bool:
+        """The kubelet of this node is part of a cluster (kubelet.conf exists)."""
+        return self.kubelet_conf
+
+
+# -- per host and the whole observation -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    name: str
+    address: str
+    reachable: bool
+    error: str | None = None
+    """Why the host was unreachable (with what to do), when ``reachable`` is False."""
+    system: SystemFacts | None = None
+    binaries: BinariesFacts | None = None
+    etcd: EtcdFacts | None = None
+    """None on hosts that are not etcd members in the spec, or when this part failed."""
+    haproxy: HAProxyFacts | None = None
+    """None on hosts that are not load balancers in the spec, or when this part failed."""
+    kubernetes: KubernetesFacts | None = None
+    """None on hosts that are neither masters nor workers, or when this part failed."""
+    section_errors: Mapping[str, str] = field(default_factory=dict)
+    """Probe section → error (a section that failed to run or parse); the rest are still valid."""
+    duration: float | None = volatile()
+    """Seconds the probe of this host took (volatile)."""
+
+    def fingerprint(self) -> str:
+        """Stable sha256 of the non-volatile facts: the same host state gives the same value."""
+        canon = json.dumps(
+            to_data(self, include_volatile=False), sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.sha256(canon.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Observed:
+    hosts: Mapping[str, HostFacts]
+    probed_at: datetime = field(metadata=VOLATILE, compare=False)
+    """When the probe started (UTC)."""
+
+    def __getitem__(self, name: str) -> HostFacts:
+        return self.hosts[name]
+
+    def get(self, name: str) -> HostFacts | None:
+        return self.hosts.get(name)
+
+    def reachable(self, name: str) -> bool:
+        host = self.hosts.get(name)
+        return host is not None and host.reachable
+
+    def unreachable(self) -> list[str]:
+        return sorted(name for name, h in self.hosts.items() if not h.reachable)
+
+    def fingerprint(self) -> dict[str, str]:
+        """Per-host fact hashes, sorted by host name (what a saved plan records)."""
+        return {name: self.hosts[name].fingerprint() for name in sorted(self.hosts)}
+
+    # -- etcd views ---------------------------------------------------------------------
+
+    def etcd(self, name: str) -> EtcdFacts | None:
+        host = self.hosts.get(name)
+        return host.etcd if host and host.reachable else None
+
+    def etcd_member_views(
+        self, names: Iterable[str] | None = None
+    ) -> dict[str, tuple[EtcdMember, ...]]:
+        """Host → member list as that member sees it (only hosts whose query worked)."""
+        views: dict[str, tuple[EtcdMember, ...]] = {}
+        for name in sorted(self.hosts) if names is None else names:
+            facts = self.etcd(name)
+            if facts is not None and facts.members is not None:
+                views[name] = facts.members
+        return views
+
+    def etcd_members(self, names: Iterable[str] | None = None) -> tuple[EtcdMember, ...] | None:
+        """The cluster's member list: the view most members agree on (ties → first host in
+        order); None when no member could be asked. ``names`` limits/orders the hosts asked."""
+        views = self.etcd_member_views(names)
+        if not views:
+            return None
+        counts: dict[tuple[EtcdMember, ...], int] = {}
+        for members in views.values():
+            key = tuple(sorted(members, key=lambda m: m.id))
+            counts[key] = counts.get(key, 0) + 1
+        best = max(counts.values())
+        for members in views.values():
+            key = tuple(sorted(members, key=lambda m: m.id))
+            if counts[key] == best:
+                return key
+        return None  # pragma: no cover
+
+    def etcd_healthy(self, name: str) -> bool:
+        facts = self.etcd(name)
+        return bool(facts and facts.health and facts.health.healthy)
+
+    # -- kubernetes views ---------------------------------------------------------------
+
+    def kubernetes(self, name: str) -> KubernetesFacts | None:
+        host = self.hosts.get(name)
+        return host.kubernetes if host and host.reachable else None
+
+    def first_initialised_master(self, masters: Sequence[str]) -> str | None:
+        """The first of ``masters`` (spec order) that runs an initialised control plane."""
+        for name in masters:
+            facts = self.kubernetes(name)
+            if facts is not None and facts.initialised:
+                return name
+        return None
+
+    def cluster_view(self, masters: Sequence[str]) -> ClusterView | None:
+        """The API's view from the first of ``masters`` whose API answered the node query."""
+        for name in masters:
+            facts = self.kubernetes(name)
+            if (
+                facts is not None
+                and facts.cluster is not None
+                and "nodes" not in facts.cluster.errors
+            ):
+                return facts.cluster
+        return None
+
+    def haproxy(self, name: str) -> HAProxyFacts | None:
+        host = self.hosts.get(name)
+        return host.haproxy if host and host.reachable else None
+
+
+def to_data(obj: Any, *, include_volatile: bool = True) -> Any:
+    """Facts → JSON-able data (dataclasses → dicts, datetimes → ISO 8601, tuples → lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            if not include_volatile and f.metadata.get("volatile"):
+                continue
+            out[f.name] = to_data(getattr(obj, f.name), include_volatile=include_volatile)
+        return out
+    if isinstance(obj, Mapping):
+        return {
+            str(k): to_data(v, include_volatile=include_volatile) for k, v in sorted(obj.items())
+        }
+    if isinstance(obj, (tuple, list)):
+        return [to_data(v, include_volatile=include_volatile) for v in obj]
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    return obj
