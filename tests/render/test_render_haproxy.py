@@ -1,0 +1,219 @@
+"""haproxy.cfg: every rendered variant passes `haproxy -c`; a live HAProxy on loopback health-checks
+real TLS backends through the rendered `GET /readyz` check and forwards TLS untouched."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from render_helpers import free_port, free_port_on_all, make_cluster
+
+from hactl.render import pki
+from hactl.render.haproxy import BACKEND, render_haproxy_cfg
+from hactl.spec.models import Cluster
+
+pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy")
+
+
+def haproxy_check(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(text)
+    return subprocess.run(
+        ["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, check=False
+    )
+
+
+VARIANTS = [
+    pytest.param(
+        dict(masters=3, healthCheck="https-readyz", balance="roundrobin"), id="3-readyz-rr"
+    ),
+    pytest.param(
+        dict(masters=5, healthCheck="https-readyz", balance="leastconn"), id="5-readyz-lc"
+    ),
+    pytest.param(dict(masters=3, healthCheck="tcp", balance="source"), id="3-tcp-source"),
+    pytest.param(dict(masters=5, healthCheck="tcp", balance="first"), id="5-tcp-first"),
+    pytest.param(dict(masters=3, vip="198.18.0.100", frontendPort=8443), id="vip-8443"),
+]
+
+
+@pytest.mark.parametrize("changes", VARIANTS)
+def test_haproxy_accepts_every_variant(changes: dict[str, object], tmp_path: Path) -> None:
+    masters = changes.pop("masters")
+    assert isinstance(masters, int)
+    cluster = make_cluster(masters=masters, **changes)
+    text = render_haproxy_cfg(cluster)
+    result = haproxy_check(text, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Configuration file is valid" in result.stdout
+    servers = [line.split()[1:3] for line in text.splitlines() if line.startswith("    server ")]
+    assert servers == [[m.name, f"{m.address}:6443"] for m in cluster.masters]
+    assert f"    balance {cluster.load_balancer.balance}\n" in text
+    assert text == render_haproxy_cfg(cluster)  # deterministic
+
+
+@pytest.mark.parametrize("base", ["seed", "lab"])
+def test_example_specs(base: str, tmp_path: Path) -> None:
+    text = render_haproxy_cfg(make_cluster(base))
+    assert haproxy_check(text, tmp_path).returncode == 0
+    assert "    bind :6443\n" in text
+
+
+def test_readyz_check_and_timeouts() -> None:
+    text = render_haproxy_cfg(make_cluster())
+    for line in [
+        "    mode tcp",
+        "    option httpchk",
+        "    http-check send meth GET uri /readyz",
+        "    http-check expect status 200",
+        "    server master01 198.18.0.11:6443 check check-ssl verify none",
+        "    stats socket /run/haproxy/admin.sock mode 600 level admin expose-fd listeners",
+        "    default-server inter 2s fastinter 1s downinter 5s fall 2 rise 2 on-marked-down shutdown-sessions",
+    ]:
+        assert line in text.splitlines()
+    assert "tcp-check" not in text
+    for name in ("client", "server"):
+        value = next(x for x in text.splitlines() if x.startswith(f"    timeout {name} "))
+        assert value.endswith("s") and int(value.split()[-1][:-1]) >= 35
+
+
+def test_tcp_check_only_when_asked() -> None:
+    text = render_haproxy_cfg(make_cluster(healthCheck="tcp"))
+    assert "    option tcp-check" in text
+    assert "httpchk" not in text and "check-ssl" not in text
+
+
+def test_ipv6_and_vip_addresses(tmp_path: Path) -> None:
+    data = make_cluster(vip="fd00::100").model_dump(by_alias=True, mode="json")
+    data["masters"] = [{"name": "master01", "address": "fd00::11"}]
+    cluster = Cluster.model_validate(data)
+    text = render_haproxy_cfg(cluster)
+    assert "    bind [fd00::100]:6443" in text
+    assert "    server master01 [fd00::11]:6443 check" in text
+    assert haproxy_check(text, tmp_path).returncode == 0
+
+
+# -- a live HAProxy on loopback ------------------------------------------------------------------
+
+
+class _ReadyzHandler(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        code = self.server.readyz_status if self.path == "/readyz" else 404  # type: ignore[attr-defined]
+        body = b"ok" if code == 200 else b"[-]etcd failed"
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def tls_apiserver(
+    address: str, port: int, status: int, cert: pki.CertKey, tmp: Path
+) -> Iterator[None]:
+    """A tiny HTTPS server standing in for one kube-apiserver's /readyz."""
+    crt, key = pki.write_cert_key(str(tmp), f"apiserver-{address}", cert)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(crt, key)
+    server = http.server.ThreadingHTTPServer((address, port), _ReadyzHandler)
+    server.readyz_status = status  # type: ignore[attr-defined]
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def servers_state(sock_path: Path) -> dict[str, int]:
+    """``show servers state`` over the admin socket → {server name: srv_op_state} (2 = UP)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(sock_path))
+        sock.sendall(f"show servers state {BACKEND}\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    lines = [x for x in data.decode().splitlines()[1:] if x and not x.startswith("#")]
+    return {x.split()[3]: int(x.split()[5]) for x in lines}
+
+
+@pytest.mark.parametrize(
+    ("health", "expected"),
+    [
+        ("https-readyz", {"master01": 2, "master02": 0, "master03": 0}),
+        ("tcp", {"master01": 2, "master02": 2, "master03": 0}),
+    ],
+)
+def test_live_haproxy_health_checks(health: str, expected: dict[str, int], tmp_path: Path) -> None:
+    """master01 ready (200), master02 up but not ready (500), master03 down.
+    https-readyz keeps only master01; tcp is fooled by master02's open port."""
+    addrs = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+    api_port = free_port_on_all(addrs)
+    front = free_port()
+    data = make_cluster(healthCheck=health, frontendPort=front).model_dump(
+        by_alias=True, mode="json"
+    )
+    data["masters"] = [{"name": f"master0{i}", "address": a} for i, a in enumerate(addrs, 1)]
+    cluster = Cluster.model_validate(data)
+    sock_path = tmp_path / "admin.sock"
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(render_haproxy_cfg(cluster, api_port=api_port, admin_socket=str(sock_path)))
+    ca = pki.make_ca("kubernetes")
+    cert = pki.issue(ca, "kube-apiserver", usage="server", ip_addresses=addrs[:2])
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(tls_apiserver(addrs[0], api_port, 200, cert, tmp_path))
+        stack.enter_context(tls_apiserver(addrs[1], api_port, 500, cert, tmp_path))
+        proc = subprocess.Popen(
+            ["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            deadline = time.monotonic() + 20
+            state: dict[str, int] = {}
+            while time.monotonic() < deadline:
+                if sock_path.exists():
+                    state = servers_state(sock_path)
+                    if state == expected:
+                        break
+                time.sleep(0.3)
+            assert state == expected
+            if health == "https-readyz":
+                # TLS passes through untouched: the client sees the API server's own certificate.
+                ca_file = tmp_path / "ca.crt"
+                ca_file.write_bytes(ca.cert_pem())
+                client = ssl.create_default_context(cafile=str(ca_file))
+                client.check_hostname = False
+                with (
+                    socket.create_connection(("127.0.0.1", front), timeout=5) as raw,
+                    client.wrap_socket(raw) as tls,
+                ):
+                    tls.sendall(b"GET /readyz HTTP/1.0\r\n\r\n")
+                    assert tls.recv(100).startswith(b"HTTP/1.0 200")
+                    peer = tls.getpeercert(binary_form=True)
+                    assert peer is not None and peer == ssl.PEM_cert_to_DER_cert(
+                        cert.cert_pem().decode()
+                    )
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            assert proc.stderr is not None
+            proc.stderr.close()
