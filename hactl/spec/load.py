@@ -153,25 +153,40 @@ def _explain(err: Any) -> str:
     message = str(err["msg"])
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
-    if kind in {"ip_v4_address", "ip_v6_address", "ip_any_address"} or "IP" in message:
-        return f"{err.get('input')!r} is not a valid IP address"
-    if "network" in kind or "Network" in message:
+    if "network" in kind:
         return f"{err.get('input')!r} is not a valid CIDR like 10.244.0.0/16"
+    if kind.startswith("ip_"):
+        return f"{err.get('input')!r} is not a valid IP address like 10.0.0.11"
     return message
 
 
+def _is_union_tag(part: str | int) -> bool:
+    """pydantic puts union-branch names (``lax-or-strict[...]``, ``IPv4Address``) into ``loc``."""
+    return isinstance(part, str) and (
+        "[" in part or "(" in part or part.startswith(("IPv4", "IPv6"))
+    )
+
+
 def _pydantic_issues(exc: ValidationError) -> Iterator[tuple[PathT, str]]:
-    seen: set[tuple[PathT, str]] = set()
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        # Unions report one error per branch (IPv4 | IPv6); keep one message per location.
-        loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith(("IPv4", "IPv6"))))
-        text = _explain(err)
-        key = (loc, "ip" if "IP address" in text or "CIDR" in text else text)
-        if key in seen:
+    errors = exc.errors()
+    # A missing field next to an unknown key that is a typo of it: report the typo only.
+    typos = {
+        (tuple(e["loc"][:-1]), close)
+        for e in errors
+        if e["type"] == "extra_forbidden"
+        for close in difflib.get_close_matches(
+            str(e["loc"][-1]), _field_names(_model_at(tuple(e["loc"][:-1])) or Cluster), 1, 0.6
+        )
+    }
+    seen: set[PathT] = set()
+    for err in errors:
+        loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
+        if err["type"] == "missing" and (loc[:-1], loc[-1]) in typos:
             continue
-        seen.add(key)
-        yield loc, text
+        if loc in seen:  # unions report one error per branch; keep the first
+            continue
+        seen.add(loc)
+        yield loc, _explain(err)
 
 
 def load_text(text: str, filename: str = "<spec>") -> Loaded:
