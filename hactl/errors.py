@@ -15,6 +15,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class HactlError(Exception):
     """Base class. ``transient`` errors may be retried; the others may not."""
@@ -50,9 +53,9 @@ class HactlError(Exception):
 class SpecError(HactlError):
     """The spec cannot be used; ``issues`` holds every located problem."""
 
-    def __init__(self, message: str, issues: list[object] | None = None) -> None:
+    def __init__(self, message: str, issues: Sequence[object] | None = None) -> None:
         super().__init__(message)
-        self.issues = issues or []
+        self.issues: list[Any] = list(issues or [])
 
 
 class TransportError(HactlError):

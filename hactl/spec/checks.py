@@ -5,6 +5,7 @@ Each finding carries the field path (YAML names) that the loader turns into ``FI
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -169,7 +170,7 @@ def _dotted(path: PathT) -> str:
 def _networks(cluster: Cluster) -> Iterator[Finding]:
     pods = cluster.kubernetes.pod_subnet
     services = cluster.kubernetes.service_subnet
-    if pods.version == services.version and pods.overlaps(services):  # type: ignore[arg-type]
+    if pods.version == services.version and pods.overlaps(services):
         yield Finding(
             ("kubernetes", "serviceSubnet"),
             f"{services} overlaps podSubnet {pods}; choose disjoint ranges "
@@ -201,10 +202,8 @@ def _endpoint(cluster: Cluster) -> Iterator[Finding]:
         allowed.add(str(lb.vip))
     if lb.dns_name:
         allowed.add(lb.dns_name)
-    try:
+    with contextlib.suppress(ValueError):  # normalise IP spellings; names stay as they are
         host = str(ipaddress.ip_address(host))
-    except ValueError:
-        pass
     if host not in allowed:
         choices = ", ".join(sorted(allowed))
         yield Finding(
