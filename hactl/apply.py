@@ -1,0 +1,492 @@
+"""The apply engine: run a plan's DAG of steps with bounded parallelism, retries and timeouts.
+
+A step starts as soon as every step before it succeeded; independent branches run concurrently,
+at most ``parallelism`` steps at a time (``asyncio.TaskGroup`` + a semaphore). Each attempt of a
+step runs under ``asyncio.timeout(step.timeout)``. A :class:`~hactl.errors.HactlError` whose
+``transient`` flag is set is retried with exponential backoff and jitter inside a bounded budget
+(:class:`RetryPolicy`); any other failure is permanent: the step's descendants are skipped while
+independent branches finish. The engine never raises for a failed step: it returns an
+:class:`ApplyResult`; :func:`failure_report` turns the failures into one
+:class:`~hactl.errors.ApplyError` naming each step, host, command and stderr (secrets masked).
+
+Progress goes to a :class:`Reporter` (the CLI draws a live view or plain lines), to structlog and
+to the run's :class:`~hactl.journal.Journal`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shlex
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import networkx as nx
+
+from hactl.errors import ApplyError, CommandError, HactlError
+from hactl.journal import Journal, new_run_id, now_wall
+from hactl.log import get_logger
+from hactl.plan.step import RunSecrets, Step
+from hactl.sensitive import Sensitive, mask_text
+
+if TYPE_CHECKING:
+    from hactl.spec.models import Cluster
+    from hactl.transport.base import Transport
+
+Outcome = Literal["ok", "failed", "skipped"]
+HEARTBEAT_SECONDS = 10.0
+STDERR_LINES = 20
+
+
+class StepTimeoutError(TimeoutError):
+    """One attempt of a step overran ``step.timeout`` (permanent: not retried)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures are retried: ``attempts`` tries at most, within ``budget`` seconds
+    (attempt time plus waits), waiting ``base_delay * 2**(n-1)`` capped at ``max_delay``, of
+    which a random ``jitter`` share is drawn uniformly (so parallel retries spread out)."""
+
+    attempts: int = 6
+    base_delay: float = 1.0
+    max_delay: float = 15.0
+    budget: float = 300.0
+    jitter: float = 0.5
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        raw = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+        return raw * (1 - self.jitter) + rng.uniform(0, raw * self.jitter)
+
+
+@dataclass
+class StepResult:
+    step: Step
+    outcome: Outcome
+    attempts: int = 0
+    start: float | None = None
+    """``time.monotonic()`` at the first attempt."""
+    end: float | None = None
+    error: str = ""
+    """What went wrong, masked, with command and stderr when a command failed."""
+    exception: BaseException | None = field(default=None, repr=False)
+    skipped_because: str | None = None
+    """The failed step that made this one unreachable."""
+
+    @property
+    def duration(self) -> float:
+        if self.start is None or self.end is None:
+            return 0.0
+        return self.end - self.start
+
+
+@dataclass
+class ApplyResult:
+    run_id: str
+    results: dict[str, StepResult]
+    """Step id → result, in the order the steps finished (skipped ones when they were skipped)."""
+    duration: float
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+
+    @property
+    def failed(self) -> list[StepResult]:
+        return [r for r in self.results.values() if r.outcome == "failed"]
+
+    @property
+    def skipped(self) -> list[StepResult]:
+        return [r for r in self.results.values() if r.outcome == "skipped"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.skipped
+
+    def summary(self) -> str:
+        counts = f"{self.added} added, {self.changed} changed, {self.removed} removed"
+        if self.ok:
+            return f"Apply complete: {counts} in {self.duration:.1f}s."
+        return (
+            f"Apply failed: {len(self.failed)} failed, {len(self.skipped)} skipped; "
+            f"{counts} in {self.duration:.1f}s."
+        )
+
+
+class Reporter(Protocol):
+    """Progress sink (a live view on a TTY, plain lines otherwise)."""
+
+    def started(self, step: Step, attempt: int) -> None: ...
+
+    def retrying(self, step: Step, attempt: int, delay: float, error: str) -> None: ...
+
+    def still_running(self, step: Step, elapsed: float) -> None: ...
+
+    def finished(self, result: StepResult) -> None: ...
+
+
+class NullReporter:
+    def started(self, step: Step, attempt: int) -> None:
+        pass
+
+    def retrying(self, step: Step, attempt: int, delay: float, error: str) -> None:
+        pass
+
+    def still_running(self, step: Step, elapsed: float) -> None:
+        pass
+
+    def finished(self, result: StepResult) -> None:
+        pass
+
+
+class _StepContext:
+    """What ``Step.run`` sees: the cluster, the run's secrets, transports and a bound logger."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        secrets: RunSecrets,
+        transports: Callable[[str], Transport],
+        step: Step,
+        run_id: str,
+    ) -> None:
+        self.cluster = cluster
+        self.secrets = secrets
+        self._transports = transports
+        self._logger = get_logger(run_id=run_id, step=step.id, host=step.host)
+
+    def transport(self, host: str) -> Transport:
+        return self._transports(host)
+
+    def log(self, event: str, **fields: object) -> None:
+        self._logger.info(event, **fields)
+
+
+def plan_steps(plan: nx.DiGraph) -> nx.DiGraph:
+    """Normalise a plan to a DiGraph keyed by step id with attribute ``step``.
+
+    Accepts nodes that are step ids carrying a ``step`` attribute (the planner's form) or nodes
+    that are :class:`Step` objects themselves."""
+    graph: nx.DiGraph = nx.DiGraph()
+    ids: dict[Any, str] = {}
+    for node, data in plan.nodes(data=True):
+        step = data.get("step", node)
+        if not isinstance(step, Step):
+            raise TypeError(f"plan node {node!r} carries no Step")
+        ids[node] = step.id
+        graph.add_node(step.id, step=step)
+    graph.add_edges_from((ids[a], ids[b]) for a, b in plan.edges)
+    if not nx.is_directed_acyclic_graph(graph):
+        raise HactlError("the plan has a dependency cycle", hint="report this as a bug")
+    return graph
+
+
+def run_secrets(secrets: RunSecrets) -> list[Sensitive]:
+    values = [secrets.certificate_key, secrets.bootstrap_token, *secrets.extra.values()]
+    return [v for v in values if v is not None]
+
+
+def describe_error(exc: BaseException, secrets: RunSecrets) -> str:
+    """One masked text for a failure: the message, and for a command its argv and stderr."""
+    if isinstance(exc, HactlError):
+        lines = [exc.message]
+        if isinstance(exc, CommandError):
+            if exc.argv:
+                lines.append(f"command: {shlex.join(str(a) for a in exc.argv)}")
+            if exc.exit_status is not None:
+                lines.append(f"exit status: {exc.exit_status}")
+            stderr = exc.stderr.strip().splitlines()[-STDERR_LINES:]
+            if stderr:
+                lines.append("stderr:")
+                lines.extend(f"  {line}" for line in stderr)
+        if exc.hint:
+            lines.append(f"hint: {exc.hint}")
+        text = "\n".join(lines)
+    elif isinstance(exc, StepTimeoutError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return mask_text(text, run_secrets(secrets))
+
+
+def count_changes(results: Mapping[str, StepResult]) -> tuple[int, int, int]:
+    """(added, changed, removed): one per change address whose steps all succeeded.
+
+    A ``replace`` (or an address with both create and delete steps) counts as added and removed;
+    ``read`` steps (verification) count nothing. Steps without an address count by id."""
+    by_address: dict[str, list[StepResult]] = {}
+    for result in results.values():
+        if result.step.action != "read":
+            by_address.setdefault(result.step.address or result.step.id, []).append(result)
+    added = changed = removed = 0
+    for group in by_address.values():
+        if any(r.outcome != "ok" for r in group):
+            continue
+        actions = {r.step.action for r in group}
+        if "replace" in actions or {"create", "delete"} <= actions:
+            added, removed = added + 1, removed + 1
+        elif "create" in actions:
+            added += 1
+        elif "delete" in actions:
+            removed += 1
+        elif "update" in actions:
+            changed += 1
+    return added, changed, removed
+
+
+def _sort_key(step: Step) -> tuple[int, str, str]:
+    return (step.order, step.host or "", step.id)
+
+
+class Engine:
+    """One apply run. Build it, then ``await engine.run()``."""
+
+    def __init__(
+        self,
+        plan: nx.DiGraph,
+        *,
+        cluster: Cluster,
+        transports: Callable[[str], Transport],
+        secrets: RunSecrets | None = None,
+        parallelism: int | None = None,
+        retry: RetryPolicy | None = None,
+        reporter: Reporter | None = None,
+        journal: Journal | None = None,
+        run_id: str | None = None,
+        plan_id: str | None = None,
+        heartbeat: float = HEARTBEAT_SECONDS,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.graph = plan_steps(plan)
+        self.cluster = cluster
+        self.transports = transports
+        self.secrets = secrets if secrets is not None else RunSecrets()
+        self.parallelism = parallelism or cluster.apply.parallelism
+        if self.parallelism < 1:
+            raise HactlError(f"parallelism must be at least 1, not {self.parallelism}")
+        self.retry = retry or RetryPolicy()
+        self.reporter: Reporter = reporter or NullReporter()
+        self.journal = journal or Journal(None)
+        self.run_id = run_id or new_run_id()
+        self.plan_id = plan_id
+        self.heartbeat = heartbeat
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._log = get_logger(run_id=self.run_id, cluster=cluster.metadata.name)
+        self._results: dict[str, StepResult] = {}
+
+    def step(self, step_id: str) -> Step:
+        step: Step = self.graph.nodes[step_id]["step"]
+        return step
+
+    async def run(self) -> ApplyResult:
+        start = time.monotonic()
+        self.journal.write(
+            "run_start",
+            run_id=self.run_id,
+            cluster=self.cluster.metadata.name,
+            plan_id=self.plan_id,
+            parallelism=self.parallelism,
+            steps=self.graph.number_of_nodes(),
+            wall=now_wall(),
+            mono=start,
+        )
+        self._log.info(
+            "apply.start", steps=self.graph.number_of_nodes(), parallelism=self.parallelism
+        )
+        semaphore = asyncio.Semaphore(self.parallelism)
+        waiting = {n: set(self.graph.predecessors(n)) for n in self.graph.nodes}
+
+        async with asyncio.TaskGroup() as group:
+
+            def launch(ids: list[str]) -> None:
+                for step_id in sorted(ids, key=lambda i: _sort_key(self.step(i))):
+                    group.create_task(one(step_id), name=f"step:{step_id}")
+
+            async def one(step_id: str) -> None:
+                result = await self._run_step(self.step(step_id), semaphore)
+                self._finish(result)
+                if result.outcome == "ok":
+                    ready = []
+                    for succ in self.graph.successors(step_id):
+                        waiting[succ].discard(step_id)
+                        if not waiting[succ] and succ not in self._results:
+                            ready.append(succ)
+                    launch(ready)
+                else:
+                    self._skip_descendants(step_id)
+
+            launch([n for n, preds in waiting.items() if not preds])
+
+        duration = time.monotonic() - start
+        added, changed, removed = count_changes(self._results)
+        result = ApplyResult(self.run_id, dict(self._results), duration, added, changed, removed)
+        outcome = "ok" if result.ok else "failed"
+        self.journal.write(
+            "run_end",
+            outcome=outcome,
+            duration=round(duration, 6),
+            wall=now_wall(),
+            mono=time.monotonic(),
+            added=added,
+            changed=changed,
+            removed=removed,
+            failed=[r.step.id for r in result.failed],
+            skipped=[r.step.id for r in result.skipped],
+        )
+        self._log.info("apply.end", outcome=outcome, duration=round(duration, 3))
+        return result
+
+    async def _run_step(self, step: Step, semaphore: asyncio.Semaphore) -> StepResult:
+        result = StepResult(step, "failed")
+        ctx = _StepContext(self.cluster, self.secrets, self.transports, step, self.run_id)
+        while True:
+            result.attempts += 1
+            async with semaphore:
+                now = time.monotonic()
+                if result.start is None:
+                    result.start = now
+                self.journal.write(
+                    "step_start",
+                    id=step.id,
+                    host=step.host,
+                    attempt=result.attempts,
+                    wall=now_wall(),
+                    mono=now,
+                )
+                self._log.info("step.start", step=step.id, host=step.host, attempt=result.attempts)
+                self.reporter.started(step, result.attempts)
+                error = await self._attempt(step, ctx, now)
+            if error is None:
+                result.outcome = "ok"
+                break
+            text = describe_error(error, self.secrets)
+            transient = isinstance(error, HactlError) and error.transient
+            delay = self.retry.delay(result.attempts, self._rng)
+            spent = time.monotonic() - result.start
+            if (
+                not transient
+                or result.attempts >= self.retry.attempts
+                or spent + delay > self.retry.budget
+            ):
+                if transient:
+                    text = f"gave up after {result.attempts} attempts in {spent:.0f}s: {text}"
+                result.error, result.exception = text, error
+                break
+            self.journal.write(
+                "step_retry",
+                id=step.id,
+                host=step.host,
+                attempt=result.attempts,
+                delay=round(delay, 3),
+                error=text,
+            )
+            self._log.warning(
+                "step.retry",
+                step=step.id,
+                host=step.host,
+                attempt=result.attempts,
+                delay=round(delay, 3),
+                error=text,
+            )
+            self.reporter.retrying(step, result.attempts, delay, text)
+            await self._sleep(delay)
+        result.end = time.monotonic()
+        return result
+
+    async def _attempt(self, step: Step, ctx: _StepContext, started: float) -> BaseException | None:
+        beat = asyncio.create_task(self._heartbeat(step, started), name=f"heartbeat:{step.id}")
+        deadline = asyncio.timeout(step.timeout)
+        try:
+            async with deadline:
+                await step.run(ctx)
+        except Exception as exc:  # every failure of a step is reported, never propagated
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                return StepTimeoutError(f"timed out after {step.timeout:g}s")
+            return exc
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+        return None
+
+    async def _heartbeat(self, step: Step, started: float) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            elapsed = time.monotonic() - started
+            self._log.info(
+                "step.still_running", step=step.id, host=step.host, elapsed=round(elapsed)
+            )
+            self.reporter.still_running(step, elapsed)
+
+    def _finish(self, result: StepResult) -> None:
+        step = result.step
+        self._results[step.id] = result
+        self.journal.write(
+            "step_end",
+            id=step.id,
+            host=step.host,
+            title=step.title,
+            action=step.action,
+            address=step.address,
+            depends_on=sorted(self.graph.predecessors(step.id)),
+            outcome=result.outcome,
+            attempts=result.attempts,
+            start_mono=result.start,
+            end_mono=result.end,
+            duration=round(result.duration, 6),
+            start_wall=None if result.start is None else _wall_at(result.start),
+            end_wall=None if result.end is None else _wall_at(result.end),
+            error=result.error or None,
+            skipped_because=result.skipped_because,
+        )
+        level = self._log.info if result.outcome == "ok" else self._log.error
+        level(
+            "step.end",
+            step=step.id,
+            host=step.host,
+            outcome=result.outcome,
+            attempts=result.attempts,
+            duration=round(result.duration, 3),
+            error=result.error or None,
+        )
+        self.reporter.finished(result)
+
+    def _skip_descendants(self, failed: str) -> None:
+        for node in sorted(
+            nx.descendants(self.graph, failed), key=lambda i: _sort_key(self.step(i))
+        ):
+            if node not in self._results:
+                self._finish(StepResult(self.step(node), "skipped", skipped_because=failed))
+
+
+def _wall_at(mono: float) -> str:
+    """The wall-clock time (ISO, UTC) that a ``time.monotonic()`` reading corresponds to."""
+    return datetime.fromtimestamp(time.time() - (time.monotonic() - mono), UTC).isoformat(
+        timespec="microseconds"
+    )
+
+
+def failure_report(result: ApplyResult) -> ApplyError:
+    """One error for the whole run: each failed step with host, command, stderr (masked)."""
+    lines = [f"{len(result.failed)} step(s) failed:"]
+    for failed in result.failed:
+        step = failed.step
+        lines.append(
+            f"- {step.host or 'cluster'}: {step.title} [{step.id}]"
+            f" (after {failed.attempts} attempt(s))"
+        )
+        lines.extend(f"    {line}" for line in failed.error.splitlines())
+    if result.skipped:
+        lines.append(f"{len(result.skipped)} step(s) skipped because a step before them failed:")
+        lines.extend(
+            f"- {r.step.host or 'cluster'}: {r.step.title} [{r.step.id}]" for r in result.skipped
+        )
+    return ApplyError(
+        "\n".join(lines),
+        hint="fix the cause above and run hactl apply again: steps already done are not repeated",
+    )
