@@ -1,0 +1,234 @@
+"""The cluster lock through FakeTransport, whose answers come from running the real lock script
+with /bin/sh (real mkdir, flock, stat) in a folder per fake host."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hactl.errors import LockError, UnreachableError
+from hactl.lock import ClusterLock, HostLock, LockOwner, lock_hosts, parse_output
+from hactl.spec.load import load_file
+from hactl.spec.models import Cluster
+from hactl.transport.base import Result
+from hactl.transport.fake import Call, FakeTransport
+
+ROOT = Path(__file__).resolve().parents[2]
+PLACEHOLDER = "/hactl-unit-lock-root"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Cluster:
+    return load_file(ROOT / "specs" / "lab.yaml").cluster
+
+
+class Hosts:
+    """One FakeTransport per host; each runs the lock script in its own folder."""
+
+    def __init__(self, base: Path, names: list[str]) -> None:
+        self.base = base
+        self.fakes: dict[str, FakeTransport] = {}
+        for name in names:
+            fake = FakeTransport(name)
+            fake.on(lambda wire: True, respond=self._runner(name))
+            self.fakes[name] = fake
+
+    def _runner(self, name: str):  # type: ignore[no-untyped-def]
+        folder = self.base / name
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def respond(call: Call) -> Result:
+            script = call.wire.replace(PLACEHOLDER, str(folder))
+            done = subprocess.run(
+                ["/bin/sh", "-c", script],
+                input=call.stdin or b"",
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+            return Result(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+        return respond
+
+    def __call__(self, host: str) -> FakeTransport:
+        return self.fakes[host]
+
+    def lock_dir(self, host: str) -> Path:
+        return self.base / host / "lock.d"
+
+    def owner(self, host: str) -> dict[str, object]:
+        data: dict[str, object] = json.loads((self.lock_dir(host) / "owner.json").read_text())
+        return data
+
+    def age(self, host: str, seconds: float) -> None:
+        path = self.lock_dir(host) / "owner.json"
+        past = path.stat().st_mtime - seconds
+        os.utime(path, (past, past))
+
+
+@pytest.fixture
+def hosts(tmp_path: Path, cluster: Cluster) -> Hosts:
+    return Hosts(tmp_path, lock_hosts(cluster))
+
+
+def make_lock(cluster: Cluster, hosts: Hosts, who: str, **owner: object) -> ClusterLock:
+    base = LockOwner.new(command=f"hactl apply ({who})", **owner)  # type: ignore[arg-type]
+    base = LockOwner(
+        base.token, who, base.pid, base.since, base.ttl, base.plan_id, None, base.command
+    )
+    return ClusterLock(cluster, hosts, base, root=PLACEHOLDER, wait=5)
+
+
+def test_lock_lives_on_the_etcd_members_in_spec_order(cluster: Cluster) -> None:
+    assert lock_hosts(cluster) == ["etcd01", "etcd02", "etcd03"]
+    stacked = cluster.model_copy(
+        update={"etcd": cluster.etcd.model_copy(update={"topology": "stacked", "members": []})}
+    )
+    assert lock_hosts(stacked) == ["master01", "master02", "master03"]
+
+
+async def test_acquire_takes_a_majority_and_release_removes_it(
+    cluster: Cluster, hosts: Hosts
+) -> None:
+    lock = make_lock(cluster, hosts, "alice@ops1", plan_id="plan-1")
+    await lock.acquire()
+    assert lock.held_on == ["etcd01", "etcd02"]
+    owner = hosts.owner("etcd01")
+    assert owner["who"] == "alice@ops1" and owner["plan_id"] == "plan-1"
+    assert owner["token"] == lock.owner.token and owner["pid"] == os.getpid()
+    assert not hosts.lock_dir("etcd03").exists()
+    await lock.release()
+    assert lock.held_on == []
+    assert not hosts.lock_dir("etcd01").exists() and not hosts.lock_dir("etcd02").exists()
+
+
+async def test_a_second_apply_fails_fast_naming_the_holder(cluster: Cluster, hosts: Hosts) -> None:
+    first = make_lock(cluster, hosts, "alice@ops1", plan_id="plan-1")
+    await first.acquire()
+    second = make_lock(cluster, hosts, "bob@ci")
+    with pytest.raises(LockError) as caught:
+        await second.acquire()
+    text = str(caught.value)
+    assert "etcd01: " in text
+    assert "cluster 'lab' is locked by alice@ops1 (pid" in text and " since 20" in text
+    assert "plan plan-1" in text
+    assert caught.value.hint and "hactl unlock -f SPEC" in caught.value.hint
+    assert second.held_on == []
+    assert hosts.owner("etcd01")["who"] == "alice@ops1"  # untouched
+    await first.release()
+
+
+async def test_two_applies_started_together_exactly_one_wins(
+    cluster: Cluster, hosts: Hosts
+) -> None:
+    locks = [make_lock(cluster, hosts, f"op{i}@ci") for i in range(4)]
+    outcomes = await asyncio.gather(*(lk.acquire() for lk in locks), return_exceptions=True)
+    winners = [lk for lk, out in zip(locks, outcomes, strict=True) if out is None]
+    losers = [out for out in outcomes if isinstance(out, LockError)]
+    assert len(winners) == 1 and len(losers) == 3
+    assert all(winners[0].owner.who in str(err) for err in losers)
+
+
+async def test_first_host_down_locks_the_next_ones_and_still_excludes_others(
+    cluster: Cluster, hosts: Hosts
+) -> None:
+    hosts.fakes["etcd01"].fail_with = UnreachableError("connection refused", host="etcd01")
+    first = make_lock(cluster, hosts, "alice@ops1")
+    await first.acquire()
+    assert first.held_on == ["etcd02", "etcd03"]
+    # etcd01 is back (or only the first operator could not reach it): the second still loses
+    hosts.fakes["etcd01"].fail_with = None
+    second = make_lock(cluster, hosts, "bob@ci")
+    with pytest.raises(LockError, match=r"etcd02: .*locked by alice@ops1"):
+        await second.acquire()
+    assert not hosts.lock_dir("etcd01").exists()  # what bob took was given back
+    await first.release()
+
+
+async def test_no_majority_reachable_is_refused(cluster: Cluster, hosts: Hosts) -> None:
+    for name in ("etcd02", "etcd03"):
+        hosts.fakes[name].fail_with = UnreachableError("no route to host", host=name)
+    lock = make_lock(cluster, hosts, "alice@ops1")
+    with pytest.raises(LockError, match=r"majority \(2 of 3\).*etcd02: no route to host"):
+        await lock.acquire()
+    assert not hosts.lock_dir("etcd01").exists()
+
+
+async def test_an_expired_lock_is_taken_over_and_its_old_holder_cannot_release_it(
+    cluster: Cluster, hosts: Hosts
+) -> None:
+    old = make_lock(cluster, hosts, "alice@ops1", ttl=60)
+    await old.acquire()
+    for name in old.held_on:
+        hosts.age(name, 120)
+    new = make_lock(cluster, hosts, "bob@ci")
+    await new.acquire()
+    assert hosts.owner("etcd01")["who"] == "bob@ci"
+    await old.release()  # alice's late release leaves bob's lock alone
+    assert hosts.owner("etcd01")["who"] == "bob@ci"
+    assert hosts.owner("etcd02")["who"] == "bob@ci"
+    await new.release()
+
+
+async def test_an_unexpired_lock_is_not_taken_over(cluster: Cluster, hosts: Hosts) -> None:
+    old = make_lock(cluster, hosts, "alice@ops1", ttl=600)
+    await old.acquire()
+    for name in old.held_on:
+        hosts.age(name, 120)
+    with pytest.raises(LockError, match="alice@ops1"):
+        await make_lock(cluster, hosts, "bob@ci").acquire()
+    await old.refresh()  # renewing rewrites the record: fresh mtime
+    state = (await old.read())["etcd01"]
+    assert isinstance(state, HostLock) and state.result == "held"
+    assert state.mtime is not None and state.now - state.mtime < 60
+    await old.release()
+
+
+async def test_unlock_breaks_the_lock_and_says_who_held_it(cluster: Cluster, hosts: Hosts) -> None:
+    held = make_lock(cluster, hosts, "alice@ops1", plan_id="plan-9")
+    await held.acquire()
+    hosts.fakes["etcd03"].fail_with = UnreachableError("connection refused", host="etcd03")
+    report = await make_lock(cluster, hosts, "bob@ci").break_lock()
+    assert isinstance(report["etcd01"], HostLock) and report["etcd01"].result == "broken"
+    assert report["etcd01"].owner is not None and report["etcd01"].owner.who == "alice@ops1"
+    assert report["etcd03"] == "connection refused"
+    assert not hosts.lock_dir("etcd01").exists() and not hosts.lock_dir("etcd02").exists()
+    hosts.fakes["etcd03"].fail_with = None
+    again = await make_lock(cluster, hosts, "bob@ci").break_lock()
+    assert all(isinstance(s, HostLock) and s.result == "free" for s in again.values())
+
+
+async def test_context_manager_releases_even_when_the_apply_fails(
+    cluster: Cluster, hosts: Hosts
+) -> None:
+    lock = make_lock(cluster, hosts, "alice@ops1")
+    with pytest.raises(RuntimeError, match="boom"):
+        async with lock:
+            assert hosts.lock_dir("etcd01").exists()
+            raise RuntimeError("boom")
+    assert not hosts.lock_dir("etcd01").exists() and not hosts.lock_dir("etcd02").exists()
+
+
+def test_parse_output_handles_a_lock_without_owner_record() -> None:
+    state = parse_output("etcd01", "now 200\nmtime 100\nowner \nresult held\n")
+    assert state.owner is None and state.mtime == 100 and not state.expired
+    broken = parse_output("etcd01", "now 5000\nmtime 100\nowner {not json\nresult held\n")
+    assert broken.owner is not None and "unreadable" in broken.owner.who and broken.expired
+
+
+async def test_a_stale_lock_without_owner_record_is_taken_over(
+    cluster: Cluster, hosts: Hosts
+) -> None:
+    """An apply that died between mkdir and writing owner.json leaves an empty lock.d."""
+    hosts.lock_dir("etcd01").mkdir()
+    past = hosts.lock_dir("etcd01").stat().st_mtime - 10_000
+    os.utime(hosts.lock_dir("etcd01"), (past, past))
+    lock = make_lock(cluster, hosts, "bob@ci")
+    await lock.acquire()
+    assert hosts.owner("etcd01")["who"] == "bob@ci"
+    await lock.release()
