@@ -1,0 +1,134 @@
+"""A lab node's PID 1: set up the node's file system view and hostname, then supervise units.
+
+Started by :mod:`hactl.lab.boot` as ``/usr/bin/python3 -m hactl.lab.nodeinit NODE.json`` inside
+fresh mount, UTS, IPC and PID namespaces and the node's network namespace. Standard library only.
+
+Boot sequence:
+ 1. record our PID as seen from the machine (the lab kills the node by this PID);
+ 2. drop the copies of the machine's ``/run/netns`` mounts (so they don't pin other namespaces);
+ 3. bind the node's persistent /root and /tmp and the shim dir over /usr/local/sbin, then overlay
+    /etc and /var (upper dirs in the lab state dir, lower = the machine's own), a fresh tmpfs on
+    /run (with the ``d`` lines of tmpfiles.d), a fresh /proc and /sys;
+ 4. set the hostname, then run :class:`hactl.lab.supervisor.Supervisor` (sshd first, then every
+    enabled unit); the main thread reaps every zombie of the node.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import json
+import os
+import pwd
+import grp
+import resource
+import socket
+import sys
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    rc = _libc.mount(
+        source.encode(), target.encode(), fstype.encode() if fstype else None,
+        ctypes.c_ulong(flags), data.encode() if data else None,
+    )
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source} on {target} ({fstype}): {os.strerror(err)}")
+
+
+def umount_lazy(target: str) -> None:
+    _libc.umount2(target.encode(), MNT_DETACH)
+
+
+def _mounts() -> list[tuple[str, str]]:
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        rows = []
+        for line in handle:
+            left, _, right = line.partition(" - ")
+            rows.append((left.split()[4].replace("\\040", " "), right.split()[0]))
+        return rows
+
+
+def _tmpfiles_for_run() -> None:
+    """Create the ``d``/``D`` directories of tmpfiles.d that live under /run (as systemd would)."""
+    for path in sorted(glob.glob("/usr/lib/tmpfiles.d/*.conf") + glob.glob("/etc/tmpfiles.d/*.conf")):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) < 2 or parts[0] not in {"d", "D"} or not parts[1].startswith("/run/"):
+                continue
+            target = parts[1]
+            mode = int(parts[2], 8) if len(parts) > 2 and parts[2] != "-" else 0o755
+            try:
+                os.makedirs(target, exist_ok=True)
+                os.chmod(target, mode)
+                uid = pwd.getpwnam(parts[3]).pw_uid if len(parts) > 3 and parts[3] != "-" else 0
+                gid = grp.getgrnam(parts[4]).gr_gid if len(parts) > 4 and parts[4] != "-" else 0
+                os.chown(target, uid, gid)
+            except (OSError, KeyError, ValueError):
+                continue
+
+
+def setup(cfg: dict[str, object]) -> None:
+    outer_pid = os.readlink("/proc/self")  # still the machine's /proc: our PID out there
+    pid_file = str(cfg["pid_file"])
+    with open(pid_file + ".tmp", "w", encoding="utf-8") as handle:
+        handle.write(outer_pid + "\n")
+    os.replace(pid_file + ".tmp", pid_file)
+
+    mount("none", "/", None, MS_REC | MS_PRIVATE)
+    for target, fstype in _mounts():
+        if fstype == "nsfs":
+            umount_lazy(target)
+    mount(str(cfg["root_dir"]), "/root", None, MS_BIND)
+    mount(str(cfg["tmp_dir"]), "/tmp", None, MS_BIND)
+    mount(str(cfg["bin_dir"]), "/usr/local/sbin", None, MS_BIND)
+    mount("none", "/usr/local/sbin", None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    overlays = cfg["overlays"]
+    assert isinstance(overlays, dict)
+    for target, layer in overlays.items():
+        opts = f"lowerdir={target},upperdir={layer['upper']},workdir={layer['work']}"
+        mount("overlay", target, "overlay", 0, opts)
+    mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
+    os.makedirs("/run/lock", exist_ok=True)
+    os.chmod("/run/lock", 0o1777)
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    try:
+        mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+    except OSError:
+        pass
+    _tmpfiles_for_run()
+    socket.sethostname(str(cfg["name"]))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    os.chdir("/")
+    os.environ.clear()
+    os.environ.update(
+        PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        LANG="C.UTF-8",
+        PYTHONPATH=str(cfg["pythonpath"]),
+    )
+
+
+def main() -> None:
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        cfg = json.load(handle)
+    setup(cfg)
+    from hactl.lab.supervisor import Supervisor
+
+    sys.stderr.write(f"hactl-lab: node {cfg['name']} booted\n")
+    sys.stderr.flush()
+    Supervisor().run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Stand-ins for the parts of a node that cannot be installed here (see docs/lab.md).
+
+Each command stand-in is a module run as ``/usr/bin/python3 -m hactl.lab.standins.<module>``
+through a shim that the lab bind-mounts over ``/usr/local/sbin`` in every node. The shim named
+``kube-apiserver`` runs module ``kube_apiserver`` (``-`` becomes ``_``); a shim is written only
+when its module exists. A module may define ``IMAGE_FILES: dict[str, tuple[str, int]]``
+(absolute path in the node → (content, mode)); ``lab up`` writes them into every node. Paths
+must lie under /etc or /var (the node's private, persistent directories).
+
+This package stays import-light: stand-ins run under Debian's Python (stdlib, cryptography, yaml).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+SHIMS = (
+    "systemctl",
+    "kubeadm",
+    "kubelet",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+)
+IMAGE_MODULES = (
+    "kubeadm",
+    "kubelet",
+    "apiserver",
+    "kube_apiserver",
+    "kube_controller_manager",
+    "kube_scheduler",
+)
+
+
+def module_for(shim: str) -> str:
+    """``kube-apiserver`` → ``hactl.lab.standins.kube_apiserver``."""
+    return f"{__name__}.{shim.replace('-', '_')}"
+
+
+def available_shims() -> dict[str, str]:
+    """Shim name → module, for every stand-in whose module exists now."""
+    found: dict[str, str] = {}
+    for shim in SHIMS:
+        module = module_for(shim)
+        if importlib.util.find_spec(module) is not None:
+            found[shim] = module
+    return found
+
+
+def image_files() -> dict[str, tuple[str, int]]:
+    """Every stand-in's ``IMAGE_FILES`` merged; modules not written yet are skipped."""
+    files: dict[str, tuple[str, int]] = {}
+    for short in IMAGE_MODULES:
+        name = f"{__name__}.{short}"
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        files.update(getattr(module, "IMAGE_FILES", {}))
+    return files
