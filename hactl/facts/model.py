@@ -132,7 +132,8 @@ class EtcdStatus:
 @dataclass(frozen=True)
 class EtcdFacts:
     unit_present: bool
-    """/etc/systemd/system/etcd.service (or the distro's unit) exists."""
+    """/etc/systemd/system/etcd.service (the unit hactl renders) exists; a distro unit under
+    /lib/systemd does not count."""
     active: bool
     """``systemctl is-active etcd`` says active."""
     enabled: bool
@@ -156,6 +157,8 @@ class EtcdFacts:
     """Number of keys under ``/registry`` (Kubernetes data); None when not queried/failed."""
     query_error: str | None = None
     """Why the member could not be queried (service down, TLS, timeout…)."""
+    unit_sha256: str | None = None
+    """sha256 of /etc/systemd/system/etcd.service (the unit hactl renders), None when absent."""
 
     @property
     def initial_cluster(self) -> str | None:

@@ -1,0 +1,98 @@
+"""What a fact is: a small class that knows the shell that reads it and a pure parser.
+
+A :class:`Fact` is one *section* of the probe's batched script (see :mod:`hactl.probe`): its
+:meth:`~Fact.script` is a POSIX ``sh`` snippet (argv parts joined by the transport's
+:func:`~hactl.transport.base.wire_command`), run as a shell function, and its :meth:`~Fact.parse`
+turns that snippet's stdout into a value. Snippets only read: no file, directory, cache or
+service state is ever changed on a host.
+
+Exit statuses of a section: 0 (or one of ``ok_statuses``) → parse stdout; :data:`SKIPPED`
+(``return 100``) → not applicable here (the reason is on stderr), the value is None; anything
+else → the section failed and its stderr becomes the error text.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import ClassVar, Generic, TypeVar
+
+from hactl.transport.base import Argv, wire_command
+
+T = TypeVar("T")
+
+SKIPPED = 100
+"""Section exit status: "does not apply on this host" (e.g. etcd is not running)."""
+
+
+class FactParseError(ValueError):
+    """A section's output could not be understood."""
+
+
+class Fact(ABC, Generic[T]):
+    """One probe section. Subclasses are frozen dataclasses holding their parameters."""
+
+    section: ClassVar[str]
+    """Unique name of the section in the batched script (``etcd.members``)."""
+    ok_statuses: ClassVar[frozenset[int]] = frozenset({0})
+    """Exit statuses whose stdout is parsed (``endpoint health`` exits 1 when unhealthy)."""
+
+    @abstractmethod
+    def script(self) -> str:
+        """The sh snippet (a function body: may ``return``, must not ``exit``)."""
+
+    @abstractmethod
+    def parse(self, stdout: str) -> T:
+        """Pure: the snippet's stdout → the fact's value; FactParseError when unreadable."""
+
+
+def sh(argv: Argv) -> str:
+    """An argv tuple as a command line inside a snippet (the transport's own joiner)."""
+    return wire_command(argv)
+
+
+def key_values(text: str, sep: str = "=") -> dict[str, str]:
+    """``key=value`` lines → dict (first ``sep`` splits; later duplicates win; blanks skipped)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, found, value = line.partition(sep)
+        if found and key.strip():
+            out[key.strip()] = value.strip()
+    return out
+
+
+def multi_values(text: str, keys: Iterable[str], sep: str = "=") -> dict[str, list[str]]:
+    """Like :func:`key_values` but collects repeated keys into lists (``manifest=…`` lines)."""
+    out: dict[str, list[str]] = {key: [] for key in keys}
+    for line in text.splitlines():
+        key, found, value = line.partition(sep)
+        if found and key in out:
+            out[key].append(value)
+    return out
+
+
+_VERSION = re.compile(r"v?(\d+\.\d+\.\d+)")
+
+
+def find_version(text: str) -> str | None:
+    """First ``X.Y.Z`` in ``text`` without a leading v (``HAProxy version 2.6.12-1+deb12u4`` → ``2.6.12``)."""
+    match = _VERSION.search(text)
+    return match.group(1) if match else None
+
+
+def fingerprint_hex(text: str) -> str | None:
+    """``sha256 Fingerprint=AB:CD…`` or ``abcd…`` → ``AB:CD:…`` (None when no 64 hex digits)."""
+    digits = re.sub(r"[^0-9A-Fa-f]", "", text.rpartition("=")[2])
+    if len(digits) != 64:
+        return None
+    digits = digits.upper()
+    return ":".join(digits[i : i + 2] for i in range(0, 64, 2))
+
+
+def is_active(state: str | None) -> bool:
+    return state == "active"
+
+
+def is_enabled(state: str | None) -> bool:
+    return state in {"enabled", "enabled-runtime", "static", "alias"}

@@ -1,0 +1,274 @@
+"""etcd on its members: files, service, data dir, CA, and what the member says over TLS.
+
+Paths follow hactl's renderers (docs/renderers.md, ``hactl.render.etcd``): the env file
+``/etc/etcd/etcd.env``, the unit ``/etc/systemd/system/etcd.service``, certificates under
+``/etc/etcd/pki``; etcdctl authenticates with ``healthcheck-client.{crt,key}`` against the
+member's own client URL (``https://127.0.0.1:<clientPort>``, or its address when that is a
+loopback address). The etcdctl sections run only when the ``etcd`` unit is active (otherwise
+etcdctl would wait for its dial timeout) and each member answers for itself only: the diff
+combines the members' views (``endpoint health --cluster`` alone is not enough).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Any, cast
+
+from hactl.facts.base import (
+    Fact,
+    FactParseError,
+    fingerprint_hex,
+    is_active,
+    is_enabled,
+    key_values,
+    sh,
+)
+from hactl.facts.model import DataDirState, EtcdFacts, EtcdHealth, EtcdMember, EtcdStatus
+
+ENV_PATH = "/etc/etcd/etcd.env"
+UNIT_PATH = "/etc/systemd/system/etcd.service"
+PKI_DIR = "/etc/etcd/pki"
+CA_CERT = f"{PKI_DIR}/ca.crt"
+CLIENT_CERT = f"{PKI_DIR}/healthcheck-client.crt"
+CLIENT_KEY = f"{PKI_DIR}/healthcheck-client.key"
+DIAL_TIMEOUT = "2s"
+COMMAND_TIMEOUT = "5s"
+ACTIVE_VAR = "HACTL_ETCD_ACTIVE"
+"""Shell variable set by the ``etcd.files`` section and read by the etcdctl sections."""
+
+_FILES = r"""{var}=$(systemctl is-active etcd 2>/dev/null)
+echo "active={var_ref}"
+echo "enabled=$(systemctl is-enabled etcd 2>/dev/null)"
+if [ -f {unit} ]; then echo "unit_sha256=$(sha256sum < {unit} | cut -d' ' -f1)"; fi
+if [ -f {env} ]; then echo "env_sha256=$(sha256sum < {env} | cut -d' ' -f1)"; fi
+if [ ! -e {data} ]; then echo data_dir=absent
+elif [ -d {data}/member ]; then echo data_dir=member
+elif [ -z "$(ls -A {data} 2>/dev/null)" ]; then echo data_dir=empty
+else echo data_dir=other; fi
+if [ -f {ca} ]; then
+  if command -v openssl >/dev/null 2>&1; then
+    echo "ca_sha256=$(openssl x509 -in {ca} -noout -fingerprint -sha256 2>/dev/null)"
+  else
+    echo "ca_sha256=$(python3 -B -c 'import hashlib,ssl,sys; print(hashlib.sha256(ssl.PEM_cert_to_DER_cert(open(sys.argv[1]).read())).hexdigest())' {ca} 2>/dev/null)"
+  fi
+fi
+:"""
+
+
+@dataclass(frozen=True)
+class EtcdFileInfo:
+    active: bool
+    enabled: bool
+    unit_sha256: str | None
+    env_sha256: str | None
+    data_dir_state: DataDirState
+    ca_fingerprint: str | None
+
+
+@dataclass(frozen=True)
+class EtcdFiles(Fact[EtcdFileInfo]):
+    data_dir: str = "/var/lib/etcd"
+    section = "etcd.files"
+
+    def script(self) -> str:
+        return _FILES.format(
+            var=ACTIVE_VAR,
+            var_ref="$" + ACTIVE_VAR,
+            unit=shlex.quote(UNIT_PATH),
+            env=shlex.quote(ENV_PATH),
+            data=shlex.quote(self.data_dir.rstrip("/") or "/"),
+            ca=shlex.quote(CA_CERT),
+        )
+
+    def parse(self, stdout: str) -> EtcdFileInfo:
+        kv = key_values(stdout)
+        state = kv.get("data_dir")
+        if state not in {"absent", "empty", "member", "other"}:
+            raise FactParseError(f"unexpected data dir state {state!r}")
+        return EtcdFileInfo(
+            active=is_active(kv.get("active")),
+            enabled=is_enabled(kv.get("enabled")),
+            unit_sha256=kv.get("unit_sha256") or None,
+            env_sha256=kv.get("env_sha256") or None,
+            data_dir_state=cast(DataDirState, state),
+            ca_fingerprint=fingerprint_hex(kv["ca_sha256"]) if kv.get("ca_sha256") else None,
+        )
+
+
+@dataclass(frozen=True)
+class EtcdEnv(Fact[dict[str, str]]):
+    """The ``ETCD_*`` variables of the env file (skipped when there is none)."""
+
+    section = "etcd.env"
+
+    def script(self) -> str:
+        path = shlex.quote(ENV_PATH)
+        return f'if [ -f {path} ]; then cat {path}; else echo "no {ENV_PATH}" >&2; return 100; fi'
+
+    def parse(self, stdout: str) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for raw in stdout.splitlines():
+            line = raw.strip()
+            if not line or line.startswith(("#", ";")):
+                continue
+            key, found, value = line.partition("=")
+            if not found or not key.startswith("ETCD_"):
+                continue
+            try:
+                env[key] = " ".join(shlex.split(value)) if value else ""
+            except ValueError as exc:
+                raise FactParseError(f"{ENV_PATH}: {raw!r}: {exc}") from exc
+        return env
+
+
+def member_id(value: int | str) -> str:
+    """etcd IDs as etcdctl's tables print them: lower-case hex without leading zeros."""
+    return format(int(value), "x")
+
+
+@dataclass(frozen=True)
+class _Etcdctl:
+    endpoint: str = "https://127.0.0.1:2379"
+
+    def etcdctl(self, *args: str) -> str:
+        argv = (
+            "etcdctl",
+            f"--endpoints={self.endpoint}",
+            f"--cacert={CA_CERT}",
+            f"--cert={CLIENT_CERT}",
+            f"--key={CLIENT_KEY}",
+            f"--dial-timeout={DIAL_TIMEOUT}",
+            f"--command-timeout={COMMAND_TIMEOUT}",
+            "-w",
+            "json",
+            *args,
+        )
+        guard = (
+            f'if [ "${ACTIVE_VAR}" != active ]; then '
+            f'echo "the etcd service is ${{{ACTIVE_VAR}:-not running}}" >&2; return 100; fi'
+        )
+        return f"{guard}\nETCDCTL_API=3 {sh(argv)}"
+
+
+def _load(stdout: str) -> Any:
+    try:
+        return json.loads(stdout)
+    except ValueError as exc:
+        raise FactParseError(f"not JSON: {stdout[:200]!r}") from exc
+
+
+@dataclass(frozen=True)
+class EtcdMemberList(_Etcdctl, Fact[tuple[EtcdMember, ...]]):
+    section = "etcd.members"
+
+    def script(self) -> str:
+        return self.etcdctl("member", "list")
+
+    def parse(self, stdout: str) -> tuple[EtcdMember, ...]:
+        data = _load(stdout)
+        members = [
+            EtcdMember(
+                id=member_id(m["ID"]),
+                name=m.get("name", ""),
+                peer_urls=tuple(m.get("peerURLs", ())),
+                client_urls=tuple(m.get("clientURLs", ())),
+                is_learner=bool(m.get("isLearner", False)),
+            )
+            for m in data.get("members", [])
+        ]
+        return tuple(sorted(members, key=lambda m: (m.name or "~", m.id)))
+
+
+@dataclass(frozen=True)
+class EtcdEndpointStatus(_Etcdctl, Fact[EtcdStatus]):
+    section = "etcd.status"
+
+    def script(self) -> str:
+        return self.etcdctl("endpoint", "status")
+
+    def parse(self, stdout: str) -> EtcdStatus:
+        data = _load(stdout)
+        if not data:
+            raise FactParseError("endpoint status returned no endpoint")
+        entry = data[0]
+        status = entry["Status"]
+        header = status["header"]
+        return EtcdStatus(
+            endpoint=entry["Endpoint"],
+            member_id=member_id(header["member_id"]),
+            cluster_id=member_id(header["cluster_id"]),
+            version=status["version"],
+            is_learner=bool(status.get("isLearner", False)),
+            leader_id=member_id(status["leader"]) if status.get("leader") else None,
+            raft_term=status.get("raftTerm"),
+            raft_index=status.get("raftIndex"),
+            db_size=status.get("dbSize"),
+            errors=tuple(status.get("errors", ())),
+        )
+
+
+@dataclass(frozen=True)
+class EtcdEndpointHealth(_Etcdctl, Fact[EtcdHealth]):
+    section = "etcd.health"
+    ok_statuses = frozenset({0, 1})  # 1 = unhealthy, with the JSON still printed
+
+    def script(self) -> str:
+        return self.etcdctl("endpoint", "health")
+
+    def parse(self, stdout: str) -> EtcdHealth:
+        data = _load(stdout)
+        if not data:
+            raise FactParseError("endpoint health returned no endpoint")
+        entry = data[0]
+        return EtcdHealth(
+            endpoint=entry["endpoint"],
+            healthy=bool(entry.get("health")),
+            error=entry.get("error") or None,
+            took=entry.get("took"),
+        )
+
+
+@dataclass(frozen=True)
+class EtcdRegistryCount(_Etcdctl, Fact[int]):
+    """How many keys Kubernetes stored under ``/registry`` (reads one key, counts all)."""
+
+    section = "etcd.registry"
+
+    def script(self) -> str:
+        return self.etcdctl("get", "/registry", "--prefix", "--keys-only", "--limit", "1")
+
+    def parse(self, stdout: str) -> int:
+        data = _load(stdout)
+        return int(data.get("count", 0))
+
+
+def assemble(
+    *,
+    data_dir: str,
+    files: EtcdFileInfo,
+    env: dict[str, str] | None,
+    members: tuple[EtcdMember, ...] | None,
+    status: EtcdStatus | None,
+    health: EtcdHealth | None,
+    registry_keys: int | None,
+    query_error: str | None,
+) -> EtcdFacts:
+    return EtcdFacts(
+        unit_present=files.unit_sha256 is not None,
+        active=files.active,
+        enabled=files.enabled,
+        env_present=files.env_sha256 is not None,
+        env_sha256=files.env_sha256,
+        env=env or {},
+        data_dir=data_dir,
+        data_dir_state=files.data_dir_state,
+        ca_fingerprint=files.ca_fingerprint,
+        members=members,
+        status=status,
+        health=health,
+        registry_keys=registry_keys,
+        query_error=query_error,
+        unit_sha256=files.unit_sha256,
+    )

@@ -1,0 +1,153 @@
+"""HAProxy on the load balancers: config file (hash and content), service, backend states.
+
+Backend states come from the stats socket hactl renders (``/run/haproxy/admin.sock``, see
+``hactl.render.haproxy``) with ``show stat`` (CSV). The socket is read with ``socat`` when the
+host has it, else with a stdlib-only ``python3 -B`` one-liner; nothing is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shlex
+from dataclasses import dataclass
+
+from hactl.facts.base import Fact, FactParseError, is_active, is_enabled, key_values
+from hactl.facts.model import BackendServer, HAProxyFacts, ServerStatus
+
+CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
+ADMIN_SOCKET = "/run/haproxy/admin.sock"
+
+_READ_SOCKET = (
+    "import socket,sys\n"
+    "s=socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])\n"
+    "s.sendall(b'show stat\\n'); d=b''\n"
+    "while True:\n"
+    "    c=s.recv(65536)\n"
+    "    if not c: break\n"
+    "    d+=c\n"
+    "sys.stdout.write(d.decode())\n"
+)
+
+
+@dataclass(frozen=True)
+class HAProxyFileInfo:
+    active: bool
+    enabled: bool
+    config_sha256: str | None
+
+
+@dataclass(frozen=True)
+class HAProxyFiles(Fact[HAProxyFileInfo]):
+    section = "haproxy.files"
+
+    def script(self) -> str:
+        cfg = shlex.quote(CONFIG_PATH)
+        return (
+            'echo "active=$(systemctl is-active haproxy 2>/dev/null)"\n'
+            'echo "enabled=$(systemctl is-enabled haproxy 2>/dev/null)"\n'
+            f"if [ -f {cfg} ]; then echo \"config_sha256=$(sha256sum < {cfg} | cut -d' ' -f1)\"; fi\n"
+            ":"
+        )
+
+    def parse(self, stdout: str) -> HAProxyFileInfo:
+        kv = key_values(stdout)
+        return HAProxyFileInfo(
+            active=is_active(kv.get("active")),
+            enabled=is_enabled(kv.get("enabled")),
+            config_sha256=kv.get("config_sha256") or None,
+        )
+
+
+@dataclass(frozen=True)
+class HAProxyConfig(Fact[str]):
+    """The config file's text (skipped when absent)."""
+
+    section = "haproxy.config"
+
+    def script(self) -> str:
+        cfg = shlex.quote(CONFIG_PATH)
+        return f'if [ -f {cfg} ]; then cat {cfg}; else echo "no {CONFIG_PATH}" >&2; return 100; fi'
+
+    def parse(self, stdout: str) -> str:
+        return stdout
+
+
+_STATUS: dict[str, ServerStatus] = {
+    "UP": "UP",
+    "DOWN": "DOWN",
+    "MAINT": "MAINT",
+    "NOLB": "NOLB",
+    "DRAIN": "DRAIN",
+    "no check": "no check",
+}
+
+
+def normalise_status(raw: str) -> ServerStatus:
+    """``UP 1/3`` → UP, ``DOWN 1/2`` → DOWN, ``MAINT (via b/s)`` → MAINT, ``no check`` kept."""
+    text = raw.strip()
+    if text in _STATUS:
+        return _STATUS[text]
+    head = text.split(" ", 1)[0]
+    return _STATUS.get(head, "unknown")
+
+
+@dataclass(frozen=True)
+class HAProxyStats(Fact[tuple[BackendServer, ...]]):
+    """``show stat`` from the stats socket: one row per server (FRONTEND/BACKEND rows dropped)."""
+
+    socket: str = ADMIN_SOCKET
+    section = "haproxy.stats"
+
+    def script(self) -> str:
+        sock = shlex.quote(self.socket)
+        return (
+            f'if [ ! -S {sock} ]; then echo "no stats socket {self.socket}" >&2; return 100; fi\n'
+            "if command -v socat >/dev/null 2>&1; then\n"
+            f"  echo 'show stat' | socat -t 5 stdio unix-connect:{sock}\n"
+            "elif command -v python3 >/dev/null 2>&1; then\n"
+            f"  python3 -B -c {shlex.quote(_READ_SOCKET)} {sock}\n"
+            "else\n"
+            '  echo "neither socat nor python3 is installed to read the stats socket" >&2; return 1\n'
+            "fi"
+        )
+
+    def parse(self, stdout: str) -> tuple[BackendServer, ...]:
+        text = stdout.lstrip()
+        if not text.startswith("# "):
+            raise FactParseError(f"not a `show stat` CSV: {stdout[:120]!r}")
+        rows = csv.DictReader(io.StringIO(text[2:]))
+        servers = []
+        for row in rows:
+            name = row.get("svname") or ""
+            if not row.get("pxname") or name in {"FRONTEND", "BACKEND"}:
+                continue
+            raw = row.get("status") or ""
+            servers.append(
+                BackendServer(
+                    backend=row["pxname"],
+                    server=name,
+                    status=normalise_status(raw),
+                    raw_status=raw,
+                    check_status=row.get("check_status") or None,
+                )
+            )
+        return tuple(servers)
+
+
+def assemble(
+    *,
+    files: HAProxyFileInfo,
+    config: str | None,
+    servers: tuple[BackendServer, ...] | None,
+    stats_error: str | None,
+) -> HAProxyFacts:
+    return HAProxyFacts(
+        config_present=files.config_sha256 is not None,
+        config_sha256=files.config_sha256,
+        config=config,
+        active=files.active,
+        enabled=files.enabled,
+        servers=servers or (),
+        stats_error=stats_error,
+    )
