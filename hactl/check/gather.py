@@ -1,0 +1,109 @@
+"""Gathering for ``hactl check``: the probe's facts plus one round trip on a master for
+``/readyz`` through the load balancer endpoint and the leader-election Leases."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from hactl.check.model import ADMIN_CONF, ApiAnswer, CheckData, Lease
+from hactl.errors import HactlError
+from hactl.facts.model import Observed
+
+if TYPE_CHECKING:
+    from hactl.spec.models import Cluster
+    from hactl.transport.base import Transport
+
+
+def api_script(cluster: Cluster) -> str:
+    """sh run on a master: /readyz through the LB endpoint, then the Leases, then the time."""
+    server = f"https://{cluster.control_plane_endpoint}"
+    kubectl = ["kubectl", "--kubeconfig", ADMIN_CONF, "--request-timeout=10s"]
+    readyz = shlex.join([*kubectl, "--server", server, "get", "--raw", "/readyz"])
+    leases = shlex.join([*kubectl, "get", "lease", "-n", "kube-system", "-o", "json"])
+    return (
+        f"echo '@@readyz'; {readyz} 2>&1; echo \"@@rc $?\"\n"
+        f"echo '@@leases'; {leases} 2>&1; echo \"@@rc $?\"\n"
+        "echo '@@now'; date -u +%s\n"
+    )
+
+
+def parse_api_output(stdout: str) -> dict[str, tuple[int, str]]:
+    """``@@section`` blocks → (exit status, text)."""
+    sections: dict[str, tuple[int, str]] = {}
+    name = ""
+    lines: list[str] = []
+    for line in stdout.splitlines():
+        if line.startswith("@@rc "):
+            sections[name] = (int(line[5:].strip() or 1), "\n".join(lines).strip())
+            name, lines = "", []
+        elif line.startswith("@@"):
+            name, lines = line[2:].strip(), []
+        else:
+            lines.append(line)
+    if name:
+        sections[name] = (0, "\n".join(lines).strip())
+    return sections
+
+
+def parse_leases(text: str) -> dict[str, Lease]:
+    data = json.loads(text)
+    out = {}
+    for item in data.get("items", []):
+        spec = item.get("spec") or {}
+        renew = spec.get("renewTime")
+        out[item["metadata"]["name"]] = Lease(
+            item["metadata"]["name"],
+            spec.get("holderIdentity") or None,
+            _parse_time(renew) if renew else None,
+            spec.get("leaseDurationSeconds"),
+        )
+    return out
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+async def gather(
+    cluster: Cluster,
+    transports: Callable[[str], Transport],
+    observe: Callable[[], Awaitable[Observed]],
+) -> CheckData:
+    """The probe's facts plus one round trip on the first initialised master that answers."""
+    observed = await observe()
+    masters = [m.name for m in cluster.masters]
+    candidates: Sequence[str] = [
+        m for m in masters if (k := observed.kubernetes(m)) is not None and k.admin_conf
+    ]
+    now = datetime.now(UTC)
+    errors = []
+    for master in candidates:
+        try:
+            result = await transports(master).run(api_script(cluster), timeout=40, check=False)
+        except HactlError as exc:
+            errors.append(f"{master}: {exc.message}")
+            continue
+        sections = parse_api_output(result.stdout)
+        if "@@now" not in result.stdout:
+            errors.append(f"{master}: {result.stderr.strip() or 'no output'}")
+            continue
+        if sections.get("now", (1, ""))[1].isdigit():
+            now = datetime.fromtimestamp(int(sections["now"][1]), UTC)
+        rc, text = sections.get("readyz", (1, "no answer"))
+        api = ApiAnswer(
+            f"{master} via https://{cluster.control_plane_endpoint}", rc == 0, text[-300:]
+        )
+        rc, text = sections.get("leases", (1, "no answer"))
+        leases, leases_error = None, None
+        try:
+            leases = parse_leases(text) if rc == 0 else None
+            leases_error = None if rc == 0 else text[-300:]
+        except (ValueError, KeyError, TypeError) as exc:
+            leases_error = f"unreadable kubectl output: {exc}"
+        return CheckData(observed, now, api, leases, leases_error)
+    why = "; ".join(errors) or "no master has /etc/kubernetes/admin.conf"
+    return CheckData(observed, now, None, None, why)

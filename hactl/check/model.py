@@ -1,0 +1,99 @@
+"""The data ``hactl check`` evaluates and the report it produces (no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from hactl.facts.model import Observed
+
+ADMIN_CONF = "/etc/kubernetes/admin.conf"
+LEADER_LEASES = ("kube-scheduler", "kube-controller-manager")
+CERT_WARN_DAYS = 30
+Severity = Literal["ok", "warning", "error"]
+
+
+@dataclass(frozen=True)
+class Lease:
+    name: str
+    holder: str | None
+    renew_time: datetime | None
+    duration_seconds: int | None
+
+    def valid_at(self, now: datetime) -> bool:
+        if not self.holder or self.renew_time is None or self.duration_seconds is None:
+            return False
+        return self.renew_time + timedelta(seconds=self.duration_seconds) > now
+
+
+@dataclass(frozen=True)
+class ApiAnswer:
+    via: str
+    """The master that asked, and the URL it asked."""
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class CheckData:
+    """Everything :func:`evaluate` looks at."""
+
+    observed: Observed
+    now: datetime
+    api: ApiAnswer | None = None
+    leases: dict[str, Lease] | None = None
+    leases_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    """api | masters | leases | etcd | load_balancer | certificates."""
+    severity: Severity
+    subject: str
+    message: str
+    hint: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    cluster: str
+    findings: tuple[Finding, ...]
+    cert_expiry: dict[str, str] = field(default_factory=dict)
+    """Host → earliest certificate notAfter (ISO)."""
+
+    @property
+    def healthy(self) -> bool:
+        return not any(f.severity == "error" for f in self.findings)
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity != "ok"]
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster,
+            "healthy": self.healthy,
+            "findings": [asdict(f) for f in self.findings],
+            "cert_expiry": self.cert_expiry,
+        }
+
+    def render_text(self) -> str:
+        marks = {"ok": "ok  ", "warning": "warn", "error": "FAIL"}
+        lines = [
+            f"[{marks[f.severity]}] {f.check}: {f.subject}: {f.message}" for f in self.findings
+        ]
+        if self.cert_expiry:
+            lines.append("Certificate expiry (earliest per host):")
+            lines.extend(f"  {host}: {when}" for host, when in self.cert_expiry.items())
+        problems = [f for f in self.problems if f.severity == "error"]
+        if problems:
+            lines.append(f"Cluster {self.cluster!r} is NOT healthy ({len(problems)} problem(s)):")
+            for f in problems:
+                lines.append(f"  - {f.subject}: {f.message}")
+                if f.hint:
+                    lines.append(f"    next: {f.hint}")
+        else:
+            lines.append(f"Cluster {self.cluster!r} is healthy.")
+        return "\n".join(lines)
