@@ -11,8 +11,9 @@ run (certificate key, bootstrap token, CA hash) live in ``ctx.secrets`` as
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from hactl.sensitive import Sensitive
 
@@ -70,9 +71,45 @@ class Step:
     timeout: float = 600.0
     """Seconds before the engine gives up on one attempt."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind != "step":
+            STEP_KINDS[cls.kind] = cls
+
     async def run(self, ctx: StepContext) -> None:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__}.run")
 
     def commands(self) -> list[str]:
         """The commands this step runs, secrets masked, for plan output (may be empty)."""
         return []
+
+    @property
+    def sort_key(self) -> tuple[int, str, str]:
+        """Deterministic order among steps that are free to run: kind order, host, id."""
+        return (self.order, self.host or "", self.id)
+
+    def to_data(self) -> dict[str, Any]:
+        """JSON-able fields (a saved plan); no secrets live in steps."""
+        data: dict[str, Any] = {"kind": self.kind}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            data[f.name] = list(value) if isinstance(value, tuple) else value
+        return data
+
+    @staticmethod
+    def from_data(data: dict[str, Any]) -> Step:
+        """The inverse of :meth:`to_data` (step kinds register themselves on import)."""
+        import hactl.plan.steps  # noqa: F401  (registers every kind)
+
+        values = dict(data)
+        cls = STEP_KINDS[values.pop("kind")]
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in values:
+                value = values[f.name]
+                kwargs[f.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**kwargs)
+
+
+STEP_KINDS: dict[str, type[Step]] = {}
+"""kind → class, filled by ``Step.__init_subclass__``."""

@@ -1,0 +1,399 @@
+"""Cluster × Observed → changes. Pure: no I/O, no clock (``now`` is passed in).
+
+The diff is data (after kopf's ``structs/diffs.py``): an enum of operations :class:`Op`, a small
+record :class:`Change` ``(op, address, before, after, reason, host)``, a generator
+:func:`iter_changes` and a collecting wrapper :func:`diff`. Addresses name what changes:
+
+    pki.etcd-ca                 the etcd CA (kept on the etcd members, never on the operator)
+    pki.etcd[etcd02]            a member's CA copy and server/peer certificates
+    etcd.member[etcd02]         an etcd member (bootstrap / add / start / promote / replace / remove)
+    lb[lb01].haproxy_cfg        /etc/haproxy/haproxy.cfg on a load balancer
+    lb[lb01].service            the haproxy service on a load balancer
+    master[master01]            ``kubeadm init`` (the first master) or a control-plane join
+    worker[worker01]            a worker join
+    cluster.bootstrap-token     a join token for this run (the secret is never read back)
+    cluster.certificate-key     a fresh certificate key for this run's control-plane join batch
+
+Safety refusals (a :class:`hactl.errors.PlanError`) live in :mod:`hactl.plan.refusals`; this
+module only reports what differs. Unreachable hosts produce no changes here: the planner decides
+whether the plan needs them.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from hactl.facts.model import EtcdMember, Observed
+from hactl.spec.models import Cluster, Host
+
+#: The certificate key's Secret lives 2 h; a key older than TTL - margin is refreshed.
+CERTIFICATE_KEY_TTL = 2 * 3600.0
+CERTIFICATE_KEY_MARGIN = 45 * 60.0
+
+
+class Op(enum.Enum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    REPLACE = "replace"
+    NOOP = "no-op"
+
+    @property
+    def symbol(self) -> str:
+        return _SYMBOLS[self]
+
+
+_SYMBOLS = {Op.CREATE: "+", Op.UPDATE: "~", Op.DELETE: "-", Op.REPLACE: "-/+", Op.NOOP: " "}
+
+
+@dataclass(frozen=True)
+class Change:
+    op: Op
+    address: str
+    before: Mapping[str, Any] | None
+    after: Mapping[str, Any] | None
+    reason: str
+    host: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    """Planner hints that are not shown as before/after (e.g. ``{"mode": "bootstrap"}``)."""
+
+    @property
+    def actions(self) -> list[str]:
+        if self.op is Op.REPLACE:
+            return ["delete", "create"]
+        return [self.op.value]
+
+
+@dataclass(frozen=True)
+class Diff:
+    changes: tuple[Change, ...]
+
+    def effective(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.op is not Op.NOOP)
+
+    def get(self, address: str) -> Change | None:
+        return next((c for c in self.changes if c.address == address), None)
+
+    def counts(self) -> tuple[int, int, int]:
+        """(add, change, remove) like Terraform: a replace counts as one add and one remove."""
+        add = sum(1 for c in self.changes if c.op in (Op.CREATE, Op.REPLACE))
+        change = sum(1 for c in self.changes if c.op is Op.UPDATE)
+        remove = sum(1 for c in self.changes if c.op in (Op.DELETE, Op.REPLACE))
+        return add, change, remove
+
+
+def diff(cluster: Cluster, observed: Observed, *, now: datetime) -> Diff:
+    return Diff(tuple(iter_changes(cluster, observed, now=now)))
+
+
+def iter_changes(cluster: Cluster, observed: Observed, *, now: datetime) -> Iterator[Change]:
+    if cluster.etcd.topology == "external":
+        yield from _pki(cluster, observed)
+        yield from _etcd(cluster, observed)
+    yield from _load_balancers(cluster, observed)
+    yield from _kubernetes(cluster, observed, now)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def url(address: object, port: int) -> str:
+    text = str(address)
+    return f"https://[{text}]:{port}" if ":" in text else f"https://{text}:{port}"
+
+
+def peer_url(cluster: Cluster, host: Host) -> str:
+    return url(host.address, cluster.etcd.peer_port)
+
+
+def client_url(cluster: Cluster, host: Host) -> str:
+    return url(host.address, cluster.etcd.client_port)
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def matching_member(cluster: Cluster, host: Host, members: tuple[EtcdMember, ...]) -> EtcdMember | None:
+    """The listed member that is ``host``: same name, or (unstarted) same peer URL."""
+    purl = peer_url(cluster, host)
+    for member in members:
+        if member.name == host.name or purl in member.peer_urls:
+            return member
+    return None
+
+
+def extra_members(cluster: Cluster, members: tuple[EtcdMember, ...]) -> list[EtcdMember]:
+    """Listed members that match no spec member, by name (then id)."""
+    return sorted(
+        (m for m in members if not any(matching_member(cluster, h, (m,)) for h in cluster.etcd_members)),
+        key=lambda m: (m.name, m.id),
+    )
+
+
+def desired_haproxy_cfg(cluster: Cluster) -> str:
+    from hactl.render.haproxy import render_haproxy_cfg
+
+    return render_haproxy_cfg(cluster)
+
+
+# -- PKI -----------------------------------------------------------------------------------
+
+
+def _pki(cluster: Cluster, observed: Observed) -> Iterator[Change]:
+    fingerprints = {
+        h.name: f.ca_fingerprint
+        for h in cluster.etcd_members
+        if (f := observed.etcd(h.name)) is not None
+    }
+    present = sorted({fp for fp in fingerprints.values() if fp})
+    if not present:
+        yield Change(
+            Op.CREATE, "pki.etcd-ca", None, {"kept_on": "etcd members"},
+            "no etcd member holds an etcd CA yet; generate one (in memory) and keep it on the members",
+        )
+    else:
+        yield Change(Op.NOOP, "pki.etcd-ca", {"fingerprint": present[0]}, {"fingerprint": present[0]},
+                     "the etcd members hold the CA")
+    for host in cluster.etcd_members:
+        if host.name not in fingerprints:
+            continue  # unreachable: the planner decides
+        if fingerprints[host.name]:
+            yield Change(Op.NOOP, f"pki.etcd[{host.name}]", {"ca": "present"}, {"ca": "present"},
+                         "CA and member certificates present", host=host.name)
+        else:
+            yield Change(
+                Op.CREATE, f"pki.etcd[{host.name}]", None,
+                {"files": ["ca.crt", "server.crt", "server.key", "peer.crt", "peer.key"]},
+                f"{host.name} has no /etc/etcd/pki/ca.crt; install the CA and issue its server and peer certificates",
+                host=host.name,
+            )
+
+
+# -- etcd ----------------------------------------------------------------------------------
+
+
+def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
+    spec_names = [h.name for h in cluster.etcd_members]
+    members = observed.etcd_members(spec_names)
+    if members is None:
+        yield from _etcd_no_cluster(cluster, observed)
+        return
+    for host in cluster.etcd_members:
+        facts = observed.etcd(host.name)
+        member = matching_member(cluster, host, members)
+        address = f"etcd.member[{host.name}]"
+        after = {"name": host.name, "peer_url": peer_url(cluster, host), "voter": True}
+        if facts is None:
+            continue  # unreachable: the planner decides
+        if member is None:
+            if facts.data_dir_state == "member":
+                # The planner refuses this (data of a member that is not in this cluster).
+                yield Change(Op.CREATE, address, None, after,
+                             f"{host.name} is not a member; its data dir {facts.data_dir} holds "
+                             "another cluster's member data", host=host.name,
+                             detail={"mode": "add", "foreign_data": True})
+                continue
+            yield Change(Op.CREATE, address, None, after,
+                         f"{host.name} is not in the member list of the running cluster; add it "
+                         "as a learner, start it with initial-cluster-state=existing, promote it",
+                         host=host.name, detail={"mode": "add"})
+            continue
+        before = {"name": member.name or "(unstarted)", "id": member.id,
+                  "peer_url": ",".join(member.peer_urls), "voter": not member.is_learner}
+        if facts.data_dir_state in ("absent", "empty") and not facts.active:
+            yield Change(Op.REPLACE, address, before, after,
+                         f"{host.name} is listed as member {member.id} but its data dir is "
+                         f"{facts.data_dir_state} (host rebuilt?); remove the failed member through "
+                         "another member, then add it back", host=host.name,
+                         detail={"mode": "replace", "member_id": member.id})
+            continue
+        reasons = []
+        mode = []
+        if not member.started or not facts.active:
+            reasons.append("the etcd service is not running" if member.started
+                           else "the member was added but never started")
+            mode.append("start")
+        if member.is_learner:
+            reasons.append("the member is still a learner")
+            mode.append("promote")
+        drift = _env_drift(cluster, host, facts.env) if facts.env_present else []
+        if drift:
+            reasons.append("configuration differs: " + ", ".join(drift))
+            mode.append("reconfigure")
+        if reasons:
+            yield Change(Op.UPDATE, address, before, after, "; ".join(reasons), host=host.name,
+                         detail={"mode": "+".join(mode), "member_id": member.id})
+        else:
+            yield Change(Op.NOOP, address, before, after, "started voting member", host=host.name)
+    for member in extra_members(cluster, members):
+        name = member.name or member.id
+        yield Change(Op.DELETE, f"etcd.member[{name}]",
+                     {"name": member.name or "(unstarted)", "id": member.id,
+                      "peer_url": ",".join(member.peer_urls), "voter": not member.is_learner},
+                     None, f"member {name} ({member.id}) is not in the spec; remove it through "
+                     "another member", detail={"mode": "remove", "member_id": member.id})
+
+
+def _etcd_no_cluster(cluster: Cluster, observed: Observed) -> Iterator[Change]:
+    """No member answered: a fresh bootstrap, or members with data that are all down."""
+    with_data = [
+        h.name for h in cluster.etcd_members
+        if (f := observed.etcd(h.name)) is not None and f.data_dir_state == "member"
+    ]
+    size = len(cluster.etcd_members)
+    for host in cluster.etcd_members:
+        facts = observed.etcd(host.name)
+        if facts is None:
+            continue
+        address = f"etcd.member[{host.name}]"
+        after = {"name": host.name, "peer_url": peer_url(cluster, host), "voter": True}
+        if not with_data:
+            wipe = " (its data dir holds stray files and will be emptied)" if facts.data_dir_state == "other" else ""
+            yield Change(Op.CREATE, address, None, after,
+                         f"no etcd cluster yet; bootstrap all {size} members together with "
+                         f"initial-cluster-state=new{wipe}", host=host.name,
+                         detail={"mode": "bootstrap"})
+        elif host.name in with_data:
+            yield Change(Op.UPDATE, address, {"name": host.name, "running": False}, after,
+                         "holds member data but no member answers; start the etcd service",
+                         host=host.name, detail={"mode": "start"})
+        else:
+            yield Change(Op.CREATE, address, None, after,
+                         f"not a member; add it once the members holding data "
+                         f"({', '.join(with_data)}) are back", host=host.name, detail={"mode": "add"})
+
+
+_ENV_KEYS = ("ETCD_NAME", "ETCD_DATA_DIR", "ETCD_INITIAL_ADVERTISE_PEER_URLS", "ETCD_ADVERTISE_CLIENT_URLS")
+
+
+def desired_env_subset(cluster: Cluster, host: Host) -> dict[str, str]:
+    return {
+        "ETCD_NAME": host.name,
+        "ETCD_DATA_DIR": cluster.etcd.data_dir,
+        "ETCD_INITIAL_ADVERTISE_PEER_URLS": peer_url(cluster, host),
+        "ETCD_ADVERTISE_CLIENT_URLS": client_url(cluster, host),
+    }
+
+
+def _env_drift(cluster: Cluster, host: Host, env: Mapping[str, str]) -> list[str]:
+    want = desired_env_subset(cluster, host)
+    return [k for k in _ENV_KEYS if k in env and env[k] != want[k]]
+
+
+# -- load balancers ------------------------------------------------------------------------
+
+
+def _load_balancers(cluster: Cluster, observed: Observed) -> Iterator[Change]:
+    desired = desired_haproxy_cfg(cluster)
+    want = sha256_text(desired)
+    for host in cluster.load_balancer.hosts:
+        facts = observed.haproxy(host.name)
+        if facts is None:
+            continue
+        address = f"lb[{host.name}].haproxy_cfg"
+        after = {"sha256": want}
+        if not facts.config_present:
+            yield Change(Op.CREATE, address, None, after,
+                         "/etc/haproxy/haproxy.cfg is missing", host=host.name)
+        elif facts.config_sha256 != want:
+            yield Change(Op.UPDATE, address, {"sha256": facts.config_sha256}, after,
+                         "/etc/haproxy/haproxy.cfg differs from the rendered configuration "
+                         f"({_line_delta(facts.config or '', desired)})", host=host.name,
+                         detail={"diff": _unified(facts.config or "", desired)})
+        else:
+            yield Change(Op.NOOP, address, after, after, "configuration matches", host=host.name)
+        service = f"lb[{host.name}].service"
+        if not facts.config_present:
+            continue  # installing the config starts the service
+        if not facts.active:
+            yield Change(Op.UPDATE, service, {"active": False}, {"active": True},
+                         "haproxy is not running", host=host.name)
+        else:
+            yield Change(Op.NOOP, service, {"active": True}, {"active": True}, "haproxy is running",
+                         host=host.name)
+
+
+def _line_delta(old: str, new: str) -> str:
+    import difflib
+
+    added = removed = 0
+    for line in difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=0):
+        if line.startswith("+") and not line.startswith("+++"):
+            added += 1
+        elif line.startswith("-") and not line.startswith("---"):
+            removed += 1
+    return f"{added} line(s) to add, {removed} to remove"
+
+
+def _unified(old: str, new: str) -> str:
+    import difflib
+
+    return "\n".join(difflib.unified_diff(old.splitlines(), new.splitlines(), "on host", "rendered",
+                                          lineterm="", n=1))
+
+
+# -- kubernetes ----------------------------------------------------------------------------
+
+
+def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator[Change]:
+    master_names = [h.name for h in cluster.masters]
+    initialised = observed.first_initialised_master(master_names)
+    view = observed.cluster_view(master_names)
+    cp_joins = worker_joins = 0
+    for index, host in enumerate(cluster.masters):
+        facts = observed.kubernetes(host.name)
+        address = f"master[{host.name}]"
+        if facts is None:
+            continue
+        if facts.initialised:
+            yield Change(Op.NOOP, address, {"control_plane": True}, {"control_plane": True},
+                         "control plane running", host=host.name)
+        elif facts.joined:
+            yield Change(Op.UPDATE, address, {"control_plane": False, "joined": True},
+                         {"control_plane": True}, f"{host.name} is joined as a worker, not as a "
+                         "control-plane node", host=host.name, detail={"mode": "worker-joined"})
+        elif initialised is None and index == 0:
+            yield Change(Op.CREATE, address, None, {"control_plane": True, "init": True},
+                         "no control plane yet; kubeadm init --upload-certs on the first master",
+                         host=host.name, detail={"mode": "init"})
+        else:
+            cp_joins += 1
+            yield Change(Op.CREATE, address, None, {"control_plane": True},
+                         "not part of the cluster; join as a control-plane node", host=host.name,
+                         detail={"mode": "join"})
+    for host in cluster.workers:
+        facts = observed.kubernetes(host.name)
+        address = f"worker[{host.name}]"
+        if facts is None:
+            continue
+        if facts.joined:
+            yield Change(Op.NOOP, address, {"joined": True}, {"joined": True}, "joined",
+                         host=host.name)
+        else:
+            worker_joins += 1
+            yield Change(Op.CREATE, address, None, {"joined": True},
+                         "not part of the cluster; join as a worker", host=host.name)
+    if initialised is None or not (cp_joins or worker_joins):
+        return  # an init makes a token and a key; no join → nothing to prepare
+    yield Change(Op.CREATE, "cluster.bootstrap-token", None, {"token": "(sensitive value)", "ttl": "2h"},
+                 "bootstrap token secrets are never read back from the cluster; create one for "
+                 "this run's joins", host=initialised)
+    if cp_joins:
+        age = view.kubeadm_certs_age(now) if view is not None else None
+        if age is None:
+            why = "the kubeadm-certs Secret is absent"
+        elif age > CERTIFICATE_KEY_TTL - CERTIFICATE_KEY_MARGIN:
+            why = f"the kubeadm-certs Secret is {int(age // 60)} min old (expires after 120 min)"
+        else:
+            why = (f"the kubeadm-certs Secret is {int(age // 60)} min old, but its key is never read "
+                   "back from the cluster")
+        yield Change(Op.UPDATE, "cluster.certificate-key", {"key": "(sensitive value)"},
+                     {"key": "(sensitive value)"},
+                     f"{why}; upload the control-plane certificates under a fresh key for this "
+                     "join batch", host=initialised)

@@ -1,0 +1,178 @@
+"""Pure command builders: every command a step runs, as an argv tuple.
+
+No I/O and no ``shlex.join`` here (only the transport joins argv). Secrets are passed in as
+:class:`hactl.sensitive.Sensitive` and stay masked everywhere but on the wire. File paths on the
+hosts come from the renderers (``docs/renderers.md``) and are repeated here only where hactl
+owns them (the kubeadm config folder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hactl.sensitive import Sensitive
+from hactl.transport.base import Argv
+
+# etcd files (the same names as hactl.render.etcd; repeated so planning imports stay light)
+ETCD_PKI_DIR = "/etc/etcd/pki"
+ETCD_CA_CERT = f"{ETCD_PKI_DIR}/ca.crt"
+ETCD_CA_KEY = f"{ETCD_PKI_DIR}/ca.key"
+ETCD_SERVER_CERT, ETCD_SERVER_KEY = f"{ETCD_PKI_DIR}/server.crt", f"{ETCD_PKI_DIR}/server.key"
+ETCD_PEER_CERT, ETCD_PEER_KEY = f"{ETCD_PKI_DIR}/peer.crt", f"{ETCD_PKI_DIR}/peer.key"
+ETCD_CLIENT_CERT = f"{ETCD_PKI_DIR}/healthcheck-client.crt"
+ETCD_CLIENT_KEY = f"{ETCD_PKI_DIR}/healthcheck-client.key"
+ETCD_ENV = "/etc/etcd/etcd.env"
+ETCD_UNIT = "/etc/systemd/system/etcd.service"
+
+# HAProxy
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+HAPROXY_NEW = "/etc/haproxy/haproxy.cfg.hactl-new"
+
+# kubeadm / Kubernetes
+K8S_PKI = "/etc/kubernetes/pki"
+K8S_CA_CERT = f"{K8S_PKI}/ca.crt"
+K8S_ETCD_CA = f"{K8S_PKI}/etcd/ca.crt"
+APISERVER_ETCD_CLIENT_CERT = f"{K8S_PKI}/apiserver-etcd-client.crt"
+APISERVER_ETCD_CLIENT_KEY = f"{K8S_PKI}/apiserver-etcd-client.key"
+ADMIN_CONF = "/etc/kubernetes/admin.conf"
+KUBEADM_CONFIG = "/etc/hactl/kubeadm-config.yaml"
+"""The InitConfiguration + ClusterConfiguration that init and upload-certs use."""
+
+
+# -- etcd ----------------------------------------------------------------------------------
+
+
+def etcdctl(endpoints: Sequence[str], *args: str) -> Argv:
+    """etcdctl v3 over TLS with the member's client certificate."""
+    return (
+        "etcdctl",
+        f"--endpoints={','.join(endpoints)}",
+        f"--cacert={ETCD_CA_CERT}",
+        f"--cert={ETCD_CLIENT_CERT}",
+        f"--key={ETCD_CLIENT_KEY}",
+        "--command-timeout=10s",
+        *args,
+    )
+
+
+def member_list(endpoint: str) -> Argv:
+    return etcdctl([endpoint], "member", "list", "-w", "json")
+
+
+def member_add(endpoint: str, name: str, peer_url: str, *, learner: bool = True) -> Argv:
+    extra = ("--learner",) if learner else ()
+    return etcdctl([endpoint], "member", "add", name, f"--peer-urls={peer_url}", *extra)
+
+
+def member_promote(endpoint: str, member_id: str) -> Argv:
+    return etcdctl([endpoint], "member", "promote", member_id)
+
+
+def member_remove(endpoint: str, member_id: str) -> Argv:
+    return etcdctl([endpoint], "member", "remove", member_id)
+
+
+def endpoint_health(endpoints: Sequence[str]) -> Argv:
+    """Each endpoint asked about itself (design rule 2: not ``--cluster`` alone)."""
+    return etcdctl(endpoints, "endpoint", "health", "-w", "json")
+
+
+def registry_count(endpoint: str) -> Argv:
+    return etcdctl([endpoint], "get", "/registry", "--prefix", "--keys-only", "--count-only", "-w", "json")
+
+
+def systemctl(*args: str) -> Argv:
+    return ("systemctl", *args)
+
+
+def read_files(*paths: str) -> Argv:
+    """``cat`` of files that must exist (a missing one fails the command)."""
+    return ("cat", *paths)
+
+
+def file_exists(path: str) -> Argv:
+    return ("test", "-e", path)
+
+
+def empty_dir(path: str) -> Argv:
+    """Empty a directory's contents, keeping the directory (used on pristine data dirs only)."""
+    return ("find", path, "-mindepth", "1", "-delete")
+
+
+def mkdir(path: str, mode: str = "0700") -> Argv:
+    return ("install", "-d", "-m", mode, path)
+
+
+def data_dir_has_member(path: str) -> Argv:
+    return ("test", "-d", f"{path}/member")
+
+
+# -- HAProxy -------------------------------------------------------------------------------
+
+
+def haproxy_check(path: str) -> Argv:
+    return ("haproxy", "-c", "-f", path)
+
+
+def move(src: str, dst: str) -> Argv:
+    return ("mv", "-f", src, dst)
+
+
+def remove(path: str) -> Argv:
+    return ("rm", "-f", path)
+
+
+def sha256sum(path: str) -> Argv:
+    return ("sha256sum", path)
+
+
+# -- kubeadm / kubectl ---------------------------------------------------------------------
+
+
+def kubeadm_init(config: str = KUBEADM_CONFIG) -> Argv:
+    return ("kubeadm", "init", "--config", config, "--upload-certs")
+
+
+def upload_certs(config: str = KUBEADM_CONFIG) -> Argv:
+    return ("kubeadm", "init", "phase", "upload-certs", "--upload-certs", "--config", config)
+
+
+def token_create(ttl: str = "2h") -> Argv:
+    return ("kubeadm", "token", "create", "--ttl", ttl, "--description", "hactl apply")
+
+
+def kubeadm_join(
+    endpoint: str,
+    token: Sensitive,
+    ca_hash: str,
+    *,
+    control_plane: bool,
+    certificate_key: Sensitive | None = None,
+) -> Argv:
+    argv: tuple[str | Sensitive, ...] = (
+        "kubeadm",
+        "join",
+        endpoint,
+        "--token",
+        token,
+        "--discovery-token-ca-cert-hash",
+        ca_hash,
+    )
+    if control_plane:
+        if certificate_key is None:
+            raise ValueError("a control-plane join needs the certificate key")
+        argv += ("--control-plane", "--certificate-key", certificate_key)
+    return argv
+
+
+def kubectl(*args: str, kubeconfig: str = ADMIN_CONF) -> Argv:
+    return ("kubectl", "--kubeconfig", kubeconfig, "--request-timeout=10s", *args)
+
+
+def get_node(name: str) -> Argv:
+    return kubectl("get", "node", name, "-o", "json")
+
+
+def readyz() -> Argv:
+    """``/readyz`` through the endpoint in admin.conf (the load balancer)."""
+    return kubectl("get", "--raw", "/readyz")

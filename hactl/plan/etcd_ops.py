@@ -1,0 +1,126 @@
+"""etcd operations shared by the etcd step kinds: read the CA off a member, list members, wait
+for health as design rule 2 defines it. Commands come from :mod:`hactl.plan.commands`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hactl.diff import client_url
+from hactl.errors import CommandError
+from hactl.plan import commands as cmd
+from hactl.plan.remote import parse_json, run, wait_for
+from hactl.plan.step import StepContext
+from hactl.render import pki
+from hactl.spec.models import Host
+
+
+@dataclass(frozen=True)
+class Member:
+    id: str
+    name: str
+    peer_urls: tuple[str, ...]
+    is_learner: bool
+
+    @property
+    def started(self) -> bool:
+        return bool(self.name)
+
+
+def parse_member_list(stdout: str) -> list[Member]:
+    """``etcdctl member list -w json`` → members (IDs as lower-case hex, like the tables)."""
+    data = parse_json(stdout)
+    if not isinstance(data, dict):
+        raise ValueError("member list: not JSON")
+    out = []
+    for raw in data.get("members") or []:
+        out.append(
+            Member(
+                id=format(int(raw["ID"]), "x"),
+                name=raw.get("name", ""),
+                peer_urls=tuple(raw.get("peerURLs") or ()),
+                is_learner=bool(raw.get("isLearner", False)),
+            )
+        )
+    return out
+
+
+def parse_health(stdout: str) -> dict[str, bool]:
+    """``etcdctl endpoint health -w json`` → {endpoint: healthy}."""
+    data = parse_json(stdout)
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        return {}
+    return {str(e.get("endpoint")): bool(e.get("health")) for e in data if isinstance(e, dict)}
+
+
+def split_pem_pair(text: str) -> tuple[bytes, bytes]:
+    """``cat ca.crt ca.key`` → (cert PEM, key PEM)."""
+    marker = "-----BEGIN CERTIFICATE-----"
+    end = "-----END CERTIFICATE-----"
+    start = text.index(marker)
+    stop = text.index(end, start) + len(end)
+    return text[start:stop].encode() + b"\n", (text[:start] + text[stop:]).strip().encode() + b"\n"
+
+
+async def read_ca(ctx: StepContext, host: str) -> pki.CertKey:
+    """The etcd CA (certificate and key) from a member, into memory only."""
+    result = await run(ctx, host, cmd.read_files(cmd.ETCD_CA_CERT, cmd.ETCD_CA_KEY))
+    cert_pem, key_pem = split_pem_pair(result.stdout)
+    return pki.CertKey.from_pem(cert_pem, key_pem)
+
+
+async def find_ca_host(ctx: StepContext, preferred: str | None = None) -> str | None:
+    """The first etcd member (``preferred`` first) that holds the CA key."""
+    names = [h.name for h in ctx.cluster.etcd_members]
+    if preferred in names:
+        names.remove(preferred)
+        names.insert(0, preferred)
+    for name in names:
+        try:
+            result = await run(ctx, name, cmd.file_exists(cmd.ETCD_CA_KEY), check=False)
+        except CommandError:
+            continue
+        except Exception:  # an unreachable member: try the next one
+            continue
+        if result.ok:
+            return name
+    return None
+
+
+async def list_members(ctx: StepContext, via: Host) -> list[Member]:
+    result = await run(ctx, via.name, cmd.member_list(client_url(ctx.cluster, via)))
+    return parse_member_list(result.stdout)
+
+
+def problems(members: list[Member], health: dict[str, bool], expected: list[Host], ctx: StepContext) -> str | None:
+    """Design rule 2: every expected member listed and started, nothing unexpected, no
+    learners, and ``endpoint health`` true on each expected member."""
+    names = {h.name for h in expected}
+    listed = {m.name for m in members if m.name}
+    missing = sorted(names - listed)
+    if missing:
+        return f"members not started: {', '.join(missing)}"
+    extra = sorted(m.name or m.id for m in members if m.name not in names)
+    if extra:
+        return f"unexpected or unstarted members: {', '.join(extra)}"
+    learners = sorted(m.name for m in members if m.is_learner)
+    if learners:
+        return f"learners not promoted: {', '.join(learners)}"
+    sick = [h.name for h in expected if not health.get(client_url(ctx.cluster, h), False)]
+    if sick:
+        return f"endpoint health false on {', '.join(sick)}"
+    return None
+
+
+async def wait_healthy(
+    ctx: StepContext, via: Host, expected: list[Host], *, timeout: float = 120.0
+) -> None:
+    async def probe() -> str | None:
+        members = await list_members(ctx, via)
+        endpoints = [client_url(ctx.cluster, h) for h in expected]
+        result = await run(ctx, via.name, cmd.endpoint_health(endpoints), check=False)
+        return problems(members, parse_health(result.stdout), expected, ctx)
+
+    await wait_for("etcd to be healthy (rule 2)", probe, timeout=timeout, interval=1.0, host=via.name)

@@ -1,0 +1,109 @@
+"""Join material for one apply: bootstrap token, certificate key and CA hash, in memory only.
+
+Design rule 5: the certificate key lives 2 h and the token 24 h; both are checked before every
+control-plane join and made afresh when missing or too old. A re-upload invalidates older keys,
+so a join batch shares one key (joins run one at a time and re-check it).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from hactl.diff import CERTIFICATE_KEY_MARGIN, CERTIFICATE_KEY_TTL
+from hactl.errors import CommandError
+from hactl.plan import commands as cmd
+from hactl.plan import desired
+from hactl.plan.remote import put, run
+from hactl.plan.step import StepContext
+from hactl.render import pki
+from hactl.sensitive import Sensitive
+
+TOKEN_RE = re.compile(r"\b([a-z0-9]{6}\.[a-z0-9]{16})\b")
+KEY_RE = re.compile(r"\b([0-9a-f]{64})\b")
+HASH_RE = re.compile(r"\bsha256:[0-9a-f]{64}\b")
+TOKEN_MAX_AGE = 60 * 60.0  # tokens are made with a 2 h TTL; renew after 1 h
+
+
+def parse_token(text: str) -> Sensitive | None:
+    match = TOKEN_RE.search(text)
+    return Sensitive(match.group(1)) if match else None
+
+
+def parse_certificate_key(text: str) -> Sensitive | None:
+    """The key after ``Using certificate key:`` (or ``--certificate-key``); else the last
+    64-hex line (``upload-certs`` prints it last)."""
+    after = re.search(r"(?:Using certificate key:|--certificate-key)\s+([0-9a-f]{64})", text)
+    if after:
+        return Sensitive(after.group(1))
+    keys = KEY_RE.findall(text)
+    return Sensitive(keys[-1]) if keys else None
+
+
+def parse_ca_hash(text: str) -> str | None:
+    match = HASH_RE.search(text)
+    return match.group(0) if match else None
+
+
+def key_is_fresh(ctx: StepContext, now: float | None = None) -> bool:
+    uploaded = ctx.secrets.certificate_key_uploaded_at
+    if ctx.secrets.certificate_key is None or uploaded is None:
+        return False
+    age = (time.monotonic() if now is None else now) - uploaded
+    return age < CERTIFICATE_KEY_TTL - CERTIFICATE_KEY_MARGIN
+
+
+def token_is_fresh(ctx: StepContext, now: float | None = None) -> bool:
+    made = ctx.secrets.extra.get("bootstrap_token_made_at")
+    if ctx.secrets.bootstrap_token is None or made is None:
+        return False
+    age = (time.monotonic() if now is None else now) - float(made.reveal())
+    return age < TOKEN_MAX_AGE
+
+
+def remember_token(ctx: StepContext, token: Sensitive) -> None:
+    ctx.secrets.bootstrap_token = token
+    ctx.secrets.extra["bootstrap_token_made_at"] = Sensitive(repr(time.monotonic()))
+
+
+def remember_key(ctx: StepContext, key: Sensitive) -> None:
+    ctx.secrets.certificate_key = key
+    ctx.secrets.certificate_key_uploaded_at = time.monotonic()
+
+
+async def ensure_ca_hash(ctx: StepContext, master: str) -> str:
+    if ctx.secrets.ca_cert_hash is None:
+        result = await run(ctx, master, cmd.read_files(cmd.K8S_CA_CERT))
+        ctx.secrets.ca_cert_hash = pki.spki_sha256(pki.cert_from_pem(result.stdout.encode()))
+    return ctx.secrets.ca_cert_hash
+
+
+async def ensure_token(ctx: StepContext, master: str) -> Sensitive:
+    if not token_is_fresh(ctx):
+        result = await run(ctx, master, cmd.token_create())
+        token = parse_token(result.stdout)
+        if token is None:
+            raise CommandError("kubeadm token create printed no token", host=master)
+        remember_token(ctx, token)
+    assert ctx.secrets.bootstrap_token is not None
+    return ctx.secrets.bootstrap_token
+
+
+async def upload_certificate_key(ctx: StepContext, master: str) -> Sensitive:
+    """``kubeadm init phase upload-certs --upload-certs --config …`` → a fresh key."""
+    cluster = ctx.cluster
+    await put(ctx, master, cmd.KUBEADM_CONFIG,
+              desired.kubeadm_init_config(cluster, cluster.host(master)), 0o600)
+    result = await run(ctx, master, cmd.upload_certs(), timeout=120.0)
+    key = parse_certificate_key(result.stdout)
+    if key is None:
+        raise CommandError("kubeadm init phase upload-certs printed no certificate key", host=master)
+    remember_key(ctx, key)
+    return key
+
+
+async def ensure_certificate_key(ctx: StepContext, master: str) -> Sensitive:
+    if not key_is_fresh(ctx):
+        return await upload_certificate_key(ctx, master)
+    assert ctx.secrets.certificate_key is not None
+    return ctx.secrets.certificate_key

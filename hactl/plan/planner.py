@@ -1,0 +1,334 @@
+"""Changes → a DAG of steps, in the seed's order. Pure and fast: no I/O, no clock.
+
+    PKI ─▶ etcd members ─▶ WaitEtcdHealthy ─┐
+                       load balancers ──────┼─▶ first master (kubeadm init) ─▶ token / key
+                                            │        ─▶ control-plane joins, one at a time
+                                            │        ─▶ worker joins, in parallel ─▶ Verify
+
+New etcd clusters start all members together; changes to a running etcd cluster are chained one
+membership change at a time (replacements first: remove → add → start → promote; then restarts
+and reconfigurations; then additions; removals last). The load balancers do not wait for etcd
+(nothing in their config depends on it) but the first master waits for both. See docs/planning.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from hactl.diff import Change, Diff, Op, diff
+from hactl.errors import PlanError
+from hactl.facts.model import Observed
+from hactl.plan import refusals
+from hactl.plan.graph import StepGraph
+from hactl.plan.step import Action, Step
+from hactl.plan.steps import (
+    AddEtcdMember,
+    BootstrapEtcdMember,
+    ConfigureHAProxy,
+    CreateJoinToken,
+    GenerateEtcdCA,
+    InitControlPlane,
+    InstallEtcdCerts,
+    InstallEtcdClientCerts,
+    JoinControlPlane,
+    JoinWorker,
+    PromoteEtcdMember,
+    ReconfigureEtcdMember,
+    RefreshCertificateKey,
+    RemoveEtcdMember,
+    StartEtcdMember,
+    Verify,
+    WaitEtcdHealthy,
+)
+from hactl.spec.models import Cluster
+
+
+@dataclass(frozen=True)
+class Plan:
+    cluster: Cluster
+    diff: Diff
+    graph: StepGraph
+    fingerprint: dict[str, str]
+    unreachable: dict[str, str] = field(default_factory=dict)
+    """Hosts that did not answer but that no step needs: host → why."""
+
+    def steps(self) -> list[Step]:
+        return self.graph.order()
+
+    def counts(self) -> tuple[int, int, int]:
+        return self.diff.counts()
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.diff.effective()) or len(self.graph) > 0
+
+
+def build_plan(cluster: Cluster, observed: Observed, *, now: datetime) -> Plan:
+    """Diff, refuse what breaks a safety rule, and order the steps."""
+    changes = diff(cluster, observed, now=now)
+    refusals.check(cluster, observed, changes)
+    unreachable = _unreachable(cluster, observed)
+    return Plan(cluster, changes, _Builder(cluster, observed, changes).build(),
+                observed.fingerprint(), unreachable)
+
+
+# -- unreachable hosts ---------------------------------------------------------------------
+
+
+def _unreachable(cluster: Cluster, observed: Observed) -> dict[str, str]:
+    """Refuse when a step would need an unreachable host; return the others (reported only)."""
+    masters = [h.name for h in cluster.masters]
+    view = observed.cluster_view(masters)
+    initialised = observed.first_initialised_master(masters)
+    members = observed.etcd_members([h.name for h in cluster.etcd_members]) if cluster.etcd.topology == "external" else None
+    needed: list[str] = []
+    reported: dict[str, str] = {}
+    for host in cluster.all_hosts():
+        facts = observed.get(host.name)
+        if facts is not None and facts.reachable:
+            continue
+        error = (facts.error if facts is not None else None) or "not probed"
+        why: list[str] = []
+        for role in cluster.roles(host.name):
+            if role == "etcd" and cluster.etcd.topology == "external":
+                listed = members is not None and any(
+                    (m.name == host.name and m.started and not m.is_learner) for m in members)
+                if not listed:
+                    why.append("it is an etcd member that is not (yet) a started voter")
+            elif role == "lb" and initialised is None:
+                why.append("the bring-up reaches the API through the load balancer")
+            elif role in ("master", "worker") and (view is None or view.node(host.name) is None):
+                why.append(f"it is a {role} whose Node is not registered")
+        if why:
+            needed.append(f"{host.name}: unreachable ({error}); needed because {'; '.join(why)}")
+        else:
+            reported[host.name] = error
+    if needed:
+        raise PlanError(
+            "cannot plan: hosts that the plan needs did not answer:\n  - " + "\n  - ".join(needed),
+            hint="fix SSH access (or power the hosts on) and run `hactl plan` again",
+        )
+    return reported
+
+
+# -- steps ---------------------------------------------------------------------------------
+
+
+def _action(change: Change) -> Action:
+    return "replace" if change.op is Op.REPLACE else change.op.value  # type: ignore[return-value]
+
+
+class _Builder:
+    def __init__(self, cluster: Cluster, observed: Observed, changes: Diff) -> None:
+        self.cluster, self.observed, self.changes = cluster, observed, changes
+        self.g = StepGraph()
+        self.ca: Step | None = None
+        self.certs: dict[str, Step] = {}
+        self.etcd_tail: Step | None = None
+        self.lbs: list[Step] = []
+
+    def build(self) -> StepGraph:
+        effective = self.changes.effective()
+        if not effective:
+            return self.g
+        if self.cluster.etcd.topology == "external":
+            self._pki()
+            self._etcd()
+        self._load_balancers()
+        self._kubernetes()
+        sinks = self.g.sinks()
+        if sinks:
+            via = self._api_master() or ""
+            self.g.add(Verify(id="cluster.verify", host=None, title="Verify the cluster",
+                              reason="every apply ends by checking what it built", via=via,
+                              address="cluster"), sinks)
+        return self.g
+
+    # PKI
+    def _ca_host(self) -> str:
+        for host in self.cluster.etcd_members:
+            facts = self.observed.etcd(host.name)
+            if facts is not None and facts.ca_fingerprint:
+                return host.name
+        for host in self.cluster.etcd_members:
+            if self.observed.reachable(host.name):
+                return host.name
+        return self.cluster.etcd_members[0].name
+
+    def _pki(self) -> None:
+        ca_host = self._ca_host()
+        change = self.changes.get("pki.etcd-ca")
+        if change is not None and change.op is Op.CREATE:
+            self.ca = self.g.add(GenerateEtcdCA(
+                id="pki.etcd-ca", host=ca_host, title=f"Generate the etcd CA on {ca_host}",
+                reason=change.reason, address=change.address))
+        for c in self.changes.effective():
+            if c.address.startswith("pki.etcd[") and c.host:
+                self.certs[c.host] = self.g.add(InstallEtcdCerts(
+                    id=c.address, host=c.host, title=f"Install etcd certificates on {c.host}",
+                    reason=c.reason, address=c.address, ca_host=ca_host), [self.ca])
+
+    # etcd
+    def _etcd(self) -> None:
+        member_changes = [c for c in self.changes.effective() if c.address.startswith("etcd.member[")]
+        if not member_changes:
+            return
+        first = self.cluster.etcd_members[0].name
+        group = [c for c in member_changes if c.detail.get("mode") == "bootstrap"
+                 or (c.detail.get("mode") == "start" and c.before and c.before.get("running") is False)]
+        parallel: list[Step] = []
+        for c in group:
+            assert c.host is not None
+            if c.detail.get("mode") == "bootstrap":
+                step: Step = BootstrapEtcdMember(
+                    id=f"{c.address}.bootstrap", host=c.host, title=f"Bootstrap etcd member {c.host}",
+                    reason=c.reason, address=c.address,
+                    wipe_data_dir="stray files" in c.reason)
+            else:
+                step = ReconfigureEtcdMember(
+                    id=f"{c.address}.start", host=c.host, title=f"Start etcd member {c.host}",
+                    reason=c.reason, address=c.address)
+            parallel.append(self.g.add(step, [self.ca, self.certs.get(c.host)]))
+        prev: Step | None = None
+        if parallel:
+            prev = self.g.add(WaitEtcdHealthy(
+                id="etcd.health.bootstrap" if len(group) < len(member_changes) else "etcd.health",
+                host=first, title="Wait for etcd to be healthy",
+                reason="the new members must form a quorum before anything else uses etcd",
+                address="etcd"), parallel)
+        rest = [c for c in member_changes if c not in group]
+        rank = {Op.REPLACE: 0, Op.UPDATE: 1, Op.CREATE: 2, Op.DELETE: 3}
+        rest.sort(key=lambda c: (rank[c.op], c.address))
+        for c in rest:
+            prev = self._membership_change(c, prev)
+        if rest:
+            prev = self.g.add(WaitEtcdHealthy(
+                id="etcd.health", host=self._via(None), title="Wait for etcd to be healthy",
+                reason="every membership change must leave a healthy cluster (rule 2)",
+                address="etcd"), [prev])
+        self.etcd_tail = prev
+
+    def _via(self, target: str | None) -> str:
+        """A running member other than ``target`` to run etcdctl through."""
+        names = [h.name for h in self.cluster.etcd_members if h.name != target]
+        for name in names:
+            if self.observed.etcd_healthy(name):
+                return name
+        for name in names:
+            if self.observed.reachable(name):
+                return name
+        return names[0] if names else (target or "")
+
+    def _membership_change(self, c: Change, prev: Step | None) -> Step:
+        mode = str(c.detail.get("mode", ""))
+        name = c.host or c.address[len("etcd.member["):-1]
+        via = self._via(name)
+        deps: list[Step | None] = [prev, self.ca, self.certs.get(name)]
+        if mode in ("replace", "remove"):
+            prev = self.g.add(RemoveEtcdMember(
+                id=f"{c.address}.remove", host=via, title=f"Remove etcd member {name} via {via}",
+                reason=c.reason, address=c.address, action="delete", member=name,
+                member_id=str(c.detail.get("member_id", ""))), deps)
+            if mode == "remove":
+                return prev
+            deps = [prev]
+        if mode in ("replace", "add"):
+            add = self.g.add(AddEtcdMember(
+                id=f"{c.address}.add", host=via, title=f"Add etcd member {name} as a learner via {via}",
+                reason=c.reason, address=c.address, member=name), deps)
+            start = self.g.add(StartEtcdMember(
+                id=f"{c.address}.start", host=name,
+                title=f"Start etcd member {name} (initial-cluster-state=existing)",
+                reason=c.reason, address=c.address, via=via), [add])
+            return self.g.add(PromoteEtcdMember(
+                id=f"{c.address}.promote", host=via, title=f"Promote etcd member {name} to voter",
+                reason=c.reason, address=c.address, action="update", member=name), [start])
+        step: Step | None = None
+        if "start" in mode or "reconfigure" in mode:
+            rewrite = "reconfigure" in mode
+            step = self.g.add(ReconfigureEtcdMember(
+                id=f"{c.address}.{'reconfigure' if rewrite else 'start'}", host=name,
+                title=f"{'Reconfigure and restart' if rewrite else 'Start'} etcd member {name}",
+                reason=c.reason, address=c.address, via=via, rewrite=rewrite), deps)
+            deps = [step]
+        if "promote" in mode:
+            step = self.g.add(PromoteEtcdMember(
+                id=f"{c.address}.promote", host=via, title=f"Promote etcd member {name} to voter",
+                reason=c.reason, address=c.address, action="update", member=name), deps)
+        assert step is not None, f"unplanned etcd change {c.address} ({mode})"
+        return step
+
+    # load balancers
+    def _load_balancers(self) -> None:
+        by_host: dict[str, list[Change]] = {}
+        for c in self.changes.effective():
+            if c.address.startswith("lb[") and c.host:
+                by_host.setdefault(c.host, []).append(c)
+        for host in sorted(by_host):
+            cs = by_host[host]
+            cfg = next((c for c in cs if c.address.endswith(".haproxy_cfg")), cs[0])
+            self.lbs.append(self.g.add(ConfigureHAProxy(
+                id=f"lb[{host}].haproxy", host=host, title=f"Configure HAProxy on {host}",
+                reason="; ".join(c.reason for c in cs), address=cfg.address, action=_action(cfg))))
+
+    # kubernetes
+    def _api_master(self) -> str | None:
+        masters = [h.name for h in self.cluster.masters]
+        init = next((c for c in self.changes.effective() if c.detail.get("mode") == "init"), None)
+        return init.host if init else self.observed.first_initialised_master(masters)
+
+    def _kubernetes(self) -> None:
+        effective = self.changes.effective()
+        infra: list[Step | None] = [self.etcd_tail, *self.lbs]
+        ready: list[Step | None] = []
+        via = self._api_master() or ""
+        for c in effective:
+            if c.detail.get("mode") == "init":
+                assert c.host is not None
+                deps = list(infra)
+                if self.cluster.etcd.topology == "external":
+                    deps.append(self.g.add(InstallEtcdClientCerts(
+                        id=f"{c.address}.etcd-client-certs", host=c.host,
+                        title=f"Install etcd client certificates on {c.host}",
+                        reason="kubeadm init with external etcd needs the etcd CA and the "
+                        "apiserver-etcd-client certificate in /etc/kubernetes/pki",
+                        address=c.address, ca_host=self._ca_host()), [self.ca, self.etcd_tail]))
+                ready.append(self.g.add(InitControlPlane(
+                    id=f"{c.address}.init", host=c.host,
+                    title=f"Initialise the control plane on {c.host}", reason=c.reason,
+                    address=c.address), deps))
+        token = self.changes.get("cluster.bootstrap-token")
+        token_step: Step | None = None
+        if token is not None and token.op is not Op.NOOP:
+            token_step = self.g.add(CreateJoinToken(
+                id=token.address, host=via, title=f"Create a bootstrap token on {via}",
+                reason=token.reason, address=token.address), infra)
+            ready.append(token_step)
+        inits = list(ready)
+        key = self.changes.get("cluster.certificate-key")
+        if key is not None and key.op is not Op.NOOP:
+            ready.append(self.g.add(RefreshCertificateKey(
+                id=key.address, host=via,
+                title=f"Upload control-plane certificates under a fresh key on {via}",
+                reason=key.reason, address=key.address), infra))
+        prev: list[Step | None] = list(ready) or list(infra)
+        for c in effective:
+            if c.address.startswith("master[") and c.detail.get("mode") == "join":
+                assert c.host is not None
+                step = self.g.add(JoinControlPlane(
+                    id=f"{c.address}.join", host=c.host, title=f"Join control-plane node {c.host}",
+                    reason=c.reason, address=c.address, via=via), prev)
+                prev = [step]  # one at a time (rule 6)
+        base = inits or list(infra)  # workers need the token, not the certificate key
+        for c in effective:
+            if c.address.startswith("worker["):
+                assert c.host is not None
+                self.g.add(JoinWorker(
+                    id=f"{c.address}.join", host=c.host, title=f"Join worker node {c.host}",
+                    reason=c.reason, address=c.address, via=via), base)
+
+
+def step_ids(steps: Sequence[Step]) -> list[str]:
+    return [s.id for s in steps]

@@ -1,0 +1,137 @@
+"""Safety refusals: plans that would break a rule of docs/design.md are refused, with the
+arithmetic or the command that gets the user out. Pure (facts in, messages out)."""
+
+from __future__ import annotations
+
+from hactl.diff import Diff, Op
+from hactl.errors import PlanError
+from hactl.facts.model import Observed
+from hactl.spec.models import Cluster, parse_version
+
+#: kubeadm 1.31+ refuses external etcd older than this.
+MIN_ETCD_FOR_K8S_131 = (3, 5, 11)
+
+
+def quorum(voters: int) -> int:
+    return voters // 2 + 1
+
+
+def removal_problem(
+    member: str, voters: int, healthy_voters: int, *, removing_healthy: bool, removing_voter: bool = True
+) -> str | None:
+    """Why removing ``member`` would break quorum (None when it is safe). Rule 1: never leave
+    fewer healthy voters than the quorum of the cluster that remains."""
+    after = voters - 1 if removing_voter else voters
+    healthy_after = healthy_voters - 1 if removing_healthy else healthy_voters
+    if after < 1:
+        return f"refusing to remove etcd member {member}: it is the last voting member"
+    need = quorum(after)
+    if healthy_after < need:
+        return (
+            f"refusing to remove etcd member {member}: the cluster has {voters} voting members, "
+            f"{healthy_voters} healthy; after the removal {after} members need a quorum of "
+            f"⌊{after}/2⌋+1 = {need} healthy voters, but only {healthy_after} would be healthy. "
+            "Bring the unhealthy members back first"
+        )
+    return None
+
+
+def _version(text: str | None) -> tuple[int, int, int] | None:
+    if not text:
+        return None
+    try:
+        return parse_version(text)
+    except ValueError:
+        return None
+
+
+def check(cluster: Cluster, observed: Observed, diff: Diff) -> None:
+    """Raise one :class:`PlanError` listing every refusal."""
+    problems = [*etcd_version(cluster, observed), *foreign_registry(cluster, observed, diff),
+                *endpoint_mismatch(cluster, observed), *ca_mismatch(cluster, observed),
+                *foreign_member_data(diff), *worker_joined_masters(diff)]
+    if problems:
+        raise PlanError("the plan is refused:\n  - " + "\n  - ".join(problems))
+
+
+def etcd_version(cluster: Cluster, observed: Observed) -> list[str]:
+    """Rule 3: Kubernetes 1.31+ needs external etcd ≥ 3.5.11 (the probed version)."""
+    if cluster.etcd.topology != "external" or cluster.kubernetes.version_tuple[:2] < (1, 31):
+        return []
+    out = []
+    for host in cluster.etcd_members:
+        facts = observed.get(host.name)
+        if facts is None or not facts.reachable:
+            continue
+        seen = (facts.etcd.server_version if facts.etcd else None) or (
+            facts.binaries.version("etcd") if facts.binaries else None)
+        version = _version(seen)
+        if version is not None and version < MIN_ETCD_FOR_K8S_131:
+            out.append(
+                f"{host.name} runs etcd {seen}, but Kubernetes {cluster.kubernetes.version} needs "
+                "etcd 3.5.11 or newer (kubeadm refuses older external etcd); upgrade etcd on the "
+                "members first, or use Kubernetes 1.30"
+            )
+    return out
+
+
+def foreign_registry(cluster: Cluster, observed: Observed, diff: Diff) -> list[str]:
+    """Rule 4: never init against an etcd that already holds /registry data."""
+    init = [c for c in diff.changes if c.detail.get("mode") == "init"]
+    if not init or cluster.etcd.topology != "external":
+        return []
+    holders = sorted(
+        h.name for h in cluster.etcd_members
+        if (f := observed.etcd(h.name)) is not None and f.has_registry_data
+    )
+    if not holders:
+        return []
+    endpoints = ",".join(f"https://{h.address}:{cluster.etcd.client_port}" for h in cluster.etcd_members)
+    return [
+        f"kubeadm init on {init[0].host} would use an etcd that already holds another cluster's "
+        f"/registry data (seen on {', '.join(holders)}); hactl never initialises over existing data. "
+        "If that data is truly unwanted, delete it by hand on an etcd member: "
+        f"ETCDCTL_API=3 etcdctl --endpoints={endpoints} --cacert=/etc/etcd/pki/ca.crt "
+        "--cert=/etc/etcd/pki/healthcheck-client.crt --key=/etc/etcd/pki/healthcheck-client.key "
+        "del /registry --prefix"
+    ]
+
+
+def endpoint_mismatch(cluster: Cluster, observed: Observed) -> list[str]:
+    view = observed.cluster_view([h.name for h in cluster.masters])
+    if view is None or view.control_plane_endpoint is None:
+        return []
+    if view.control_plane_endpoint == cluster.control_plane_endpoint:
+        return []
+    return [
+        f"the running cluster's controlPlaneEndpoint is {view.control_plane_endpoint}, the spec "
+        f"says {cluster.control_plane_endpoint}; hactl does not move a cluster to another endpoint "
+        "(certificates and kubeconfigs name it). Fix controlPlaneEndpoint in the spec"
+    ]
+
+
+def ca_mismatch(cluster: Cluster, observed: Observed) -> list[str]:
+    found = {
+        h.name: f.ca_fingerprint
+        for h in cluster.etcd_members
+        if (f := observed.etcd(h.name)) is not None and f.ca_fingerprint
+    }
+    if len(set(found.values())) <= 1:
+        return []
+    listing = ", ".join(f"{name}: {fp[:23]}…" for name, fp in sorted(found.items()))
+    return [f"the etcd members hold different CAs ({listing}); fix /etc/etcd/pki by hand"]
+
+
+def foreign_member_data(diff: Diff) -> list[str]:
+    return [
+        f"{c.host}: the etcd data dir holds member data that is not part of this cluster; move it "
+        f"away by hand (e.g. mv /var/lib/etcd/member /var/lib/etcd/member.old) and plan again"
+        for c in diff.changes if c.detail.get("foreign_data")
+    ]
+
+
+def worker_joined_masters(diff: Diff) -> list[str]:
+    return [
+        f"{c.host} is in masters but is joined as a worker; run `kubeadm reset -f` on it and plan again"
+        for c in diff.changes if c.op is Op.UPDATE and c.detail.get("mode") == "worker-joined"
+    ]

@@ -1,0 +1,37 @@
+"""AddEtcdMember: ``etcdctl member add --learner`` through a running member (one at a time)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hactl.diff import client_url, peer_url
+from hactl.plan import commands as cmd
+from hactl.plan.etcd_ops import list_members
+from hactl.plan.remote import run
+from hactl.plan.step import Step, StepContext
+
+
+@dataclass(frozen=True)
+class AddEtcdMember(Step):
+    kind: ClassVar[str] = "add_etcd_member"
+    order: ClassVar[int] = 22
+    member: str = ""
+    """The member to add (its host is ``member``; the step runs on ``host``, a running member)."""
+    timeout: float = 60.0
+
+    def commands(self) -> list[str]:
+        return [f"etcdctl member add {self.member} --peer-urls=<its peer URL> --learner"]
+
+    async def run(self, ctx: StepContext) -> None:
+        assert self.host is not None
+        cluster = ctx.cluster
+        via = cluster.host(self.host)
+        new = cluster.host(self.member)
+        purl = peer_url(cluster, new)
+        members = await list_members(ctx, via)
+        if any(m.name == new.name or purl in m.peer_urls for m in members):
+            ctx.log("already a member", member=self.member)
+            return
+        await run(ctx, via.name, cmd.member_add(client_url(cluster, via), new.name, purl))
+        ctx.log("member added as learner", member=self.member)

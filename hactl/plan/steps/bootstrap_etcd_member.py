@@ -1,0 +1,44 @@
+"""BootstrapEtcdMember: configure and start one member of a new cluster (all start together)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hactl.plan import commands as cmd
+from hactl.plan import desired
+from hactl.plan.remote import put, run
+from hactl.plan.step import Step, StepContext
+
+
+@dataclass(frozen=True)
+class BootstrapEtcdMember(Step):
+    kind: ClassVar[str] = "bootstrap_etcd_member"
+    order: ClassVar[int] = 20
+    wipe_data_dir: bool = False
+    """The data dir holds stray files (a distro's pristine dir) and no member data."""
+    timeout: float = 120.0
+
+    def commands(self) -> list[str]:
+        out = [f"put {cmd.ETCD_ENV} (initial-cluster-state=new), {cmd.ETCD_UNIT}"]
+        if self.wipe_data_dir:
+            out.append("empty the data dir (no member/ inside)")
+        out += ["systemctl daemon-reload", "systemctl enable etcd", "systemctl start --no-block etcd"]
+        return out
+
+    async def run(self, ctx: StepContext) -> None:
+        assert self.host is not None
+        cluster = ctx.cluster
+        data_dir = cluster.etcd.data_dir
+        has_member = (await run(ctx, self.host, cmd.data_dir_has_member(data_dir), check=False)).ok
+        if not has_member:
+            await run(ctx, self.host, cmd.mkdir(data_dir))
+            # Precondition re-checked on fresh facts: only a dir without member/ is emptied.
+            await run(ctx, self.host, cmd.empty_dir(data_dir))
+        await put(ctx, self.host, cmd.ETCD_ENV, desired.etcd_env(cluster, self.host, state="new"))
+        await put(ctx, self.host, cmd.ETCD_UNIT, desired.etcd_unit(cluster))
+        await run(ctx, self.host, cmd.systemctl("daemon-reload"))
+        await run(ctx, self.host, cmd.systemctl("enable", "etcd"))
+        # Type=notify: a member of a new cluster is ready only once a quorum runs, so never block.
+        await run(ctx, self.host, cmd.systemctl("start", "--no-block", "etcd"))
+        ctx.log("etcd member started", state="new")

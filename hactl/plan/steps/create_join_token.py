@@ -1,0 +1,27 @@
+"""CreateJoinToken: a bootstrap token (2 h TTL) and the CA hash for this run's joins."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hactl.plan import commands as cmd
+from hactl.plan.join_ops import ensure_ca_hash, ensure_token
+from hactl.plan.step import Step, StepContext
+
+
+@dataclass(frozen=True)
+class CreateJoinToken(Step):
+    kind: ClassVar[str] = "create_join_token"
+    order: ClassVar[int] = 45
+    timeout: float = 60.0
+
+    def commands(self) -> list[str]:
+        return [" ".join(cmd.token_create()) + "  # token kept in memory only",
+                f"cat {cmd.K8S_CA_CERT}  # sha256 of its public key pins discovery"]
+
+    async def run(self, ctx: StepContext) -> None:
+        assert self.host is not None
+        await ensure_token(ctx, self.host)
+        await ensure_ca_hash(ctx, self.host)
+        ctx.log("join token ready")

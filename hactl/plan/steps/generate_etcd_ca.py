@@ -1,0 +1,34 @@
+"""GenerateEtcdCA: make the etcd CA once, in memory, and keep it on the first etcd member."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hactl.plan import commands as cmd
+from hactl.plan.etcd_ops import find_ca_host
+from hactl.plan.remote import put, run
+from hactl.plan.step import Step, StepContext
+from hactl.render import etcd_pki
+
+
+@dataclass(frozen=True)
+class GenerateEtcdCA(Step):
+    kind: ClassVar[str] = "generate_etcd_ca"
+    order: ClassVar[int] = 10
+    timeout: float = 60.0
+
+    def commands(self) -> list[str]:
+        return [f"(in memory) generate etcd-ca; put {cmd.ETCD_CA_CERT} 0644, {cmd.ETCD_CA_KEY} 0600"]
+
+    async def run(self, ctx: StepContext) -> None:
+        assert self.host is not None
+        existing = await find_ca_host(ctx, self.host)
+        if existing is not None:
+            ctx.log("etcd CA already present", ca_host=existing)
+            return
+        ca = etcd_pki.make_etcd_ca()
+        await run(ctx, self.host, cmd.mkdir(cmd.ETCD_PKI_DIR))
+        await put(ctx, self.host, cmd.ETCD_CA_KEY, ca.key_pem(), 0o600)
+        await put(ctx, self.host, cmd.ETCD_CA_CERT, ca.cert_pem(), 0o644)
+        ctx.log("etcd CA generated")

@@ -1,0 +1,83 @@
+"""InitControlPlane: ``kubeadm init --config … --upload-certs`` on the first master, once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hactl.diff import client_url
+from hactl.errors import CommandError, PlanError
+from hactl.plan import commands as cmd
+from hactl.plan import desired
+from hactl.plan.join_ops import (
+    ensure_ca_hash,
+    parse_ca_hash,
+    parse_certificate_key,
+    parse_token,
+    remember_key,
+    remember_token,
+)
+from hactl.plan.remote import parse_json, put, run, wait_for
+from hactl.plan.step import Step, StepContext
+
+
+@dataclass(frozen=True)
+class InitControlPlane(Step):
+    kind: ClassVar[str] = "init_control_plane"
+    order: ClassVar[int] = 41
+    timeout: float = 900.0
+
+    def commands(self) -> list[str]:
+        return [
+            f"put {cmd.KUBEADM_CONFIG} 0600 (InitConfiguration + ClusterConfiguration)",
+            f"kubeadm init --config {cmd.KUBEADM_CONFIG} --upload-certs",
+            "keep the certificate key, token and CA hash in memory",
+            "wait for /readyz through the load balancer",
+        ]
+
+    async def run(self, ctx: StepContext) -> None:
+        assert self.host is not None
+        cluster = ctx.cluster
+        if (await run(ctx, self.host, cmd.file_exists(cmd.ADMIN_CONF), check=False)).ok:
+            ctx.log("already initialised; kubeadm init is never re-run")
+            return
+        if cluster.etcd.topology == "external":
+            await self._refuse_foreign_registry(ctx)
+        await run(ctx, self.host, cmd.mkdir("/etc/hactl"))
+        await put(ctx, self.host, cmd.KUBEADM_CONFIG,
+                  desired.kubeadm_init_config(cluster, cluster.host(self.host)), 0o600)
+        result = await run(ctx, self.host, cmd.kubeadm_init(), timeout=self.timeout - 60)
+        key = parse_certificate_key(result.stdout)
+        token = parse_token(result.stdout)
+        if key is not None:
+            remember_key(ctx, key)
+        if token is not None:
+            remember_token(ctx, token)
+        ctx.secrets.ca_cert_hash = parse_ca_hash(result.stdout)
+        await ensure_ca_hash(ctx, self.host)
+        ctx.log("kubeadm init done", key_captured=key is not None, token_captured=token is not None)
+
+        async def ready() -> str | None:
+            res = await run(ctx, self.host or "", cmd.readyz(), check=False)
+            return None if res.ok and res.stdout.strip() == "ok" else (res.stderr.strip() or res.stdout.strip())
+
+        await wait_for("/readyz through the load balancer", ready, timeout=180.0, interval=2.0,
+                       host=self.host)
+
+    async def _refuse_foreign_registry(self, ctx: StepContext) -> None:
+        """Rule 4 on fresh facts: the etcd must hold no /registry data before init."""
+        cluster = ctx.cluster
+        via = cluster.etcd_members[0]
+        for member in cluster.etcd_members:
+            res = await run(ctx, member.name, cmd.registry_count(client_url(cluster, member)), check=False)
+            if res.ok:
+                via = member
+                data = parse_json(res.stdout)
+                count = int(data.get("count", 0)) if isinstance(data, dict) else 0
+                if count:
+                    raise PlanError(
+                        f"etcd already holds {count} /registry keys of another cluster; "
+                        "refusing kubeadm init (see `hactl plan` for how to wipe it by hand)",
+                        host=via.name, step=self.id)
+                return
+        raise CommandError("no etcd member answered the /registry check", host=via.name, transient=True)

@@ -1,0 +1,44 @@
+"""JoinControlPlane: ``kubeadm join --control-plane``, one node at a time, CA hash pinned."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hactl.plan import commands as cmd
+from hactl.plan.join_ops import ensure_ca_hash, ensure_certificate_key, ensure_token
+from hactl.plan.remote import run
+from hactl.plan.step import Step, StepContext
+from hactl.plan.steps.join_worker import wait_for_node
+from hactl.sensitive import MASK
+
+
+@dataclass(frozen=True)
+class JoinControlPlane(Step):
+    kind: ClassVar[str] = "join_control_plane"
+    order: ClassVar[int] = 50
+    via: str = ""
+    """An initialised master: makes the token and key, and is asked for the Node."""
+    timeout: float = 900.0
+
+    def commands(self) -> list[str]:
+        return [
+            f"kubeadm join {{endpoint}} --token {MASK} --discovery-token-ca-cert-hash sha256:… "
+            f"--control-plane --certificate-key {MASK}",
+            "wait for the Node to register",
+        ]
+
+    async def run(self, ctx: StepContext) -> None:
+        assert self.host is not None
+        if (await run(ctx, self.host, cmd.file_exists(cmd.ADMIN_CONF), check=False)).ok:
+            ctx.log("already a control-plane node")
+            return
+        # Rule 5: check token and key before every control-plane join.
+        token = await ensure_token(ctx, self.via)
+        key = await ensure_certificate_key(ctx, self.via)
+        ca_hash = await ensure_ca_hash(ctx, self.via)
+        argv = cmd.kubeadm_join(ctx.cluster.control_plane_endpoint, token, ca_hash,
+                                control_plane=True, certificate_key=key)
+        await run(ctx, self.host, argv, timeout=self.timeout - 120)
+        await wait_for_node(ctx, self.via, self.host, control_plane=True)
+        ctx.log("joined as control-plane node")

@@ -1,0 +1,57 @@
+"""JoinWorker: ``kubeadm join`` as a worker (workers join in parallel), CA hash pinned."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hactl.plan import commands as cmd
+from hactl.plan.join_ops import ensure_ca_hash, ensure_token
+from hactl.plan.remote import parse_json, run, wait_for
+from hactl.plan.step import Step, StepContext
+from hactl.sensitive import MASK
+
+KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
+
+
+@dataclass(frozen=True)
+class JoinWorker(Step):
+    kind: ClassVar[str] = "join_worker"
+    order: ClassVar[int] = 60
+    via: str = ""
+    timeout: float = 600.0
+
+    def commands(self) -> list[str]:
+        return [f"kubeadm join {{endpoint}} --token {MASK} --discovery-token-ca-cert-hash sha256:…",
+                "wait for the Node to register"]
+
+    async def run(self, ctx: StepContext) -> None:
+        assert self.host is not None
+        if (await run(ctx, self.host, cmd.file_exists(KUBELET_CONF), check=False)).ok:
+            ctx.log("already joined")
+            return
+        token = await ensure_token(ctx, self.via)
+        ca_hash = await ensure_ca_hash(ctx, self.via)
+        argv = cmd.kubeadm_join(ctx.cluster.control_plane_endpoint, token, ca_hash,
+                                control_plane=False)
+        await run(ctx, self.host, argv, timeout=self.timeout - 120)
+        await wait_for_node(ctx, self.via, self.host, control_plane=False)
+        ctx.log("joined as worker")
+
+
+async def wait_for_node(ctx: StepContext, via: str, name: str, *, control_plane: bool,
+                        timeout: float = 120.0) -> None:
+    """Postcondition: the Node object exists (with the control-plane label for masters)."""
+
+    async def registered() -> str | None:
+        res = await run(ctx, via, cmd.get_node(name), check=False)
+        if not res.ok:
+            return res.stderr.strip() or "node not found"
+        data = parse_json(res.stdout)
+        labels = (data or {}).get("metadata", {}).get("labels", {}) if isinstance(data, dict) else {}
+        if control_plane and CONTROL_PLANE_LABEL not in labels:
+            return "node has no control-plane label yet"
+        return None
+
+    await wait_for(f"Node {name} to register", registered, timeout=timeout, interval=2.0, host=name)

@@ -1,0 +1,53 @@
+"""RemoveEtcdMember: ``etcdctl member remove`` through another member, only when quorum holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hactl.diff import client_url
+from hactl.errors import PlanError
+from hactl.plan import commands as cmd
+from hactl.plan.etcd_ops import list_members, parse_health
+from hactl.plan.refusals import removal_problem
+from hactl.plan.remote import run
+from hactl.plan.step import Action, Step, StepContext
+
+
+@dataclass(frozen=True)
+class RemoveEtcdMember(Step):
+    kind: ClassVar[str] = "remove_etcd_member"
+    order: ClassVar[int] = 25
+    member: str = ""
+    """Name of the member to remove (or its id when it never started)."""
+    member_id: str = ""
+    action: Action = "delete"
+    timeout: float = 60.0
+
+    def commands(self) -> list[str]:
+        return [f"etcdctl member remove {self.member_id}  # {self.member}"]
+
+    async def run(self, ctx: StepContext) -> None:
+        assert self.host is not None
+        cluster = ctx.cluster
+        via = cluster.host(self.host)
+        members = await list_members(ctx, via)
+        target = next((m for m in members if m.id == self.member_id or (m.name and m.name == self.member)), None)
+        if target is None:
+            ctx.log("member already gone", member=self.member)
+            return
+        voters = [m for m in members if not m.is_learner]
+        endpoints = [client_url(cluster, h) for h in cluster.etcd_members]
+        result = await run(ctx, via.name, cmd.endpoint_health(endpoints), check=False)
+        health = parse_health(result.stdout)
+        healthy = {h.name for h in cluster.etcd_members if health.get(client_url(cluster, h))}
+        healthy_voters = sum(1 for m in voters if m.name in healthy)
+        problem = removal_problem(
+            self.member, len(voters), healthy_voters,
+            removing_healthy=target.name in healthy and not target.is_learner,
+            removing_voter=not target.is_learner,
+        )
+        if problem:
+            raise PlanError(problem, host=self.host, step=self.id)
+        await run(ctx, via.name, cmd.member_remove(client_url(cluster, via), target.id))
+        ctx.log("member removed", member=self.member, id=target.id)

@@ -1,0 +1,155 @@
+"""Synthetic observations of a cluster in a known state, for tests and the planning benchmark.
+
+    obs = Synthetic(cluster).etcd().lb().init().join("master02").observed()
+
+Each method brings one part of the cluster to the state ``hactl apply`` would leave it in; what
+is not brought up looks like a freshly installed host (binaries present, nothing configured).
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from hactl.diff import client_url, peer_url, sha256_text
+from hactl.facts.model import (
+    BackendServer,
+    BinariesFacts,
+    Binary,
+    ClusterView,
+    EtcdFacts,
+    EtcdHealth,
+    EtcdMember,
+    EtcdStatus,
+    HAProxyFacts,
+    HostFacts,
+    KubernetesFacts,
+    NodeInfo,
+    Observed,
+    SystemFacts,
+)
+from hactl.plan import desired
+from hactl.spec.models import Cluster
+
+PROBED_AT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+CP_MANIFESTS = ("etcd.yaml", "kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml")
+CA_FP = "AB:" * 31 + "AB"
+
+
+def member_id(name: str) -> str:
+    return format(int(hashlib.sha256(name.encode()).hexdigest()[:15], 16), "x")
+
+
+class Synthetic:
+    def __init__(self, cluster: Cluster, *, etcd_version: str = "3.4.23") -> None:
+        self.cluster = cluster
+        self.etcd_version = etcd_version
+        self.hosts: dict[str, HostFacts] = {}
+        bins = BinariesFacts({
+            "etcd": Binary("/usr/bin/etcd", etcd_version),
+            "etcdctl": Binary("/usr/bin/etcdctl", etcd_version),
+            "haproxy": Binary("/usr/sbin/haproxy", "2.6.12"),
+            "kubeadm": Binary("/usr/local/sbin/kubeadm", cluster.kubernetes.version.lstrip("v")),
+            "kubelet": Binary("/usr/local/sbin/kubelet", cluster.kubernetes.version.lstrip("v")),
+            "kubectl": Binary("/usr/bin/kubectl", "1.32.0"),
+        })
+        etcd_names = {h.name for h in cluster.etcd_members} if cluster.etcd.topology == "external" else set()
+        lb_names = {h.name for h in cluster.load_balancer.hosts}
+        k8s_names = {h.name for h in (*cluster.masters, *cluster.workers)}
+        for host in cluster.all_hosts():
+            self.hosts[host.name] = HostFacts(
+                name=host.name, address=str(host.address), reachable=True,
+                system=SystemFacts(hostname=host.name, os_id="debian", os_version="12",
+                                   init_system="systemd", user="root"),
+                binaries=bins,
+                etcd=EtcdFacts(False, False, False, False, None, {}, cluster.etcd.data_dir, "absent", None)
+                if host.name in etcd_names else None,
+                haproxy=HAProxyFacts(False, None, None, False, False) if host.name in lb_names else None,
+                kubernetes=KubernetesFacts(False, False, (), (), False, {}) if host.name in k8s_names else None,
+            )
+        self.nodes: list[NodeInfo] = []
+        self.certs_created: datetime | None = None
+
+    # -- parts ------------------------------------------------------------------------------
+
+    def etcd(self, names: list[str] | None = None, *, registry_keys: int = 0) -> Synthetic:
+        """The listed members (default: all) form a healthy cluster."""
+        members = [h for h in self.cluster.etcd_members if names is None or h.name in names]
+        listed = tuple(
+            EtcdMember(member_id(h.name), h.name, (peer_url(self.cluster, h),), (client_url(self.cluster, h),))
+            for h in members
+        )
+        for h in members:
+            env = {"ETCD_NAME": h.name, "ETCD_DATA_DIR": self.cluster.etcd.data_dir,
+                   "ETCD_INITIAL_ADVERTISE_PEER_URLS": peer_url(self.cluster, h),
+                   "ETCD_ADVERTISE_CLIENT_URLS": client_url(self.cluster, h)}
+            url = client_url(self.cluster, h)
+            self._set(h.name, etcd=EtcdFacts(
+                True, True, True, True, sha256_text(repr(env)), env, self.cluster.etcd.data_dir,
+                "member", CA_FP, listed,
+                EtcdStatus(url, member_id(h.name), "c1", self.etcd_version),
+                EtcdHealth(url, True), registry_keys))
+        return self
+
+    def etcd_facts(self, name: str, **changes: object) -> Synthetic:
+        facts = self.hosts[name].etcd
+        assert facts is not None
+        return self._set(name, etcd=replace(facts, **changes))  # type: ignore[arg-type]
+
+    def lb(self, config: str | None = None) -> Synthetic:
+        text = desired.haproxy_cfg(self.cluster) if config is None else config
+        for h in self.cluster.load_balancer.hosts:
+            servers = tuple(BackendServer("k8s-api-backend", m.name, "UP") for m in self.cluster.masters)
+            self._set(h.name, haproxy=HAProxyFacts(True, sha256_text(text), text, True, True, servers))
+        return self
+
+    def init(self, *, endpoint: str | None = None) -> Synthetic:
+        return self.join(self.cluster.masters[0].name, endpoint=endpoint)
+
+    def join(self, *names: str, endpoint: str | None = None) -> Synthetic:
+        masters = {h.name for h in self.cluster.masters}
+        for name in names:
+            cp = name in masters
+            labels = {"node-role.kubernetes.io/control-plane": ""} if cp else {}
+            self.nodes = [n for n in self.nodes if n.name != name]
+            self.nodes.append(NodeInfo(name, True, labels, self.cluster.kubernetes.version))
+            self._set(name, kubernetes=KubernetesFacts(
+                admin_conf=cp, kubelet_conf=True, manifests=CP_MANIFESTS if cp else (),
+                pki_files=("ca.crt",), kubelet_active=True, cert_expiry={}))
+        self._endpoint = endpoint or getattr(self, "_endpoint", None) or self.cluster.control_plane_endpoint
+        return self
+
+    def converged(self) -> Synthetic:
+        if self.cluster.etcd.topology == "external":
+            self.etcd()
+        self.lb()
+        self.join(*[h.name for h in self.cluster.masters], *[h.name for h in self.cluster.workers])
+        return self
+
+    def unreachable(self, name: str, error: str = "connection refused") -> Synthetic:
+        host = self.hosts[name]
+        self.hosts[name] = HostFacts(name, host.address, False, error)
+        return self
+
+    def _set(self, name: str, **changes: object) -> Synthetic:
+        self.hosts[name] = replace(self.hosts[name], **changes)  # type: ignore[arg-type]
+        return self
+
+    # -- result -----------------------------------------------------------------------------
+
+    def observed(self) -> Observed:
+        hosts = dict(self.hosts)
+        if self.nodes:
+            view = ClusterView(
+                nodes=tuple(sorted(self.nodes, key=lambda n: n.name)),
+                kubeadm_certs_created=self.certs_created,
+                control_plane_endpoint=getattr(self, "_endpoint", None),
+                kubernetes_version=self.cluster.kubernetes.version,
+            )
+            for h in self.cluster.masters:
+                k = hosts[h.name].kubernetes if hosts[h.name].reachable else None
+                if k is not None and k.initialised:
+                    hosts[h.name] = replace(hosts[h.name], kubernetes=replace(k, cluster=view))
+        return Observed(hosts, PROBED_AT)
