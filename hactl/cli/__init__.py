@@ -38,4 +38,5 @@ def main(ctx: click.Context, log_format: str, verbose: int) -> None:
 from hactl.cli import validate as _validate  # noqa: E402
 
 _validate.register(main)
+from hactl.cli import lab as _lab; _lab.register(main)  # noqa: E402, E702, I001
 # --- end of subcommands --------------------------------------------------------------------

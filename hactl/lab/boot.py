@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import signal
@@ -70,10 +71,8 @@ def kill(nodes: Iterable[Node], timeout: float = 20.0) -> None:
     """Power off: SIGKILL each node's PID 1 (the kernel then kills its whole PID namespace)."""
     victims = [(n, pid) for n in nodes if (pid := node_pid(n)) is not None]
     for _, pid in victims:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + timeout
     for node, pid in victims:
         while os.path.exists(f"/proc/{pid}") and node_pid(node) == pid:
@@ -85,10 +84,8 @@ def kill(nodes: Iterable[Node], timeout: float = 20.0) -> None:
             if time.monotonic() > deadline:
                 raise HactlError(f"processes of node {node.name} did not die after SIGKILL")
             time.sleep(0.01)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(node.pid_file)
-        except FileNotFoundError:
-            pass
 
 
 def _ns_members(pid: int) -> bool:
@@ -119,11 +116,11 @@ def wait_ssh(nodes: Iterable[Node], timeout: float) -> list[Node]:
         round_end = min(deadline, time.monotonic() + 0.5)
         while time.monotonic() < round_end and pending:
             for key, _ in sel.select(max(0.0, round_end - time.monotonic())):
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
-                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                ready = key.fileobj
+                assert isinstance(ready, socket.socket)
+                if ready.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
                     pending.pop(key.data.name, None)
-                sel.unregister(sock)
+                sel.unregister(ready)
             if not sel.get_map():
                 break
         for sock in socks:

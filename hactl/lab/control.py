@@ -151,9 +151,7 @@ def _jobs(sup: Supervisor, verb: str, names: list[str]) -> Result:
             code, text = sup.start(name)
         elif verb == "stop":
             code, text = sup.stop(name)
-        elif verb == "reload":
-            code, text = sup.reload(name)
-        elif verb in {"reload-or-restart", "try-reload-or-restart"} and svc.unit.getlist("Service", "ExecReload") and svc.state == "active":
+        elif verb == "reload" or (verb in {"reload-or-restart", "try-reload-or-restart"} and svc.unit.getlist("Service", "ExecReload") and svc.state == "active"):
             code, text = sup.reload(name)
         else:
             code, text = sup.stop(name)

@@ -73,6 +73,8 @@ class Lab:
         except ValueError as exc:
             raise HactlError(f"cannot build a lab from this spec: {exc}") from exc
         self.knobs = knobs or {}
+        self.spec_file: str | None = None
+        """The spec file this lab came from, when known (the test fixture sets it)."""
 
     @property
     def name(self) -> str:

@@ -15,12 +15,13 @@ Boot sequence:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
+import grp
 import json
 import os
 import pwd
-import grp
 import resource
 import socket
 import sys
@@ -102,10 +103,8 @@ def setup(cfg: dict[str, object]) -> None:
     os.makedirs("/run/lock", exist_ok=True)
     os.chmod("/run/lock", 0o1777)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    try:
+    with contextlib.suppress(OSError):
         mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
-    except OSError:
-        pass
     _tmpfiles_for_run()
     socket.sethostname(str(cfg["name"]))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

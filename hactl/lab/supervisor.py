@@ -9,6 +9,7 @@ over a unix socket. Each unit's main process runs in its own session (process gr
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
@@ -339,10 +340,8 @@ class Supervisor:
                     while svc.main_pid is not None:
                         self.cond.wait(1.0)
             if mode in {"control-group", "mixed"} and pgid:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(pgid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             self._run_helpers(svc, "ExecStopPost")
             for rdir in " ".join(svc.unit.getlist("Service", "RuntimeDirectory")).split():
                 subprocess.run(["rm", "-rf", "--", os.path.join("/run", rdir)], check=False)
