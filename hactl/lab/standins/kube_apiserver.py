@@ -22,34 +22,10 @@ from .apiserver_http import Server, TLSServer
 from .apiserver_resources import by_path
 from .apiserver_store import ApiError
 from .etcd_kv import EtcdClient, EtcdError
+from .kubeapi import parse_flags
 
 DEFAULT_VERSION = "v1.30.4"
 VERSIONS_FILE = "/etc/hactl-lab/versions"
-_BOOL_FLAGS = {"enable-bootstrap-token-auth", "allow-privileged", "version", "help", "h",
-               "anonymous-auth", "enable-aggregator-routing", "profiling"}
-
-
-def parse_flags(argv: list[str]) -> dict[str, str]:
-    """Go ``pflag`` style: ``--name=value``, ``--name value`` and bare booleans."""
-    flags: dict[str, str] = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        i += 1
-        if not arg.startswith("-"):
-            continue
-        name = arg.lstrip("-")
-        if "=" in name:
-            key, _, value = name.partition("=")
-            flags[key] = value
-        elif name in _BOOL_FLAGS or i >= len(argv) or argv[i].startswith("--"):
-            flags[name] = "true"
-        else:
-            flags[name] = argv[i]
-            i += 1
-    return flags
-
-
 def kubernetes_version() -> str:
     """The version the lab installed: $HACTL_LAB_K8S_VERSION, /etc/hactl-lab/versions, default."""
     env = os.environ.get("HACTL_LAB_K8S_VERSION")
