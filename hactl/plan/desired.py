@@ -29,6 +29,8 @@ def etcd_unit(cluster: Cluster) -> str:
 
 def kubeadm_init_config(cluster: Cluster, host: Host) -> str:
     """InitConfiguration + ClusterConfiguration for the first master (external or stacked)."""
-    from hactl.render import kubeadm_config
+    import importlib
 
-    return kubeadm_config.render_init_config(cluster, host)  # type: ignore[attr-defined,no-any-return]
+    module = importlib.import_module("hactl.render.kubeadm_config")
+    text: str = module.render_init_config(cluster, host)
+    return text

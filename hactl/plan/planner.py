@@ -117,7 +117,7 @@ def _unreachable(cluster: Cluster, observed: Observed) -> dict[str, str]:
 
 
 def _action(change: Change) -> Action:
-    return "replace" if change.op is Op.REPLACE else change.op.value  # type: ignore[return-value]
+    return "replace" if change.op is Op.REPLACE else change.op.value  # type: ignore[return-value,unused-ignore]
 
 
 class _Builder:

@@ -8,6 +8,7 @@ from typing import ClassVar
 from hactl.plan import commands as cmd
 from hactl.plan.join_ops import ensure_ca_hash, ensure_token
 from hactl.plan.step import Step, StepContext
+from hactl.transport.base import display_command
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class CreateJoinToken(Step):
     timeout: float = 60.0
 
     def commands(self) -> list[str]:
-        return [" ".join(cmd.token_create()) + "  # token kept in memory only",
+        return [display_command(cmd.token_create()) + "  # token kept in memory only",
                 f"cat {cmd.K8S_CA_CERT}  # sha256 of its public key pins discovery"]
 
     async def run(self, ctx: StepContext) -> None:

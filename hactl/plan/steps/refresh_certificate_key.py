@@ -8,6 +8,7 @@ from typing import ClassVar
 from hactl.plan import commands as cmd
 from hactl.plan.join_ops import key_is_fresh, upload_certificate_key
 from hactl.plan.step import Action, Step, StepContext
+from hactl.transport.base import display_command
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class RefreshCertificateKey(Step):
     timeout: float = 180.0
 
     def commands(self) -> list[str]:
-        return [" ".join(cmd.upload_certs()) + "  # key kept in memory only"]
+        return [display_command(cmd.upload_certs()) + "  # key kept in memory only"]
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None

@@ -39,7 +39,7 @@ class StartEtcdMember(Step):
         via = cluster.host(self.via)
         members = await list_members(ctx, via)
         me = cluster.host(self.host)
-        if not any(m.name == me.name or m.peer_urls and _same(m, cluster, me) for m in members):
+        if not any(m.name == me.name or (m.peer_urls and _same(m, cluster, me)) for m in members):
             raise CommandError(f"{self.host} is not in the member list; add it first", host=self.host)
         data_dir = cluster.etcd.data_dir
         if not (await run(ctx, self.host, cmd.data_dir_has_member(data_dir), check=False)).ok:
