@@ -1,0 +1,30 @@
+"""``hactl apply``: the DAG engine (:mod:`hactl.apply.engine`) and the run around it
+(:mod:`hactl.apply.run`: lock → probe → plan → approve → execute → journal → check)."""
+
+from hactl.apply.engine import (
+    ApplyResult,
+    Engine,
+    NullReporter,
+    Reporter,
+    RetryPolicy,
+    StepResult,
+    StepTimeoutError,
+    count_changes,
+    describe_error,
+    failure_report,
+    plan_steps,
+)
+
+__all__ = [
+    "ApplyResult",
+    "Engine",
+    "NullReporter",
+    "Reporter",
+    "RetryPolicy",
+    "StepResult",
+    "StepTimeoutError",
+    "count_changes",
+    "describe_error",
+    "failure_report",
+    "plan_steps",
+]
