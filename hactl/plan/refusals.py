@@ -49,7 +49,8 @@ def check(cluster: Cluster, observed: Observed, diff: Diff) -> None:
     """Raise one :class:`PlanError` listing every refusal."""
     problems = [*etcd_version(cluster, observed), *foreign_registry(cluster, observed, diff),
                 *endpoint_mismatch(cluster, observed), *ca_mismatch(cluster, observed),
-                *foreign_member_data(diff), *worker_joined_masters(diff)]
+                *foreign_member_data(diff), *worker_joined_masters(diff),
+                *quorum_refusals(cluster, observed, diff)]
     if problems:
         raise PlanError("the plan is refused:\n  - " + "\n  - ".join(problems))
 
@@ -135,3 +136,39 @@ def worker_joined_masters(diff: Diff) -> list[str]:
         f"{c.host} is in masters but is joined as a worker; run `kubeadm reset -f` on it and plan again"
         for c in diff.changes if c.op is Op.UPDATE and c.detail.get("mode") == "worker-joined"
     ]
+
+
+def quorum_refusals(cluster: Cluster, observed: Observed, diff: Diff) -> list[str]:
+    """Rule 1 for the removals the plan would make (replacements first, then deletions), one
+    after the other, on the member list most members agree on."""
+    if cluster.etcd.topology != "external":
+        return []
+    members = observed.etcd_members([h.name for h in cluster.etcd_members])
+    if members is None:
+        return []
+    voters = {m.id for m in members if not m.is_learner}
+    healthy = {
+        m.id for m in members
+        if m.id in voters and m.name and any(h.name == m.name for h in cluster.etcd_members)
+        and observed.etcd_healthy(m.name)
+    }
+    removals = sorted(
+        (c for c in diff.changes if c.op in (Op.REPLACE, Op.DELETE) and c.address.startswith("etcd.member[")),
+        key=lambda c: (c.op is Op.DELETE, c.address),
+    )
+    out = []
+    for change in removals:
+        member_id = str(change.detail.get("member_id", ""))
+        name = change.address[len("etcd.member["):-1]
+        problem = removal_problem(name, len(voters), len(healthy),
+                                  removing_healthy=member_id in healthy,
+                                  removing_voter=member_id in voters)
+        if problem:
+            out.append(problem)
+            break
+        if change.op is Op.REPLACE:
+            healthy.add(member_id)  # it comes back (learner → promoted) before the next change
+        else:
+            voters.discard(member_id)
+            healthy.discard(member_id)
+    return out
