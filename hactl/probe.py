@@ -1,0 +1,306 @@
+"""Read every host of a spec, all at once, in one round trip per host → :class:`Observed`.
+
+For each host the facts that apply to its roles (:func:`facts_for`) are put into ONE POSIX sh
+script (:func:`build_script`): each fact's snippet becomes a shell function, and a runner
+prints its stdout and stderr between unique markers together with its exit status. The script
+is sent once; :func:`split_sections` cuts the answer back into sections and each fact's pure
+parser reads its own. A section that fails only loses its own fact (``section_errors``); a host
+that cannot be reached becomes ``HostFacts(reachable=False, error=…)``: the probe never aborts.
+
+Nothing is written on a host: the script reads files and asks services, etcd and the API; it
+creates no temp file (the markers keep the sections apart on the two output streams).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from hactl.concurrency import gather_each
+from hactl.errors import HactlError
+from hactl.facts import binaries, etcd, haproxy, kubernetes, system
+from hactl.facts.base import SKIPPED, Fact, FactParseError
+from hactl.facts.model import HostFacts, Observed
+from hactl.log import get_logger
+from hactl.spec.models import Cluster, Host
+from hactl.transport.base import Transport
+
+PROBE_TIMEOUT = 60.0
+"""Seconds the whole script may take on one host."""
+
+
+def etcd_endpoint(cluster: Cluster, host: Host) -> str:
+    """The member's own client URL for etcdctl on the host (as hactl.render.etcd listens)."""
+    port = cluster.etcd.client_port
+    address = ipaddress.ip_address(host.address)
+    if address.is_loopback:
+        return (
+            f"https://[{address}]:{port}" if address.version == 6 else f"https://{address}:{port}"
+        )
+    return f"https://127.0.0.1:{port}"
+
+
+def facts_for(cluster: Cluster, host: Host) -> list[Fact[Any]]:
+    """The facts read on ``host``, by its roles in the spec (order = order in the script)."""
+    roles = cluster.roles(host.name)
+    out: list[Fact[Any]] = [system.SystemInfo(), binaries.BinaryVersions()]
+    if "etcd" in roles:
+        endpoint = etcd_endpoint(cluster, host)
+        out += [
+            etcd.EtcdFiles(data_dir=cluster.etcd.data_dir),
+            etcd.EtcdEnv(),
+            etcd.EtcdMemberList(endpoint=endpoint),
+            etcd.EtcdEndpointStatus(endpoint=endpoint),
+            etcd.EtcdEndpointHealth(endpoint=endpoint),
+            etcd.EtcdRegistryCount(endpoint=endpoint),
+        ]
+    if "lb" in roles:
+        out += [haproxy.HAProxyFiles(), haproxy.HAProxyConfig(), haproxy.HAProxyStats()]
+    if "master" in roles or "worker" in roles:
+        out += [kubernetes.K8sFiles(), kubernetes.CertExpiry()]
+    if "master" in roles:
+        out += [kubernetes.Nodes(), kubernetes.Secrets(), kubernetes.KubeadmConfig()]
+    return out
+
+
+_PREAMBLE = """exec </dev/null
+export LC_ALL=C
+PATH="$PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+__hactl_m='{marker}'
+__hactl_run() {{
+  printf '%s BEGIN %s\\n' "$__hactl_m" "$1"; printf '%s BEGIN %s\\n' "$__hactl_m" "$1" >&2
+  __hactl_n=$1; shift
+  "$@"
+  __hactl_rc=$?
+  printf '\\n%s END %s %s\\n' "$__hactl_m" "$__hactl_n" "$__hactl_rc"
+  printf '\\n%s END %s %s\\n' "$__hactl_m" "$__hactl_n" "$__hactl_rc" >&2
+}}
+"""
+
+
+def build_script(facts: Sequence[Fact[Any]], marker: str) -> str:
+    """One sh script running every fact's snippet as a function between markers."""
+    parts = [_PREAMBLE.format(marker=marker)]
+    for index, fact in enumerate(facts):
+        func = f"__hactl_s{index}"
+        parts.append(f"{func}() {{\n{fact.script()}\n}}\n__hactl_run {fact.section} {func}\n")
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class SectionOutput:
+    stdout: str
+    stderr: str
+    exit_status: int
+
+
+def split_sections(stdout: str, stderr: str, marker: str) -> dict[str, SectionOutput]:
+    """Cut the script's two output streams back into sections (missing END → not there)."""
+    pattern = re.compile(
+        rf"^{re.escape(marker)} BEGIN (\S+)\n(.*?)\n{re.escape(marker)} END \1 (\d+)$",
+        re.S | re.M,
+    )
+    errs = {m.group(1): m.group(2) for m in pattern.finditer(stderr)}
+    return {
+        m.group(1): SectionOutput(m.group(2), errs.get(m.group(1), ""), int(m.group(3)))
+        for m in pattern.finditer(stdout)
+    }
+
+
+def compose_output(sections: Mapping[str, SectionOutput], marker: str) -> tuple[str, str]:
+    """The inverse of :func:`split_sections` (what a host would print): for tests and tools."""
+    out, err = [], []
+    for name, sec in sections.items():
+        out.append(f"{marker} BEGIN {name}\n{sec.stdout}\n{marker} END {name} {sec.exit_status}\n")
+        err.append(f"{marker} BEGIN {name}\n{sec.stderr}\n{marker} END {name} {sec.exit_status}\n")
+    return "".join(out), "".join(err)
+
+
+def _error_text(sec: SectionOutput) -> str:
+    lines = [line for line in sec.stderr.strip().splitlines() if line.strip()]
+    tail = lines[-1] if lines else "(no output on stderr)"
+    return f"exit status {sec.exit_status}: {tail}"
+
+
+class _Reader:
+    """Parses sections into values; remembers why a value is missing."""
+
+    def __init__(self, sections: Mapping[str, SectionOutput]) -> None:
+        self.sections = sections
+        self.errors: dict[str, str] = {}
+        self.skipped: dict[str, str] = {}
+
+    def get(self, fact: Fact[Any]) -> Any:
+        sec = self.sections.get(fact.section)
+        if sec is None:
+            self.errors[fact.section] = "did not run (the probe script ended early)"
+            return None
+        if sec.exit_status == SKIPPED:
+            self.skipped[fact.section] = sec.stderr.strip() or "not applicable"
+            return None
+        if sec.exit_status not in fact.ok_statuses:
+            self.errors[fact.section] = _error_text(sec)
+            return None
+        try:
+            return fact.parse(sec.stdout)
+        except (FactParseError, KeyError, TypeError, ValueError) as exc:
+            self.errors[fact.section] = f"unreadable output: {exc}"
+            return None
+
+    def why(self, *names: str) -> str | None:
+        for name in names:
+            if name in self.errors:
+                return self.errors[name]
+            if name in self.skipped:
+                return self.skipped[name]
+        return None
+
+
+def read_host_facts(
+    cluster: Cluster,
+    host: Host,
+    sections: Mapping[str, SectionOutput],
+    *,
+    duration: float | None = None,
+) -> HostFacts:
+    """Pure: sections of one host's answer → :class:`HostFacts`."""
+    facts = {type(f): f for f in facts_for(cluster, host)}
+    r = _Reader(sections)
+
+    def value(cls: type[Fact[Any]]) -> Any:
+        return r.get(facts[cls]) if cls in facts else None
+
+    sys_facts = value(system.SystemInfo)
+    bins = value(binaries.BinaryVersions)
+    etcd_facts = None
+    if etcd.EtcdFiles in facts and (files := value(etcd.EtcdFiles)) is not None:
+        queries = ("etcd.members", "etcd.status", "etcd.health", "etcd.registry")
+        etcd_facts = etcd.assemble(
+            data_dir=cluster.etcd.data_dir,
+            files=files,
+            env=value(etcd.EtcdEnv),
+            members=value(etcd.EtcdMemberList),
+            status=value(etcd.EtcdEndpointStatus),
+            health=value(etcd.EtcdEndpointHealth),
+            registry_keys=value(etcd.EtcdRegistryCount),
+            query_error=None,
+        )
+        error = r.why(*queries)
+        if error is not None:
+            etcd_facts = dataclasses.replace(etcd_facts, query_error=error)
+    lb_facts = None
+    if haproxy.HAProxyFiles in facts and (lb_files := value(haproxy.HAProxyFiles)) is not None:
+        lb_facts = haproxy.assemble(
+            files=lb_files,
+            config=value(haproxy.HAProxyConfig),
+            servers=value(haproxy.HAProxyStats),
+            stats_error=None,
+        )
+        stats_error = r.why("haproxy.stats")
+        if stats_error is not None:
+            lb_facts = dataclasses.replace(lb_facts, stats_error=stats_error)
+    k8s_facts = None
+    if kubernetes.K8sFiles in facts and (k_files := value(kubernetes.K8sFiles)) is not None:
+        api = ("k8s.nodes", "k8s.secrets", "k8s.config")
+        nodes = value(kubernetes.Nodes)
+        secrets_ = value(kubernetes.Secrets)
+        config = value(kubernetes.KubeadmConfig)
+        asked = kubernetes.Nodes in facts and "k8s.nodes" not in r.skipped
+        api_errors = {name.removeprefix("k8s."): r.errors[name] for name in api if name in r.errors}
+        k8s_facts = kubernetes.assemble(
+            files=k_files,
+            certs=value(kubernetes.CertExpiry),
+            nodes=nodes,
+            secrets=secrets_,
+            config=config,
+            api_errors=api_errors,
+            asked_api=asked,
+        )
+    return HostFacts(
+        name=host.name,
+        address=str(host.address),
+        reachable=True,
+        system=sys_facts,
+        binaries=bins,
+        etcd=etcd_facts,
+        haproxy=lb_facts,
+        kubernetes=k8s_facts,
+        section_errors=dict(sorted(r.errors.items())),
+        duration=duration,
+    )
+
+
+def unreachable(host: Host, error: BaseException) -> HostFacts:
+    return HostFacts(name=host.name, address=str(host.address), reachable=False, error=str(error))
+
+
+async def probe_host(
+    transport: Transport, cluster: Cluster, host: Host, *, timeout: float = PROBE_TIMEOUT
+) -> HostFacts:
+    """All facts of one host in one round trip. Transport errors become an unreachable host."""
+    log = get_logger(host=host.name)
+    marker = f"HACTL-{secrets.token_hex(8)}"
+    script = build_script(facts_for(cluster, host), marker)
+    started = time.monotonic()
+    try:
+        result = await transport.run(script, timeout=timeout, check=False)
+    except HactlError as exc:
+        log.warning("probe failed", error=exc.message)
+        return unreachable(host, exc)
+    sections = split_sections(result.stdout, result.stderr, marker)
+    duration = time.monotonic() - started
+    facts = read_host_facts(cluster, host, sections, duration=duration)
+    if not sections:
+        tail = result.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        facts = dataclasses.replace(
+            facts,
+            section_errors={"script": f"exit status {result.exit_status}: {tail[0]}"},
+        )
+    log.debug("probed", seconds=round(duration, 3), errors=len(facts.section_errors))
+    return facts
+
+
+async def probe(
+    cluster: Cluster,
+    transports: Mapping[str, Transport | BaseException],
+    *,
+    hosts: Sequence[Host] | None = None,
+    timeout: float = PROBE_TIMEOUT,
+) -> Observed:
+    """Probe ``hosts`` (default: every host of the spec) at once. ``transports`` maps a host
+    name to its open transport, or to the error that kept it from connecting."""
+    targets = list(cluster.all_hosts() if hosts is None else hosts)
+    probed_at = datetime.now(UTC)
+
+    async def one(host: Host) -> HostFacts:
+        transport = transports.get(host.name)
+        if transport is None:
+            return unreachable(host, HactlError("no connection was opened", host=host.name))
+        if isinstance(transport, BaseException):
+            return unreachable(host, transport)
+        return await probe_host(transport, cluster, host, timeout=timeout)
+
+    outcomes = await gather_each(targets, one, limit=max(1, len(targets)), name=lambda h: h.name)
+    hosts_facts: dict[str, HostFacts] = {}
+    for host in targets:
+        out = outcomes[host.name]
+        hosts_facts[host.name] = unreachable(host, out) if isinstance(out, Exception) else out
+    return Observed(hosts=hosts_facts, probed_at=probed_at)
+
+
+async def probe_cluster(
+    cluster: Cluster, *, spec_dir: str | None = None, timeout: float = PROBE_TIMEOUT
+) -> Observed:
+    """Open one SSH connection per host, probe them all, close. (``plan`` uses this.)"""
+    from hactl.transport.ssh import Connections
+
+    async with Connections(cluster, spec_dir=spec_dir) as conns:
+        transports = await conns.open_all()
+        return await probe(cluster, transports, timeout=timeout)

@@ -1,0 +1,403 @@
+"""The asyncssh transport: one connection per host, reused for every command of a run.
+
+- Channels on a connection are bounded by a semaphore (:data:`MAX_CHANNELS` = 8) below
+  OpenSSH's default ``MaxSessions 10``, so parallel steps never get "open failed".
+- Settings come from the spec only (``ssh`` defaults + per-host overrides): user, port,
+  identity file (else the ssh-agent and the default keys), agent, bastion, connect timeout,
+  known_hosts file and policy. ``~/.ssh/config`` is not read: the spec is the whole truth.
+- known_hosts files are parsed once and shared (:mod:`hactl.transport.known_hosts`); connection
+  options (keys loaded once) are shared by every host with the same settings.
+- asyncssh and OS errors become :mod:`hactl.errors` (UnreachableError is transient, AuthError
+  and HostKeyError are not), each naming the host and what to do next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from hactl.concurrency import gather_each
+from hactl.errors import (
+    AuthError,
+    CommandError,
+    HactlError,
+    HostKeyError,
+    TransportError,
+    UnreachableError,
+)
+from hactl.spec.models import Cluster, Host
+from hactl.transport.base import (
+    Command,
+    Result,
+    check_result,
+    display_argv,
+    display_command,
+    put_script,
+    secrets_of,
+    wire_command,
+    with_sudo,
+)
+from hactl.transport.known_hosts import KnownHosts, KnownHostsCache, host_pattern
+
+MAX_CHANNELS = 8
+"""Concurrent sessions per connection (sshd's MaxSessions defaults to 10)."""
+CONNECT_PARALLELISM = 256
+"""Connections opened at once (file descriptors and sshd's MaxStartups stay comfortable)."""
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    """Everything needed to reach one host, resolved from the spec."""
+
+    name: str
+    address: str
+    port: int
+    user: str
+    identity_file: str | None
+    use_agent: bool
+    known_hosts_file: str
+    host_key_policy: str
+    connect_timeout: float
+    bastion: str | None
+
+    @property
+    def where(self) -> str:
+        return f"{self.user}@{host_pattern(self.address, self.port)}"
+
+
+def _path(value: str, spec_dir: str | None) -> str:
+    path = Path(value).expanduser()
+    if not path.is_absolute() and spec_dir is not None:
+        path = Path(spec_dir) / path
+    return str(path)
+
+
+def resolve_target(cluster: Cluster, host: Host, spec_dir: str | None = None) -> SSHTarget:
+    """The spec's ``ssh`` defaults with the host's overrides applied."""
+    base, over = cluster.ssh, host.ssh
+
+    def pick(name: str) -> Any:
+        value = getattr(over, name) if over is not None else None
+        return getattr(base, name) if value is None else value
+
+    identity = pick("identity_file")
+    bastion = pick("bastion")
+    return SSHTarget(
+        name=host.name,
+        address=str(host.address),
+        port=pick("port"),
+        user=pick("user"),
+        identity_file=_path(identity, spec_dir) if identity else None,
+        use_agent=base.use_agent,
+        known_hosts_file=_path(pick("known_hosts_file"), spec_dir),
+        host_key_policy=pick("host_key_policy"),
+        connect_timeout=float(pick("connect_timeout")),
+        bastion=bastion or None,
+    )
+
+
+def parse_bastion(text: str, user: str) -> tuple[str, str, int]:
+    """``[user@]host[:port]`` → (user, host, port)."""
+    who, _, rest = text.rpartition("@")
+    host, port = rest, 22
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        port = int(tail[1:]) if tail.startswith(":") else 22
+    elif rest.count(":") == 1:
+        host, port_text = rest.split(":")
+        port = int(port_text)
+    return who or user, host, port
+
+
+class _Client(asyncssh.SSHClient):
+    """Decides about keys missing from known_hosts; remembers why it refused one."""
+
+    def __init__(self, known: KnownHosts, policy: str, address: str, port: int) -> None:
+        self.known, self.policy, self.address, self.port = known, policy, address, port
+        self.problem: str | None = None
+        self.offered: str | None = None
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: Any) -> bool:
+        self.offered = key.get_fingerprint()
+        if self.known.trusted(host, addr, port):
+            self.problem = "changed"
+            return False
+        if self.policy == "accept-new":
+            if self.known.record(self.address, self.port, key):
+                return True
+            self.problem = "changed"
+            return False
+        self.problem = "unknown"
+        return False
+
+
+def _host_key_error(name: str, target: SSHTarget, client: _Client | None, via: str) -> HostKeyError:
+    where = host_pattern(target.address, target.port)
+    offered = f" (offered {client.offered})" if client and client.offered else ""
+    if client is not None and client.problem == "changed":
+        return HostKeyError(
+            f"the SSH host key of {via}{where} CHANGED{offered}: possible man-in-the-middle "
+            f"attack, refusing to connect",
+            host=name,
+            hint=f"if the host was reinstalled on purpose, remove its old line with "
+            f"`ssh-keygen -R '{where}' -f {target.known_hosts_file}` and connect again",
+        )
+    return HostKeyError(
+        f"the SSH host key of {via}{where} is not in {target.known_hosts_file}{offered}",
+        host=name,
+        hint=f"verify it and add it with `ssh-keyscan -H -p {target.port} {target.address} >> "
+        f"{target.known_hosts_file}`, or set `hostKeyPolicy: accept-new` in the spec's ssh section",
+    )
+
+
+def map_connect_error(
+    name: str, target: SSHTarget, exc: BaseException, client: _Client | None, via: str = ""
+) -> TransportError:
+    """asyncssh/OS errors while connecting → hactl errors with a next step."""
+    where = f"{via}{target.where}"
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        return _host_key_error(name, target, client, via)
+    if isinstance(exc, asyncssh.PermissionDenied):
+        key = target.identity_file or "the ssh-agent's and default keys"
+        return AuthError(
+            f"{where} refused our credentials ({key})",
+            host=name,
+            hint=f"check that the public key of {key} is in ~{target.user}/.ssh/authorized_keys "
+            "on the host, and the spec's ssh.user / identityFile",
+        )
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return UnreachableError(
+            f"no SSH answer from {where} within {target.connect_timeout:g}s",
+            host=name,
+            hint="check that the host is up and reachable, or raise ssh.connectTimeout",
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return UnreachableError(
+            f"connection refused by {where}",
+            host=name,
+            hint=f"is sshd running and listening on port {target.port}?",
+        )
+    if isinstance(exc, OSError) and exc.errno in {errno.EHOSTUNREACH, errno.ENETUNREACH}:
+        return UnreachableError(
+            f"{where} is unreachable: {exc.strerror}",
+            host=name,
+            hint="check the address in the spec and the network path (or the bastion)",
+        )
+    if isinstance(exc, (OSError, asyncssh.DisconnectError, asyncssh.ConnectionLost)):
+        return UnreachableError(f"connecting to {where} failed: {exc}", host=name)
+    if isinstance(exc, asyncssh.KeyImportError | asyncssh.KeyEncryptionError):
+        return AuthError(
+            f"cannot load the identity file {target.identity_file}: {exc}",
+            host=name,
+            hint="use an unencrypted key file or load it into the ssh-agent",
+        )
+    return TransportError(f"connecting to {where} failed: {type(exc).__name__}: {exc}", host=name)
+
+
+class SSHTransport:
+    """:class:`~hactl.transport.base.Transport` over one asyncssh connection."""
+
+    def __init__(self, host: str, conn: Any, user: str, max_channels: int = MAX_CHANNELS) -> None:
+        self.host = host
+        self.user = user
+        self._conn = conn
+        self._sem = asyncio.Semaphore(max_channels)
+        self.max_in_flight = 0
+        self._in_flight = 0
+
+    async def run(
+        self,
+        command: Command,
+        *,
+        stdin: bytes | str | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> Result:
+        command = with_sudo(command, self.user)
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        async with self._sem:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            try:
+                proc = await self._conn.run(
+                    wire_command(command), input=data, timeout=timeout, check=False, encoding=None
+                )
+            except asyncssh.TimeoutError as exc:
+                raise CommandError(
+                    f"`{display_command(command)}` did not finish within {timeout:g}s",
+                    host=self.host,
+                    argv=display_argv(command),
+                    transient=True,
+                    hint="the host may be overloaded; a retry may succeed",
+                ) from exc
+            except asyncssh.ChannelOpenError as exc:
+                raise UnreachableError(
+                    f"could not open an SSH session: {exc.reason}", host=self.host
+                ) from exc
+            except (asyncssh.DisconnectError, asyncssh.ConnectionLost, OSError) as exc:
+                raise UnreachableError(
+                    f"the SSH connection was lost: {exc}", host=self.host
+                ) from exc
+            finally:
+                self._in_flight -= 1
+        status = proc.exit_status if proc.exit_status is not None else -1
+        result = Result(status, _text(proc.stdout), _text(proc.stderr))
+        return check_result(self.host, command, result, secrets_of(command)) if check else result
+
+    async def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        await self.run(put_script(path, mode), stdin=data)
+
+    async def aclose(self) -> None:
+        self._conn.close()
+        await self._conn.wait_closed()
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    return data if isinstance(data, str) else data.decode("utf-8", errors="replace")
+
+
+class Connections:
+    """Opens (all at once) and holds one SSH connection per host; closes them all on exit.
+
+    async with Connections(cluster, spec_dir=...) as conns:
+        transports = await conns.open_all()   # {name: SSHTransport | TransportError}
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        spec_dir: str | None = None,
+        max_channels: int = MAX_CHANNELS,
+    ) -> None:
+        self.cluster = cluster
+        self.spec_dir = spec_dir
+        self.max_channels = max_channels
+        self.known_hosts = KnownHostsCache()
+        self._options: dict[tuple[Any, ...], Any] = {}
+        self._transports: dict[str, SSHTransport] = {}
+        self._jumps: dict[tuple[Any, ...], asyncio.Task[Any]] = {}
+
+    async def __aenter__(self) -> Connections:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _options_for(self, target: SSHTarget, user: str) -> Any:
+        key = (user, target.identity_file, target.use_agent, target.connect_timeout)
+        if key not in self._options:
+            kwargs: dict[str, Any] = {
+                "username": user,
+                "connect_timeout": target.connect_timeout,
+                "config": [],
+                "password_auth": False,
+                "kbdint_auth": False,
+                "gss_auth": False,
+                "keepalive_interval": 30,
+            }
+            if target.identity_file:
+                kwargs["client_keys"] = [target.identity_file]
+            if not target.use_agent:
+                kwargs["agent_path"] = None
+            self._options[key] = asyncssh.SSHClientConnectionOptions(**kwargs)
+        return self._options[key]
+
+    async def _open(
+        self, name: str, target: SSHTarget, user: str, tunnel: Any, via: str = ""
+    ) -> Any:
+        known = self.known_hosts.get(target.known_hosts_file)
+        client: _Client | None = None
+
+        def factory() -> _Client:
+            nonlocal client
+            client = _Client(known, target.host_key_policy, target.address, target.port)
+            return client
+
+        try:
+            return await asyncssh.connect(
+                target.address,
+                target.port,
+                options=self._options_for(target, user),
+                known_hosts=known.db,
+                client_factory=factory,
+                tunnel=tunnel if tunnel is not None else (),
+            )
+        except (TimeoutError, OSError, asyncssh.Error, ValueError) as exc:
+            raise map_connect_error(name, target, exc, client, via) from exc
+
+    async def _jump(self, name: str, target: SSHTarget) -> Any:
+        assert target.bastion is not None
+        user, address, port = parse_bastion(target.bastion, target.user)
+        jump = SSHTarget(
+            name=f"bastion {target.bastion}",
+            address=address,
+            port=port,
+            user=user,
+            identity_file=target.identity_file,
+            use_agent=target.use_agent,
+            known_hosts_file=target.known_hosts_file,
+            host_key_policy=target.host_key_policy,
+            connect_timeout=target.connect_timeout,
+            bastion=None,
+        )
+        key = (user, address, port, target.identity_file, target.known_hosts_file)
+        if key not in self._jumps:
+            self._jumps[key] = asyncio.ensure_future(
+                self._open(name, jump, user, None, via="bastion ")
+            )
+        return await asyncio.shield(self._jumps[key])
+
+    async def connect(self, host: Host) -> SSHTransport:
+        """The host's transport, opening the connection on first use."""
+        if host.name in self._transports:
+            return self._transports[host.name]
+        target = resolve_target(self.cluster, host, self.spec_dir)
+        tunnel = await self._jump(host.name, target) if target.bastion else None
+        conn = await self._open(host.name, target, target.user, tunnel)
+        transport = SSHTransport(host.name, conn, target.user, self.max_channels)
+        self._transports[host.name] = transport
+        return transport
+
+    async def open_all(
+        self, hosts: Sequence[Host] | None = None
+    ) -> dict[str, SSHTransport | HactlError]:
+        """Connect to ``hosts`` (default: every host of the spec) concurrently. A host that
+        cannot be reached maps to its error instead of failing the others."""
+        targets = list(self.cluster.all_hosts() if hosts is None else hosts)
+        outcomes = await gather_each(
+            targets, self.connect, limit=CONNECT_PARALLELISM, name=lambda h: h.name
+        )
+        out: dict[str, SSHTransport | HactlError] = {}
+        for name, value in outcomes.items():
+            if isinstance(value, HactlError | SSHTransport):
+                out[name] = value
+            else:
+                out[name] = TransportError(f"{type(value).__name__}: {value}", host=name)
+        return out
+
+    def transport(self, name: str) -> SSHTransport:
+        return self._transports[name]
+
+    async def aclose(self) -> None:
+        transports, self._transports = list(self._transports.values()), {}
+        for transport in transports:
+            await transport.aclose()
+        jumps, self._jumps = list(self._jumps.values()), {}
+        for task in jumps:
+            if not task.done():
+                task.cancel()
+            try:
+                conn = await task
+            except (asyncio.CancelledError, HactlError):
+                continue
+            conn.close()
+            await conn.wait_closed()
