@@ -20,8 +20,7 @@ the file on the host. Choices (and why) are in ``docs/renderers.md``:
 
 from __future__ import annotations
 
-import ipaddress
-
+from hactl.render.net import host_port
 from hactl.spec.models import Cluster, Host
 
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
@@ -36,12 +35,6 @@ TIMEOUT_SERVER = "35s"
 TIMEOUT_TUNNEL = "1h"
 TIMEOUT_CHECK = "2s"
 CHECK_TIMING = "inter 2s fastinter 1s downinter 5s fall 2 rise 2"
-
-
-def host_port(address: ipaddress.IPv4Address | ipaddress.IPv6Address | str, port: int) -> str:
-    """``10.0.0.11:6443`` or ``[fd00::11]:6443``."""
-    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
-    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
 
 
 def bind_address(cluster: Cluster) -> str:
