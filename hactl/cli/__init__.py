@@ -40,4 +40,5 @@ from hactl.cli import validate as _validate  # noqa: E402
 _validate.register(main)
 from hactl.cli import lab as _lab; _lab.register(main)  # noqa: E402, E702, I001
 from hactl.cli import plan as _plan; _plan.register(main)  # noqa: E402, E702, I001
+from hactl.cli import apply as _apply; _apply.register(main)  # noqa: E402, E702, I001
 # --- end of subcommands --------------------------------------------------------------------

@@ -1,0 +1,230 @@
+"""One ``hactl apply``: connect → lock → probe → plan (or load a saved one and prove it is not
+stale) → approve → execute the DAG (journaled) → summary → ``hactl check``. The lock is released
+and the connections closed whatever happens."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hactl.apply.engine import ApplyResult, Engine, Reporter, RetryPolicy, failure_report
+from hactl.check import Report, evaluate, gather
+from hactl.diff import Op
+from hactl.errors import HactlError, StalePlanError, UnreachableError
+from hactl.facts.model import Observed
+from hactl.journal import Journal, journal_path, new_run_id
+from hactl.lock import DEFAULT_TTL, ClusterLock, LockOwner
+from hactl.log import get_logger
+from hactl.plan.planner import Plan, build_plan
+from hactl.plan.step import RunSecrets
+
+if TYPE_CHECKING:
+    from hactl.spec.models import Cluster
+    from hactl.transport.base import Transport
+
+Transports = Callable[[str], "Transport"]
+Opened = Mapping[str, "Transport | BaseException"]
+
+
+@dataclass
+class Options:
+    cluster: Cluster | None = None
+    """The spec (``apply -f``); None for a saved plan."""
+    spec_file: str | None = None
+    plan_file: str | None = None
+    parallelism: int | None = None
+    confirm: Callable[[], None] = lambda: None
+    """Blocking approval (asks ``yes`` on a TTY); raises to cancel. Run in a thread."""
+    echo: Callable[[str], None] = print
+    colour: bool = False
+    reporter: Callable[[], AbstractContextManager[Reporter]] | None = None
+    retry: RetryPolicy | None = None
+    check_settle: float = 60.0
+    """Seconds ``check`` may wait after the apply for the cluster to settle (leader election)."""
+    lock_ttl: float = DEFAULT_TTL
+
+
+def transport_getter(opened: Opened) -> Transports:
+    """``host → Transport``; a host that could not be connected raises its (transient) error."""
+
+    def get(host: str) -> Transport:
+        found = opened.get(host)
+        if found is None:
+            raise UnreachableError("no connection was opened to this host", host=host)
+        if isinstance(found, BaseException):
+            if isinstance(found, HactlError):
+                raise found
+            raise UnreachableError(str(found), host=host) from found
+        return found
+
+    return get
+
+
+@asynccontextmanager
+async def connections(cluster: Cluster, spec_dir: str) -> AsyncIterator[tuple[Transports, Opened]]:
+    """One SSH connection per host for the whole command (the probe's pool)."""
+    from hactl.transport.ssh import Connections
+
+    async with Connections(cluster, spec_dir=spec_dir) as conns:
+        opened = await conns.open_all()
+        yield transport_getter(opened), opened
+
+
+async def run_check(
+    cluster: Cluster, transports: Transports, opened: Opened, *, settle: float = 0.0
+) -> Report:
+    """Gather and evaluate; with ``settle`` retry an unhealthy result for that many seconds."""
+    from hactl.probe import probe
+
+    async def observe() -> Observed:
+        return await probe(cluster, opened)
+
+    deadline = time.monotonic() + settle
+    while True:
+        report = evaluate(cluster, await gather(cluster, transports, observe))
+        if report.healthy or time.monotonic() >= deadline:
+            return report
+        await asyncio.sleep(3.0)
+
+
+def plan_id(plan: Plan) -> str:
+    """Short stable id of a plan: its spec, fingerprint and step ids."""
+    doc = {
+        "spec": plan.cluster.model_dump(mode="json", by_alias=True),
+        "fingerprint": plan.fingerprint,
+        "steps": [s.id for s in plan.steps()],
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def stale_report(saved: Plan, fresh: Plan) -> str | None:
+    """None when the hosts still look as the saved plan saw them; else what changed, per host."""
+    before, now = saved.fingerprint, fresh.fingerprint
+    hosts = sorted(h for h in set(before) | set(now) if before.get(h) != now.get(h))
+    if not hosts:
+        return None
+    was = {(c.address, c.op) for c in saved.diff.effective()}
+    is_ = {(c.address, c.op) for c in fresh.diff.effective()}
+    sym = {Op.CREATE: "+", Op.UPDATE: "~", Op.DELETE: "-", Op.REPLACE: "-/+"}
+    lines = []
+    for host in hosts:
+        if host not in now:
+            lines.append(f"  {host}: no longer in the spec's observation")
+            continue
+        if host not in before:
+            lines.append(f"  {host}: not observed when the plan was made")
+            continue
+        new = [c for c in fresh.diff.effective() if c.host == host and (c.address, c.op) not in was]
+        gone = [
+            c for c in saved.diff.effective() if c.host == host and (c.address, c.op) not in is_
+        ]
+        if not new and not gone:
+            lines.append(f"  {host}: its facts changed (same actions would be planned)")
+        for c in new:
+            lines.append(f"  {host}: now needs {sym.get(c.op, '?')} {c.address}: {c.reason}")
+        for c in gone:
+            lines.append(f"  {host}: no longer needs {sym.get(c.op, '?')} {c.address}")
+    return "\n".join(lines)
+
+
+def applied_counts(plan: Plan, result: ApplyResult) -> tuple[int, int, int]:
+    """(added, changed, removed): the plan's changes whose steps all succeeded."""
+    by_address: dict[str, list[str]] = {}
+    for res in result.results.values():
+        by_address.setdefault(res.step.address, []).append(res.outcome)
+    add = change = remove = 0
+    for c in plan.diff.effective():
+        outcomes = by_address.get(c.address)
+        done = all(o == "ok" for o in outcomes) if outcomes else result.ok
+        if not done:
+            continue
+        add += c.op in (Op.CREATE, Op.REPLACE)
+        remove += c.op in (Op.DELETE, Op.REPLACE)
+        change += c.op is Op.UPDATE
+    return add, change, remove
+
+
+async def run_apply(opts: Options) -> ApplyResult | None:
+    """The whole command. Returns the engine's result (None when there was nothing to do);
+    raises :class:`HactlError` subclasses (ApplyError, StalePlanError, LockError…)."""
+    from hactl.plan import planfile
+    from hactl.plan.output import render_text
+
+    saved = planfile.load(opts.plan_file) if opts.plan_file else None
+    cluster = saved.cluster if saved else opts.cluster
+    anchor = opts.plan_file or opts.spec_file
+    if cluster is None or anchor is None:
+        raise HactlError("apply needs a spec or a saved plan")
+    run_id = new_run_id()
+    log = get_logger(run_id=run_id, cluster=cluster.metadata.name)
+    spec_dir = str(Path(anchor).resolve().parent)
+    owner = LockOwner.new(
+        run_id=run_id, plan_id=plan_id(saved) if saved else None, ttl=opts.lock_ttl
+    )
+    async with connections(cluster, spec_dir) as (get, opened), ClusterLock(cluster, get, owner):
+        from hactl.probe import probe
+
+        observed = await probe(cluster, opened)
+        fresh = build_plan(cluster, observed, now=datetime.now(UTC))
+        if saved is not None:
+            stale = stale_report(saved, fresh)
+            if stale is not None:
+                raise StalePlanError(
+                    f"Saved plan is stale: the hosts changed since it was made.\n{stale}",
+                    hint="plan again (`hactl plan -f SPEC -o FILE`), review it, and apply the new file",
+                )
+            plan = saved
+        else:
+            plan = fresh
+            opts.echo(render_text(plan, colour=opts.colour).rstrip("\n"))
+            if len(plan.graph) > 0:
+                await asyncio.to_thread(opts.confirm)
+        result: ApplyResult | None = None
+        if len(plan.graph) > 0:
+            result = await _execute(opts, cluster, plan, get, run_id, anchor)
+            result.added, result.changed, result.removed = applied_counts(plan, result)
+            log.info("apply.summary", summary=result.summary())
+            opts.echo(result.summary())
+            if not result.ok:
+                raise failure_report(result)
+        report = await run_check(cluster, get, opened, settle=opts.check_settle if result else 0)
+        opts.echo(report.render_text())
+        if not report.healthy:
+            raise HactlError(
+                "the apply finished but `hactl check` reports problems (above)",
+                hint="fix what check names, then run `hactl apply` again",
+            )
+        return result
+
+
+async def _execute(
+    opts: Options, cluster: Cluster, plan: Plan, get: Transports, run_id: str, anchor: str
+) -> ApplyResult:
+    path = journal_path(anchor, cluster.metadata.name, run_id)
+    reporter_cm: AbstractContextManager[Reporter | None] = (
+        opts.reporter() if opts.reporter else nullcontext(None)
+    )
+    with Journal(path) as journal, reporter_cm as reporter:
+        engine = Engine(
+            plan.graph.g,
+            cluster=cluster,
+            transports=get,
+            secrets=RunSecrets(),
+            parallelism=opts.parallelism,
+            retry=opts.retry,
+            reporter=reporter,
+            journal=journal,
+            run_id=run_id,
+            plan_id=plan_id(plan),
+        )
+        result = await engine.run()
+    opts.echo(f"Journal: {path}")
+    return result

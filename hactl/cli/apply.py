@@ -1,0 +1,253 @@
+"""``hactl apply``, ``hactl check`` and ``hactl unlock``.
+
+    hactl apply -f SPEC [--auto-approve] [--parallelism N]   probe, plan, ask, converge, check
+    hactl apply PLANFILE [--parallelism N]                    apply a saved plan (refused if stale)
+    hactl check -f SPEC [--json]                              health report; exit 0 healthy, 1 not
+    hactl unlock -f SPEC                                      break the cluster lock
+
+Every apply holds the cluster lock (hactl.lock) from before the probe until the end, writes a
+journal (hactl.journal) and ends with ``hactl check``. Progress: a live view on a TTY, plain
+lines otherwise; structured events go to stderr through structlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from hactl.cli.common import handle_errors, load_spec, spec_option
+from hactl.errors import HactlError
+
+if TYPE_CHECKING:
+    from hactl.apply import Reporter, StepResult
+    from hactl.check import Report
+    from hactl.plan.step import Step
+
+# -- progress ---------------------------------------------------------------------------------
+
+
+def _label(step: Step) -> str:
+    return f"{step.host or 'cluster'}: {step.title}"
+
+
+class PlainReporter:
+    """One line per event (pipelines, logs, non-TTY)."""
+
+    def __init__(self, echo: Callable[[str], None] = click.echo) -> None:
+        self.echo = echo
+
+    def started(self, step: Step, attempt: int) -> None:
+        suffix = f" (attempt {attempt})" if attempt > 1 else ""
+        self.echo(f"{_label(step)}: started{suffix}")
+
+    def retrying(self, step: Step, attempt: int, delay: float, error: str) -> None:
+        first = error.splitlines()[0] if error else ""
+        self.echo(f"{_label(step)}: attempt {attempt} failed ({first}); retrying in {delay:.1f}s")
+
+    def still_running(self, step: Step, elapsed: float) -> None:
+        self.echo(f"{_label(step)}: still running ({elapsed:.0f}s)")
+
+    def finished(self, result: StepResult) -> None:
+        step = result.step
+        if result.outcome == "ok":
+            self.echo(f"{_label(step)}: done in {result.duration:.1f}s")
+        elif result.outcome == "skipped":
+            self.echo(
+                f"{_label(step)}: skipped (a step before it failed: {result.skipped_because})"
+            )
+        else:
+            first = result.error.splitlines()[0] if result.error else ""
+            self.echo(f"{_label(step)}: FAILED after {result.duration:.1f}s: {first}")
+
+
+class LiveReporter(PlainReporter):
+    """A rich live view: finished steps scroll above, running ones (with elapsed) below."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console()
+        super().__init__(self._print)
+        self.running: dict[str, tuple[Step, float]] = {}
+        self.live = Live(
+            console=self.console,
+            refresh_per_second=4,
+            transient=True,
+            get_renderable=self._render,
+        )
+
+    def _print(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False)
+
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 2))
+        now = time.monotonic()
+        for step, since in self.running.values():
+            table.add_row("[cyan]running[/cyan]", _label(step), f"{now - since:.0f}s")
+        return table
+
+    def __enter__(self) -> LiveReporter:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.__exit__(None, None, None)
+
+    def started(self, step: Step, attempt: int) -> None:
+        self.running[step.id] = (step, time.monotonic())
+        if attempt > 1:
+            super().started(step, attempt)
+
+    def still_running(self, step: Step, elapsed: float) -> None:
+        pass  # the live view shows the elapsed time of every running step
+
+    def finished(self, result: StepResult) -> None:
+        self.running.pop(result.step.id, None)
+        super().finished(result)
+
+
+# -- check --------------------------------------------------------------------------------------
+
+
+@click.command()
+@spec_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@handle_errors
+def check(spec_file: str, as_json: bool) -> None:
+    """Health of the running control plane: exit 0 healthy, 1 not (with what to do next)."""
+    cluster = load_spec(spec_file)
+
+    async def main() -> Report:
+        from hactl.apply.run import connections, run_check
+
+        async with connections(cluster, str(Path(spec_file).resolve().parent)) as (get, opened):
+            return await run_check(cluster, get, opened)
+
+    report = asyncio.run(main())
+    if as_json:
+        click.echo(json.dumps(report.to_data(), indent=2, sort_keys=True))
+    else:
+        click.echo(report.render_text())
+    sys.exit(0 if report.healthy else 1)
+
+
+# -- unlock -------------------------------------------------------------------------------------
+
+
+@click.command()
+@spec_option
+@handle_errors
+def unlock(spec_file: str) -> None:
+    """Break the cluster lock (after a crashed apply) and print who held it."""
+    from hactl.lock import ClusterLock, HostLock
+
+    cluster = load_spec(spec_file)
+
+    async def main() -> dict[str, HostLock | str]:
+        from hactl.apply.run import connections
+
+        async with connections(cluster, str(Path(spec_file).resolve().parent)) as (get, _):
+            return await ClusterLock(cluster, get).break_lock()
+
+    report = asyncio.run(main())
+    holders: set[str] = set()
+    failed = []
+    for host, state in report.items():
+        if isinstance(state, str):
+            failed.append(host)
+            click.secho(f"{host}: could not reach it: {state}", fg="red", err=True)
+        elif state.result == "broken":
+            who = state.owner.describe() if state.owner else "an unknown owner"
+            holders.add(who)
+            click.echo(f"{host}: removed the lock held by {who}")
+        else:
+            click.echo(f"{host}: no lock")
+    if holders:
+        click.echo(f"Lock broken (was held by {'; '.join(sorted(holders))}).")
+    elif not failed:
+        click.echo("No lock was held.")
+    if failed:
+        raise HactlError(
+            f"the lock may remain on {', '.join(failed)}",
+            hint="run `hactl unlock` again once they are reachable (an apply needs only a majority)",
+        )
+
+
+# -- apply --------------------------------------------------------------------------------------
+
+
+def _confirm(auto_approve: bool, saved: bool) -> None:
+    if auto_approve or saved:
+        return
+    if not sys.stdin.isatty():
+        raise HactlError(
+            "hactl apply asks for confirmation but stdin is not a terminal",
+            hint="pass --auto-approve, or save a plan with `hactl plan -f SPEC -o FILE` "
+            "and apply it with `hactl apply FILE`",
+        )
+    answer = click.prompt(
+        "\nDo you want to perform these actions?\n  Only 'yes' will be accepted to approve.\n\n"
+        "  Enter a value",
+        default="",
+        show_default=False,
+    )
+    if answer.strip() != "yes":
+        raise HactlError("Apply cancelled.")
+
+
+@click.command()
+@click.argument("plan_file", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "-f", "--file", "spec_file", type=click.Path(dir_okay=False), help="The cluster spec (YAML)."
+)
+@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--parallelism",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="Steps that run at once (default: the spec's apply.parallelism).",
+)
+@handle_errors
+def apply(
+    plan_file: str | None, spec_file: str | None, auto_approve: bool, parallelism: int | None
+) -> None:
+    """Converge the hosts to the spec (-f SPEC), or apply a saved plan (PLAN_FILE)."""
+    from hactl.apply.run import Options, run_apply
+
+    if (plan_file is None) == (spec_file is None):
+        raise click.UsageError("give either -f SPEC or a saved PLAN_FILE (not both)")
+    if spec_file is not None and not auto_approve and not sys.stdin.isatty():
+        _confirm(auto_approve, False)  # refuses before connecting to anything
+    live = sys.stdout.isatty()
+
+    def reporter() -> AbstractContextManager[Reporter]:
+        return LiveReporter() if live else nullcontext(PlainReporter())
+
+    options = Options(
+        cluster=load_spec(spec_file) if spec_file else None,
+        spec_file=spec_file,
+        plan_file=plan_file,
+        parallelism=parallelism,
+        confirm=lambda: _confirm(auto_approve, plan_file is not None),
+        echo=click.echo,
+        colour=live,
+        reporter=reporter,
+    )
+    asyncio.run(run_apply(options))
+
+
+def register(group: click.Group) -> None:
+    group.add_command(apply)
+    group.add_command(check)
+    group.add_command(unlock)
