@@ -105,6 +105,10 @@ class PKI:
     etcd_client: Pair
     apiserver: Pair
     admin: Pair
+    kcm: Pair
+    scheduler: Pair
+    node: Pair
+    jane: Pair
     sa_key: Path
 
     def kubeconfig(self, name: str, server: str, pair: Pair | None = None,
@@ -148,6 +152,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
         apiserver=ca.issue("apiserver", "kube-apiserver", server=True, client=False,
                            sans=("localhost", "127.0.0.1", "kubernetes")),
         admin=ca.issue("admin", "kubernetes-admin", ("system:masters",)),
+        kcm=ca.issue("kcm", "system:kube-controller-manager"),
+        scheduler=ca.issue("scheduler", "system:kube-scheduler"),
+        node=ca.issue("node", "system:node:worker01", ("system:nodes",)),
+        jane=ca.issue("jane", "jane", ("developers",)),
         sa_key=sa_key,
     )
 
@@ -327,3 +335,47 @@ def apiserver(pki: PKI, etcd1: Etcd, tmp_path: Path) -> Iterator[Apiserver]:
 @pytest.fixture
 def apiserver3(pki: PKI, etcd3: Etcd, tmp_path: Path) -> Iterator[Apiserver]:
     yield from _apiserver(pki, etcd3, tmp_path)
+
+
+class Component:
+    """A stand-in kube-controller-manager or kube-scheduler under /usr/bin/python3."""
+
+    def __init__(self, module: str, conf: Path, d: Path, *flags: str) -> None:
+        self.argv = [PY, "-m", f"hactl.lab.standins.{module}", f"--kubeconfig={conf}",
+                     "--secure-port=0", "--leader-elect=true", *flags]
+        self.log = d / f"{module}-{len(list(d.glob(module + '-*.log')))}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Component:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                         env=env, cwd="/")
+        return self
+
+    @property
+    def identity(self) -> str:
+        for line in self.log.read_text().splitlines():
+            if ": identity " in line:
+                return line.rsplit(" ", 1)[1]
+        return ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            stop_pid(self.proc, sig)
+
+
+@pytest.fixture
+def components(tmp_path: Path) -> Iterator[Callable[..., Component]]:
+    started: list[Component] = []
+
+    def start(module: str, conf: Path, *flags: str) -> Component:
+        comp = Component(module, conf, tmp_path, *flags).start()
+        started.append(comp)
+        return comp
+
+    try:
+        yield start
+    finally:
+        for comp in started:
+            comp.stop(signal.SIGKILL)

@@ -1,25 +1,156 @@
-"""The stand-in kube-apiserver (under /usr/bin/python3) driven by the machine's real kubectl."""
+"""The stand-in kube-apiserver (under /usr/bin/python3) driven by the machine's real kubectl,
+with a client certificate in group system:masters, objects stored in a real TLS etcd."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+import yaml
+
+from hactl.lab.standins.kubeapi import Client, ns_path
 
 from .conftest import Apiserver
+
+NOW = "2030-01-01T00:00:00Z"  # a heartbeat in the future: the Ready column comes from status
+
+
+def _node(name: str, ready: bool, control_plane: bool) -> dict[str, object]:
+    labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+    if control_plane:
+        labels["node-role.kubernetes.io/control-plane"] = ""
+    return {
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                            "reason": "KubeletReady", "lastHeartbeatTime": NOW,
+                            "lastTransitionTime": NOW}],
+            "nodeInfo": {"kubeletVersion": "v1.30.4", "osImage": "Debian GNU/Linux 12",
+                         "kernelVersion": "6.1.0", "containerRuntimeVersion": "hactl-lab://1"},
+            "addresses": [{"type": "InternalIP", "address": "198.18.0.21"}],
+        },
+    }
+
+
+def _pod(ns: str, name: str, node: str) -> dict[str, object]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]},
+            "status": {"phase": "Running", "podIP": "198.18.0.21",
+                       "containerStatuses": [{"name": "c", "ready": True, "restartCount": 0}]}}
+
+
+@pytest.fixture
+def admin(apiserver: Apiserver) -> Iterator[Client]:
+    client = Client.from_kubeconfig(str(apiserver.admin_conf))
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def test_health_and_version(apiserver: Apiserver) -> None:
     assert apiserver.get("/readyz") == (200, "ok")
-    assert apiserver.get("/livez")[0] == 200
+    assert apiserver.get("/livez") == (200, "ok")
+    assert apiserver.get("/healthz") == (200, "ok")
     code, text = apiserver.get("/readyz?verbose")
     assert code == 200 and "[+]etcd ok" in text and text.endswith("readyz check passed")
+    assert apiserver.get("/readyz/etcd") == (200, "ok")
     code, text = apiserver.get("/version")
-    assert code == 200 and json.loads(text)["gitVersion"] == "v1.30.4"
+    assert code == 200
+    version = json.loads(text)
+    assert (version["gitVersion"], version["major"], version["minor"]) == ("v1.30.4", "1", "30")
     assert apiserver.kubectl("get", "--raw", "/readyz").stdout == "ok"
-    # anonymous: health yes, resources no, cluster-info yes (once it exists)
-    assert apiserver.get("/api/v1/nodes")[0] == 403
+    assert "Server Version: v1.30.4" in apiserver.kubectl("version").stdout
 
 
-def test_namespaces_and_nodes(apiserver: Apiserver) -> None:
-    out = apiserver.kubectl("get", "ns").stdout
+def test_system_namespaces(apiserver: Apiserver) -> None:
+    out = apiserver.kubectl("get", "ns", "--no-headers").stdout.split()
     for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
         assert ns in out
+
+
+def test_get_nodes_status_roles_and_selector(apiserver: Apiserver, admin: Client) -> None:
+    admin.create("/api/v1/nodes", _node("master01", True, True))
+    admin.create("/api/v1/nodes", _node("master02", False, True))
+    admin.create("/api/v1/nodes", _node("worker01", True, False))
+    rows = [line.split() for line in apiserver.kubectl("get", "nodes").stdout.splitlines()]
+    assert rows[0] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    by_name = {r[0]: r for r in rows[1:]}
+    assert by_name["master01"][1:3] == ["Ready", "control-plane"]
+    assert by_name["master02"][1:3] == ["NotReady", "control-plane"]
+    assert by_name["worker01"][1:3] == ["Ready", "<none>"]
+    assert by_name["worker01"][4] == "v1.30.4"
+    cp = apiserver.kubectl("get", "nodes", "-l", "node-role.kubernetes.io/control-plane",
+                           "-o", "name").stdout.split()
+    assert cp == ["node/master01", "node/master02"]
+    others = apiserver.kubectl("get", "nodes", "-l", "!node-role.kubernetes.io/control-plane",
+                               "-o", "name").stdout.split()
+    assert others == ["node/worker01"]
+    wide = apiserver.kubectl("get", "nodes", "-o", "wide").stdout
+    assert "INTERNAL-IP" in wide and "198.18.0.21" in wide
+    one = apiserver.kubectl("get", "node", "master02").stdout
+    assert "NotReady" in one
+
+
+def test_pods_all_namespaces_leases_and_configmap_yaml(apiserver: Apiserver,
+                                                        admin: Client) -> None:
+    admin.create(ns_path("pods", "kube-system"), _pod("kube-system", "etcd-master01", "master01"))
+    admin.create(ns_path("pods", "default"), _pod("default", "web", "worker01"))
+    out = apiserver.kubectl("get", "pods", "-A").stdout.splitlines()
+    assert out[0].split() == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert any(line.split()[:4] == ["kube-system", "etcd-master01", "1/1", "Running"]
+               for line in out)
+    assert any(line.split()[:2] == ["default", "web"] for line in out)
+    leases = apiserver.kubectl("get", "lease", "-n", "kube-system").stdout
+    assert leases.split()[:3] == ["NAME", "HOLDER", "AGE"] and "apiserver-" in leases
+    cfg = {"apiVersion": "kubeadm.k8s.io/v1beta3", "kind": "ClusterConfiguration",
+           "controlPlaneEndpoint": "k8s-api.lab:6443"}
+    admin.create(ns_path("configmaps", "kube-system"), {
+        "metadata": {"name": "kubeadm-config"},
+        "data": {"ClusterConfiguration": yaml.safe_dump(cfg)}})
+    doc = yaml.safe_load(apiserver.kubectl("get", "cm", "-n", "kube-system", "kubeadm-config",
+                                           "-o", "yaml").stdout)
+    assert doc["kind"] == "ConfigMap" and doc["metadata"]["resourceVersion"]
+    assert yaml.safe_load(doc["data"]["ClusterConfiguration"]) == cfg
+
+
+def test_kubectl_writes(apiserver: Apiserver, tmp_path: object) -> None:
+    k = apiserver.kubectl
+    k("create", "configmap", "demo", "-n", "default", "--from-literal=a=1")
+    k("label", "configmap", "demo", "-n", "default", "tier=x")
+    k("patch", "configmap", "demo", "-n", "default", "--type=merge", "-p", '{"data":{"b":"2"}}')
+    doc = json.loads(k("get", "configmap", "demo", "-n", "default", "-o", "json").stdout)
+    assert doc["data"] == {"a": "1", "b": "2"} and doc["metadata"]["labels"] == {"tier": "x"}
+    manifest = json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": "applied", "namespace": "default"},
+                           "data": {"k": "v"}})
+    res = subprocess.run([*_kubectl_base(apiserver), "apply", "-f", "-"], input=manifest,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    k("delete", "configmap", "demo", "-n", "default")
+    missing = k("get", "configmap", "demo", "-n", "default", check=False)
+    assert missing.returncode == 1
+    assert 'configmaps "demo" not found' in missing.stderr
+
+
+def _kubectl_base(apiserver: Apiserver) -> list[str]:
+    return ["/usr/bin/kubectl", "--kubeconfig", str(apiserver.admin_conf),
+            "--request-timeout=20s"]
+
+
+def test_objects_live_in_etcd(apiserver: Apiserver, admin: Client) -> None:
+    admin.create("/api/v1/nodes", _node("master01", True, True))
+    p = apiserver.pki
+    endpoints = apiserver.argv[apiserver.argv.index("--etcd-servers") + 1]
+    res = subprocess.run(
+        ["etcdctl", f"--endpoints={endpoints}", f"--cacert={p.etcd_ca.pair.cert}",
+         f"--cert={p.etcd_client.cert}", f"--key={p.etcd_client.key}",
+         "get", "--prefix", "--keys-only", "/registry/"],
+        capture_output=True, text=True, timeout=30, env={"ETCDCTL_API": "3"})
+    assert res.returncode == 0, res.stderr
+    keys = set(res.stdout.split())
+    assert "/registry/minions/master01" in keys
+    assert "/registry/namespaces/kube-system" in keys
+    assert any(k.startswith("/registry/leases/kube-system/apiserver-") for k in keys)
