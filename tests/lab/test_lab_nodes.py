@@ -93,10 +93,11 @@ def test_stop_start_partition_heal(lab_factory: Any) -> None:
     lab.partition("worker02")
     by_name = {s.name: s for s in lab.status()}
     assert by_name["worker02"].link == "down" and not by_name["worker02"].sshd
-    cut = lab.run("worker01", f"exec 3<>/dev/tcp/{lab.node('worker02').address}/22", timeout=10)
-    assert cut.returncode != 0
+    probe = f"timeout 2 bash -c 'exec 3<>/dev/tcp/{lab.node('worker02').address}/22'"
+    assert lab.run("worker01", probe).returncode == 124  # no answer at all: the cable is cut
     lab.heal("worker02")
     assert lab.run("worker02", "hostname", via="ssh").stdout == "worker02\n"
+    assert lab.run("worker01", probe).returncode == 0
 
 
 def test_refuses_without_root_and_names_missing_packages(lab_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
