@@ -4,6 +4,7 @@ fast (timed by bench/, not here)."""
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from pathlib import Path
 
 from hactl.facts.model import Observed
@@ -59,7 +60,7 @@ def test_large_spec_plans_purely() -> None:
     steps = plan.steps()
     assert len(steps) == 2 + 8 + 984 + 1  # token + key, 8 CP joins, workers, verify
     cp = [s.id for s in steps if s.kind == "join_control_plane"]
-    assert [e for e in plan.graph.edges() if e[1] in cp[1:]] == list(zip(cp, cp[1:], strict=False))
+    assert [e for e in plan.graph.edges() if e[1] in cp[1:]] == list(itertools.pairwise(cp))
     assert output.summary_line(plan) == "Plan: 993 to add, 1 to change, 0 to remove."
 
 

@@ -288,7 +288,7 @@ def test_init_against_foreign_registry_data_is_refused_with_how_to_wipe(lab: Clu
 
 def test_existing_cluster_with_another_endpoint_is_refused(lab: Cluster) -> None:
     s = Synthetic(lab).converged().init(endpoint="old-lb.example:6443")
-    with pytest.raises(PlanError, match="controlPlaneEndpoint is old-lb.example:6443"):
+    with pytest.raises(PlanError, match=r"controlPlaneEndpoint is old-lb\.example:6443"):
         plan_of(lab, s)
 
 

@@ -1,0 +1,378 @@
+"""Step kinds run against hactl's FakeTransport: exact commands, idempotence, no secrets in what
+is logged or displayed."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hactl.errors import CommandError, PlanError
+from hactl.plan import commands as cmd
+from hactl.plan import desired, remote
+from hactl.plan.step import RunSecrets
+from hactl.plan.steps import (
+    AddEtcdMember,
+    BootstrapEtcdMember,
+    ConfigureHAProxy,
+    GenerateEtcdCA,
+    InitControlPlane,
+    InstallEtcdCerts,
+    JoinControlPlane,
+    JoinWorker,
+    PromoteEtcdMember,
+    RemoveEtcdMember,
+)
+from hactl.render import etcd_pki, pki
+from hactl.sensitive import MASK
+from hactl.spec.load import load_file
+from hactl.spec.models import Cluster
+from hactl.transport.base import Result
+from hactl.transport.fake import Call, FakeTransport
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "abcdef.0123456789abcdef"
+KEY = "f" * 64
+
+
+@dataclass
+class Ctx:
+    cluster: Cluster
+    fakes: dict[str, FakeTransport] = field(default_factory=dict)
+    secrets: RunSecrets = field(default_factory=RunSecrets)
+    events: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+
+    def transport(self, host: str) -> FakeTransport:
+        return self.fakes.setdefault(host, FakeTransport(host))
+
+    def log(self, event: str, **fields: object) -> None:
+        self.events.append((event, fields))
+
+    def argvs(self, host: str) -> list[tuple[str, ...]]:
+        return [c.argv for c in self.transport(host).calls]
+
+
+@pytest.fixture()
+def lab() -> Cluster:
+    return load_file(str(ROOT / "specs" / "lab.yaml")).cluster
+
+
+@pytest.fixture(autouse=True)
+def _fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def no_sleep(_seconds: float) -> None:
+        return None
+
+    monkeypatch.setattr(remote.asyncio, "sleep", no_sleep)
+
+
+@pytest.fixture(scope="module")
+def ca() -> pki.CertKey:
+    return etcd_pki.make_etcd_ca(key_type="ecdsa")
+
+
+def members_json(*members: tuple[int, str, str, bool]) -> str:
+    return json.dumps({"header": {}, "members": [
+        {"ID": i, "name": n, "peerURLs": [p], "clientURLs": [p.replace("2380", "2379")] if n else [],
+         **({"isLearner": True} if learner else {})}
+        for i, n, p, learner in members]})
+
+
+THREE = ((1, "etcd01", "https://198.18.0.21:2380", False), (2, "etcd02", "https://198.18.0.22:2380", False),
+         (3, "etcd03", "https://198.18.0.23:2380", False))
+
+
+def step_args(cls: type, **kw: Any) -> Any:
+    return cls(id=kw.pop("id", "s"), host=kw.pop("host"), title="t", reason="r", **kw)
+
+
+# -- HAProxy -------------------------------------------------------------------------------
+
+
+async def test_haproxy_unchanged_and_running_does_nothing(lab: Cluster) -> None:
+    ctx = Ctx(lab)
+    import hashlib
+
+    want = hashlib.sha256(desired.haproxy_cfg(lab).encode()).hexdigest()
+    ctx.transport("lb01").on(("sha256sum",), stdout=f"{want}  {cmd.HAPROXY_CFG}\n")
+    ctx.transport("lb01").on(("systemctl", "is-active"), stdout="active\n")
+    await step_args(ConfigureHAProxy, host="lb01").run(ctx)
+    assert ctx.transport("lb01").files == {}
+    assert not any(a[:2] == ("systemctl", "reload") for a in ctx.argvs("lb01"))
+
+
+async def test_haproxy_changed_checks_moves_and_reloads_gracefully(lab: Cluster) -> None:
+    ctx = Ctx(lab)
+    fake = ctx.transport("lb01")
+    fake.on(("sha256sum",), stdout=f"{'0' * 64}  {cmd.HAPROXY_CFG}\n")
+    fake.on(("systemctl", "is-active"), stdout="active\n")
+    fake.on(("haproxy", "-c"), stdout="Configuration file is valid\n")
+    fake.on(("mv",))
+    fake.on(("systemctl", "reload"))
+    await step_args(ConfigureHAProxy, host="lb01").run(ctx)
+    data, mode = fake.files[cmd.HAPROXY_NEW]
+    assert data.decode() == desired.haproxy_cfg(lab) and mode == 0o644
+    argvs = ctx.argvs("lb01")
+    assert ("haproxy", "-c", "-f", cmd.HAPROXY_NEW) in argvs
+    check, move, reload = (argvs.index(("haproxy", "-c", "-f", cmd.HAPROXY_NEW)),
+                           argvs.index(("mv", "-f", cmd.HAPROXY_NEW, cmd.HAPROXY_CFG)),
+                           argvs.index(("systemctl", "reload", "haproxy")))
+    assert check < move < reload
+    assert not any("restart" in a for a in argvs)
+
+
+async def test_haproxy_invalid_config_is_never_installed(lab: Cluster) -> None:
+    ctx = Ctx(lab)
+    fake = ctx.transport("lb01")
+    fake.on(("sha256sum",), exit_status=1)
+    fake.on(("systemctl", "is-active"), stdout="active\n")
+    fake.on(("haproxy", "-c"), exit_status=1, stderr="[ALERT] parsing error\n")
+    fake.on(("rm",))
+    with pytest.raises(CommandError, match="parsing error"):
+        await step_args(ConfigureHAProxy, host="lb01").run(ctx)
+    assert ("rm", "-f", cmd.HAPROXY_NEW) in ctx.argvs("lb01")
+    assert not any(a[0] == "mv" for a in ctx.argvs("lb01"))
+
+
+async def test_haproxy_not_running_is_enabled_and_started(lab: Cluster) -> None:
+    ctx = Ctx(lab)
+    fake = ctx.transport("lb01")
+    fake.on(("sha256sum",), exit_status=1)
+    fake.on(("systemctl", "is-active"), exit_status=3, stdout="inactive\n")
+    fake.on(("haproxy", "-c"))
+    fake.on(("mv",))
+    fake.on(("systemctl", "enable", "--now"),
+            respond=lambda _c: (fake.on(("systemctl", "is-active"), stdout="active\n"), Result(0, "", ""))[1])
+    await step_args(ConfigureHAProxy, host="lb01").run(ctx)
+    assert ("systemctl", "enable", "--now", "haproxy") in ctx.argvs("lb01")
+    assert not any(a[:2] == ("systemctl", "reload") for a in ctx.argvs("lb01"))
+
+
+# -- PKI -----------------------------------------------------------------------------------
+
+
+async def test_generate_ca_only_when_no_member_has_one(lab: Cluster) -> None:
+    ctx = Ctx(lab)
+    for name in ("etcd01", "etcd02", "etcd03"):
+        ctx.transport(name).on(("test", "-e", cmd.ETCD_CA_KEY), exit_status=1)
+    ctx.transport("etcd01").on(("install",))
+    await step_args(GenerateEtcdCA, host="etcd01").run(ctx)
+    files = ctx.transport("etcd01").files
+    key_pem, key_mode = files[cmd.ETCD_CA_KEY]
+    cert_pem, cert_mode = files[cmd.ETCD_CA_CERT]
+    assert key_mode == 0o600 and cert_mode == 0o644
+    ca = pki.CertKey.from_pem(cert_pem, key_pem)
+    assert pki.is_ca(ca.cert) and ca.common_name == "etcd-ca"
+    assert "PRIVATE" not in repr(ctx.events)
+
+    again = Ctx(lab)
+    again.transport("etcd01").on(("test", "-e", cmd.ETCD_CA_KEY), exit_status=1)
+    again.transport("etcd02").on(("test", "-e", cmd.ETCD_CA_KEY))
+    await step_args(GenerateEtcdCA, host="etcd01").run(again)
+    assert again.transport("etcd01").files == {}
+
+
+async def test_member_certs_are_issued_from_the_ca_read_off_a_member(lab: Cluster, ca: pki.CertKey) -> None:
+    ctx = Ctx(lab)
+    ctx.transport("etcd03").on(("test", "-e"), exit_status=1)
+    ctx.transport("etcd03").on(("install",))
+    ctx.transport("etcd01").on(("test", "-e", cmd.ETCD_CA_KEY))
+    ctx.transport("etcd01").on(("cat", cmd.ETCD_CA_CERT, cmd.ETCD_CA_KEY),
+                               stdout=(ca.cert_pem() + ca.key_pem()).decode())
+    await step_args(InstallEtcdCerts, host="etcd03", ca_host="etcd01").run(ctx)
+    files = ctx.transport("etcd03").files
+    assert {p for p, (_d, m) in files.items() if m == 0o600} == {
+        cmd.ETCD_CA_KEY, cmd.ETCD_SERVER_KEY, cmd.ETCD_PEER_KEY, cmd.ETCD_CLIENT_KEY}
+    server = pki.cert_from_pem(files[cmd.ETCD_SERVER_CERT][0])
+    assert pki.issued_by(server, ca.cert)
+    _dns, ips = pki.subject_alt_names(server)
+    assert "198.18.0.23" in {str(ip) for ip in ips}
+    assert files[cmd.ETCD_CA_CERT][0] == ca.cert_pem()
+
+
+# -- etcd membership -----------------------------------------------------------------------
+
+
+async def test_bootstrap_member_starts_without_blocking(lab: Cluster) -> None:
+    ctx = Ctx(lab)
+    fake = ctx.transport("etcd02")
+    fake.on(("test", "-d"), exit_status=1)
+    for prefix in (("install",), ("find",), ("systemctl",)):
+        fake.on(prefix)
+    await step_args(BootstrapEtcdMember, host="etcd02").run(ctx)
+    argvs = ctx.argvs("etcd02")
+    assert ("find", "/var/lib/etcd", "-mindepth", "1", "-delete") in argvs
+    assert argvs[-1] == ("systemctl", "start", "--no-block", "etcd")
+    env = fake.files[cmd.ETCD_ENV][0].decode()
+    assert 'ETCD_INITIAL_CLUSTER_STATE="new"' in env
+    assert "etcd01=https://198.18.0.21:2380,etcd02=https://198.18.0.22:2380" in env
+
+
+async def test_bootstrap_never_empties_a_data_dir_holding_member_data(lab: Cluster) -> None:
+    ctx = Ctx(lab)
+    fake = ctx.transport("etcd02")
+    fake.on(("test", "-d"))
+    fake.on(("systemctl",))
+    await step_args(BootstrapEtcdMember, host="etcd02").run(ctx)
+    assert not any(a[0] == "find" for a in ctx.argvs("etcd02"))
+
+
+async def test_add_member_as_learner_once(lab: Cluster) -> None:
+    ctx = Ctx(lab)
+    fake = ctx.transport("etcd01")
+    fake.on(re.compile(r"member list"), stdout=members_json(*THREE[:2]))
+    fake.on(re.compile(r"member add"))
+    await step_args(AddEtcdMember, host="etcd01", member="etcd03").run(ctx)
+    add = [a for a in ctx.argvs("etcd01") if "add" in a]
+    assert add and add[0][-3:] == ("etcd03", "--peer-urls=https://198.18.0.23:2380", "--learner")
+    again = Ctx(lab)
+    again.transport("etcd01").on(re.compile(r"member list"), stdout=members_json(*THREE))
+    await step_args(AddEtcdMember, host="etcd01", member="etcd03").run(again)
+    assert not any("add" in a for a in again.argvs("etcd01"))
+
+
+async def test_promote_retries_until_the_learner_is_in_sync(lab: Cluster) -> None:
+    ctx = Ctx(lab)
+    fake = ctx.transport("etcd01")
+    state = {"promoted": False, "tries": 0}
+
+    def listing(_call: Call) -> Result:
+        third = (3, "etcd03", "https://198.18.0.23:2380", not state["promoted"])
+        return Result(0, members_json(*THREE[:2], third), "")
+
+    def promote(_call: Call) -> Result:
+        state["tries"] += 1
+        if state["tries"] < 3:
+            return Result(1, "", "Error: etcdserver: can only promote a learner member which is in sync with leader")
+        state["promoted"] = True
+        return Result(0, "Member 3 promoted\n", "")
+
+    fake.on(re.compile(r"member list"), respond=listing)
+    fake.on(re.compile(r"member promote"), respond=promote)
+    await step_args(PromoteEtcdMember, host="etcd01", member="etcd03").run(ctx)
+    assert state["tries"] == 3
+    assert next(a for a in ctx.argvs("etcd01") if "promote" in a)[-1] == "3"
+
+
+async def test_remove_refuses_when_quorum_would_break(lab: Cluster) -> None:
+    ctx = Ctx(lab)
+    fake = ctx.transport("etcd01")
+    fake.on(re.compile(r"member list"), stdout=members_json(*THREE))
+    health = [{"endpoint": "https://198.18.0.21:2379", "health": True},
+              {"endpoint": "https://198.18.0.22:2379", "health": False},
+              {"endpoint": "https://198.18.0.23:2379", "health": False}]
+    fake.on(re.compile(r"endpoint health"), stdout=json.dumps(health), exit_status=1)
+    with pytest.raises(PlanError, match=r"3 voting members, 1 healthy"):
+        await step_args(RemoveEtcdMember, host="etcd01", member="etcd01", member_id="1").run(ctx)
+    assert not any("remove" in a for a in ctx.argvs("etcd01"))
+
+
+async def test_remove_through_another_member(lab: Cluster) -> None:
+    ctx = Ctx(lab)
+    fake = ctx.transport("etcd01")
+    fake.on(re.compile(r"member list"), stdout=members_json(*THREE))
+    health = [{"endpoint": f"https://198.18.0.2{i}:2379", "health": True} for i in (1, 2, 3)]
+    fake.on(re.compile(r"endpoint health"), stdout=json.dumps(health))
+    fake.on(re.compile(r"member remove"))
+    await step_args(RemoveEtcdMember, host="etcd01", member="etcd03", member_id="3").run(ctx)
+    assert next(a for a in ctx.argvs("etcd01") if "remove" in a)[-1] == "3"
+
+
+# -- kubeadm -------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def kubeadm_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(desired, "kubeadm_init_config", lambda cluster, host: "kind: InitConfiguration\n")
+
+
+def node_json(name: str, cp: bool) -> str:
+    labels = {"node-role.kubernetes.io/control-plane": ""} if cp else {}
+    return json.dumps({"metadata": {"name": name, "labels": labels}})
+
+
+async def test_init_is_never_rerun(lab: Cluster) -> None:
+    ctx = Ctx(lab)
+    ctx.transport("master01").on(("test", "-e", cmd.ADMIN_CONF))
+    await step_args(InitControlPlane, host="master01").run(ctx)
+    assert ctx.argvs("master01") == [("test", "-e", cmd.ADMIN_CONF)]
+
+
+async def test_init_refuses_registry_data_on_fresh_facts(lab: Cluster, kubeadm_config: None) -> None:
+    ctx = Ctx(lab)
+    ctx.transport("master01").on(("test",), exit_status=1)
+    ctx.transport("etcd01").on(re.compile("count-only"), stdout='{"count": 7}')
+    with pytest.raises(PlanError, match="7 /registry keys"):
+        await step_args(InitControlPlane, host="master01").run(ctx)
+    assert not any(a[:2] == ("kubeadm", "init") for a in ctx.argvs("master01"))
+
+
+async def test_init_keeps_key_and_token_in_memory_only(lab: Cluster, kubeadm_config: None, ca: pki.CertKey) -> None:
+    ctx = Ctx(lab)
+    m = ctx.transport("master01")
+    m.on(("test",), exit_status=1)
+    m.on(("install",))
+    ctx.transport("etcd01").on(re.compile("count-only"), stdout='{"count": 0}')
+    out = (f"[upload-certs] Using certificate key:\n{KEY}\n...\n"
+           f"kubeadm join k8s-api.lab:6443 --token {TOKEN} \\\n"
+           f"  --discovery-token-ca-cert-hash {pki.spki_sha256(ca.cert)} --control-plane --certificate-key {KEY}\n")
+    m.on(("kubeadm", "init"), stdout=out)
+    m.on(re.compile("/readyz"), stdout="ok")
+    await step_args(InitControlPlane, host="master01").run(ctx)
+    assert ("kubeadm", "init", "--config", cmd.KUBEADM_CONFIG, "--upload-certs") in ctx.argvs("master01")
+    assert m.files[cmd.KUBEADM_CONFIG][1] == 0o600
+    assert ctx.secrets.certificate_key is not None and ctx.secrets.certificate_key.reveal() == KEY
+    assert ctx.secrets.bootstrap_token is not None and ctx.secrets.bootstrap_token.reveal() == TOKEN
+    assert ctx.secrets.ca_cert_hash == pki.spki_sha256(ca.cert)
+    assert KEY not in repr(ctx.events) and TOKEN not in repr(ctx.events)
+
+
+async def test_control_plane_join_refreshes_key_and_masks_secrets(
+        lab: Cluster, kubeadm_config: None, ca: pki.CertKey) -> None:
+    ctx = Ctx(lab)
+    via = ctx.transport("master01")
+    via.on(("kubeadm", "token", "create"), stdout=f"{TOKEN}\n")
+    via.on(("kubeadm", "init", "phase", "upload-certs"),
+           stdout=f"[upload-certs] Storing the certificates in Secret \"kubeadm-certs\"\n[upload-certs] Using certificate key:\n{KEY}\n")
+    via.on(("cat", cmd.K8S_CA_CERT), stdout=ca.cert_pem().decode())
+    via.on(("kubectl",), stdout=node_json("master02", True))
+    joiner = ctx.transport("master02")
+    joiner.on(("test",), exit_status=1)
+    joiner.on(("kubeadm", "join"), stdout="This node has joined the cluster")
+    await step_args(JoinControlPlane, host="master02", via="master01").run(ctx)
+    join = next(c for c in joiner.calls if c.argv[:2] == ("kubeadm", "join"))
+    assert join.argv == ("kubeadm", "join", "k8s-api.lab:6443", "--token", MASK,
+                         "--discovery-token-ca-cert-hash", pki.spki_sha256(ca.cert),
+                         "--control-plane", "--certificate-key", MASK)
+    assert TOKEN in join.wire and KEY in join.wire  # only on the wire
+    assert KEY not in repr(ctx.events) and TOKEN not in repr(ctx.events)
+    # a second join in the same run reuses the fresh key (one key per join batch)
+    joiner3 = ctx.transport("master03")
+    joiner3.on(("test",), exit_status=1)
+    joiner3.on(("kubeadm", "join"))
+    via.on(("kubectl",), stdout=node_json("master03", True))
+    await step_args(JoinControlPlane, host="master03", via="master01").run(ctx)
+    uploads = [a for a in ctx.argvs("master01") if a[:4] == ("kubeadm", "init", "phase", "upload-certs")]
+    assert len(uploads) == 1
+
+
+async def test_worker_join_is_idempotent(lab: Cluster) -> None:
+    ctx = Ctx(lab)
+    ctx.transport("worker01").on(("test", "-e"))
+    await step_args(JoinWorker, host="worker01", via="master01").run(ctx)
+    assert ctx.argvs("worker01") == [("test", "-e", "/etc/kubernetes/kubelet.conf")]
+    assert "master01" not in ctx.fakes
+
+
+def test_command_builders() -> None:
+    from hactl.sensitive import Sensitive
+
+    with pytest.raises(ValueError, match="certificate key"):
+        cmd.kubeadm_join("lb:6443", Sensitive(TOKEN), "sha256:x", control_plane=True)
+    argv = cmd.member_add("https://a:2379", "etcd04", "https://b:2380")
+    assert argv[0] == "etcdctl" and "--endpoints=https://a:2379" in argv and argv[-1] == "--learner"
+    assert cmd.upload_certs() == ("kubeadm", "init", "phase", "upload-certs", "--upload-certs",
+                                  "--config", cmd.KUBEADM_CONFIG)
