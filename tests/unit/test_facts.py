@@ -1,0 +1,349 @@
+"""Fact parsers on recorded outputs of the real tools (tests/facts_data, see its README).
+
+Each case is data: the fact (its snippet is what produced the output), the recorded stdout,
+and what the parser must make of it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hactl.facts import binaries, etcd, haproxy, kubernetes, system
+from hactl.facts.base import Fact, FactParseError, find_version, fingerprint_hex
+from hactl.facts.model import (
+    BackendServer,
+    Binary,
+    BootstrapToken,
+    EtcdHealth,
+    EtcdMember,
+    NodeInfo,
+)
+
+DATA = Path(__file__).resolve().parents[1] / "facts_data"
+
+
+def data(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+E01 = EtcdMember(
+    "9b3149e0bd021194", "etcd01", ("http://127.0.0.1:21195",), ("http://127.0.0.1:21194",)
+)
+E02 = EtcdMember(
+    "73c8177e8d44944e", "etcd02", ("http://127.0.0.1:21197",), ("http://127.0.0.1:21196",)
+)
+E03 = EtcdMember(
+    "d390771b24db6fbe", "etcd03", ("http://127.0.0.1:21199",), ("http://127.0.0.1:21198",)
+)
+LEARNER = EtcdMember(
+    "fa6e2f0f48ff2fbf",
+    "etcd04",
+    ("http://127.0.0.1:21201",),
+    ("http://127.0.0.1:21200",),
+    is_learner=True,
+)
+UNSTARTED = EtcdMember("747fbf3bfcff713a", "", ("http://127.0.0.1:21203",), ())
+
+CASES: list[tuple[str, Fact[Any], str, Any]] = [
+    ("members of 3", etcd.EtcdMemberList(), data("etcd/member_list_3.json"), (E01, E02, E03)),
+    (
+        "members with a learner and an unstarted one",
+        etcd.EtcdMemberList(),
+        data("etcd/member_list_learner_unstarted.json"),
+        (E01, E02, E03, LEARNER, UNSTARTED),
+    ),
+    (
+        "healthy endpoint",
+        etcd.EtcdEndpointHealth(),
+        data("etcd/endpoint_health.json"),
+        EtcdHealth("http://127.0.0.1:21194", True),
+    ),
+    (
+        "endpoint without quorum",
+        etcd.EtcdEndpointHealth(),
+        data("etcd/endpoint_health_no_quorum.json"),
+        EtcdHealth("http://127.0.0.1:21194", False, "context deadline exceeded"),
+    ),
+    ("no /registry keys", etcd.EtcdRegistryCount(), data("etcd/registry_count_0.json"), 0),
+    ("two /registry keys", etcd.EtcdRegistryCount(), data("etcd/registry_count_2.json"), 2),
+    (
+        "env file",
+        etcd.EtcdEnv(),
+        '# Rendered by hactl\nETCD_NAME="etcd01"\nETCD_INITIAL_CLUSTER="etcd01=https://10.0.0.21:2380,'
+        'etcd02=https://10.0.0.22:2380"\nETCD_INITIAL_CLUSTER_STATE=existing\nOTHER=1\n\n',
+        {
+            "ETCD_NAME": "etcd01",
+            "ETCD_INITIAL_CLUSTER": "etcd01=https://10.0.0.21:2380,etcd02=https://10.0.0.22:2380",
+            "ETCD_INITIAL_CLUSTER_STATE": "existing",
+        },
+    ),
+    (
+        "etcd files",
+        etcd.EtcdFiles(),
+        "active=active\nenabled=enabled\nunit_sha256=ab12\nenv_sha256=cd34\ndata_dir=member\n"
+        "ca_sha256=sha256 Fingerprint=" + ":".join(["0A"] * 32) + "\n",
+        etcd.EtcdFileInfo(True, True, "ab12", "cd34", "member", ":".join(["0A"] * 32)),
+    ),
+    (
+        "etcd files on a bare host",
+        etcd.EtcdFiles(),
+        "active=inactive\nenabled=\ndata_dir=absent\n",
+        etcd.EtcdFileInfo(False, False, None, None, "absent", None),
+    ),
+    (
+        "show stat",
+        haproxy.HAProxyStats(),
+        data("haproxy/show_stat.csv"),
+        (
+            BackendServer("k8s-api-backend", "master01", "UP", "UP", "L4OK"),
+            BackendServer("k8s-api-backend", "master02", "DOWN", "DOWN", "L4CON"),
+            BackendServer("k8s-api-backend", "master03", "MAINT", "MAINT", None),
+            BackendServer("k8s-api-backend", "master04", "no check", "no check", None),
+            BackendServer("alive", "none", "no check", "no check", None),
+        ),
+    ),
+    (
+        "haproxy files",
+        haproxy.HAProxyFiles(),
+        "active=active\nenabled=enabled\nconfig_sha256=ff00\n",
+        haproxy.HAProxyFileInfo(True, True, "ff00"),
+    ),
+    ("haproxy config is kept verbatim", haproxy.HAProxyConfig(), "global\n\tx\n", "global\n\tx\n"),
+    (
+        "nodes",
+        kubernetes.Nodes(),
+        data("kubernetes/nodes.out"),
+        (
+            NodeInfo(
+                "master01",
+                True,
+                {
+                    "kubernetes.io/hostname": "master01",
+                    "kubernetes.io/os": "linux",
+                    "node-role.kubernetes.io/control-plane": "",
+                },
+                "v1.30.4",
+            ),
+            NodeInfo(
+                "master02",
+                False,
+                {
+                    "kubernetes.io/hostname": "master02",
+                    "kubernetes.io/os": "linux",
+                    "node-role.kubernetes.io/control-plane": "",
+                },
+                "v1.30.4",
+            ),
+            NodeInfo(
+                "worker01",
+                True,
+                {"kubernetes.io/hostname": "worker01", "kubernetes.io/os": "linux"},
+                "v1.30.4",
+            ),
+        ),
+    ),
+    ("no nodes", kubernetes.Nodes(), data("kubernetes/nodes_empty.out"), ()),
+    (
+        "no kubeadm-config",
+        kubernetes.KubeadmConfig(),
+        data("kubernetes/kubeadm_config_absent.out"),
+        None,
+    ),
+    (
+        "kubeadm-config",
+        kubernetes.KubeadmConfig(),
+        data("kubernetes/kubeadm_config.out"),
+        kubernetes.KubeadmClusterConfig(
+            "k8s-api.lab:6443",
+            (
+                "https://198.18.0.21:2379",
+                "https://198.18.0.22:2379",
+                "https://198.18.0.23:2379",
+            ),
+            "v1.30.4",
+        ),
+    ),
+    (
+        "kubernetes files",
+        kubernetes.K8sFiles(),
+        "admin_conf=1\nkubelet_conf=1\nkubelet=active\nmanifest=kube-scheduler.yaml\n"
+        "manifest=kube-apiserver.yaml\npki=ca.crt\npki=etcd/ca.crt\n",
+        kubernetes.K8sFileInfo(
+            True,
+            True,
+            True,
+            ("kube-apiserver.yaml", "kube-scheduler.yaml"),
+            ("ca.crt", "etcd/ca.crt"),
+        ),
+    ),
+    (
+        "system",
+        system.SystemInfo(),
+        'hostname=etcd01\nkernel=6.1.0\nuser=root\ninit=systemd\nuptime=12.5\nos.PRETTY_NAME="Debian '
+        'GNU/Linux 12 (bookworm)"\nos.VERSION_ID="12"\nos.ID=debian\n',
+        system.SystemFacts(
+            "etcd01", "debian", "12", "Debian GNU/Linux 12 (bookworm)", "systemd", "6.1.0", "root"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("fact", "stdout", "parsed"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_parse_recorded_output(fact: Fact[Any], stdout: str, parsed: Any) -> None:
+    assert fact.parse(stdout) == parsed
+
+
+def test_endpoint_status_of_a_voter_and_a_learner() -> None:
+    voter = etcd.EtcdEndpointStatus().parse(data("etcd/endpoint_status.json"))
+    assert (voter.member_id, voter.cluster_id, voter.version, voter.is_learner) == (
+        E01.id,
+        "40dbb5e5e5521cad",
+        "3.4.23",
+        False,
+    )
+    assert voter.leader_id == E02.id and voter.raft_index == 8
+    learner = etcd.EtcdEndpointStatus().parse(data("etcd/endpoint_status_learner.json"))
+    assert learner.is_learner and learner.member_id == LEARNER.id
+
+
+def test_health_parses_exit_status_one_but_not_a_refused_member() -> None:
+    assert etcd.EtcdEndpointHealth.ok_statuses == {0, 1}
+    assert data("etcd/endpoint_health_no_quorum.rc").strip() == "1"
+    assert data("etcd/member_list_refused.rc").strip() == "1"
+    with pytest.raises(FactParseError):
+        etcd.EtcdMemberList().parse(data("etcd/member_list_refused.json"))  # empty stdout
+
+
+def test_unstarted_member_and_learner_flags() -> None:
+    members = etcd.EtcdMemberList().parse(data("etcd/member_list_learner_unstarted.json"))
+    assert [m.started for m in members] == [True, True, True, True, False]
+    assert [m.is_learner for m in members] == [False, False, False, True, False]
+
+
+def test_secrets_give_token_ids_ttls_and_certs_age_never_the_secret() -> None:
+    parsed = kubernetes.Secrets().parse(data("kubernetes/secrets.out"))
+    assert parsed.tokens == (
+        BootstrapToken("abcdef", datetime(2030, 1, 2, tzinfo=UTC), ("authentication", "signing")),
+    )
+    assert parsed.kubeadm_certs_created is not None
+    assert parsed.kubeadm_certs_created.tzinfo is not None
+    assert "token-secret" not in kubernetes.SECRETS_JSONPATH
+
+
+def test_binaries_recorded_from_this_machine() -> None:
+    """Run the real snippet here: Debian's etcd, etcdctl, haproxy and kubectl are installed."""
+    fact = binaries.BinaryVersions()
+    out = subprocess.run(["sh", "-c", fact.script()], capture_output=True, text=True, check=True)
+    parsed = fact.parse(out.stdout)
+    assert parsed.get("etcd") == Binary("/usr/bin/etcd", "3.4.23")
+    assert parsed.get("etcdctl") == Binary("/usr/bin/etcdctl", "3.4.23")
+    assert parsed.get("haproxy") == Binary("/usr/sbin/haproxy", "2.6.12")
+    kubectl = parsed.get("kubectl")
+    assert kubectl is not None and kubectl.version is not None
+    assert kubectl.version.startswith("1.")
+    assert set(parsed.found) == {"etcd", "etcdctl", "haproxy", "kubeadm", "kubelet", "kubectl"}
+
+
+def test_binaries_lines_parse() -> None:
+    out = (
+        "etcd\t/usr/bin/etcd\tetcd Version: 3.5.15\n"
+        "kubeadm\t/usr/bin/kubeadm\tv1.30.4\n"
+        "kubelet\t/usr/bin/kubelet\tKubernetes v1.30.4\n"
+        "haproxy\t/usr/sbin/haproxy\tgarbage\n"
+    )
+    parsed = binaries.BinaryVersions().parse(out)
+    assert parsed.version("etcd") == "3.5.15"
+    assert parsed.version("kubeadm") == parsed.version("kubelet") == "1.30.4"
+    assert parsed.get("haproxy") == Binary("/usr/sbin/haproxy", None)
+    assert parsed.get("kubectl") is None
+
+
+def test_cert_expiry_with_real_openssl_and_the_python_fallback(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    (pki / "etcd").mkdir(parents=True)
+    for name in ("ca", "etcd/ca"):
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-keyout", str(pki / f"{name}.key"), "-out", str(pki / f"{name}.crt"),
+             "-days", "365", "-subj", "/CN=test"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    fact = kubernetes.CertExpiry()
+    script = fact.script().replace(kubernetes.PKI, str(pki))
+    both = []
+    for variant in (script, script.replace("command -v openssl", "command -v no-such-openssl")):
+        out = subprocess.run(["sh", "-c", variant], capture_output=True, text=True, check=True)
+        both.append(fact.parse(out.stdout))
+    assert both[0] == both[1]
+    assert set(both[0]) == {str(pki / "ca.crt"), str(pki / "etcd/ca.crt")}
+    days = (both[0][str(pki / "ca.crt")] - datetime.now(UTC)).days
+    assert 363 <= days <= 365
+
+
+def test_ca_fingerprint_openssl_and_fallback_agree(tmp_path: Path) -> None:
+    cert = tmp_path / "ca.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(tmp_path / "ca.key"), "-out", str(cert), "-days", "1",
+         "-subj", "/CN=etcd-ca"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    fact = etcd.EtcdFiles(data_dir=str(tmp_path / "data"))
+    script = fact.script().replace(etcd.CA_CERT, str(cert))
+    results = []
+    for variant in (script, script.replace("command -v openssl", "command -v no-such-openssl")):
+        out = subprocess.run(["sh", "-c", variant], capture_output=True, text=True, check=True)
+        results.append(fact.parse(out.stdout))
+    assert results[0].ca_fingerprint == results[1].ca_fingerprint
+    assert results[0].ca_fingerprint is not None and len(results[0].ca_fingerprint) == 95
+    assert results[0].data_dir_state == "absent"
+
+
+@pytest.mark.parametrize(
+    ("setup", "state"),
+    [(None, "absent"), ([], "empty"), (["member/"], "member"), (["stray"], "other")],
+)
+def test_data_dir_states(tmp_path: Path, setup: list[str] | None, state: str) -> None:
+    d = tmp_path / "etcd"
+    if setup is not None:
+        d.mkdir()
+        for entry in setup:
+            if entry.endswith("/"):
+                (d / entry).mkdir()
+            else:
+                (d / entry).write_text("x")
+    fact = etcd.EtcdFiles(data_dir=str(d))
+    out = subprocess.run(["sh", "-c", fact.script()], capture_output=True, text=True, check=True)
+    assert fact.parse(out.stdout).data_dir_state == state
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [("UP", "UP"), ("UP 1/3", "UP"), ("DOWN 1/2", "DOWN"), ("MAINT (via b/s)", "MAINT"),
+     ("no check", "no check"), ("DRAIN", "DRAIN"), ("weird", "unknown")],
+)  # fmt: skip
+def test_haproxy_status_normalised(raw: str, status: str) -> None:
+    assert haproxy.normalise_status(raw) == status
+
+
+def test_small_helpers() -> None:
+    assert find_version("HAProxy version 2.6.12-1+deb12u4 2026/10/17") == "2.6.12"
+    assert find_version("Client Version: v1.32.4-dispatcher") == "1.32.4"
+    assert find_version("nothing") is None
+    assert fingerprint_hex("sha256 Fingerprint=" + "ab:" * 31 + "ab") == ":".join(["AB"] * 32)
+    assert fingerprint_hex("ab" * 32) == ":".join(["AB"] * 32)
+    assert fingerprint_hex("short") is None
+    assert kubernetes.parse_cert_time("Jan  5 09:34:43 2030 GMT") == datetime(
+        2030, 1, 5, 9, 34, 43, tzinfo=UTC
+    )
+    with pytest.raises(FactParseError):
+        haproxy.HAProxyStats().parse("Unknown command\n")
+    with pytest.raises(FactParseError):
+        system.SystemInfo().parse("kernel=1\n")

@@ -1,0 +1,248 @@
+"""The probe: one batched script per host, sections split back, facts assembled; unreachable
+hosts reported, not fatal. Uses FakeTransport (answers composed from recorded outputs) and
+the generated script run by the real /bin/sh."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hactl.errors import UnreachableError
+from hactl.facts.model import Observed
+from hactl.probe import (
+    SectionOutput,
+    build_script,
+    compose_output,
+    facts_for,
+    probe,
+    probe_host,
+    read_host_facts,
+    split_sections,
+)
+from hactl.spec.models import Cluster
+from hactl.transport.base import Result
+from hactl.transport.fake import Call, FakeTransport
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "facts_data"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Cluster:
+    return Cluster.model_validate(yaml.safe_load((REPO / "specs" / "lab.yaml").read_text()))
+
+
+def sections_of(call: Call) -> list[str]:
+    return re.findall(r"^__hactl_run (\S+) ", call.wire, re.M)
+
+
+def answer(sections: dict[str, SectionOutput]) -> Any:
+    """A FakeTransport responder that prints ``sections`` with the script's own marker."""
+
+    def respond(call: Call) -> Result:
+        marker = re.search(r"__hactl_m='([^']+)'", call.wire)
+        assert marker is not None
+        out, err = compose_output(sections, marker.group(1))
+        return Result(0, out, err)
+
+    return respond
+
+
+def ok(stdout: str) -> SectionOutput:
+    return SectionOutput(stdout, "", 0)
+
+
+def test_sections_follow_the_roles(cluster: Cluster) -> None:
+    names = {h.name: [f.section for f in facts_for(cluster, h)] for h in cluster.all_hosts()}
+    assert names["etcd01"] == ["system", "binaries", "etcd.files", "etcd.env", "etcd.members",
+                               "etcd.status", "etcd.health", "etcd.registry"]  # fmt: skip
+    assert names["lb01"] == [
+        "system",
+        "binaries",
+        "haproxy.files",
+        "haproxy.config",
+        "haproxy.stats",
+    ]
+    assert names["master01"][2:] == [
+        "k8s.files",
+        "k8s.certs",
+        "k8s.nodes",
+        "k8s.secrets",
+        "k8s.config",
+    ]
+    assert names["worker01"][2:] == ["k8s.files", "k8s.certs"]
+
+
+def test_etcdctl_uses_the_member_itself_over_tls(cluster: Cluster) -> None:
+    script = build_script(facts_for(cluster, cluster.host("etcd02")), "M")
+    assert "--endpoints=https://127.0.0.1:2379" in script
+    assert "--cacert=/etc/etcd/pki/ca.crt" in script
+    assert "--cert=/etc/etcd/pki/healthcheck-client.crt" in script
+    assert "--cluster" not in script
+
+
+def test_split_is_the_inverse_of_compose() -> None:
+    sections = {
+        "a": SectionOutput("line1\nline2", "warn\n", 0),
+        "b": SectionOutput("", "", 100),
+        "c": SectionOutput("no newline at end", "boom", 3),
+        "d": SectionOutput("trailing\n\n", "", 0),
+    }
+    out, err = compose_output(sections, "HACTL-abc")
+    assert split_sections(out, err, "HACTL-abc") == sections
+
+
+def test_the_generated_script_runs_in_real_sh_and_keeps_sections_apart(cluster: Cluster) -> None:
+    """Every role at once on this machine (nothing is running here): each section ends with
+    its own status, nothing leaks between sections, and the host's facts come out."""
+    host = cluster.host("master01")
+    everything = Cluster.model_validate(
+        {
+            **cluster.model_dump(by_alias=True, mode="json"),
+            "etcd": {"topology": "stacked"},
+            "loadBalancer": {"hosts": [{"name": "master01", "address": "198.18.0.11"}]},
+        }
+    )
+    facts = facts_for(everything, host)
+    assert len(facts) == 2 + 6 + 3 + 5
+    script = build_script(facts, "HACTL-t1")
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    sections = split_sections(proc.stdout, proc.stderr, "HACTL-t1")
+    assert list(sections) == [f.section for f in facts]
+    hf = read_host_facts(everything, host, sections)
+    assert hf.system is not None and hf.system.hostname
+    assert hf.binaries is not None and hf.binaries.version("etcdctl") == "3.4.23"
+    assert hf.etcd is not None and hf.etcd.members is None and hf.etcd.query_error
+    assert hf.kubernetes is not None and hf.kubernetes.cluster is None  # no admin.conf here
+    assert hf.section_errors == {}
+
+
+async def test_one_round_trip_per_host_and_facts_assembled(cluster: Cluster) -> None:
+    members = (DATA / "etcd/member_list_3.json").read_text()
+    fake = FakeTransport("etcd01", strict=True).on(
+        lambda wire: "__hactl_run" in wire,
+        respond=answer(
+            {
+                "system": ok("hostname=etcd01\nuser=root\ninit=systemd\nos.ID=debian\n"),
+                "binaries": ok("etcd\t/usr/bin/etcd\tetcd Version: 3.4.23\n"),
+                "etcd.files": ok(
+                    "active=active\nenabled=enabled\nenv_sha256=aa\ndata_dir=member\n"
+                ),
+                "etcd.env": ok('ETCD_NAME="etcd01"\nETCD_INITIAL_CLUSTER_STATE="new"\n'),
+                "etcd.members": ok(members),
+                "etcd.status": ok((DATA / "etcd/endpoint_status.json").read_text()),
+                "etcd.health": SectionOutput(
+                    (DATA / "etcd/endpoint_health_no_quorum.json").read_text(), "Error: x\n", 1
+                ),
+                "etcd.registry": ok((DATA / "etcd/registry_count_2.json").read_text()),
+            }
+        ),
+    )
+    hf = await probe_host(fake, cluster, cluster.host("etcd01"))
+    assert len(fake.calls) == 1 and fake.calls[0].is_script
+    assert sections_of(fake.calls[0]) == [
+        f.section for f in facts_for(cluster, cluster.host("etcd01"))
+    ]
+    assert hf.reachable and hf.section_errors == {}
+    assert hf.etcd is not None
+    assert hf.etcd.members is not None and len(hf.etcd.members) == 3
+    assert hf.etcd.initial_cluster_state == "new"
+    assert hf.etcd.server_version == "3.4.23"
+    assert hf.etcd.health is not None and not hf.etcd.health.healthy
+    assert hf.etcd.has_registry_data is True
+    assert hf.etcd.query_error is None
+    assert hf.kubernetes is None and hf.haproxy is None
+
+
+async def test_a_failing_section_loses_only_its_own_fact(cluster: Cluster) -> None:
+    fake = FakeTransport("master01").on(
+        lambda wire: "__hactl_run" in wire,
+        respond=answer(
+            {
+                "system": ok("hostname=master01\n"),
+                "binaries": ok(""),
+                "k8s.files": ok("admin_conf=1\nkubelet=active\nmanifest=kube-apiserver.yaml\n"),
+                "k8s.certs": ok("/etc/kubernetes/pki/ca.crt\tnotAfter=Nov 26 22:41:13 2036 GMT\n"),
+                "k8s.nodes": SectionOutput("", "Unable to connect to the server: timeout\n", 1),
+                "k8s.secrets": ok("this is not\tjsonpath output at all\tbad b64 !!!\n"),
+                # k8s.config missing: the script was cut short
+            }
+        ),
+    )
+    hf = await probe_host(fake, cluster, cluster.host("master01"))
+    k8s = hf.kubernetes
+    assert k8s is not None and k8s.initialised and k8s.kubelet_active
+    assert k8s.cluster is not None
+    assert k8s.cluster.errors == {
+        "nodes": "exit status 1: Unable to connect to the server: timeout",
+        "config": "did not run (the probe script ended early)",
+    }
+    assert set(hf.section_errors) == {"k8s.nodes", "k8s.config"}
+    assert list(k8s.cert_expiry) == ["/etc/kubernetes/pki/ca.crt"]
+    observed = Observed({"master01": hf}, probed_at=fake_now())
+    assert observed.cluster_view(["master01"]) is None  # the node query failed
+    assert observed.first_initialised_master(["master01"]) == "master01"
+
+
+def fake_now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime(2030, 1, 1, tzinfo=UTC)
+
+
+async def test_skipped_sections_are_not_errors(cluster: Cluster) -> None:
+    fake = FakeTransport("etcd02").on(
+        lambda wire: "__hactl_run" in wire,
+        respond=answer(
+            {
+                "system": ok("hostname=etcd02\n"),
+                "binaries": ok(""),
+                "etcd.files": ok("active=inactive\nenabled=disabled\ndata_dir=absent\n"),
+                "etcd.env": SectionOutput("", "no /etc/etcd/etcd.env\n", 100),
+                **{
+                    name: SectionOutput("", "the etcd service is inactive\n", 100)
+                    for name in ("etcd.members", "etcd.status", "etcd.health", "etcd.registry")
+                },
+            }
+        ),
+    )
+    hf = await probe_host(fake, cluster, cluster.host("etcd02"))
+    assert hf.section_errors == {}
+    assert hf.etcd is not None and hf.etcd.members is None and not hf.etcd.env_present
+    assert hf.etcd.query_error == "the etcd service is inactive"
+
+
+async def test_unreachable_hosts_do_not_abort_the_probe(cluster: Cluster) -> None:
+    transports: dict[str, Any] = {}
+    for host in cluster.all_hosts():
+        fake = FakeTransport(host.name).on(
+            lambda wire: "__hactl_run" in wire,
+            respond=answer({"system": ok("hostname=x\n"), "binaries": ok("")}),
+        )
+        transports[host.name] = fake
+    transports["etcd03"] = UnreachableError("connection refused by root@198.18.0.23", host="etcd03")
+    transports["lb01"] = FakeTransport(
+        "lb01", fail_with=UnreachableError("the SSH connection was lost", host="lb01")
+    )
+    del transports["worker02"]
+    observed = await probe(cluster, transports)
+    assert observed.unreachable() == ["etcd03", "lb01", "worker02"]
+    assert "connection refused" in (observed["etcd03"].error or "")
+    assert "connection was lost" in (observed["lb01"].error or "")
+    assert observed["etcd01"].reachable
+    assert list(observed.hosts) == [h.name for h in cluster.all_hosts()]
+
+
+async def test_garbage_answer_is_reported_as_a_script_error(cluster: Cluster) -> None:
+    fake = FakeTransport("worker01").on(
+        lambda wire: "__hactl_run" in wire, stdout="", stderr="sh: 1: syntax error\n", exit_status=2
+    )
+    hf = await probe_host(fake, cluster, cluster.host("worker01"))
+    assert hf.reachable and hf.system is None
+    assert hf.section_errors == {"script": "exit status 2: sh: 1: syntax error"}
