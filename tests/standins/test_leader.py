@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from hactl.lab.standins.controller_manager import enabled_controllers, jws_detached
-from hactl.lab.standins.kubeapi import Client, ns_path
+from hactl.lab.standins.kubeapi import ApiError, Client, ns_path
 from hactl.lab.standins.leader import parse_duration
 
 from .conftest import Apiserver, Component, wait_for
@@ -41,9 +41,11 @@ def test_parse_duration_and_controllers_flag() -> None:
     assert parse_duration("500ms") == 0.5 and parse_duration("2") == 2
     with pytest.raises(ValueError):
         parse_duration("soon")
-    assert enabled_controllers("*") == {"nodelifecycle", "garbagecollector"}
-    assert enabled_controllers("*,bootstrapsigner,tokencleaner,-garbagecollector") == {
-        "nodelifecycle", "bootstrapsigner", "tokencleaner"}
+    assert enabled_controllers("*") == {"nodelifecycle", "garbagecollector", "csrapproving",
+                                        "csrsigning"}
+    assert enabled_controllers("*,bootstrapsigner,tokencleaner,-garbagecollector,-csrsigning"
+                               ) == {"nodelifecycle", "bootstrapsigner", "tokencleaner",
+                                     "csrapproving"}
 
 
 @pytest.mark.parametrize("module,lease", [("kube_controller_manager", "kube-controller-manager"),
@@ -158,3 +160,64 @@ def test_controllers(apiserver: Apiserver, admin: Client,
          "lastTransitionTime": back}]}})
     wait_for(lambda: not admin.get("/api/v1/nodes/m1").get("spec", {}).get("taints"), 10,
              "taints removed")
+
+
+def test_kubelet_tls_bootstrap_csr(apiserver: Apiserver, admin: Client,
+                                   components: Callable[..., Component]) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    pki = apiserver.pki
+    now = dt.datetime.now(dt.UTC)
+    admin.create(ns_path("secrets", "kube-system"), {
+        "metadata": {"name": "bootstrap-token-abcdef"}, "type": "bootstrap.kubernetes.io/token",
+        "data": {"token-id": _b64("abcdef"), "token-secret": _b64("0123456789abcdef"),
+                 "expiration": _b64(_iso(now + dt.timedelta(hours=1))),
+                 "usage-bootstrap-authentication": _b64("true"),
+                 "auth-extra-groups": _b64("system:bootstrappers:kubeadm:default-node-token")}})
+    conf = pki.kubeconfig("kcm", apiserver.url, pki.kcm)
+    components("kube_controller_manager", conf, *FAST,
+               f"--cluster-signing-cert-file={pki.ca.pair.cert}",
+               f"--cluster-signing-key-file={pki.ca.pair.key}")
+    key = ec.generate_private_key(ec.SECP256R1())
+    req = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+        x509.NameAttribute(NameOID.COMMON_NAME, "system:node:worker07")]))
+        .sign(key, hashes.SHA256()))
+    ca = pki.ca.pair.cert.read_bytes()
+    boot = Client(apiserver.url, ca=ca, token="abcdef.0123456789abcdef")
+    csrs = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
+    try:
+        created = boot.create(csrs, {
+            "metadata": {"name": "node-csr-x"},
+            "spec": {"request": base64.b64encode(req.public_bytes(
+                serialization.Encoding.PEM)).decode(),
+                "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                "usages": ["digital signature", "client auth"],
+                "username": "forged", "groups": ["system:masters"]}})
+        assert created["spec"]["username"] == "system:bootstrap:abcdef"  # set by the server
+        assert "system:masters" not in created["spec"]["groups"]
+
+        def issued() -> bool:
+            return bool((boot.get(f"{csrs}/node-csr-x").get("status") or {}).get("certificate"))
+
+        wait_for(issued, 15, "the CSR to be approved and signed")
+        status = boot.get(f"{csrs}/node-csr-x")["status"]
+    finally:
+        boot.close()
+    assert [c["type"] for c in status["conditions"]] == ["Approved"]
+    cert_pem = base64.b64decode(status["certificate"])
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    assert cert.issuer == pki.ca.cert.subject
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    node = Client(apiserver.url, ca=ca, cert=cert_pem, key=key_pem)
+    try:  # the new certificate authenticates as the node
+        node.create("/api/v1/nodes", {"metadata": {"name": "worker07"}})
+        with pytest.raises(ApiError) as err:
+            node.get(ns_path("secrets", "kube-system"))
+        assert 'User "system:node:worker07"' in err.value.message
+    finally:
+        node.close()

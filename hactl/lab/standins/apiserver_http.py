@@ -275,6 +275,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if obj.get("kind") not in (None, r.kind):
                 raise ApiError(400, f"the body of the request was in an unknown format - "
                                f"kind {obj.get('kind')} is not {r.kind}")
+            if r.name == "certificatesigningrequests":
+                # the requester's identity is recorded by the server, never taken from the body
+                spec = obj.setdefault("spec", {})
+                spec.update(username=ident.user, groups=list(ident.groups))
+                spec.pop("uid", None)
+                obj.pop("status", None)
             if query.get("dryRun"):
                 self._json(201, obj)
                 return

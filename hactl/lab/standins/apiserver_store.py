@@ -166,9 +166,12 @@ class Store:
             raise ApiError(400, f"the name of the object ({meta.get('name')}) does not match "
                            f"the name on the URL ({name})")
         rv = meta.get("resourceVersion") or None
-        new = copy.deepcopy(old) if subresource == "status" else obj
+        new = copy.deepcopy(old) if subresource in ("status", "approval") else obj
         if subresource == "status":
             new["status"] = obj.get("status")
+        elif subresource == "approval":  # CSR approval: only the conditions change
+            new.setdefault("status", {})["conditions"] = (obj.get("status") or {}).get(
+                "conditions") or []
         elif "status" in r.subresources and subresource is None:
             if "status" in old:
                 new["status"] = old["status"]  # the main endpoint ignores status changes

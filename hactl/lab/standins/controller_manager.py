@@ -13,8 +13,10 @@
 * bootstrapsigner — keeps ``jws-kubeconfig-<token-id>`` signatures in ``kube-public/cluster-info``
   for every token with ``usage-bootstrap-signing: "true"``.
 
+* csrapproving / csrsigning — kubelet TLS bootstrap, see :mod:`controller_csr`.
+
 ``--controllers`` is honoured like the real flag: ``*`` enables the default set
-(nodelifecycle, garbagecollector); tokencleaner and bootstrapsigner are off unless named (kubeadm
+(nodelifecycle, garbagecollector, csrapproving, csrsigning); tokencleaner and bootstrapsigner are off unless named (kubeadm
 names them: ``--controllers=*,bootstrapsigner,tokencleaner``); ``-name`` disables one.
 """
 
@@ -29,13 +31,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .controller_csr import CSRController
 from .kubeapi import ApiError, Client, ns_path
 from .leader import log, parse_duration
 
 __all__ = ["ControllerManager", "enabled_controllers"]
 
-DEFAULT_ON = ("nodelifecycle", "garbagecollector")
-ALL = ("nodelifecycle", "garbagecollector", "tokencleaner", "bootstrapsigner")
+DEFAULT_ON = ("nodelifecycle", "garbagecollector", "csrapproving", "csrsigning")
+ALL = (*DEFAULT_ON, "tokencleaner", "bootstrapsigner")
 UNREACHABLE = "node.kubernetes.io/unreachable"
 TOKEN_TYPE = "bootstrap.kubernetes.io/token"
 _KIND_PATH: dict[tuple[str, str], tuple[str, str, bool]] = {
@@ -102,6 +105,8 @@ class ControllerManager:
         self.grace = parse_duration(flags.get("node-monitor-grace-period", "40s"))
         self.monitor_period = parse_duration(flags.get("node-monitor-period", "5s"))
         self._probe: dict[str, tuple[Any, float]] = {}  # node → (heartbeat seen, when seen)
+        self.csr = CSRController(client, flags, "csrapproving" in self.enabled,
+                                 "csrsigning" in self.enabled)
 
     # -- driver -------------------------------------------------------------------------------
 
@@ -112,11 +117,13 @@ class ControllerManager:
             ("tokencleaner", 1.0, self.clean_tokens),
             ("garbagecollector", 2.0, self.collect_garbage),
             ("bootstrapsigner", 1.0, self.sign_cluster_info),
+            ("csr", 1.0, self.csr.reconcile),
         ]
         due = {name: 0.0 for name, _, _ in loops}
         while not lost.is_set():
             for name, period, fn in loops:
-                if name not in self.enabled or time.monotonic() < due[name]:
+                on = name in self.enabled or (name == "csr" and (self.csr.approve or self.csr.sign))
+                if not on or time.monotonic() < due[name]:
                     continue
                 try:
                     fn()
