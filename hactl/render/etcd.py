@@ -18,6 +18,7 @@ import shlex
 from collections.abc import Sequence
 from typing import Literal
 
+from hactl.render.files import RenderedFile, public
 from hactl.render.net import host_port
 from hactl.spec.models import Cluster, Host
 
@@ -60,7 +61,9 @@ def _member(cluster: Cluster, name: str) -> Host:
         if host.name == name:
             return host
     known = ", ".join(h.name for h in cluster.etcd_members) or "none"
-    raise KeyError(f"{name!r} is not an etcd member of {cluster.metadata.name!r} (members: {known})")
+    raise KeyError(
+        f"{name!r} is not an etcd member of {cluster.metadata.name!r} (members: {known})"
+    )
 
 
 def etcd_environment(
@@ -159,3 +162,17 @@ def render_etcd_unit(cluster: Cluster) -> str:
             "",
         ]
     )
+
+
+def etcd_member_files(
+    cluster: Cluster,
+    name: str,
+    *,
+    state: ClusterState = "new",
+    members: Sequence[Host] | None = None,
+) -> list[RenderedFile]:
+    """The env file and the unit of member ``name`` (certificates: :mod:`hactl.render.etcd_pki`)."""
+    return [
+        public(ENV_PATH, render_etcd_env(cluster, name, state=state, members=members)),
+        public(UNIT_PATH, render_etcd_unit(cluster)),
+    ]

@@ -20,6 +20,7 @@ the file on the host. Choices (and why) are in ``docs/renderers.md``:
 
 from __future__ import annotations
 
+from hactl.render.files import RenderedFile, public
 from hactl.render.net import host_port
 from hactl.spec.models import Cluster, Host
 
@@ -104,3 +105,9 @@ def render_haproxy_cfg(
         *(_server_line(host, api_port, https) for host in cluster.masters),
     ]
     return "\n".join(lines) + "\n"
+
+
+def haproxy_config_file(cluster: Cluster) -> RenderedFile:
+    """``/etc/haproxy/haproxy.cfg`` as a file to install (check it with ``haproxy -c -f`` first,
+    then reload gracefully)."""
+    return public(CONFIG_PATH, render_haproxy_cfg(cluster))

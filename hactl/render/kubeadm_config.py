@@ -25,7 +25,7 @@ from hactl.render.etcd_pki import (
     APISERVER_ETCD_CLIENT_KEY,
     K8S_ETCD_CA,
 )
-from hactl.render.files import RenderedFile
+from hactl.render.files import RenderedFile, public
 from hactl.sensitive import MASK, Sensitive
 from hactl.spec.models import Cluster, Host
 
@@ -124,6 +124,12 @@ def render_init_config(cluster: Cluster, master: str | None = None) -> str:
     file serves ``kubeadm init --config`` and, later, ``kubeadm init phase upload-certs --config``
     (required with external etcd)."""
     return dump_documents([init_configuration(cluster, master), cluster_configuration(cluster)])
+
+
+def init_config_file(cluster: Cluster, master: str | None = None) -> RenderedFile:
+    """:func:`render_init_config` at :data:`INIT_CONFIG_PATH` (kept on every master for later
+    ``kubeadm init phase upload-certs --config``)."""
+    return public(INIT_CONFIG_PATH, render_init_config(cluster, master))
 
 
 @dataclass(frozen=True)

@@ -143,3 +143,13 @@ def test_pki_set_for_a_cluster() -> None:
         "/etc/kubernetes/pki/etcd/ca.crt",
     ]
     assert master["/etc/kubernetes/pki/apiserver-etcd-client.key"].mode == 0o600
+
+
+def test_member_files() -> None:
+    cluster = make_cluster()
+    files = etcd.etcd_member_files(cluster, "etcd03", state="existing")
+    assert [(f.path, f.mode, f.secret) for f in files] == [
+        ("/etc/etcd/etcd.env", 0o644, False),
+        ("/etc/systemd/system/etcd.service", 0o644, False),
+    ]
+    assert 'ETCD_INITIAL_CLUSTER_STATE="existing"' in files[0].reveal()

@@ -19,6 +19,7 @@ from render_helpers import free_port, free_port_on_all, make_cluster
 
 from hactl.render import pki
 from hactl.render.haproxy import BACKEND, render_haproxy_cfg
+from hactl.render.haproxy import haproxy_config_file as render_haproxy_config_file
 from hactl.spec.models import Cluster
 
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy")
@@ -217,3 +218,10 @@ def test_live_haproxy_health_checks(health: str, expected: dict[str, int], tmp_p
                 proc.wait()
             assert proc.stderr is not None
             proc.stderr.close()
+
+
+def test_config_file() -> None:
+    cluster = make_cluster()
+    file = render_haproxy_config_file(cluster)
+    assert (file.path, file.mode, file.secret) == ("/etc/haproxy/haproxy.cfg", 0o644, False)
+    assert file.reveal() == render_haproxy_cfg(cluster)

@@ -289,3 +289,10 @@ def test_the_field_check_catches_version_mistakes() -> None:
         check_fields({"timeouts": {}}, v3, "InitConfiguration")
     with pytest.raises(AssertionError, match="not kubeadm fields"):
         check_fields({"etcd": {"external": {"caCert": "x"}}}, v4, "ClusterConfiguration")
+
+
+def test_init_config_file() -> None:
+    cluster = make_cluster()
+    file = kc.init_config_file(cluster)
+    assert (file.path, file.mode, file.secret) == ("/etc/hactl/kubeadm-config.yaml", 0o644, False)
+    assert file.reveal() == kc.render_init_config(cluster)
