@@ -304,13 +304,14 @@ def _load_balancers(cluster: Cluster, observed: Observed) -> Iterator[Change]:
         elif facts.config_sha256 != want:
             yield Change(Op.UPDATE, address, {"sha256": facts.config_sha256}, after,
                          "/etc/haproxy/haproxy.cfg differs from the rendered configuration "
-                         f"({_line_delta(facts.config or '', desired)})", host=host.name,
+                         f"({_line_delta(facts.config or '', desired)})"
+                         + ("; haproxy is not running" if not facts.active else ""), host=host.name,
                          detail={"diff": _unified(facts.config or "", desired)})
         else:
             yield Change(Op.NOOP, address, after, after, "configuration matches", host=host.name)
         service = f"lb[{host.name}].service"
-        if not facts.config_present:
-            continue  # installing the config starts the service
+        if not facts.config_present or facts.config_sha256 != want:
+            continue  # installing the config starts (or reloads) the service
         if not facts.active:
             yield Change(Op.UPDATE, service, {"active": False}, {"active": True},
                          "haproxy is not running", host=host.name)

@@ -1,0 +1,68 @@
+"""`hactl plan` against real lab nodes: a fresh lab lists the full bring-up; a hand-made
+haproxy.cfg matching the render shows no LB change; a hand edit shows exactly that drift.
+(Converging with apply and "a second plan shows no changes" are covered by the apply tests.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from hactl.cli import main
+from hactl.plan import desired
+from hactl.spec.load import load_file
+
+FULL_BRING_UP = [
+    "pki.etcd-ca", "pki.etcd[etcd01]", "pki.etcd[etcd02]", "pki.etcd[etcd03]",
+    "etcd.member[etcd01].bootstrap", "etcd.member[etcd02].bootstrap",
+    "etcd.member[etcd03].bootstrap", "etcd.health", "lb[lb01].haproxy",
+    "master[master01].etcd-client-certs", "master[master01].init",
+    "master[master02].join", "master[master03].join",
+    "worker[worker01].join", "worker[worker02].join", "cluster.verify",
+]
+
+
+def plan_json(spec_file: str) -> dict[str, Any]:
+    result = CliRunner().invoke(main, ["plan", "-f", spec_file, "--json"])
+    assert result.exit_code == 0, result.output
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+def test_fresh_lab_plans_the_full_bring_up_then_shows_lb_drift(lab_factory: Any, tmp_path: Path) -> None:
+    lab = lab_factory()
+    runner = CliRunner()
+
+    result = runner.invoke(main, ["plan", "-f", lab.spec_file, "--detailed-exitcode",
+                                  "-o", str(tmp_path / "fresh.plan")])
+    assert result.exit_code == 2, result.output
+    assert result.stdout.rstrip("\n").splitlines()[-1] == "Plan: 12 to add, 1 to change, 0 to remove.", result.stdout
+    assert (tmp_path / "fresh.plan").stat().st_mode & 0o777 == 0o600
+    shown = runner.invoke(main, ["show", str(tmp_path / "fresh.plan")])
+    assert shown.exit_code == 0 and shown.stdout == result.stdout
+
+    doc = plan_json(lab.spec_file)
+    assert [s["id"] for s in doc["steps"]] == FULL_BRING_UP
+    assert doc["unreachable"] == {}
+    assert set(doc["fingerprint"]) == {h.name for h in lab.cluster.all_hosts()}
+
+    # the rendered haproxy.cfg placed by hand: no config change for lb01 any more
+    cluster = load_file(lab.spec_file).cluster
+    rendered = desired.haproxy_cfg(cluster)
+    done = lab.run("lb01", "mkdir -p /etc/haproxy && cat > /etc/haproxy/haproxy.cfg", input=rendered)
+    assert done.returncode == 0, done.stderr
+    addresses = [c["address"] for c in plan_json(lab.spec_file)["changes"]]
+    assert "lb[lb01].haproxy_cfg" not in addresses
+
+    # a hand edit is exactly that drift
+    edited = rendered.replace("timeout client 35s", "timeout client 5s")
+    assert lab.run("lb01", "cat > /etc/haproxy/haproxy.cfg", input=edited).returncode == 0
+    result = runner.invoke(main, ["plan", "-f", lab.spec_file])
+    assert result.exit_code == 0, result.output
+    assert "~ lb[lb01].haproxy_cfg" in result.stdout
+    assert "-    timeout client 5s" in result.stdout and "+    timeout client 35s" in result.stdout
+
+    graph = runner.invoke(main, ["graph", "-f", lab.spec_file, "--format", "mermaid"])
+    assert graph.exit_code == 0 and graph.stdout.startswith("flowchart LR")
