@@ -1,0 +1,223 @@
+"""``kubeadm reset``, ``kubeadm certs check-expiration``, ``kubeadm version``."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+
+import yaml
+
+from hactl.render import pki
+
+from .kubeadm_api import Api, ApiError, ns_path
+from .kubeadm_common import (
+    ETCD_DATA_DIR,
+    KUBELET_DIR,
+    KUBERNETES_DIR,
+    MANIFESTS_DIR,
+    PKI_DIR,
+    P,
+    kubernetes_version,
+    out,
+    read_file,
+    systemctl,
+    version_tuple,
+    warn,
+)
+from .kubeadm_token import short_duration, tabulate
+from .kubelet_pods import stop_all_recorded
+
+KUBECONFIG_FILES = ["admin.conf", "super-admin.conf", "kubelet.conf", "bootstrap-kubelet.conf",
+                    "controller-manager.conf", "scheduler.conf"]
+
+
+def _cluster_doc() -> dict[str, object] | None:
+    try:
+        api = Api.from_kubeconfig(f"{KUBERNETES_DIR}/admin.conf", timeout=5)
+        cm = api.get(ns_path("kube-system", "configmaps", "kubeadm-config"))
+        doc = yaml.safe_load((cm.get("data") or {}).get("ClusterConfiguration", "")) or {}
+        return doc if isinstance(doc, dict) else None
+    except (ApiError, OSError, ValueError, KeyError):
+        return None
+
+
+def _remove_local_etcd_member() -> None:
+    from .kubeadm_join import etcdctl
+
+    manifest = P(f"{MANIFESTS_DIR}/etcd.yaml")
+    try:
+        with open(manifest) as handle:
+            pod = yaml.safe_load(handle) or {}
+        command = pod["spec"]["containers"][0]["command"]
+        flags = dict(a[2:].split("=", 1) for a in command if a.startswith("--") and "=" in a)
+        local = flags["advertise-client-urls"].split(",")
+        peer = flags["initial-advertise-peer-urls"].split(",")[0]
+        members = etcdctl(local, "member", "list").get("members") or []
+        mine = [m for m in members if peer in (m.get("peerURLs") or [])]
+        others = [u for m in members if m not in mine for u in (m.get("clientURLs") or [])]
+        for member in mine:
+            if not others:
+                warn("[reset] No other etcd members remain; skipping member removal")
+                continue
+            etcdctl(others, "member", "remove", format(int(member["ID"]), "x"))
+            out(f"[reset] Removed etcd member {member.get('name', '')} from the cluster")
+    except Exception as exc:
+        warn(f"[reset] Failed to remove etcd member: {exc}, please manually remove this etcd member using etcdctl")
+
+
+def _clear_dir(path: str) -> None:
+    real = P(path)
+    if not os.path.isdir(real):
+        return
+    for name in os.listdir(real):
+        target = os.path.join(real, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
+
+
+def run_reset(force: bool) -> int:
+    out("[reset] Reading configuration from the cluster...")
+    out("[reset] FYI: You can look at this config file with 'kubectl -n kube-system get cm kubeadm-config -o yaml'")
+    doc = _cluster_doc()
+    if doc is None:
+        warn("W0000 reset.go:124] [reset] Unable to fetch the kubeadm-config ConfigMap from cluster: failed to get "
+             "config map: the cluster is unreachable or kubeadm-config is missing")
+    stacked = os.path.exists(P(f"{MANIFESTS_DIR}/etcd.yaml"))
+    if not force:
+        out("[reset] WARNING: Changes made to this host by 'kubeadm init' or 'kubeadm join' will be reverted.")
+        sys.stdout.write("[reset] Are you sure you want to proceed? [y/N]: ")
+        sys.stdout.flush()
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            out("error execution phase preflight: won't proceed; the user didn't answer (Y|y) in order to continue")
+            return 1
+    out("[preflight] Running pre-flight checks")
+    if stacked:
+        _remove_local_etcd_member()
+    else:
+        out("[reset] No etcd config found. Assuming external etcd")
+        out("[reset] Please, manually reset etcd to prevent further issues")
+    out("[reset] Stopping the kubelet service")
+    systemctl("stop", "kubelet")
+    out("[reset] Unmounting mounted directories in \"/var/lib/kubelet\"")
+    stop_all_recorded()
+    dirs = [MANIFESTS_DIR, KUBELET_DIR, PKI_DIR]
+    if stacked:
+        data_dir = ETCD_DATA_DIR
+        etcd = ((doc or {}).get("etcd") or {}) if doc else {}
+        if isinstance(etcd, dict) and isinstance(etcd.get("local"), dict):
+            data_dir = str(etcd["local"].get("dataDir") or data_dir)
+        dirs.insert(0, data_dir)
+    out(f"[reset] Deleting contents of directories: [{' '.join(dirs)}]")
+    for path in dirs:
+        _clear_dir(path)
+    files = [f"{KUBERNETES_DIR}/{name}" for name in KUBECONFIG_FILES]
+    out(f"[reset] Deleting files: [{' '.join(files)}]")
+    for path in files:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(P(path))
+    out("\nThe reset process does not clean CNI configuration. To do so, you must remove /etc/cni/net.d\n")
+    out("The reset process does not reset or clean up iptables rules or IPVS tables.")
+    out("If you wish to reset iptables, you must do so manually by using the \"iptables\" command.\n")
+    out("If your cluster was setup to utilize IPVS, run ipvsadm --clear (or similar)")
+    out("to reset your system's IPVS tables.\n")
+    out("The reset process does not clean your kubeconfig files and you must remove them manually.")
+    out("Please, check the contents of the $HOME/.kube/config file.")
+    return 0
+
+
+def _expiry_row(name: str, cert_bytes: bytes | None, ca: str) -> list[str]:
+    if cert_bytes is None:
+        return [name, "", "", ca, "!MISSING! " + name]
+    cert = pki.cert_from_pem(cert_bytes)
+    when = pki.not_after(cert)
+    left = (when - dt.datetime.now(dt.UTC)).total_seconds()
+    return [name, when.strftime("%b %d, %Y %H:%M UTC"), short_duration(left), ca, "no".ljust(8)]
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        return read_file(path)
+    except OSError:
+        return None
+
+
+def _kubeconfig_cert(name: str) -> bytes | None:
+    from .kubeadm_api import load_kubeconfig
+
+    try:
+        cert = load_kubeconfig(f"{KUBERNETES_DIR}/{name}").get("cert")
+        return cert if isinstance(cert, bytes) else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def run_check_expiration() -> int:
+    out("[check-expiration] Reading configuration from the cluster...")
+    out("[check-expiration] FYI: You can look at this config file with 'kubectl -n kube-system get cm kubeadm-config -o yaml'")
+    doc = _cluster_doc()
+    if doc is not None:
+        local = "local" in (doc.get("etcd") or {})  # type: ignore[operator]
+    else:
+        warn("[check-expiration] Error reading configuration from the Cluster. Falling back to default configuration")
+        local = os.path.exists(P(f"{PKI_DIR}/etcd/ca.crt"))
+    rows = [["CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY", "EXTERNALLY MANAGED"]]
+    entries: list[tuple[str, str, str]] = [
+        ("admin.conf", "conf", "ca"), ("apiserver", "crt", "ca"),
+        ("apiserver-etcd-client", "crt", "etcd-ca"), ("apiserver-kubelet-client", "crt", "ca"),
+        ("controller-manager.conf", "conf", "ca"), ("etcd-healthcheck-client", "crt", "etcd-ca"),
+        ("etcd-peer", "crt", "etcd-ca"), ("etcd-server", "crt", "etcd-ca"),
+        ("front-proxy-client", "crt", "front-proxy-ca"), ("scheduler.conf", "conf", "ca"),
+        ("super-admin.conf", "conf", "ca"),
+    ]
+    for name, kind, ca in entries:
+        if ca == "etcd-ca" and not local:
+            continue
+        if kind == "conf":
+            if name == "super-admin.conf" and not os.path.exists(P(f"{KUBERNETES_DIR}/{name}")):
+                continue
+            blob = _kubeconfig_cert(name)
+        else:
+            blob = _read(f"{PKI_DIR}/{name.replace('etcd-', 'etcd/', 1) if name.startswith('etcd-') else name}.crt")
+        rows.append(_expiry_row(name, blob, ca))
+    out("")
+    out(tabulate(rows))
+    cas = [["CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL TIME", "EXTERNALLY MANAGED"]]
+    for name, path in (("ca", "ca"), ("etcd-ca", "etcd/ca"), ("front-proxy-ca", "front-proxy-ca")):
+        if name == "etcd-ca" and not local:
+            continue
+        row = _expiry_row(name, _read(f"{PKI_DIR}/{path}.crt"), "")
+        cas.append([row[0], row[1], row[2], row[4]])
+    out("")
+    out(tabulate(cas))
+    return 0
+
+
+def version_info() -> dict[str, str]:
+    ver = kubernetes_version()
+    major, minor, _ = version_tuple(ver)
+    return {"major": str(major), "minor": str(minor), "gitVersion": ver,
+            "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+            "buildDate": "2024-08-14T00:00:00Z", "goVersion": "go1.22.5", "compiler": "gc",
+            "platform": "linux/amd64"}
+
+
+def run_version(output: str) -> int:
+    info = version_info()
+    if output == "short":
+        out(info["gitVersion"])
+    elif output == "json":
+        out(json.dumps({"clientVersion": info}, indent=2))
+    elif output == "yaml":
+        out(yaml.safe_dump({"clientVersion": info}, sort_keys=False).rstrip())
+    else:
+        fields = ", ".join(f'{k[0].upper() + k[1:]}:"{v}"' for k, v in info.items())
+        out(f"kubeadm version: &version.Info{{{fields}}}")
+    return 0

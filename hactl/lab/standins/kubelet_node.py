@@ -1,0 +1,204 @@
+"""The kubelet stand-in's API side: TLS bootstrap, Node registration, heartbeats, mirror Pods."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import os
+import platform
+import time
+from typing import Any
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+
+from hactl.render import pki
+
+from .kubeadm_api import Api, ApiError, load_kubeconfig, ns_path
+from .kubeadm_common import P, kubernetes_version, write_file
+from .kubelet_pods import PodProc
+
+PKI = "/var/lib/kubelet/pki"
+CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
+
+
+def now_rfc3339(micro: bool = False) -> str:
+    stamp = dt.datetime.now(dt.UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if micro else stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def tls_bootstrap(bootstrap_conf: str, kubeconfig_path: str, node: str, timeout: float = 300) -> bool:
+    """Real kubelet TLS bootstrap: a CSR for system:node:<node> with the bootstrap token, wait
+    for the controller-manager to approve and sign it, then write kubelet.conf pointing at
+    /var/lib/kubelet/pki/kubelet-client-current.pem."""
+    cfg = load_kubeconfig(bootstrap_conf)
+    api = Api(cfg["server"], ca_pem=cfg["ca"], token=cfg.get("token"))
+    key = pki.generate_key("ecdsa")
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+                                    x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node}")]))
+           .sign(key, hashes.SHA256()))
+    body = {"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+            "metadata": {"generateName": "node-csr-", "name": f"node-csr-{os.urandom(6).hex()}"},
+            "spec": {"request": base64.b64encode(csr.public_bytes(serialization.Encoding.PEM)).decode(),
+                     "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                     "usages": ["digital signature", "client auth"]}}
+    created = api.create(CSR_PATH, body)
+    name = created["metadata"]["name"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = api.get(f"{CSR_PATH}/{name}").get("status") or {}
+        if status.get("certificate"):
+            cert_pem = base64.b64decode(status["certificate"])
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d-%H-%M-%S")
+            pem_path = f"{PKI}/kubelet-client-{stamp}.pem"
+            write_file(pem_path, cert_pem + pki.key_to_pem(key), 0o600)
+            current = P(f"{PKI}/kubelet-client-current.pem")
+            if os.path.lexists(current):
+                os.unlink(current)
+            os.symlink(P(pem_path), current)
+            user = "default-auth"
+            doc = {"apiVersion": "v1", "kind": "Config", "preferences": {},
+                   "clusters": [{"name": "default-cluster", "cluster": {
+                       "certificate-authority-data": base64.b64encode(cfg["ca"]).decode(),
+                       "server": cfg["server"]}}],
+                   "contexts": [{"name": "default-context", "context": {"cluster": "default-cluster",
+                                                                        "namespace": "default", "user": user}}],
+                   "current-context": "default-context",
+                   "users": [{"name": user, "user": {"client-certificate": current, "client-key": current}}]}
+            write_file(kubeconfig_path, yaml.safe_dump(doc, sort_keys=False), 0o600)
+            return True
+        time.sleep(1)
+    return False
+
+
+class NodeAgent:
+    def __init__(self, api: Api, name: str, address: str, labels: dict[str, str]) -> None:
+        self.api = api
+        self.name = name
+        self.address = address
+        self.labels = labels
+        self.registered = False
+        self.mirrors: dict[str, str] = {}  # key -> "<pid>:<ready>" last posted
+        self.node_uid = ""
+
+    def node_object(self) -> dict[str, Any]:
+        labels = {"beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
+                  "kubernetes.io/arch": "amd64", "kubernetes.io/hostname": self.name,
+                  "kubernetes.io/os": "linux", **self.labels}
+        return {"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": self.name, "labels": labels,
+                             "annotations": {"node.alpha.kubernetes.io/ttl": "0",
+                                             "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
+                "spec": {},
+                "status": self.status({})}
+
+    def status(self, old: dict[str, Any]) -> dict[str, Any]:
+        stamp = now_rfc3339()
+        previous = {c.get("type"): c for c in old.get("conditions") or []}
+
+        def cond(kind: str, status: str, reason: str, message: str) -> dict[str, str]:
+            before = previous.get(kind) or {}
+            since = before.get("lastTransitionTime") if before.get("status") == status else stamp
+            return {"type": kind, "status": status, "reason": reason, "message": message,
+                    "lastHeartbeatTime": stamp, "lastTransitionTime": since or stamp}
+
+        uname = platform.uname()
+        status = dict(old)
+        status.update({
+            "addresses": [{"type": "InternalIP", "address": self.address},
+                          {"type": "Hostname", "address": self.name}],
+            "capacity": {"cpu": str(os.cpu_count() or 1), "memory": "4Gi", "pods": "110"},
+            "allocatable": {"cpu": str(os.cpu_count() or 1), "memory": "4Gi", "pods": "110"},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {"architecture": "amd64", "bootID": "", "containerRuntimeVersion": "hactl-lab://1.0",
+                         "kernelVersion": uname.release, "kubeProxyVersion": kubernetes_version(),
+                         "kubeletVersion": kubernetes_version(), "machineID": "", "operatingSystem": "linux",
+                         "osImage": "hactl lab node", "systemUUID": ""},
+            "conditions": [
+                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+            ],
+        })
+        return status
+
+    def register(self) -> None:
+        try:
+            self.api.create("/api/v1/nodes", self.node_object())
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+        self.registered = True
+
+    def heartbeat(self) -> None:
+        if not self.registered:
+            self.register()
+        node = self.api.get(f"/api/v1/nodes/{self.name}")
+        self.node_uid = str(node.get("metadata", {}).get("uid", ""))
+        node["status"] = self.status(node.get("status") or {})
+        self.api.replace(f"/api/v1/nodes/{self.name}/status", node)
+        self.renew_lease(node)
+
+    def renew_lease(self, node: dict[str, Any]) -> None:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.name}"
+        spec = {"holderIdentity": self.name, "leaseDurationSeconds": 40, "renewTime": now_rfc3339(True)}
+        try:
+            lease = self.api.get(path)
+            lease["spec"] = {**(lease.get("spec") or {}), **spec}
+            self.api.replace(path, lease)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            owner = {"apiVersion": "v1", "kind": "Node", "name": self.name,
+                     "uid": node.get("metadata", {}).get("uid", "")}
+            self.api.create("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                            {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                             "metadata": {"name": self.name, "namespace": "kube-node-lease",
+                                          "ownerReferences": [owner]}, "spec": spec})
+
+    def mirror(self, procs: dict[str, PodProc]) -> None:
+        """Mirror Pods so that ``kubectl get pods -A`` lists the static Pods, as with a real kubelet."""
+        if not self.node_uid:
+            return
+        for key, proc in procs.items():
+            ready = proc.alive()
+            state = f"{proc.pid}:{ready}:{proc.restarts}"
+            if self.mirrors.get(key) == state:
+                continue
+            name = f"{proc.name}-{self.name}"
+            pod = dict(proc.pod)
+            meta = dict(pod.get("metadata") or {})
+            meta["name"] = name
+            meta["namespace"] = proc.namespace
+            meta["annotations"] = {**(meta.get("annotations") or {}), "kubernetes.io/config.mirror": proc.manifest_hash,
+                                   "kubernetes.io/config.source": "file"}
+            meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": self.name,
+                                        "uid": self.node_uid, "controller": True}]
+            pod["metadata"] = meta
+            pod["spec"] = {**(pod.get("spec") or {}), "nodeName": self.name}
+            container = ((pod["spec"].get("containers") or [{}])[0]).get("name", "main")
+            started = dt.datetime.fromtimestamp(proc.started_at or time.time(), dt.UTC)
+            pod["status"] = {
+                "phase": "Running" if ready else "Pending",
+                "hostIP": self.address, "podIP": self.address,
+                "startTime": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                "containerStatuses": [{"name": container, "ready": ready, "restartCount": proc.restarts,
+                                       "started": ready, "image": pod["spec"].get("containers", [{}])[0].get("image", ""),
+                                       "state": {"running": {"startedAt": started.strftime("%Y-%m-%dT%H:%M:%SZ")}}
+                                       if ready else {"waiting": {"reason": "CrashLoopBackOff"}}}],
+            }
+            path = ns_path(proc.namespace, "pods", name)
+            try:
+                current = self.api.get(path)
+                current["status"] = pod["status"]
+                self.api.replace(f"{path}/status", current)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                self.api.create(ns_path(proc.namespace, "pods"), pod)
+            self.mirrors[key] = state

@@ -1,0 +1,238 @@
+"""kubeadm + kubelet stand-ins against a REAL TLS etcd and the stand-in kube-apiserver, on loopback.
+
+The "node" is a directory (HACTL_LAB_ROOT relocates /etc/kubernetes, /var/lib/kubelet, /run ...);
+``systemctl`` is replaced by ``true`` (HACTL_LAB_SYSTEMCTL) and the test starts the kubelet itself
+when kubeadm has written its configuration, as the lab's systemctl would on ``restart kubelet``.
+Every process is started here and stopped by PID, also on failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import KUBECTL, PKI, PY, REPO, Etcd, free_port, stop_pid, wait_for
+
+SHIMS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubeadm", "kubelet")
+
+
+class Node:
+    def __init__(self, tmp: Path, pki: PKI, etcd: Etcd, name: str = "master01") -> None:
+        self.root = tmp / name
+        self.name = name
+        self.port = free_port()
+        self.bin = tmp / "bin"
+        self.bin.mkdir(exist_ok=True)
+        for shim in SHIMS:
+            path = self.bin / shim
+            path.write_text(f'#!/bin/sh\nPYTHONPATH={REPO} exec {PY} -m hactl.lab.standins.'
+                            f'{shim.replace("-", "_")} "$@"\n')
+            path.chmod(0o755)
+        pki_dir = self.root / "etc/kubernetes/pki"
+        (pki_dir / "etcd").mkdir(parents=True)
+        shutil.copy(pki.etcd_ca.pair.cert, pki_dir / "etcd/ca.crt")
+        shutil.copy(pki.etcd_client.cert, pki_dir / "apiserver-etcd-client.crt")
+        shutil.copy(pki.etcd_client.key, pki_dir / "apiserver-etcd-client.key")
+        knobs = self.root / "etc/hactl-lab/standins.yaml"
+        knobs.parent.mkdir(parents=True)
+        knobs.write_text(yaml.safe_dump({
+            "kubeadm": {"apiWaitSeconds": 60, "kubeletWaitSeconds": 60, "certsTTLSeconds": 15,
+                        "discoveryTimeoutSeconds": 10},
+            "kubelet": {"heartbeatSeconds": 1, "syncSeconds": 0.5},
+        }))
+        self.healthz = free_port()
+        self.config = tmp / f"{name}-kubeadm.yaml"
+        self.config.write_text(yaml.safe_dump_all([
+            {"apiVersion": "kubeadm.k8s.io/v1beta3", "kind": "InitConfiguration",
+             "localAPIEndpoint": {"advertiseAddress": "127.0.0.1", "bindPort": self.port},
+             "nodeRegistration": {"name": name}},
+            {"apiVersion": "kubeadm.k8s.io/v1beta3", "kind": "ClusterConfiguration",
+             "kubernetesVersion": "v1.30.4",
+             "controlPlaneEndpoint": f"127.0.0.1:{self.port}",
+             "networking": {"podSubnet": "10.244.0.0/16"},
+             "apiServer": {"extraArgs": {"bind-address": "127.0.0.1"}},
+             "controllerManager": {"extraArgs": {"secure-port": str(free_port())}},
+             "scheduler": {"extraArgs": {"secure-port": str(free_port())}},
+             "etcd": {"external": {"endpoints": etcd.endpoints.split(","),
+                                   "caFile": "/etc/kubernetes/pki/etcd/ca.crt",
+                                   "certFile": "/etc/kubernetes/pki/apiserver-etcd-client.crt",
+                                   "keyFile": "/etc/kubernetes/pki/apiserver-etcd-client.key"}}},
+            {"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+             "healthzPort": self.healthz},
+        ]))
+        self.env = dict(os.environ, HACTL_LAB_ROOT=str(self.root), HACTL_LAB_SYSTEMCTL="true",
+                        PATH=f"{self.bin}:/usr/local/bin:/usr/bin:/bin", PYTHONPATH=str(REPO),
+                        HOME=str(tmp))
+        self.kubelet: subprocess.Popen[bytes] | None = None
+
+    def kubeadm(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PY, "-m", "hactl.lab.standins.kubeadm", *args], capture_output=True,
+                              text=True, env=self.env, timeout=timeout, cwd="/")
+
+    def kubeadm_with_kubelet(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run kubeadm; start the kubelet once kubeadm wrote its config (systemctl's job)."""
+        proc = subprocess.Popen([PY, "-m", "hactl.lab.standins.kubeadm", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=self.env, cwd="/")
+        try:
+            config = self.root / "var/lib/kubelet/config.yaml"
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline and not config.exists():
+                time.sleep(0.1)
+            if config.exists() and self.kubelet is None:
+                self.start_kubelet()
+            stdout, stderr = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+    def start_kubelet(self) -> None:
+        log = open(self.root / "kubelet.log", "ab")  # noqa: SIM115
+        self.kubelet = subprocess.Popen(
+            [PY, "-m", "hactl.lab.standins.kubelet", "--config=/var/lib/kubelet/config.yaml",
+             "--kubeconfig=/etc/kubernetes/kubelet.conf",
+             "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf"],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd="/")
+        log.close()
+
+    def stop_kubelet(self) -> None:
+        if self.kubelet is not None:
+            stop_pid(self.kubelet)  # type: ignore[arg-type]
+            self.kubelet = None
+
+    def pod_pids(self) -> dict[str, int]:
+        state = self.root / "run/hactl-kubelet/pods"
+        if not state.exists():
+            return {}
+        return {p.stem: json.loads(p.read_text())["pid"] for p in state.glob("*.json")}
+
+    def kill_pods(self) -> None:
+        for pid in self.pod_pids().values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+    def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([KUBECTL, "--kubeconfig", str(self.root / "etc/kubernetes/admin.conf"),
+                               "--request-timeout=10s", *args], capture_output=True, text=True,
+                              timeout=30, env=self.env)
+
+
+@pytest.fixture
+def node(tmp_path: Path, pki: PKI, etcd1: Etcd) -> Iterator[Node]:
+    n = Node(tmp_path, pki, etcd1)
+    try:
+        yield n
+    finally:
+        n.stop_kubelet()
+        n.kill_pods()
+
+
+def secret_data(node: Node, name: str) -> dict[str, bytes]:
+    res = node.kubectl("-n", "kube-system", "get", "secret", name, "-o", "json")
+    assert res.returncode == 0, res.stderr
+    return {k: base64.b64decode(v) for k, v in json.loads(res.stdout)["data"].items()}
+
+
+def test_init_external_etcd_then_upload_certs_and_tokens(node: Node) -> None:
+    res = node.kubeadm_with_kubelet("init", "--config", str(node.config), "--upload-certs")
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout
+    assert "Your Kubernetes control-plane has initialized successfully!" in out
+    assert "--control-plane --certificate-key" in out
+    key = out.split("[upload-certs] Using certificate key:\n", 1)[1].split("\n", 1)[0]
+    assert len(key) == 64 and int(key, 16) >= 0
+
+    # the real kubectl sees the node, Ready and labelled control-plane
+    def ready() -> bool:
+        r = node.kubectl("get", "nodes", "-l", "node-role.kubernetes.io/control-plane", "-o", "json")
+        if r.returncode != 0:
+            return False
+        items = json.loads(r.stdout)["items"]
+        return any(c["type"] == "Ready" and c["status"] == "True"
+                   for i in items for c in i["status"]["conditions"])
+    wait_for(ready, 30, "master01 Ready")
+
+    # kubeadm-certs: sealed under the key, with an ownerReference to a 2h (here 15 s) token
+    from hactl.lab.standins.kubeadm_certs import unseal
+
+    data = secret_data(node, "kubeadm-certs")
+    assert set(data) >= {"ca.crt", "ca.key", "sa.key", "sa.pub", "front-proxy-ca.crt",
+                         "external-etcd-ca.crt", "external-etcd.crt", "external-etcd.key"}
+    ca = (node.root / "etc/kubernetes/pki/ca.crt").read_bytes()
+    assert unseal(data["ca.crt"], key) == ca
+    # tokens: the default one and the kubeadm-certs proxy
+    listing = node.kubeadm("token", "list")
+    assert listing.returncode == 0, listing.stderr
+    assert "Proxy for managing TTL for the kubeadm-certs secret" in listing.stdout
+    assert "The default bootstrap token generated by 'kubeadm init'." in listing.stdout
+    # a fresh key re-uploads and replaces the Secret
+    again = node.kubeadm("init", "phase", "upload-certs", "--upload-certs", "--config", str(node.config))
+    assert again.returncode == 0, again.stderr
+    key2 = again.stdout.strip().splitlines()[-1]
+    assert key2 != key
+    data2 = secret_data(node, "kubeadm-certs")
+    assert unseal(data2["ca.crt"], key2) == ca
+    # token create --print-join-command
+    join = node.kubeadm("token", "create", "--print-join-command", "--certificate-key", key2)
+    assert join.returncode == 0, join.stderr
+    assert join.stdout.startswith(f"kubeadm join 127.0.0.1:{node.port} --token ")
+    assert "--discovery-token-ca-cert-hash sha256:" in join.stdout
+    # check-expiration: the real table
+    exp = node.kubeadm("certs", "check-expiration")
+    assert exp.returncode == 0, exp.stderr
+    assert "CERTIFICATE                EXPIRES" in exp.stdout
+    assert "apiserver-etcd-client" not in exp.stdout  # external etcd
+
+    # a second init is refused by preflight, like the real one
+    second = node.kubeadm("init", "--config", str(node.config))
+    assert second.returncode == 1
+    assert f"[ERROR Port-{node.port}]: Port {node.port} is in use" in second.stderr
+    assert "[ERROR FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml]" in second.stderr
+    assert "[preflight] Some fatal errors occurred:" in second.stderr
+
+    # after the proxy token's TTL the controller-manager deletes the token and kubeadm-certs with it
+    def certs_gone() -> bool:
+        r = node.kubectl("-n", "kube-system", "get", "secret", "kubeadm-certs")
+        return r.returncode != 0 and "NotFound" in r.stderr
+    wait_for(certs_gone, 60, "kubeadm-certs deleted after its TTL")
+
+
+def test_kubelet_stop_leaves_pods_running_and_restart_adopts(node: Node) -> None:
+    res = node.kubeadm_with_kubelet("init", "--config", str(node.config))
+    assert res.returncode == 0, res.stdout + res.stderr
+    pids = node.pod_pids()
+    assert set(pids) == {"kube-system_kube-apiserver", "kube-system_kube-controller-manager",
+                         "kube-system_kube-scheduler"}
+    node.stop_kubelet()
+    time.sleep(1)
+    for pid in pids.values():
+        os.kill(pid, 0)  # still running
+    node.start_kubelet()
+    time.sleep(2)
+    assert node.pod_pids() == pids  # adopted, not restarted
+    # a killed pod is restarted
+    os.killpg(pids["kube-system_kube-scheduler"], signal.SIGKILL)
+    wait_for(lambda: node.pod_pids().get("kube-system_kube-scheduler", 0) not in (0, pids["kube-system_kube-scheduler"]),
+             15, "scheduler restarted")
+    # mirror pods are visible to the real kubectl
+    wait_for(lambda: "kube-apiserver-master01" in node.kubectl("get", "pods", "-A").stdout, 15, "mirror pods")
+    # reset: stops the pods and clears the node; external etcd is left alone
+    node.stop_kubelet()
+    reset = node.kubeadm("reset", "-f")
+    assert reset.returncode == 0, reset.stderr
+    assert "Assuming external etcd" in reset.stdout
+    assert not any((node.root / "etc/kubernetes/manifests").iterdir())
+    assert not (node.root / "etc/kubernetes/admin.conf").exists()
+    assert node.pod_pids() == {}
