@@ -129,8 +129,10 @@ def sha256sum(path: str) -> Argv:
 # -- kubeadm / kubectl ---------------------------------------------------------------------
 
 
-def kubeadm_init(config: str = KUBEADM_CONFIG) -> Argv:
-    return ("kubeadm", "init", "--config", config, "--upload-certs")
+def kubeadm_init(certificate_key: Sensitive, config: str = KUBEADM_CONFIG) -> Argv:
+    """The key is made by hactl (in memory) so that it is known without parsing output."""
+    return ("kubeadm", "init", "--config", config, "--upload-certs", "--certificate-key",
+            certificate_key)
 
 
 def upload_certs(config: str = KUBEADM_CONFIG) -> Argv:

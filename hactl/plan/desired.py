@@ -29,8 +29,6 @@ def etcd_unit(cluster: Cluster) -> str:
 
 def kubeadm_init_config(cluster: Cluster, host: Host) -> str:
     """InitConfiguration + ClusterConfiguration for the first master (external or stacked)."""
-    import importlib
+    from hactl.render.kubeadm_config import render_init_config
 
-    module = importlib.import_module("hactl.render.kubeadm_config")
-    text: str = module.render_init_config(cluster, host)
-    return text
+    return render_init_config(cluster, host.name)

@@ -322,9 +322,13 @@ async def test_init_keeps_key_and_token_in_memory_only(lab: Cluster, kubeadm_con
     m.on(("kubeadm", "init"), stdout=out)
     m.on(re.compile("/readyz"), stdout="ok")
     await step_args(InitControlPlane, host="master01").run(ctx)
-    assert ("kubeadm", "init", "--config", cmd.KUBEADM_CONFIG, "--upload-certs") in ctx.argvs("master01")
+    init = next(c for c in m.calls if c.argv[:2] == ("kubeadm", "init"))
+    assert init.argv == ("kubeadm", "init", "--config", cmd.KUBEADM_CONFIG, "--upload-certs",
+                         "--certificate-key", MASK)
     assert m.files[cmd.KUBEADM_CONFIG][1] == 0o600
-    assert ctx.secrets.certificate_key is not None and ctx.secrets.certificate_key.reveal() == KEY
+    key = ctx.secrets.certificate_key
+    assert key is not None and re.fullmatch(r"[0-9a-f]{64}", key.reveal())
+    assert key.reveal() in init.wire  # made by hactl, in memory, only on the wire
     assert ctx.secrets.bootstrap_token is not None and ctx.secrets.bootstrap_token.reveal() == TOKEN
     assert ctx.secrets.ca_cert_hash == pki.spki_sha256(ca.cert)
     assert KEY not in repr(ctx.events) and TOKEN not in repr(ctx.events)
@@ -376,3 +380,11 @@ def test_command_builders() -> None:
     assert argv[0] == "etcdctl" and "--endpoints=https://a:2379" in argv and argv[-1] == "--learner"
     assert cmd.upload_certs() == ("kubeadm", "init", "phase", "upload-certs", "--upload-certs",
                                   "--config", cmd.KUBEADM_CONFIG)
+
+
+def test_desired_files_come_from_the_renderers(lab: Cluster) -> None:
+    config = desired.kubeadm_init_config(lab, lab.masters[0])
+    assert "controlPlaneEndpoint: k8s-api.lab:6443" in config
+    assert "certificateKey" not in config  # the init config holds no secret
+    env = desired.etcd_env(lab, "etcd03", state="existing", members=lab.etcd_members)
+    assert 'ETCD_INITIAL_CLUSTER_STATE="existing"' in env

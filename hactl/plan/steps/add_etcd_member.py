@@ -8,7 +8,7 @@ from typing import ClassVar
 from hactl.diff import client_url, peer_url
 from hactl.plan import commands as cmd
 from hactl.plan.etcd_ops import list_members
-from hactl.plan.remote import run
+from hactl.plan.remote import run, wait_for
 from hactl.plan.step import Step, StepContext
 
 
@@ -29,9 +29,16 @@ class AddEtcdMember(Step):
         via = cluster.host(self.host)
         new = cluster.host(self.member)
         purl = peer_url(cluster, new)
-        members = await list_members(ctx, via)
-        if any(m.name == new.name or purl in m.peer_urls for m in members):
-            ctx.log("already a member", member=self.member)
-            return
-        await run(ctx, via.name, cmd.member_add(client_url(cluster, via), new.name, purl))
-        ctx.log("member added as learner", member=self.member)
+
+        async def added() -> str | None:
+            members = await list_members(ctx, via)
+            if any(m.name == new.name or purl in m.peer_urls for m in members):
+                return None
+            # etcd refuses with "unhealthy cluster" until every voter has been connected for 5 s
+            result = await run(ctx, via.name, cmd.member_add(client_url(cluster, via), new.name, purl),
+                               check=False)
+            return None if result.ok else (result.stderr.strip() or "member add failed")
+
+        await wait_for(f"etcd to accept member {self.member}", added, timeout=self.timeout - 10,
+                       interval=2.0, host=self.host)
+        ctx.log("member is listed (learner until promoted)", member=self.member)

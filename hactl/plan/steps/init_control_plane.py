@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -12,13 +13,13 @@ from hactl.plan import desired
 from hactl.plan.join_ops import (
     ensure_ca_hash,
     parse_ca_hash,
-    parse_certificate_key,
     parse_token,
     remember_key,
     remember_token,
 )
 from hactl.plan.remote import parse_json, put, run, wait_for
 from hactl.plan.step import Step, StepContext
+from hactl.sensitive import Sensitive
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class InitControlPlane(Step):
     def commands(self) -> list[str]:
         return [
             f"put {cmd.KUBEADM_CONFIG} 0600 (InitConfiguration + ClusterConfiguration)",
-            f"kubeadm init --config {cmd.KUBEADM_CONFIG} --upload-certs",
+            f"kubeadm init --config {cmd.KUBEADM_CONFIG} --upload-certs --certificate-key (sensitive value)",
             "keep the certificate key, token and CA hash in memory",
             "wait for /readyz through the load balancer",
         ]
@@ -46,16 +47,15 @@ class InitControlPlane(Step):
         await run(ctx, self.host, cmd.mkdir("/etc/hactl"))
         await put(ctx, self.host, cmd.KUBEADM_CONFIG,
                   desired.kubeadm_init_config(cluster, cluster.host(self.host)), 0o600)
-        result = await run(ctx, self.host, cmd.kubeadm_init(), timeout=self.timeout - 60)
-        key = parse_certificate_key(result.stdout)
+        key = Sensitive(secrets.token_hex(32))  # kubeadm's format: 32 random bytes, hex
+        result = await run(ctx, self.host, cmd.kubeadm_init(key), timeout=self.timeout - 60)
+        remember_key(ctx, key)
         token = parse_token(result.stdout)
-        if key is not None:
-            remember_key(ctx, key)
         if token is not None:
             remember_token(ctx, token)
         ctx.secrets.ca_cert_hash = parse_ca_hash(result.stdout)
         await ensure_ca_hash(ctx, self.host)
-        ctx.log("kubeadm init done", key_captured=key is not None, token_captured=token is not None)
+        ctx.log("kubeadm init done", token_captured=token is not None)
 
         async def ready() -> str | None:
             res = await run(ctx, self.host or "", cmd.readyz(), check=False)
