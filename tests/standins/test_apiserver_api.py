@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -176,3 +177,15 @@ def test_authentication_and_authorization(apiserver: Apiserver,
 
     kcm = client_for(pki.kcm)
     assert kcm.get(ns_path("secrets", "kube-system"))["items"]
+
+
+def test_no_descriptor_leak(apiserver: Apiserver) -> None:
+    """Many short connections (one request each) must not pile up etcd connections."""
+    assert apiserver.proc is not None
+    fds = Path(f"/proc/{apiserver.proc.pid}/fd")
+    for _ in range(20):
+        assert apiserver.get("/api/v1/namespaces/default")[0] == 403
+    before = len(list(fds.iterdir()))
+    for _ in range(150):
+        assert apiserver.get("/readyz")[0] == 200
+    assert len(list(fds.iterdir())) <= before + 20

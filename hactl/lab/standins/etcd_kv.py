@@ -99,17 +99,17 @@ class EtcdClient:
             if certfile:
                 ctx.load_cert_chain(certfile, keyfile)
             self._ctx = ctx
-        self._local = threading.local()
         self._preferred = 0
         self._lock = threading.Lock()
-        self._all: list[http.client.HTTPConnection] = []
+        self._idle: dict[str, list[http.client.HTTPConnection]] = {}
 
     def close(self) -> None:
-        """Close every connection this client opened (from any thread)."""
+        """Close the idle connections (connections in use close when their call ends)."""
         with self._lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            conn.close()
+            pools, self._idle = self._idle, {}
+        for conns in pools.values():
+            for conn in conns:
+                conn.close()
 
     def __enter__(self) -> EtcdClient:
         return self
@@ -117,11 +117,15 @@ class EtcdClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- transport ---------------------------------------------------------------------------
+    # -- transport: a small pool of keep-alive connections per endpoint ----------------------
 
-    def _connection(self, endpoint: str, timeout: float) -> http.client.HTTPConnection:
-        conns: dict[str, http.client.HTTPConnection] = self._local.__dict__.setdefault("conns", {})
-        conn = conns.get(endpoint)
+    def _checkout(self, endpoint: str, timeout: float, fresh: bool) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = None
+        if not fresh:
+            with self._lock:
+                pool = self._idle.get(endpoint)
+                if pool:
+                    conn = pool.pop()
         if conn is None:
             url = urllib.parse.urlsplit(endpoint)
             host, port = url.hostname or "127.0.0.1", url.port or 2379
@@ -129,19 +133,18 @@ class EtcdClient:
                 conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._ctx)
             else:
                 conn = http.client.HTTPConnection(host, port, timeout=timeout)
-            conns[endpoint] = conn
-            with self._lock:
-                self._all.append(conn)
         conn.timeout = timeout
         if conn.sock is not None:
             conn.sock.settimeout(timeout)
         return conn
 
-    def _drop(self, endpoint: str) -> None:
-        conns: dict[str, http.client.HTTPConnection] = self._local.__dict__.get("conns", {})
-        conn = conns.pop(endpoint, None)
-        if conn is not None:
-            conn.close()
+    def _checkin(self, endpoint: str, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            pool = self._idle.setdefault(endpoint, [])
+            if len(pool) < 16:
+                pool.append(conn)
+                return
+        conn.close()
 
     def call(self, path: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """POST ``body`` to ``path`` on the first endpoint that answers; return the JSON reply."""
@@ -154,21 +157,22 @@ class EtcdClient:
             idx = (start + i) % n
             endpoint = self.endpoints[idx]
             for attempt in range(2):  # a stale keep-alive connection gets one fresh retry
-                conn = self._connection(endpoint, timeout)
+                conn = self._checkout(endpoint, timeout, fresh=attempt > 0)
                 try:
                     conn.request("POST", path, payload, {"Content-Type": "application/json"})
                     resp = conn.getresponse()
                     raw = resp.read()
                 except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-                    self._drop(endpoint)
+                    conn.close()
                     if attempt == 0:
                         continue
                     errors.append(f"{endpoint}: {exc}")
                     break
                 except (OSError, http.client.HTTPException) as exc:
-                    self._drop(endpoint)
+                    conn.close()
                     errors.append(f"{endpoint}: {exc or type(exc).__name__}")
                     break
+                self._checkin(endpoint, conn)
                 doc: dict[str, Any] = json.loads(raw or b"{}") if raw else {}
                 if resp.status != 200 or "error" in doc:
                     msg = str(doc.get("error") or doc.get("message") or f"HTTP {resp.status}")
@@ -261,9 +265,9 @@ class EtcdClient:
         single = EtcdClient.__new__(EtcdClient)
         single.__dict__.update(self.__dict__)
         single.endpoints = [endpoint]
-        single._local = threading.local()
         single._preferred = 0
-        single._all = []
+        single._lock = threading.Lock()
+        single._idle = {}
         try:
             return single.call("/v3/maintenance/status", {}, timeout)
         finally:
