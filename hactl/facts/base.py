@@ -90,6 +90,12 @@ def fingerprint_hex(text: str) -> str | None:
     return ":".join(digits[i : i + 2] for i in range(0, 64, 2))
 
 
+def sha256_of(text: str | None) -> str | None:
+    """``sha256sum < FILE`` prints ``<hex>  -``: the hex digest, or None when empty."""
+    digest = (text or "").split()
+    return digest[0].lower() if digest else None
+
+
 def is_active(state: str | None) -> bool:
     return state == "active"
 

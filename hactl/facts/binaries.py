@@ -17,14 +17,20 @@ VERSION_ARGS: dict[str, str] = {
 }
 """How each binary prints its version (first line holds it)."""
 
-_SCRIPT = r"""for b in {names}; do
+_SCRIPT = r"""__hactl_nl='
+'
+for b in {names}; do
   p=$(command -v "$b" 2>/dev/null) || continue
-  case $b in
+  (
+    case $b in
 {cases}
-  esac
-  printf '%s\t%s\t%s\n' "$b" "$p" "$(printf '%s\n' "$v" | head -n 1)"
+    esac
+    printf '%s\t%s\t%s\n' "$b" "$p" "${{v%%"$__hactl_nl"*}}"
+  ) &
 done
-:"""
+wait"""
+"""The version commands run in parallel (one short line each, written at once); the order of
+the lines does not matter to the parser."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,8 @@ class BinaryVersions(Fact[BinariesFacts]):
 
     def script(self) -> str:
         cases = "\n".join(
-            f'    {name}) v=$("$p" {args} 2>&1 </dev/null);;' for name, args in VERSION_ARGS.items()
+            f'      {name}) v=$("$p" {args} 2>&1 </dev/null);;'
+            for name, args in VERSION_ARGS.items()
         )
         return _SCRIPT.format(names=" ".join(BINARY_NAMES), cases=cases)
 

@@ -24,6 +24,7 @@ from hactl.facts.base import (
     is_enabled,
     key_values,
     sh,
+    sha256_of,
 )
 from hactl.facts.model import DataDirState, EtcdFacts, EtcdHealth, EtcdMember, EtcdStatus
 
@@ -38,11 +39,11 @@ COMMAND_TIMEOUT = "5s"
 ACTIVE_VAR = "HACTL_ETCD_ACTIVE"
 """Shell variable set by the ``etcd.files`` section and read by the etcdctl sections."""
 
-_FILES = r"""{var}=$(systemctl is-active etcd 2>/dev/null)
+_FILES = r"""( echo "enabled=$(systemctl is-enabled etcd 2>/dev/null)" ) &
+{var}=$(systemctl is-active etcd 2>/dev/null)
 echo "active={var_ref}"
-echo "enabled=$(systemctl is-enabled etcd 2>/dev/null)"
-if [ -f {unit} ]; then echo "unit_sha256=$(sha256sum < {unit} | cut -d' ' -f1)"; fi
-if [ -f {env} ]; then echo "env_sha256=$(sha256sum < {env} | cut -d' ' -f1)"; fi
+if [ -f {unit} ]; then echo "unit_sha256=$(sha256sum < {unit})"; fi
+if [ -f {env} ]; then echo "env_sha256=$(sha256sum < {env})"; fi
 if [ ! -e {data} ]; then echo data_dir=absent
 elif [ -d {data}/member ]; then echo data_dir=member
 elif [ -z "$(ls -A {data} 2>/dev/null)" ]; then echo data_dir=empty
@@ -54,7 +55,7 @@ if [ -f {ca} ]; then
     echo "ca_sha256=$(python3 -B -c 'import hashlib,ssl,sys; print(hashlib.sha256(ssl.PEM_cert_to_DER_cert(open(sys.argv[1]).read())).hexdigest())' {ca} 2>/dev/null)"
   fi
 fi
-:"""
+wait"""
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,8 @@ class EtcdFiles(Fact[EtcdFileInfo]):
         return EtcdFileInfo(
             active=is_active(kv.get("active")),
             enabled=is_enabled(kv.get("enabled")),
-            unit_sha256=kv.get("unit_sha256") or None,
-            env_sha256=kv.get("env_sha256") or None,
+            unit_sha256=sha256_of(kv.get("unit_sha256")),
+            env_sha256=sha256_of(kv.get("env_sha256")),
             data_dir_state=cast(DataDirState, state),
             ca_fingerprint=fingerprint_hex(kv["ca_sha256"]) if kv.get("ca_sha256") else None,
         )

@@ -12,7 +12,7 @@ import io
 import shlex
 from dataclasses import dataclass
 
-from hactl.facts.base import Fact, FactParseError, is_active, is_enabled, key_values
+from hactl.facts.base import Fact, FactParseError, is_active, is_enabled, key_values, sha256_of
 from hactl.facts.model import BackendServer, HAProxyFacts, ServerStatus
 
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
@@ -44,10 +44,10 @@ class HAProxyFiles(Fact[HAProxyFileInfo]):
     def script(self) -> str:
         cfg = shlex.quote(CONFIG_PATH)
         return (
+            '( echo "enabled=$(systemctl is-enabled haproxy 2>/dev/null)" ) &\n'
             'echo "active=$(systemctl is-active haproxy 2>/dev/null)"\n'
-            'echo "enabled=$(systemctl is-enabled haproxy 2>/dev/null)"\n'
-            f"if [ -f {cfg} ]; then echo \"config_sha256=$(sha256sum < {cfg} | cut -d' ' -f1)\"; fi\n"
-            ":"
+            f'if [ -f {cfg} ]; then echo "config_sha256=$(sha256sum < {cfg})"; fi\n'
+            "wait"
         )
 
     def parse(self, stdout: str) -> HAProxyFileInfo:
@@ -55,7 +55,7 @@ class HAProxyFiles(Fact[HAProxyFileInfo]):
         return HAProxyFileInfo(
             active=is_active(kv.get("active")),
             enabled=is_enabled(kv.get("enabled")),
-            config_sha256=kv.get("config_sha256") or None,
+            config_sha256=sha256_of(kv.get("config_sha256")),
         )
 
 

@@ -31,23 +31,28 @@ REQUEST_TIMEOUT = "5s"
 NO_CACHE = "/dev/null/hactl-no-cache"
 """A cache dir that cannot be created: kubectl then writes no discovery cache."""
 
-_FILES = rf"""if [ -f {ADMIN_CONF} ]; then echo admin_conf=1; fi
+_FILES = rf"""( echo "kubelet=$(systemctl is-active kubelet 2>/dev/null)" ) &
+if [ -f {ADMIN_CONF} ]; then echo admin_conf=1; fi
 if [ -f {KUBELET_CONF} ]; then echo kubelet_conf=1; fi
-echo "kubelet=$(systemctl is-active kubelet 2>/dev/null)"
-if [ -d {MANIFESTS} ]; then for f in {MANIFESTS}/*; do if [ -f "$f" ]; then echo "manifest=${{f##*/}}"; fi; done; fi
-if [ -d {PKI} ]; then (cd {PKI} && find . -type f | sort | sed 's|^\./|pki=|'); fi
-:"""
+for f in {MANIFESTS}/*; do if [ -f "$f" ]; then echo "manifest=${{f##*/}}"; fi; done
+for f in {PKI}/* {PKI}/*/*; do if [ -f "$f" ]; then echo "pki=${{f#{PKI}/}}"; fi; done
+wait"""
 
 _CERTS = rf"""if [ ! -d {PKI} ]; then echo "no {PKI}" >&2; return 100; fi
-if command -v openssl >/dev/null 2>&1; then
-  find {PKI} -type f -name '*.crt' | sort | while read -r f; do
-    printf '%s\t%s\n' "$f" "$(openssl x509 -in "$f" -noout -enddate 2>/dev/null)"
-  done
+if command -v python3 >/dev/null 2>&1; then
+  python3 -B -c 'import glob,ssl
+for p in sorted(glob.glob("{PKI}/**/*.crt", recursive=True)):
+    try:
+        print(p + "\tnotAfter=" + ssl._ssl._test_decode_cert(p)["notAfter"])
+    except Exception as exc:
+        print(p + "\terror=" + str(exc).replace("\n", " "))'
 else
-  find {PKI} -type f -name '*.crt' | sort | python3 -B -c 'import ssl,sys
-for p in sys.stdin.read().split():
-    print(p + "\tnotAfter=" + ssl._ssl._test_decode_cert(p)["notAfter"])'
+  for f in {PKI}/*.crt {PKI}/*/*.crt; do
+    if [ -f "$f" ]; then printf '%s\t%s\n' "$f" "$(openssl x509 -in "$f" -noout -enddate 2>/dev/null)"; fi
+  done
 fi"""
+"""One python3 process reads every certificate (a fork per file is slow on a busy host);
+without python3, ``openssl x509 -enddate`` per file."""
 
 
 @dataclass(frozen=True)

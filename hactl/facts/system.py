@@ -8,13 +8,18 @@ from dataclasses import dataclass
 from hactl.facts.base import Fact, FactParseError, key_values
 from hactl.facts.model import SystemFacts
 
-_SCRIPT = r"""printf 'hostname=%s\n' "$(hostname 2>/dev/null || cat /proc/sys/kernel/hostname)"
-printf 'kernel=%s\n' "$(uname -r)"
-printf 'user=%s\n' "$(id -un)"
+_SCRIPT = r"""if read -r h < /proc/sys/kernel/hostname 2>/dev/null; then echo "hostname=$h"; else echo "hostname=$(hostname)"; fi
+if read -r k < /proc/sys/kernel/osrelease 2>/dev/null; then echo "kernel=$k"; fi
+echo "user=$(id -un)"
 if command -v systemctl >/dev/null 2>&1; then echo init=systemd; fi
 if [ -r /proc/uptime ]; then read -r up _ < /proc/uptime; echo "uptime=$up"; fi
-if [ -r /etc/os-release ]; then grep -E '^(ID|VERSION_ID|PRETTY_NAME)=' /etc/os-release | sed 's/^/os./'; fi
+if [ -r /etc/os-release ]; then
+  while IFS= read -r line; do
+    case $line in ID=*|VERSION_ID=*|PRETTY_NAME=*) echo "os.$line";; esac
+  done < /etc/os-release
+fi
 :"""
+"""Shell built-ins only where possible: each fork costs on a busy host."""
 
 
 def _unquote(value: str) -> str:

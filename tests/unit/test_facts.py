@@ -85,7 +85,7 @@ CASES: list[tuple[str, Fact[Any], str, Any]] = [
     (
         "etcd files",
         etcd.EtcdFiles(),
-        "active=active\nenabled=enabled\nunit_sha256=ab12\nenv_sha256=cd34\ndata_dir=member\n"
+        "active=active\nenabled=enabled\nunit_sha256=ab12  -\nenv_sha256=cd34  -\ndata_dir=member\n"
         "ca_sha256=sha256 Fingerprint=" + ":".join(["0A"] * 32) + "\n",
         etcd.EtcdFileInfo(True, True, "ab12", "cd34", "member", ":".join(["0A"] * 32)),
     ),
@@ -265,7 +265,7 @@ def test_binaries_lines_parse() -> None:
     assert parsed.get("kubectl") is None
 
 
-def test_cert_expiry_with_real_openssl_and_the_python_fallback(tmp_path: Path) -> None:
+def test_cert_expiry_with_python_and_the_openssl_fallback(tmp_path: Path) -> None:
     pki = tmp_path / "pki"
     (pki / "etcd").mkdir(parents=True)
     for name in ("ca", "etcd/ca"):
@@ -278,7 +278,7 @@ def test_cert_expiry_with_real_openssl_and_the_python_fallback(tmp_path: Path) -
     fact = kubernetes.CertExpiry()
     script = fact.script().replace(kubernetes.PKI, str(pki))
     both = []
-    for variant in (script, script.replace("command -v openssl", "command -v no-such-openssl")):
+    for variant in (script, script.replace("command -v python3", "command -v no-such-python3")):
         out = subprocess.run(["sh", "-c", variant], capture_output=True, text=True, check=True)
         both.append(fact.parse(out.stdout))
     assert both[0] == both[1]
