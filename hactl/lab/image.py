@@ -138,9 +138,11 @@ def prepare_node(topo: Topology, node: Node, knobs: dict[str, object], files: di
                 for unit in os.listdir(os.path.join(etc_units, wants)):
                     if unit not in KEEP_ENABLED:
                         _whiteout(node, f"{etc_units}/{wants}/{unit}")
-        for target in OVERLAID:
-            if topo.state_dir.startswith(target + "/"):
-                _whiteout(node, topo.state_dir)  # the lab's keys stay invisible to nodes
+        hidden = topo.state_dir.rstrip("/")
+        if os.path.basename(os.path.dirname(hidden)) == "hactl-lab":
+            hidden = os.path.dirname(hidden)  # /var/lib/hactl-lab: no lab's keys in any node
+        if hidden.startswith(tuple(t + "/" for t in OVERLAID)):
+            _whiteout(node, hidden)
         private, public = keypair(f"root@{node.name}")
         _write(_upper_path(node, "/etc/ssh/ssh_host_ed25519_key"), private, 0o600)
         _write(_upper_path(node, "/etc/ssh/ssh_host_ed25519_key.pub"), public, 0o644)

@@ -136,6 +136,11 @@ class Lab:
                     f"{topo.state_dir} has no {os.path.basename(topo.marker)} marker; not deleting it",
                     hint="remove it by hand if it is really a lab state dir",
                 )
+            nodes_dir = os.path.join(topo.state_dir, "nodes")
+            if os.path.isdir(nodes_dir):
+                entries = [os.path.join(nodes_dir, e) for e in os.listdir(nodes_dir)]
+                with ThreadPoolExecutor(max_workers=16) as pool:
+                    list(pool.map(shutil.rmtree, entries))
             shutil.rmtree(topo.state_dir)
 
     def stop(self, name: str) -> None:

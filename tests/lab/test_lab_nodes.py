@@ -62,6 +62,14 @@ def test_cli_up_ssh_strict_isolation_and_clean_down(lab_factory: Any, lab_leftov
     assert lab.run("master02", "ls /var/lib/probe /root/probe /tmp/probe").returncode != 0
     assert not any(os.path.exists(p) for p in ("/var/lib/probe", "/root/probe"))
 
+    # nothing leaves the lab: no route out of a node, `unreachable` for the range on the machine
+    out = lab.run("worker01", "timeout 2 bash -c 'exec 3<>/dev/tcp/192.0.2.1/22' 2>&1")
+    assert out.returncode == 1 and "Network is unreachable" in out.stdout
+    routes = subprocess.run(["ip", "route", "show", "198.18.0.0/15"], capture_output=True, text=True).stdout
+    assert routes.startswith("unreachable 198.18.0.0/15")
+    # and nodes never see the lab's keys
+    assert lab.run("worker01", "ls /var/lib/hactl-lab").returncode != 0
+
     # an unknown host key is refused under strict checking
     Path(lab.known_hosts).write_text("")
     refused = _ssh(lab, "etcd01", "true")
