@@ -87,7 +87,9 @@ class EtcdPKI:
 def member_sans(host: Host) -> tuple[list[str], list[str]]:
     """``(dns_names, ip_addresses)`` for a member's server and peer certificates."""
     ips = [str(host.address), "127.0.0.1", "::1"]
-    return [host.name, "localhost"], list(dict.fromkeys(ipaddress.ip_address(ip).compressed for ip in ips))
+    return [host.name, "localhost"], list(
+        dict.fromkeys(ipaddress.ip_address(ip).compressed for ip in ips)
+    )
 
 
 def make_etcd_ca(*, key_type: pki.KeyType = "rsa", now: dt.datetime | None = None) -> pki.CertKey:
@@ -131,7 +133,8 @@ def build_etcd_pki(
     """The whole set for ``cluster``'s etcd members (a fresh CA unless ``ca`` is given)."""
     ca = ca or make_etcd_ca(key_type=key_type, now=now)
     members = {
-        host.name: issue_member(ca, host, key_type=key_type, now=now) for host in cluster.etcd_members
+        host.name: issue_member(ca, host, key_type=key_type, now=now)
+        for host in cluster.etcd_members
     }
     client = issue_apiserver_etcd_client(ca, key_type=key_type, now=now)
     return EtcdPKI(ca, members, client)
