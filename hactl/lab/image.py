@@ -106,9 +106,11 @@ def prepare_lab(topo: Topology) -> None:
         _write(topo.key_file, private, 0o600)
         _write(topo.key_file + ".pub", public, 0o644)
     os.makedirs(topo.bin_dir, exist_ok=True)
+    shims = standins.available_shims()
     for entry in os.listdir(topo.bin_dir):
-        os.unlink(os.path.join(topo.bin_dir, entry))
-    for shim, module in standins.available_shims().items():
+        if entry not in shims:  # running nodes see this dir live: replace, never empty it
+            os.unlink(os.path.join(topo.bin_dir, entry))
+    for shim, module in shims.items():
         script = f'#!/bin/sh\nPYTHONPATH={REPO_ROOT} exec /usr/bin/python3 -m {module} "$@"\n'
         _write(os.path.join(topo.bin_dir, shim), script, 0o755)
 

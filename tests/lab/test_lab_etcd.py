@@ -24,8 +24,8 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _cert(cn: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-          ips: list[str] = (), dns: list[str] = ()) -> x509.Certificate:  # type: ignore[assignment]
-    now = dt.datetime.now(dt.timezone.utc)
+          ips: tuple[str, ...] = (), dns: tuple[str, ...] = ()) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     builder = (
         x509.CertificateBuilder()
@@ -103,7 +103,7 @@ def _configure(lab: Any) -> None:
     def one(member: str) -> None:
         address = str(lab.node(member).address)
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = _cert(member, key, (ca, ca_key), ips=[address, "127.0.0.1"], dns=[member, "localhost"])
+        cert = _cert(member, key, (ca, ca_key), ips=(address, "127.0.0.1"), dns=(member, "localhost"))
         lab.put(member, f"{PKI}/ca.crt", _pem(ca))
         lab.put(member, f"{PKI}/server.crt", _pem(cert))
         lab.put(member, f"{PKI}/server.key", _key_pem(key), 0o600)
