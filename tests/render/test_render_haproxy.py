@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -121,21 +122,29 @@ class _ReadyzHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # health checks hang up early; that is not an error here
+
+
 @contextlib.contextmanager
 def tls_apiserver(
     address: str, port: int, status: int, cert: pki.CertKey, tmp: Path
-) -> Iterator[None]:
-    """A tiny HTTPS server standing in for one kube-apiserver's /readyz."""
+) -> Iterator[http.server.ThreadingHTTPServer]:
+    """A tiny HTTPS server standing in for one kube-apiserver's /readyz (``readyz_status``
+    can be changed while it runs)."""
     crt, key = pki.write_cert_key(str(tmp), f"apiserver-{address}", cert)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(crt, key)
-    server = http.server.ThreadingHTTPServer((address, port), _ReadyzHandler)
+    server = _QuietServer((address, port), _ReadyzHandler)
     server.readyz_status = status  # type: ignore[attr-defined]
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield
+        yield server
     finally:
         server.shutdown()
         server.server_close()
@@ -155,19 +164,38 @@ def servers_state(sock_path: Path) -> dict[str, int]:
     return {x.split()[3]: int(x.split()[5]) for x in lines}
 
 
-@pytest.mark.parametrize(
-    ("health", "expected"),
-    [
-        ("https-readyz", {"master01": 2, "master02": 0, "master03": 0}),
-        ("tcp", {"master01": 2, "master02": 2, "master03": 0}),
-    ],
-)
-@pytest.mark.skipif(
-    os.geteuid() != 0, reason="the rendered global section chroots and drops to user haproxy"
-)
-def test_live_haproxy_health_checks(health: str, expected: dict[str, int], tmp_path: Path) -> None:
-    """master01 ready (200), master02 up but not ready (500), master03 down.
-    https-readyz keeps only master01; tcp is fooled by master02's open port."""
+@dataclass
+class LiveLB:
+    sock_path: Path
+    front: int
+    apiservers: dict[str, http.server.ThreadingHTTPServer]
+    ca: pki.CertKey
+    cert: pki.CertKey
+
+    def wait_state(self, expected: dict[str, int], timeout: float = 20) -> float:
+        """Seconds until ``show servers state`` equals ``expected`` (fails after ``timeout``)."""
+        started = time.monotonic()
+        state: dict[str, int] = {}
+        while time.monotonic() < started + timeout:
+            if self.sock_path.exists():
+                state = servers_state(self.sock_path)
+                if state == expected:
+                    return time.monotonic() - started
+            time.sleep(0.1)
+        raise AssertionError(f"backend state {state} != {expected}")
+
+    def connect(self) -> ssl.SSLSocket:
+        """A TLS connection through the frontend, verified against the API servers' CA."""
+        client = ssl.create_default_context(cadata=self.ca.cert_pem().decode())
+        client.check_hostname = False
+        raw = socket.create_connection(("127.0.0.1", self.front), timeout=10)
+        return client.wrap_socket(raw)
+
+
+@contextlib.contextmanager
+def live_haproxy(tmp_path: Path, health: str) -> Iterator[LiveLB]:
+    """HAProxy from the rendered config in front of master01 (ready: 200), master02 (up but
+    not ready: 500) and master03 (nothing listening), all on loopback."""
     addrs = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
     api_port = free_port_on_all(addrs)
     front = free_port()
@@ -182,46 +210,67 @@ def test_live_haproxy_health_checks(health: str, expected: dict[str, int], tmp_p
     ca = pki.make_ca("kubernetes")
     cert = pki.issue(ca, "kube-apiserver", usage="server", ip_addresses=addrs[:2])
     with contextlib.ExitStack() as stack:
-        stack.enter_context(tls_apiserver(addrs[0], api_port, 200, cert, tmp_path))
-        stack.enter_context(tls_apiserver(addrs[1], api_port, 500, cert, tmp_path))
+        servers = {
+            "master01": stack.enter_context(tls_apiserver(addrs[0], api_port, 200, cert, tmp_path)),
+            "master02": stack.enter_context(tls_apiserver(addrs[1], api_port, 500, cert, tmp_path)),
+        }
         proc = subprocess.Popen(
-            ["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            ["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            deadline = time.monotonic() + 20
-            state: dict[str, int] = {}
-            while time.monotonic() < deadline:
-                if sock_path.exists():
-                    state = servers_state(sock_path)
-                    if state == expected:
-                        break
-                time.sleep(0.3)
-            assert state == expected
-            if health == "https-readyz":
-                # TLS passes through untouched: the client sees the API server's own certificate.
-                ca_file = tmp_path / "ca.crt"
-                ca_file.write_bytes(ca.cert_pem())
-                client = ssl.create_default_context(cafile=str(ca_file))
-                client.check_hostname = False
-                with (
-                    socket.create_connection(("127.0.0.1", front), timeout=5) as raw,
-                    client.wrap_socket(raw) as tls,
-                ):
-                    tls.sendall(b"GET /readyz HTTP/1.0\r\n\r\n")
-                    assert tls.recv(100).startswith(b"HTTP/1.0 200")
-                    peer = tls.getpeercert(binary_form=True)
-                    assert peer is not None and peer == ssl.PEM_cert_to_DER_cert(
-                        cert.cert_pem().decode()
-                    )
+            yield LiveLB(sock_path, front, servers, ca, cert)
         finally:
-            proc.terminate()
+            proc.terminate()  # by PID, the one we started
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            assert proc.stderr is not None
-            proc.stderr.close()
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the rendered global section chroots and drops to user haproxy"
+)
+
+
+@needs_root
+@pytest.mark.parametrize(
+    ("health", "expected"),
+    [
+        ("https-readyz", {"master01": 2, "master02": 0, "master03": 0}),
+        ("tcp", {"master01": 2, "master02": 2, "master03": 0}),
+    ],
+)
+def test_live_haproxy_health_checks(health: str, expected: dict[str, int], tmp_path: Path) -> None:
+    """https-readyz keeps only master01; tcp is fooled by master02's open port."""
+    with live_haproxy(tmp_path, health) as lb:
+        lb.wait_state(expected)
+        if health == "https-readyz":
+            # TLS passes through untouched: the client sees the API server's own certificate.
+            with lb.connect() as tls:
+                tls.sendall(b"GET /readyz HTTP/1.0\r\n\r\n")
+                assert tls.recv(100).startswith(b"HTTP/1.0 200")
+                peer = tls.getpeercert(binary_form=True)
+                assert peer == ssl.PEM_cert_to_DER_cert(lb.cert.cert_pem().decode())
+
+
+@needs_root
+def test_live_failover_is_fast_and_cuts_sessions(tmp_path: Path) -> None:
+    """master01 stops being ready while a client holds a connection to it: HAProxy marks it down
+    within a few seconds (inter 2s, fastinter 1s, fall 2) and closes that session
+    (on-marked-down shutdown-sessions), so the client reconnects instead of hanging."""
+    with live_haproxy(tmp_path, "https-readyz") as lb:
+        lb.wait_state({"master01": 2, "master02": 0, "master03": 0})
+        with lb.connect() as held:  # an idle stream to master01, like a watch
+            lb.apiservers["master01"].readyz_status = 500  # type: ignore[attr-defined]
+            took = lb.wait_state({"master01": 0, "master02": 0, "master03": 0})
+            assert took < 6, f"marked down after {took:.1f}s"
+            held.settimeout(5)  # a timeout here (TimeoutError) fails the test
+            with contextlib.suppress(ConnectionResetError, ssl.SSLError):
+                assert held.recv(100) == b""  # closed by HAProxy
+        lb.apiservers["master02"].readyz_status = 200  # another master recovers
+        took = lb.wait_state({"master01": 0, "master02": 2, "master03": 0})
+        assert took < 10, f"back up after {took:.1f}s"
 
 
 def test_config_file() -> None:
