@@ -264,7 +264,7 @@ def test_live_failover_is_fast_and_cuts_sessions(tmp_path: Path) -> None:
         with lb.connect() as held:  # an idle stream to master01, like a watch
             lb.apiservers["master01"].readyz_status = 500  # type: ignore[attr-defined]
             took = lb.wait_state({"master01": 0, "master02": 0, "master03": 0})
-            assert took < 6, f"marked down after {took:.1f}s"
+            assert took < 8, f"marked down after {took:.1f}s"  # typically 2-4 s
             held.settimeout(5)  # a timeout here (TimeoutError) fails the test
             with contextlib.suppress(ConnectionResetError, ssl.SSLError):
                 assert held.recv(100) == b""  # closed by HAProxy
