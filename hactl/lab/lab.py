@@ -111,7 +111,7 @@ class Lab:
         self._boot(down, timeout)
 
     def _boot(self, nodes: list[Node], timeout: float | None) -> None:
-        limit = timeout if timeout is not None else 30.0 + 0.3 * len(nodes)
+        limit = timeout if timeout is not None else 60.0 + 0.5 * len(nodes)
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(boot.boot, nodes))
         boot.wait_booted(nodes, limit)
@@ -148,7 +148,7 @@ class Lab:
         check_host(packages=False)
         boot.kill([self.node(name)])
 
-    def start(self, name: str, timeout: float = 30.0) -> None:
+    def start(self, name: str, timeout: float = 60.0) -> None:
         """Boot a stopped node again (sshd, then enabled units)."""
         check_host()
         node = self.node(name)

@@ -233,6 +233,8 @@ class Supervisor:
             with self.lock:
                 if svc.main_pid is not None or (svc.state == "active" and svc.sub == "exited"):
                     return 0, ""
+                if _auto and (svc.sub != "auto-restart" or svc.stopping):
+                    return 0, ""  # stopped (or started) while the restart timer was firing
                 if not _auto and svc.restart_timer is not None:
                     svc.restart_timer.cancel()
                 svc.stopping = False

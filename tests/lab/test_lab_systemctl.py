@@ -110,5 +110,11 @@ def test_systemctl_stand_in(lab_factory: Any) -> None:
     assert _sh(lab, node, "systemctl is-enabled sleeper").stdout == "disabled\n"
     assert _sh(lab, node, "test -e /etc/systemd/system/multi-user.target.wants/sleeper.service").returncode == 1
 
+    # anyone may ask, only root may change things
+    nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups systemctl"
+    assert _sh(lab, node, f"{nobody} is-active ssh").stdout == "active\n"
+    denied = _sh(lab, node, f"{nobody} stop ssh")
+    assert denied.returncode == 1 and "Access denied" in denied.stderr
+
     # the machine's enabled units are not enabled in a fresh node; ssh is
     assert _sh(lab, node, "systemctl is-enabled etcd haproxy ssh").stdout == "disabled\ndisabled\nenabled\n"
