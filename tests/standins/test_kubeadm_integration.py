@@ -236,3 +236,80 @@ def test_kubelet_stop_leaves_pods_running_and_restart_adopts(node: Node) -> None
     assert not any((node.root / "etc/kubernetes/manifests").iterdir())
     assert not (node.root / "etc/kubernetes/admin.conf").exists()
     assert node.pod_pids() == {}
+
+
+def join_config(tmp: Path, joiner: Node, first: Node, token: str, ca_hash: str, key: str) -> Path:
+    path = tmp / f"{joiner.name}-join.yaml"
+    path.write_text(yaml.safe_dump_all([
+        {"apiVersion": "kubeadm.k8s.io/v1beta3", "kind": "JoinConfiguration",
+         "discovery": {"bootstrapToken": {"apiServerEndpoint": f"127.0.0.1:{first.port}", "token": token,
+                                          "caCertHashes": [ca_hash]}},
+         "nodeRegistration": {"name": joiner.name},
+         "controlPlane": {"localAPIEndpoint": {"advertiseAddress": "127.0.0.1", "bindPort": joiner.port},
+                          "certificateKey": key}},
+        {"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+         "healthzPort": joiner.healthz},
+    ]))
+    return path
+
+
+@pytest.fixture
+def trio(tmp_path: Path, pki: PKI, etcd1: Etcd) -> Iterator[tuple[Node, Node, Node]]:
+    nodes = tuple(Node(tmp_path, pki, etcd1, f"master0{i}") for i in (1, 2, 3))
+    try:
+        yield nodes  # type: ignore[misc]
+    finally:
+        for n in reversed(nodes):
+            n.stop_kubelet()
+            n.kill_pods()
+
+
+def test_control_plane_join_pins_the_ca_and_needs_the_right_key(tmp_path: Path,
+                                                               trio: tuple[Node, Node, Node]) -> None:
+    first, second, third = trio
+    # master02 holds no PKI of its own: everything comes from kubeadm-certs
+    shutil.rmtree(second.root / "etc/kubernetes/pki")
+    init = first.kubeadm_with_kubelet("init", "--config", str(first.config), "--upload-certs")
+    assert init.returncode == 0, init.stdout + init.stderr
+    key = init.stdout.split("[upload-certs] Using certificate key:\n", 1)[1].split("\n", 1)[0]
+    token = init.stdout.split("--token ", 1)[1].split()[0]
+    ca_hash = init.stdout.split("--discovery-token-ca-cert-hash ", 1)[1].split()[0]
+
+    # a CA pin that does not match: refused before anything is written
+    bad_pin = second.kubeadm("join", "--config",
+                             str(join_config(tmp_path, second, first, token, "sha256:" + "0" * 64, key)))
+    assert bad_pin.returncode == 1
+    assert ("couldn't validate the identity of the API Server: cluster CA found in cluster-info ConfigMap "
+            f'is invalid: none of the public keys "{ca_hash}" are pinned') in bad_pin.stderr
+    # a wrong certificate key: AES-GCM authentication fails, like the real kubeadm
+    wrong = second.kubeadm("join", "--config",
+                           str(join_config(tmp_path, second, first, token, ca_hash, "ab" * 32)))
+    assert wrong.returncode == 1
+    assert ("error execution phase control-plane-prepare/download-certs: error downloading certs: "
+            "error decoding secret data with provided key: cipher: message authentication failed") in wrong.stderr
+    assert not (second.root / "etc/kubernetes/pki/ca.key").exists()
+
+    # the right key: master02 joins, its own API server serves, both nodes are control-plane
+    ok = second.kubeadm_with_kubelet("join", "--config",
+                                     str(join_config(tmp_path, second, first, token, ca_hash, key)))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "This node has joined the cluster and a new control plane instance was created" in ok.stdout
+    assert (second.root / "etc/kubernetes/pki/ca.key").read_bytes() == \
+        (first.root / "etc/kubernetes/pki/ca.key").read_bytes()
+
+    def both_ready() -> bool:
+        r = first.kubectl("get", "nodes", "-l", "node-role.kubernetes.io/control-plane", "-o", "json")
+        items = json.loads(r.stdout)["items"] if r.returncode == 0 else []
+        ready = {i["metadata"]["name"] for i in items for c in i["status"]["conditions"]
+                 if c["type"] == "Ready" and c["status"] == "True"}
+        return ready == {"master01", "master02"}
+    wait_for(both_ready, 30, "two Ready control-plane nodes")
+
+    # once kubeadm-certs has expired (15 s here, 2 h for real), a join fails like the real one
+    def certs_gone() -> bool:
+        return "NotFound" in first.kubectl("-n", "kube-system", "get", "secret", "kubeadm-certs").stderr
+    wait_for(certs_gone, 60, "kubeadm-certs expired")
+    late = third.kubeadm("join", "--config", str(join_config(tmp_path, third, first, token, ca_hash, key)))
+    assert late.returncode == 1
+    assert 'Secret "kubeadm-certs" was not found in the "kube-system" Namespace. This Secret might have expired.' \
+        in late.stderr

@@ -247,13 +247,15 @@ def write_control_plane_manifests(cfg: Config) -> None:
         write_manifest(name, build(cfg))
 
 
-def kubelet_configuration(cfg: Config) -> dict[str, Any]:
+def kubelet_configuration(cfg: Config, *, local: bool = True) -> dict[str, Any]:
+    """The KubeletConfiguration; ``local`` relocates its paths for this node (HACTL_LAB_ROOT), the
+    copy stored in the kubelet-config ConfigMap keeps the in-node paths."""
     doc: dict[str, Any] = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
         "authentication": {"anonymous": {"enabled": False},
                            "webhook": {"cacheTTL": "0s", "enabled": True},
-                           "x509": {"clientCAFile": P("/etc/kubernetes/pki/ca.crt")}},
+                           "x509": {"clientCAFile": "/etc/kubernetes/pki/ca.crt"}},
         "authorization": {"mode": "Webhook"},
         "cgroupDriver": "systemd",
         "clusterDNS": [first_service_ip(cfg.service_subnet).rsplit(".", 1)[0] + ".10"],
@@ -261,9 +263,14 @@ def kubelet_configuration(cfg: Config) -> dict[str, Any]:
         "healthzBindAddress": "127.0.0.1",
         "healthzPort": 10248,
         "rotateCertificates": True,
-        "staticPodPath": P(MANIFESTS_DIR),
+        "staticPodPath": MANIFESTS_DIR,
     }
     doc.update({k: v for k, v in cfg.kubelet_config.items() if k not in ("apiVersion", "kind")})
+    if local:
+        doc["staticPodPath"] = P(str(doc["staticPodPath"]))
+        x509 = (doc.get("authentication") or {}).get("x509") or {}
+        if x509.get("clientCAFile"):
+            x509["clientCAFile"] = P(str(x509["clientCAFile"]))
     return doc
 
 

@@ -130,7 +130,7 @@ def upload_config(api: Api, cfg: Config) -> None:
     api.apply(ns_path("kube-system", "configmaps"),
               {"apiVersion": "v1", "kind": "ConfigMap",
                "metadata": {"name": "kubelet-config", "namespace": "kube-system"},
-               "data": {"kubelet": yaml.safe_dump(kubelet_configuration(cfg), sort_keys=False)}})
+               "data": {"kubelet": yaml.safe_dump(kubelet_configuration(cfg, local=False), sort_keys=False)}})
 
 
 def bootstrap_tokens(api: Api, cfg: Config) -> str:
