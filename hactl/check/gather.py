@@ -25,8 +25,8 @@ def api_script(cluster: Cluster) -> str:
     readyz = shlex.join([*kubectl, "--server", server, "get", "--raw", "/readyz"])
     leases = shlex.join([*kubectl, "get", "lease", "-n", "kube-system", "-o", "json"])
     return (
-        f"echo '@@readyz'; {readyz} 2>&1; echo \"@@rc $?\"\n"
-        f"echo '@@leases'; {leases} 2>&1; echo \"@@rc $?\"\n"
+        f"echo '@@readyz'; {readyz} 2>&1; rc=$?; echo; echo \"@@rc $rc\"\n"
+        f"echo '@@leases'; {leases} 2>&1; rc=$?; echo; echo \"@@rc $rc\"\n"
         "echo '@@now'; date -u +%s\n"
     )
 

@@ -370,3 +370,17 @@ async def test_gather_reports_readyz_failure(cluster: Cluster) -> None:
     assert "connection refused" in gathered.api.detail
     assert gathered.leases is None and gathered.leases_error == "error: the server is unavailable"
     assert "kubectl --kubeconfig /etc/kubernetes/admin.conf" in api_script(cluster)
+
+
+def test_api_script_output_parses_when_kubectl_prints_no_newline(cluster: Cluster) -> None:
+    """``kubectl get --raw /readyz`` prints ``ok`` without a newline: the sections still split."""
+    import subprocess
+
+    stub = 'kubectl() { case "$*" in *readyz*) printf ok;; *lease*) printf \'{"items": []}\';; esac; }\n'
+    out = subprocess.run(
+        ["/bin/sh", "-c", stub + api_script(cluster)], capture_output=True, text=True, check=True
+    ).stdout
+    sections = parse_api_output(out)
+    assert sections["readyz"] == (0, "ok")
+    assert sections["leases"] == (0, '{"items": []}')
+    assert sections["now"][1].isdigit()
