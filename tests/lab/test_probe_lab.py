@@ -80,3 +80,111 @@ def test_probe_fresh_lab_reads_every_node_and_writes_nothing(lab_factory: Any) -
         assert k8s.cluster is None
     assert observed.first_initialised_master(["master01", "master02", "master03"]) is None
     print(f"probe of {len(names)} nodes: {elapsed:.2f}s")
+
+
+def _bring_up_etcd_and_lb(lab: Any, cluster: Any) -> tuple[str, str]:
+    """By hand, with hactl's renderers (no apply): TLS etcd on the three members, HAProxy on
+    the LB. Returns (the etcd CA's SHA-256 fingerprint, sha256 of the rendered haproxy.cfg)."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cryptography.hazmat.primitives import hashes
+
+    from hactl.render import etcd as render_etcd
+    from hactl.render.etcd_pki import build_etcd_pki
+    from hactl.render.haproxy import CONFIG_PATH, render_haproxy_cfg
+
+    pki = build_etcd_pki(cluster, key_type="ecdsa")
+    members = [h.name for h in cluster.etcd_members]
+    for name in members:
+        for f in pki.member_files(name):
+            lab.put(name, f.path, f.reveal(), f.mode)
+        lab.put(name, render_etcd.ENV_PATH, render_etcd.render_etcd_env(cluster, name))
+        lab.put(name, render_etcd.UNIT_PATH, render_etcd.render_etcd_unit(cluster))
+        assert lab.systemctl(name, "daemon-reload")[0] == 0
+
+    def start(name: str) -> tuple[int, str, str]:
+        return lab.systemctl(name, "enable", "--now", "etcd")  # type=notify: all together
+
+    with ThreadPoolExecutor(len(members)) as pool:
+        for name, (rc, _, err) in zip(members, pool.map(start, members), strict=True):
+            assert rc == 0, f"{name}: {err}"
+    cfg = render_haproxy_cfg(cluster)
+    lab.put("lb01", CONFIG_PATH, cfg)
+    rc, _, err = lab.systemctl("lb01", "restart", "haproxy")
+    assert rc == 0, err
+    ca = ":".join(f"{b:02X}" for b in pki.ca.cert.fingerprint(hashes.SHA256()))
+    return ca, hashlib.sha256(cfg.encode()).hexdigest()
+
+
+def test_probe_running_etcd_and_lb_then_a_node_down_and_one_cut_off(lab_factory: Any) -> None:
+    lab = lab_factory()
+    cluster = load_cluster(lab.spec_file)
+    ca_fingerprint, cfg_sha = _bring_up_etcd_and_lb(lab, cluster)
+    members = ["etcd01", "etcd02", "etcd03"]
+    masters = ["master01", "master02", "master03"]
+
+    # HAProxy logs its first health checks by itself: let it settle (all masters DOWN) first
+    log = "/var/log/hactl-lab/haproxy.service.log"
+    deadline = time.monotonic() + 30
+    while "has no server available" not in lab.run("lb01", f"cat {log}").stdout:
+        assert time.monotonic() < deadline, "haproxy never marked the masters down"
+        time.sleep(0.2)
+    names = [h.name for h in cluster.all_hosts()]
+    before = snapshot(lab, names)
+    observed = asyncio.run(probe_cluster(cluster))
+    after = snapshot(lab, names)
+    for name in names:
+        # a running etcd writes its own data dir and log; everything else must stay as it was
+        own = ("/var/lib/etcd", "/var/log/hactl-lab/etcd.service.log") if name in members else ()
+        moved = [c for c in changes(before[name][0], after[name][0]) if not c[2:].startswith(own)]
+        assert moved == [], f"{name}: the probe wrote files"
+        assert changes(before[name][1], after[name][1]) == [], f"{name}: processes changed"
+
+    assert observed.unreachable() == []
+    views = observed.etcd_member_views()
+    assert set(views) == set(members)
+    agreed = observed.etcd_members()
+    assert agreed is not None and sorted(m.name for m in agreed) == members
+    assert all(m.started and not m.is_learner for m in agreed)
+    ids = set()
+    for name in members:
+        etcd = observed[name].etcd
+        assert etcd is not None, observed[name].section_errors
+        assert etcd.active and etcd.enabled and etcd.unit_present and etcd.env_present
+        assert etcd.data_dir_state == "member"
+        assert etcd.initial_cluster_state == "new"
+        assert etcd.env["ETCD_NAME"] == name
+        assert etcd.ca_fingerprint == ca_fingerprint
+        assert etcd.health is not None and etcd.health.healthy, etcd.health
+        assert etcd.status is not None and etcd.status.version == "3.4.23"
+        assert etcd.server_version == "3.4.23"
+        assert etcd.registry_keys == 0 and etcd.has_registry_data is False
+        assert etcd.query_error is None
+        assert observed.etcd_healthy(name)
+        ids.add(etcd.status.member_id)
+        assert etcd.members == views["etcd01"]
+    assert ids == {m.id for m in agreed}
+    lb = observed["lb01"].haproxy
+    assert lb is not None and lb.active and lb.config_present
+    assert lb.config_sha256 == cfg_sha
+    assert lb.stats_error is None
+    assert lb.backend("k8s-api-backend") == dict.fromkeys(masters, "DOWN")  # no API servers yet
+    fingerprints = observed.fingerprint()
+    again = asyncio.run(probe_cluster(cluster))
+    assert again.fingerprint() == fingerprints  # stable while nothing changes
+
+    lab.stop("etcd03")  # power off
+    lab.partition("lb01")  # link cut: connect times out
+    started = time.monotonic()
+    degraded = asyncio.run(probe_cluster(cluster))
+    elapsed = time.monotonic() - started
+    assert degraded.unreachable() == ["etcd03", "lb01"]
+    assert elapsed < cluster.ssh.connect_timeout + 30
+    assert "etcd03" in (degraded["etcd03"].error or "")
+    assert "lb01" in (degraded["lb01"].error or "") or "198." in (degraded["lb01"].error or "")
+    survivors = degraded.etcd_members()
+    assert survivors is not None and sorted(m.name for m in survivors) == members
+    assert degraded.etcd_healthy("etcd01") and degraded.etcd_healthy("etcd02")  # 2 of 3: quorum
+    changed = {h for h, fp in degraded.fingerprint().items() if fp != fingerprints[h]}
+    assert {"etcd03", "lb01"} <= changed
