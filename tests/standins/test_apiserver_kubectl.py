@@ -4,7 +4,10 @@ with a client certificate in group system:masters, objects stored in a real TLS 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -154,3 +157,37 @@ def test_objects_live_in_etcd(apiserver: Apiserver, admin: Client) -> None:
     assert "/registry/minions/master01" in keys
     assert "/registry/namespaces/kube-system" in keys
     assert any(k.startswith("/registry/leases/kube-system/apiserver-") for k in keys)
+
+
+def test_watch_with_kubectl_wait_and_get_w(apiserver: Apiserver, admin: Client) -> None:
+    node = _node("master01", False, True)
+    admin.create("/api/v1/nodes", node)
+    waiter = subprocess.Popen([*_kubectl_base(apiserver), "wait", "--for=condition=Ready",
+                               "node/master01", "--timeout=20s"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={"HOME": str(apiserver.pki.dir)})
+    watcher = subprocess.Popen([*_kubectl_base(apiserver), "get", "configmaps", "-n", "default",
+                                "-w", "--output-watch-events", "--no-headers"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={"HOME": str(apiserver.pki.dir)})
+    try:
+        time.sleep(1.5)
+        admin.patch("/api/v1/nodes/master01/status", {"status": {"conditions": [
+            {"type": "Ready", "status": "True", "reason": "KubeletReady",
+             "lastHeartbeatTime": NOW, "lastTransitionTime": NOW}]}})
+        out, err = waiter.communicate(timeout=30)
+        assert waiter.returncode == 0, err
+        assert "node/master01 condition met" in out
+        admin.create(ns_path("configmaps", "default"), {"metadata": {"name": "w1"}})
+        admin.patch(ns_path("configmaps", "default", "w1"), {"data": {"a": "b"}})
+        admin.delete(ns_path("configmaps", "default", "w1"))
+        time.sleep(1.5)
+    finally:
+        for proc in (waiter, watcher):
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+    watched, watch_err = watcher.communicate(timeout=10)
+    waiter.communicate(timeout=10)
+    events = [line.split()[:3] for line in watched.splitlines()]
+    assert events == [["ADDED", "w1", "0"], ["MODIFIED", "w1", "1"],
+                      ["DELETED", "w1", "1"]], watched + watch_err

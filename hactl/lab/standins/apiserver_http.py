@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import http.server
 import json
 import ssl
@@ -12,7 +11,8 @@ from typing import Any
 
 from . import apiserver_resources as res
 from .apiserver_auth import Identity, Unauthorized, authenticate, authorize, forbidden_message
-from .apiserver_store import ApiError, Store, merge_patch
+from .apiserver_store import ApiError, Store, json_patch, merge_patch
+from .apiserver_watch import stream_watch
 from .etcd_kv import EtcdClient, EtcdError
 
 __all__ = ["Server", "TLSServer"]
@@ -256,7 +256,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise ApiError(403, forbidden_message(ident, verb, r.name, r.group, ns, name, self.path),
                            details={"name": name or "", "group": r.group, "kind": r.name})
         if verb == "watch":
-            raise ApiError(405, "watch is not supported by the hactl lab stand-in")
+            self._watch(r, ns, name, query)
+            return
         if verb == "list":
             self._list(r, ns, query)
         elif verb == "get":
@@ -297,6 +298,36 @@ class Handler(http.server.BaseHTTPRequestHandler):
             opts = _load(body) if body.strip() else {}
             uid = (opts.get("preconditions") or {}).get("uid")
             self._json(200, store.delete(r, ns, name, uid))
+
+    def _watch(self, r: res.Resource, ns: str | None, name: str | None,
+               query: dict[str, str]) -> None:
+        if name is not None:
+            query = {**query, "fieldSelector": ",".join(
+                x for x in (query.get("fieldSelector"), f"metadata.name={name}") if x)}
+        try:  # reject a malformed selector before the stream starts
+            res.match_labels(query.get("labelSelector", ""), {})
+            res.match_fields(query.get("fieldSelector", ""), {})
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from exc
+        def begin() -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Cache-Control", "no-cache, private")
+            self.end_headers()
+
+        def write(data: bytes) -> None:
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
+        try:
+            stream_watch(self.server.app.store, r, ns, query,
+                         "as=Table" in (self.headers.get("Accept") or ""), begin, write,
+                         self.connection)
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (OSError, ValueError):
+            self.close_connection = True
 
     def _list(self, r: res.Resource, ns: str | None, query: dict[str, str]) -> None:
         items, rv = self.server.app.store.list(r, ns)
@@ -355,44 +386,3 @@ def _load(body: bytes, allow_list: bool = False) -> Any:
     if not isinstance(doc, dict) and not (allow_list and isinstance(doc, list)):
         raise ApiError(400, "the body of the request was in an unknown format")
     return doc
-
-
-def _pointer(path: str) -> list[str]:
-    return [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
-
-
-def json_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
-    """RFC 6902 (add, remove, replace, test) — enough for kubectl and client-go users."""
-    out = copy.deepcopy(doc)
-    for op in ops:
-        parts = _pointer(str(op.get("path", "")))
-        if not parts:
-            raise ApiError(422, "json patch: empty path", "Invalid")
-        parent: Any = out
-        for p in parts[:-1]:
-            parent = parent[int(p)] if isinstance(parent, list) else parent.setdefault(p, {})
-        last, kind = parts[-1], op.get("op")
-        try:
-            if kind == "test":
-                cur = parent[int(last)] if isinstance(parent, list) else parent.get(last)
-                if cur != op.get("value"):
-                    raise ApiError(422, f"json patch: test failed at {op.get('path')}", "Invalid")
-            elif kind in ("add", "replace"):
-                if isinstance(parent, list):
-                    idx = len(parent) if last == "-" else int(last)
-                    if kind == "add":
-                        parent.insert(idx, op.get("value"))
-                    else:
-                        parent[idx] = op.get("value")
-                else:
-                    parent[last] = op.get("value")
-            elif kind == "remove":
-                del parent[int(last) if isinstance(parent, list) else last]
-            else:
-                raise ApiError(422, f"json patch: unsupported op {kind!r}", "Invalid")
-        except (KeyError, IndexError, ValueError, TypeError) as exc:
-            raise ApiError(422, f"json patch: cannot {kind} {op.get('path')}: {exc}",
-                           "Invalid") from exc
-    return out
-
-

@@ -16,7 +16,7 @@ from typing import Any
 from .apiserver_resources import RESOURCES, Resource
 from .etcd_kv import KV, EtcdClient, EtcdError
 
-__all__ = ["ApiError", "Store", "merge_patch", "now_rfc3339", "status_object"]
+__all__ = ["ApiError", "Store", "json_patch", "merge_patch", "now_rfc3339", "status_object"]
 
 CORE_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
@@ -81,7 +81,7 @@ class Store:
         self._ns = next(r for r in RESOURCES if r.name == "namespaces")
 
     @staticmethod
-    def _decode(r: Resource, kv: KV) -> dict[str, Any]:
+    def decode(r: Resource, kv: KV) -> dict[str, Any]:
         obj: dict[str, Any] = json.loads(kv.value)
         obj["kind"], obj["apiVersion"] = r.kind, r.group_version
         obj.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
@@ -100,7 +100,7 @@ class Store:
             raise _storage_error(exc) from exc
         if kv is None:
             raise _not_found(r, name)
-        return self._decode(r, kv)
+        return self.decode(r, kv)
 
     def find(self, r: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
@@ -115,7 +115,7 @@ class Store:
             kvs, rev = self.etcd.range_prefix(r.key(namespace, None))
         except EtcdError as exc:
             raise _storage_error(exc) from exc
-        return [self._decode(r, kv) for kv in kvs], str(rev)
+        return [self.decode(r, kv) for kv in kvs], str(rev)
 
     def _require_namespace(self, r: Resource, namespace: str | None) -> None:
         if r.namespaced and self.find(self._ns, None, namespace or "") is None:
@@ -223,3 +223,44 @@ class Store:
                 except ApiError as exc:
                     if exc.code != 409:
                         raise
+
+
+def _pointer(path: str) -> list[str]:
+    return [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
+
+
+def json_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """RFC 6902 (add, remove, replace, test) — enough for kubectl and client-go users."""
+    out = copy.deepcopy(doc)
+    for op in ops:
+        parts = _pointer(str(op.get("path", "")))
+        if not parts:
+            raise ApiError(422, "json patch: empty path", "Invalid")
+        parent: Any = out
+        for p in parts[:-1]:
+            parent = parent[int(p)] if isinstance(parent, list) else parent.setdefault(p, {})
+        last, kind = parts[-1], op.get("op")
+        try:
+            if kind == "test":
+                cur = parent[int(last)] if isinstance(parent, list) else parent.get(last)
+                if cur != op.get("value"):
+                    raise ApiError(422, f"json patch: test failed at {op.get('path')}", "Invalid")
+            elif kind in ("add", "replace"):
+                if isinstance(parent, list):
+                    idx = len(parent) if last == "-" else int(last)
+                    if kind == "add":
+                        parent.insert(idx, op.get("value"))
+                    else:
+                        parent[idx] = op.get("value")
+                else:
+                    parent[last] = op.get("value")
+            elif kind == "remove":
+                del parent[int(last) if isinstance(parent, list) else last]
+            else:
+                raise ApiError(422, f"json patch: unsupported op {kind!r}", "Invalid")
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            raise ApiError(422, f"json patch: cannot {kind} {op.get('path')}: {exc}",
+                           "Invalid") from exc
+    return out
+
+

@@ -13,15 +13,17 @@ It runs under Debian's ``/usr/bin/python3`` on lab nodes: standard library only.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import http.client
 import json
+import socket
 import ssl
 import threading
 import urllib.parse
 from typing import Any
 
-__all__ = ["KV", "EtcdClient", "EtcdError", "EtcdUnavailable", "prefix_end"]
+__all__ = ["KV", "EtcdClient", "EtcdError", "EtcdUnavailable", "Watch", "WatchEvent", "prefix_end"]
 
 
 class EtcdError(Exception):
@@ -272,3 +274,66 @@ class EtcdClient:
             return single.call("/v3/maintenance/status", {}, timeout)
         finally:
             single.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchEvent:
+    type: str  # "PUT" or "DELETE"
+    kv: KV
+    prev: KV | None
+
+
+class Watch:
+    """An etcd watch over the gateway's streaming ``/v3/watch`` (newline-delimited JSON).
+
+    ``next_batch()`` blocks until etcd sends events; ``close()`` (from any thread) ends it.
+    """
+
+    def __init__(self, client: EtcdClient, prefix: str, start_revision: int,
+                 connect_timeout: float = 5.0) -> None:
+        body = json.dumps({"create_request": {
+            "key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
+            "start_revision": str(start_revision), "prev_kv": True}}).encode()
+        errors: list[str] = []
+        for endpoint in client.endpoints:
+            conn = client._checkout(endpoint, connect_timeout, fresh=True)
+            try:
+                conn.request("POST", "/v3/watch", body, {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                if resp.status != 200:
+                    raise OSError(f"HTTP {resp.status}")
+                first = json.loads(resp.readline() or b"{}").get("result") or {}
+                if not first.get("created"):
+                    raise OSError(f"watch not created: {first}")
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                conn.close()
+                errors.append(f"{endpoint}: {exc}")
+                continue
+            if conn.sock is not None:
+                conn.sock.settimeout(None)
+            self.conn, self.resp = conn, resp
+            return
+        raise EtcdUnavailable("etcd watch unavailable: " + "; ".join(errors))
+
+    def next_batch(self) -> list[WatchEvent] | None:
+        """The next events (possibly empty for progress notifications); None when it ended."""
+        try:
+            line = self.resp.readline()
+        except (OSError, ValueError, http.client.HTTPException):
+            return None
+        if not line:
+            return None
+        result = json.loads(line).get("result") or {}
+        if result.get("canceled") or result.get("compact_revision"):
+            raise EtcdError(f"etcd watch canceled (compacted at "
+                            f"{result.get('compact_revision', '?')})", 11)
+        return [WatchEvent(e.get("type", "PUT"), _kv(e.get("kv") or {}),
+                           _kv(e["prev_kv"]) if e.get("prev_kv") else None)
+                for e in result.get("events") or []]
+
+    def close(self) -> None:
+        sock = self.conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.conn.close()
