@@ -78,7 +78,9 @@ def endpoint_health(endpoints: Sequence[str]) -> Argv:
 
 
 def registry_count(endpoint: str) -> Argv:
-    return etcdctl([endpoint], "get", "/registry", "--prefix", "--keys-only", "--count-only", "-w", "json")
+    """``count`` in the JSON is the number of keys under /registry (absent when 0); etcdctl 3.4
+    has no ``--count-only``, so ask for at most one key."""
+    return etcdctl([endpoint], "get", "/registry", "--prefix", "--keys-only", "--limit=1", "-w", "json")
 
 
 def systemctl(*args: str) -> Argv:

@@ -44,6 +44,9 @@ from hactl.plan.steps import (
 )
 from hactl.spec.models import Cluster
 
+CLIENT_CERTS = {"etcd/ca.crt", "apiserver-etcd-client.crt", "apiserver-etcd-client.key"}
+"""What a first master needs under /etc/kubernetes/pki for external etcd."""
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -288,7 +291,9 @@ class _Builder:
             if c.detail.get("mode") == "init":
                 assert c.host is not None
                 deps = list(infra)
-                if self.cluster.etcd.topology == "external":
+                facts = self.observed.kubernetes(c.host)
+                have = set(facts.pki_files) if facts is not None else set()
+                if self.cluster.etcd.topology == "external" and not have >= CLIENT_CERTS:
                     deps.append(self.g.add(InstallEtcdClientCerts(
                         id=f"{c.address}.etcd-client-certs", host=c.host,
                         title=f"Install etcd client certificates on {c.host}",

@@ -321,3 +321,15 @@ def test_learner_left_behind_is_promoted(lab: Cluster) -> None:
     _with_members(s, lab, learner)
     plan = plan_of(lab, s)
     assert ids(plan) == ["etcd.member[etcd03].promote", "etcd.health", "cluster.verify"]
+
+
+def test_client_certs_already_on_the_first_master_are_not_planned_again(lab: Cluster) -> None:
+    s = Synthetic(lab).etcd().lb()
+    facts = s.hosts["master01"].kubernetes
+    assert facts is not None
+    s._set("master01", kubernetes=replace(facts, pki_files=(
+        "apiserver-etcd-client.crt", "apiserver-etcd-client.key", "etcd/ca.crt")))
+    plan = plan_of(lab, s)
+    assert "master[master01].etcd-client-certs" not in ids(plan)
+    assert ("lb[lb01].haproxy", "master[master01].init") not in edges(plan)  # LB already fine
+    assert ids(plan)[0] == "master[master01].init"

@@ -304,7 +304,7 @@ async def test_init_is_never_rerun(lab: Cluster) -> None:
 async def test_init_refuses_registry_data_on_fresh_facts(lab: Cluster, kubeadm_config: None) -> None:
     ctx = Ctx(lab)
     ctx.transport("master01").on(("test",), exit_status=1)
-    ctx.transport("etcd01").on(re.compile("count-only"), stdout='{"count": 7}')
+    ctx.transport("etcd01").on(re.compile("get /registry"), stdout='{"count": 7}')
     with pytest.raises(PlanError, match="7 /registry keys"):
         await step_args(InitControlPlane, host="master01").run(ctx)
     assert not any(a[:2] == ("kubeadm", "init") for a in ctx.argvs("master01"))
@@ -315,7 +315,7 @@ async def test_init_keeps_key_and_token_in_memory_only(lab: Cluster, kubeadm_con
     m = ctx.transport("master01")
     m.on(("test",), exit_status=1)
     m.on(("install",))
-    ctx.transport("etcd01").on(re.compile("count-only"), stdout='{"count": 0}')
+    ctx.transport("etcd01").on(re.compile("get /registry"), stdout='{"count": 0}')
     out = (f"[upload-certs] Using certificate key:\n{KEY}\n...\n"
            f"kubeadm join k8s-api.lab:6443 --token {TOKEN} \\\n"
            f"  --discovery-token-ca-cert-hash {pki.spki_sha256(ca.cert)} --control-plane --certificate-key {KEY}\n")

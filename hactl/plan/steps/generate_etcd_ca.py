@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -27,7 +28,7 @@ class GenerateEtcdCA(Step):
         if existing is not None:
             ctx.log("etcd CA already present", ca_host=existing)
             return
-        ca = etcd_pki.make_etcd_ca()
+        ca = await asyncio.to_thread(etcd_pki.make_etcd_ca)  # keygen off the event loop
         await run(ctx, self.host, cmd.mkdir(cmd.ETCD_PKI_DIR))
         await put(ctx, self.host, cmd.ETCD_CA_KEY, ca.key_pem(), 0o600)
         await put(ctx, self.host, cmd.ETCD_CA_CERT, ca.cert_pem(), 0o644)

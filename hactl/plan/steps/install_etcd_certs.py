@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -40,7 +41,7 @@ class InstallEtcdCerts(Step):
             raise CommandError("no etcd member holds the etcd CA key", host=self.host,
                                hint="run the plan again: it generates the CA first")
         ca = await read_ca(ctx, source)
-        member = etcd_pki.issue_member(ca, ctx.cluster.host(self.host))
+        member = await asyncio.to_thread(etcd_pki.issue_member, ca, ctx.cluster.host(self.host))
         files = etcd_pki.EtcdPKI(ca, {self.host: member}, member.healthcheck_client).member_files(self.host)
         await run(ctx, self.host, cmd.mkdir(cmd.ETCD_PKI_DIR))
         if source != self.host:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -39,7 +40,7 @@ class InstallEtcdClientCerts(Step):
         if source is None:
             raise CommandError("no etcd member holds the etcd CA key", host=self.host)
         ca = await read_ca(ctx, source)
-        client = etcd_pki.issue_apiserver_etcd_client(ca)
+        client = await asyncio.to_thread(etcd_pki.issue_apiserver_etcd_client, ca)
         files = etcd_pki.EtcdPKI(ca, {}, client).master_files()
         await run(ctx, self.host, cmd.mkdir(f"{cmd.K8S_PKI}/etcd", "0755"))
         for f in files:
