@@ -285,6 +285,7 @@ class Connections:
         self._options: dict[tuple[Any, ...], Any] = {}
         self._transports: dict[str, SSHTransport] = {}
         self._jumps: dict[tuple[Any, ...], asyncio.Task[Any]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def __aenter__(self) -> Connections:
         return self
@@ -357,9 +358,17 @@ class Connections:
         return await asyncio.shield(self._jumps[key])
 
     async def connect(self, host: Host) -> SSHTransport:
-        """The host's transport, opening the connection on first use."""
+        """The host's transport, opening the connection on first use (concurrent callers for
+        the same host share one attempt)."""
         if host.name in self._transports:
             return self._transports[host.name]
+        lock = self._locks.setdefault(host.name, asyncio.Lock())
+        async with lock:
+            if host.name in self._transports:
+                return self._transports[host.name]
+            return await self._connect(host)
+
+    async def _connect(self, host: Host) -> SSHTransport:
         target = resolve_target(self.cluster, host, self.spec_dir)
         tunnel = await self._jump(host.name, target) if target.bastion else None
         conn = await self._open(host.name, target, target.user, tunnel)

@@ -225,3 +225,13 @@ async def test_open_all_and_probe_report_unreachable_hosts_without_aborting(sshd
     assert good.kubernetes is not None and good.kubernetes.cluster is None
     assert good.haproxy is None  # lb01 is the load balancer, master01 is not
     assert observed["lb01"].haproxy is not None
+
+
+async def test_concurrent_connects_to_one_host_share_one_connection(sshd: Sshd) -> None:
+    sshd.trust()
+    cluster = sshd.cluster()
+    async with Connections(cluster) as conns:
+        first, second = await asyncio.gather(
+            conns.connect(cluster.masters[0]), conns.connect(cluster.masters[0])
+        )
+        assert first is second
