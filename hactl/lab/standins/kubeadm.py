@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .kubeadm_api import Api, ApiError, ns_path
 from .kubeadm_common import (
@@ -20,6 +20,7 @@ from .kubeadm_common import (
     out,
     warn,
 )
+from .kubeadm_config import Config, finish, from_documents, load_documents
 
 CONFIG_COMPATIBLE = {"config", "ignore_preflight_errors", "skip_phases", "upload_certs", "certificate_key",
                      "skip_token_print", "skip_certificate_key_print", "node_name", "v", "kubeconfig", "dry_run"}
@@ -95,9 +96,7 @@ def build_parser() -> Parser:
     return root
 
 
-def build_config(args: argparse.Namespace, argv: list[str]) -> object:
-    from .kubeadm_config import Config, finish, from_documents, load_documents
-
+def build_config(args: argparse.Namespace, argv: list[str]) -> Config:
     cfg = Config()
     if args.config:
         given = {a.lstrip("-").split("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
@@ -106,7 +105,9 @@ def build_config(args: argparse.Namespace, argv: list[str]) -> object:
         if mixed:
             raise KubeadmError(f"can not mix '--config' with arguments [{' '.join(mixed)}]")
         from_documents(cfg, load_documents(args.config))
-    get = lambda name: getattr(args, name, None)  # noqa: E731
+    def get(name: str) -> Any:
+        return getattr(args, name, None)
+
     if get("control_plane_endpoint"):
         cfg.control_plane_endpoint = get("control_plane_endpoint")
     if get("pod_network_cidr"):
@@ -201,7 +202,6 @@ def dispatch(argv: list[str]) -> int:
         if not args.upload_certs:
             out("[upload-certs] Skipping phase. Please see --upload-certs")
             return 0
-        from .kubeadm_config import Config, finish, from_documents, load_documents
         from .kubeadm_init import run_upload_certs_phase
 
         cfg = Config()
@@ -235,9 +235,9 @@ def dispatch(argv: list[str]) -> int:
     cfg = build_config(args, argv)
     if args.command == "init":
         from .kubeadm_init import run_init
-        return run_init(cfg)  # type: ignore[arg-type]
+        return run_init(cfg)
     from .kubeadm_join import run_join
-    return run_join(cfg)  # type: ignore[arg-type]
+    return run_join(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -221,7 +221,7 @@ def kill_group(pid: int, grace: float = 5.0, popen: subprocess.Popen[bytes] | No
 
 def stop_all_recorded(grace: float = 5.0) -> list[str]:
     """What ``kubeadm reset`` does to the runtime: stop every recorded static Pod process."""
-    stopped = []
+    stopped: list[str] = []
     directory = P(STATE_DIR)
     try:
         names = os.listdir(directory)
