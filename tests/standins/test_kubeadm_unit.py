@@ -38,7 +38,7 @@ def test_seal_round_trip_fresh_nonce_and_wrong_key_message() -> None:
     assert re.fullmatch(r"[0-9a-f]{64}", key)
     a, b = certs.seal(b"secret", key), certs.seal(b"secret", key)
     assert a[:12] != b[:12] and certs.unseal(a, key) == b"secret"
-    with pytest.raises(KubeadmError, match="^cipher: message authentication failed$"):
+    with pytest.raises(KubeadmError, match=r"^cipher: message authentication failed$"):
         certs.unseal(a, certs.generate_certificate_key())
     with pytest.raises(KubeadmError, match="size of data is less than the nonce"):
         certs.unseal(b"short", key)
@@ -72,7 +72,7 @@ def test_ca_hash_is_sha256_of_spki_as_openssl_computes_it(tmp_path: Path) -> Non
 
 def test_jws_detached_signature_round_trip() -> None:
     jws = tok.jws_sign("payload", "abcdef", "0123456789abcdef")
-    header, empty, sig = jws.split(".")
+    header, empty, _sig = jws.split(".")
     assert empty == "" and base64.urlsafe_b64decode(header + "==") == b'{"alg":"HS256","kid":"abcdef"}'
     assert tok.jws_verify(jws, "payload", "0123456789abcdef")
     assert not tok.jws_verify(jws, "payload2", "0123456789abcdef")
