@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import ssl
 import sys
 import urllib.parse
@@ -57,6 +58,7 @@ class TLSServer(http.server.ThreadingHTTPServer):
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = self.socket.accept()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle/delayed-ACK stalls
         return self.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -91,9 +93,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-cache, private")
-        self.end_headers()
+        buffer: list[bytes] = self._headers_buffer  # type: ignore[attr-defined]
+        buffer.append(b"\r\n")  # headers and body in one write
         if self.command != "HEAD":
-            self.wfile.write(body)
+            buffer.append(body)
+        self.flush_headers()
 
     def _json(self, code: int, doc: Any) -> None:
         self._send(code, json.dumps(doc).encode())

@@ -121,9 +121,9 @@ class Client:
         self.host, self.port = url.hostname or "127.0.0.1", url.port or 443
         self.timeout = timeout
         self.token = token
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-        if ca is not None:
-            ctx.load_verify_locations(cadata=ca.decode())
+        # CA-pinned: with a CA the system trust store is not even loaded
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                         cadata=ca.decode() if ca is not None else None)
         if cert is not None and key is not None:
             _load_chain(ctx, cert, key)
         self.ctx = ctx
