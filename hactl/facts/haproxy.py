@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import shlex
 from dataclasses import dataclass
 
 from hactl.facts.base import Fact, FactParseError, is_active, is_enabled, key_values, sha256_of
 from hactl.facts.model import BackendServer, HAProxyFacts, ServerStatus
+from hactl.sensitive import MASK
 
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
 ADMIN_SOCKET = "/run/haproxy/admin.sock"
@@ -70,7 +72,21 @@ class HAProxyConfig(Fact[str]):
         return f'if [ -f {cfg} ]; then cat {cfg}; else echo "no {CONFIG_PATH}" >&2; return 100; fi'
 
     def parse(self, stdout: str) -> str:
-        return stdout
+        return mask_config_secrets(stdout)
+
+
+_SECRET_LINES = (
+    re.compile(r"^(\s*stats\s+auth\s+[^:\s]+:)(\S+)", re.M),
+    re.compile(r"^(\s*user\s+\S+\s+(?:insecure-)?password\s+)(\S+)", re.M),
+)
+
+
+def mask_config_secrets(text: str) -> str:
+    """A hand-edited config may hold passwords (``stats auth user:pw``, ``userlist`` users):
+    they are masked before the text reaches a plan or a log (the sha256 is of the real file)."""
+    for pattern in _SECRET_LINES:
+        text = pattern.sub(lambda m: m.group(1) + MASK, text)
+    return text
 
 
 _STATUS: dict[str, ServerStatus] = {

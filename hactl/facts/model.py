@@ -196,7 +196,8 @@ class HAProxyFacts:
     config_present: bool
     config_sha256: str | None
     config: str | None
-    """Content of /etc/haproxy/haproxy.cfg (no secrets by construction)."""
+    """Content of /etc/haproxy/haproxy.cfg; passwords a person added by hand (``stats auth``,
+    ``userlist``) are masked, ``config_sha256`` is of the real file."""
     active: bool
     enabled: bool
     servers: tuple[BackendServer, ...] = ()
@@ -365,9 +366,8 @@ class Observed:
             counts[key] = counts.get(key, 0) + 1
         best = max(counts.values())
         for members in views.values():
-            key = tuple(sorted(members, key=lambda m: m.id))
-            if counts[key] == best:
-                return key
+            if counts[tuple(sorted(members, key=lambda m: m.id))] == best:
+                return members
         return None  # pragma: no cover
 
     def etcd_healthy(self, name: str) -> bool:

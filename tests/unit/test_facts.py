@@ -347,3 +347,15 @@ def test_small_helpers() -> None:
         haproxy.HAProxyStats().parse("Unknown command\n")
     with pytest.raises(FactParseError):
         system.SystemInfo().parse("kernel=1\n")
+
+
+def test_passwords_in_a_hand_edited_haproxy_cfg_are_masked() -> None:
+    text = (
+        "listen stats\n    stats auth admin:s3cr3t\nuserlist ops\n"
+        "    user bob password $6$hash\n    user eve insecure-password plain\n"
+    )
+    masked = haproxy.HAProxyConfig().parse(text)
+    for secret in ("s3cr3t", "$6$hash", "plain"):
+        assert secret not in masked
+    assert "stats auth admin:(sensitive value)" in masked
+    assert "user bob password (sensitive value)" in masked
