@@ -66,3 +66,71 @@ def test_fresh_lab_plans_the_full_bring_up_then_shows_lb_drift(lab_factory: Any,
 
     graph = runner.invoke(main, ["graph", "-f", lab.spec_file, "--format", "mermaid"])
     assert graph.exit_code == 0 and graph.stdout.startswith("flowchart LR")
+
+
+class _Ctx:
+    """The smallest StepContext: one shared SSH connection per host (the engine's job in apply)."""
+
+    def __init__(self, cluster: Any, opened: Any) -> None:
+        from hactl.plan.step import RunSecrets
+
+        self.cluster, self.opened, self.secrets = cluster, opened, RunSecrets()
+        self.events: list[tuple[str, dict[str, object]]] = []
+
+    def transport(self, host: str) -> Any:
+        found = self.opened[host]
+        if isinstance(found, BaseException):
+            raise found
+        return found
+
+    def log(self, event: str, **fields: object) -> None:
+        self.events.append((event, fields))
+
+
+async def _plan_and_run_etcd_steps(spec_file: str) -> list[str]:
+    """Probe, plan, and run the plan's PKI and etcd steps in order; return their ids."""
+    from hactl.plan.planner import build_plan
+    from hactl.probe import probe
+    from hactl.transport.ssh import Connections
+
+    cluster = load_file(spec_file).cluster
+    async with Connections(cluster, spec_dir=str(Path(spec_file).parent)) as conns:
+        opened = await conns.open_all()
+        observed = await probe(cluster, opened)
+        plan = build_plan(cluster, observed, now=observed.probed_at)
+        ctx = _Ctx(cluster, opened)
+        done = []
+        for step in plan.steps():
+            if step.id.startswith(("pki.", "etcd.")):
+                await step.run(ctx)  # type: ignore[arg-type]
+                done.append(step.id)
+        return done
+
+
+async def _etcd_changes(spec_file: str) -> list[str]:
+    from hactl.diff import diff
+    from hactl.probe import probe_cluster
+
+    cluster = load_file(spec_file).cluster
+    observed = await probe_cluster(cluster, spec_dir=str(Path(spec_file).parent))
+    return [c.address for c in diff(cluster, observed, now=observed.probed_at).effective()
+            if c.address.startswith(("pki.", "etcd."))]
+
+
+async def test_etcd_bootstrap_then_failed_member_replaced_on_real_etcd(lab_factory: Any) -> None:
+    lab = lab_factory()
+    done = await _plan_and_run_etcd_steps(lab.spec_file)
+    assert done == FULL_BRING_UP[:8]
+    assert await _etcd_changes(lab.spec_file) == []
+    members = lab.run("etcd01", "etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/etcd/pki/ca.crt "
+                      "--cert=/etc/etcd/pki/healthcheck-client.crt --key=/etc/etcd/pki/healthcheck-client.key "
+                      "member list")
+    assert members.returncode == 0 and members.stdout.count("started") == 3, members.stdout
+
+    # etcd03 loses its disk: the plan replaces it (remove first), one change at a time
+    lab.run("etcd03", "systemctl stop etcd; rm -rf /var/lib/etcd/member", check=True)
+    assert await _etcd_changes(lab.spec_file) == ["etcd.member[etcd03]"]
+    done = await _plan_and_run_etcd_steps(lab.spec_file)
+    assert done == ["etcd.member[etcd03].remove", "etcd.member[etcd03].add",
+                    "etcd.member[etcd03].start", "etcd.member[etcd03].promote", "etcd.health"]
+    assert await _etcd_changes(lab.spec_file) == []
