@@ -1,0 +1,1 @@
+"""How hactl talks to hosts: the Transport protocol (base), asyncssh (ssh), a fake for tests."""

@@ -1,0 +1,78 @@
+"""asyncssh and OS errors while connecting → hactl errors that name the host and the way out."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from typing import TYPE_CHECKING
+
+import asyncssh
+
+from hactl.errors import AuthError, HostKeyError, TransportError, UnreachableError
+from hactl.transport.known_hosts import host_pattern
+
+if TYPE_CHECKING:
+    from hactl.transport.ssh import SSHTarget, _Client
+
+
+def host_key_error(name: str, target: SSHTarget, client: _Client | None, via: str) -> HostKeyError:
+    where = host_pattern(target.address, target.port)
+    offered = f" (offered {client.offered})" if client and client.offered else ""
+    if client is not None and client.problem == "changed":
+        return HostKeyError(
+            f"the SSH host key of {via}{where} CHANGED{offered}: possible man-in-the-middle "
+            f"attack, refusing to connect",
+            host=name,
+            hint=f"if the host was reinstalled on purpose, remove its old line with "
+            f"`ssh-keygen -R '{where}' -f {target.known_hosts_file}` and connect again",
+        )
+    return HostKeyError(
+        f"the SSH host key of {via}{where} is not in {target.known_hosts_file}{offered}",
+        host=name,
+        hint=f"verify it and add it with `ssh-keyscan -H -p {target.port} {target.address} >> "
+        f"{target.known_hosts_file}`, or set `hostKeyPolicy: accept-new` in the spec's ssh section",
+    )
+
+
+def map_connect_error(
+    name: str, target: SSHTarget, exc: BaseException, client: _Client | None, via: str = ""
+) -> TransportError:
+    """asyncssh/OS errors while connecting → hactl errors with a next step."""
+    where = f"{via}{target.where}"
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        return host_key_error(name, target, client, via)
+    if isinstance(exc, asyncssh.PermissionDenied):
+        key = target.identity_file or "the ssh-agent's and default keys"
+        return AuthError(
+            f"{where} refused our credentials ({key})",
+            host=name,
+            hint=f"check that the public key of {key} is in ~{target.user}/.ssh/authorized_keys "
+            "on the host, and the spec's ssh.user / identityFile",
+        )
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return UnreachableError(
+            f"no SSH answer from {where} within {target.connect_timeout:g}s",
+            host=name,
+            hint="check that the host is up and reachable, or raise ssh.connectTimeout",
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return UnreachableError(
+            f"connection refused by {where}",
+            host=name,
+            hint=f"is sshd running and listening on port {target.port}?",
+        )
+    if isinstance(exc, OSError) and exc.errno in {errno.EHOSTUNREACH, errno.ENETUNREACH}:
+        return UnreachableError(
+            f"{where} is unreachable: {exc.strerror}",
+            host=name,
+            hint="check the address in the spec and the network path (or the bastion)",
+        )
+    if isinstance(exc, (OSError, asyncssh.DisconnectError, asyncssh.ConnectionLost)):
+        return UnreachableError(f"connecting to {where} failed: {exc}", host=name)
+    if isinstance(exc, asyncssh.KeyImportError | asyncssh.KeyEncryptionError):
+        return AuthError(
+            f"cannot load the identity file {target.identity_file}: {exc}",
+            host=name,
+            hint="use an unencrypted key file or load it into the ssh-agent",
+        )
+    return TransportError(f"connecting to {where} failed: {type(exc).__name__}: {exc}", host=name)
