@@ -190,3 +190,75 @@ etcd:
     wait(lambda: (all(h and not h.startswith("master01") for h in lease_holders(lab, "master02").values())
          and len(lease_holders(lab, "master02")) == 2) or lease_holders(lab, "master02"), 60,
          "leadership away from master01")
+
+
+def etcdctl(lab: Any, node: str, args: str) -> Any:
+    return lab.run(node, "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 "
+                   "--cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt "
+                   f"--key=/etc/kubernetes/pki/etcd/healthcheck-client.key --command-timeout=5s {args}", timeout=30)
+
+
+def member_names(lab: Any, node: str) -> Any:
+    res = etcdctl(lab, node, "member list -w json")
+    if res.returncode != 0:
+        return res.stderr
+    return sorted(m.get("name", "") for m in json.loads(res.stdout).get("members", []))
+
+
+def test_seed_commands_stacked_etcd_late_join_worker_and_reset(lab_factory: Any) -> None:
+    import yaml
+
+    from tests.lab.conftest import LAB_SPEC
+
+    doc = yaml.safe_load(LAB_SPEC.read_text())
+    doc["etcd"] = {"topology": "stacked", "version": doc["etcd"].get("version", "3.4.23")}
+    doc["workers"] = doc["workers"][:1]
+    lab = lab_factory(doc, knobs=KNOBS)
+    endpoint = lab.cluster.control_plane_endpoint
+    servers = "\n".join(f"    server {m} {lab.node(m).address}:6443 check" for m in MASTERS)
+    lab.put("lb01", "/etc/haproxy/haproxy.cfg", HAPROXY.format(servers=servers))
+    assert lab.run("lb01", "systemctl start haproxy", via="ssh").returncode == 0
+
+    # exactly the seed's commands
+    init = lab.run("master01", f'kubeadm init --control-plane-endpoint "{endpoint}" --upload-certs '
+                   "--pod-network-cidr=10.244.0.0/16", via="ssh", timeout=300)
+    assert init.returncode == 0, init.stdout[-3000:] + init.stderr[-3000:]
+    token = init.stdout.split("--token ", 1)[1].split()[0]
+    ca_hash = init.stdout.split("--discovery-token-ca-cert-hash ", 1)[1].split()[0]
+    key = init.stdout.split("[upload-certs] Using certificate key:\n", 1)[1].split("\n", 1)[0]
+    join = f"kubeadm join {endpoint} --token {token} --discovery-token-ca-cert-hash {ca_hash}"
+    res = lab.run("master02", f"{join} --control-plane --certificate-key {key}", via="ssh", timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "A new etcd member was added to the local/stacked etcd cluster." in res.stdout
+    assert member_names(lab, "master01") == ["master01", "master02"]
+
+    # a worker: real TLS bootstrap (CSR approved and signed by the controller-manager)
+    res = lab.run("worker01", join, via="ssh", timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert lab.run("worker01", "test -e /etc/kubernetes/pki/ca.key").returncode == 1
+
+    # the seed's late join: regenerate the key; the old key no longer opens the new Secret
+    again = lab.run("master01", "kubeadm init phase upload-certs --upload-certs", via="ssh", timeout=120)
+    assert again.returncode == 0, again.stderr
+    key2 = again.stdout.strip().splitlines()[-1]
+    old = lab.run("master03", f"{join} --control-plane --certificate-key {key}", via="ssh", timeout=120)
+    assert old.returncode == 1 and "cipher: message authentication failed" in old.stderr
+    res = lab.run("master03", f"{join} --control-plane --certificate-key {key2}", via="ssh", timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+    assert member_names(lab, "master01") == list(MASTERS)
+    health = etcdctl(lab, "master02", "endpoint health --cluster")
+    assert (health.stdout + health.stderr).count("is healthy") == 3, health.stdout + health.stderr
+    wait(lambda: ready_masters(lab, "master01") == dict.fromkeys(MASTERS, "True") or
+         ready_masters(lab, "master01"), 60, "3 Ready control-plane nodes")
+    nodes = kubectl(lab, "master01", "get nodes worker01 -o json")
+    assert nodes.returncode == 0, nodes.stderr
+    assert "node-role.kubernetes.io/control-plane" not in json.loads(nodes.stdout)["metadata"]["labels"]
+
+    # reset on master03 removes its etcd member and its static pods
+    reset = lab.run("master03", "kubeadm reset -f", via="ssh", timeout=120)
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+    wait(lambda: member_names(lab, "master01") == ["master01", "master02"] or member_names(lab, "master01"),
+         30, "master03's etcd member removed")
+    assert lab.run("master03", "ls /etc/kubernetes/manifests").stdout == ""
+    assert lab.run("master03", "pgrep -x etcd").returncode == 1
