@@ -181,31 +181,27 @@ def read_host_facts(
     bins = value(binaries.BinaryVersions)
     etcd_facts = None
     if etcd.EtcdFiles in facts and (files := value(etcd.EtcdFiles)) is not None:
-        queries = ("etcd.members", "etcd.status", "etcd.health", "etcd.registry")
+        members = value(etcd.EtcdMemberList)
+        status = value(etcd.EtcdEndpointStatus)
+        health = value(etcd.EtcdEndpointHealth)
+        registry = value(etcd.EtcdRegistryCount)
         etcd_facts = etcd.assemble(
             data_dir=cluster.etcd.data_dir,
             files=files,
             env=value(etcd.EtcdEnv),
-            members=value(etcd.EtcdMemberList),
-            status=value(etcd.EtcdEndpointStatus),
-            health=value(etcd.EtcdEndpointHealth),
-            registry_keys=value(etcd.EtcdRegistryCount),
-            query_error=None,
+            members=members,
+            status=status,
+            health=health,
+            registry_keys=registry,
+            query_error=r.why("etcd.members", "etcd.status", "etcd.health", "etcd.registry"),
         )
-        error = r.why(*queries)
-        if error is not None:
-            etcd_facts = dataclasses.replace(etcd_facts, query_error=error)
     lb_facts = None
     if haproxy.HAProxyFiles in facts and (lb_files := value(haproxy.HAProxyFiles)) is not None:
+        config = value(haproxy.HAProxyConfig)
+        servers = value(haproxy.HAProxyStats)
         lb_facts = haproxy.assemble(
-            files=lb_files,
-            config=value(haproxy.HAProxyConfig),
-            servers=value(haproxy.HAProxyStats),
-            stats_error=None,
+            files=lb_files, config=config, servers=servers, stats_error=r.why("haproxy.stats")
         )
-        stats_error = r.why("haproxy.stats")
-        if stats_error is not None:
-            lb_facts = dataclasses.replace(lb_facts, stats_error=stats_error)
     k8s_facts = None
     if kubernetes.K8sFiles in facts and (k_files := value(kubernetes.K8sFiles)) is not None:
         api = ("k8s.nodes", "k8s.secrets", "k8s.config")
