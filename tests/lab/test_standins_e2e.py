@@ -14,6 +14,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import yaml
+
 from hactl.render import pki
 
 ETCD = ("etcd01", "etcd02", "etcd03")
@@ -206,7 +208,6 @@ def member_names(lab: Any, node: str) -> Any:
 
 
 def test_seed_commands_stacked_etcd_late_join_worker_and_reset(lab_factory: Any) -> None:
-    import yaml
 
     from tests.lab.conftest import LAB_SPEC
 

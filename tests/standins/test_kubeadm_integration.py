@@ -313,3 +313,14 @@ def test_control_plane_join_pins_the_ca_and_needs_the_right_key(tmp_path: Path,
     assert late.returncode == 1
     assert 'Secret "kubeadm-certs" was not found in the "kube-system" Namespace. This Secret might have expired.' \
         in late.stderr
+
+
+def test_external_etcd_too_old_for_kubeadm_1_31(node: Node) -> None:
+    text = node.config.read_text().replace("kubernetesVersion: v1.30.4", "kubernetesVersion: v1.31.0")
+    node.config.write_text(text)
+    res = node.kubeadm("init", "--config", str(node.config))
+    assert res.returncode == 1
+    assert ("[ERROR ExternalEtcdVersion]: this version of kubeadm only supports external etcd version "
+            ">= 3.5.11. Current version: 3.4.23") in res.stderr
+    assert res.stdout.startswith("[init] Using Kubernetes version: v1.31.0\n[preflight] Running pre-flight checks")
+    assert not (node.root / "etc/kubernetes/admin.conf").exists()
