@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import subprocess
-import time
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +15,7 @@ import yaml
 
 from hactl.lab.standins.kubeapi import Client, ns_path
 
-from .conftest import Apiserver
+from .conftest import Apiserver, wait_for
 
 NOW = "2030-01-01T00:00:00Z"  # a heartbeat in the future: the Ready column comes from status
 
@@ -160,34 +160,45 @@ def test_objects_live_in_etcd(apiserver: Apiserver, admin: Client) -> None:
 
 
 def test_watch_with_kubectl_wait_and_get_w(apiserver: Apiserver, admin: Client) -> None:
-    node = _node("master01", False, True)
-    admin.create("/api/v1/nodes", node)
+    env = {"HOME": str(apiserver.pki.dir)}
+    admin.create("/api/v1/nodes", _node("master01", False, True))
+    admin.create(ns_path("configmaps", "default"), {"metadata": {"name": "w0"}})
     waiter = subprocess.Popen([*_kubectl_base(apiserver), "wait", "--for=condition=Ready",
-                               "node/master01", "--timeout=20s"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={"HOME": str(apiserver.pki.dir)})
+                               "node/master01", "--timeout=30s"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     watcher = subprocess.Popen([*_kubectl_base(apiserver), "get", "configmaps", "-n", "default",
                                 "-w", "--output-watch-events", "--no-headers"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={"HOME": str(apiserver.pki.dir)})
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env=env)
+    lines: list[list[str]] = []
+
+    def read() -> None:
+        assert watcher.stdout is not None
+        for line in watcher.stdout:
+            lines.append(line.split()[:3])
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
-        time.sleep(1.5)
+        wait_for(lambda: len(lines) >= 1, 30, "kubectl get -w to list")  # ADDED w0
         admin.patch("/api/v1/nodes/master01/status", {"status": {"conditions": [
             {"type": "Ready", "status": "True", "reason": "KubeletReady",
              "lastHeartbeatTime": NOW, "lastTransitionTime": NOW}]}})
-        out, err = waiter.communicate(timeout=30)
+        out, err = waiter.communicate(timeout=40)
         assert waiter.returncode == 0, err
         assert "node/master01 condition met" in out
         admin.create(ns_path("configmaps", "default"), {"metadata": {"name": "w1"}})
         admin.patch(ns_path("configmaps", "default", "w1"), {"data": {"a": "b"}})
         admin.delete(ns_path("configmaps", "default", "w1"))
-        time.sleep(1.5)
+        wait_for(lambda: len(lines) >= 4, 30, "the watch events")
     finally:
         for proc in (waiter, watcher):
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGTERM)
-    watched, watch_err = watcher.communicate(timeout=10)
-    waiter.communicate(timeout=10)
-    events = [line.split()[:3] for line in watched.splitlines()]
-    assert events == [["ADDED", "w1", "0"], ["MODIFIED", "w1", "1"],
-                      ["DELETED", "w1", "1"]], watched + watch_err
+            proc.wait(10)
+    reader.join(10)
+    for stream in (waiter.stdout, waiter.stderr, watcher.stdout):
+        if stream is not None:
+            stream.close()
+    assert lines == [["ADDED", "w0", "0"], ["ADDED", "w1", "0"], ["MODIFIED", "w1", "1"],
+                     ["DELETED", "w1", "1"]]
