@@ -145,9 +145,11 @@ def prepare_node(topo: Topology, node: Node, knobs: dict[str, object], files: di
             hidden = os.path.dirname(hidden)  # /var/lib/hactl-lab: no lab's keys in any node
         if hidden.startswith(tuple(t + "/" for t in OVERLAID)):
             _whiteout(node, hidden)
+    host_key = _upper_path(node, "/etc/ssh/ssh_host_ed25519_key")
+    if not os.path.isfile(host_key) or not os.path.isfile(host_key + ".pub"):  # not a whiteout
         private, public = keypair(f"root@{node.name}")
-        _write(_upper_path(node, "/etc/ssh/ssh_host_ed25519_key"), private, 0o600)
-        _write(_upper_path(node, "/etc/ssh/ssh_host_ed25519_key.pub"), public, 0o644)
+        _write(host_key, private, 0o600)
+        _write(host_key + ".pub", public, 0o644)
 
     _write(_upper_path(node, "/etc/hostname"), node.name + "\n", 0o644)
     _write(_upper_path(node, "/etc/hosts"), topo.hosts_file(), 0o644)
