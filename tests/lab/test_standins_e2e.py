@@ -193,6 +193,15 @@ etcd:
          and len(lease_holders(lab, "master02")) == 2) or lease_holders(lab, "master02"), 60,
          "leadership away from master01")
 
+    # etcd quorum: 2 of 3 members down takes /readyz down, one back restores it
+    def readyz() -> int:
+        return int(kubectl(lab, "master02", "get --raw /readyz").returncode)
+    lab.stop("etcd01")
+    lab.stop("etcd02")
+    wait(lambda: readyz() != 0, 60, "/readyz failing without etcd quorum")
+    lab.start("etcd01")
+    wait(lambda: readyz() == 0, 90, "/readyz back with quorum")
+
 
 def etcdctl(lab: Any, node: str, args: str) -> Any:
     return lab.run(node, "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 "
