@@ -93,6 +93,10 @@ def test_stop_start_partition_heal(lab_factory: Any) -> None:
     assert {s.name: s.state for s in lab.status()}["worker01"] == "stopped"
     with pytest.raises(HactlError, match="not running"):
         lab.run("worker01", "true")
+    others = {s.name: s.pid for s in lab.status() if s.name != "worker01"}
+    lab.up()  # idempotent: boots what is off, leaves the rest alone
+    assert {s.name: s.pid for s in lab.status() if s.name != "worker01"} == others
+    lab.stop("worker01")
     lab.start("worker01")
     assert lab.run("worker01", "cat /etc/kept").stdout == "kept\n"  # the disk survives
     assert lab.run("worker01", "test -e /run/gone").returncode == 1  # /run is a fresh tmpfs
