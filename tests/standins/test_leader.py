@@ -41,11 +41,12 @@ def test_parse_duration_and_controllers_flag() -> None:
     assert parse_duration("500ms") == 0.5 and parse_duration("2") == 2
     with pytest.raises(ValueError):
         parse_duration("soon")
-    assert enabled_controllers("*") == {"nodelifecycle", "garbagecollector", "csrapproving",
-                                        "csrsigning"}
+    default = {"nodelifecycle", "garbagecollector", "csrapproving", "csrsigning",
+               "serviceaccount", "root-ca-cert-publisher"}
+    assert enabled_controllers("*") == default
     assert enabled_controllers("*,bootstrapsigner,tokencleaner,-garbagecollector,-csrsigning"
-                               ) == {"nodelifecycle", "bootstrapsigner", "tokencleaner",
-                                     "csrapproving"}
+                               ) == default - {"garbagecollector", "csrsigning"} | {
+                                   "bootstrapsigner", "tokencleaner"}
 
 
 @pytest.mark.parametrize("module,lease", [("kube_controller_manager", "kube-controller-manager"),
@@ -180,7 +181,8 @@ def test_kubelet_tls_bootstrap_csr(apiserver: Apiserver, admin: Client,
     conf = pki.kubeconfig("kcm", apiserver.url, pki.kcm)
     components("kube_controller_manager", conf, *FAST,
                f"--cluster-signing-cert-file={pki.ca.pair.cert}",
-               f"--cluster-signing-key-file={pki.ca.pair.key}")
+               f"--cluster-signing-key-file={pki.ca.pair.key}",
+               f"--root-ca-file={pki.ca.pair.cert}")
     key = ec.generate_private_key(ec.SECP256R1())
     req = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
@@ -208,6 +210,16 @@ def test_kubelet_tls_bootstrap_csr(apiserver: Apiserver, admin: Client,
     finally:
         boot.close()
     assert [c["type"] for c in status["conditions"]] == ["Approved"]
+    # root-ca-cert-publisher and serviceaccount ran in every namespace meanwhile
+    def published(ns: str) -> bool:
+        return (admin.find(ns_path("configmaps", ns, "kube-root-ca.crt")) is not None
+                and admin.find(ns_path("serviceaccounts", ns, "default")) is not None)
+
+    for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
+        wait_for(lambda ns=ns: published(ns), 15,  # type: ignore[misc]
+                 f"kube-root-ca.crt and default SA in {ns}")
+    root = admin.get(ns_path("configmaps", "kube-system", "kube-root-ca.crt"))
+    assert root["data"]["ca.crt"] == pki.ca.pair.cert.read_text()
     cert_pem = base64.b64decode(status["certificate"])
     cert = x509.load_pem_x509_certificate(cert_pem)
     assert cert.issuer == pki.ca.cert.subject

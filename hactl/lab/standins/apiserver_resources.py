@@ -58,6 +58,20 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("leases", "Lease", "coordination.k8s.io", "v1", True, "leases"),
     Resource("certificatesigningrequests", "CertificateSigningRequest", "certificates.k8s.io",
              "v1", False, "certificatesigningrequests", ("csr",), ("status", "approval")),
+    # stored and served, but no controller acts on them (kubeadm creates some of these)
+    Resource("services", "Service", "", "v1", True, "services/specs", ("svc",), ("status",)),
+    Resource("endpoints", "Endpoints", "", "v1", True, "services/endpoints", ("ep",)),
+    Resource("events", "Event", "", "v1", True, "events", ("ev",)),
+    Resource("clusterroles", "ClusterRole", "rbac.authorization.k8s.io", "v1", False,
+             "clusterroles"),
+    Resource("clusterrolebindings", "ClusterRoleBinding", "rbac.authorization.k8s.io", "v1",
+             False, "clusterrolebindings"),
+    Resource("roles", "Role", "rbac.authorization.k8s.io", "v1", True, "roles"),
+    Resource("rolebindings", "RoleBinding", "rbac.authorization.k8s.io", "v1", True,
+             "rolebindings"),
+    Resource("deployments", "Deployment", "apps", "v1", True, "deployments", ("deploy",),
+             ("status",)),
+    Resource("daemonsets", "DaemonSet", "apps", "v1", True, "daemonsets", ("ds",), ("status",)),
 )
 
 

@@ -14,9 +14,12 @@
   for every token with ``usage-bootstrap-signing: "true"``.
 
 * csrapproving / csrsigning — kubelet TLS bootstrap, see :mod:`controller_csr`.
+* serviceaccount / root-ca-cert-publisher — a ``default`` ServiceAccount and a
+  ``kube-root-ca.crt`` ConfigMap (from ``--root-ca-file``) in every namespace.
 
 ``--controllers`` is honoured like the real flag: ``*`` enables the default set
-(nodelifecycle, garbagecollector, csrapproving, csrsigning); tokencleaner and bootstrapsigner are off unless named (kubeadm
+(nodelifecycle, garbagecollector, csrapproving, csrsigning, serviceaccount,
+root-ca-cert-publisher); tokencleaner and bootstrapsigner are off unless named (kubeadm
 names them: ``--controllers=*,bootstrapsigner,tokencleaner``); ``-name`` disables one.
 """
 
@@ -37,7 +40,8 @@ from .leader import log, parse_duration
 
 __all__ = ["ControllerManager", "enabled_controllers"]
 
-DEFAULT_ON = ("nodelifecycle", "garbagecollector", "csrapproving", "csrsigning")
+DEFAULT_ON = ("nodelifecycle", "garbagecollector", "csrapproving", "csrsigning",
+              "serviceaccount", "root-ca-cert-publisher")
 ALL = (*DEFAULT_ON, "tokencleaner", "bootstrapsigner")
 UNREACHABLE = "node.kubernetes.io/unreachable"
 TOKEN_TYPE = "bootstrap.kubernetes.io/token"
@@ -50,6 +54,10 @@ _KIND_PATH: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("v1", "Namespace"): ("namespaces", "v1", False),
     ("coordination.k8s.io/v1", "Lease"): ("leases", "coordination.k8s.io/v1", True),
 }
+ROOT_CA_DESCRIPTION = (
+    "Contains a CA bundle that can be used to verify the kube-apiserver when using internal "
+    "endpoints such as the internal service IP or kubernetes.default.svc. No other usage is "
+    "guaranteed across distributions of Kubernetes clusters.")
 _GC_SCAN = (("secrets", "v1"), ("configmaps", "v1"), ("pods", "v1"),
             ("leases", "coordination.k8s.io/v1"))
 
@@ -105,6 +113,10 @@ class ControllerManager:
         self.grace = parse_duration(flags.get("node-monitor-grace-period", "40s"))
         self.monitor_period = parse_duration(flags.get("node-monitor-period", "5s"))
         self._probe: dict[str, tuple[Any, float]] = {}  # node → (heartbeat seen, when seen)
+        self.root_ca = ""
+        if flags.get("root-ca-file"):
+            with open(flags["root-ca-file"]) as handle:
+                self.root_ca = handle.read()
         self.csr = CSRController(client, flags, "csrapproving" in self.enabled,
                                  "csrsigning" in self.enabled)
 
@@ -118,6 +130,8 @@ class ControllerManager:
             ("garbagecollector", 2.0, self.collect_garbage),
             ("bootstrapsigner", 1.0, self.sign_cluster_info),
             ("csr", 1.0, self.csr.reconcile),
+            ("serviceaccount", 5.0, self.default_service_accounts),
+            ("root-ca-cert-publisher", 5.0, self.publish_root_ca),
         ]
         due = {name: 0.0 for name, _, _ in loops}
         while not lost.is_set():
@@ -191,6 +205,39 @@ class ControllerManager:
         if len(keep) != len(taints):
             node["spec"]["taints"] = keep
             self.client.update(f"/api/v1/nodes/{node['metadata']['name']}", node)
+
+    # -- serviceaccount / root-ca-cert-publisher -----------------------------------------------
+
+    def _namespaces(self) -> list[str]:
+        return [n["metadata"]["name"] for n in self.client.get("/api/v1/namespaces")["items"]
+                if (n.get("status") or {}).get("phase", "Active") == "Active"]
+
+    def default_service_accounts(self) -> None:
+        for ns in self._namespaces():
+            if self.client.find(ns_path("serviceaccounts", ns, "default")) is None:
+                self._create(ns_path("serviceaccounts", ns), {"metadata": {"name": "default"}})
+
+    def publish_root_ca(self) -> None:
+        if not self.root_ca:
+            return
+        for ns in self._namespaces():
+            path = ns_path("configmaps", ns, "kube-root-ca.crt")
+            cm = self.client.find(path)
+            if cm is None:
+                self._create(ns_path("configmaps", ns), {
+                    "metadata": {"name": "kube-root-ca.crt", "annotations": {
+                        "kubernetes.io/description": ROOT_CA_DESCRIPTION}},
+                    "data": {"ca.crt": self.root_ca}})
+            elif (cm.get("data") or {}).get("ca.crt") != self.root_ca:
+                cm["data"] = {"ca.crt": self.root_ca}
+                self.client.update(path, cm)
+
+    def _create(self, collection: str, obj: dict[str, Any]) -> None:
+        try:
+            self.client.create(collection, obj)
+        except ApiError as exc:
+            if exc.code != 409:
+                raise
 
     # -- tokencleaner ---------------------------------------------------------------------------
 
