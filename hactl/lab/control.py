@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from hactl.lab.supervisor import Service, Supervisor
 
 SOCKET = "/run/hactl-lab/systemctl.sock"
-READ_ONLY = {"is-active", "is-enabled", "is-failed", "status", "show", "cat", "list-units", "list-unit-files"}
+READ_ONLY = {"is-active", "is-enabled", "is-failed", "status", "show", "cat", "list-units", "list-unit-files",
+             "is-system-running"}
 Result = tuple[int, str, str]
 DEFAULT_PROPS = (
     "Id", "Names", "Description", "LoadState", "ActiveState", "SubState", "UnitFileState",
@@ -106,8 +107,12 @@ def dispatch(sup: Supervisor, argv: list[str]) -> Result:
     if verb == "daemon-reload":
         sup.daemon_reload()
         return 0, "", ""
-    if verb in {"list-units", "list-unit-files"}:
+    if verb == "list-units":
         return list_units(sup, opts)
+    if verb == "list-unit-files":
+        return list_unit_files()
+    if verb == "is-system-running":
+        return 0, "" if quiet else "running\n", ""
     if not names:
         return 1, "", "Too few arguments.\n"
     if verb in {"start", "stop", "restart", "reload", "try-restart", "reload-or-restart", "try-reload-or-restart"}:
@@ -354,3 +359,16 @@ def list_units(sup: Supervisor, opts: dict[str, list[str]]) -> Result:
         load = "masked" if svc.unit.masked else ("loaded" if svc.unit.path else "not-found")
         lines.append(f"{svc.name} {load} {svc.state} {svc.sub} {svc.unit.get('Unit', 'Description', svc.name)}")
     return 0, "".join(line + "\n" for line in lines), ""
+
+
+def list_unit_files() -> Result:
+    names: set[str] = set()
+    for directory in u.UNIT_DIRS:
+        if os.path.isdir(directory):
+            names.update(e for e in os.listdir(directory) if e.endswith(".service") and "@" not in e)
+    lines = []
+    for name in sorted(names):
+        state = u.enablement(name, u.load(name))
+        if state != "not-found":
+            lines.append(f"{name} {state} enabled\n")
+    return 0, "".join(lines), ""

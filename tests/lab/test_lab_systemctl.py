@@ -118,3 +118,6 @@ def test_systemctl_stand_in(lab_factory: Any) -> None:
 
     # the machine's enabled units are not enabled in a fresh node; ssh is
     assert _sh(lab, node, "systemctl is-enabled etcd haproxy ssh").stdout == "disabled\ndisabled\nenabled\n"
+    files = _sh(lab, node, "systemctl list-unit-files --no-legend").stdout.splitlines()
+    assert "etcd.service disabled enabled" in files and "ssh.service enabled enabled" in files
+    assert _sh(lab, node, "systemctl is-system-running").stdout == "running\n"
