@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from hactl.facts.model import EtcdMember, Observed
+from hactl.facts.model import ClusterView, EtcdMember, Observed
 from hactl.spec.models import Cluster, Host
 
 #: The certificate key's Secret lives 2 h; a key older than TTL - margin is refreshed.
@@ -352,7 +352,13 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
         address = f"master[{host.name}]"
         if facts is None:
             continue
-        if facts.initialised:
+        if facts.initialised and _lost(host.name, view, master_names):
+            cp_joins += 1
+            yield Change(Op.REPLACE, address, {"control_plane": "files only, no Node"},
+                         {"control_plane": True}, f"{host.name} has control-plane files but no "
+                         "registered Node (a failed join?); kubeadm reset -f, then join again",
+                         host=host.name, detail={"mode": "rejoin"})
+        elif facts.initialised:
             yield Change(Op.NOOP, address, {"control_plane": True}, {"control_plane": True},
                          "control plane running", host=host.name)
         elif facts.joined:
@@ -373,7 +379,13 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
         address = f"worker[{host.name}]"
         if facts is None:
             continue
-        if facts.joined:
+        if facts.joined and _lost(host.name, view, master_names):
+            worker_joins += 1
+            yield Change(Op.REPLACE, address, {"joined": "files only, no Node"}, {"joined": True},
+                         f"{host.name} has kubelet.conf but no registered Node (a failed join?); "
+                         "kubeadm reset -f, then join again", host=host.name,
+                         detail={"mode": "rejoin"})
+        elif facts.joined:
             yield Change(Op.NOOP, address, {"joined": True}, {"joined": True}, "joined",
                          host=host.name)
         else:
@@ -398,3 +410,11 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
                      {"key": "(sensitive value)"},
                      f"{why}; upload the control-plane certificates under a fresh key for this "
                      "join batch", host=initialised)
+
+
+def _lost(name: str, view: ClusterView | None, masters: list[str]) -> bool:
+    """Joined files on ``name`` but the API (answering, with other control-plane Nodes) has no
+    Node for it: the leftovers of a failed join."""
+    if view is None or view.node(name) is not None:
+        return False
+    return any(n.control_plane and n.name != name and n.name in masters for n in view.nodes)

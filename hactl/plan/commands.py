@@ -171,6 +171,11 @@ def kubeadm_join(
     return argv
 
 
+def kubeadm_reset() -> Argv:
+    """Undo a failed join on this node (external etcd is left untouched, as kubeadm does)."""
+    return ("kubeadm", "reset", "-f")
+
+
 def kubectl(*args: str, kubeconfig: str = ADMIN_CONF) -> Argv:
     return ("kubectl", "--kubeconfig", kubeconfig, "--request-timeout=10s", *args)
 

@@ -4,6 +4,7 @@ for health as design rule 2 defines it. Commands come from :mod:`hactl.plan.comm
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from hactl.diff import client_url
@@ -124,3 +125,43 @@ async def wait_healthy(
         return problems(members, parse_health(result.stdout), expected, ctx)
 
     await wait_for("etcd to be healthy (rule 2)", probe, timeout=timeout, interval=1.0, host=via.name)
+
+
+# -- stacked etcd (kubeadm's, on the masters) ------------------------------------------------
+
+STACKED_CA = "/etc/kubernetes/pki/etcd/ca.crt"
+STACKED_CERT = "/etc/kubernetes/pki/etcd/healthcheck-client.crt"
+STACKED_KEY = "/etc/kubernetes/pki/etcd/healthcheck-client.key"
+STRICT_RECONFIG_WINDOW = 6.0
+"""etcd refuses a member add ("unhealthy cluster") until every voter has been connected for 5 s."""
+
+
+def stacked_etcdctl(endpoints: list[str], *args: str) -> tuple[str, ...]:
+    return ("etcdctl", f"--endpoints={','.join(endpoints)}", f"--cacert={STACKED_CA}",
+            f"--cert={STACKED_CERT}", f"--key={STACKED_KEY}", "--command-timeout=5s", *args)
+
+
+async def wait_stacked_etcd_settled(ctx: StepContext, master: str, *, timeout: float = 120.0) -> None:
+    """Before a stacked control-plane join (which adds an etcd member): every member started,
+    no learner, each endpoint healthy — and still so after etcd's strict-reconfig window."""
+
+    async def healthy() -> str | None:
+        listed = await run(ctx, master, stacked_etcdctl(["https://127.0.0.1:2379"], "member", "list",
+                                                         "-w", "json"), check=False)
+        if not listed.ok:
+            return listed.stderr.strip() or "member list failed"
+        raw = parse_json(listed.stdout) or {}
+        members = raw.get("members") or [] if isinstance(raw, dict) else []
+        if any(not m.get("name") or m.get("isLearner") for m in members):
+            return "a member is not started or still a learner"
+        urls = [u for m in members for u in (m.get("clientURLs") or [])[:1]]
+        if not urls:
+            return "no member client URLs"
+        res = await run(ctx, master, stacked_etcdctl(urls, "endpoint", "health", "-w", "json"), check=False)
+        health = parse_health(res.stdout)
+        sick = [u for u in urls if not health.get(u)]
+        return f"unhealthy: {', '.join(sick)}" if sick else None
+
+    await wait_for("the stacked etcd to be healthy", healthy, timeout=timeout, host=master)
+    await asyncio.sleep(STRICT_RECONFIG_WINDOW)
+    await wait_for("the stacked etcd to stay healthy", healthy, timeout=timeout, host=master)

@@ -320,19 +320,25 @@ class _Builder:
                 reason=key.reason, address=key.address), infra))
         prev: list[Step | None] = list(ready) or list(infra)
         for c in effective:
-            if c.address.startswith("master[") and c.detail.get("mode") == "join":
+            if c.address.startswith("master[") and c.detail.get("mode") in ("join", "rejoin"):
                 assert c.host is not None
+                again = c.detail.get("mode") == "rejoin"
                 step = self.g.add(JoinControlPlane(
-                    id=f"{c.address}.join", host=c.host, title=f"Join control-plane node {c.host}",
-                    reason=c.reason, address=c.address, via=via), prev)
+                    id=f"{c.address}.join", host=c.host,
+                    title=f"{'Reset and re-join' if again else 'Join'} control-plane node {c.host}",
+                    reason=c.reason, address=c.address, action=_action(c), via=via,
+                    reset_first=again, stacked_etcd=self.cluster.etcd.topology == "stacked"), prev)
                 prev = [step]  # one at a time (rule 6)
         base = inits or list(infra)  # workers need the token, not the certificate key
         for c in effective:
             if c.address.startswith("worker["):
                 assert c.host is not None
+                again = c.detail.get("mode") == "rejoin"
                 self.g.add(JoinWorker(
-                    id=f"{c.address}.join", host=c.host, title=f"Join worker node {c.host}",
-                    reason=c.reason, address=c.address, via=via), base)
+                    id=f"{c.address}.join", host=c.host,
+                    title=f"{'Reset and re-join' if again else 'Join'} worker node {c.host}",
+                    reason=c.reason, address=c.address, action=_action(c), via=via,
+                    reset_first=again), base)
 
 
 def step_ids(steps: Sequence[Step]) -> list[str]:

@@ -333,3 +333,24 @@ def test_client_certs_already_on_the_first_master_are_not_planned_again(lab: Clu
     assert "master[master01].etcd-client-certs" not in ids(plan)
     assert ("lb[lb01].haproxy", "master[master01].init") not in edges(plan)  # LB already fine
     assert ids(plan)[0] == "master[master01].init"
+
+
+def test_failed_join_leftovers_are_reset_and_joined_again(lab: Cluster) -> None:
+    s = Synthetic(lab).converged()
+    s.nodes = [n for n in s.nodes if n.name not in ("master03", "worker02")]
+    plan = plan_of(lab, s)
+    assert ids(plan) == ["cluster.bootstrap-token", "cluster.certificate-key",
+                         "master[master03].join", "worker[worker02].join", "cluster.verify"]
+    steps = {st.id: st for st in plan.steps()}
+    assert steps["master[master03].join"].title == "Reset and re-join control-plane node master03"
+    assert steps["master[master03].join"].reset_first  # type: ignore[attr-defined]
+    assert steps["worker[worker02].join"].reset_first  # type: ignore[attr-defined]
+    assert plan.diff.get("master[master03]").op.value == "replace"  # type: ignore[union-attr]
+    assert plan.counts() == (3, 1, 2)
+
+
+def test_stacked_joins_say_they_wait_for_etcd(lab: Cluster) -> None:
+    stacked = load_file(str(SPECS / "stacked.yaml")).cluster
+    plan = plan_of(stacked, Synthetic(stacked).lb().init())
+    join = next(st for st in plan.steps() if st.id == "master[master02].join")
+    assert "wait until the stacked etcd is healthy and settled" in join.commands()

@@ -388,3 +388,50 @@ def test_desired_files_come_from_the_renderers(lab: Cluster) -> None:
     assert "certificateKey" not in config  # the init config holds no secret
     env = desired.etcd_env(lab, "etcd03", state="existing", members=lab.etcd_members)
     assert 'ETCD_INITIAL_CLUSTER_STATE="existing"' in env
+
+
+async def test_rejoin_resets_only_while_the_node_is_missing(lab: Cluster, ca: pki.CertKey) -> None:
+    ctx = Ctx(lab)
+    via = ctx.transport("master01")
+    via.on(("kubectl",), exit_status=1, stderr='nodes "worker02" not found')
+    via.on(("kubeadm", "token", "create"), stdout=f"{TOKEN}\n")
+    via.on(("cat", cmd.K8S_CA_CERT), stdout=ca.cert_pem().decode())
+    w = ctx.transport("worker02")
+    w.on(("kubeadm", "reset"))
+    w.on(("kubeadm", "join"),
+         respond=lambda _c: (via.on(("kubectl",), stdout=node_json("worker02", False)), Result(0, "", ""))[1])
+    await step_args(JoinWorker, host="worker02", via="master01", reset_first=True).run(ctx)
+    assert [a[:2] for a in ctx.argvs("worker02")] == [("kubeadm", "reset"), ("kubeadm", "join")]
+    again = Ctx(lab)
+    again.transport("master01").on(("kubectl",), stdout=node_json("worker02", False))
+    await step_args(JoinWorker, host="worker02", via="master01", reset_first=True).run(again)
+    assert again.argvs("worker02") == []
+
+
+async def test_stacked_join_waits_for_a_settled_etcd(lab: Cluster, ca: pki.CertKey) -> None:
+    stacked = load_file(str(ROOT / "specs" / "stacked.yaml")).cluster
+    ctx = Ctx(stacked)
+    via = ctx.transport("master01")
+    state = {"lists": 0}
+
+    def listing(_call: Call) -> Result:
+        state["lists"] += 1
+        learner = state["lists"] < 3  # master02 is still a learner at first
+        return Result(0, members_json((1, "master01", "https://198.18.2.11:2380", False),
+                                      (2, "master02", "https://198.18.2.12:2380", learner)), "")
+
+    via.on(re.compile("member list"), respond=listing)
+    health = [{"endpoint": f"https://198.18.2.1{i}:2379", "health": True} for i in (1, 2)]
+    via.on(re.compile("endpoint health"), stdout=json.dumps(health))
+    via.on(("kubeadm", "token", "create"), stdout=f"{TOKEN}\n")
+    via.on(("kubeadm", "init", "phase", "upload-certs"), stdout=f"{KEY}\n")
+    via.on(("cat", cmd.K8S_CA_CERT), stdout=ca.cert_pem().decode())
+    via.on(("kubectl",), stdout=node_json("master03", True))
+    m3 = ctx.transport("master03")
+    m3.on(("test",), exit_status=1)
+    m3.on(("kubeadm", "join"))
+    await step_args(JoinControlPlane, host="master03", via="master01").run(ctx)
+    assert state["lists"] >= 4  # healthy, then healthy again after the strict-reconfig window
+    calls = ctx.argvs("master01")
+    assert calls.index(next(a for a in calls if "list" in a)) < len(calls)
+    assert any(a[:2] == ("kubeadm", "join") for a in ctx.argvs("master03"))

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from hactl.plan import commands as cmd
+from hactl.plan.etcd_ops import wait_stacked_etcd_settled
 from hactl.plan.join_ops import ensure_ca_hash, ensure_certificate_key, ensure_token
 from hactl.plan.remote import run
 from hactl.plan.step import Step, StepContext
-from hactl.plan.steps.join_worker import wait_for_node
+from hactl.plan.steps.join_worker import node_registered, wait_for_node
 from hactl.sensitive import MASK
 
 
@@ -19,10 +20,16 @@ class JoinControlPlane(Step):
     order: ClassVar[int] = 50
     via: str = ""
     """An initialised master: makes the token and key, and is asked for the Node."""
+    reset_first: bool = False
+    """A failed join left files but no Node: ``kubeadm reset -f`` before joining again."""
+    stacked_etcd: bool = False
+    """The join adds a member to kubeadm's stacked etcd (shown in the plan; run() re-reads the spec)."""
     timeout: float = 900.0
 
     def commands(self) -> list[str]:
         return [
+            *(["kubeadm reset -f  # files of a failed join, no Node"] if self.reset_first else []),
+            *(["wait until the stacked etcd is healthy and settled"] if self.stacked_etcd else []),
             f"kubeadm join {{endpoint}} --token {MASK} --discovery-token-ca-cert-hash sha256:… "
             f"--control-plane --certificate-key {MASK}",
             "wait for the Node to register",
@@ -30,9 +37,17 @@ class JoinControlPlane(Step):
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None
-        if (await run(ctx, self.host, cmd.file_exists(cmd.ADMIN_CONF), check=False)).ok:
+        if self.reset_first:
+            if await node_registered(ctx, self.via, self.host):
+                ctx.log("Node registered meanwhile; nothing to redo")
+                return
+            await run(ctx, self.host, cmd.kubeadm_reset(), timeout=300.0)
+        elif (await run(ctx, self.host, cmd.file_exists(cmd.ADMIN_CONF), check=False)).ok:
             ctx.log("already a control-plane node")
             return
+        if ctx.cluster.etcd.topology == "stacked":
+            # the join adds an etcd member: only into a settled cluster (one change at a time)
+            await wait_stacked_etcd_settled(ctx, self.via)
         # Rule 5: check token and key before every control-plane join.
         token = await ensure_token(ctx, self.via)
         key = await ensure_certificate_key(ctx, self.via)

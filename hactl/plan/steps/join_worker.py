@@ -20,15 +20,23 @@ class JoinWorker(Step):
     kind: ClassVar[str] = "join_worker"
     order: ClassVar[int] = 60
     via: str = ""
+    reset_first: bool = False
+    """A failed join left kubelet.conf but no Node: ``kubeadm reset -f`` before joining again."""
     timeout: float = 600.0
 
     def commands(self) -> list[str]:
-        return [f"kubeadm join {{endpoint}} --token {MASK} --discovery-token-ca-cert-hash sha256:…",
+        return [*(["kubeadm reset -f  # files of a failed join, no Node"] if self.reset_first else []),
+                f"kubeadm join {{endpoint}} --token {MASK} --discovery-token-ca-cert-hash sha256:…",
                 "wait for the Node to register"]
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None
-        if (await run(ctx, self.host, cmd.file_exists(KUBELET_CONF), check=False)).ok:
+        if self.reset_first:
+            if await node_registered(ctx, self.via, self.host):
+                ctx.log("Node registered meanwhile; nothing to redo")
+                return
+            await run(ctx, self.host, cmd.kubeadm_reset(), timeout=300.0)
+        elif (await run(ctx, self.host, cmd.file_exists(KUBELET_CONF), check=False)).ok:
             ctx.log("already joined")
             return
         token = await ensure_token(ctx, self.via)
@@ -55,3 +63,9 @@ async def wait_for_node(ctx: StepContext, via: str, name: str, *, control_plane:
         return None
 
     await wait_for(f"Node {name} to register", registered, timeout=timeout, interval=2.0, host=name)
+
+
+async def node_registered(ctx: StepContext, via: str, name: str) -> bool:
+    """Fresh precondition for a re-join: is the Node object there after all?"""
+    res = await run(ctx, via, cmd.get_node(name), check=False)
+    return res.ok
