@@ -189,3 +189,19 @@ def test_no_descriptor_leak(apiserver: Apiserver) -> None:
     for _ in range(150):
         assert apiserver.get("/readyz")[0] == 200
     assert len(list(fds.iterdir())) <= before + 20
+
+
+def test_routing(apiserver: Apiserver, client_for: Callable[..., Client]) -> None:
+    api = client_for(apiserver.pki.admin)
+    assert api.get("/api/v1/namespaces/kube-system/status")["metadata"]["name"] == "kube-system"
+    assert api.get("/api/v1/namespaces")["kind"] == "NamespaceList"
+    assert api.get("/apis/coordination.k8s.io/v1/leases")["kind"] == "LeaseList"
+    for path in ("/api/v1/namespaces/default/nodes", "/api/v1/nodes/x/log", "/api/v1/widgets",
+                 "/apis/apps/v2/deployments", "/apis/nope.io/v1", "/metrics"):
+        status, doc = api.request("GET", path)
+        assert status == 404, path
+        assert doc["reason"] == "NotFound"
+    assert api.request("GET", "/apis/apps/v1")[1]["groupVersion"] == "apps/v1"
+    groups = {g["name"] for g in api.get("/apis")["groups"]}
+    assert groups == {"apps", "certificates.k8s.io", "coordination.k8s.io",
+                      "rbac.authorization.k8s.io"}

@@ -229,23 +229,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
             group, version, rest = parts[1], parts[2], parts[3:]
         else:
             return None
+        not_found = ApiError(404, "the server could not find the requested resource")
+        namespaces = res.by_path("", "v1", "namespaces")
+        assert namespaces is not None
+        if rest[0] == "namespaces" and group == "" and (
+                len(rest) == 2 or (len(rest) == 3 and rest[2] in namespaces.subresources)):
+            return namespaces, None, rest[1], rest[2] if len(rest) == 3 else None
         ns: str | None = None
         if rest[0] == "namespaces" and len(rest) >= 3:
             ns, rest = rest[1], rest[2:]
-        elif rest[0] == "namespaces" and len(rest) == 2 and group == "":
-            return (res.by_path("", "v1", "namespaces"), None, rest[1], None)  # type: ignore[return-value]
         r = res.by_path(group, version, rest[0])
-        if r is None or len(rest) > 3:
-            raise ApiError(404, "the server could not find the requested resource")
+        if r is None or len(rest) > 3 or (ns is not None and not r.namespaced):
+            raise not_found
         name = rest[1] if len(rest) >= 2 else None
         sub = rest[2] if len(rest) == 3 else None
-        if r.name == "namespaces" and len(rest) == 2 and ns is not None:
-            sub, name = rest[1], ns
-            ns = None
         if sub is not None and sub not in r.subresources:
-            raise ApiError(404, "the server could not find the requested resource")
-        if not r.namespaced and ns is not None and r.name != "namespaces":
-            raise ApiError(404, "the server could not find the requested resource")
+            raise not_found
         return r, ns, name, sub
 
     def _resource(self, method: str, route: tuple[res.Resource, str | None, str | None, str | None],
