@@ -202,3 +202,14 @@ def test_watch_with_kubectl_wait_and_get_w(apiserver: Apiserver, admin: Client) 
             stream.close()
     assert lines == [["ADDED", "w0", "0"], ["ADDED", "w1", "0"], ["MODIFIED", "w1", "1"],
                      ["DELETED", "w1", "1"]]
+
+
+def test_auth_can_i(apiserver: Apiserver) -> None:
+    assert apiserver.kubectl("auth", "can-i", "list", "nodes").stdout.strip() == "yes"
+    jane = apiserver.pki.kubeconfig("jane", apiserver.url, apiserver.pki.jane)
+    res = apiserver.kubectl("auth", "can-i", "get", "secrets", "-n", "kube-system", conf=jane,
+                            check=False)
+    assert (res.returncode, res.stdout.strip()) == (1, "no")
+    nodes = apiserver.pki.kubeconfig("node", apiserver.url, apiserver.pki.node)
+    assert apiserver.kubectl("auth", "can-i", "update", "leases", "-n", "kube-node-lease",
+                             conf=nodes).stdout.strip() == "yes"

@@ -117,6 +117,8 @@ def authorize(ident: Identity, verb: str, resource: str | None, namespace: str |
             return True
         return "system:authenticated" in groups and verb == "get" and (
             path in ("/api", "/apis") or path.startswith(("/api/", "/apis/", "/openapi/")))
+    if resource == "selfsubjectaccessreviews":
+        return verb == "create" and "system:authenticated" in groups  # system:basic-user
     target = (namespace or "", name or "")
     if resource == "configmaps" and verb == "get" and target == ("kube-public", "cluster-info"):
         return True  # kubeadm's bootstrap-signer-clusterinfo Role, bound to system:anonymous

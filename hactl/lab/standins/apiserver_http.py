@@ -261,6 +261,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if verb == "watch":
             self._watch(r, ns, name, query)
             return
+        if r.name == "selfsubjectaccessreviews":
+            if verb != "create":
+                raise ApiError(405, "the server does not allow this method on the requested "
+                               "resource")
+            self._json(201, _access_review(_load(body), ident))
+            return
         if verb == "list":
             self._list(r, ns, query)
         elif verb == "get":
@@ -389,3 +395,23 @@ def _load(body: bytes, allow_list: bool = False) -> Any:
     if not isinstance(doc, dict) and not (allow_list and isinstance(doc, list)):
         raise ApiError(400, "the body of the request was in an unknown format")
     return doc
+
+
+def _access_review(review: dict[str, Any], ident: Identity) -> dict[str, Any]:
+    """SelfSubjectAccessReview answered by the stand-in's fixed policy."""
+    spec = review.get("spec") or {}
+    attrs = spec.get("resourceAttributes")
+    if attrs:
+        verb, resource = attrs.get("verb", ""), attrs.get("resource") or None
+        if attrs.get("subresource"):
+            resource = f"{resource}/{attrs['subresource']}"
+        allowed = authorize(ident, verb, resource, attrs.get("namespace") or None,
+                            attrs.get("name") or None, "")
+    else:
+        nonres = spec.get("nonResourceAttributes") or {}
+        allowed = authorize(ident, nonres.get("verb", "get"), None, None, None,
+                            nonres.get("path", ""))
+    reason = "hactl lab stand-in policy" if allowed else ""
+    return {"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": None}, "spec": spec,
+            "status": {"allowed": allowed, **({"reason": reason} if reason else {})}}

@@ -72,6 +72,9 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("deployments", "Deployment", "apps", "v1", True, "deployments", ("deploy",),
              ("status",)),
     Resource("daemonsets", "DaemonSet", "apps", "v1", True, "daemonsets", ("ds",), ("status",)),
+    # virtual: answered by the authorizer, never stored (kubectl auth can-i)
+    Resource("selfsubjectaccessreviews", "SelfSubjectAccessReview", "authorization.k8s.io", "v1",
+             False, ""),
 )
 
 
@@ -93,7 +96,8 @@ def resource_list(group: str, version: str) -> dict[str, Any]:
         if r.group != group or r.version != version:
             continue
         entry: dict[str, Any] = {"name": r.name, "singularName": r.kind.lower(),
-                                 "namespaced": r.namespaced, "kind": r.kind, "verbs": VERBS}
+                                 "namespaced": r.namespaced, "kind": r.kind,
+                                 "verbs": VERBS if r.etcd else ["create"]}
         if r.short:
             entry["shortNames"] = list(r.short)
         out.append(entry)
