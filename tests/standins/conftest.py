@@ -248,7 +248,7 @@ def _etcd(pki: PKI, d: Path, n: int) -> Iterator[Etcd]:
     try:
         for m in etcd.members:
             m.start()
-        wait_for(etcd.healthy, 30, "etcd")
+        wait_for(etcd.healthy, 60, "etcd")
         yield etcd
     finally:
         for m in etcd.members:
@@ -289,7 +289,7 @@ class Apiserver:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          cwd="/")
-        wait_for(lambda: self.get("/livez")[0] in (200, 500), 20, "apiserver /livez")
+        wait_for(lambda: self.get("/livez")[0] in (200, 500), 60, "apiserver /livez")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -321,7 +321,7 @@ def _apiserver(pki: PKI, etcd: Etcd, d: Path) -> Iterator[Apiserver]:
     api = Apiserver(pki, etcd, d)
     try:
         api.start()
-        wait_for(lambda: api.get("/readyz")[0] == 200, 20, "apiserver /readyz")
+        wait_for(lambda: api.get("/readyz")[0] == 200, 60, "apiserver /readyz")
         yield api
     finally:
         api.stop()
