@@ -36,9 +36,8 @@ def changes(before: str, after: str) -> list[str]:
     return sorted({f"- {line}" for line in old - new} | {f"+ {line}" for line in new - old})
 
 
-def test_probe_fresh_lab_reads_every_node_and_writes_nothing(lab_factory: Any) -> None:
-    lab = lab_factory()
-    cluster = load_cluster(lab.spec_file)
+def _fresh_lab_probe(lab: Any, cluster: Any) -> None:
+    """Every node read on a fresh lab (nothing installed or running), nothing written."""
     names = [h.name for h in cluster.all_hosts()]
     units_before = {s.name: s.units for s in lab.status()}
     before = snapshot(lab, names)
@@ -117,9 +116,12 @@ def _bring_up_etcd_and_lb(lab: Any, cluster: Any) -> tuple[str, str]:
     return ca, hashlib.sha256(cfg.encode()).hexdigest()
 
 
-def test_probe_running_etcd_and_lb_then_a_node_down_and_one_cut_off(lab_factory: Any) -> None:
+def test_probe_fresh_then_running_etcd_and_lb_then_a_node_down_and_one_cut_off(
+    lab_factory: Any,
+) -> None:
     lab = lab_factory()
     cluster = load_cluster(lab.spec_file)
+    _fresh_lab_probe(lab, cluster)
     ca_fingerprint, cfg_sha = _bring_up_etcd_and_lb(lab, cluster)
     members = ["etcd01", "etcd02", "etcd03"]
     masters = ["master01", "master02", "master03"]
@@ -188,3 +190,65 @@ def test_probe_running_etcd_and_lb_then_a_node_down_and_one_cut_off(lab_factory:
     assert degraded.etcd_healthy("etcd01") and degraded.etcd_healthy("etcd02")  # 2 of 3: quorum
     changed = {h for h, fp in degraded.fingerprint().items() if fp != fingerprints[h]}
     assert {"etcd03", "lb01"} <= changed
+
+
+def test_probe_converged_cluster_reads_the_api_and_writes_nothing(lab_factory: Any) -> None:
+    """After `hactl apply`: the API facts come from the masters' real kubectl, and even with
+    every component running the probe leaves no trace (no kubectl cache, no temp file)."""
+    from click.testing import CliRunner
+
+    from hactl.cli import main
+
+    lab = lab_factory()
+    cluster = load_cluster(lab.spec_file)
+    result = CliRunner().invoke(main, ["apply", "-f", lab.spec_file, "--auto-approve"])
+    assert result.exit_code == 0, result.output[-3000:]
+    names = [h.name for h in cluster.all_hosts()]
+    masters = [h.name for h in cluster.masters]
+
+    def own(name: str) -> tuple[str, ...]:
+        # what the running services write by themselves: logs, etcd's data, kubelet state
+        return ("/var/log/hactl-lab/", "/var/lib/etcd", "/var/lib/kubelet", "/var/lib/hactl-lab")
+
+    time.sleep(2)  # let the start-up log lines land
+    before = snapshot(lab, names)
+    observed = asyncio.run(probe_cluster(cluster))
+    after = snapshot(lab, names)
+    for name in names:
+        moved = [
+            c for c in changes(before[name][0], after[name][0]) if not c[2:].startswith(own(name))
+        ]
+        assert moved == [], f"{name}: the probe wrote files"
+        assert changes(before[name][1], after[name][1]) == [], f"{name}: processes changed"
+        assert ".hactl-tmp" not in after[name][0]
+
+    assert observed.unreachable() == []
+    assert all(observed[n].section_errors == {} for n in names), {
+        n: observed[n].section_errors for n in names
+    }
+    assert observed.first_initialised_master(masters) == "master01"
+    view = observed.cluster_view(masters)
+    assert view is not None and view.errors == {}
+    assert sorted(n.name for n in view.nodes) == sorted(
+        [*masters, *(h.name for h in cluster.workers)]
+    )
+    assert all(n.ready for n in view.nodes)
+    assert sorted(n.name for n in view.nodes if n.control_plane) == masters
+    assert view.control_plane_endpoint == cluster.control_plane_endpoint
+    assert len(view.etcd_endpoints) == 3
+    assert view.kubernetes_version == cluster.kubernetes.version
+    assert view.kubeadm_certs_created is not None
+    assert any("authentication" in t.usages for t in view.bootstrap_tokens)
+    for name in masters:
+        k8s = observed[name].kubernetes
+        assert k8s is not None and k8s.initialised and k8s.joined and k8s.kubelet_active
+        assert "/etc/kubernetes/pki/apiserver.crt" in k8s.cert_expiry
+    for worker in cluster.workers:
+        k8s = observed[worker.name].kubernetes
+        assert k8s is not None and k8s.joined and not k8s.initialised
+    lb = observed["lb01"].haproxy
+    assert lb is not None and lb.backend("k8s-api-backend") == dict.fromkeys(masters, "UP")
+    members = observed.etcd_members()
+    assert members is not None and len(members) == 3
+    assert all(observed.etcd_healthy(h.name) for h in cluster.etcd_members)
+    assert all((observed[h.name].etcd or Any).registry_keys > 0 for h in cluster.etcd_members)
