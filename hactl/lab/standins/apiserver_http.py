@@ -33,9 +33,12 @@ class Server:
         assert r is not None
         return self.store.find(r, namespace, name)
 
-    def etcd_ok(self) -> bool:
+    health_timeout = 2.0  # --etcd-healthcheck-timeout (livez, healthz)
+    ready_timeout = 2.0  # --etcd-readycheck-timeout (readyz)
+
+    def etcd_ok(self, timeout: float) -> bool:
         try:
-            self.etcd.get("health", timeout=2.0)
+            self.etcd.get("health", timeout=timeout)
             return True
         except (EtcdError, OSError):
             return False
@@ -202,7 +205,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         only = path[len(base) + 1:] if path != base else ""
         if only and only not in checks:
             raise ApiError(404, "the server could not find the requested resource")
-        etcd_ok = self.server.app.etcd_ok() if (not only or "etcd" in only) else True
+        app = self.server.app
+        timeout = app.ready_timeout if base == "/readyz" else app.health_timeout
+        etcd_ok = app.etcd_ok(timeout) if (not only or "etcd" in only) else True
         results = [(c, etcd_ok if c.startswith("etcd") else True)
                    for c in checks if not only or c == only]
         ok = all(r for _, r in results)

@@ -23,6 +23,7 @@ from .apiserver_resources import by_path
 from .apiserver_store import ApiError
 from .etcd_kv import EtcdClient, EtcdError
 from .kubeapi import parse_flags
+from .leader import parse_duration
 
 DEFAULT_VERSION = "v1.30.4"
 VERSIONS_FILE = "/etc/hactl-lab/versions"
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx.load_verify_locations(flags["client-ca-file"])
         ctx.verify_mode = ssl.CERT_OPTIONAL
     app = Server(etcd, version, advertise, port)
+    app.health_timeout = parse_duration(flags.get("etcd-healthcheck-timeout", "2s"))
+    app.ready_timeout = parse_duration(flags.get("etcd-readycheck-timeout", "2s"))
     try:
         httpd = TLSServer((bind, port), ctx, app)
     except OSError as exc:
