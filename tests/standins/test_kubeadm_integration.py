@@ -86,12 +86,12 @@ class Node:
                                 stderr=subprocess.PIPE, text=True, env=self.env, cwd="/")
         try:
             config = self.root / "var/lib/kubelet/config.yaml"
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 300  # as long as kubeadm runs (slow under load)
             while proc.poll() is None and time.monotonic() < deadline and not config.exists():
                 time.sleep(0.1)
             if config.exists() and self.kubelet is None:
                 self.start_kubelet()
-            stdout, stderr = proc.communicate(timeout=180)
+            stdout, stderr = proc.communicate(timeout=300)
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -52,6 +52,24 @@ def privileged() -> Check:
     return ("IsPrivilegedUser", lambda: None if os.geteuid() == 0 else "user is not running as root")
 
 
+WARN_ONLY = {"Service-Kubelet"}
+
+
+def service_kubelet() -> Check:
+    """A warning only, like kubeadm's ServiceCheck{Service: kubelet, CheckIfActive: false}."""
+    def run() -> str | None:
+        from .kubeadm_common import systemctl
+
+        try:
+            state = systemctl("is-enabled", "kubelet").stdout.strip()
+        except OSError:
+            return None
+        if state == "enabled" or root():
+            return None
+        return "kubelet service is not enabled, please run 'systemctl enable kubelet.service'"
+    return ("Service-Kubelet", run)
+
+
 def min_external_etcd(kubernetes_version: str) -> str:
     return "3.5.11" if version_tuple(kubernetes_version) >= (1, 31, 0) else "3.2.18"
 
@@ -101,11 +119,11 @@ def etcd_checks(cfg: Config) -> list[Check]:
 
 
 def init_checks(cfg: Config) -> list[Check]:
-    return [privileged(), *control_plane_checks(cfg), port_check(10250), *etcd_checks(cfg)]
+    return [privileged(), *control_plane_checks(cfg), service_kubelet(), port_check(10250), *etcd_checks(cfg)]
 
 
 def join_node_checks() -> list[Check]:
-    return [privileged(), dir_available(MANIFESTS_DIR),
+    return [privileged(), dir_available(MANIFESTS_DIR), service_kubelet(),
             file_available(f"{KUBERNETES_DIR}/kubelet.conf"),
             file_available(f"{KUBERNETES_DIR}/bootstrap-kubelet.conf"),
             port_check(10250), file_available(f"{KUBERNETES_DIR}/pki/ca.crt")]
@@ -119,7 +137,7 @@ def run_checks(checks: list[Check], ignore: set[str]) -> None:
         message = check()
         if message is None:
             continue
-        if "all" in ignored or name.lower() in ignored:
+        if "all" in ignored or name.lower() in ignored or name in WARN_ONLY:
             sys.stderr.write(f"\t[WARNING {name}]: {message}\n")
         else:
             errors.append(f"\t[ERROR {name}]: {message}")

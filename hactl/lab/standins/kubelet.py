@@ -116,6 +116,15 @@ class Kubelet:
         self.heartbeat = knob_seconds("kubelet", "heartbeatSeconds", 10.0)
         self.sync_every = knob_seconds("kubelet", "syncSeconds", 1.0)
         self.agent: NodeAgent | None = None
+        self._last_error = ("", 0.0)
+
+    def log_error(self, message: str) -> None:
+        """Log ``message`` unless the same one was logged in the last minute."""
+        text, when = self._last_error
+        if message != text or time.monotonic() - when > 60:
+            sys.stderr.write(time.strftime("E%m%d %H:%M:%S ") + message + "\n")
+            sys.stderr.flush()
+            self._last_error = (message, time.monotonic())
 
     def serve_healthz(self) -> None:
         host = str(self.config.get("healthzBindAddress") or "127.0.0.1")
@@ -141,7 +150,7 @@ class Kubelet:
                 self.agent.heartbeat()
                 self.agent.mirror(dict(self.runtime.pods))
             except Exception as exc:  # keep trying, like the real kubelet
-                sys.stderr.write(f"kubelet: node status update failed: {exc}\n")
+                self.log_error(f"kubelet: node status update failed: {exc}")
                 self.stop.wait(min(2.0, self.heartbeat))
                 continue
             # mirror-pod changes (restarts) are posted between heartbeats
@@ -152,7 +161,7 @@ class Kubelet:
                     if self.agent is not None:
                         self.agent.mirror(dict(self.runtime.pods))
                 except Exception as exc:  # retried on the next tick
-                    sys.stderr.write(f"kubelet: mirror pod update failed: {exc}\n")
+                    self.log_error(f"kubelet: mirror pod update failed: {exc}")
 
     def run(self) -> int:
         self.serve_healthz()
