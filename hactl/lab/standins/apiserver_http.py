@@ -79,6 +79,8 @@ _HEALTH = {"/livez": ("ping", "log", "etcd"),
 class Handler(http.server.BaseHTTPRequestHandler):
     server: TLSServer
     protocol_version = "HTTP/1.1"
+    server_version = "hactl-lab-kube-apiserver"
+    sys_version = ""
     timeout = 300
 
     def setup(self) -> None:

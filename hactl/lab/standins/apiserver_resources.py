@@ -21,6 +21,9 @@ __all__ = [
 ]
 
 
+ETCD_PREFIX = ["/registry"]  # --etcd-prefix (set once at start)
+
+
 @dataclasses.dataclass(frozen=True)
 class Resource:
     name: str  # plural, as in the URL
@@ -38,7 +41,7 @@ class Resource:
 
     def key(self, namespace: str | None, name: str | None) -> str:
         """etcd key (or prefix when ``name`` is None) as the real apiserver lays them out."""
-        base = f"/registry/{self.etcd}/"
+        base = f"{ETCD_PREFIX[0]}/{self.etcd}/"
         if self.namespaced:
             if namespace is None:
                 return base

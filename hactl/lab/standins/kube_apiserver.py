@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from .apiserver_http import Server, TLSServer
-from .apiserver_resources import by_path
+from .apiserver_resources import ETCD_PREFIX, by_path
 from .apiserver_store import ApiError
 from .etcd_kv import EtcdClient, EtcdError
 from .kubeapi import parse_flags
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if flags.get("client-ca-file"):
         ctx.load_verify_locations(flags["client-ca-file"])
         ctx.verify_mode = ssl.CERT_OPTIONAL
+    ETCD_PREFIX[0] = "/" + flags.get("etcd-prefix", "/registry").strip("/")
     app = Server(etcd, version, advertise, port)
     app.health_timeout = parse_duration(flags.get("etcd-healthcheck-timeout", "2s"))
     app.ready_timeout = parse_duration(flags.get("etcd-readycheck-timeout", "2s"))
