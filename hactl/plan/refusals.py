@@ -59,7 +59,7 @@ def etcd_version(cluster: Cluster, observed: Observed) -> list[str]:
     """Rule 3: Kubernetes 1.31+ needs external etcd ≥ 3.5.11 (the probed version)."""
     if cluster.etcd.topology != "external" or cluster.kubernetes.version_tuple[:2] < (1, 31):
         return []
-    out = []
+    old: dict[str, list[str]] = {}
     for host in cluster.etcd_members:
         facts = observed.get(host.name)
         if facts is None or not facts.reachable:
@@ -67,13 +67,14 @@ def etcd_version(cluster: Cluster, observed: Observed) -> list[str]:
         seen = (facts.etcd.server_version if facts.etcd else None) or (
             facts.binaries.version("etcd") if facts.binaries else None)
         version = _version(seen)
-        if version is not None and version < MIN_ETCD_FOR_K8S_131:
-            out.append(
-                f"{host.name} runs etcd {seen}, but Kubernetes {cluster.kubernetes.version} needs "
-                "etcd 3.5.11 or newer (kubeadm refuses older external etcd); upgrade etcd on the "
-                "members first, or use Kubernetes 1.30"
-            )
-    return out
+        if seen and version is not None and version < MIN_ETCD_FOR_K8S_131:
+            old.setdefault(seen, []).append(host.name)
+    return [
+        f"{', '.join(names)} run{'s' if len(names) == 1 else ''} etcd {seen}, but Kubernetes "
+        f"{cluster.kubernetes.version} needs etcd 3.5.11 or newer (kubeadm refuses older external "
+        "etcd); upgrade etcd on the members first, or use Kubernetes 1.30"
+        for seen, names in sorted(old.items())
+    ]
 
 
 def foreign_registry(cluster: Cluster, observed: Observed, diff: Diff) -> list[str]:

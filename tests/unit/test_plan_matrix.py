@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from pathlib import Path
 
@@ -273,7 +274,7 @@ def test_etcd_too_old_for_kubernetes_131_is_refused(lab: Cluster) -> None:
     new = lab.model_copy(update={"kubernetes": lab.kubernetes.model_copy(update={"version": "v1.31.2"})})
     with pytest.raises(PlanError) as info:
         plan_of(new, Synthetic(new, etcd_version="3.5.9").etcd())
-    assert "etcd01 runs etcd 3.5.9" in str(info.value)
+    assert "etcd01, etcd02, etcd03 run etcd 3.5.9" in str(info.value)
     assert "3.5.11" in str(info.value)
     plan_of(new, Synthetic(new, etcd_version="3.5.15").etcd())  # new enough
 
@@ -354,3 +355,17 @@ def test_stacked_joins_say_they_wait_for_etcd(lab: Cluster) -> None:
     plan = plan_of(stacked, Synthetic(stacked).lb().init())
     join = next(st for st in plan.steps() if st.id == "master[master02].join")
     assert "wait until the stacked etcd is healthy and settled" in join.commands()
+
+
+def test_growing_etcd_from_three_to_five_adds_one_member_at_a_time() -> None:
+    five = load_file(str(SPECS / "five-etcd.yaml")).cluster
+    names = [h.name for h in five.etcd_members]
+    s = Synthetic(five, etcd_version="3.5.15").etcd(names[:3]).lb()
+    s.join(*[h.name for h in five.masters], *[h.name for h in five.workers])
+    plan = plan_of(five, s)
+    a, b = names[3], names[4]
+    chain = [f"etcd.member[{a}].add", f"etcd.member[{a}].start", f"etcd.member[{a}].promote",
+             f"etcd.member[{b}].add", f"etcd.member[{b}].start", f"etcd.member[{b}].promote",
+             "etcd.health"]
+    assert [i for i in ids(plan) if i.startswith("etcd.")] == chain
+    assert set(itertools.pairwise(chain)) <= edges(plan)
