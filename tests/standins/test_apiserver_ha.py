@@ -1,0 +1,68 @@
+"""Three stand-in apiservers on one 3-member etcd, as on three masters: one store, one truth."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hactl.lab.standins.kubeapi import ApiError, Client, ns_path
+
+from .conftest import Apiserver, Component, Etcd, wait_for
+
+LEASES = "coordination.k8s.io/v1"
+
+
+@pytest.fixture
+def three(apiserver3: Apiserver, etcd3: Etcd, tmp_path: Path) -> Iterator[list[Apiserver]]:
+    extra = [Apiserver(apiserver3.pki, etcd3, tmp_path) for _ in range(2)]
+    try:
+        for api in extra:
+            api.start()
+        yield [apiserver3, *extra]
+    finally:
+        for api in extra:
+            api.stop()
+
+
+def test_shared_state_and_cross_server_conflicts(three: list[Apiserver],
+                                                 components: Callable[..., Component]) -> None:
+    clients = [Client.from_kubeconfig(str(a.admin_conf)) for a in three]
+    try:
+        a, b, c = clients
+        a.create(ns_path("configmaps", "default"), {"metadata": {"name": "x"}, "data": {"v": "1"}})
+        seen = b.get(ns_path("configmaps", "default", "x"))
+        assert seen["data"] == {"v": "1"}
+        seen["data"] = {"v": "2"}
+        c.update(ns_path("configmaps", "default", "x"), dict(seen))
+        with pytest.raises(ApiError) as err:  # b's copy is stale now, whichever server it asks
+            a.update(ns_path("configmaps", "default", "x"), seen)
+        assert err.value.code == 409
+        # controller-managers talking to different apiservers still elect exactly one leader
+        pki = three[0].pki
+        fast = ("--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s",
+                "--leader-elect-retry-period=500ms")
+        kcms = [components("kube_controller_manager",
+                           pki.kubeconfig(f"kcm{i}", api.url, pki.kcm), *fast,
+                           "--controllers=-nodelifecycle")
+                for i, api in enumerate(three)]
+
+        def holder() -> str:
+            lease = a.find(ns_path("leases", "kube-system", "kube-controller-manager", LEASES))
+            return str((lease or {}).get("spec", {}).get("holderIdentity") or "")
+
+        wait_for(lambda: holder() != "" and all(k.identity for k in kcms), 30, "a leader")
+        first = holder()
+        leader = next(k for k in kcms if k.identity == first)
+        # power off the leader's "master": its apiserver and its controller-manager
+        leader.stop(signal.SIGKILL)
+        three[kcms.index(leader)].stop()
+        wait_for(lambda: holder() not in ("", first), 30, "a new leader")
+        assert holder() in {k.identity for k in kcms if k is not leader}
+        acquired = sum("successfully acquired lease" in k.log.read_text() for k in kcms)
+        assert acquired >= 2
+    finally:
+        for client in clients:
+            client.close()
