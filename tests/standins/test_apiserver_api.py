@@ -203,5 +203,5 @@ def test_routing(apiserver: Apiserver, client_for: Callable[..., Client]) -> Non
         assert doc["reason"] == "NotFound"
     assert api.request("GET", "/apis/apps/v1")[1]["groupVersion"] == "apps/v1"
     groups = {g["name"] for g in api.get("/apis")["groups"]}
-    assert groups == {"apps", "certificates.k8s.io", "coordination.k8s.io",
+    assert groups == {"apps", "authorization.k8s.io", "certificates.k8s.io", "coordination.k8s.io",
                       "rbac.authorization.k8s.io"}
