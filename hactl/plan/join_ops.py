@@ -54,16 +54,16 @@ def key_is_fresh(ctx: StepContext, now: float | None = None) -> bool:
 
 
 def token_is_fresh(ctx: StepContext, now: float | None = None) -> bool:
-    made = ctx.secrets.extra.get("bootstrap_token_made_at")
+    made = ctx.secrets.bootstrap_token_created_at
     if ctx.secrets.bootstrap_token is None or made is None:
         return False
-    age = (time.monotonic() if now is None else now) - float(made.reveal())
+    age = (time.monotonic() if now is None else now) - made
     return age < TOKEN_MAX_AGE
 
 
 def remember_token(ctx: StepContext, token: Sensitive) -> None:
     ctx.secrets.bootstrap_token = token
-    ctx.secrets.extra["bootstrap_token_made_at"] = Sensitive(repr(time.monotonic()))
+    ctx.secrets.bootstrap_token_created_at = time.monotonic()
 
 
 def remember_key(ctx: StepContext, key: Sensitive) -> None:

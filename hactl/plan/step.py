@@ -31,6 +31,8 @@ class RunSecrets:
     certificate_key: Sensitive | None = None
     certificate_key_uploaded_at: float | None = None
     bootstrap_token: Sensitive | None = None
+    bootstrap_token_created_at: float | None = None
+    """``time.monotonic()`` when this run made (or captured) the token."""
     ca_cert_hash: str | None = None  # "sha256:<hex>" is public, but kept here for convenience
     extra: dict[str, Sensitive] = field(default_factory=dict)
 

@@ -435,3 +435,33 @@ async def test_stacked_join_waits_for_a_settled_etcd(lab: Cluster, ca: pki.CertK
     calls = ctx.argvs("master01")
     assert calls.index(next(a for a in calls if "list" in a)) < len(calls)
     assert any(a[:2] == ("kubeadm", "join") for a in ctx.argvs("master03"))
+
+
+def test_initial_cluster_of_a_joining_member_lists_every_current_member(lab: Cluster) -> None:
+    from hactl.plan.etcd_ops import parse_member_list
+    from hactl.plan.steps.start_etcd_member import initial_members
+
+    listed = parse_member_list(members_json(
+        *THREE[:2], (9, "", "https://198.18.0.23:2380", True),  # etcd03 added, not started
+        (4, "old04", "https://198.18.0.24:2380", False)))  # a member outside the spec
+    hosts = initial_members(lab, listed, lab.host("etcd03"))
+    assert [(h.name, str(h.address)) for h in hosts] == [
+        ("etcd01", "198.18.0.21"), ("etcd02", "198.18.0.22"), ("old04", "198.18.0.24"),
+        ("etcd03", "198.18.0.23")]
+
+
+def test_token_and_key_freshness(lab: Cluster) -> None:
+    from hactl.plan import join_ops
+    from hactl.sensitive import Sensitive
+
+    ctx = Ctx(lab)
+    assert not join_ops.key_is_fresh(ctx) and not join_ops.token_is_fresh(ctx)
+    join_ops.remember_key(ctx, Sensitive(KEY))
+    join_ops.remember_token(ctx, Sensitive(TOKEN))
+    made = ctx.secrets.certificate_key_uploaded_at
+    assert made is not None
+    assert join_ops.key_is_fresh(ctx, now=made + 60 * 60)
+    assert not join_ops.key_is_fresh(ctx, now=made + 80 * 60)  # 2 h TTL minus a 45 min margin
+    assert not join_ops.token_is_fresh(ctx, now=made + 61 * 60)
+    assert join_ops.parse_certificate_key(f"[upload-certs] Using certificate key:\n{KEY}\n") == Sensitive(KEY)
+    assert join_ops.parse_token(f"kubeadm join lb:6443 --token {TOKEN} \\") == Sensitive(TOKEN)
