@@ -301,26 +301,40 @@ class Engine:
         semaphore = asyncio.Semaphore(self.parallelism)
         waiting = {n: set(self.graph.predecessors(n)) for n in self.graph.nodes}
 
-        async with asyncio.TaskGroup() as group:
+        try:
+            async with asyncio.TaskGroup() as group:
 
-            def launch(ids: list[str]) -> None:
-                for step_id in sorted(ids, key=lambda i: _sort_key(self.step(i))):
-                    group.create_task(one(step_id), name=f"step:{step_id}")
+                def launch(ids: list[str]) -> None:
+                    for step_id in sorted(ids, key=lambda i: _sort_key(self.step(i))):
+                        group.create_task(one(step_id), name=f"step:{step_id}")
 
-            async def one(step_id: str) -> None:
-                result = await self._run_step(self.step(step_id), semaphore)
-                self._finish(result)
-                if result.outcome == "ok":
-                    ready = []
-                    for succ in self.graph.successors(step_id):
-                        waiting[succ].discard(step_id)
-                        if not waiting[succ] and succ not in self._results:
-                            ready.append(succ)
-                    launch(ready)
-                else:
-                    self._skip_descendants(step_id)
+                async def one(step_id: str) -> None:
+                    result = await self._run_step(self.step(step_id), semaphore)
+                    self._finish(result)
+                    if result.outcome == "ok":
+                        ready = []
+                        for succ in self.graph.successors(step_id):
+                            waiting[succ].discard(step_id)
+                            if not waiting[succ] and succ not in self._results:
+                                ready.append(succ)
+                        launch(ready)
+                    else:
+                        self._skip_descendants(step_id)
 
-            launch([n for n, preds in waiting.items() if not preds])
+                launch([n for n, preds in waiting.items() if not preds])
+        except asyncio.CancelledError:
+            self.journal.write(
+                "run_end",
+                outcome="cancelled",
+                duration=round(time.monotonic() - start, 6),
+                wall=now_wall(),
+                mono=time.monotonic(),
+                running=sorted(
+                    n for n in self.graph.nodes if n not in self._results and not waiting[n]
+                ),
+            )
+            self._log.warning("apply.cancelled")
+            raise
 
         duration = time.monotonic() - start
         added, changed, removed = count_changes(self._results)

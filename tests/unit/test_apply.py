@@ -363,3 +363,24 @@ def test_plan_steps_accepts_step_nodes_and_rejects_cycles() -> None:
 async def test_parallelism_must_be_positive(cluster: Cluster) -> None:
     with pytest.raises(HactlError, match="at least 1"):
         engine(cluster, make_plan(Tracker(), [], nodes=["a"]), parallelism=-1)
+
+
+async def test_a_cancelled_run_says_so_in_the_journal(cluster: Cluster, tmp_path: Path) -> None:
+    t = Tracker()
+    started = asyncio.Event()
+
+    async def hang(step: FakeStep, ctx: StepContext, attempt: int) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    plan = make_plan(t, [("a", "b")], behaviours={"a": hang})
+    path = tmp_path / "run.jsonl"
+    with Journal(path) as journal:
+        task = asyncio.create_task(engine(cluster, plan, journal=journal).run())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    last = read_journal(path)[-1]
+    assert last["event"] == "run_end" and last["outcome"] == "cancelled"
+    assert last["running"] == ["a"]
