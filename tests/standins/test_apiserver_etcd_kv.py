@@ -49,6 +49,7 @@ def test_crud_and_cas(etcd1: Etcd, client_of: Callable[..., EtcdClient]) -> None
     assert [k.key for k in kvs] == ["/t/a", "/t/b"] and header_rev >= rev
     assert c.delete_if("/t/a") and not c.delete_if("/t/a")
     assert c.delete("/t/b") == 1
+    assert c.status(etcd1.members[0].endpoint)["version"].startswith("3.4.")
     lease = c.lease_grant(30)
     assert lease > 0
     c.put("/t/leased", b"x", lease=lease)
@@ -80,3 +81,25 @@ def test_quorum_loss_and_failover(etcd3: Etcd, client_of: Callable[..., EtcdClie
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def test_watch_stream(etcd1: Etcd, client_of: Callable[..., EtcdClient]) -> None:
+    from hactl.lab.standins.etcd_kv import Watch, WatchEvent
+
+    c = client_of(etcd1)
+    rev = c.put("/w/a", b"1")
+    c.put("/w/a", b"2")
+    c.delete("/w/a")
+    c.put("/other", b"x")
+    watch = Watch(c, "/w/", rev)  # replays history from rev
+    try:
+        events: list[WatchEvent] = []
+        while len(events) < 3:
+            batch = watch.next_batch()
+            assert batch is not None
+            events.extend(batch)
+    finally:
+        watch.close()
+    assert [(e.type, e.kv.key, e.kv.value) for e in events] == [
+        ("PUT", "/w/a", b"1"), ("PUT", "/w/a", b"2"), ("DELETE", "/w/a", b"")]
+    assert events[2].prev is not None and events[2].prev.value == b"2"
