@@ -1,6 +1,7 @@
 """Synthetic observations of a cluster in a known state, for tests and the planning benchmark.
 
     obs = Synthetic(cluster).etcd().lb().init().join("master02").observed()
+    plan = build_plan(big_cluster(), Synthetic(big_cluster()).observed(), now=PROBED_AT)
 
 Each method brings one part of the cluster to the state ``hactl apply`` would leave it in; what
 is not brought up looks like a freshly installed host (binaries present, nothing configured).
@@ -10,6 +11,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -36,6 +38,24 @@ from hactl.spec.models import Cluster
 PROBED_AT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 CP_MANIFESTS = ("etcd.yaml", "kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml")
 CA_FP = "AB:" * 31 + "AB"
+
+
+def big_cluster(workers: int = 984, *, etcd: int = 5, lbs: int = 2, masters: int = 9) -> Cluster:
+    """A large spec on 198.18.0.0/15 (1,000 hosts by default) for planning benchmarks."""
+    addrs = iter(ipaddress.IPv4Network("198.18.0.0/15").hosts())
+    next(addrs)
+
+    def hosts(prefix: str, n: int) -> list[dict[str, str]]:
+        return [{"name": f"{prefix}{i:04d}", "address": str(next(addrs))} for i in range(1, n + 1)]
+
+    return Cluster.model_validate({
+        "apiVersion": "hactl.dev/v1alpha1", "kind": "Cluster", "metadata": {"name": "big"},
+        "controlPlaneEndpoint": "api.big:6443",
+        "kubernetes": {"version": "1.30.4"},
+        "etcd": {"topology": "external", "members": hosts("etcd", etcd)},
+        "loadBalancer": {"dnsName": "api.big", "hosts": hosts("lb", lbs)},
+        "masters": hosts("master", masters), "workers": hosts("worker", workers),
+    })
 
 
 def member_id(name: str) -> str:

@@ -3,7 +3,6 @@ fast (timed by bench/, not here)."""
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 from pathlib import Path
 
@@ -11,30 +10,10 @@ from hactl.facts.model import Observed
 from hactl.plan import output, planfile
 from hactl.plan.graph import to_dot, to_mermaid
 from hactl.plan.planner import build_plan
-from hactl.plan.synthetic import PROBED_AT, Synthetic
+from hactl.plan.synthetic import PROBED_AT, Synthetic, big_cluster
 from hactl.spec.load import load_file
-from hactl.spec.models import Cluster
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
-
-
-def big_cluster(workers: int = 984) -> Cluster:
-    """5 etcd + 2 LB + 9 masters + ``workers`` workers (1,000 hosts by default)."""
-    net = ipaddress.IPv4Network("198.18.0.0/15")
-    addrs = iter(net.hosts())
-    next(addrs)
-
-    def hosts(prefix: str, n: int) -> list[dict[str, str]]:
-        return [{"name": f"{prefix}{i:04d}", "address": str(next(addrs))} for i in range(1, n + 1)]
-
-    return Cluster.model_validate({
-        "apiVersion": "hactl.dev/v1alpha1", "kind": "Cluster", "metadata": {"name": "big"},
-        "controlPlaneEndpoint": "api.big:6443",
-        "kubernetes": {"version": "1.30.4"},
-        "etcd": {"topology": "external", "members": hosts("etcd", 5)},
-        "loadBalancer": {"dnsName": "api.big", "hosts": hosts("lb", 2)},
-        "masters": hosts("master", 9), "workers": hosts("worker", workers),
-    })
 
 
 def test_same_inputs_give_byte_identical_output() -> None:
