@@ -256,7 +256,7 @@ def _resolve(value: str | None, base: Path) -> str | None:
 
 
 def _resolve_paths(cluster: Cluster, base: Path) -> Cluster:
-    """Make relative SSH file paths (defaults and per-host overrides) relative to ``base``."""
+    """Make relative paths (SSH files, per-host overrides, ``lab.stateDir``) relative to ``base``."""
 
     def fix(ssh: _SSH) -> _SSH:
         return ssh.model_copy(
@@ -271,8 +271,12 @@ def _resolve_paths(cluster: Cluster, base: Path) -> Cluster:
 
     etcd = cluster.etcd.model_copy(update={"members": fix_hosts(cluster.etcd.members)})
     lb = cluster.load_balancer.model_copy(update={"hosts": fix_hosts(cluster.load_balancer.hosts)})
+    lab = cluster.lab
+    if lab is not None and lab.state_dir is not None:
+        lab = lab.model_copy(update={"state_dir": _resolve(lab.state_dir, base)})
     return cluster.model_copy(
         update={
+            "lab": lab,
             "ssh": fix(cluster.ssh),
             "etcd": etcd,
             "load_balancer": lb,

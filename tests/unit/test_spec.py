@@ -127,10 +127,12 @@ def test_relative_ssh_paths_resolve_against_the_spec(tmp_path: Path) -> None:
         "{name: lb01, address: 10.0.0.10}",
         "{name: lb01, address: 10.0.0.10, ssh: {port: 2222, knownHostsFile: kh}}",
     )
+    text = text.replace("10.0.0.", "198.18.0.") + "lab: {subnet: 198.18.0.0/24, stateDir: labstate}\n"
     spec = tmp_path / "c.yaml"
     spec.write_text(text)
     cluster = load_file(spec).cluster
     assert cluster.ssh.identity_file == str(tmp_path / "keys" / "id")
+    assert cluster.lab is not None and cluster.lab.state_dir == str(tmp_path / "labstate")
     lb_ssh = ssh_for(cluster, cluster.load_balancer.hosts[0])
     assert (lb_ssh.port, lb_ssh.known_hosts_file) == (2222, str(tmp_path / "kh"))
     assert lb_ssh.identity_file == str(tmp_path / "keys" / "id")
