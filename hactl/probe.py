@@ -25,7 +25,7 @@ from typing import Any
 
 from hactl.concurrency import gather_each
 from hactl.errors import HactlError
-from hactl.facts import binaries, etcd, haproxy, kubernetes, system
+from hactl.facts import binaries, etcd, haproxy, kubernetes, services, system
 from hactl.facts.base import SKIPPED, Fact, FactParseError
 from hactl.facts.model import HostFacts, Observed
 from hactl.log import get_logger
@@ -50,7 +50,18 @@ def etcd_endpoint(cluster: Cluster, host: Host) -> str:
 def facts_for(cluster: Cluster, host: Host) -> list[Fact[Any]]:
     """The facts read on ``host``, by its roles in the spec (order = order in the script)."""
     roles = cluster.roles(host.name)
+    units = tuple(
+        unit
+        for unit, wanted in (
+            ("etcd", "etcd" in roles),
+            ("haproxy", "lb" in roles),
+            ("kubelet", "master" in roles or "worker" in roles),
+        )
+        if wanted
+    )
     out: list[Fact[Any]] = [system.SystemInfo(), binaries.BinaryVersions()]
+    if units:
+        out.append(services.UnitStates(units))
     if "etcd" in roles:
         endpoint = etcd_endpoint(cluster, host)
         out += [
@@ -178,6 +189,7 @@ def read_host_facts(
         return r.get(facts[cls]) if cls in facts else None
 
     sys_facts = value(system.SystemInfo)
+    units = value(services.UnitStates) or {}
     bins = value(binaries.BinaryVersions)
     etcd_facts = None
     if etcd.EtcdFiles in facts and (files := value(etcd.EtcdFiles)) is not None:
@@ -188,6 +200,7 @@ def read_host_facts(
         etcd_facts = etcd.assemble(
             data_dir=cluster.etcd.data_dir,
             files=files,
+            unit=units.get("etcd"),
             env=value(etcd.EtcdEnv),
             members=members,
             status=status,
@@ -200,7 +213,11 @@ def read_host_facts(
         config = value(haproxy.HAProxyConfig)
         servers = value(haproxy.HAProxyStats)
         lb_facts = haproxy.assemble(
-            files=lb_files, config=config, servers=servers, stats_error=r.why("haproxy.stats")
+            files=lb_files,
+            unit=units.get("haproxy"),
+            config=config,
+            servers=servers,
+            stats_error=r.why("haproxy.stats"),
         )
     k8s_facts = None
     if kubernetes.K8sFiles in facts and (k_files := value(kubernetes.K8sFiles)) is not None:
@@ -212,6 +229,7 @@ def read_host_facts(
         api_errors = {name.removeprefix("k8s."): r.errors[name] for name in api if name in r.errors}
         k8s_facts = kubernetes.assemble(
             files=k_files,
+            kubelet=units.get("kubelet"),
             certs=value(kubernetes.CertExpiry),
             nodes=nodes,
             secrets=secrets_,

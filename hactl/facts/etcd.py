@@ -4,7 +4,7 @@ Paths follow hactl's renderers (docs/renderers.md, ``hactl.render.etcd``): the e
 ``/etc/etcd/etcd.env``, the unit ``/etc/systemd/system/etcd.service``, certificates under
 ``/etc/etcd/pki``; etcdctl authenticates with ``healthcheck-client.{crt,key}`` against the
 member's own client URL (``https://127.0.0.1:<clientPort>``, or its address when that is a
-loopback address). The etcdctl sections run only when the ``etcd`` unit is active (otherwise
+loopback address). The etcdctl sections run only when the ``services`` section saw the ``etcd`` unit active (otherwise
 etcdctl would wait for its dial timeout) and each member answers for itself only: the diff
 combines the members' views (``endpoint health --cluster`` alone is not enough).
 """
@@ -20,13 +20,12 @@ from hactl.facts.base import (
     Fact,
     FactParseError,
     fingerprint_hex,
-    is_active,
-    is_enabled,
     key_values,
     sh,
     sha256_of,
 )
 from hactl.facts.model import DataDirState, EtcdFacts, EtcdHealth, EtcdMember, EtcdStatus
+from hactl.facts.services import UnitState, active_var
 
 ENV_PATH = "/etc/etcd/etcd.env"
 UNIT_PATH = "/etc/systemd/system/etcd.service"
@@ -36,13 +35,10 @@ CLIENT_CERT = f"{PKI_DIR}/healthcheck-client.crt"
 CLIENT_KEY = f"{PKI_DIR}/healthcheck-client.key"
 DIAL_TIMEOUT = "2s"
 COMMAND_TIMEOUT = "5s"
-ACTIVE_VAR = "HACTL_ETCD_ACTIVE"
-"""Shell variable set by the ``etcd.files`` section and read by the etcdctl sections."""
+ACTIVE_VAR = active_var("etcd")
+"""Shell variable set by the ``services`` section and read by the etcdctl sections."""
 
-_FILES = r"""( echo "enabled=$(systemctl is-enabled etcd 2>/dev/null)" ) &
-{var}=$(systemctl is-active etcd 2>/dev/null)
-echo "active={var_ref}"
-if [ -f {unit} ]; then echo "unit_sha256=$(sha256sum < {unit})"; fi
+_FILES = r"""if [ -f {unit} ]; then echo "unit_sha256=$(sha256sum < {unit})"; fi
 if [ -f {env} ]; then echo "env_sha256=$(sha256sum < {env})"; fi
 if [ ! -e {data} ]; then echo data_dir=absent
 elif [ -d {data}/member ]; then echo data_dir=member
@@ -55,13 +51,11 @@ if [ -f {ca} ]; then
     echo "ca_sha256=$(python3 -B -c 'import hashlib,ssl,sys; print(hashlib.sha256(ssl.PEM_cert_to_DER_cert(open(sys.argv[1]).read())).hexdigest())' {ca} 2>/dev/null)"
   fi
 fi
-wait"""
+:"""
 
 
 @dataclass(frozen=True)
 class EtcdFileInfo:
-    active: bool
-    enabled: bool
     unit_sha256: str | None
     env_sha256: str | None
     data_dir_state: DataDirState
@@ -75,8 +69,6 @@ class EtcdFiles(Fact[EtcdFileInfo]):
 
     def script(self) -> str:
         return _FILES.format(
-            var=ACTIVE_VAR,
-            var_ref="$" + ACTIVE_VAR,
             unit=shlex.quote(UNIT_PATH),
             env=shlex.quote(ENV_PATH),
             data=shlex.quote(self.data_dir.rstrip("/") or "/"),
@@ -89,8 +81,6 @@ class EtcdFiles(Fact[EtcdFileInfo]):
         if state not in {"absent", "empty", "member", "other"}:
             raise FactParseError(f"unexpected data dir state {state!r}")
         return EtcdFileInfo(
-            active=is_active(kv.get("active")),
-            enabled=is_enabled(kv.get("enabled")),
             unit_sha256=sha256_of(kv.get("unit_sha256")),
             env_sha256=sha256_of(kv.get("env_sha256")),
             data_dir_state=cast(DataDirState, state),
@@ -249,6 +239,7 @@ def assemble(
     *,
     data_dir: str,
     files: EtcdFileInfo,
+    unit: UnitState | None,
     env: dict[str, str] | None,
     members: tuple[EtcdMember, ...] | None,
     status: EtcdStatus | None,
@@ -258,8 +249,8 @@ def assemble(
 ) -> EtcdFacts:
     return EtcdFacts(
         unit_present=files.unit_sha256 is not None,
-        active=files.active,
-        enabled=files.enabled,
+        active=unit.active if unit else False,
+        enabled=unit.enabled if unit else False,
         env_present=files.env_sha256 is not None,
         env_sha256=files.env_sha256,
         env=env or {},

@@ -13,8 +13,9 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from hactl.facts.base import Fact, FactParseError, is_active, is_enabled, key_values, sha256_of
+from hactl.facts.base import Fact, FactParseError, key_values, sha256_of
 from hactl.facts.model import BackendServer, HAProxyFacts, ServerStatus
+from hactl.facts.services import UnitState
 from hactl.sensitive import MASK
 
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
@@ -34,8 +35,6 @@ _READ_SOCKET = (
 
 @dataclass(frozen=True)
 class HAProxyFileInfo:
-    active: bool
-    enabled: bool
     config_sha256: str | None
 
 
@@ -45,20 +44,11 @@ class HAProxyFiles(Fact[HAProxyFileInfo]):
 
     def script(self) -> str:
         cfg = shlex.quote(CONFIG_PATH)
-        return (
-            '( echo "enabled=$(systemctl is-enabled haproxy 2>/dev/null)" ) &\n'
-            'echo "active=$(systemctl is-active haproxy 2>/dev/null)"\n'
-            f'if [ -f {cfg} ]; then echo "config_sha256=$(sha256sum < {cfg})"; fi\n'
-            "wait"
-        )
+        return f'if [ -f {cfg} ]; then echo "config_sha256=$(sha256sum < {cfg})"; fi\n:'
 
     def parse(self, stdout: str) -> HAProxyFileInfo:
         kv = key_values(stdout)
-        return HAProxyFileInfo(
-            active=is_active(kv.get("active")),
-            enabled=is_enabled(kv.get("enabled")),
-            config_sha256=sha256_of(kv.get("config_sha256")),
-        )
+        return HAProxyFileInfo(config_sha256=sha256_of(kv.get("config_sha256")))
 
 
 @dataclass(frozen=True)
@@ -154,6 +144,7 @@ class HAProxyStats(Fact[tuple[BackendServer, ...]]):
 def assemble(
     *,
     files: HAProxyFileInfo,
+    unit: UnitState | None,
     config: str | None,
     servers: tuple[BackendServer, ...] | None,
     stats_error: str | None,
@@ -162,8 +153,8 @@ def assemble(
         config_present=files.config_sha256 is not None,
         config_sha256=files.config_sha256,
         config=config,
-        active=files.active,
-        enabled=files.enabled,
+        active=unit.active if unit else False,
+        enabled=unit.enabled if unit else False,
         servers=servers or (),
         stats_error=stats_error,
     )

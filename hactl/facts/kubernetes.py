@@ -19,8 +19,9 @@ from typing import Any
 
 import yaml
 
-from hactl.facts.base import Fact, FactParseError, is_active, multi_values, sh
+from hactl.facts.base import Fact, FactParseError, multi_values, sh
 from hactl.facts.model import BootstrapToken, ClusterView, KubernetesFacts, NodeInfo
+from hactl.facts.services import UnitState
 
 K8S_DIR = "/etc/kubernetes"
 ADMIN_CONF = f"{K8S_DIR}/admin.conf"
@@ -31,12 +32,11 @@ REQUEST_TIMEOUT = "5s"
 NO_CACHE = "/dev/null/hactl-no-cache"
 """A cache dir that cannot be created: kubectl then writes no discovery cache."""
 
-_FILES = rf"""( echo "kubelet=$(systemctl is-active kubelet 2>/dev/null)" ) &
-if [ -f {ADMIN_CONF} ]; then echo admin_conf=1; fi
+_FILES = rf"""if [ -f {ADMIN_CONF} ]; then echo admin_conf=1; fi
 if [ -f {KUBELET_CONF} ]; then echo kubelet_conf=1; fi
 for f in {MANIFESTS}/*; do if [ -f "$f" ]; then echo "manifest=${{f##*/}}"; fi; done
 for f in {PKI}/* {PKI}/*/*; do if [ -f "$f" ]; then echo "pki=${{f#{PKI}/}}"; fi; done
-wait"""
+:"""
 
 _CERTS = rf"""if [ ! -d {PKI} ]; then echo "no {PKI}" >&2; return 100; fi
 if command -v python3 >/dev/null 2>&1; then
@@ -59,7 +59,6 @@ without python3, ``openssl x509 -enddate`` per file."""
 class K8sFileInfo:
     admin_conf: bool
     kubelet_conf: bool
-    kubelet_active: bool
     manifests: tuple[str, ...]
     pki_files: tuple[str, ...]
 
@@ -72,11 +71,10 @@ class K8sFiles(Fact[K8sFileInfo]):
         return _FILES
 
     def parse(self, stdout: str) -> K8sFileInfo:
-        values = multi_values(stdout, ("admin_conf", "kubelet_conf", "kubelet", "manifest", "pki"))
+        values = multi_values(stdout, ("admin_conf", "kubelet_conf", "manifest", "pki"))
         return K8sFileInfo(
             admin_conf=bool(values["admin_conf"]),
             kubelet_conf=bool(values["kubelet_conf"]),
-            kubelet_active=is_active(values["kubelet"][-1] if values["kubelet"] else None),
             manifests=tuple(sorted(values["manifest"])),
             pki_files=tuple(sorted(values["pki"])),
         )
@@ -267,6 +265,7 @@ class KubeadmConfig(Fact[KubeadmClusterConfig | None]):
 def assemble(
     *,
     files: K8sFileInfo,
+    kubelet: UnitState | None,
     certs: dict[str, datetime] | None,
     nodes: tuple[NodeInfo, ...] | None,
     secrets: KubeSystemSecrets | None,
@@ -290,7 +289,7 @@ def assemble(
         kubelet_conf=files.kubelet_conf,
         manifests=files.manifests,
         pki_files=files.pki_files,
-        kubelet_active=files.kubelet_active,
+        kubelet_active=kubelet.active if kubelet else False,
         cert_expiry=certs or {},
         cluster=cluster,
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hactl.facts import binaries, etcd, haproxy, kubernetes, system
+from hactl.facts import binaries, etcd, haproxy, kubernetes, services, system
 from hactl.facts.base import Fact, FactParseError, find_version, fingerprint_hex
 from hactl.facts.model import (
     BackendServer,
@@ -85,15 +85,15 @@ CASES: list[tuple[str, Fact[Any], str, Any]] = [
     (
         "etcd files",
         etcd.EtcdFiles(),
-        "active=active\nenabled=enabled\nunit_sha256=ab12  -\nenv_sha256=cd34  -\ndata_dir=member\n"
+        "unit_sha256=ab12  -\nenv_sha256=cd34  -\ndata_dir=member\n"
         "ca_sha256=sha256 Fingerprint=" + ":".join(["0A"] * 32) + "\n",
-        etcd.EtcdFileInfo(True, True, "ab12", "cd34", "member", ":".join(["0A"] * 32)),
+        etcd.EtcdFileInfo("ab12", "cd34", "member", ":".join(["0A"] * 32)),
     ),
     (
         "etcd files on a bare host",
         etcd.EtcdFiles(),
-        "active=inactive\nenabled=\ndata_dir=absent\n",
-        etcd.EtcdFileInfo(False, False, None, None, "absent", None),
+        "data_dir=absent\n",
+        etcd.EtcdFileInfo(None, None, "absent", None),
     ),
     (
         "show stat",
@@ -110,8 +110,8 @@ CASES: list[tuple[str, Fact[Any], str, Any]] = [
     (
         "haproxy files",
         haproxy.HAProxyFiles(),
-        "active=active\nenabled=enabled\nconfig_sha256=ff00\n",
-        haproxy.HAProxyFileInfo(True, True, "ff00"),
+        "config_sha256=ff00  -\n",
+        haproxy.HAProxyFileInfo("ff00"),
     ),
     ("haproxy config is kept verbatim", haproxy.HAProxyConfig(), "global\n\tx\n", "global\n\tx\n"),
     (
@@ -171,15 +171,32 @@ CASES: list[tuple[str, Fact[Any], str, Any]] = [
     (
         "kubernetes files",
         kubernetes.K8sFiles(),
-        "admin_conf=1\nkubelet_conf=1\nkubelet=active\nmanifest=kube-scheduler.yaml\n"
+        "admin_conf=1\nkubelet_conf=1\nmanifest=kube-scheduler.yaml\n"
         "manifest=kube-apiserver.yaml\npki=ca.crt\npki=etcd/ca.crt\n",
         kubernetes.K8sFileInfo(
-            True,
             True,
             True,
             ("kube-apiserver.yaml", "kube-scheduler.yaml"),
             ("ca.crt", "etcd/ca.crt"),
         ),
+    ),
+    (
+        "unit states, any property order, unknown unit",
+        services.UnitStates(("etcd", "haproxy", "kubelet")),
+        "ActiveState=active\nId=etcd.service\nUnitFileState=enabled\n\n"
+        "Id=haproxy.service\nActiveState=failed\nUnitFileState=disabled\n\n"
+        "Id=kubelet.service\nActiveState=inactive\nUnitFileState=\n",
+        {
+            "etcd": services.UnitState(True, True, "active"),
+            "haproxy": services.UnitState(False, False, "failed"),
+            "kubelet": services.UnitState(False, False, "inactive"),
+        },
+    ),
+    (
+        "no systemctl at all",
+        services.UnitStates(("etcd",)),
+        "\n",
+        {"etcd": services.UnitState(False, False, "unknown")},
     ),
     (
         "system",
@@ -359,3 +376,18 @@ def test_passwords_in_a_hand_edited_haproxy_cfg_are_masked() -> None:
         assert secret not in masked
     assert "stats auth admin:(sensitive value)" in masked
     assert "user bob password (sensitive value)" in masked
+
+
+def test_unit_states_set_the_guard_variables_in_real_sh() -> None:
+    """The snippet pairs Id and ActiveState (either order) into HACTL_<UNIT>_ACTIVE."""
+    fact = services.UnitStates(("etcd", "haproxy"))
+    fake_systemctl = (
+        "systemctl() { printf 'ActiveState=active\\nId=etcd.service\\nUnitFileState=enabled\\n\\n"
+        "Id=haproxy.service\\nActiveState=inactive\\nUnitFileState=\\n'; }\n"
+    )
+    script = f"{fake_systemctl}f() {{\n{fact.script()}\n}}\nf >/dev/null\n"
+    script += 'echo "$HACTL_ETCD_ACTIVE/$HACTL_HAPROXY_ACTIVE"; echo *'
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True, cwd="/")
+    first, second = out.stdout.splitlines()
+    assert first == "active/inactive"
+    assert second != "*"  # globbing is back on after the section

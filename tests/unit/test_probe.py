@@ -14,6 +14,7 @@ import yaml
 
 from hactl.errors import UnreachableError
 from hactl.facts.model import Observed
+from hactl.facts.services import UnitStates
 from hactl.probe import (
     SectionOutput,
     build_script,
@@ -59,23 +60,17 @@ def ok(stdout: str) -> SectionOutput:
 
 def test_sections_follow_the_roles(cluster: Cluster) -> None:
     names = {h.name: [f.section for f in facts_for(cluster, h)] for h in cluster.all_hosts()}
-    assert names["etcd01"] == ["system", "binaries", "etcd.files", "etcd.env", "etcd.members",
-                               "etcd.status", "etcd.health", "etcd.registry"]  # fmt: skip
-    assert names["lb01"] == [
-        "system",
-        "binaries",
-        "haproxy.files",
-        "haproxy.config",
-        "haproxy.stats",
-    ]
-    assert names["master01"][2:] == [
-        "k8s.files",
-        "k8s.certs",
-        "k8s.nodes",
-        "k8s.secrets",
-        "k8s.config",
-    ]
-    assert names["worker01"][2:] == ["k8s.files", "k8s.certs"]
+    common = ["system", "binaries", "services"]
+    etcd = ["etcd.files", "etcd.env", "etcd.members", "etcd.status", "etcd.health", "etcd.registry"]
+    assert names["etcd01"] == [*common, *etcd]
+    assert names["lb01"] == [*common, "haproxy.files", "haproxy.config", "haproxy.stats"]
+    k8s = ["k8s.files", "k8s.certs"]
+    assert names["master01"] == [*common, *k8s, "k8s.nodes", "k8s.secrets", "k8s.config"]
+    assert names["worker01"] == [*common, *k8s]
+    units = {h.name: facts_for(cluster, h)[2] for h in cluster.all_hosts()}
+    assert isinstance(units["etcd01"], UnitStates) and units["etcd01"].units == ("etcd",)
+    assert isinstance(units["lb01"], UnitStates) and units["lb01"].units == ("haproxy",)
+    assert isinstance(units["worker02"], UnitStates) and units["worker02"].units == ("kubelet",)
 
 
 def test_etcdctl_uses_the_member_itself_over_tls(cluster: Cluster) -> None:
@@ -109,7 +104,7 @@ def test_the_generated_script_runs_in_real_sh_and_keeps_sections_apart(cluster: 
         }
     )
     facts = facts_for(everything, host)
-    assert len(facts) == 2 + 6 + 3 + 5
+    assert len(facts) == 3 + 6 + 3 + 5
     script = build_script(facts, "HACTL-t1")
     proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -131,9 +126,8 @@ async def test_one_round_trip_per_host_and_facts_assembled(cluster: Cluster) -> 
             {
                 "system": ok("hostname=etcd01\nuser=root\ninit=systemd\nos.ID=debian\n"),
                 "binaries": ok("etcd\t/usr/bin/etcd\tetcd Version: 3.4.23\n"),
-                "etcd.files": ok(
-                    "active=active\nenabled=enabled\nenv_sha256=aa\ndata_dir=member\n"
-                ),
+                "services": ok("Id=etcd.service\nActiveState=active\nUnitFileState=enabled\n"),
+                "etcd.files": ok("env_sha256=aa  -\ndata_dir=member\n"),
                 "etcd.env": ok('ETCD_NAME="etcd01"\nETCD_INITIAL_CLUSTER_STATE="new"\n'),
                 "etcd.members": ok(members),
                 "etcd.status": ok((DATA / "etcd/endpoint_status.json").read_text()),
@@ -167,7 +161,8 @@ async def test_a_failing_section_loses_only_its_own_fact(cluster: Cluster) -> No
             {
                 "system": ok("hostname=master01\n"),
                 "binaries": ok(""),
-                "k8s.files": ok("admin_conf=1\nkubelet=active\nmanifest=kube-apiserver.yaml\n"),
+                "services": ok("Id=kubelet.service\nActiveState=active\nUnitFileState=enabled\n"),
+                "k8s.files": ok("admin_conf=1\nmanifest=kube-apiserver.yaml\n"),
                 "k8s.certs": ok("/etc/kubernetes/pki/ca.crt\tnotAfter=Nov 26 22:41:13 2036 GMT\n"),
                 "k8s.nodes": SectionOutput("", "Unable to connect to the server: timeout\n", 1),
                 "k8s.secrets": ok("this is not\tjsonpath output at all\tbad b64 !!!\n"),
@@ -203,7 +198,8 @@ async def test_skipped_sections_are_not_errors(cluster: Cluster) -> None:
             {
                 "system": ok("hostname=etcd02\n"),
                 "binaries": ok(""),
-                "etcd.files": ok("active=inactive\nenabled=disabled\ndata_dir=absent\n"),
+                "services": ok("Id=etcd.service\nActiveState=inactive\nUnitFileState=disabled\n"),
+                "etcd.files": ok("data_dir=absent\n"),
                 "etcd.env": SectionOutput("", "no /etc/etcd/etcd.env\n", 100),
                 **{
                     name: SectionOutput("", "the etcd service is inactive\n", 100)
