@@ -135,9 +135,9 @@ class EtcdFacts:
     """/etc/systemd/system/etcd.service (the unit hactl renders) exists; a distro unit under
     /lib/systemd does not count."""
     active: bool
-    """``systemctl is-active etcd`` says active."""
+    """systemd's ActiveState of etcd.service is ``active``."""
     enabled: bool
-    """``systemctl is-enabled etcd`` says enabled."""
+    """systemd's UnitFileState of etcd.service is enabled (or static/alias)."""
     env_present: bool
     """The env file that hactl renders (``/etc/etcd/etcd.env``) exists."""
     env_sha256: str | None
