@@ -346,13 +346,14 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
     master_names = [h.name for h in cluster.masters]
     initialised = observed.first_initialised_master(master_names)
     view = observed.cluster_view(master_names)
+    nodes = _Nodes(view, master_names)
     cp_joins = worker_joins = 0
     for index, host in enumerate(cluster.masters):
         facts = observed.kubernetes(host.name)
         address = f"master[{host.name}]"
         if facts is None:
             continue
-        if facts.initialised and _lost(host.name, view, master_names):
+        if facts.initialised and nodes.lost(host.name):
             cp_joins += 1
             yield Change(Op.REPLACE, address, {"control_plane": "files only, no Node"},
                          {"control_plane": True}, f"{host.name} has control-plane files but no "
@@ -379,7 +380,7 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
         address = f"worker[{host.name}]"
         if facts is None:
             continue
-        if facts.joined and _lost(host.name, view, master_names):
+        if facts.joined and nodes.lost(host.name):
             worker_joins += 1
             yield Change(Op.REPLACE, address, {"joined": "files only, no Node"}, {"joined": True},
                          f"{host.name} has kubelet.conf but no registered Node (a failed join?); "
@@ -412,9 +413,19 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
                      "join batch", host=initialised)
 
 
-def _lost(name: str, view: ClusterView | None, masters: list[str]) -> bool:
-    """Joined files on ``name`` but the API (answering, with other control-plane Nodes) has no
-    Node for it: the leftovers of a failed join."""
-    if view is None or view.node(name) is not None:
-        return False
-    return any(n.control_plane and n.name != name and n.name in masters for n in view.nodes)
+class _Nodes:
+    """The API's Node names, indexed once (a 1,000-host plan asks about every host)."""
+
+    def __init__(self, view: ClusterView | None, masters: list[str]) -> None:
+        self.known = view is not None
+        nodes = view.nodes if view is not None else ()
+        self.names = {n.name for n in nodes}
+        wanted = set(masters)
+        self.control_plane = {n.name for n in nodes if n.control_plane and n.name in wanted}
+
+    def lost(self, name: str) -> bool:
+        """Joined files on ``name`` but the API (answering, with other control-plane Nodes)
+        has no Node for it: the leftovers of a failed join."""
+        if not self.known or name in self.names:
+            return False
+        return bool(self.control_plane - {name})
