@@ -21,6 +21,7 @@ from hactl.render import pki
 ETCD = ("etcd01", "etcd02", "etcd03")
 MASTERS = ("master01", "master02", "master03")
 EPKI = "/etc/etcd/pki"
+APISERVER_PGREP = "pgrep -f '^/usr/bin/python3 -m hactl.lab.standins.kube_apiserver'"
 LEADER = {"leader-elect-lease-duration": "4s", "leader-elect-renew-deadline": "3s",
           "leader-elect-retry-period": "1s"}
 KNOBS = {
@@ -264,6 +265,22 @@ def test_seed_commands_stacked_etcd_late_join_worker_and_reset(lab_factory: Any)
     nodes = kubectl(lab, "master01", "get nodes worker01 -o json")
     assert nodes.returncode == 0, nodes.stderr
     assert "node-role.kubernetes.io/control-plane" not in json.loads(nodes.stdout)["metadata"]["labels"]
+
+    # the seed's failover test: `systemctl stop kubelet` — static pods keep running (as containers
+    # do), the node turns NotReady; the API keeps answering; a new kubelet adopts the pods
+    before = lab.run("master02", APISERVER_PGREP).stdout.split()
+    assert before
+    assert lab.run("master02", "systemctl stop kubelet", via="ssh").returncode == 0
+    wait(lambda: ready_masters(lab, "master01").get("master02") in ("Unknown", "False")
+         if isinstance(ready_masters(lab, "master01"), dict) else ready_masters(lab, "master01"),
+         60, "master02 NotReady")
+    assert lab.run("master02", APISERVER_PGREP).stdout.split() == before
+    assert kubectl(lab, "master02", "get pods -A").returncode == 0
+    assert lab.run("master02", "systemctl start kubelet", via="ssh").returncode == 0
+    wait(lambda: ready_masters(lab, "master01").get("master02") == "True"
+         if isinstance(ready_masters(lab, "master01"), dict) else ready_masters(lab, "master01"),
+         60, "master02 Ready again")
+    assert lab.run("master02", APISERVER_PGREP).stdout.split() == before
 
     # reset on master03 removes its etcd member and its static pods
     reset = lab.run("master03", "kubeadm reset -f", via="ssh", timeout=120)
