@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from hactl.errors import (
     TransportError,
     UnreachableError,
 )
+from hactl.log import get_logger
 from hactl.spec.models import Cluster, Host
 from hactl.transport.base import (
     Command,
@@ -42,6 +44,8 @@ from hactl.transport.base import (
 )
 from hactl.transport.known_hosts import KnownHosts, KnownHostsCache, host_pattern
 from hactl.transport.ssh_errors import map_connect_error
+
+_log = get_logger()
 
 MAX_CHANNELS = 8
 """Concurrent sessions per connection (sshd's MaxSessions defaults to 10)."""
@@ -157,6 +161,7 @@ class SSHTransport:
         command = with_sudo(command, self.user)
         data = stdin.encode() if isinstance(stdin, str) else stdin
         async with self._sem:
+            started = time.monotonic()
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             try:
@@ -183,6 +188,13 @@ class SSHTransport:
                 self._in_flight -= 1
         status = proc.exit_status if proc.exit_status is not None else -1
         result = Result(status, _text(proc.stdout), _text(proc.stderr))
+        _log.debug(
+            "ran",
+            host=self.host,
+            command=display_command(command, 120),
+            exit_status=status,
+            seconds=round(time.monotonic() - started, 3),
+        )
         return check_result(self.host, command, result, secrets_of(command)) if check else result
 
     async def put(self, path: str, data: bytes, mode: int = 0o644) -> None:

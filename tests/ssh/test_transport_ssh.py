@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -235,3 +236,21 @@ async def test_concurrent_connects_to_one_host_share_one_connection(sshd: Sshd) 
             conns.connect(cluster.masters[0]), conns.connect(cluster.masters[0])
         )
         assert first is second
+
+
+async def test_the_hinted_ssh_keyscan_line_is_accepted_under_strict(sshd: Sshd) -> None:
+    """The hint's own command (hashed known_hosts entry from the real ssh-keyscan) works."""
+    scan = subprocess.run(
+        ["ssh-keyscan", "-H", "-t", "ed25519", "-p", str(sshd.port), "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    assert scan.stdout.startswith("|1|")
+    sshd.known_hosts.write_text(scan.stdout)
+    transport = await _one(sshd)
+    try:
+        assert (await transport.run(("true",))).ok
+    finally:
+        await transport.aclose()
