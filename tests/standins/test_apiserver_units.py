@@ -99,3 +99,15 @@ def test_bootstrap_token_rules_and_policy() -> None:
     anon = Identity("system:anonymous", ("system:unauthenticated",))
     assert authorize(anon, "get", None, None, None, "/readyz")
     assert not authorize(anon, "get", None, None, None, "/api")
+
+
+def test_bearer_tokens_need_bootstrap_auth_enabled() -> None:
+    from hactl.lab.standins.apiserver_auth import authenticate
+
+    with pytest.raises(Unauthorized):
+        authenticate(None, "Bearer abcdef.0123456789abcdef", None)
+    cert = {"subject": ((("organizationName", "system:masters"),),
+                        (("commonName", "kubernetes-admin"),))}
+    ident = authenticate(cert, None, None)
+    assert ident.user == "kubernetes-admin" and "system:masters" in ident.groups
+    assert authenticate(None, None, None).anonymous

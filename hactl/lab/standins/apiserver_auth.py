@@ -86,14 +86,16 @@ def token_identity(token: str, get_secret: Callable[[str, str], dict[str, Any] |
 
 
 def authenticate(peercert: dict[str, Any] | None, authorization: str | None,
-                 get_secret: Callable[[str, str], dict[str, Any] | None]) -> Identity:
+                 get_secret: Callable[[str, str], dict[str, Any] | None] | None) -> Identity:
+    """Client certificate first, then a bearer token (only bootstrap tokens, and only with a
+    ``get_secret`` — None when ``--enable-bootstrap-token-auth`` is off), else anonymous."""
     if peercert:
         ident = _cert_identity(peercert)
         if ident is not None:
             return ident
     if authorization:
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        if scheme.lower() != "bearer" or not token.strip() or get_secret is None:
             raise Unauthorized("invalid authorization header")
         return token_identity(token.strip(), get_secret)
     return Identity("system:anonymous", ("system:unauthenticated",))

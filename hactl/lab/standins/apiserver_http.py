@@ -33,6 +33,7 @@ class Server:
         assert r is not None
         return self.store.find(r, namespace, name)
 
+    bootstrap_auth = False  # --enable-bootstrap-token-auth (false by default, as in the real one)
     health_timeout = 2.0  # --etcd-healthcheck-timeout (livez, healthz)
     ready_timeout = 2.0  # --etcd-readycheck-timeout (readyz)
 
@@ -146,7 +147,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             except (ValueError, ssl.SSLError):
                 peer = None
             try:
-                ident = authenticate(peer, self.headers.get("Authorization"), app.get_secret)
+                ident = authenticate(peer, self.headers.get("Authorization"),
+                                     app.get_secret if app.bootstrap_auth else None)
             except Unauthorized:
                 raise ApiError(401, "Unauthorized") from None
             except ApiError:
