@@ -139,3 +139,47 @@ async def test_each_task_logs_with_its_host_bound() -> None:
     await parallel_each(["etcd01", "lb01"], work, limit=2)
     assert seen == {"etcd01": "etcd01", "lb01": "lb01"}
     assert "host" not in structlog.contextvars.get_contextvars()
+
+
+def test_ssh_targets_resolve_defaults_overrides_and_paths() -> None:
+    from hactl.spec.models import Cluster
+    from hactl.transport.ssh import parse_bastion, resolve_target
+
+    cluster = Cluster.model_validate(
+        {
+            "apiVersion": "hactl.dev/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": "t"},
+            "controlPlaneEndpoint": "lb.example.com:6443",
+            "kubernetes": {"version": "1.30.4"},
+            "loadBalancer": {"hosts": [{"name": "lb01", "address": "10.0.0.10"}]},
+            "masters": [
+                {"name": "master01", "address": "10.0.0.11"},
+                {
+                    "name": "master02",
+                    "address": "10.0.0.12",
+                    "ssh": {"user": "admin", "port": 2222, "bastion": "", "identityFile": "/k"},
+                },
+            ],
+            "ssh": {
+                "identityFile": "keys/id",
+                "knownHostsFile": "kh",
+                "bastion": "jump@bastion.example.com:2200",
+                "connectTimeout": 3,
+            },
+        }
+    )
+    one = resolve_target(cluster, cluster.masters[0], "/specs")
+    assert (one.user, one.port, one.identity_file, one.known_hosts_file) == (
+        "root",
+        22,
+        "/specs/keys/id",
+        "/specs/kh",
+    )
+    assert one.bastion == "jump@bastion.example.com:2200" and one.connect_timeout == 3.0
+    two = resolve_target(cluster, cluster.masters[1], "/specs")
+    assert (two.user, two.port, two.identity_file, two.bastion) == ("admin", 2222, "/k", None)
+    assert two.where == "admin@[10.0.0.12]:2222"
+    assert parse_bastion("jump@bastion:2200", "root") == ("jump", "bastion", 2200)
+    assert parse_bastion("bastion", "root") == ("root", "bastion", 22)
+    assert parse_bastion("[fd00::1]:22", "me") == ("me", "fd00::1", 22)
