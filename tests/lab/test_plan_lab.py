@@ -67,6 +67,16 @@ def test_fresh_lab_plans_the_full_bring_up_then_shows_lb_drift(lab_factory: Any,
     graph = runner.invoke(main, ["graph", "-f", lab.spec_file, "--format", "mermaid"])
     assert graph.exit_code == 0 and graph.stdout.startswith("flowchart LR")
 
+    # a host the bring-up needs does not answer: the plan is refused and names it
+    lab.partition("worker02")
+    try:
+        result = runner.invoke(main, ["plan", "-f", lab.spec_file])
+    finally:
+        lab.heal("worker02")
+    assert result.exit_code == 1
+    assert "worker02: unreachable" in result.output
+    assert "needed because it is a worker whose Node is not registered" in result.output
+
 
 class _Ctx:
     """The smallest StepContext: one shared SSH connection per host (the engine's job in apply)."""
