@@ -11,7 +11,7 @@ import pytest
 
 from hactl.lab.standins.kubeapi import ApiError, Client, ns_path
 
-from .conftest import Apiserver, Pair
+from .conftest import PKI, Apiserver, Etcd, Pair, wait_for
 
 LEASES = "coordination.k8s.io/v1"
 
@@ -205,3 +205,20 @@ def test_routing(apiserver: Apiserver, client_for: Callable[..., Client]) -> Non
     groups = {g["name"] for g in api.get("/apis")["groups"]}
     assert groups == {"apps", "authorization.k8s.io", "certificates.k8s.io", "coordination.k8s.io",
                       "rbac.authorization.k8s.io"}
+
+
+def test_anonymous_auth_off_and_always_allow(pki: PKI, etcd1: Etcd, tmp_path: Path) -> None:
+    api = Apiserver(pki, etcd1, tmp_path, ("--anonymous-auth=false",
+                                           "--authorization-mode=AlwaysAllow"))
+    try:
+        api.start()
+        assert api.get("/readyz")[0] == 401  # no credentials at all
+        jane = Client(api.url, ca=pki.ca.pair.cert.read_bytes(), cert=pki.jane.cert.read_bytes(),
+                      key=pki.jane.key.read_bytes())
+        try:
+            wait_for(lambda: jane.request("GET", "/readyz")[0] == 200, 30, "readyz")
+            assert jane.get(ns_path("secrets", "kube-system"))["kind"] == "SecretList"
+        finally:
+            jane.close()
+    finally:
+        api.stop()

@@ -34,6 +34,13 @@ class Server:
         return self.store.find(r, namespace, name)
 
     bootstrap_auth = False  # --enable-bootstrap-token-auth (false by default, as in the real one)
+    anonymous_auth = True  # --anonymous-auth
+    always_allow = False  # --authorization-mode contains AlwaysAllow
+
+    def allowed(self, ident: Identity, verb: str, resource: str | None, namespace: str | None,
+                name: str | None, path: str) -> bool:
+        return self.always_allow or authorize(ident, verb, resource, namespace, name, path)
+
     health_timeout = 2.0  # --etcd-healthcheck-timeout (livez, healthz)
     ready_timeout = 2.0  # --etcd-readycheck-timeout (readyz)
 
@@ -153,6 +160,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raise ApiError(401, "Unauthorized") from None
             except ApiError:
                 raise ApiError(401, "Unauthorized") from None
+            if ident.anonymous and not app.anonymous_auth:
+                raise ApiError(401, "Unauthorized")
             route = self._route(path)
             if route is None:
                 self._nonresource(method, path, query, ident)
@@ -168,7 +177,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _nonresource(self, method: str, path: str, query: dict[str, str], ident: Identity) -> None:
         app = self.server.app
-        if not authorize(ident, method.lower(), None, None, None, path):
+        if not app.allowed(ident, method.lower(), None, None, None, path):
             raise ApiError(403, forbidden_message(ident, method.lower(), None, "", None, None, path))
         if method != "GET":
             raise ApiError(405, "the server does not allow this method on the requested resource")
@@ -264,7 +273,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "PATCH": "patch", "DELETE": "delete"}[method]
         if query.get("watch") in ("true", "1"):
             verb = "watch"
-        if not authorize(ident, verb, r.name, ns, name, self.path):
+        if not self.server.app.allowed(ident, verb, r.name, ns, name, self.path):
             raise ApiError(403, forbidden_message(ident, verb, r.name, r.group, ns, name, self.path),
                            details={"name": name or "", "group": r.group, "kind": r.name})
         if verb == "watch":

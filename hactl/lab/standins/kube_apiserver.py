@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx.verify_mode = ssl.CERT_OPTIONAL
     ETCD_PREFIX[0] = "/" + flags.get("etcd-prefix", "/registry").strip("/")
     app = Server(etcd, version, advertise, port)
+    app.anonymous_auth = flags.get("anonymous-auth", "true") != "false"
+    app.always_allow = "AlwaysAllow" in flags.get("authorization-mode", "").split(",")
     app.bootstrap_auth = flags.get("enable-bootstrap-token-auth", "false") == "true"
     app.health_timeout = parse_duration(flags.get("etcd-healthcheck-timeout", "2s"))
     app.ready_timeout = parse_duration(flags.get("etcd-readycheck-timeout", "2s"))
