@@ -369,3 +369,13 @@ def test_growing_etcd_from_three_to_five_adds_one_member_at_a_time() -> None:
              "etcd.health"]
     assert [i for i in ids(plan) if i.startswith("etcd.")] == chain
     assert set(itertools.pairwise(chain)) <= edges(plan)
+
+
+def test_all_members_down_with_their_data_are_started_together(lab: Cluster) -> None:
+    s = Synthetic(lab).converged()
+    for name in ("etcd01", "etcd02", "etcd03"):
+        s.etcd_facts(name, active=False, members=None, status=None, health=None)
+    plan = plan_of(lab, s)
+    starts = [f"etcd.member[{m}].start" for m in ("etcd01", "etcd02", "etcd03")]
+    assert ids(plan) == [*starts, "etcd.health", "cluster.verify"]
+    assert edges(plan) == {*((st, "etcd.health") for st in starts), ("etcd.health", "cluster.verify")}
