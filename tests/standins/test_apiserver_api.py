@@ -222,3 +222,44 @@ def test_anonymous_auth_off_and_always_allow(pki: PKI, etcd1: Etcd, tmp_path: Pa
             jane.close()
     finally:
         api.stop()
+
+
+def test_compaction_makes_old_watches_expire(pki: PKI, etcd1: Etcd, tmp_path: Path) -> None:
+    import http.client
+    import json
+    import ssl
+
+    api = Apiserver(pki, etcd1, tmp_path, ("--etcd-compaction-interval=1s",))
+    admin = Client(api.url, ca=pki.ca.pair.cert.read_bytes(), cert=pki.admin.cert.read_bytes(),
+                   key=pki.admin.key.read_bytes())
+    try:
+        api.start()
+        wait_for(lambda: api.get("/readyz")[0] == 200, 60, "readyz")
+        first = admin.create(ns_path("configmaps", "default"), {"metadata": {"name": "c"}})
+        rv = first["metadata"]["resourceVersion"]
+        for i in range(3):
+            admin.patch(ns_path("configmaps", "default", "c"), {"data": {"i": str(i)}})
+        _wait_compacted_past(api.log, int(rv) + 1)
+        ctx = ssl.create_default_context(cafile=str(pki.ca.pair.cert))
+        ctx.load_cert_chain(str(pki.admin.cert), str(pki.admin.key))
+        conn = http.client.HTTPSConnection("127.0.0.1", api.port, context=ctx, timeout=20)
+        try:
+            conn.request("GET", f"/api/v1/namespaces/default/configmaps?watch=true"
+                         f"&resourceVersion={rv}&timeoutSeconds=3")
+            events = [json.loads(line) for line in conn.getresponse().read().splitlines()]
+        finally:
+            conn.close()
+        assert events[-1]["type"] == "ERROR"
+        assert (events[-1]["object"]["code"], events[-1]["object"]["reason"]) == (410, "Expired")
+    finally:
+        admin.close()
+        api.stop()
+
+
+def _wait_compacted_past(log: Path, revision: int) -> None:
+    def compacted() -> bool:
+        revs = [int(line.rsplit(" ", 1)[1]) for line in log.read_text().splitlines()
+                if "compacted etcd at revision" in line]
+        return bool(revs) and max(revs) > revision
+
+    wait_for(compacted, 30, f"a compaction past revision {revision}")

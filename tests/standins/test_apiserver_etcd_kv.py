@@ -103,3 +103,19 @@ def test_watch_stream(etcd1: Etcd, client_of: Callable[..., EtcdClient]) -> None
     assert [(e.type, e.kv.key, e.kv.value) for e in events] == [
         ("PUT", "/w/a", b"1"), ("PUT", "/w/a", b"2"), ("DELETE", "/w/a", b"")]
     assert events[2].prev is not None and events[2].prev.value == b"2"
+
+
+def test_compaction_cancels_old_watches(etcd1: Etcd, client_of: Callable[..., EtcdClient]) -> None:
+    from hactl.lab.standins.etcd_kv import EtcdError, Watch
+
+    c = client_of(etcd1)
+    old = c.put("/c/a", b"1")
+    latest = c.put("/c/a", b"2")
+    c.compact(latest)
+    watch = Watch(c, "/c/", old)
+    try:
+        with pytest.raises(EtcdError) as err:
+            watch.next_batch()
+        assert err.value.code == 11
+    finally:
+        watch.close()

@@ -253,6 +253,10 @@ class EtcdClient:
         ok, _ = self.txn(cmp, [{"request_delete_range": {"key": _b64(key)}}])
         return ok
 
+    def compact(self, revision: int) -> None:
+        """Drop history before ``revision`` (``/v3/kv/compaction``)."""
+        self.call("/v3/kv/compaction", {"revision": str(revision)})
+
     # -- leases and maintenance --------------------------------------------------------------
 
     def lease_grant(self, ttl: int) -> int:

@@ -83,6 +83,23 @@ def _housekeeping(app: Server, holder: str, stop: threading.Event) -> None:
         stop.wait(10 if created else 1)
 
 
+def _compactor(app: Server, interval: float, stop: threading.Event) -> None:
+    """Compact etcd every ``interval`` to the revision seen one interval earlier, like the real
+    server's ``--etcd-compaction-interval`` (watches older than that get 410 Gone)."""
+    previous = 0
+    while not stop.wait(interval):
+        try:
+            _, current = app.etcd.range_prefix("compact_rev_key")
+            if previous:
+                app.etcd.compact(previous)
+                log(f"compacted etcd at revision {previous}")
+            previous = current
+        except EtcdError as exc:
+            if "compacted" not in str(exc):
+                log(f"compaction: {exc}")
+            previous = 0
+
+
 def main(argv: list[str] | None = None) -> int:
     flags = parse_flags(sys.argv[1:] if argv is None else argv)
     version = kubernetes_version()
@@ -121,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     holder = f"apiserver-{socket.gethostname()}-{advertise}-{port}"
     threading.Thread(target=_housekeeping, args=(app, holder, stop), daemon=True).start()
+    compaction = parse_duration(flags.get("etcd-compaction-interval", "5m"))
+    if compaction > 0:
+        threading.Thread(target=_compactor, args=(app, compaction, stop), daemon=True).start()
 
     def _term(signum: int, frame: Any) -> None:
         stop.set()
