@@ -47,7 +47,7 @@ class Node:
         knobs = self.root / "etc/hactl-lab/standins.yaml"
         knobs.parent.mkdir(parents=True)
         knobs.write_text(yaml.safe_dump({
-            "kubeadm": {"apiWaitSeconds": 60, "kubeletWaitSeconds": 60, "certsTTLSeconds": 15,
+            "kubeadm": {"apiWaitSeconds": 60, "kubeletWaitSeconds": 60, "certsTTLSeconds": 600,
                         "discoveryTimeoutSeconds": 10},
             "kubelet": {"heartbeatSeconds": 1, "syncSeconds": 0.5},
         }))
@@ -75,6 +75,13 @@ class Node:
                         PATH=f"{self.bin}:/usr/local/bin:/usr/bin:/bin", PYTHONPATH=str(REPO),
                         HOME=str(tmp))
         self.kubelet: subprocess.Popen[bytes] | None = None
+
+    def short_certs_ttl(self, seconds: int = 2) -> None:
+        """The lab knob: the next upload-certs makes a kubeadm-certs Secret living ``seconds``."""
+        knobs = self.root / "etc/hactl-lab/standins.yaml"
+        doc = yaml.safe_load(knobs.read_text())
+        doc["kubeadm"]["certsTTLSeconds"] = seconds
+        knobs.write_text(yaml.safe_dump(doc))
 
     def kubeadm(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([PY, "-m", "hactl.lab.standins.kubeadm", *args], capture_output=True,
@@ -162,9 +169,9 @@ def test_init_external_etcd_then_upload_certs_and_tokens(node: Node) -> None:
         items = json.loads(r.stdout)["items"]
         return any(c["type"] == "Ready" and c["status"] == "True"
                    for i in items for c in i["status"]["conditions"])
-    wait_for(ready, 30, "master01 Ready")
+    wait_for(ready, 90, "master01 Ready")
 
-    # kubeadm-certs: sealed under the key, with an ownerReference to a 2h (here 15 s) token
+    # kubeadm-certs: sealed under the key, with an ownerReference to a 2 h token
     from hactl.lab.standins.kubeadm_certs import unseal
 
     data = secret_data(node, "kubeadm-certs")
@@ -203,10 +210,13 @@ def test_init_external_etcd_then_upload_certs_and_tokens(node: Node) -> None:
     assert "[preflight] Some fatal errors occurred:" in second.stderr
 
     # after the proxy token's TTL the controller-manager deletes the token and kubeadm-certs with it
+    node.short_certs_ttl(2)
+    assert node.kubeadm("init", "phase", "upload-certs", "--upload-certs", "--config", str(node.config)).returncode == 0
+
     def certs_gone() -> bool:
         r = node.kubectl("-n", "kube-system", "get", "secret", "kubeadm-certs")
         return r.returncode != 0 and "NotFound" in r.stderr
-    wait_for(certs_gone, 60, "kubeadm-certs deleted after its TTL")
+    wait_for(certs_gone, 120, "kubeadm-certs deleted after its TTL")
 
 
 def test_kubelet_stop_leaves_pods_running_and_restart_adopts(node: Node) -> None:
@@ -303,12 +313,17 @@ def test_control_plane_join_pins_the_ca_and_needs_the_right_key(tmp_path: Path,
         ready = {i["metadata"]["name"] for i in items for c in i["status"]["conditions"]
                  if c["type"] == "Ready" and c["status"] == "True"}
         return ready == {"master01", "master02"}
-    wait_for(both_ready, 30, "two Ready control-plane nodes")
+    wait_for(both_ready, 90, "two Ready control-plane nodes")
 
-    # once kubeadm-certs has expired (15 s here, 2 h for real), a join fails like the real one
+    # once kubeadm-certs has expired (2 s here, 2 h for real), a join fails like the real one
+    first.short_certs_ttl(2)
+    again = first.kubeadm("init", "phase", "upload-certs", "--upload-certs", "--certificate-key", key,
+                          "--config", str(first.config))
+    assert again.returncode == 0, again.stderr
+
     def certs_gone() -> bool:
         return "NotFound" in first.kubectl("-n", "kube-system", "get", "secret", "kubeadm-certs").stderr
-    wait_for(certs_gone, 60, "kubeadm-certs expired")
+    wait_for(certs_gone, 120, "kubeadm-certs expired")
     late = third.kubeadm("join", "--config", str(join_config(tmp_path, third, first, token, ca_hash, key)))
     assert late.returncode == 1
     assert 'Secret "kubeadm-certs" was not found in the "kube-system" Namespace. This Secret might have expired.' \

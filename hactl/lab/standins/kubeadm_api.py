@@ -66,6 +66,7 @@ class Api:
         if cert_pem and key_pem:
             _load_chain(ctx, cert_pem, key_pem)
         self.ctx = ctx
+        self._conn: http.client.HTTPSConnection | None = None
 
     @classmethod
     def from_kubeconfig(cls, path: str, *, server: str | None = None, timeout: float = 10.0) -> Api:
@@ -79,11 +80,44 @@ class Api:
             timeout=timeout,
         )
 
+    def _connection(self) -> http.client.HTTPSConnection:
+        if self._conn is None:
+            self._conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx,
+                                                     timeout=self.timeout)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _send(self, method: str, url: str, data: bytes | None,
+              headers: dict[str, str]) -> tuple[int, bytes]:
+        """One request on the kept-alive connection; a connection the server closed while idle
+        is reopened once."""
+        for attempt in (0, 1):
+            conn = self._connection()
+            try:
+                conn.request(method, url, body=data, headers=headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+                if resp.getheader("Connection", "").lower() == "close":
+                    self.close()
+                return resp.status, raw
+            except (http.client.RemoteDisconnected, http.client.CannotSendRequest,
+                    BrokenPipeError, ConnectionResetError):
+                self.close()
+                if attempt:
+                    raise
+            except (OSError, http.client.HTTPException):
+                self.close()
+                raise
+        raise AssertionError("unreachable")
+
     def request(
         self, method: str, path: str, body: Any = None, *, query: dict[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Any:
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=self.timeout)
         headers = {"Accept": "application/json", "User-Agent": "kubeadm/hactl-lab"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -92,31 +126,21 @@ class Api:
             data = json.dumps(body).encode()
             headers["Content-Type"] = content_type
         url = path + ("?" + urlencode(query) if query else "")
-        try:
-            conn.request(method, url, body=data, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-        finally:
-            conn.close()
+        status, raw = self._send(method, url, data, headers)
         try:
             obj = json.loads(raw) if raw else {}
         except ValueError:
             obj = {"message": raw.decode(errors="replace").strip()}
-        if resp.status >= 400:
+        if status >= 400:
             message = obj.get("message") if isinstance(obj, dict) else None
             reason = obj.get("reason", "") if isinstance(obj, dict) else ""
-            raise ApiError(resp.status, str(reason), str(message or f"HTTP {resp.status}"))
+            raise ApiError(status, str(reason), str(message or f"HTTP {status}"))
         return obj
 
     def get_raw(self, path: str) -> tuple[int, str]:
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=self.timeout)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        try:
-            conn.request("GET", path, headers=headers)
-            resp = conn.getresponse()
-            return resp.status, resp.read().decode(errors="replace")
-        finally:
-            conn.close()
+        status, raw = self._send("GET", path, None, headers)
+        return status, raw.decode(errors="replace")
 
     # -- typed helpers ----------------------------------------------------------------------
     def get(self, path: str, **query: str) -> Any:

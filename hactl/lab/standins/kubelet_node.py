@@ -137,7 +137,12 @@ class NodeAgent:
     def heartbeat(self) -> None:
         if not self.registered:
             self.register()
-        node = self.api.get(f"/api/v1/nodes/{self.name}")
+        try:
+            node = self.api.get(f"/api/v1/nodes/{self.name}")
+        except ApiError as exc:
+            if exc.status == 404:  # deleted behind our back: register again, as the kubelet does
+                self.registered = False
+            raise
         self.node_uid = str(node.get("metadata", {}).get("uid", ""))
         node["status"] = self.status(node.get("status") or {})
         self.api.replace(f"/api/v1/nodes/{self.name}/status", node)
