@@ -239,3 +239,18 @@ def test_cli_errors_exit_1_like_cobra() -> None:
     short = subprocess.run(["/usr/bin/python3", "-m", "hactl.lab.standins.kubeadm", "version", "-o", "short"],
                            capture_output=True, text=True, env=env, timeout=30)
     assert short.returncode == 0 and re.fullmatch(r"v1\.\d+\.\d+\n", short.stdout)
+
+
+def test_control_plane_join_needs_endpoint_and_shared_certs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hactl.lab.standins.kubeadm_join import check_can_host_control_plane
+
+    monkeypatch.setenv("HACTL_LAB_ROOT", str(tmp_path))
+    with pytest.raises(KubeadmError) as err:
+        check_can_host_control_plane(Config(control_plane=True))
+    text = err.value.render()
+    assert text.startswith("error execution phase preflight: \nOne or more conditions for hosting a new "
+                           "control plane instance is not satisfied.")
+    assert "doesn't have a stable controlPlaneEndpoint address" in text
+    assert "failure loading /etc/kubernetes/pki/ca.crt" in text
+    check_can_host_control_plane(Config(control_plane=True, control_plane_endpoint="k8s-api.lab:6443",
+                                        certificate_key="00" * 32))

@@ -190,12 +190,36 @@ def write_kubelet_credentials(cfg: Config, server: str, ca_pem: bytes) -> None:
     write_file(f"{KUBERNETES_DIR}/pki/ca.crt", ca_pem, 0o644)
 
 
+def check_can_host_control_plane(cfg: Config) -> None:
+    """kubeadm's join preflight for a control-plane node: a stable endpoint, and shared certificates
+    either downloadable (a certificate key) or already on disk."""
+    problems = []
+    if not cfg.control_plane_endpoint:
+        problems.append("unable to add a new control plane instance to a cluster that doesn't have a stable "
+                        "controlPlaneEndpoint address")
+    if not cfg.certificate_key:
+        missing = [f"{KUBERNETES_DIR}/pki/{name}" for name in ("ca.crt", "ca.key", "sa.key", "sa.pub",
+                                                              "front-proxy-ca.crt", "front-proxy-ca.key")
+                   if not os.path.exists(P(f"{KUBERNETES_DIR}/pki/{name}"))]
+        if missing:
+            problems.append("[" + ", ".join(f"failure loading {path}: open {path}: no such file or directory"
+                                            for path in missing) + "]")
+    if problems:
+        raise KubeadmError(
+            "\nOne or more conditions for hosting a new control plane instance is not satisfied.\n\n"
+            + "\n".join(problems)
+            + "\n\nPlease ensure that:\n* The cluster has a stable controlPlaneEndpoint address.\n"
+            "* The certificates that must be shared among control plane instances are provided.\n",
+            phase="preflight")
+
+
 def run_join(cfg: Config) -> int:
     preflight(join_node_checks(), cfg.ignore_preflight)
     server, ca_pem = discover(cfg)
     token_api = Api(server, ca_pem=ca_pem, token=cfg.tls_bootstrap_token or cfg.discovery_token)
     fetch_cluster_config(token_api, cfg)
     if cfg.control_plane:
+        check_can_host_control_plane(cfg)
         out("[preflight] Running pre-flight checks before initializing the new control plane instance")
         checks = control_plane_checks(cfg)
         if not cfg.external:
