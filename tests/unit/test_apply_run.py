@@ -138,3 +138,24 @@ def test_plain_progress_lines() -> None:
         "etcd01: Bootstrap etcd member etcd01: FAILED after 1.0s: exit 1",
         "etcd01: Bootstrap etcd member etcd01: skipped (a step before it failed: pki.etcd-ca)",
     ]
+
+
+def test_on_a_terminal_only_yes_approves(monkeypatch: pytest.MonkeyPatch) -> None:
+    import click
+
+    from hactl.errors import HactlError
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    answers = iter(["yes", "y", ""])
+    asked: list[str] = []
+
+    def prompt(text: str, **_kw: object) -> str:
+        asked.append(text)
+        return next(answers)
+
+    monkeypatch.setattr(click, "prompt", prompt)
+    _confirm(False, False)
+    assert "Only 'yes' will be accepted" in asked[0]
+    for _ in range(2):
+        with pytest.raises(HactlError, match="Apply cancelled"):
+            _confirm(False, False)
