@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
@@ -93,6 +94,33 @@ async def run_check(
         if report.healthy or time.monotonic() >= deadline:
             return report
         await asyncio.sleep(3.0)
+
+
+async def in_daemon_thread(fn: Callable[[], None]) -> None:
+    """Run a blocking call (the approval prompt) without blocking the event loop, so the lock
+    keeps being renewed while a person reads the plan; a daemon thread, so Ctrl-C during the
+    prompt does not wait for an answer before the lock is released."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # handed to the awaiting coroutine
+            loop.call_soon_threadsafe(settle, exc)
+        else:
+            loop.call_soon_threadsafe(settle, None)
+
+    threading.Thread(target=target, name="hactl-approve", daemon=True).start()
+    await done
 
 
 def plan_id(plan: Plan) -> str:
@@ -186,7 +214,7 @@ async def run_apply(opts: Options) -> ApplyResult | None:
             plan = fresh
             opts.echo(render_text(plan, colour=opts.colour).rstrip("\n"))
             if len(plan.graph) > 0:
-                await asyncio.to_thread(opts.confirm)
+                await in_daemon_thread(opts.confirm)
         result: ApplyResult | None = None
         if len(plan.graph) > 0:
             result = await _execute(opts, cluster, plan, get, run_id, anchor)

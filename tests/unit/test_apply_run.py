@@ -159,3 +159,32 @@ def test_on_a_terminal_only_yes_approves(monkeypatch: pytest.MonkeyPatch) -> Non
     for _ in range(2):
         with pytest.raises(HactlError, match="Apply cancelled"):
             _confirm(False, False)
+
+
+async def test_the_prompt_runs_off_the_event_loop() -> None:
+    import threading
+
+    from hactl.apply.run import in_daemon_thread
+    from hactl.errors import HactlError
+
+    seen: list[str] = []
+    gate = threading.Event()
+
+    def blocking() -> None:
+        seen.append(threading.current_thread().name)
+        gate.wait(5)
+
+    task = asyncio.create_task(in_daemon_thread(blocking))
+    for _ in range(100):  # the loop keeps running while the thread blocks
+        await asyncio.sleep(0.01)
+        if seen:
+            break
+    assert seen == ["hactl-approve"] and not task.done()
+    gate.set()
+    await task
+
+    def refuse() -> None:
+        raise HactlError("Apply cancelled.")
+
+    with pytest.raises(HactlError, match="cancelled"):
+        await in_daemon_thread(refuse)
