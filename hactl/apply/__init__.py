@@ -1,9 +1,9 @@
 """``hactl apply``: the DAG engine (:mod:`hactl.apply.engine`) and the run around it
 (:mod:`hactl.apply.run`: lock → probe → plan → approve → execute → journal → check)."""
 
-from hactl.apply.engine import (
+from hactl.apply.engine import Engine, plan_steps
+from hactl.apply.results import (
     ApplyResult,
-    Engine,
     NullReporter,
     Reporter,
     RetryPolicy,
@@ -12,7 +12,6 @@ from hactl.apply.engine import (
     count_changes,
     describe_error,
     failure_report,
-    plan_steps,
 )
 
 __all__ = [

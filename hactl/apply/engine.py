@@ -18,128 +18,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import shlex
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from hactl.errors import ApplyError, CommandError, HactlError
+from hactl.apply.results import (
+    ApplyResult,
+    NullReporter,
+    Reporter,
+    RetryPolicy,
+    StepResult,
+    StepTimeoutError,
+    count_changes,
+    describe_error,
+)
+from hactl.errors import HactlError
 from hactl.journal import Journal, new_run_id, now_wall
 from hactl.log import get_logger
 from hactl.plan.step import RunSecrets, Step
-from hactl.sensitive import Sensitive, mask_text
 
 if TYPE_CHECKING:
     from hactl.spec.models import Cluster
     from hactl.transport.base import Transport
 
-Outcome = Literal["ok", "failed", "skipped"]
 HEARTBEAT_SECONDS = 10.0
-STDERR_LINES = 20
-
-
-class StepTimeoutError(TimeoutError):
-    """One attempt of a step overran ``step.timeout`` (permanent: not retried)."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How transient failures are retried: ``attempts`` tries at most, within ``budget`` seconds
-    (attempt time plus waits), waiting ``base_delay * 2**(n-1)`` capped at ``max_delay``, of
-    which a random ``jitter`` share is drawn uniformly (so parallel retries spread out)."""
-
-    attempts: int = 6
-    base_delay: float = 1.0
-    max_delay: float = 15.0
-    budget: float = 300.0
-    jitter: float = 0.5
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        raw = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
-        return raw * (1 - self.jitter) + rng.uniform(0, raw * self.jitter)
-
-
-@dataclass
-class StepResult:
-    step: Step
-    outcome: Outcome
-    attempts: int = 0
-    start: float | None = None
-    """``time.monotonic()`` at the first attempt."""
-    end: float | None = None
-    error: str = ""
-    """What went wrong, masked, with command and stderr when a command failed."""
-    exception: BaseException | None = field(default=None, repr=False)
-    skipped_because: str | None = None
-    """The failed step that made this one unreachable."""
-
-    @property
-    def duration(self) -> float:
-        if self.start is None or self.end is None:
-            return 0.0
-        return self.end - self.start
-
-
-@dataclass
-class ApplyResult:
-    run_id: str
-    results: dict[str, StepResult]
-    """Step id → result, in the order the steps finished (skipped ones when they were skipped)."""
-    duration: float
-    added: int = 0
-    changed: int = 0
-    removed: int = 0
-
-    @property
-    def failed(self) -> list[StepResult]:
-        return [r for r in self.results.values() if r.outcome == "failed"]
-
-    @property
-    def skipped(self) -> list[StepResult]:
-        return [r for r in self.results.values() if r.outcome == "skipped"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.skipped
-
-    def summary(self) -> str:
-        counts = f"{self.added} added, {self.changed} changed, {self.removed} removed"
-        if self.ok:
-            return f"Apply complete: {counts} in {self.duration:.1f}s."
-        return (
-            f"Apply failed: {len(self.failed)} failed, {len(self.skipped)} skipped; "
-            f"{counts} in {self.duration:.1f}s."
-        )
-
-
-class Reporter(Protocol):
-    """Progress sink (a live view on a TTY, plain lines otherwise)."""
-
-    def started(self, step: Step, attempt: int) -> None: ...
-
-    def retrying(self, step: Step, attempt: int, delay: float, error: str) -> None: ...
-
-    def still_running(self, step: Step, elapsed: float) -> None: ...
-
-    def finished(self, result: StepResult) -> None: ...
-
-
-class NullReporter:
-    def started(self, step: Step, attempt: int) -> None:
-        pass
-
-    def retrying(self, step: Step, attempt: int, delay: float, error: str) -> None:
-        pass
-
-    def still_running(self, step: Step, elapsed: float) -> None:
-        pass
-
-    def finished(self, result: StepResult) -> None:
-        pass
 
 
 class _StepContext:
@@ -182,59 +87,6 @@ def plan_steps(plan: nx.DiGraph) -> nx.DiGraph:
     if not nx.is_directed_acyclic_graph(graph):
         raise HactlError("the plan has a dependency cycle", hint="report this as a bug")
     return graph
-
-
-def run_secrets(secrets: RunSecrets) -> list[Sensitive]:
-    values = [secrets.certificate_key, secrets.bootstrap_token, *secrets.extra.values()]
-    return [v for v in values if v is not None]
-
-
-def describe_error(exc: BaseException, secrets: RunSecrets) -> str:
-    """One masked text for a failure: the message, and for a command its argv and stderr."""
-    if isinstance(exc, HactlError):
-        lines = [exc.message]
-        if isinstance(exc, CommandError):
-            if exc.argv:
-                lines.append(f"command: {shlex.join(str(a) for a in exc.argv)}")
-            if exc.exit_status is not None:
-                lines.append(f"exit status: {exc.exit_status}")
-            stderr = exc.stderr.strip().splitlines()[-STDERR_LINES:]
-            if stderr:
-                lines.append("stderr:")
-                lines.extend(f"  {line}" for line in stderr)
-        if exc.hint:
-            lines.append(f"hint: {exc.hint}")
-        text = "\n".join(lines)
-    elif isinstance(exc, StepTimeoutError):
-        text = str(exc)
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    return mask_text(text, run_secrets(secrets))
-
-
-def count_changes(results: Mapping[str, StepResult]) -> tuple[int, int, int]:
-    """(added, changed, removed): one per change address whose steps all succeeded.
-
-    A ``replace`` (or an address with both create and delete steps) counts as added and removed;
-    ``read`` steps (verification) count nothing. Steps without an address count by id."""
-    by_address: dict[str, list[StepResult]] = {}
-    for result in results.values():
-        if result.step.action != "read":
-            by_address.setdefault(result.step.address or result.step.id, []).append(result)
-    added = changed = removed = 0
-    for group in by_address.values():
-        if any(r.outcome != "ok" for r in group):
-            continue
-        actions = {r.step.action for r in group}
-        if "replace" in actions or {"create", "delete"} <= actions:
-            added, removed = added + 1, removed + 1
-        elif "create" in actions:
-            added += 1
-        elif "delete" in actions:
-            removed += 1
-        elif "update" in actions:
-            changed += 1
-    return added, changed, removed
 
 
 def _sort_key(step: Step) -> tuple[int, str, str]:
@@ -482,25 +334,4 @@ def _wall_at(mono: float) -> str:
     """The wall-clock time (ISO, UTC) that a ``time.monotonic()`` reading corresponds to."""
     return datetime.fromtimestamp(time.time() - (time.monotonic() - mono), UTC).isoformat(
         timespec="microseconds"
-    )
-
-
-def failure_report(result: ApplyResult) -> ApplyError:
-    """One error for the whole run: each failed step with host, command, stderr (masked)."""
-    lines = [f"{len(result.failed)} step(s) failed:"]
-    for failed in result.failed:
-        step = failed.step
-        lines.append(
-            f"- {step.host or 'cluster'}: {step.title} [{step.id}]"
-            f" (after {failed.attempts} attempt(s))"
-        )
-        lines.extend(f"    {line}" for line in failed.error.splitlines())
-    if result.skipped:
-        lines.append(f"{len(result.skipped)} step(s) skipped because a step before them failed:")
-        lines.extend(
-            f"- {r.step.host or 'cluster'}: {r.step.title} [{r.step.id}]" for r in result.skipped
-        )
-    return ApplyError(
-        "\n".join(lines),
-        hint="fix the cause above and run hactl apply again: steps already done are not repeated",
     )

@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hactl.apply.engine import ApplyResult, Engine, Reporter, RetryPolicy, failure_report
+from hactl.apply.engine import Engine
+from hactl.apply.results import ApplyResult, Reporter, RetryPolicy, failure_report
 from hactl.check import Report, evaluate, gather
 from hactl.diff import Op
 from hactl.errors import HactlError, StalePlanError, UnreachableError
