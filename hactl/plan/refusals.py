@@ -6,14 +6,8 @@ from __future__ import annotations
 from hactl.diff import Diff, Op
 from hactl.errors import PlanError
 from hactl.facts.model import Observed
+from hactl.spec.checks import MIN_ETCD_FOR_K8S_131, quorum
 from hactl.spec.models import Cluster, parse_version
-
-#: kubeadm 1.31+ refuses external etcd older than this.
-MIN_ETCD_FOR_K8S_131 = (3, 5, 11)
-
-
-def quorum(voters: int) -> int:
-    return voters // 2 + 1
 
 
 def removal_problem(

@@ -42,6 +42,7 @@ def cross_checks(cluster: Cluster) -> list[Finding]:
         *_hosts(cluster),
         *_networks(cluster),
         *_endpoint(cluster),
+        *_health_check(cluster),
         *_versions(cluster),
         *_lab(cluster),
     ]
@@ -216,6 +217,16 @@ def _endpoint(cluster: Cluster) -> Iterator[Finding]:
             ("controlPlaneEndpoint",),
             f"port {cluster.endpoint_port} differs from loadBalancer.frontendPort "
             f"{lb.frontend_port}; make them the same",
+        )
+
+
+def _health_check(cluster: Cluster) -> Iterator[Finding]:
+    if cluster.load_balancer.health_check == "tcp":
+        yield Finding(
+            ("loadBalancer", "healthCheck"),
+            "'tcp' only sees an open port: an API server that lost etcd keeps getting traffic; "
+            "use 'https-readyz' unless the API servers' /readyz is unreachable from the LB",
+            "warning",
         )
 
 

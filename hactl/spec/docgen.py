@@ -37,6 +37,7 @@ prints every problem as `FILE:LINE:COL: path.to.field: message`. Examples: `spec
 | a load balancer on a master cannot bind 6443 (the API server's port): set `loadBalancer.frontendPort` | error |
 | `podSubnet` and `serviceSubnet` are valid CIDRs and do not overlap; no host address or VIP inside them | error |
 | `controlPlaneEndpoint` points at the load balancer (`dnsName`, an LB host's name or address, or the `vip`) and its port is `frontendPort` | error |
+| `loadBalancer.healthCheck: tcp` only sees an open port (an API server that lost etcd keeps traffic) | warning |
 | `kubernetes.version` looks like `1.30.4`; Kubernetes ≥ 1.31 with external etcd needs etcd ≥ 3.5.11 (checked against `etcd.version` here and against the probed version by `plan`) | error |
 | `etcd.members` is empty for `stacked` and non-empty for `external` | error |
 | lab hosts lie inside `lab.subnet` (inside 198.18.0.0/15) and not on the bridge address | error |

@@ -167,11 +167,15 @@ def test_quorum_arithmetic(n: int) -> None:
 
 
 @given(
-    st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z][a-z0-9]{0,10}){0,2}", fullmatch=True).filter(
-        lambda s: not s.endswith("-")
-    ),
+    st.from_regex(r"[a-z]([a-z0-9-]{0,18}[a-z0-9])?(\.[a-z][a-z0-9]{0,10}){0,2}", fullmatch=True),
     st.integers(min_value=1, max_value=65535),
 )
 def test_endpoint_round_trip(host: str, port: int) -> None:
     assert split_endpoint(f"{host}:{port}") == (host, port)
     assert split_endpoint(host) == (host, 6443)
+
+
+def test_tcp_health_check_is_a_warning() -> None:
+    loaded = load_text(_cluster_with("healthCheck: https-readyz", "healthCheck: tcp"), "t.yaml")
+    assert [w.dotted for w in loaded.warnings] == ["loadBalancer.healthCheck"]
+    assert "only sees an open port" in str(loaded.warnings[0])
