@@ -213,3 +213,19 @@ def test_auth_can_i(apiserver: Apiserver) -> None:
     nodes = apiserver.pki.kubeconfig("node", apiserver.url, apiserver.pki.node)
     assert apiserver.kubectl("auth", "can-i", "update", "leases", "-n", "kube-node-lease",
                              conf=nodes).stdout.strip() == "yes"
+
+
+def test_cordon_drain_delete_node(apiserver: Apiserver, admin: Client) -> None:
+    admin.create("/api/v1/nodes", _node("master03", True, True))
+    mirror = _pod("kube-system", "etcd-master03", "master03")
+    mirror["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "x"}  # type: ignore[index]
+    admin.create(ns_path("pods", "kube-system"), mirror)
+    admin.create(ns_path("pods", "default"), _pod("default", "bare", "master03"))
+    res = apiserver.kubectl("drain", "master03", "--force", "--ignore-daemonsets",
+                            "--timeout=30s")
+    assert "pod/bare evicted" in res.stdout and "node/master03 drained" in res.stdout
+    assert "SchedulingDisabled" in apiserver.kubectl("get", "node", "master03").stdout
+    pods = apiserver.kubectl("get", "pods", "-A", "-o", "name").stdout.split()
+    assert pods == ["pod/etcd-master03"]  # mirror pods are not evicted
+    apiserver.kubectl("delete", "node", "master03")
+    assert apiserver.kubectl("get", "nodes", "-o", "name").stdout.strip() == ""

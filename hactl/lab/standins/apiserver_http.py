@@ -12,7 +12,7 @@ from typing import Any
 
 from . import apiserver_resources as res
 from .apiserver_auth import Identity, Unauthorized, authenticate, authorize, forbidden_message
-from .apiserver_store import ApiError, Store, json_patch, merge_patch
+from .apiserver_store import ApiError, Store, json_patch, merge_patch, status_object
 from .apiserver_watch import stream_watch
 from .etcd_kv import EtcdClient, EtcdError
 
@@ -294,6 +294,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self._json(200, res.table(r, [obj], obj["metadata"]["resourceVersion"]))
             else:
                 self._json(200, obj)
+        elif verb == "create" and sub == "eviction":
+            assert name is not None  # no PodDisruptionBudgets here: an eviction is a delete
+            store.delete(r, ns, name)
+            self._json(201, status_object(201, "", ""))
         elif verb == "create":
             if name is not None:
                 raise ApiError(405, "the server does not allow this method on the requested resource")

@@ -56,7 +56,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("nodes", "Node", "", "v1", False, "minions", ("no",), ("status",)),
     Resource("configmaps", "ConfigMap", "", "v1", True, "configmaps", ("cm",)),
     Resource("secrets", "Secret", "", "v1", True, "secrets"),
-    Resource("pods", "Pod", "", "v1", True, "pods", ("po",), ("status",)),
+    Resource("pods", "Pod", "", "v1", True, "pods", ("po",), ("status", "eviction")),
     Resource("serviceaccounts", "ServiceAccount", "", "v1", True, "serviceaccounts", ("sa",)),
     Resource("leases", "Lease", "coordination.k8s.io", "v1", True, "leases"),
     Resource("certificatesigningrequests", "CertificateSigningRequest", "certificates.k8s.io",
@@ -105,6 +105,11 @@ def resource_list(group: str, version: str) -> dict[str, Any]:
             entry["shortNames"] = list(r.short)
         out.append(entry)
         for sub in r.subresources:
+            if sub == "eviction":
+                out.append({"name": "pods/eviction", "singularName": "", "namespaced": True,
+                            "group": "policy", "version": "v1", "kind": "Eviction",
+                            "verbs": ["create"]})
+                continue
             out.append({"name": f"{r.name}/{sub}", "singularName": "", "namespaced": r.namespaced,
                         "kind": r.kind, "verbs": ["get", "patch", "update"]})
     gv = f"{group}/{version}" if group else version
