@@ -167,7 +167,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     if args.action == "generate":
         out(generate_token())
         return 0
-    api = Api.from_kubeconfig(args.kubeconfig)
+    api = Api.from_kubeconfig(args.kubeconfig, retry_seconds=30)
     if args.action == "list":
         out(token_list(api))
         return 0

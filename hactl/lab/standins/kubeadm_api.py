@@ -14,12 +14,15 @@ import json
 import os
 import ssl
 import tempfile
+import time
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import yaml
 
 from .kubeadm_common import P, split_hostport
+
+RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
 class ApiError(Exception):
@@ -52,11 +55,13 @@ class Api:
         token: str | None = None,
         insecure: bool = False,
         timeout: float = 10.0,
+        retry_seconds: float = 0.0,
     ) -> None:
         self.server = server.rstrip("/")
         self.host, self.port = split_hostport(self.server)
         self.token = token
         self.timeout = timeout
+        self.retry_seconds = retry_seconds
         if insecure or ca_pem is None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
@@ -69,7 +74,8 @@ class Api:
         self._conn: http.client.HTTPSConnection | None = None
 
     @classmethod
-    def from_kubeconfig(cls, path: str, *, server: str | None = None, timeout: float = 10.0) -> Api:
+    def from_kubeconfig(cls, path: str, *, server: str | None = None, timeout: float = 10.0,
+                        retry_seconds: float = 0.0) -> Api:
         cfg = load_kubeconfig(path)
         return cls(
             server or cfg["server"],
@@ -78,6 +84,7 @@ class Api:
             key_pem=cfg.get("key"),
             token=cfg.get("token"),
             timeout=timeout,
+            retry_seconds=retry_seconds,
         )
 
     def _connection(self) -> http.client.HTTPSConnection:
@@ -126,7 +133,16 @@ class Api:
             data = json.dumps(body).encode()
             headers["Content-Type"] = content_type
         url = path + ("?" + urlencode(query) if query else "")
-        status, raw = self._send(method, url, data, headers)
+        deadline = time.monotonic() + self.retry_seconds
+        while True:  # like kubeadm's API client: transient failures are retried for a while
+            try:
+                status, raw = self._send(method, url, data, headers)
+                if status not in RETRY_STATUS or time.monotonic() >= deadline:
+                    break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(1.0)
         try:
             obj = json.loads(raw) if raw else {}
         except ValueError:

@@ -79,7 +79,10 @@ def wait_api(api: Api, label: str = "api-check") -> None:
     timeout = knob_seconds("kubeadm", "apiWaitSeconds", 240)
     out(f"[{label}] Waiting for a healthy API server. This can take up to {int(timeout // 60)}m0s")
     start = time.monotonic()
-    if not wait_for(lambda: api.get_raw("/healthz")[0] == 200, timeout):
+    # /healthz, and the system namespaces the real server creates in a post-start hook before its
+    # /healthz turns ok (the stand-in creates them right after serving)
+    if not wait_for(lambda: api.get_raw("/healthz")[0] == 200
+                    and api.get_raw("/api/v1/namespaces/kube-system")[0] in (200, 403), timeout):
         raise KubeadmError("could not check the health of the API server: context deadline exceeded",
                            phase="wait-control-plane")
     out(f"[{label}] The API server is healthy after {time.monotonic() - start:.3f}s")
@@ -159,7 +162,7 @@ def bootstrap_tokens(api: Api, cfg: Config) -> str:
 
 def local_api(cfg: Config) -> Api:
     return Api.from_kubeconfig(f"{KUBERNETES_DIR}/admin.conf",
-                               server=f"https://{cfg.advertise_address}:{cfg.bind_port}")
+                               server=f"https://{cfg.advertise_address}:{cfg.bind_port}", retry_seconds=30)
 
 
 def run_init(cfg: Config) -> int:
@@ -234,7 +237,7 @@ def print_success(cfg: Config, token: str, ca_hash: str, key: str) -> None:
 
 
 def run_upload_certs_phase(cfg: Config, kubeconfig: str, skip_print: bool) -> int:
-    api = Api.from_kubeconfig(kubeconfig)
+    api = Api.from_kubeconfig(kubeconfig, retry_seconds=30)
     key = cfg.certificate_key or generate_certificate_key()
     try:
         upload_certs(api, cfg, key)

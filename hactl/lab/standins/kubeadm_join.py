@@ -216,7 +216,8 @@ def check_can_host_control_plane(cfg: Config) -> None:
 def run_join(cfg: Config) -> int:
     preflight(join_node_checks(), cfg.ignore_preflight)
     server, ca_pem = discover(cfg)
-    token_api = Api(server, ca_pem=ca_pem, token=cfg.tls_bootstrap_token or cfg.discovery_token)
+    token_api = Api(server, ca_pem=ca_pem, token=cfg.tls_bootstrap_token or cfg.discovery_token,
+                    retry_seconds=30)
     fetch_cluster_config(token_api, cfg)
     if cfg.control_plane:
         check_can_host_control_plane(cfg)
@@ -249,7 +250,7 @@ def run_join(cfg: Config) -> int:
         raise KubeadmError("error waiting for the kubelet to perform the TLS Bootstrap: timed out waiting for "
                            "the condition", phase="kubelet-start")
     if cfg.control_plane:
-        admin = Api.from_kubeconfig(f"{KUBERNETES_DIR}/admin.conf")
+        admin = Api.from_kubeconfig(f"{KUBERNETES_DIR}/admin.conf", retry_seconds=30)
         if not cfg.external:
             join_etcd(admin, cfg)
         mark_control_plane(admin, cfg)
