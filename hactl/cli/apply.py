@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -78,6 +79,7 @@ class LiveReporter(PlainReporter):
         self.console = Console()
         super().__init__(self._print)
         self.running: dict[str, tuple[Step, float]] = {}
+        self._mutex = threading.Lock()  # rich refreshes from its own thread
         self.live = Live(
             console=self.console,
             refresh_per_second=4,
@@ -90,11 +92,14 @@ class LiveReporter(PlainReporter):
 
     def _render(self) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table.grid(padding=(0, 2))
         now = time.monotonic()
-        for step, since in self.running.values():
-            table.add_row("[cyan]running[/cyan]", _label(step), f"{now - since:.0f}s")
+        with self._mutex:
+            running = list(self.running.values())
+        for step, since in running:
+            table.add_row(Text("running", style="cyan"), Text(_label(step)), f"{now - since:.0f}s")
         return table
 
     def __enter__(self) -> LiveReporter:
@@ -105,7 +110,8 @@ class LiveReporter(PlainReporter):
         self.live.__exit__(None, None, None)
 
     def started(self, step: Step, attempt: int) -> None:
-        self.running[step.id] = (step, time.monotonic())
+        with self._mutex:
+            self.running[step.id] = (step, time.monotonic())
         if attempt > 1:
             super().started(step, attempt)
 
@@ -113,7 +119,8 @@ class LiveReporter(PlainReporter):
         pass  # the live view shows the elapsed time of every running step
 
     def finished(self, result: StepResult) -> None:
-        self.running.pop(result.step.id, None)
+        with self._mutex:
+            self.running.pop(result.step.id, None)
         super().finished(result)
 
 

@@ -188,3 +188,24 @@ async def test_the_prompt_runs_off_the_event_loop() -> None:
 
     with pytest.raises(HactlError, match="cancelled"):
         await in_daemon_thread(refuse)
+
+
+def test_live_view_shows_running_steps_and_prints_finished_ones() -> None:
+    import io
+
+    from rich.console import Console
+
+    from hactl.cli.apply import LiveReporter
+
+    rep = LiveReporter()
+    buf = io.StringIO()
+    rep.console = rep.live.console = Console(file=buf, force_terminal=True, width=120)
+    step = Step("lb[lb01].haproxy", "lb01", "Configure HAProxy on [lb01]", "drift")
+    with rep:
+        rep.started(step, 1)
+        frame = rep._render()
+        rep.finished(StepResult(step, "ok", 1, 1.0, 1.5))
+    out = buf.getvalue()
+    assert "lb01: Configure HAProxy on [lb01]: done in 0.5s" in out
+    assert "[cyan]" not in out and rep.running == {}
+    assert frame.row_count == 1
