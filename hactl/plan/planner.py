@@ -230,10 +230,12 @@ class _Builder:
         via = self._via(name)
         deps: list[Step | None] = [prev, self.ca, self.certs.get(name)]
         if mode in ("replace", "remove"):
+            member_id = str(c.detail.get("member_id", ""))
+            via = refusals.removal_route(self.cluster, self.observed, name, member_id) or via
             prev = self.g.add(RemoveEtcdMember(
                 id=f"{c.address}.remove", host=via, title=f"Remove etcd member {name} via {via}",
                 reason=c.reason, address=c.address, action="delete", member=name,
-                member_id=str(c.detail.get("member_id", ""))), deps)
+                member_id=member_id), deps)
             if mode == "remove":
                 return prev
             deps = [prev]

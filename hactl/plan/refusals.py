@@ -44,7 +44,7 @@ def check(cluster: Cluster, observed: Observed, diff: Diff) -> None:
     problems = [*etcd_version(cluster, observed), *foreign_registry(cluster, observed, diff),
                 *endpoint_mismatch(cluster, observed), *ca_mismatch(cluster, observed),
                 *foreign_member_data(diff), *worker_joined_masters(diff),
-                *quorum_refusals(cluster, observed, diff)]
+                *quorum_refusals(cluster, observed, diff), *removal_routes(cluster, observed, diff)]
     if problems:
         raise PlanError("the plan is refused:\n  - " + "\n  - ".join(problems))
 
@@ -166,4 +166,32 @@ def quorum_refusals(cluster: Cluster, observed: Observed, diff: Diff) -> list[st
         else:
             voters.discard(member_id)
             healthy.discard(member_id)
+    return out
+
+
+def removal_route(cluster: Cluster, observed: Observed, target: str, member_id: str = "") -> str | None:
+    """Rule 1, "removals go through another member": the first spec member other than ``target``
+    that the member list shows started and voting and whose own health check passed (None: none)."""
+    members = observed.etcd_members([h.name for h in cluster.etcd_members]) or ()
+    started = {m.name for m in members if m.name and not m.is_learner and m.id != member_id}
+    for host in cluster.etcd_members:
+        if host.name != target and host.name in started and observed.etcd_healthy(host.name):
+            return host.name
+    return None
+
+
+def removal_routes(cluster: Cluster, observed: Observed, diff: Diff) -> list[str]:
+    """Refuse a removal (or replacement) that no other started, healthy member can run."""
+    if cluster.etcd.topology != "external":
+        return []
+    out = []
+    for change in diff.changes:
+        if change.op not in (Op.REPLACE, Op.DELETE) or not change.address.startswith("etcd.member["):
+            continue
+        name = change.address[len("etcd.member["):-1]
+        if removal_route(cluster, observed, name, str(change.detail.get("member_id", ""))) is None:
+            out.append(
+                f"refusing to remove etcd member {name}: no other started, healthy member to run "
+                "`etcdctl member remove` through (a member never removes itself). Bring another "
+                "member back first")
     return out

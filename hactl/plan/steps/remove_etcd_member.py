@@ -49,5 +49,16 @@ class RemoveEtcdMember(Step):
         )
         if problem:
             raise PlanError(problem, host=self.host, step=self.id)
+        # Rule 1: a member never removes itself; `via` is another started, healthy voter.
+        if via.name in (self.member, target.name) or not any(
+                m.name == via.name and not m.is_learner for m in members):
+            raise PlanError(
+                f"refusing to remove etcd member {self.member} through {via.name}: removals go "
+                "through another started member, never the member itself", host=self.host, step=self.id)
+        if not health.get(client_url(cluster, via)):
+            raise PlanError(
+                f"refusing to remove etcd member {self.member} through {via.name}: {via.name} "
+                "failed its endpoint health check; removals go through another started, healthy "
+                "member", host=self.host, step=self.id)
         await run(ctx, via.name, cmd.member_remove(client_url(cluster, via), target.id))
         ctx.log("member removed", member=self.member, id=target.id)
