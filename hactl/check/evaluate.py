@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from hactl.check.model import CERT_WARN_DAYS, LEADER_LEASES, CheckData, Finding, Report
-from hactl.facts.model import Observed
+from hactl.facts.model import EtcdHealth, EtcdMember, Observed
 from hactl.render.haproxy import BACKEND
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ def evaluate(cluster: Cluster, data: CheckData) -> Report:
     findings += _check_api(cluster, data)
     findings += _check_masters(cluster, data)
     findings += _check_leases(data)
-    findings += _check_etcd(cluster, data.observed)
+    findings += _check_etcd(cluster, data)
     findings += _check_lb(cluster, data.observed)
     cert_findings, expiry = _check_certs(cluster, data)
     findings += cert_findings
@@ -140,13 +140,31 @@ def _check_leases(data: CheckData) -> list[Finding]:
     return out
 
 
-def _check_etcd(cluster: Cluster, observed: Observed) -> list[Finding]:
+def _check_etcd(cluster: Cluster, data: CheckData) -> list[Finding]:
     names = [h.name for h in cluster.etcd_members]
-    return _etcd_membership(names, observed) + _etcd_health(names, observed)
+    stacked = cluster.etcd.topology == "stacked"
+    if data.etcd_view is not None:
+        members = data.etcd_view.members
+        health = {n: data.etcd_view.health.get(n, "not asked") for n in names}
+    else:
+        members = data.observed.etcd_members(names)
+        health = {n: _observed_health(data.observed, n) for n in names}
+    return _etcd_membership(names, members) + _etcd_health(names, health, stacked)
 
 
-def _etcd_membership(names: list[str], observed: Observed) -> list[Finding]:
-    members = observed.etcd_members(names)
+def _observed_health(observed: Observed, name: str) -> EtcdHealth | str:
+    facts = observed.etcd(name)
+    if facts is not None and facts.health is not None:
+        return facts.health
+    host = observed.get(name)
+    return (
+        (host.error if host is not None else None)
+        or (facts.query_error if facts else None)
+        or "not probed"
+    )
+
+
+def _etcd_membership(names: list[str], members: tuple[EtcdMember, ...] | None) -> list[Finding]:
     if members is None:
         return [
             Finding(
@@ -210,34 +228,28 @@ def _etcd_membership(names: list[str], observed: Observed) -> list[Finding]:
     return out
 
 
-def _etcd_health(names: list[str], observed: Observed) -> list[Finding]:
+def _etcd_health(
+    names: list[str], health: dict[str, EtcdHealth | str], stacked: bool
+) -> list[Finding]:
+    where = "the etcd static pod (/etc/kubernetes/manifests/etcd.yaml)" if stacked else "etcd"
+    log = "the etcd pod's log" if stacked else "`journalctl -u etcd`"
     out: list[Finding] = []
     for name in names:
-        facts = observed.etcd(name)
-        if facts is None or facts.health is None:
-            host = observed.get(name)
-            why = (
-                (host.error if host is not None else None)
-                or (facts.query_error if facts else None)
-                or "not probed"
-            )
+        state = health[name]
+        if isinstance(state, str):
             out.append(
                 Finding(
-                    "etcd",
-                    "error",
-                    name,
-                    f"health unknown: {why}",
-                    f"check etcd on {name} (`systemctl status etcd`)",
+                    "etcd", "error", name, f"health unknown: {state}", f"check {where} on {name}"
                 )
             )
-        elif not facts.health.healthy:
+        elif not state.healthy:
             out.append(
                 Finding(
                     "etcd",
                     "error",
                     name,
-                    f"unhealthy: {facts.health.error or 'no answer'}",
-                    f"look at etcd's log on {name} (`journalctl -u etcd`)",
+                    f"unhealthy: {state.error or 'no answer'}",
+                    f"look at {log} on {name}",
                 )
             )
         else:

@@ -1,5 +1,7 @@
 """Gathering for ``hactl check``: the probe's facts plus one round trip on a master for
-``/readyz`` through the load balancer endpoint and the leader-election Leases."""
+``/readyz`` through the load balancer endpoint and the leader-election Leases (and, for stacked
+etcd, which runs as kubeadm static pods the probe does not read, the member list and each
+member's own ``endpoint health`` with kubeadm's healthcheck-client certificate)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from hactl.check.model import ADMIN_CONF, ApiAnswer, CheckData, Lease
+from hactl.check.model import ADMIN_CONF, ApiAnswer, CheckData, EtcdView, Lease
+from hactl.diff import client_url
 from hactl.errors import HactlError
-from hactl.facts.model import Observed
+from hactl.facts.base import FactParseError
+from hactl.facts.etcd import EtcdEndpointHealth, EtcdMemberList
+from hactl.facts.model import EtcdHealth, Observed
 
 if TYPE_CHECKING:
     from hactl.spec.models import Cluster
@@ -25,10 +30,70 @@ def api_script(cluster: Cluster) -> str:
     readyz = shlex.join([*kubectl, "--server", server, "get", "--raw", "/readyz"])
     leases = shlex.join([*kubectl, "get", "lease", "-n", "kube-system", "-o", "json"])
     return (
-        f"echo '@@readyz'; {readyz} 2>&1; rc=$?; echo; echo \"@@rc $rc\"\n"
-        f"echo '@@leases'; {leases} 2>&1; rc=$?; echo; echo \"@@rc $rc\"\n"
-        "echo '@@now'; date -u +%s\n"
+        _section("readyz", readyz)
+        + _section("leases", leases)
+        + (stacked_etcd_script(cluster) if cluster.etcd.topology == "stacked" else "")
+        + "echo '@@now'; date -u +%s\n"
     )
+
+
+def _section(name: str, command: str) -> str:
+    return f"echo '@@{name}'; {command} 2>&1; rc=$?; echo; echo \"@@rc $rc\"\n"
+
+
+STACKED_PKI = "/etc/kubernetes/pki/etcd"
+
+
+def _etcdctl(endpoints: list[str], *args: str) -> str:
+    return "ETCDCTL_API=3 " + shlex.join(
+        [
+            "etcdctl",
+            f"--endpoints={','.join(endpoints)}",
+            f"--cacert={STACKED_PKI}/ca.crt",
+            f"--cert={STACKED_PKI}/healthcheck-client.crt",
+            f"--key={STACKED_PKI}/healthcheck-client.key",
+            "--dial-timeout=2s",
+            "--command-timeout=5s",
+            "-w",
+            "json",
+            *args,
+        ]
+    )
+
+
+def stacked_etcd_script(cluster: Cluster) -> str:
+    """``member list`` through all masters, then ``endpoint health`` of each member alone."""
+    urls = {m.name: client_url(cluster, m) for m in cluster.etcd_members}
+    text = _section("etcd-members", _etcdctl(list(urls.values()), "member", "list"))
+    for name, url in urls.items():
+        text += _section(f"etcd-health:{name}", _etcdctl([url], "endpoint", "health"))
+    return text
+
+
+def parse_etcd_view(cluster: Cluster, sections: dict[str, tuple[int, str]]) -> EtcdView:
+    rc, text = sections.get("etcd-members", (1, "no answer"))
+    members = None
+    if rc == 0:
+        try:
+            members = EtcdMemberList().parse(_json_line(text, '{"header"'))
+        except (FactParseError, KeyError, TypeError):
+            members = None
+    health: dict[str, EtcdHealth | str] = {}
+    for host in cluster.etcd_members:
+        rc, text = sections.get(f"etcd-health:{host.name}", (1, "not asked"))
+        try:
+            health[host.name] = EtcdEndpointHealth().parse(_json_line(text, "["))
+        except (FactParseError, KeyError, TypeError, IndexError):
+            lines = text.strip().splitlines()
+            health[host.name] = lines[-1] if lines else f"no answer (exit {rc})"
+    return EtcdView(members, health)
+
+
+def _json_line(text: str, opener: str) -> str:
+    """etcdctl's JSON answer out of mixed stdout/stderr (its log lines are JSON objects too):
+    the last line that starts with ``opener``."""
+    found = [line for line in text.splitlines() if line.startswith(opener)]
+    return found[-1] if found else text
 
 
 def parse_api_output(stdout: str) -> dict[str, tuple[int, str]]:
@@ -104,6 +169,7 @@ async def gather(
             leases_error = None if rc == 0 else text[-300:]
         except (ValueError, KeyError, TypeError) as exc:
             leases_error = f"unreadable kubectl output: {exc}"
-        return CheckData(observed, now, api, leases, leases_error)
+        view = parse_etcd_view(cluster, sections) if cluster.etcd.topology == "stacked" else None
+        return CheckData(observed, now, api, leases, leases_error, view)
     why = "; ".join(errors) or "no master has /etc/kubernetes/admin.conf"
     return CheckData(observed, now, None, None, why)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from hactl.facts.model import Observed
+from hactl.facts.model import EtcdHealth, EtcdMember, Observed
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 LEADER_LEASES = ("kube-scheduler", "kube-controller-manager")
@@ -36,6 +37,17 @@ class ApiAnswer:
 
 
 @dataclass(frozen=True)
+class EtcdView:
+    """Stacked etcd (kubeadm's static pods, which the probe does not read), asked from a master
+    with kubeadm's etcd healthcheck-client certificate."""
+
+    members: tuple[EtcdMember, ...] | None
+    """``member list``; None when no member answered."""
+    health: Mapping[str, EtcdHealth | str]
+    """Member (host) name → its own ``endpoint health``, or why it could not be asked."""
+
+
+@dataclass(frozen=True)
 class CheckData:
     """Everything :func:`evaluate` looks at."""
 
@@ -44,6 +56,8 @@ class CheckData:
     api: ApiAnswer | None = None
     leases: dict[str, Lease] | None = None
     leases_error: str | None = None
+    etcd_view: EtcdView | None = None
+    """Set for stacked etcd; external members come from the probe (``observed``)."""
 
 
 @dataclass(frozen=True)

@@ -384,3 +384,60 @@ def test_api_script_output_parses_when_kubectl_prints_no_newline(cluster: Cluste
     assert sections["readyz"] == (0, "ok")
     assert sections["leases"] == (0, '{"items": []}')
     assert sections["now"][1].isdigit()
+
+
+def test_stacked_etcd_is_asked_from_a_master_with_kubeadm_certs() -> None:
+    """Stacked etcd runs as static pods (no etcd unit for the probe to read): the check's master
+    round trip lists members and asks each member's own health with kubeadm's certificates."""
+    import subprocess
+
+    from hactl.check.gather import parse_etcd_view, stacked_etcd_script
+
+    stacked = load_file(ROOT / "specs" / "stacked.yaml").cluster
+    members = {
+        "header": {"cluster_id": 1, "member_id": 2},
+        "members": [
+            {
+                "ID": 100 + i,
+                "name": m.name,
+                "peerURLs": [f"https://{m.address}:2380"],
+                "clientURLs": [f"https://{m.address}:2379"],
+            }
+            for i, m in enumerate(stacked.masters)
+        ],
+    }
+    bad = str(stacked.masters[2].address)
+    stub = (
+        'etcdctl() { case "$*" in\n'
+        f"  *'member list'*) echo '{json.dumps(members)}';;\n"
+        f'  *{bad}*\'endpoint health\'*) echo \'{{"level":"warn","msg":"retrying"}}\' >&2;'
+        f' echo \'[{{"endpoint":"https://{bad}:2379","health":false,'
+        '"error":"context deadline exceeded"}]\'; return 1;;\n'
+        '  *\'endpoint health\'*) echo "[{\\"endpoint\\":\\"x\\",\\"health\\":true}]";;\n'
+        "esac; }\n"
+    )
+    script = stacked_etcd_script(stacked)
+    assert "--cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt" in script
+    assert script.count("endpoint health") == 3
+    out = subprocess.run(
+        ["/bin/sh", "-c", stub + script], capture_output=True, text=True, check=True
+    ).stdout
+    view = parse_etcd_view(stacked, parse_api_output(out))
+    assert view.members is not None and [m.name for m in view.members] == [
+        "master01",
+        "master02",
+        "master03",
+    ]
+    report = evaluate(
+        stacked,
+        CheckData(Observed({}, NOW), NOW, ApiAnswer("m", True, "ok"), leases(), etcd_view=view),
+    )
+    etcd = [(f.subject, f.severity, f.message) for f in report.findings if f.check == "etcd"]
+    assert etcd == [
+        ("members", "ok", "3 members as in the spec, all started"),
+        ("master01", "ok", "endpoint health true"),
+        ("master02", "ok", "endpoint health true"),
+        ("master03", "error", "unhealthy: context deadline exceeded"),
+    ]
+    hint = next(f.hint for f in report.findings if f.subject == "master03")
+    assert hint is not None and "etcd pod" in hint
