@@ -193,3 +193,37 @@ def test_apply_converges_locks_refuses_stale_and_checks(lab_factory: Any, tmp_pa
     assert "Apply complete: 0 added, 1 changed, 0 removed" in res.stdout, show(res)
     res = hactl("plan", "-f", spec, "--detailed-exitcode", env=env)
     assert res.returncode == 0, show(res)
+
+
+def test_apply_converges_a_stacked_etcd_cluster(lab_factory: Any, tmp_path: Path) -> None:
+    """specs/stacked.yaml: etcd on the masters; control-plane joins strictly one at a time."""
+    lab = lab_factory(REPO / "specs" / "stacked.yaml")
+    spec = lab.spec_file
+    env = {**os.environ, "HACTL_STATE_DIR": str(tmp_path / "state")}
+    res = hactl("apply", "-f", spec, "--auto-approve", env=env)
+    assert res.returncode == 0, show(res)
+    assert "Apply complete: " in res.stdout and "is healthy." in res.stdout, show(res)
+
+    from hactl.journal import read_journal
+
+    (journal,) = (tmp_path / "state" / "journal").rglob("*.jsonl")
+    ends = {r["id"]: r for r in read_journal(journal) if r["event"] == "step_end"}
+    joins = sorted(
+        (r for r in ends.values() if r["id"].startswith("master[") and r["id"].endswith(".join")),
+        key=lambda r: r["start_mono"],
+    )
+    assert [r["host"] for r in joins] == ["master02", "master03"]
+    assert joins[1]["start_mono"] >= joins[0]["end_mono"]  # one at a time
+
+    res = hactl("check", "-f", spec, "--json", env=env)
+    assert res.returncode == 0, show(res)
+    findings = json.loads(res.stdout)["findings"]
+    assert {f["subject"] for f in findings if f["check"] == "etcd"} >= {
+        "members",
+        "master01",
+        "master02",
+        "master03",
+    }
+    res = hactl("plan", "-f", spec, "--detailed-exitcode", env=env)
+    assert res.returncode == 0, show(res)
+    assert "No changes." in res.stdout
