@@ -13,6 +13,8 @@
 - a second `hactl plan --detailed-exitcode` exits 0 with "No changes";
 - a plan saved after a hand edit of haproxy.cfg applies (the cluster did not change since), and
   then the cluster is converged again.
+
+And the same for specs/stacked.yaml (etcd on the masters, control-plane joins one at a time).
 """
 
 from __future__ import annotations
