@@ -14,7 +14,7 @@ from hactl.diff import CERTIFICATE_KEY_MARGIN, CERTIFICATE_KEY_TTL
 from hactl.errors import CommandError
 from hactl.plan import commands as cmd
 from hactl.plan import desired
-from hactl.plan.remote import put, run
+from hactl.plan.remote import put, run, wait_for
 from hactl.plan.step import StepContext
 from hactl.render import pki
 from hactl.sensitive import Sensitive
@@ -23,6 +23,13 @@ TOKEN_RE = re.compile(r"\b([a-z0-9]{6}\.[a-z0-9]{16})\b")
 KEY_RE = re.compile(r"\b([0-9a-f]{64})\b")
 HASH_RE = re.compile(r"\bsha256:[0-9a-f]{64}\b")
 TOKEN_MAX_AGE = 60 * 60.0  # tokens are made with a 2 h TTL; renew after 1 h
+READY_TIMEOUT = 180.0
+"""Seconds a control-plane join waits for the first master's ``/readyz`` through the LB."""
+
+
+def clock() -> float:
+    """The run's clock for token and key ages (monotonic; tests replace it)."""
+    return time.monotonic()
 
 
 def parse_token(text: str) -> Sensitive | None:
@@ -49,7 +56,7 @@ def key_is_fresh(ctx: StepContext, now: float | None = None) -> bool:
     uploaded = ctx.secrets.certificate_key_uploaded_at
     if ctx.secrets.certificate_key is None or uploaded is None:
         return False
-    age = (time.monotonic() if now is None else now) - uploaded
+    age = (clock() if now is None else now) - uploaded
     return age < CERTIFICATE_KEY_TTL - CERTIFICATE_KEY_MARGIN
 
 
@@ -57,18 +64,18 @@ def token_is_fresh(ctx: StepContext, now: float | None = None) -> bool:
     made = ctx.secrets.bootstrap_token_created_at
     if ctx.secrets.bootstrap_token is None or made is None:
         return False
-    age = (time.monotonic() if now is None else now) - made
+    age = (clock() if now is None else now) - made
     return age < TOKEN_MAX_AGE
 
 
 def remember_token(ctx: StepContext, token: Sensitive) -> None:
     ctx.secrets.bootstrap_token = token
-    ctx.secrets.bootstrap_token_created_at = time.monotonic()
+    ctx.secrets.bootstrap_token_created_at = clock()
 
 
 def remember_key(ctx: StepContext, key: Sensitive) -> None:
     ctx.secrets.certificate_key = key
-    ctx.secrets.certificate_key_uploaded_at = time.monotonic()
+    ctx.secrets.certificate_key_uploaded_at = clock()
 
 
 async def ensure_ca_hash(ctx: StepContext, master: str) -> str:
@@ -107,3 +114,15 @@ async def ensure_certificate_key(ctx: StepContext, master: str) -> Sensitive:
         return await upload_certificate_key(ctx, master)
     assert ctx.secrets.certificate_key is not None
     return ctx.secrets.certificate_key
+
+
+async def wait_api_ready(ctx: StepContext, master: str, *, timeout: float | None = None) -> None:
+    """Design rule 6: ``/readyz`` answers 200 through the load balancer (``kubectl get --raw``
+    with admin.conf, whose server is the LB, exits 0 only on a 2xx answer)."""
+
+    async def ready() -> str | None:
+        res = await run(ctx, master, cmd.readyz(), check=False)
+        return None if res.ok else (res.stderr.strip() or res.stdout.strip() or f"exit {res.exit_status}")
+
+    await wait_for("/readyz of the first master through the load balancer", ready,
+                   timeout=READY_TIMEOUT if timeout is None else timeout, interval=2.0, host=master)

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from hactl.plan import commands as cmd
 from hactl.plan.etcd_ops import wait_stacked_etcd_settled
-from hactl.plan.join_ops import ensure_ca_hash, ensure_certificate_key, ensure_token
+from hactl.plan.join_ops import ensure_ca_hash, ensure_certificate_key, ensure_token, wait_api_ready
 from hactl.plan.remote import run
 from hactl.plan.step import Step, StepContext
 from hactl.plan.steps.join_worker import node_registered, wait_for_node
@@ -29,6 +29,7 @@ class JoinControlPlane(Step):
     def commands(self) -> list[str]:
         return [
             *(["kubeadm reset -f  # files of a failed join, no Node"] if self.reset_first else []),
+            "wait for /readyz of the first master through the load balancer",
             *(["wait until the stacked etcd is healthy and settled"] if self.stacked_etcd else []),
             f"kubeadm join {{endpoint}} --token {MASK} --discovery-token-ca-cert-hash sha256:… "
             f"--control-plane --certificate-key {MASK}",
@@ -45,6 +46,9 @@ class JoinControlPlane(Step):
         elif (await run(ctx, self.host, cmd.file_exists(cmd.ADMIN_CONF), check=False)).ok:
             ctx.log("already a control-plane node")
             return
+        # Rule 6: only after the first master is fully up (also when it was initialised in an
+        # earlier run): /readyz through the load balancer, checked before every join.
+        await wait_api_ready(ctx, self.via)
         if ctx.cluster.etcd.topology == "stacked":
             # the join adds an etcd member: only into a settled cluster (one change at a time)
             await wait_stacked_etcd_settled(ctx, self.via)
