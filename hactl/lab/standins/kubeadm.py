@@ -216,7 +216,7 @@ def dispatch(argv: list[str]) -> int:
         build_parser().print_help()
         return 0
     if args.command == "version":
-        from .kubeadm_reset import run_version
+        from .kubeadm_info import run_version
         return run_version(args.output)
     if args.command == "token":
         return cmd_token(args)
@@ -225,7 +225,7 @@ def dispatch(argv: list[str]) -> int:
             from .kubeadm_certs import generate_certificate_key
             out(generate_certificate_key())
             return 0
-        from .kubeadm_reset import run_check_expiration
+        from .kubeadm_info import run_check_expiration
         return run_check_expiration()
     if args.command == "reset":
         from .kubeadm_reset import run_reset

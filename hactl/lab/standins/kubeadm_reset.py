@@ -1,17 +1,13 @@
-"""``kubeadm reset``, ``kubeadm certs check-expiration``, ``kubeadm version``."""
+"""``kubeadm reset``: undo init/join on this host; external etcd is never touched."""
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import json
 import os
 import shutil
 import sys
 
 import yaml
-
-from hactl.render import pki
 
 from .kubeadm_api import Api, ApiError, ns_path
 from .kubeadm_common import (
@@ -21,14 +17,10 @@ from .kubeadm_common import (
     MANIFESTS_DIR,
     PKI_DIR,
     P,
-    kubernetes_version,
     out,
-    read_file,
     systemctl,
-    version_tuple,
     warn,
 )
-from .kubeadm_token import short_duration, tabulate
 from .kubelet_pods import stop_all_recorded
 
 KUBECONFIG_FILES = ["admin.conf", "super-admin.conf", "kubelet.conf", "bootstrap-kubelet.conf",
@@ -130,94 +122,4 @@ def run_reset(force: bool) -> int:
     out("to reset your system's IPVS tables.\n")
     out("The reset process does not clean your kubeconfig files and you must remove them manually.")
     out("Please, check the contents of the $HOME/.kube/config file.")
-    return 0
-
-
-def _expiry_row(name: str, cert_bytes: bytes | None, ca: str) -> list[str]:
-    if cert_bytes is None:
-        return [name, "", "", ca, "!MISSING! " + name]
-    cert = pki.cert_from_pem(cert_bytes)
-    when = pki.not_after(cert)
-    left = (when - dt.datetime.now(dt.UTC)).total_seconds()
-    return [name, when.strftime("%b %d, %Y %H:%M UTC"), short_duration(left), ca, "no".ljust(8)]
-
-
-def _read(path: str) -> bytes | None:
-    try:
-        return read_file(path)
-    except OSError:
-        return None
-
-
-def _kubeconfig_cert(name: str) -> bytes | None:
-    from .kubeadm_api import load_kubeconfig
-
-    try:
-        cert = load_kubeconfig(f"{KUBERNETES_DIR}/{name}").get("cert")
-        return cert if isinstance(cert, bytes) else None
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def run_check_expiration() -> int:
-    out("[check-expiration] Reading configuration from the cluster...")
-    out("[check-expiration] FYI: You can look at this config file with 'kubectl -n kube-system get cm kubeadm-config -o yaml'")
-    doc = _cluster_doc()
-    if doc is not None:
-        local = "local" in (doc.get("etcd") or {})  # type: ignore[operator]
-    else:
-        warn("[check-expiration] Error reading configuration from the Cluster. Falling back to default configuration")
-        local = os.path.exists(P(f"{PKI_DIR}/etcd/ca.crt"))
-    rows = [["CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY", "EXTERNALLY MANAGED"]]
-    entries: list[tuple[str, str, str]] = [
-        ("admin.conf", "conf", "ca"), ("apiserver", "crt", "ca"),
-        ("apiserver-etcd-client", "crt", "etcd-ca"), ("apiserver-kubelet-client", "crt", "ca"),
-        ("controller-manager.conf", "conf", "ca"), ("etcd-healthcheck-client", "crt", "etcd-ca"),
-        ("etcd-peer", "crt", "etcd-ca"), ("etcd-server", "crt", "etcd-ca"),
-        ("front-proxy-client", "crt", "front-proxy-ca"), ("scheduler.conf", "conf", "ca"),
-        ("super-admin.conf", "conf", "ca"),
-    ]
-    for name, kind, ca in entries:
-        if ca == "etcd-ca" and not local:
-            continue
-        if kind == "conf":
-            if name == "super-admin.conf" and not os.path.exists(P(f"{KUBERNETES_DIR}/{name}")):
-                continue
-            blob = _kubeconfig_cert(name)
-        else:
-            blob = _read(f"{PKI_DIR}/{name.replace('etcd-', 'etcd/', 1) if name.startswith('etcd-') else name}.crt")
-        rows.append(_expiry_row(name, blob, ca))
-    out("")
-    out(tabulate(rows))
-    cas = [["CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL TIME", "EXTERNALLY MANAGED"]]
-    for name, path in (("ca", "ca"), ("etcd-ca", "etcd/ca"), ("front-proxy-ca", "front-proxy-ca")):
-        if name == "etcd-ca" and not local:
-            continue
-        row = _expiry_row(name, _read(f"{PKI_DIR}/{path}.crt"), "")
-        cas.append([row[0], row[1], row[2], row[4]])
-    out("")
-    out(tabulate(cas))
-    return 0
-
-
-def version_info() -> dict[str, str]:
-    ver = kubernetes_version()
-    major, minor, _ = version_tuple(ver)
-    return {"major": str(major), "minor": str(minor), "gitVersion": ver,
-            "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-            "buildDate": "2024-08-14T00:00:00Z", "goVersion": "go1.22.5", "compiler": "gc",
-            "platform": "linux/amd64"}
-
-
-def run_version(output: str) -> int:
-    info = version_info()
-    if output == "short":
-        out(info["gitVersion"])
-    elif output == "json":
-        out(json.dumps({"clientVersion": info}, indent=2))
-    elif output == "yaml":
-        out(yaml.safe_dump({"clientVersion": info}, sort_keys=False).rstrip())
-    else:
-        fields = ", ".join(f'{k[0].upper() + k[1:]}:"{v}"' for k, v in info.items())
-        out(f"kubeadm version: &version.Info{{{fields}}}")
     return 0
