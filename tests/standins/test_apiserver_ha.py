@@ -42,8 +42,8 @@ def test_shared_state_and_cross_server_conflicts(three: list[Apiserver],
         assert err.value.code == 409
         # controller-managers talking to different apiservers still elect exactly one leader
         pki = three[0].pki
-        fast = ("--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s",
-                "--leader-elect-retry-period=500ms")
+        fast = ("--leader-elect-lease-duration=6s", "--leader-elect-renew-deadline=4s",
+                "--leader-elect-retry-period=1s")
         kcms = [components("kube_controller_manager",
                            pki.kubeconfig(f"kcm{i}", api.url, pki.kcm), *fast,
                            "--controllers=-nodelifecycle")
@@ -56,7 +56,7 @@ def test_shared_state_and_cross_server_conflicts(three: list[Apiserver],
                                         LEASES))
             return str((lease or {}).get("spec", {}).get("holderIdentity") or "")
 
-        wait_for(lambda: holder() != "" and all(k.identity for k in kcms), 30, "a leader")
+        wait_for(lambda: holder() != "" and all(k.identity for k in kcms), 90, "a leader")
         first = holder()
         leader = next(k for k in kcms if k.identity == first)
         # power off the leader's "master": its apiserver and its controller-manager
@@ -64,7 +64,7 @@ def test_shared_state_and_cross_server_conflicts(three: list[Apiserver],
         via[0] = clients[(down + 1) % 3]
         leader.stop(signal.SIGKILL)
         three[down].stop()
-        wait_for(lambda: holder() not in ("", first), 30, "a new leader")
+        wait_for(lambda: holder() not in ("", first), 90, "a new leader")
         assert holder() in {k.identity for k in kcms if k is not leader}
         acquired = sum("successfully acquired lease" in k.log.read_text() for k in kcms)
         assert acquired >= 2
