@@ -76,7 +76,11 @@ class Api:
     @classmethod
     def from_kubeconfig(cls, path: str, *, server: str | None = None, timeout: float = 10.0,
                         retry_seconds: float = 0.0) -> Api:
-        cfg = load_kubeconfig(path)
+        try:
+            cfg = load_kubeconfig(path)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"failed to load admin kubeconfig: open {path}: no such file or directory") \
+                from exc
         return cls(
             server or cfg["server"],
             ca_pem=cfg.get("ca"),

@@ -71,9 +71,8 @@ def discover(cfg: Config) -> tuple[str, bytes]:
             cm = insecure.get(CLUSTER_INFO)
             data = cm.get("data") or {}
             payload = data.get("kubeconfig", "")
-            signatures = {k for k in data if k.startswith("jws-kubeconfig-")}
             jws = data.get(f"jws-kubeconfig-{token_id}")
-            if jws is not None or not signatures:
+            if jws is not None:  # the bootstrap signer has signed cluster-info for this token
                 break
             last = (f'could not find a JWS signature in the cluster-info ConfigMap for token ID "{token_id}"')
         except (ApiError, OSError) as exc:
@@ -82,7 +81,7 @@ def discover(cfg: Config) -> tuple[str, bytes]:
             raise _identity_error(last)
         warn(f"[discovery] Failed to request cluster-info, will try again: {last}")
         time.sleep(2)
-    if jws is not None and not jws_verify(jws, payload, token_secret):
+    if jws is None or not jws_verify(jws, payload, token_secret):
         raise _identity_error("failed to verify JWS signature of received cluster info object, "
                               "can't trust this API Server")
     info = parse_kubeconfig(yaml.safe_load(payload) or {})
