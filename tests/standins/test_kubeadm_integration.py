@@ -285,6 +285,12 @@ def test_control_plane_join_pins_the_ca_and_needs_the_right_key(tmp_path: Path,
     token = init.stdout.split("--token ", 1)[1].split()[0]
     ca_hash = init.stdout.split("--discovery-token-ca-cert-hash ", 1)[1].split()[0]
 
+    # an unknown (or expired) token: the bootstrap signer never signs cluster-info for it
+    unknown = second.kubeadm("join", "--config", str(join_config(tmp_path, second, first, "abcdef.0123456789abcdef",
+                                                                 ca_hash, key)))
+    assert unknown.returncode == 1
+    assert ("couldn't validate the identity of the API Server: could not find a JWS signature in the "
+            'cluster-info ConfigMap for token ID "abcdef"') in unknown.stderr
     # a CA pin that does not match: refused before anything is written
     bad_pin = second.kubeadm("join", "--config",
                              str(join_config(tmp_path, second, first, token, "sha256:" + "0" * 64, key)))
