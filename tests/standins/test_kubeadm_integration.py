@@ -237,7 +237,11 @@ def test_kubelet_stop_leaves_pods_running_and_restart_adopts(node: Node) -> None
     wait_for(lambda: node.pod_pids().get("kube-system_kube-scheduler", 0) not in (0, pids["kube-system_kube-scheduler"]),
              15, "scheduler restarted")
     # mirror pods are visible to the real kubectl
-    wait_for(lambda: "kube-apiserver-master01" in node.kubectl("get", "pods", "-A").stdout, 15, "mirror pods")
+    wait_for(lambda: "kube-apiserver-master01" in node.kubectl("get", "pods", "-A").stdout, 30, "mirror pods")
+    # a removed manifest: the pod is stopped and its mirror Pod deleted
+    (node.root / "etc/kubernetes/manifests/kube-scheduler.yaml").unlink()
+    wait_for(lambda: "kube-system_kube-scheduler" not in node.pod_pids()
+             and "kube-scheduler-master01" not in node.kubectl("get", "pods", "-A").stdout, 30, "scheduler gone")
     # reset: stops the pods and clears the node; external etcd is left alone
     node.stop_kubelet()
     reset = node.kubeadm("reset", "-f")

@@ -169,6 +169,14 @@ class NodeAgent:
         """Mirror Pods so that ``kubectl get pods -A`` lists the static Pods, as with a real kubelet."""
         if not self.node_uid:
             return
+        for key in [k for k in self.mirrors if k not in procs]:  # static Pod removed: mirror goes too
+            namespace, _, name = key.partition("_")
+            try:
+                self.api.delete(ns_path(namespace, "pods", f"{name}-{self.name}"))
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+            del self.mirrors[key]
         for key, proc in procs.items():
             ready = proc.alive()
             state = f"{proc.pid}:{ready}:{proc.restarts}"
