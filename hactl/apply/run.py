@@ -134,8 +134,9 @@ def plan_id(plan: Plan) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def stale_report(saved: Plan, fresh: Plan) -> str | None:
-    """None when the hosts still look as the saved plan saw them; else what changed, per host."""
+def stale_report(saved: Plan, fresh: Plan, observed: Observed | None = None) -> str | None:
+    """None when the hosts still look as the saved plan saw them; else what changed, per host
+    (``observed``, the fresh probe, tells a host that changed from one that did not answer)."""
     before, now = saved.fingerprint, fresh.fingerprint
     hosts = sorted(h for h in set(before) | set(now) if before.get(h) != now.get(h))
     if not hosts:
@@ -150,6 +151,10 @@ def stale_report(saved: Plan, fresh: Plan) -> str | None:
             continue
         if host not in before:
             lines.append(f"  {host}: not observed when the plan was made")
+            continue
+        facts = observed.get(host) if observed is not None else None
+        if facts is not None and not facts.reachable:
+            lines.append(f"  {host}: could not be read now ({facts.error or 'unreachable'})")
             continue
         new = [c for c in fresh.diff.effective() if c.host == host and (c.address, c.op) not in was]
         gone = [
@@ -204,7 +209,7 @@ async def run_apply(opts: Options) -> ApplyResult | None:
         observed = await probe(cluster, opened)
         fresh = build_plan(cluster, observed, now=datetime.now(UTC))
         if saved is not None:
-            stale = stale_report(saved, fresh)
+            stale = stale_report(saved, fresh, observed)
             if stale is not None:
                 raise StalePlanError(
                     f"Saved plan is stale: the hosts changed since it was made.\n{stale}",

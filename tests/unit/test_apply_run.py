@@ -209,3 +209,14 @@ def test_live_view_shows_running_steps_and_prints_finished_ones() -> None:
     assert "lb01: Configure HAProxy on [lb01]: done in 0.5s" in out
     assert "[cyan]" not in out and rep.running == {}
     assert frame.row_count == 1
+
+
+def test_a_host_that_does_not_answer_makes_a_saved_plan_stale_and_says_so(
+    cluster: Cluster,
+) -> None:
+    saved = build_plan(cluster, Synthetic(cluster).converged().observed(), now=NOW)
+    now = Synthetic(cluster).converged().unreachable("worker02", "probe timed out after 60s")
+    observed = now.observed()
+    fresh = build_plan(cluster, observed, now=NOW)
+    report = stale_report(saved, fresh, observed)
+    assert report == "  worker02: could not be read now (probe timed out after 60s)"
