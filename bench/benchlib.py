@@ -194,7 +194,7 @@ def machine_facts() -> dict[str, Any]:
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
-        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "loadavg": [round(x, 2) for x in os.getloadavg()], "nice": os.nice(0),
         "python": platform.python_version(), "hactl_git": rev,
         "asyncssh": _pkg("asyncssh"), "pyinfra": _pkg("pyinfra"), "paramiko": _pkg("paramiko"),
         "ansible_core": _pkg("ansible-core"),

@@ -32,7 +32,7 @@ from benchlib import (
 )
 from tools import Context, make_tools
 
-RATIOS = ("pyinfra fact server.Hostname", "ansible -m command hostname",
+RATIOS = ("hactl transport hostname (Python API)", "pyinfra fact server.Hostname", "ansible -m command hostname",
           "ansible -m raw hostname", "openssh hostname", "openssh probe script")
 
 
@@ -58,10 +58,11 @@ def run_n(n: int, subnet: str, reps: int, warmup: int, only: list[str] | None) -
                           f"load {os.getloadavg()[0]:5.1f} {status}", file=sys.stderr, flush=True)
                     if rnd >= warmup:
                         series[label].add(seconds, cpu, error)
+            notes = ctx.notes
         finally:
             ctx.cleanup()
     return {"n": n, "spec": str(spec_file), "series": {k: v.data() for k, v in series.items()},
-            "_series": series}
+            "notes": notes, "_series": series}
 
 
 def _one(fn: Callable[[], tuple[float, str | None]]) -> tuple[float, float, str | None]:

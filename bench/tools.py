@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ class Context:
     key: str
     known_hosts: str
     tmp: Path
+    notes: dict[str, list[float]] = field(default_factory=dict)
+    """Extra measurements per run, e.g. remote CPU seconds of the probe script (all hosts)."""
 
     @classmethod
     def create(cls, spec_file: Path, lab: Any) -> Context:
@@ -93,6 +95,25 @@ def hactl_probe(ctx: Context) -> Tool:
             first = next(iter(errs.items()))
             return seconds, f"section errors on {len(errs)} hosts, e.g. {first}"
         return seconds, None
+
+    return run
+
+
+def hactl_transport_hostname(ctx: Context) -> Tool:
+    """hactl's own transport (Python API) reading one fact: connect to all, `hostname`, close."""
+    from hactl.transport.ssh import Connections
+
+    async def go() -> dict[str, str]:
+        async with Connections(ctx.cluster, spec_dir=str(ctx.spec_file.parent)) as conns:
+            transports = await conns.open_all()
+            names = [n for n, t in transports.items() if not isinstance(t, BaseException)]
+            outs = await asyncio.gather(*(conns.transport(n).run(("hostname",)) for n in names))
+            return {n: r.stdout.strip() for n, r in zip(names, outs, strict=True)}
+
+    def run() -> tuple[float, str | None]:
+        started = time.perf_counter()
+        got = asyncio.run(go())
+        return time.perf_counter() - started, _missing({n for n, _ in ctx.hosts}, got)
 
     return run
 
@@ -211,15 +232,26 @@ def openssh_hostname(ctx: Context) -> Tool:
 
     def run() -> tuple[float, str | None]:
         seconds, procs = _parallel(argvs)
-        got = {name: p.stdout.strip() for (name, _), p in zip(ctx.hosts, procs, strict=True)
-               if p.returncode == 0}
+        got = {name: p.stdout.strip() if p.returncode == 0 else
+               f"exit {p.returncode}: {(p.stderr.strip().splitlines() or [''])[-1][:160]}"
+               for (name, _), p in zip(ctx.hosts, procs, strict=True)}
         return seconds, _missing({name for name, _ in ctx.hosts}, got)
 
     return run
 
 
+_TIMES = re.compile(r"(\d+)m([\d.]+)s")
+
+
+def remote_cpu(stdout: str) -> float:
+    """User + system seconds of the remote shell and its children (`times` after the script)."""
+    tail = stdout.rstrip().splitlines()[-2:]
+    return sum(int(m) * 60 + float(s) for line in tail for m, s in _TIMES.findall(line))
+
+
 def openssh_probe(ctx: Context) -> Tool:
-    """N `ssh HOST '<hactl's batched probe script>'` at once (same script, same sections)."""
+    """N `ssh HOST '<hactl's batched probe script>'` at once (same script, same sections), and
+    the shell's `times` at the end: the CPU the script costs on the hosts (a builtin, no fork)."""
     from hactl.probe import build_script, facts_for, split_sections
 
     def run() -> tuple[float, str | None]:
@@ -228,13 +260,17 @@ def openssh_probe(ctx: Context) -> Tool:
         for host in ctx.cluster.all_hosts():
             facts = facts_for(ctx.cluster, host)
             plans.append((host.name, {f.section for f in facts},
-                          _ssh_argv(ctx, str(host.address), build_script(facts, marker))))
+                          _ssh_argv(ctx, str(host.address), build_script(facts, marker) + "\ntimes\n")))
         seconds, procs = _parallel([argv for _, _, argv in plans])
         bad = []
+        ctx.notes.setdefault("probe script: remote CPU s, all hosts", []).append(
+            round(sum(remote_cpu(p.stdout) for p in procs), 3))
         for (name, sections, _), proc in zip(plans, procs, strict=True):
             got = set(split_sections(proc.stdout, proc.stderr, marker))
             if proc.returncode != 0 or got != sections:
-                bad.append(f"{name}: exit {proc.returncode}, {len(got)}/{len(sections)} sections")
+                why = (proc.stderr.strip().splitlines() or ["no stderr"])[-1][:160]
+                bad.append(f"{name}: exit {proc.returncode}, {len(got)}/{len(sections)} "
+                           f"sections ({why})")
         return seconds, (f"{len(bad)} hosts: {bad[:3]}" if bad else None)
 
     return run
@@ -244,6 +280,7 @@ def make_tools(ctx: Context) -> dict[str, Tool]:
     return {
         "hactl plan (CLI)": hactl_plan(ctx),
         "hactl probe (Python API)": hactl_probe(ctx),
+        "hactl transport hostname (Python API)": hactl_transport_hostname(ctx),
         "pyinfra fact server.Hostname": pyinfra_fact(ctx),
         "ansible -m command hostname": ansible_adhoc(ctx, "command"),
         "ansible -m raw hostname": ansible_adhoc(ctx, "raw"),
