@@ -35,13 +35,28 @@ from benchlib import (
 )
 
 
-def one_run(n: int, subnet: str, parallelism: str) -> dict[str, Any]:
+def compare(spec_file: Path, lab: Any, n: int, reps: int) -> dict[str, Any]:
+    """The probe contenders (bench/tools.py) on the CONVERGED cluster: a true no-op plan, whose
+    probe also asks etcd (etcdctl) and the API (kubectl) on the hosts."""
+    from probe_bench import run_rounds
+    from tools import Context, make_tools
+
+    ctx = Context.create(spec_file, lab)
+    try:
+        series = run_rounds(make_tools(ctx), n, reps, 0)
+    finally:
+        ctx.cleanup()
+    return {"series": {k: v.data() for k, v in series.items()}, "notes": ctx.notes}
+
+
+def one_run(n: int, subnet: str, parallelism: str, compare_reps: int = 0) -> dict[str, Any]:
     from hactl.journal import journal_critical_path, read_journal
 
     name = f"bench-apply-{n}"
     spec_file = write_spec(bench_spec(n, name, subnet), RESULTS / "specs" / f"{name}.yaml")
     out: dict[str, Any] = {"n": n, "parallelism": parallelism, "ok": False}
-    with lab_session(spec_file), tempfile.TemporaryDirectory(prefix="hactl-bench-apply-") as state:
+    with lab_session(spec_file) as lab, \
+            tempfile.TemporaryDirectory(prefix="hactl-bench-apply-") as state:
         env = dict(os.environ, HACTL_STATE_DIR=state)
         argv = [tool("hactl"), "apply", "-f", str(spec_file), "--auto-approve"]
         if parallelism != "default":
@@ -69,12 +84,14 @@ def one_run(n: int, subnet: str, parallelism: str) -> dict[str, Any]:
             out["error"] = f"exit {proc.returncode}, outcome {end and end.get('outcome')}: " \
                            f"{proc.stderr.strip()[-500:]}"
             return out
-        again = timed_run([tool("hactl"), "plan", "-f", str(spec_file), "--detailed-exitcode"],
-                          env=env)[1]
+        noop, again = timed_run([tool("hactl"), "plan", "-f", str(spec_file),
+                                 "--detailed-exitcode"], env=env)
         if again.returncode != 0:
             out["error"] = f"second plan exit {again.returncode}: {again.stdout.strip()[-300:]}"
             return out
-        out["ok"] = True
+        out.update(ok=True, noop_plan_seconds=round(noop, 2))
+        if compare_reps:
+            out["converged_probe"] = compare(spec_file, lab, n, compare_reps)
     return out
 
 
@@ -85,16 +102,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", nargs="+", default=["default", "1"],
                    help="parallelism values to compare ('default' = the spec's, 10)")
     p.add_argument("--subnet", default="198.18.110.0/24")
+    p.add_argument("--compare-reps", type=int, default=3,
+                   help="after the first converge, time the probe contenders of probe_bench.py "
+                        "on the converged cluster this many rounds (0: skip)")
     args = p.parse_args(argv)
+    from hactl.log import configure_logging
+
+    configure_logging("auto", 0)
     facts = machine_facts()
     runs: list[dict[str, Any]] = []
     for rep in range(args.reps):
         for mode in args.modes:
-            run = one_run(args.nodes, args.subnet, mode)
+            first = rep == 0 and mode == args.modes[0]
+            run = one_run(args.nodes, args.subnet, mode, args.compare_reps if first else 0)
             runs.append(run)
             print(f"rep {rep + 1} parallelism={mode}: " + ", ".join(
                 f"{k}={run.get(k)}" for k in ("ok", "cli_seconds", "run_seconds",
                                               "critical_path_seconds", "ratio", "steps",
+                                              "noop_plan_seconds",
                                               "load1", "error") if k in run),
                   file=sys.stderr, flush=True)
     print("| parallelism | runs ok | apply CLI wall s | DAG run s | critical path s | "
@@ -111,6 +136,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {mode} | {len(ok)}/{total} | {med('cli_seconds')} | {med('run_seconds')} | "
               f"{med('critical_path_seconds')} | {med('ratio')} | "
               f"{min(loads, default=0):.0f}–{max(loads, default=0):.0f} |")
+    for run in runs:
+        if "converged_probe" in run:
+            print("\nprobe contenders on the converged cluster: wall s median (min–max); local CPU s")
+            for label, d in run["converged_probe"]["series"].items():
+                cell = (f"{d['median']:.2f} ({d['min']:.2f}–{d['max']:.2f}); cpu {d['cpu_median']:.2f}"
+                        if d["median"] is not None else f"FAILED {d['failures'][:1]}")
+                print(f"| {label} | {cell} |")
+            print(f"notes: {run['converged_probe']['notes']}")
     facts["loadavg_end"] = machine_facts()["loadavg"]
     path = write_results("apply", {"benchmark": "apply", "argv": sys.argv, "machine": facts,
                                    "runs": runs})

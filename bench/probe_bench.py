@@ -36,33 +36,38 @@ RATIOS = ("hactl transport hostname (Python API)", "pyinfra fact server.Hostname
           "ansible -m raw hostname", "openssh hostname", "openssh probe script")
 
 
+def run_rounds(tools: dict[str, Callable[[], tuple[float, str | None]]], n: int, reps: int,
+               warmup: int) -> dict[str, Series]:
+    """Warm-up rounds, then timed rounds; the tools' order rotates every round."""
+    series = {label: Series(label, n) for label in tools}
+    for rnd in range(warmup + reps):
+        labels = list(tools)
+        shift = rnd % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            seconds, cpu, error = _one(tools[label])
+            kind = "warm-up" if rnd < warmup else f"rep {rnd - warmup + 1}"
+            status = "ok" if error is None else f"FAILED: {error}"
+            print(f"N={n} {kind:7} {label:30} {seconds:7.2f}s cpu {cpu:6.2f}s "
+                  f"load {os.getloadavg()[0]:5.1f} {status}", file=sys.stderr, flush=True)
+            if rnd >= warmup:
+                series[label].add(seconds, cpu, error)
+    return series
+
+
 def run_n(n: int, subnet: str, reps: int, warmup: int, only: list[str] | None) -> dict[str, Any]:
     name = f"bench-probe-{n}"
     spec_file = write_spec(bench_spec(n, name, subnet), RESULTS / "specs" / f"{name}.yaml")
-    series: dict[str, Series] = {}
     with lab_session(spec_file) as lab:
         ctx = Context.create(spec_file, lab)
         try:
             tools = make_tools(ctx)
             if only:
                 tools = {k: v for k, v in tools.items() if any(o in k for o in only)}
-            series = {label: Series(label, n) for label in tools}
-            for rnd in range(warmup + reps):
-                labels = list(tools)
-                shift = rnd % len(labels)
-                for label in labels[shift:] + labels[:shift]:
-                    seconds, cpu, error = _one(tools[label])
-                    kind = "warm-up" if rnd < warmup else f"rep {rnd - warmup + 1}"
-                    status = "ok" if error is None else f"FAILED: {error}"
-                    print(f"N={n} {kind:7} {label:30} {seconds:7.2f}s cpu {cpu:6.2f}s "
-                          f"load {os.getloadavg()[0]:5.1f} {status}", file=sys.stderr, flush=True)
-                    if rnd >= warmup:
-                        series[label].add(seconds, cpu, error)
-            notes = ctx.notes
+            series = run_rounds(tools, n, reps, warmup)
         finally:
             ctx.cleanup()
     return {"n": n, "spec": str(spec_file), "series": {k: v.data() for k, v in series.items()},
-            "notes": notes, "_series": series}
+            "notes": ctx.notes, "_series": series}
 
 
 def _one(fn: Callable[[], tuple[float, str | None]]) -> tuple[float, float, str | None]:
