@@ -10,6 +10,7 @@ record :class:`Change` ``(op, address, before, after, reason, host)``, a generat
     lb[lb01].haproxy_cfg        /etc/haproxy/haproxy.cfg on a load balancer
     lb[lb01].service            the haproxy service on a load balancer
     master[master01]            ``kubeadm init`` (the first master) or a control-plane join
+    master[master01].kubelet    the kubelet service of a joined node (enabled at boot, running)
     worker[worker01]            a worker join
     cluster.bootstrap-token     a join token for this run (the secret is never read back)
     cluster.certificate-key     a fresh certificate key for this run's control-plane join batch
@@ -362,6 +363,7 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
         elif facts.initialised:
             yield Change(Op.NOOP, address, {"control_plane": True}, {"control_plane": True},
                          "control plane running", host=host.name)
+            yield _kubelet_service(address, host.name, facts.kubelet_enabled, facts.kubelet_active)
         elif facts.joined:
             yield Change(Op.UPDATE, address, {"control_plane": False, "joined": True},
                          {"control_plane": True}, f"{host.name} is joined as a worker, not as a "
@@ -389,6 +391,7 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
         elif facts.joined:
             yield Change(Op.NOOP, address, {"joined": True}, {"joined": True}, "joined",
                          host=host.name)
+            yield _kubelet_service(address, host.name, facts.kubelet_enabled, facts.kubelet_active)
         else:
             worker_joins += 1
             yield Change(Op.CREATE, address, None, {"joined": True},
@@ -411,6 +414,19 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
                      {"key": "(sensitive value)"},
                      f"{why}; upload the control-plane certificates under a fresh key for this "
                      "join batch", host=initialised)
+
+
+def _kubelet_service(node: str, host: str, enabled: bool, active: bool) -> Change:
+    """A joined node's kubelet must run and be enabled, or the node stays down after a reboot."""
+    address = f"{node}.kubelet"
+    state = {"enabled": enabled, "active": active}
+    want = {"enabled": True, "active": True}
+    if enabled and active:
+        return Change(Op.NOOP, address, state, want, "kubelet enabled and running", host=host)
+    problems = [text for ok, text in ((enabled, "not enabled at boot (the node would not come back "
+                                       "after a reboot)"), (active, "not running")) if not ok]
+    return Change(Op.UPDATE, address, state, want, "kubelet is " + " and ".join(problems)
+                  + "; systemctl enable --now kubelet", host=host)
 
 
 class _Nodes:

@@ -290,6 +290,7 @@ def assemble(
         manifests=files.manifests,
         pki_files=files.pki_files,
         kubelet_active=kubelet.active if kubelet else False,
+        kubelet_enabled=kubelet.enabled if kubelet else False,
         cert_expiry=certs or {},
         cluster=cluster,
     )

@@ -271,6 +271,8 @@ class KubernetesFacts:
     """Certificate path (absolute) → notAfter (UTC) for every .crt under /etc/kubernetes/pki."""
     cluster: ClusterView | None = None
     """Only on masters that have admin.conf and whose API answered."""
+    kubelet_enabled: bool = False
+    """systemd's UnitFileState of kubelet.service is enabled: the node comes back after a reboot."""
 
     @property
     def initialised(self) -> bool:

@@ -28,6 +28,7 @@ from hactl.plan.steps import (
     BootstrapEtcdMember,
     ConfigureHAProxy,
     CreateJoinToken,
+    EnableKubelet,
     GenerateEtcdCA,
     InitControlPlane,
     InstallEtcdCerts,
@@ -331,6 +332,12 @@ class _Builder:
                     reason=c.reason, address=c.address, action=_action(c), via=via,
                     reset_first=again, stacked_etcd=self.cluster.etcd.topology == "stacked"), prev)
                 prev = [step]  # one at a time (rule 6)
+        for c in effective:
+            if c.address.endswith(".kubelet"):
+                assert c.host is not None
+                self.g.add(EnableKubelet(
+                    id=c.address, host=c.host, title=f"Enable and start kubelet on {c.host}",
+                    reason=c.reason, address=c.address, action=_action(c)))
         base = inits or list(infra)  # workers need the token, not the certificate key
         for c in effective:
             if c.address.startswith("worker["):

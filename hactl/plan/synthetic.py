@@ -137,7 +137,8 @@ class Synthetic:
             self.nodes.append(NodeInfo(name, True, labels, self.cluster.kubernetes.version))
             self._set(name, kubernetes=KubernetesFacts(
                 admin_conf=cp, kubelet_conf=True, manifests=CP_MANIFESTS if cp else (),
-                pki_files=("ca.crt",), kubelet_active=True, cert_expiry={}))
+                pki_files=("ca.crt",), kubelet_active=True, cert_expiry={},
+                kubelet_enabled=True))
         self._endpoint = endpoint or getattr(self, "_endpoint", None) or self.cluster.control_plane_endpoint
         return self
 

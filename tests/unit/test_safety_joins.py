@@ -93,6 +93,7 @@ class Cluster3:
         for name in ("master02", "master03"):
             joiner = ctx.transport(name)
             joiner.on(("test",), exit_status=1)
+            joiner.on(("systemctl", "enable", "kubelet"))
             joiner.on(("kubeadm", "join"), respond=self._join(name))
         self.joined: set[str] = set()
 

@@ -319,6 +319,7 @@ async def test_init_keeps_key_and_token_in_memory_only(lab: Cluster, kubeadm_con
     out = (f"[upload-certs] Using certificate key:\n{KEY}\n...\n"
            f"kubeadm join k8s-api.lab:6443 --token {TOKEN} \\\n"
            f"  --discovery-token-ca-cert-hash {pki.spki_sha256(ca.cert)} --control-plane --certificate-key {KEY}\n")
+    m.on(("systemctl", "enable", "kubelet"))
     m.on(("kubeadm", "init"), stdout=out)
     m.on(re.compile("/readyz"), stdout="ok")
     await step_args(InitControlPlane, host="master01").run(ctx)
@@ -345,6 +346,7 @@ async def test_control_plane_join_refreshes_key_and_masks_secrets(
     via.on(("kubectl",), stdout=node_json("master02", True))
     joiner = ctx.transport("master02")
     joiner.on(("test",), exit_status=1)
+    joiner.on(("systemctl", "enable", "kubelet"))
     joiner.on(("kubeadm", "join"), stdout="This node has joined the cluster")
     await step_args(JoinControlPlane, host="master02", via="master01").run(ctx)
     join = next(c for c in joiner.calls if c.argv[:2] == ("kubeadm", "join"))
@@ -356,6 +358,7 @@ async def test_control_plane_join_refreshes_key_and_masks_secrets(
     # a second join in the same run reuses the fresh key (one key per join batch)
     joiner3 = ctx.transport("master03")
     joiner3.on(("test",), exit_status=1)
+    joiner3.on(("systemctl", "enable", "kubelet"))
     joiner3.on(("kubeadm", "join"))
     via.on(("kubectl",), stdout=node_json("master03", True))
     await step_args(JoinControlPlane, host="master03", via="master01").run(ctx)
@@ -398,10 +401,12 @@ async def test_rejoin_resets_only_while_the_node_is_missing(lab: Cluster, ca: pk
     via.on(("cat", cmd.K8S_CA_CERT), stdout=ca.cert_pem().decode())
     w = ctx.transport("worker02")
     w.on(("kubeadm", "reset"))
+    w.on(("systemctl", "enable", "kubelet"))
     w.on(("kubeadm", "join"),
          respond=lambda _c: (via.on(("kubectl",), stdout=node_json("worker02", False)), Result(0, "", ""))[1])
     await step_args(JoinWorker, host="worker02", via="master01", reset_first=True).run(ctx)
-    assert [a[:2] for a in ctx.argvs("worker02")] == [("kubeadm", "reset"), ("kubeadm", "join")]
+    assert [a[:2] for a in ctx.argvs("worker02")] == [
+        ("kubeadm", "reset"), ("systemctl", "enable"), ("kubeadm", "join")]
     again = Ctx(lab)
     again.transport("master01").on(("kubectl",), stdout=node_json("worker02", False))
     await step_args(JoinWorker, host="worker02", via="master01", reset_first=True).run(again)
@@ -429,6 +434,7 @@ async def test_stacked_join_waits_for_a_settled_etcd(lab: Cluster, ca: pki.CertK
     via.on(("kubectl",), stdout=node_json("master03", True))
     m3 = ctx.transport("master03")
     m3.on(("test",), exit_status=1)
+    m3.on(("systemctl", "enable", "kubelet"))
     m3.on(("kubeadm", "join"))
     await step_args(JoinControlPlane, host="master03", via="master01").run(ctx)
     assert state["lists"] >= 4  # healthy, then healthy again after the strict-reconfig window

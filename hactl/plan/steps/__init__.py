@@ -4,6 +4,7 @@ from hactl.plan.steps.add_etcd_member import AddEtcdMember
 from hactl.plan.steps.bootstrap_etcd_member import BootstrapEtcdMember
 from hactl.plan.steps.configure_haproxy import ConfigureHAProxy
 from hactl.plan.steps.create_join_token import CreateJoinToken
+from hactl.plan.steps.enable_kubelet import EnableKubelet
 from hactl.plan.steps.generate_etcd_ca import GenerateEtcdCA
 from hactl.plan.steps.init_control_plane import InitControlPlane
 from hactl.plan.steps.install_etcd_certs import InstallEtcdCerts
@@ -23,6 +24,7 @@ __all__ = [
     "BootstrapEtcdMember",
     "ConfigureHAProxy",
     "CreateJoinToken",
+    "EnableKubelet",
     "GenerateEtcdCA",
     "InitControlPlane",
     "InstallEtcdCerts",

@@ -31,6 +31,7 @@ class InitControlPlane(Step):
     def commands(self) -> list[str]:
         return [
             f"put {cmd.KUBEADM_CONFIG} 0600 (InitConfiguration + ClusterConfiguration)",
+            "systemctl enable kubelet",
             f"kubeadm init --config {cmd.KUBEADM_CONFIG} --upload-certs --certificate-key (sensitive value)",
             "keep the certificate key, token and CA hash in memory",
             "wait for /readyz through the load balancer",
@@ -47,6 +48,7 @@ class InitControlPlane(Step):
         await run(ctx, self.host, cmd.mkdir("/etc/hactl"))
         await put(ctx, self.host, cmd.KUBEADM_CONFIG,
                   desired.kubeadm_init_config(cluster, cluster.host(self.host)), 0o600)
+        await run(ctx, self.host, cmd.systemctl("enable", "kubelet"))  # survive reboots
         key = Sensitive(secrets.token_hex(32))  # kubeadm's format: 32 random bytes, hex
         result = await run(ctx, self.host, cmd.kubeadm_init(key), timeout=self.timeout - 60)
         remember_key(ctx, key)

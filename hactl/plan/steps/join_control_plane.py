@@ -31,6 +31,7 @@ class JoinControlPlane(Step):
             *(["kubeadm reset -f  # files of a failed join, no Node"] if self.reset_first else []),
             "wait for /readyz of the first master through the load balancer",
             *(["wait until the stacked etcd is healthy and settled"] if self.stacked_etcd else []),
+            "systemctl enable kubelet",
             f"kubeadm join {{endpoint}} --token {MASK} --discovery-token-ca-cert-hash sha256:… "
             f"--control-plane --certificate-key {MASK}",
             "wait for the Node to register",
@@ -58,6 +59,7 @@ class JoinControlPlane(Step):
         ca_hash = await ensure_ca_hash(ctx, self.via)
         argv = cmd.kubeadm_join(ctx.cluster.control_plane_endpoint, token, ca_hash,
                                 control_plane=True, certificate_key=key)
+        await run(ctx, self.host, cmd.systemctl("enable", "kubelet"))  # survive reboots
         await run(ctx, self.host, argv, timeout=self.timeout - 120)
         await wait_for_node(ctx, self.via, self.host, control_plane=True)
         ctx.log("joined as control-plane node")

@@ -26,6 +26,7 @@ class JoinWorker(Step):
 
     def commands(self) -> list[str]:
         return [*(["kubeadm reset -f  # files of a failed join, no Node"] if self.reset_first else []),
+                "systemctl enable kubelet",
                 f"kubeadm join {{endpoint}} --token {MASK} --discovery-token-ca-cert-hash sha256:…",
                 "wait for the Node to register"]
 
@@ -43,6 +44,7 @@ class JoinWorker(Step):
         ca_hash = await ensure_ca_hash(ctx, self.via)
         argv = cmd.kubeadm_join(ctx.cluster.control_plane_endpoint, token, ca_hash,
                                 control_plane=False)
+        await run(ctx, self.host, cmd.systemctl("enable", "kubelet"))  # survive reboots
         await run(ctx, self.host, argv, timeout=self.timeout - 120)
         await wait_for_node(ctx, self.via, self.host, control_plane=False)
         ctx.log("joined as worker")
