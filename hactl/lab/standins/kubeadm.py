@@ -7,8 +7,14 @@ them and exit 1.
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from .binversion import answer_fast
+
+if __name__ == "__main__":  # `kubeadm version` answers before the heavy imports below
+    answer_fast("kubeadm", sys.argv[1:])
+
+import argparse
 from typing import Any, NoReturn
 
 from .kubeadm_api import Api, ApiError, ns_path

@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from . import binversion
+
 KUBERNETES_DIR = "/etc/kubernetes"
 MANIFESTS_DIR = "/etc/kubernetes/manifests"
 PKI_DIR = "/etc/kubernetes/pki"
@@ -96,8 +98,7 @@ def knob_seconds(section: str, name: str, default: float) -> float:
 
 
 def kubernetes_version() -> str:
-    value = str(read_yaml(VERSIONS_FILE).get("kubernetes") or DEFAULT_VERSION)
-    return value if value.startswith("v") else "v" + value
+    return binversion.kubernetes_version()
 
 
 def version_tuple(value: str) -> tuple[int, ...]:

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 
 import yaml
 
 from hactl.render import pki
 
+from .binversion import kubeadm_version_text, version_info
 from .kubeadm_common import (
     KUBERNETES_DIR,
     PKI_DIR,
     P,
-    kubernetes_version,
     out,
     read_file,
-    version_tuple,
     warn,
 )
 from .kubeadm_reset import _cluster_doc
@@ -91,24 +89,9 @@ def run_check_expiration() -> int:
     return 0
 
 
-def version_info() -> dict[str, str]:
-    ver = kubernetes_version()
-    major, minor, _ = version_tuple(ver)
-    return {"major": str(major), "minor": str(minor), "gitVersion": ver,
-            "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-            "buildDate": "2024-08-14T00:00:00Z", "goVersion": "go1.22.5", "compiler": "gc",
-            "platform": "linux/amd64"}
-
-
 def run_version(output: str) -> int:
-    info = version_info()
-    if output == "short":
-        out(info["gitVersion"])
-    elif output == "json":
-        out(json.dumps({"clientVersion": info}, indent=2))
-    elif output == "yaml":
-        out(yaml.safe_dump({"clientVersion": info}, sort_keys=False).rstrip())
-    else:
-        fields = ", ".join(f'{k[0].upper() + k[1:]}:"{v}"' for k, v in info.items())
-        out(f"kubeadm version: &version.Info{{{fields}}}")
+    text = kubeadm_version_text(output)
+    if text is None:  # yaml
+        text = yaml.safe_dump({"clientVersion": version_info()}, sort_keys=False).rstrip()
+    out(text)
     return 0

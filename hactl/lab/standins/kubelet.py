@@ -9,10 +9,16 @@ keep running, like containers under a real runtime, and the next kubelet adopts 
 
 from __future__ import annotations
 
+import sys
+
+from .binversion import answer_fast
+
+if __name__ == "__main__":  # `kubelet --version` answers before the heavy imports below
+    answer_fast("kubelet", sys.argv[1:])
+
 import os
 import shlex
 import signal
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
