@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import hactl
 from hactl.lab import standins
+from hactl.lab.nodeinit import IN_NODE_SRC
 from hactl.lab.topology import Node, Topology
 
 REPO_ROOT = str(Path(hactl.__file__).resolve().parent.parent)
@@ -111,8 +113,19 @@ def prepare_lab(topo: Topology) -> None:
         if entry not in shims:  # running nodes see this dir live: replace, never empty it
             os.unlink(os.path.join(topo.bin_dir, entry))
     for shim, module in shims.items():
-        script = f'#!/bin/sh\nPYTHONPATH={REPO_ROOT} exec /usr/bin/python3 -m {module} "$@"\n'
+        script = f'#!/bin/sh\nPYTHONPATH={IN_NODE_SRC} exec /usr/bin/python3 -m {module} "$@"\n'
         _write(os.path.join(topo.bin_dir, shim), script, 0o755)
+    _precompile()
+
+
+def _precompile() -> None:
+    """Nodes see the checkout read-only: compile what they run once, with the nodes' Python."""
+    pkg = os.path.join(REPO_ROOT, "hactl")
+    subprocess.run(
+        ["/usr/bin/python3", "-m", "compileall", "-q", os.path.join(pkg, "lab"),
+         os.path.join(pkg, "__init__.py"), os.path.join(pkg, "render")],
+        check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
+    )
 
 
 def prepare_node(topo: Topology, node: Node, knobs: dict[str, object], files: dict[str, tuple[str, int]]) -> None:

@@ -8,7 +8,9 @@ Boot sequence:
  2. drop the copies of the machine's ``/run/netns`` mounts (so they don't pin other namespaces);
  3. bind the node's persistent /root and /tmp and the shim dir over /usr/local/sbin, then overlay
     /etc and /var (upper dirs in the lab state dir, lower = the machine's own), a fresh tmpfs on
-    /run (with the ``d`` lines of tmpfiles.d), a fresh /proc and /sys;
+    /run (with the ``d`` lines of tmpfiles.d) holding a read-only bind of hactl's checkout at
+    ``IN_NODE_SRC`` (the checkout may be under /tmp or /root, which the node replaces), a fresh
+    /proc and /sys;
  4. set the hostname, then run :class:`hactl.lab.supervisor.Supervisor` (sshd first, then every
     enabled unit); the main thread reaps every zombie of the node.
 """
@@ -25,6 +27,10 @@ import pwd
 import resource
 import socket
 import sys
+
+#: Where the node sees hactl's source (a read-only bind of the machine's checkout). The checkout
+#: may live anywhere, including /tmp or /root, which a node replaces with its own directories.
+IN_NODE_SRC = "/run/hactl-lab/src"
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
@@ -79,6 +85,16 @@ def _tmpfiles_for_run() -> None:
                 continue
 
 
+def _reroot_imports(old: str, new: str) -> None:
+    """Point sys.path and the already imported packages (hactl, hactl.lab) at the in-node copy."""
+    old = old.rstrip("/")
+    sys.path[:] = [new + p[len(old):] if p == old or p.startswith(old + "/") else p for p in sys.path]
+    for module in list(sys.modules.values()):
+        paths = getattr(module, "__path__", None)
+        if isinstance(paths, list):
+            paths[:] = [new + p[len(old):] if p.startswith(old + "/") else p for p in paths]
+
+
 def setup(cfg: dict[str, object]) -> None:
     outer_pid = os.readlink("/proc/self")  # still the machine's /proc: our PID out there
     pid_file = str(cfg["pid_file"])
@@ -90,6 +106,8 @@ def setup(cfg: dict[str, object]) -> None:
     for target, fstype in _mounts():
         if fstype == "nsfs":
             umount_lazy(target)
+    # Hold the checkout open before /tmp, /root and /run are replaced (it may live under them).
+    src_fd = os.open(str(cfg["pythonpath"]), os.O_RDONLY | os.O_DIRECTORY)
     mount(str(cfg["root_dir"]), "/root", None, MS_BIND)
     mount(str(cfg["tmp_dir"]), "/tmp", None, MS_BIND)
     mount(str(cfg["bin_dir"]), "/usr/local/sbin", None, MS_BIND)
@@ -102,6 +120,11 @@ def setup(cfg: dict[str, object]) -> None:
     mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
     os.makedirs("/run/lock", exist_ok=True)
     os.chmod("/run/lock", 0o1777)
+    os.makedirs(IN_NODE_SRC, mode=0o755)
+    mount(f"/proc/self/fd/{src_fd}", IN_NODE_SRC, None, MS_BIND)
+    mount("none", IN_NODE_SRC, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    os.close(src_fd)
+    _reroot_imports(str(cfg["pythonpath"]), IN_NODE_SRC)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     with contextlib.suppress(OSError):
         mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
@@ -114,7 +137,7 @@ def setup(cfg: dict[str, object]) -> None:
     os.environ.update(
         PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         LANG="C.UTF-8",
-        PYTHONPATH=str(cfg["pythonpath"]),
+        PYTHONPATH=IN_NODE_SRC,
     )
 
 
