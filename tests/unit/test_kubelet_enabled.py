@@ -3,37 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from stepctx import Ctx
 
 from hactl.diff import Op
 from hactl.errors import CommandError
 from hactl.plan.planner import build_plan
-from hactl.plan.step import RunSecrets
 from hactl.plan.steps import EnableKubelet
 from hactl.plan.synthetic import Synthetic
 from hactl.spec.load import load_cluster
 from hactl.spec.models import Cluster
-from hactl.transport.fake import FakeTransport
 
 SPEC = Path(__file__).resolve().parents[2] / "specs" / "lab.yaml"
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 
 
-@dataclass
-class Ctx:
-    cluster: Cluster
-    fakes: dict[str, FakeTransport] = field(default_factory=dict)
-    secrets: RunSecrets = field(default_factory=RunSecrets)
-
-    def transport(self, host: str) -> FakeTransport:
-        return self.fakes.setdefault(host, FakeTransport(host))
-
-    def log(self, event: str, **fields: object) -> None:
-        pass
 
 
 def _converged_with(**kubelet: bool) -> tuple[Cluster, Synthetic]:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from stepctx import Ctx
 
 from hactl.errors import CommandError, PlanError
 from hactl.facts.model import EtcdHealth
@@ -17,33 +18,16 @@ from hactl.plan import commands as cmd
 from hactl.plan import refusals, remote
 from hactl.plan.etcd_ops import Member, problems
 from hactl.plan.planner import build_plan
-from hactl.plan.step import RunSecrets
 from hactl.plan.steps import RemoveEtcdMember, StartEtcdMember, WaitEtcdHealthy
 from hactl.plan.synthetic import PROBED_AT, Synthetic, member_id
 from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
-from hactl.transport.fake import FakeTransport
 
 ROOT = Path(__file__).resolve().parents[2]
 URL = {n: f"https://198.18.0.2{i}:2379" for i, n in ((1, "etcd01"), (2, "etcd02"), (3, "etcd03"))}
 PEER = {n: u.replace("2379", "2380") for n, u in URL.items()}
 
 
-@dataclass
-class Ctx:
-    cluster: Cluster
-    fakes: dict[str, FakeTransport] = field(default_factory=dict)
-    secrets: RunSecrets = field(default_factory=RunSecrets)
-    events: list[tuple[str, dict[str, object]]] = field(default_factory=list)
-
-    def transport(self, host: str) -> FakeTransport:
-        return self.fakes.setdefault(host, FakeTransport(host))
-
-    def log(self, event: str, **fields: object) -> None:
-        self.events.append((event, fields))
-
-    def argvs(self, host: str) -> list[tuple[str, ...]]:
-        return [c.argv for c in self.transport(host).calls]
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from stepctx import Ctx
 
 from hactl.diff import CERTIFICATE_KEY_MARGIN, CERTIFICATE_KEY_TTL
 from hactl.errors import CommandError
 from hactl.plan import commands as cmd
 from hactl.plan import desired, join_ops, remote
 from hactl.plan.planner import build_plan
-from hactl.plan.step import RunSecrets
 from hactl.plan.steps import JoinControlPlane
 from hactl.plan.synthetic import PROBED_AT, Synthetic
 from hactl.render import etcd_pki, pki
@@ -26,7 +25,7 @@ from hactl.sensitive import Sensitive
 from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
 from hactl.transport.base import Result
-from hactl.transport.fake import Call, FakeTransport
+from hactl.transport.fake import Call
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKENS = ["aaaaaa.0123456789abcdef", "bbbbbb.0123456789abcdef", "cccccc.0123456789abcdef"]
@@ -36,18 +35,6 @@ NOT_READY = ('Error from server (InternalError): an error on the server ("[-]etc
              'withheld\\nreadyz check failed") has prevented the request from succeeding')
 
 
-@dataclass
-class Ctx:
-    cluster: Cluster
-    fakes: dict[str, FakeTransport] = field(default_factory=dict)
-    secrets: RunSecrets = field(default_factory=RunSecrets)
-    events: list[tuple[str, dict[str, object]]] = field(default_factory=list)
-
-    def transport(self, host: str) -> FakeTransport:
-        return self.fakes.setdefault(host, FakeTransport(host))
-
-    def log(self, event: str, **fields: object) -> None:
-        self.events.append((event, fields))
 
 
 @pytest.fixture(scope="module")

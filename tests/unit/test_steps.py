@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from stepctx import Ctx
 
 from hactl.errors import CommandError, PlanError
 from hactl.plan import commands as cmd
 from hactl.plan import desired, remote
-from hactl.plan.step import RunSecrets
 from hactl.plan.steps import (
     AddEtcdMember,
     BootstrapEtcdMember,
@@ -32,28 +31,13 @@ from hactl.sensitive import MASK
 from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
 from hactl.transport.base import Result
-from hactl.transport.fake import Call, FakeTransport
+from hactl.transport.fake import Call
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "abcdef.0123456789abcdef"
 KEY = "f" * 64
 
 
-@dataclass
-class Ctx:
-    cluster: Cluster
-    fakes: dict[str, FakeTransport] = field(default_factory=dict)
-    secrets: RunSecrets = field(default_factory=RunSecrets)
-    events: list[tuple[str, dict[str, object]]] = field(default_factory=list)
-
-    def transport(self, host: str) -> FakeTransport:
-        return self.fakes.setdefault(host, FakeTransport(host))
-
-    def log(self, event: str, **fields: object) -> None:
-        self.events.append((event, fields))
-
-    def argvs(self, host: str) -> list[tuple[str, ...]]:
-        return [c.argv for c in self.transport(host).calls]
 
 
 @pytest.fixture()
