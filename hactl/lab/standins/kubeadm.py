@@ -32,6 +32,21 @@ CONFIG_COMPATIBLE = {"config", "ignore_preflight_errors", "skip_phases", "upload
                      "skip_token_print", "skip_certificate_key_print", "node_name", "v", "kubeconfig", "dry_run"}
 
 
+#: kubeadm flag (argparse dest) → the Config field it sets when given.
+FLAG_FIELDS = {
+    "control_plane_endpoint": "control_plane_endpoint",
+    "pod_network_cidr": "pod_subnet",
+    "service_cidr": "service_subnet",
+    "service_dns_domain": "dns_domain",
+    "kubernetes_version": "kubernetes_version",
+    "image_repository": "image_repository",
+    "apiserver_advertise_address": "advertise_address",
+    "apiserver_bind_port": "bind_port",
+    "node_name": "node_name",
+    "certificate_key": "certificate_key",
+}
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"Error: {message}\nTo see the stack trace of this error execute with --v=5 or higher\n")
@@ -114,28 +129,11 @@ def build_config(args: argparse.Namespace, argv: list[str]) -> Config:
     def get(name: str) -> Any:
         return getattr(args, name, None)
 
-    if get("control_plane_endpoint"):
-        cfg.control_plane_endpoint = get("control_plane_endpoint")
-    if get("pod_network_cidr"):
-        cfg.pod_subnet = get("pod_network_cidr")
-    if get("service_cidr"):
-        cfg.service_subnet = get("service_cidr")
-    if get("service_dns_domain"):
-        cfg.dns_domain = get("service_dns_domain")
-    if get("kubernetes_version"):
-        cfg.kubernetes_version = get("kubernetes_version")
+    for flag, attr in FLAG_FIELDS.items():
+        if get(flag):
+            setattr(cfg, attr, get(flag))
     if get("apiserver_cert_extra_sans"):
         cfg.cert_sans += [s for s in get("apiserver_cert_extra_sans").split(",") if s]
-    if get("image_repository"):
-        cfg.image_repository = get("image_repository")
-    if get("apiserver_advertise_address"):
-        cfg.advertise_address = get("apiserver_advertise_address")
-    if get("apiserver_bind_port"):
-        cfg.bind_port = get("apiserver_bind_port")
-    if get("node_name"):
-        cfg.node_name = get("node_name")
-    if get("certificate_key"):
-        cfg.certificate_key = get("certificate_key")
     if get("upload_certs"):
         cfg.upload_certs = True
     for value in get("ignore_preflight_errors") or []:
