@@ -33,13 +33,16 @@ class Context:
     tmp: Path
     notes: dict[str, list[float]] = field(default_factory=dict)
     """Extra measurements per run, e.g. remote CPU seconds of the probe script (all hosts)."""
+    converged: bool = False
+    """The lab was converged first: every timed `hactl plan` must be a no-op (no steps)."""
 
     @classmethod
-    def create(cls, spec_file: Path, lab: Any) -> Context:
+    def create(cls, spec_file: Path, lab: Any, converged: bool = False) -> Context:
         cluster = lab.cluster
         hosts = [(h.name, str(h.address)) for h in cluster.all_hosts()]
         tmp = Path(tempfile.mkdtemp(prefix=f"hactl-bench-{lab.name}-"))
-        return cls(spec_file, cluster, hosts, lab.key_file, lab.known_hosts, tmp)
+        return cls(spec_file, cluster, hosts, lab.key_file, lab.known_hosts, tmp,
+                   converged=converged)
 
     @property
     def n(self) -> int:
@@ -74,6 +77,8 @@ def hactl_plan(ctx: Context) -> Tool:
             return seconds, f"unreachable hosts: {sorted(doc['unreachable'])[:5]}"
         if set(doc.get("fingerprint", {})) != names:
             return seconds, f"fingerprint covers {len(doc.get('fingerprint', {}))}/{len(names)} hosts"
+        if ctx.converged and doc.get("steps"):
+            return seconds, f"not a no-op: {len(doc['steps'])} steps, {doc.get('summary')}"
         return seconds, None
 
     return run
@@ -145,13 +150,19 @@ def pyinfra_fact(ctx: Context) -> Tool:
 
 # -- Ansible ----------------------------------------------------------------------------------
 
+def ansible_vars(ctx: Context) -> dict[str, str]:
+    """The inventory variables of every Ansible contender (user, key, strict known_hosts)."""
+    return {"ansible_user": "root", "ansible_ssh_private_key_file": ctx.key,
+            "ansible_ssh_common_args": f"-o UserKnownHostsFile={ctx.known_hosts} "
+                                       "-o StrictHostKeyChecking=yes",
+            "ansible_python_interpreter": "/usr/bin/python3"}
+
+
 def _ansible_setup(ctx: Context) -> tuple[Path, dict[str, str]]:
     inv = ctx.tmp / "ansible_inventory.ini"
     lines = ["[all]"] + [f"{name} ansible_host={addr}" for name, addr in ctx.hosts]
-    lines += ["", "[all:vars]", "ansible_user=root", f"ansible_ssh_private_key_file={ctx.key}",
-              f"ansible_ssh_common_args='-o UserKnownHostsFile={ctx.known_hosts} "
-              "-o StrictHostKeyChecking=yes'",
-              "ansible_python_interpreter=/usr/bin/python3", ""]
+    lines += ["", "[all:vars]"] + [f"{k}='{v}'" if " " in v else f"{k}={v}"
+                                   for k, v in ansible_vars(ctx).items()] + [""]
     inv.write_text("\n".join(lines), encoding="utf-8")
     home = ctx.tmp / "ansible-home"
     env = dict(os.environ, ANSIBLE_HOME=str(home), ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
@@ -252,6 +263,7 @@ def remote_cpu(stdout: str) -> float:
 def openssh_probe(ctx: Context) -> Tool:
     """N `ssh HOST '<hactl's batched probe script>'` at once (same script, same sections), and
     the shell's `times` at the end: the CPU the script costs on the hosts (a builtin, no fork)."""
+    from hactl.facts.base import SKIPPED
     from hactl.probe import build_script, facts_for, split_sections
 
     def run() -> tuple[float, str | None]:
@@ -265,12 +277,17 @@ def openssh_probe(ctx: Context) -> Tool:
         bad = []
         ctx.notes.setdefault("probe script: remote CPU s, all hosts", []).append(
             round(sum(remote_cpu(p.stdout) for p in procs), 3))
+        skipped = 0
         for (name, sections, _), proc in zip(plans, procs, strict=True):
-            got = set(split_sections(proc.stdout, proc.stderr, marker))
+            answer = split_sections(proc.stdout, proc.stderr, marker)
+            skipped += sum(sec.exit_status == SKIPPED for sec in answer.values())
+            got = set(answer)
             if proc.returncode != 0 or got != sections:
                 why = (proc.stderr.strip().splitlines() or ["no stderr"])[-1][:160]
                 bad.append(f"{name}: exit {proc.returncode}, {len(got)}/{len(sections)} "
                            f"sections ({why})")
+        ctx.notes.setdefault("openssh probe script: facts skipped (status 100), all hosts",
+                             []).append(skipped)
         return seconds, (f"{len(bad)} hosts: {bad[:3]}" if bad else None)
 
     return run
@@ -286,4 +303,18 @@ def make_tools(ctx: Context) -> dict[str, Tool]:
         "ansible -m raw hostname": ansible_adhoc(ctx, "raw"),
         "openssh hostname": openssh_hostname(ctx),
         "openssh probe script": openssh_probe(ctx),
+        **same_facts_tools(ctx),
+    }
+
+
+def same_facts_tools(ctx: Context) -> dict[str, Tool]:
+    """pyinfra and Ansible reading exactly hactl's facts, one command per fact (samefacts.py)."""
+    from samefacts import ansible_samefacts, describe, pyinfra_samefacts
+
+    d = describe(ctx)
+    k = f"{d['min']}–{d['max']} facts/host" if d["min"] != d["max"] else f"{d['min']} facts/host"
+    return {
+        f"pyinfra, same facts ({k})": pyinfra_samefacts(ctx),
+        f"ansible -m command, same facts ({k})": ansible_samefacts(ctx, "command"),
+        f"ansible -m raw, same facts ({k})": ansible_samefacts(ctx, "raw"),
     }
