@@ -96,6 +96,32 @@ def lab_session(spec_file: Path) -> Iterator[Any]:
         print(f"lab {lab.name}: down", file=sys.stderr)
 
 
+def converge(spec_file: Path) -> dict[str, Any]:
+    """``hactl apply -f SPEC --auto-approve`` (journal in a temp dir), then ``hactl plan
+    --detailed-exitcode``, which must exit 0: the lab matches the spec, a plan is a no-op."""
+    import tempfile
+
+    out: dict[str, Any] = {"ok": False}
+    with tempfile.TemporaryDirectory(prefix="hactl-bench-converge-") as state:
+        env = dict(os.environ, HACTL_STATE_DIR=state)
+        seconds, proc = timed_run([tool("hactl"), "apply", "-f", str(spec_file), "--auto-approve"],
+                                  env=env, timeout=3600)
+        out.update(apply_seconds=round(seconds, 2), apply_exit=proc.returncode)
+        if proc.returncode != 0:
+            out["error"] = f"apply exit {proc.returncode}: {proc.stderr.strip()[-500:]}"
+            return out
+        seconds, proc = timed_run([tool("hactl"), "plan", "-f", str(spec_file),
+                                   "--detailed-exitcode"], env=env)
+        out.update(plan_seconds=round(seconds, 2), plan_detailed_exit=proc.returncode,
+                   plan_last_line=(proc.stdout.strip().splitlines() or [""])[-1])
+        if proc.returncode != 0:
+            out["error"] = (f"plan --detailed-exitcode exit {proc.returncode}: "
+                            f"{(proc.stdout + proc.stderr).strip()[-500:]}")
+            return out
+    out["ok"] = True
+    return out
+
+
 @dataclass
 class Series:
     """Repeated timings of one tool on one N: successes are timed, failures only counted."""
