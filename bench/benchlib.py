@@ -206,6 +206,13 @@ def _pkg(name: str) -> str:
         return "not installed"
 
 
+def _dirty() -> list[str]:
+    """Files under hactl/ that differ from the commit (others may be editing the tree)."""
+    out = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "hactl"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    return [line[3:] for line in out.stdout.splitlines()]
+
+
 def machine_facts() -> dict[str, Any]:
     """What the numbers were measured on (cores, load, versions of each tool)."""
     rev = _version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
@@ -222,6 +229,7 @@ def machine_facts() -> dict[str, Any]:
         "nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
         "loadavg": [round(x, 2) for x in os.getloadavg()], "nice": os.nice(0),
         "python": platform.python_version(), "hactl_git": rev,
+        "hactl_uncommitted": _dirty(),
         "asyncssh": _pkg("asyncssh"), "pyinfra": _pkg("pyinfra"), "paramiko": _pkg("paramiko"),
         "ansible_core": _pkg("ansible-core"),
         "openssh": _version(["ssh", "-V"]),
