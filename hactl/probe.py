@@ -27,7 +27,7 @@ from hactl.concurrency import gather_each
 from hactl.errors import HactlError
 from hactl.facts import binaries, etcd, haproxy, kubernetes, services, system
 from hactl.facts.base import SKIPPED, Fact, FactParseError
-from hactl.facts.model import HostFacts, Observed
+from hactl.facts.model import ClusterView, HostFacts, Observed
 from hactl.log import get_logger
 from hactl.spec.models import Cluster, Host
 from hactl.transport.base import Transport
@@ -47,9 +47,18 @@ def etcd_endpoint(cluster: Cluster, host: Host) -> str:
     return f"https://127.0.0.1:{port}"
 
 
-def facts_for(cluster: Cluster, host: Host) -> list[Fact[Any]]:
-    """The facts read on ``host``, by its roles in the spec (order = order in the script)."""
+def api_reader(cluster: Cluster, hosts: Sequence[Host] | None = None) -> str | None:
+    """The master (first in spec order among ``hosts``) whose script asks the API."""
+    names = {h.name for h in hosts} if hosts is not None else None
+    return next((m.name for m in cluster.masters if names is None or m.name in names), None)
+
+
+def facts_for(cluster: Cluster, host: Host, *, ask_api: bool | None = None) -> list[Fact[Any]]:
+    """The facts read on ``host``, by its roles in the spec (order = order in the script).
+    ``ask_api`` (default: ``host`` is the spec's first master) adds the API query on a master."""
     roles = cluster.roles(host.name)
+    if ask_api is None:
+        ask_api = host.name == api_reader(cluster)
     units = tuple(
         unit
         for unit, wanted in (
@@ -59,7 +68,10 @@ def facts_for(cluster: Cluster, host: Host) -> list[Fact[Any]]:
         )
         if wanted
     )
-    out: list[Fact[Any]] = [system.SystemInfo(), binaries.BinaryVersions()]
+    out: list[Fact[Any]] = [
+        system.SystemInfo(),
+        binaries.BinaryVersions(names=binaries.binaries_for(roles)),
+    ]
     if units:
         out.append(services.UnitStates(units))
     if "etcd" in roles:
@@ -76,8 +88,8 @@ def facts_for(cluster: Cluster, host: Host) -> list[Fact[Any]]:
         out += [haproxy.HAProxyFiles(), haproxy.HAProxyConfig(), haproxy.HAProxyStats()]
     if "master" in roles or "worker" in roles:
         out += [kubernetes.K8sFiles(), kubernetes.CertExpiry()]
-    if "master" in roles:
-        out += [kubernetes.Nodes(), kubernetes.Secrets(), kubernetes.KubeadmConfig()]
+    if "master" in roles and ask_api:
+        out.append(kubernetes.ApiState())
     return out
 
 
@@ -180,9 +192,10 @@ def read_host_facts(
     sections: Mapping[str, SectionOutput],
     *,
     duration: float | None = None,
+    ask_api: bool | None = None,
 ) -> HostFacts:
     """Pure: sections of one host's answer → :class:`HostFacts`."""
-    facts = {type(f): f for f in facts_for(cluster, host)}
+    facts = {type(f): f for f in facts_for(cluster, host, ask_api=ask_api)}
     r = _Reader(sections)
 
     def value(cls: type[Fact[Any]]) -> Any:
@@ -221,21 +234,16 @@ def read_host_facts(
         )
     k8s_facts = None
     if kubernetes.K8sFiles in facts and (k_files := value(kubernetes.K8sFiles)) is not None:
-        api = ("k8s.nodes", "k8s.secrets", "k8s.config")
-        nodes = value(kubernetes.Nodes)
-        secrets_ = value(kubernetes.Secrets)
-        config = value(kubernetes.KubeadmConfig)
-        asked = kubernetes.Nodes in facts and "k8s.nodes" not in r.skipped
-        api_errors = {name.removeprefix("k8s."): r.errors[name] for name in api if name in r.errors}
+        view = None
+        if kubernetes.ApiState in facts:
+            answer = value(kubernetes.ApiState)  # first: it records a skip
+            if "k8s.api" not in r.skipped:
+                view = kubernetes.cluster_view(answer, r.why("k8s.api"))
         k8s_facts = kubernetes.assemble(
             files=k_files,
             kubelet=units.get("kubelet"),
             certs=value(kubernetes.CertExpiry),
-            nodes=nodes,
-            secrets=secrets_,
-            config=config,
-            api_errors=api_errors,
-            asked_api=asked,
+            cluster=view,
         )
     return HostFacts(
         name=host.name,
@@ -256,12 +264,17 @@ def unreachable(host: Host, error: BaseException) -> HostFacts:
 
 
 async def probe_host(
-    transport: Transport, cluster: Cluster, host: Host, *, timeout: float = PROBE_TIMEOUT
+    transport: Transport,
+    cluster: Cluster,
+    host: Host,
+    *,
+    timeout: float = PROBE_TIMEOUT,
+    ask_api: bool | None = None,
 ) -> HostFacts:
     """All facts of one host in one round trip. Transport errors become an unreachable host."""
     log = get_logger(host=host.name)
     marker = f"HACTL-{secrets.token_hex(8)}"
-    script = build_script(facts_for(cluster, host), marker)
+    script = build_script(facts_for(cluster, host, ask_api=ask_api), marker)
     started = time.monotonic()
     try:
         result = await transport.run(script, timeout=timeout, check=False)
@@ -270,7 +283,7 @@ async def probe_host(
         return unreachable(host, exc)
     sections = split_sections(result.stdout, result.stderr, marker)
     duration = time.monotonic() - started
-    facts = read_host_facts(cluster, host, sections, duration=duration)
+    facts = read_host_facts(cluster, host, sections, duration=duration, ask_api=ask_api)
     if not sections:
         tail = result.stderr.strip().splitlines()[-1:] or ["(no output)"]
         facts = dataclasses.replace(
@@ -281,6 +294,67 @@ async def probe_host(
     return facts
 
 
+async def ask_api(
+    transport: Transport, host: Host, *, timeout: float = PROBE_TIMEOUT
+) -> ClusterView | None:
+    """The API query alone, on ``host`` (the second round); None where it was skipped."""
+    marker = f"HACTL-{secrets.token_hex(8)}"
+    fact = kubernetes.ApiState()
+    try:
+        result = await transport.run(build_script([fact], marker), timeout=timeout, check=False)
+    except HactlError as exc:
+        return ClusterView(errors={"api": exc.message})
+    reader = _Reader(split_sections(result.stdout, result.stderr, marker))
+    answer = reader.get(fact)
+    if fact.section in reader.skipped:
+        return None
+    return kubernetes.cluster_view(answer, reader.why(fact.section))
+
+
+async def _api_fallback(
+    cluster: Cluster,
+    transports: Mapping[str, Transport | BaseException],
+    hosts_facts: dict[str, HostFacts],
+    reader: str,
+    timeout: float,
+) -> None:
+    """When the API reader gave no view, ask every other master with an admin.conf at once
+    (one more round trip, only in that case) and put their answers into ``hosts_facts``."""
+    probed = Observed(hosts=hosts_facts, probed_at=datetime.now(UTC))
+    if probed.cluster_view([reader]) is not None:
+        return
+    backups: list[tuple[Host, Transport]] = []
+    for master in cluster.masters:
+        k8s = probed.kubernetes(master.name)
+        transport = transports.get(master.name)
+        if transport is None or isinstance(transport, BaseException):
+            continue
+        if master.name != reader and k8s is not None and k8s.admin_conf:
+            backups.append((master, transport))
+    if not backups:
+        return
+    get_logger().debug("asking the API from other masters", reader=reader)
+    views = await gather_each(
+        backups,
+        lambda pair: ask_api(pair[1], pair[0], timeout=timeout),
+        limit=len(backups),
+        name=lambda pair: pair[0].name,
+    )
+    for master, _ in backups:
+        view = views[master.name]
+        facts = hosts_facts[master.name]
+        if isinstance(view, Exception) or view is None or facts.kubernetes is None:
+            continue
+        errors = dict(facts.section_errors)
+        if view.errors:
+            errors["k8s.api"] = view.errors["api"]
+        hosts_facts[master.name] = dataclasses.replace(
+            facts,
+            kubernetes=dataclasses.replace(facts.kubernetes, cluster=view),
+            section_errors=dict(sorted(errors.items())),
+        )
+
+
 async def probe(
     cluster: Cluster,
     transports: Mapping[str, Transport | BaseException],
@@ -289,9 +363,11 @@ async def probe(
     timeout: float = PROBE_TIMEOUT,
 ) -> Observed:
     """Probe ``hosts`` (default: every host of the spec) at once. ``transports`` maps a host
-    name to its open transport, or to the error that kept it from connecting."""
+    name to its open transport, or to the error that kept it from connecting. The API is asked
+    from one master (:func:`api_reader`); from the others only when it gave no answer."""
     targets = list(cluster.all_hosts() if hosts is None else hosts)
     probed_at = datetime.now(UTC)
+    reader = api_reader(cluster, targets)
 
     async def one(host: Host) -> HostFacts:
         transport = transports.get(host.name)
@@ -299,13 +375,17 @@ async def probe(
             return unreachable(host, HactlError("no connection was opened", host=host.name))
         if isinstance(transport, BaseException):
             return unreachable(host, transport)
-        return await probe_host(transport, cluster, host, timeout=timeout)
+        return await probe_host(
+            transport, cluster, host, timeout=timeout, ask_api=host.name == reader
+        )
 
     outcomes = await gather_each(targets, one, limit=max(1, len(targets)), name=lambda h: h.name)
     hosts_facts: dict[str, HostFacts] = {}
     for host in targets:
         out = outcomes[host.name]
         hosts_facts[host.name] = unreachable(host, out) if isinstance(out, Exception) else out
+    if reader is not None:
+        await _api_fallback(cluster, transports, hosts_facts, reader, timeout)
     return Observed(hosts=hosts_facts, probed_at=probed_at)
 
 

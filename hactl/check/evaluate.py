@@ -59,7 +59,7 @@ def _check_masters(cluster: Cluster, data: CheckData) -> list[Finding]:
                 "masters",
                 "error",
                 "nodes",
-                "no master's API answered the node list",
+                "no master's API answered",
                 "run `hactl plan -f SPEC`: the control plane may not be initialised",
             )
         ]

@@ -1,7 +1,10 @@
 """kubeadm/kubelet on masters and workers: /etc/kubernetes files, kubelet, certificate expiry,
-and, from a master with ``admin.conf``, what its API server says (read with the real kubectl).
+and, from a master with ``admin.conf``, what the API says (read with the real kubectl).
 
-kubectl runs with ``--kubeconfig /etc/kubernetes/admin.conf``, a short ``--request-timeout`` and
+The API is asked once per probe, not once per master: every master's admin.conf points at the
+control-plane endpoint, so their answers are the same cluster's (:mod:`hactl.probe` picks the
+master, and asks the next ones only when it cannot answer). Nodes, Secrets and kubeadm-config
+come from ONE kubectl call (:class:`ApiState`). kubectl runs with ``--kubeconfig /etc/kubernetes/admin.conf``, a short ``--request-timeout`` and
 ``--cache-dir`` pointed below ``/dev/null`` so its discovery cache is never written. Secrets are
 read through ``-o jsonpath`` naming only metadata, ``type`` and the token's ``expiration`` and
 ``usage-*`` keys: a bootstrap token's secret part never leaves the host.
@@ -12,12 +15,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import yaml
+from cryptography import x509
 
 from hactl.facts.base import Fact, FactParseError, multi_values, sh
 from hactl.facts.model import BootstrapToken, ClusterView, KubernetesFacts, NodeInfo
@@ -30,6 +33,7 @@ MANIFESTS = f"{K8S_DIR}/manifests"
 PKI = f"{K8S_DIR}/pki"
 REQUEST_TIMEOUT = "5s"
 NO_CACHE = "/dev/null/hactl-no-cache"
+CERT_FILE_MARK = "#hactl-file "
 """A cache dir that cannot be created: kubectl then writes no discovery cache."""
 
 _FILES = rf"""if [ -f {ADMIN_CONF} ]; then echo admin_conf=1; fi
@@ -39,20 +43,13 @@ for f in {PKI}/* {PKI}/*/*; do if [ -f "$f" ]; then echo "pki=${{f#{PKI}/}}"; fi
 :"""
 
 _CERTS = rf"""if [ ! -d {PKI} ]; then echo "no {PKI}" >&2; return 100; fi
-if command -v python3 >/dev/null 2>&1; then
-  python3 -B -c 'import glob,ssl
-for p in sorted(glob.glob("{PKI}/**/*.crt", recursive=True)):
-    try:
-        print(p + "\tnotAfter=" + ssl._ssl._test_decode_cert(p)["notAfter"])
-    except Exception as exc:
-        print(p + "\terror=" + str(exc).replace("\n", " "))'
-else
-  for f in {PKI}/*.crt {PKI}/*/*.crt; do
-    if [ -f "$f" ]; then printf '%s\t%s\n' "$f" "$(openssl x509 -in "$f" -noout -enddate 2>/dev/null)"; fi
-  done
-fi"""
-"""One python3 process reads every certificate (a fork per file is slow on a busy host);
-without python3, ``openssl x509 -enddate`` per file."""
+set --
+for f in {PKI}/*.crt {PKI}/*/*.crt; do if [ -f "$f" ]; then set -- "$@" "$f"; fi; done
+if [ $# -eq 0 ]; then return 0; fi
+awk 'FNR == 1 {{ print "{CERT_FILE_MARK}" FILENAME }} {{ print }}' "$@"
+"""
+"""The certificates themselves (public data) come back in ONE awk process and are read here
+(:func:`parse_cert_pems`): no interpreter or per-file openssl runs on the host."""
 
 
 @dataclass(frozen=True)
@@ -80,12 +77,18 @@ class K8sFiles(Fact[K8sFileInfo]):
         )
 
 
-def parse_cert_time(text: str) -> datetime:
-    """``Nov 26 22:41:13 2027 GMT`` (openssl / ssl's notAfter) → aware UTC datetime."""
-    try:
-        return datetime.fromtimestamp(ssl.cert_time_to_seconds(text.strip()), UTC)
-    except ValueError as exc:
-        raise FactParseError(f"not a certificate time: {text!r}") from exc
+def parse_cert_pems(stdout: str) -> dict[str, datetime]:
+    """``#hactl-file PATH`` + PEM text, repeated → path → notAfter of its first certificate.
+    A file without a readable certificate is left out (it has no expiry to watch)."""
+    out: dict[str, datetime] = {}
+    for chunk in stdout.split(CERT_FILE_MARK)[1:]:
+        path, _, pem = chunk.partition("\n")
+        try:
+            cert = x509.load_pem_x509_certificate(pem.encode())
+        except ValueError:
+            continue
+        out[path] = cert.not_valid_after_utc
+    return out
 
 
 @dataclass(frozen=True)
@@ -96,13 +99,7 @@ class CertExpiry(Fact[dict[str, datetime]]):
         return _CERTS
 
     def parse(self, stdout: str) -> dict[str, datetime]:
-        out: dict[str, datetime] = {}
-        for line in stdout.splitlines():
-            path, _, rest = line.partition("\t")
-            _, found, when = rest.partition("notAfter=")
-            if path and found:
-                out[path] = parse_cert_time(when)
-        return out
+        return parse_cert_pems(stdout)
 
 
 def kubectl(*args: str) -> str:
@@ -132,92 +129,45 @@ def parse_time(text: str | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-@dataclass(frozen=True)
-class Nodes(Fact[tuple[NodeInfo, ...]]):
-    section = "k8s.nodes"
-
-    def script(self) -> str:
-        return kubectl("get", "nodes", "-o", "json")
-
-    def parse(self, stdout: str) -> tuple[NodeInfo, ...]:
-        try:
-            data = json.loads(stdout)
-        except ValueError as exc:
-            raise FactParseError(f"not JSON: {stdout[:200]!r}") from exc
-        nodes = []
-        for item in data.get("items", []):
-            meta = item.get("metadata", {})
-            status = item.get("status", {})
-            ready = any(
-                c.get("type") == "Ready" and c.get("status") == "True"
-                for c in status.get("conditions", [])
-            )
-            nodes.append(
-                NodeInfo(
-                    name=meta["name"],
-                    ready=ready,
-                    labels=dict(meta.get("labels", {})),
-                    kubelet_version=status.get("nodeInfo", {}).get("kubeletVersion"),
-                )
-            )
-        return tuple(sorted(nodes, key=lambda n: n.name))
+def _jp_fields(*fields: str) -> str:
+    return '{"\\t"}'.join(fields) + '{"\\n"}'
 
 
-_SECRET_FIELDS = (
-    "{.metadata.name}",
-    "{.type}",
-    "{.metadata.creationTimestamp}",
-    "{.data.expiration}",
-    "{.data.usage-bootstrap-authentication}",
-    "{.data.usage-bootstrap-signing}",
+API_JSONPATH = (
+    '{range .items[?(@.kind=="Node")]}'
+    + _jp_fields(
+        "node",
+        "{.metadata.name}",
+        '{.status.conditions[?(@.type=="Ready")].status}',
+        "{.status.nodeInfo.kubeletVersion}",
+        "{.metadata.labels}",
+    )
+    + "{end}"
+    + '{range .items[?(@.kind=="Secret")]}'
+    + _jp_fields(
+        "secret",
+        "{.metadata.name}",
+        "{.type}",
+        "{.metadata.creationTimestamp}",
+        "{.data.expiration}",
+        "{.data.usage-bootstrap-authentication}",
+        "{.data.usage-bootstrap-signing}",
+    )
+    + "{end}"
+    + '{range .items[?(@.metadata.name=="kubeadm-config")]}'
+    + _jp_fields("config", "{.kind}", "{.data}")
+    + "{end}"
 )
-SECRETS_JSONPATH = "{range .items[*]}" + '{"\\t"}'.join(_SECRET_FIELDS) + '{"\\n"}{end}'
+"""One line per Node (name, Ready, kubelet version, labels as JSON), per kube-system Secret
+(metadata, ``type``, and only the bootstrap token's ``expiration`` and ``usage-*`` keys: its
+secret part is never printed) and for kube-system/kubeadm-config (its ``data`` as one JSON
+line)."""
 
 
 @dataclass(frozen=True)
 class KubeSystemSecrets:
     kubeadm_certs_created: datetime | None
     tokens: tuple[BootstrapToken, ...]
-
-
-def _b64(text: str) -> str:
-    try:
-        return base64.b64decode(text, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise FactParseError(f"not base64: {text[:40]!r}") from exc
-
-
-@dataclass(frozen=True)
-class Secrets(Fact[KubeSystemSecrets]):
-    """kube-system Secrets, metadata only: ``kubeadm-certs`` age and bootstrap token TTLs."""
-
-    section = "k8s.secrets"
-
-    def script(self) -> str:
-        return kubectl("-n", "kube-system", "get", "secrets", "-o", f"jsonpath={SECRETS_JSONPATH}")
-
-    def parse(self, stdout: str) -> KubeSystemSecrets:
-        certs: datetime | None = None
-        tokens = []
-        for line in stdout.splitlines():
-            fields = (line.split("\t") + [""] * 6)[:6]
-            name, kind, created, expiration, auth, signing = fields
-            if name == "kubeadm-certs":
-                certs = parse_time(created)
-            elif kind == "bootstrap.kubernetes.io/token" and name.startswith("bootstrap-token-"):
-                usages = tuple(
-                    usage
-                    for usage, flag in (("authentication", auth), ("signing", signing))
-                    if flag and _b64(flag) == "true"
-                )
-                tokens.append(
-                    BootstrapToken(
-                        token_id=name.removeprefix("bootstrap-token-"),
-                        expiration=parse_time(_b64(expiration)) if expiration else None,
-                        usages=usages,
-                    )
-                )
-        return KubeSystemSecrets(certs, tuple(sorted(tokens, key=lambda t: t.token_id)))
 
 
 @dataclass(frozen=True)
@@ -228,38 +178,117 @@ class KubeadmClusterConfig:
 
 
 @dataclass(frozen=True)
-class KubeadmConfig(Fact[KubeadmClusterConfig | None]):
-    """``ClusterConfiguration`` from kube-system/kubeadm-config (None when there is none)."""
+class ApiAnswer:
+    nodes: tuple[NodeInfo, ...]
+    secrets: KubeSystemSecrets
+    config: KubeadmClusterConfig | None
 
-    section = "k8s.config"
+
+def _b64(text: str) -> str:
+    try:
+        return base64.b64decode(text, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise FactParseError(f"not base64: {text[:40]!r}") from exc
+
+
+def _node(fields: list[str]) -> NodeInfo:
+    name, ready, version, labels = (fields + [""] * 4)[:4]
+    try:
+        label_map = json.loads(labels) if labels else {}
+    except ValueError as exc:
+        raise FactParseError(f"node {name}: labels are not JSON: {labels[:80]!r}") from exc
+    return NodeInfo(
+        name=name, ready=ready == "True", labels=dict(label_map), kubelet_version=version or None
+    )
+
+
+def _token(name: str, expiration: str, auth: str, signing: str) -> BootstrapToken:
+    usages = tuple(
+        usage
+        for usage, flag in (("authentication", auth), ("signing", signing))
+        if flag and _b64(flag) == "true"
+    )
+    return BootstrapToken(
+        token_id=name.removeprefix("bootstrap-token-"),
+        expiration=parse_time(_b64(expiration)) if expiration else None,
+        usages=usages,
+    )
+
+
+def cluster_config(text: str) -> KubeadmClusterConfig:
+    """``ClusterConfiguration`` YAML → the fields hactl compares."""
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise FactParseError(f"ClusterConfiguration is not YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise FactParseError("ClusterConfiguration is not a mapping")
+    external = (data.get("etcd") or {}).get("external") or {}
+    return KubeadmClusterConfig(
+        control_plane_endpoint=data.get("controlPlaneEndpoint"),
+        etcd_endpoints=tuple(external.get("endpoints") or ()),
+        kubernetes_version=data.get("kubernetesVersion"),
+    )
+
+
+@dataclass(frozen=True)
+class ApiState(Fact[ApiAnswer]):
+    """Nodes, kube-system Secrets (metadata only) and kubeadm-config in ONE kubectl call."""
+
+    section = "k8s.api"
 
     def script(self) -> str:
         return kubectl(
-            "-n",
-            "kube-system",
-            "get",
-            "configmap",
-            "kubeadm-config",
-            "--ignore-not-found",
-            "-o",
-            "jsonpath={.data.ClusterConfiguration}",
+            "get", "nodes,secrets,configmaps", "-n", "kube-system", "-o", f"jsonpath={API_JSONPATH}"
         )
 
-    def parse(self, stdout: str) -> KubeadmClusterConfig | None:
-        if not stdout.strip():
-            return None
-        try:
-            data: Any = yaml.safe_load(stdout)
-        except yaml.YAMLError as exc:
-            raise FactParseError(f"ClusterConfiguration is not YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise FactParseError("ClusterConfiguration is not a mapping")
-        external = (data.get("etcd") or {}).get("external") or {}
-        return KubeadmClusterConfig(
-            control_plane_endpoint=data.get("controlPlaneEndpoint"),
-            etcd_endpoints=tuple(external.get("endpoints") or ()),
-            kubernetes_version=data.get("kubernetesVersion"),
+    def parse(self, stdout: str) -> ApiAnswer:
+        nodes: list[NodeInfo] = []
+        certs: datetime | None = None
+        tokens: list[BootstrapToken] = []
+        config: KubeadmClusterConfig | None = None
+        for line in stdout.splitlines():
+            kind, _, rest = line.partition("\t")
+            fields = rest.split("\t")
+            if kind == "node":
+                nodes.append(_node(fields))
+            elif kind == "secret":
+                name, type_, created, expiration, auth, signing = (fields + [""] * 6)[:6]
+                if name == "kubeadm-certs":
+                    certs = parse_time(created)
+                elif type_ == "bootstrap.kubernetes.io/token" and name.startswith(
+                    "bootstrap-token-"
+                ):
+                    tokens.append(_token(name, expiration, auth, signing))
+            elif kind == "config" and fields[0] == "ConfigMap":
+                try:
+                    data = json.loads(rest.partition("\t")[2] or "{}")
+                except ValueError as exc:
+                    raise FactParseError(f"kubeadm-config data is not JSON: {exc}") from exc
+                text = data.get("ClusterConfiguration") if isinstance(data, dict) else None
+                config = cluster_config(text) if text else None
+            elif line.strip():
+                raise FactParseError(f"unexpected line: {line[:120]!r}")
+        return ApiAnswer(
+            nodes=tuple(sorted(nodes, key=lambda n: n.name)),
+            secrets=KubeSystemSecrets(certs, tuple(sorted(tokens, key=lambda t: t.token_id))),
+            config=config,
         )
+
+
+def cluster_view(answer: ApiAnswer | None, error: str | None) -> ClusterView:
+    """The API's answer (or why there is none) as the model's :class:`ClusterView`."""
+    if answer is None:
+        return ClusterView(errors={"api": error or "no answer"})
+    config = answer.config
+    return ClusterView(
+        nodes=answer.nodes,
+        kubeadm_certs_created=answer.secrets.kubeadm_certs_created,
+        bootstrap_tokens=answer.secrets.tokens,
+        control_plane_endpoint=config.control_plane_endpoint if config else None,
+        etcd_endpoints=config.etcd_endpoints if config else (),
+        kubernetes_version=config.kubernetes_version if config else None,
+    )
 
 
 def assemble(
@@ -267,23 +296,8 @@ def assemble(
     files: K8sFileInfo,
     kubelet: UnitState | None,
     certs: dict[str, datetime] | None,
-    nodes: tuple[NodeInfo, ...] | None,
-    secrets: KubeSystemSecrets | None,
-    config: KubeadmClusterConfig | None,
-    api_errors: dict[str, str],
-    asked_api: bool,
+    cluster: ClusterView | None,
 ) -> KubernetesFacts:
-    cluster = None
-    if asked_api:
-        cluster = ClusterView(
-            nodes=nodes or (),
-            kubeadm_certs_created=secrets.kubeadm_certs_created if secrets else None,
-            bootstrap_tokens=secrets.tokens if secrets else (),
-            control_plane_endpoint=config.control_plane_endpoint if config else None,
-            etcd_endpoints=config.etcd_endpoints if config else (),
-            kubernetes_version=config.kubernetes_version if config else None,
-            errors=api_errors,
-        )
     return KubernetesFacts(
         admin_conf=files.admin_conf,
         kubelet_conf=files.kubelet_conf,

@@ -68,13 +68,15 @@ class Binary:
     path: str
     """Absolute path found on PATH (``command -v``)."""
     version: str | None
-    """Version without a leading ``v`` (``3.4.23``, ``1.30.4``, ``2.6.12``) or None if unreadable."""
+    """Version without a leading ``v`` (``3.4.23``, ``1.30.4``, ``2.6.12``); None if unreadable
+    or not asked (kubeadm/kubelet on a joined node: see :mod:`hactl.facts.binaries`)."""
 
 
 @dataclass(frozen=True)
 class BinariesFacts:
     found: Mapping[str, Binary | None]
-    """Every name of :data:`BINARY_NAMES` → the binary, or None when not installed."""
+    """Every binary looked for on this host (those of its roles) → the binary, or None when
+    not installed. A name that was not looked for is absent (``get`` → None)."""
 
     def get(self, name: str) -> Binary | None:
         return self.found.get(name)
@@ -246,7 +248,7 @@ class ClusterView:
     """ClusterConfiguration.etcd.external.endpoints (empty for stacked etcd)."""
     kubernetes_version: str | None = None
     errors: Mapping[str, str] = field(default_factory=dict)
-    """Query → error text for the API queries that failed (e.g. ``nodes``)."""
+    """``{"api": why}`` when the API query failed (then the other fields are empty)."""
 
     def node(self, name: str) -> NodeInfo | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -391,14 +393,10 @@ class Observed:
         return None
 
     def cluster_view(self, masters: Sequence[str]) -> ClusterView | None:
-        """The API's view from the first of ``masters`` whose API answered the node query."""
+        """The API's view from the first of ``masters`` whose API query answered."""
         for name in masters:
             facts = self.kubernetes(name)
-            if (
-                facts is not None
-                and facts.cluster is not None
-                and "nodes" not in facts.cluster.errors
-            ):
+            if facts is not None and facts.cluster is not None and not facts.cluster.errors:
                 return facts.cluster
         return None
 

@@ -2,7 +2,8 @@
 
 Runs under Debian's ``/usr/bin/python3``: standard library only. The client
 (:mod:`hactl.lab.standins.systemctl`) sends ``{"argv": [...]}`` as one JSON line over
-:data:`SOCKET`; the answer is ``{"rc": int, "out": str, "err": str}``.
+:data:`SOCKET`; the answer is a ``RC LEN_OUT LEN_ERR`` line followed by the two texts
+(:func:`hactl.lab.standins.systemctl.encode_reply`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 from hactl.lab import units as u
+from hactl.lab.standins.systemctl import encode_reply
 
 if TYPE_CHECKING:
     from hactl.lab.supervisor import Service, Supervisor
@@ -66,7 +68,7 @@ def _handle(sup: Supervisor, conn: socket.socket) -> None:
                 rc, out, err = dispatch(sup, argv)
         except Exception as exc:  # a bug must not take PID 1 down
             rc, out, err = 1, "", f"systemctl: internal error: {exc!r}\n"
-        conn.sendall(json.dumps({"rc": rc, "out": out, "err": err}).encode() + b"\n")
+        conn.sendall(encode_reply(rc, out, err))
 
 
 _VALUED = {"-p": "property", "--property": "property", "-t": "type", "--type": "type",

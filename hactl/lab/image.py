@@ -113,7 +113,7 @@ def prepare_lab(topo: Topology) -> None:
         if entry not in shims:  # running nodes see this dir live: replace, never empty it
             os.unlink(os.path.join(topo.bin_dir, entry))
     for shim, module in shims.items():
-        script = f'#!/bin/sh\nPYTHONPATH={IN_NODE_SRC} exec /usr/bin/python3 -m {module} "$@"\n'
+        script = standins.shim_script(shim, module, IN_NODE_SRC)
         _write(os.path.join(topo.bin_dir, shim), script, 0o755)
     _precompile()
 

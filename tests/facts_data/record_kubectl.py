@@ -118,8 +118,7 @@ def main() -> None:
         pki = make_pki(d)
         for etcd in _etcd(pki, d, 1):
             for api in _apiserver(pki, etcd, d):
-                run(api, k8s.Nodes(), "nodes_empty")
-                run(api, k8s.KubeadmConfig(), "kubeadm_config_absent")
+                run(api, k8s.ApiState(), "api_empty")
                 c = Client.from_kubeconfig(str(api.admin_conf))
                 try:
                     c.create(ns_path("nodes"), node("master01", True, True))
@@ -177,9 +176,7 @@ def main() -> None:
                     )
                 finally:
                     c.close()
-                run(api, k8s.Nodes(), "nodes")
-                run(api, k8s.Secrets(), "secrets")
-                run(api, k8s.KubeadmConfig(), "kubeadm_config")
+                run(api, k8s.ApiState(), "api")
     for path in OUT.iterdir():
         text = path.read_text()
         for secret in (TOKEN_SECRET, b64({"s": TOKEN_SECRET})["s"]):

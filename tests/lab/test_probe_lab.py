@@ -9,6 +9,7 @@ import asyncio
 import time
 from typing import Any
 
+from hactl.facts.binaries import binaries_for
 from hactl.probe import probe_cluster
 from hactl.spec.load import load_cluster
 
@@ -59,13 +60,18 @@ def _fresh_lab_probe(lab: Any, cluster: Any) -> None:
         assert facts.section_errors == {}, (name, facts.section_errors)
         assert facts.system is not None and facts.system.hostname == name
         assert facts.system.user == "root" and facts.system.init_system == "systemd"
-        assert facts.binaries is not None
-        assert facts.binaries.version("etcd") == "3.4.23"
-        assert facts.binaries.version("etcdctl") == "3.4.23"
-        assert facts.binaries.version("haproxy") == "2.6.12"
-        assert facts.binaries.get("kubeadm") is not None
-        assert facts.binaries.get("kubelet") is not None
-        assert facts.binaries.get("kubectl") is not None
+        bins = facts.binaries
+        assert bins is not None
+        roles = cluster.roles(name)
+        assert set(bins.found) == set(binaries_for(roles)), name  # only its roles' binaries
+        if "etcd" in roles:
+            assert bins.version("etcd") == bins.version("etcdctl") == "3.4.23"
+        if "lb" in roles:
+            assert bins.version("haproxy") == "2.6.12"
+        if "master" in roles or "worker" in roles:  # not joined yet: the versions are asked
+            assert bins.version("kubeadm") == bins.version("kubelet") == "1.30.4"
+        if "master" in roles:
+            assert bins.get("kubectl") is not None
     for member in ("etcd01", "etcd02", "etcd03"):
         etcd = observed[member].etcd
         assert etcd is not None and not etcd.active and not etcd.unit_present
@@ -252,3 +258,27 @@ def test_probe_converged_cluster_reads_the_api_and_writes_nothing(lab_factory: A
     assert members is not None and len(members) == 3
     assert all(observed.etcd_healthy(h.name) for h in cluster.etcd_members)
     assert all((observed[h.name].etcd or Any).registry_keys > 0 for h in cluster.etcd_members)
+
+    # The API is asked once (master01's kubectl); the other masters only when it cannot answer
+    assert observed["master01"].kubernetes is not None
+    assert observed["master02"].kubernetes is not None
+    assert observed["master02"].kubernetes.cluster is None
+    for name in names:
+        bins = observed[name].binaries
+        assert bins is not None
+        if name in masters or name in {w.name for w in cluster.workers}:  # joined: not asked
+            assert bins.get("kubelet") is not None and bins.version("kubelet") is None
+    lab.stop("master01")
+    try:
+        down = asyncio.run(probe_cluster(cluster))
+    finally:
+        lab.start("master01")
+    assert down.unreachable() == ["master01"]
+    view = down.cluster_view(masters)
+    assert view is not None and view.errors == {}
+    assert down["master02"].kubernetes is not None
+    assert down["master02"].kubernetes.cluster == view  # asked in the second round
+    assert sorted(n.name for n in view.nodes) == sorted(
+        [*masters, *(h.name for h in cluster.workers)]
+    )
+    assert view.node("master02") is not None and view.node("master02").kubelet_version  # type: ignore[union-attr]

@@ -17,6 +17,7 @@ from hactl.facts import binaries, etcd, haproxy, kubernetes, services, system
 from hactl.facts.base import Fact, FactParseError, find_version, fingerprint_hex
 from hactl.facts.model import (
     BackendServer,
+    BinariesFacts,
     Binary,
     BootstrapToken,
     EtcdHealth,
@@ -115,60 +116,6 @@ CASES: list[tuple[str, Fact[Any], str, Any]] = [
     ),
     ("haproxy config is kept verbatim", haproxy.HAProxyConfig(), "global\n\tx\n", "global\n\tx\n"),
     (
-        "nodes",
-        kubernetes.Nodes(),
-        data("kubernetes/nodes.out"),
-        (
-            NodeInfo(
-                "master01",
-                True,
-                {
-                    "kubernetes.io/hostname": "master01",
-                    "kubernetes.io/os": "linux",
-                    "node-role.kubernetes.io/control-plane": "",
-                },
-                "v1.30.4",
-            ),
-            NodeInfo(
-                "master02",
-                False,
-                {
-                    "kubernetes.io/hostname": "master02",
-                    "kubernetes.io/os": "linux",
-                    "node-role.kubernetes.io/control-plane": "",
-                },
-                "v1.30.4",
-            ),
-            NodeInfo(
-                "worker01",
-                True,
-                {"kubernetes.io/hostname": "worker01", "kubernetes.io/os": "linux"},
-                "v1.30.4",
-            ),
-        ),
-    ),
-    ("no nodes", kubernetes.Nodes(), data("kubernetes/nodes_empty.out"), ()),
-    (
-        "no kubeadm-config",
-        kubernetes.KubeadmConfig(),
-        data("kubernetes/kubeadm_config_absent.out"),
-        None,
-    ),
-    (
-        "kubeadm-config",
-        kubernetes.KubeadmConfig(),
-        data("kubernetes/kubeadm_config.out"),
-        kubernetes.KubeadmClusterConfig(
-            "k8s-api.lab:6443",
-            (
-                "https://198.18.0.21:2379",
-                "https://198.18.0.22:2379",
-                "https://198.18.0.23:2379",
-            ),
-            "v1.30.4",
-        ),
-    ),
-    (
         "kubernetes files",
         kubernetes.K8sFiles(),
         "admin_conf=1\nkubelet_conf=1\nmanifest=kube-scheduler.yaml\n"
@@ -244,14 +191,54 @@ def test_unstarted_member_and_learner_flags() -> None:
     assert [m.is_learner for m in members] == [False, False, False, True, False]
 
 
-def test_secrets_give_token_ids_ttls_and_certs_age_never_the_secret() -> None:
-    parsed = kubernetes.Secrets().parse(data("kubernetes/secrets.out"))
-    assert parsed.tokens == (
+CLUSTER_CONFIG = kubernetes.KubeadmClusterConfig(
+    "k8s-api.lab:6443",
+    ("https://198.18.0.21:2379", "https://198.18.0.22:2379", "https://198.18.0.23:2379"),
+    "v1.30.4",
+)
+
+
+def test_api_state_from_one_kubectl_call() -> None:
+    """Recorded with the real kubectl (record_kubectl.py): nodes, secrets and kubeadm-config."""
+    parsed = kubernetes.ApiState().parse(data("kubernetes/api.out"))
+    plane = {"node-role.kubernetes.io/control-plane": ""}
+    assert parsed.nodes == (
+        NodeInfo("master01", True, {**host_labels("master01"), **plane}, "v1.30.4"),
+        NodeInfo("master02", False, {**host_labels("master02"), **plane}, "v1.30.4"),
+        NodeInfo("worker01", True, host_labels("worker01"), "v1.30.4"),
+    )
+    assert parsed.config == CLUSTER_CONFIG
+    assert parsed.secrets.tokens == (
         BootstrapToken("abcdef", datetime(2030, 1, 2, tzinfo=UTC), ("authentication", "signing")),
     )
-    assert parsed.kubeadm_certs_created is not None
-    assert parsed.kubeadm_certs_created.tzinfo is not None
-    assert "token-secret" not in kubernetes.SECRETS_JSONPATH
+    created = parsed.secrets.kubeadm_certs_created
+    assert created is not None and created.tzinfo is not None
+    assert "token-secret" not in kubernetes.API_JSONPATH
+    assert "dGVzdA" not in data("kubernetes/api.out")  # no data of kubeadm-certs
+
+
+def test_api_state_of_an_empty_cluster() -> None:
+    parsed = kubernetes.ApiState().parse(data("kubernetes/api_empty.out"))
+    assert parsed.nodes == () and parsed.config is None
+    assert parsed.secrets == kubernetes.KubeSystemSecrets(None, ())
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "node\tm1\tTrue\tv1.30.4\t{not json\n",
+        "mystery\tline\n",
+        "secret\tbootstrap-token-abcdef\tbootstrap.kubernetes.io/token\t\t!!\t\t\n",
+        'config\tConfigMap\t{"ClusterConfiguration": "- a list"}\n',
+    ],
+)
+def test_api_state_rejects_what_it_cannot_read(line: str) -> None:
+    with pytest.raises(FactParseError):
+        kubernetes.ApiState().parse(line)
+
+
+def host_labels(name: str) -> dict[str, str]:
+    return {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
 
 
 def test_binaries_recorded_from_this_machine() -> None:
@@ -268,6 +255,50 @@ def test_binaries_recorded_from_this_machine() -> None:
     assert set(parsed.found) == {"etcd", "etcdctl", "haproxy", "kubeadm", "kubelet", "kubectl"}
 
 
+def test_binaries_follow_the_roles() -> None:
+    assert binaries.binaries_for(["lb"]) == ("haproxy",)
+    assert binaries.binaries_for(["worker"]) == ("kubeadm", "kubelet")
+    assert binaries.binaries_for(["master", "etcd"]) == (
+        "etcd", "etcdctl", "kubeadm", "kubelet", "kubectl",
+    )  # fmt: skip
+    fact = binaries.BinaryVersions(names=("haproxy",))
+    out = subprocess.run(["sh", "-c", fact.script()], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[0].startswith("haproxy\t/usr/sbin/haproxy\tHAProxy version")
+    assert set(fact.parse(out.stdout).found) == {"haproxy"}
+    assert fact.parse(out.stdout).get("kubelet") is None
+
+
+def test_kubeadm_and_kubelet_versions_are_not_asked_on_a_joined_node(tmp_path: Path) -> None:
+    """A fake kubeadm that logs each call: run on a fresh node, not run once kubelet.conf is
+    there (the Node object has the kubelet's running version)."""
+    calls = tmp_path / "calls"
+    for name, answer in (("kubeadm", "v1.30.4"), ("kubelet", "Kubernetes v1.30.4")):
+        tool = tmp_path / "bin" / name
+        tool.parent.mkdir(exist_ok=True)
+        tool.write_text(f"#!/bin/sh\necho {name} >> {calls}\necho '{answer}'\n")
+        tool.chmod(0o755)
+    mark = tmp_path / "kubelet.conf"
+    fact = binaries.BinaryVersions(names=("kubeadm", "kubelet"))
+    script = fact.script().replace(binaries.JOINED_MARK, str(mark))
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
+
+    def run() -> BinariesFacts:
+        out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True,
+                             env=env)  # fmt: skip
+        return fact.parse(out.stdout)
+
+    fresh = run()
+    assert fresh.get("kubeadm") == Binary(str(tmp_path / "bin/kubeadm"), "1.30.4")
+    assert fresh.version("kubelet") == "1.30.4"
+    assert sorted(calls.read_text().split()) == ["kubeadm", "kubelet"]
+    mark.write_text("joined\n")
+    calls.unlink()
+    joined = run()
+    assert not calls.exists(), "a version was asked on a joined node"
+    assert joined.get("kubeadm") == Binary(str(tmp_path / "bin/kubeadm"), None)
+    assert joined.get("kubelet") == Binary(str(tmp_path / "bin/kubelet"), None)
+
+
 def test_binaries_lines_parse() -> None:
     out = (
         "etcd\t/usr/bin/etcd\tetcd Version: 3.5.15\n"
@@ -282,26 +313,36 @@ def test_binaries_lines_parse() -> None:
     assert parsed.get("kubectl") is None
 
 
-def test_cert_expiry_with_python_and_the_openssl_fallback(tmp_path: Path) -> None:
+def test_cert_expiry_reads_the_pems_here(tmp_path: Path) -> None:
+    """The real snippet against certificates made by openssl: what it sends back parses to the
+    notAfter openssl itself reports; a file that is no certificate is left out."""
     pki = tmp_path / "pki"
     (pki / "etcd").mkdir(parents=True)
-    for name in ("ca", "etcd/ca"):
+    for name, days in (("ca", "365"), ("etcd/ca", "30")):
         subprocess.run(
             ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
              "-nodes", "-keyout", str(pki / f"{name}.key"), "-out", str(pki / f"{name}.crt"),
-             "-days", "365", "-subj", "/CN=test"],
+             "-days", days, "-subj", "/CN=test"],
             check=True, capture_output=True,
         )  # fmt: skip
+    (pki / "broken.crt").write_text("not a certificate\n")
     fact = kubernetes.CertExpiry()
     script = fact.script().replace(kubernetes.PKI, str(pki))
-    both = []
-    for variant in (script, script.replace("command -v python3", "command -v no-such-python3")):
-        out = subprocess.run(["sh", "-c", variant], capture_output=True, text=True, check=True)
-        both.append(fact.parse(out.stdout))
-    assert both[0] == both[1]
-    assert set(both[0]) == {str(pki / "ca.crt"), str(pki / "etcd/ca.crt")}
-    days = (both[0][str(pki / "ca.crt")] - datetime.now(UTC)).days
-    assert 363 <= days <= 365
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
+    parsed = fact.parse(out.stdout)
+    assert set(parsed) == {str(pki / "ca.crt"), str(pki / "etcd/ca.crt")}
+    for path, when in parsed.items():
+        enddate = subprocess.run(
+            ["openssl", "x509", "-in", path, "-noout", "-enddate"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip().removeprefix("notAfter=")  # fmt: skip
+        assert when == datetime.strptime(enddate, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=UTC)
+    assert 363 <= (parsed[str(pki / "ca.crt")] - datetime.now(UTC)).days <= 365
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = subprocess.run(["sh", "-c", fact.script().replace(kubernetes.PKI, str(empty))],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert fact.parse(out.stdout) == {}
 
 
 def test_ca_fingerprint_openssl_and_fallback_agree(tmp_path: Path) -> None:
@@ -357,9 +398,6 @@ def test_small_helpers() -> None:
     assert fingerprint_hex("sha256 Fingerprint=" + "ab:" * 31 + "ab") == ":".join(["AB"] * 32)
     assert fingerprint_hex("ab" * 32) == ":".join(["AB"] * 32)
     assert fingerprint_hex("short") is None
-    assert kubernetes.parse_cert_time("Jan  5 09:34:43 2030 GMT") == datetime(
-        2030, 1, 5, 9, 34, 43, tzinfo=UTC
-    )
     with pytest.raises(FactParseError):
         haproxy.HAProxyStats().parse("Unknown command\n")
     with pytest.raises(FactParseError):

@@ -34,8 +34,9 @@ def b64(text: str) -> str:
 def test_api_facts_through_real_kubectl(apiserver: Apiserver, tmp_path: Path) -> None:  # noqa: F811
     home = tmp_path / "home"
     home.mkdir()
-    empty = run_snippet(k8s.KubeadmConfig(), apiserver.admin_conf, home)
-    assert empty.returncode == 0 and k8s.KubeadmConfig().parse(empty.stdout) is None
+    empty = run_snippet(k8s.ApiState(), apiserver.admin_conf, home)
+    assert empty.returncode == 0, empty.stderr
+    assert k8s.ApiState().parse(empty.stdout).config is None
 
     client = Client.from_kubeconfig(str(apiserver.admin_conf))
     try:
@@ -82,20 +83,18 @@ def test_api_facts_through_real_kubectl(apiserver: Apiserver, tmp_path: Path) ->
     finally:
         client.close()
 
-    outputs = {}
-    for fact in (k8s.Nodes(), k8s.Secrets(), k8s.KubeadmConfig()):
-        proc = run_snippet(fact, apiserver.admin_conf, home)
-        assert proc.returncode == 0, proc.stderr
-        assert TOKEN_SECRET not in proc.stdout and b64(TOKEN_SECRET) not in proc.stdout
-        outputs[fact.section] = fact.parse(proc.stdout)
-    (node,) = outputs["k8s.nodes"]
+    proc = run_snippet(k8s.ApiState(), apiserver.admin_conf, home)
+    assert proc.returncode == 0, proc.stderr
+    assert TOKEN_SECRET not in proc.stdout and b64(TOKEN_SECRET) not in proc.stdout
+    answer = k8s.ApiState().parse(proc.stdout)
+    (node,) = answer.nodes
     assert node.name == "master01" and node.ready and node.control_plane
-    secrets = outputs["k8s.secrets"]
+    secrets = answer.secrets
     assert [(t.token_id, t.expiration, t.usages) for t in secrets.tokens] == [
         ("q1w2e3", datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC), ("authentication",))
     ]
     assert secrets.kubeadm_certs_created is None
-    config = outputs["k8s.config"]
+    config = answer.config
     assert config is not None
     assert config.control_plane_endpoint == "lb.example.com:6443"
     assert config.etcd_endpoints == ("https://10.0.0.21:2379",)
@@ -103,5 +102,5 @@ def test_api_facts_through_real_kubectl(apiserver: Apiserver, tmp_path: Path) ->
 
 
 def test_api_facts_are_skipped_without_admin_conf(tmp_path: Path) -> None:
-    proc = run_snippet(k8s.Nodes(), tmp_path / "absent.conf", tmp_path)
+    proc = run_snippet(k8s.ApiState(), tmp_path / "absent.conf", tmp_path)
     assert proc.returncode == SKIPPED and "absent.conf" in proc.stderr

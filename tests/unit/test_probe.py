@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from hactl.errors import UnreachableError
+from hactl.facts.binaries import BinaryVersions
+from hactl.facts.kubernetes import CERT_FILE_MARK
 from hactl.facts.model import Observed
 from hactl.facts.services import UnitStates
 from hactl.probe import (
@@ -25,6 +27,7 @@ from hactl.probe import (
     read_host_facts,
     split_sections,
 )
+from hactl.render.pki import make_ca
 from hactl.spec.models import Cluster
 from hactl.transport.base import Result
 from hactl.transport.fake import Call, FakeTransport
@@ -65,8 +68,17 @@ def test_sections_follow_the_roles(cluster: Cluster) -> None:
     assert names["etcd01"] == [*common, *etcd]
     assert names["lb01"] == [*common, "haproxy.files", "haproxy.config", "haproxy.stats"]
     k8s = ["k8s.files", "k8s.certs"]
-    assert names["master01"] == [*common, *k8s, "k8s.nodes", "k8s.secrets", "k8s.config"]
+    assert names["master01"] == [*common, *k8s, "k8s.api"]  # the API is asked once, here
+    assert names["master02"] == names["master03"] == [*common, *k8s]
     assert names["worker01"] == [*common, *k8s]
+    bins = {h.name: facts_for(cluster, h)[1] for h in cluster.all_hosts()}
+    assert isinstance(bins["lb01"], BinaryVersions) and bins["lb01"].names == ("haproxy",)
+    assert isinstance(bins["etcd01"], BinaryVersions) and bins["etcd01"].names == (
+        "etcd",
+        "etcdctl",
+    )
+    assert isinstance(bins["worker01"], BinaryVersions)
+    assert bins["worker01"].names == ("kubeadm", "kubelet")
     units = {h.name: facts_for(cluster, h)[2] for h in cluster.all_hosts()}
     assert isinstance(units["etcd01"], UnitStates) and units["etcd01"].units == ("etcd",)
     assert isinstance(units["lb01"], UnitStates) and units["lb01"].units == ("haproxy",)
@@ -104,7 +116,7 @@ def test_the_generated_script_runs_in_real_sh_and_keeps_sections_apart(cluster: 
         }
     )
     facts = facts_for(everything, host)
-    assert len(facts) == 3 + 6 + 3 + 5
+    assert len(facts) == 3 + 6 + 3 + 3
     script = build_script(facts, "HACTL-t1")
     proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -154,6 +166,9 @@ async def test_one_round_trip_per_host_and_facts_assembled(cluster: Cluster) -> 
     assert hf.kubernetes is None and hf.haproxy is None
 
 
+CA_PEM = make_ca("kubernetes", key_type="ecdsa").cert_pem().decode()
+
+
 async def test_a_failing_section_loses_only_its_own_fact(cluster: Cluster) -> None:
     fake = FakeTransport("master01").on(
         lambda wire: "__hactl_run" in wire,
@@ -163,10 +178,8 @@ async def test_a_failing_section_loses_only_its_own_fact(cluster: Cluster) -> No
                 "binaries": ok(""),
                 "services": ok("Id=kubelet.service\nActiveState=active\nUnitFileState=enabled\n"),
                 "k8s.files": ok("admin_conf=1\nmanifest=kube-apiserver.yaml\n"),
-                "k8s.certs": ok("/etc/kubernetes/pki/ca.crt\tnotAfter=Nov 26 22:41:13 2036 GMT\n"),
-                "k8s.nodes": SectionOutput("", "Unable to connect to the server: timeout\n", 1),
-                "k8s.secrets": ok("this is not\tjsonpath output at all\tbad b64 !!!\n"),
-                # k8s.config missing: the script was cut short
+                "k8s.certs": ok(f"{CERT_FILE_MARK}/etc/kubernetes/pki/ca.crt\n{CA_PEM}"),
+                "k8s.api": SectionOutput("", "Unable to connect to the server: timeout\n", 1),
             }
         ),
     )
@@ -175,14 +188,81 @@ async def test_a_failing_section_loses_only_its_own_fact(cluster: Cluster) -> No
     assert k8s is not None and k8s.initialised and k8s.kubelet_active
     assert k8s.cluster is not None
     assert k8s.cluster.errors == {
-        "nodes": "exit status 1: Unable to connect to the server: timeout",
-        "config": "did not run (the probe script ended early)",
+        "api": "exit status 1: Unable to connect to the server: timeout",
     }
-    assert set(hf.section_errors) == {"k8s.nodes", "k8s.config"}
+    assert set(hf.section_errors) == {"k8s.api"}
     assert list(k8s.cert_expiry) == ["/etc/kubernetes/pki/ca.crt"]
     observed = Observed({"master01": hf}, probed_at=fake_now())
     assert observed.cluster_view(["master01"]) is None  # the node query failed
     assert observed.first_initialised_master(["master01"]) == "master01"
+
+
+def master_answer(name: str, api: SectionOutput | None) -> Any:
+    sections = {
+        "system": ok(f"hostname={name}\n"),
+        "binaries": ok(""),
+        "services": ok("Id=kubelet.service\nActiveState=active\nUnitFileState=enabled\n"),
+        "k8s.files": ok("admin_conf=1\nkubelet_conf=1\nmanifest=kube-apiserver.yaml\n"),
+        "k8s.certs": ok(""),
+    }
+    if api is not None:
+        sections["k8s.api"] = api
+    return answer(sections)
+
+
+API_OK = ok((REPO / "tests/facts_data/kubernetes/api.out").read_text())
+
+
+async def test_the_api_is_asked_once_and_from_the_next_master_only_when_needed(
+    cluster: Cluster,
+) -> None:
+    masters = ["master01", "master02", "master03"]
+
+    def transports(first: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"master01": first}
+        for name in masters[1:]:
+            out[name] = FakeTransport(name).on(
+                lambda wire: "__hactl_run" in wire, respond=master_answer(name, API_OK)
+            )
+        return out
+
+    healthy = FakeTransport("master01").on(
+        lambda wire: "__hactl_run" in wire, respond=master_answer("master01", API_OK)
+    )
+    ts = transports(healthy)
+    observed = await probe(cluster, ts, hosts=[cluster.host(m) for m in masters])
+    assert [sections_of(c) for c in healthy.calls] == [
+        ["system", "binaries", "services", "k8s.files", "k8s.certs", "k8s.api"]
+    ]
+    assert all(len(ts[m].calls) == 1 and "k8s.api" not in ts[m].calls[0].wire for m in masters[1:])
+    view = observed.cluster_view(masters)
+    assert view is not None and [n.name for n in view.nodes] == ["master01", "master02", "worker01"]
+
+    # master01 is down: one more round trip, to the other masters with an admin.conf
+    down = UnreachableError("connection refused by root@198.18.0.11", host="master01")
+    ts = transports(down)
+    observed = await probe(cluster, ts, hosts=[cluster.host(m) for m in masters])
+    assert observed.unreachable() == ["master01"]
+    for name in masters[1:]:
+        assert [sections_of(c) for c in ts[name].calls][1] == ["k8s.api"], name
+    view = observed.cluster_view(masters)
+    assert view is not None and view.control_plane_endpoint == "k8s-api.lab:6443"
+    assert observed["master02"].section_errors == {}
+
+    # master01's API query fails: the others are asked too, and their errors are kept
+    failing = FakeTransport("master01").on(
+        lambda wire: "__hactl_run" in wire,
+        respond=master_answer("master01", SectionOutput("", "Unable to connect\n", 1)),
+    )
+    ts = transports(failing)
+    for name in masters[1:]:
+        ts[name] = FakeTransport(name).on(
+            lambda wire: "__hactl_run" in wire,
+            respond=master_answer(name, SectionOutput("", "Unable to connect\n", 1)),
+        )
+    observed = await probe(cluster, ts, hosts=[cluster.host(m) for m in masters])
+    assert observed.cluster_view(masters) is None
+    assert observed["master03"].section_errors == {"k8s.api": "exit status 1: Unable to connect"}
 
 
 def fake_now() -> Any:
