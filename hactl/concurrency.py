@@ -1,7 +1,8 @@
 """The one concurrency helper: run a coroutine per item, at most ``limit`` at a time.
 
 Like k0sctl's ``ParallelEach``: an :class:`asyncio.TaskGroup` plus a semaphore. Every task gets
-the item's name bound in structlog's context (``host=…``), so each log line names its host.
+the item's name bound in the logging context (``host=…``, through :func:`hactl.log.bind_contextvars`,
+which structlog's ``contextvars`` see), so each log line names its host.
 A failing item never cancels the others; failures are collected and raised together at the
 end (one error that lists ``host: message`` lines), or returned when ``return_errors``.
 """
@@ -12,9 +13,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
-import structlog
-
 from hactl.errors import HactlError
+from hactl.log import bind_contextvars
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -54,7 +54,7 @@ async def gather_each(
 
     async def one(item: T) -> None:
         key = name(item)
-        structlog.contextvars.bind_contextvars(**{context_key: key})
+        bind_contextvars(**{context_key: key})
         async with sem:
             try:
                 results[key] = await fn(item)
