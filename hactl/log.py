@@ -25,7 +25,6 @@ import sys
 import threading
 from collections.abc import Mapping
 from contextvars import ContextVar, Token, copy_context
-from dataclasses import dataclass
 from typing import Any, TextIO
 
 DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
@@ -33,12 +32,14 @@ _LEVEL_TO_NAME = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "erro
 _PREFIX = "structlog_"  # structlog.contextvars.STRUCTLOG_KEY_PREFIX
 
 
-@dataclass(frozen=True)
 class _Settings:
-    format: str  # "json" or "console"
-    level: int
-    file: TextIO
-    colors: bool
+    __slots__ = ("colors", "file", "format", "level")
+
+    def __init__(self, format: str, level: int, file: TextIO, colors: bool) -> None:
+        self.format = format  # "json" or "console"
+        self.level = level
+        self.file = file
+        self.colors = colors
 
 
 _settings: _Settings | None = None

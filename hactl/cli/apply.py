@@ -12,7 +12,6 @@ lines otherwise; structured events go to stderr through structlog.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import threading
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from hactl.cli.common import handle_errors, load_spec, spec_option
+from hactl.cli.common import handle_errors, load_spec, run_async, spec_option
 from hactl.errors import HactlError
 
 if TYPE_CHECKING:
@@ -141,7 +140,7 @@ def check(spec_file: str, as_json: bool) -> None:
         async with connections(cluster, str(Path(spec_file).resolve().parent)) as (get, opened):
             return await run_check(cluster, get, opened)
 
-    report = asyncio.run(main())
+    report = run_async(main())
     if as_json:
         click.echo(json.dumps(report.to_data(), indent=2, sort_keys=True))
     else:
@@ -167,7 +166,7 @@ def unlock(spec_file: str) -> None:
         async with connections(cluster, str(Path(spec_file).resolve().parent)) as (get, _):
             return await ClusterLock(cluster, get).break_lock()
 
-    report = asyncio.run(main())
+    report = run_async(main())
     holders: set[str] = set()
     failed = []
     for host, state in report.items():
@@ -251,7 +250,7 @@ def apply(
         colour=live,
         reporter=reporter,
     )
-    asyncio.run(run_apply(options))
+    run_async(run_apply(options))
 
 
 def register(group: click.Group) -> None:

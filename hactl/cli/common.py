@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -12,6 +12,7 @@ import click
 from hactl.errors import HactlError, SpecError
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 spec_option = click.option(
     "-f",
@@ -55,3 +56,10 @@ def load_spec(path: str) -> Any:
     for warning in loaded.warnings:
         click.secho(str(warning), fg="yellow", err=True)
     return loaded.cluster
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(coro)``; asyncio is imported here, by the commands that need it."""
+    import asyncio
+
+    return asyncio.run(coro)

@@ -9,13 +9,12 @@ Exit codes: 0 success (with --detailed-exitcode: 0 no changes, 2 changes), 1 err
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 
 import click
 
-from hactl.cli.common import handle_errors, load_spec, spec_option
+from hactl.cli.common import handle_errors, load_spec, run_async, spec_option
 
 
 def _emit(plan: object, fmt: str) -> None:
@@ -50,7 +49,7 @@ def plan_cmd(spec_file: str, out_file: str | None, as_json: bool, fmt: str | Non
     from hactl.plan.live import make_plan
 
     cluster = load_spec(spec_file)
-    plan = asyncio.run(make_plan(cluster, spec_dir=os.path.dirname(os.path.abspath(spec_file))))
+    plan = run_async(make_plan(cluster, spec_dir=os.path.dirname(os.path.abspath(spec_file))))
     if out_file:
         planfile.save(plan, out_file)
     _emit(plan, "json" if as_json else (fmt or "text"))
@@ -81,7 +80,7 @@ def graph_cmd(spec_file: str, fmt: str) -> None:
     from hactl.plan.live import make_plan
 
     cluster = load_spec(spec_file)
-    plan = asyncio.run(make_plan(cluster, spec_dir=os.path.dirname(os.path.abspath(spec_file))))
+    plan = run_async(make_plan(cluster, spec_dir=os.path.dirname(os.path.abspath(spec_file))))
     if fmt == "mermaid":
         click.echo(to_mermaid(plan.graph), nl=False)
     else:

@@ -1,0 +1,56 @@
+"""Start-up cost: a command imports what it uses, when it uses it (structural checks, no timers).
+
+Each check runs a fresh interpreter and looks at ``sys.modules``: the heavy libraries (structlog
+and rich, networkx, asyncssh, cryptography, ...) must not be imported by the paths that do not
+need them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+HEAVY = ("structlog", "rich", "networkx", "asyncssh", "cryptography", "pydantic", "yaml", "asyncio")
+
+
+def loaded_after(code: str) -> dict[str, bool]:
+    """Which of HEAVY (and the hactl.cli.* modules) ``code`` left in sys.modules."""
+    probe = (
+        f"{code}\nimport sys, json\n"
+        "names = " + repr(HEAVY) + " + tuple(m for m in sys.modules if m.startswith('hactl.cli.'))\n"
+        "print(json.dumps({n: n in sys.modules for n in names}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    loaded: dict[str, bool] = json.loads(out.stdout.splitlines()[-1])
+    return loaded
+
+
+def test_importing_the_cli_imports_no_library_but_click() -> None:
+    loaded = loaded_after("import hactl.cli")
+    assert [name for name, yes in loaded.items() if yes] == []
+
+
+def test_validate_needs_only_the_spec_libraries() -> None:
+    loaded = loaded_after(
+        "from hactl.cli import main\n"
+        "try:\n    main(['validate', '-f', 'specs/lab.yaml'])\nexcept SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+    )
+    assert {name for name, yes in loaded.items() if yes} == {
+        "pydantic", "yaml", "hactl.cli.common", "hactl.cli.validate"
+    }
+
+
+def test_help_still_lists_every_command() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", "from hactl.cli import main; main(['--help'])"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )
+    commands = out.stdout.split("Commands:")[1].split()
+    for name in ("apply", "check", "graph", "lab", "plan", "show", "unlock", "validate"):
+        assert name in commands
