@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hactl.diff import client_url
 from hactl.errors import CommandError
 from hactl.plan import commands as cmd
 from hactl.plan.remote import parse_json, run, wait_for
 from hactl.plan.step import StepContext
-from hactl.render import pki
 from hactl.spec.models import Host
+
+if TYPE_CHECKING:
+    from hactl.render import pki
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ def split_pem_pair(text: str) -> tuple[bytes, bytes]:
 
 async def read_ca(ctx: StepContext, host: str) -> pki.CertKey:
     """The etcd CA (certificate and key) from a member, into memory only."""
+    from hactl.render import pki  # cryptography: imported by the steps that use it
     result = await run(ctx, host, cmd.read_files(cmd.ETCD_CA_CERT, cmd.ETCD_CA_KEY))
     cert_pem, key_pem = split_pem_pair(result.stdout)
     return pki.CertKey.from_pem(cert_pem, key_pem)

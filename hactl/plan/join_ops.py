@@ -16,7 +16,6 @@ from hactl.plan import commands as cmd
 from hactl.plan import desired
 from hactl.plan.remote import put, run, wait_for
 from hactl.plan.step import StepContext
-from hactl.render import pki
 from hactl.sensitive import Sensitive
 
 TOKEN_RE = re.compile(r"\b([a-z0-9]{6}\.[a-z0-9]{16})\b")
@@ -80,6 +79,8 @@ def remember_key(ctx: StepContext, key: Sensitive) -> None:
 
 async def ensure_ca_hash(ctx: StepContext, master: str) -> str:
     if ctx.secrets.ca_cert_hash is None:
+        from hactl.render import pki  # cryptography: imported by the steps that use it
+
         result = await run(ctx, master, cmd.read_files(cmd.K8S_CA_CERT))
         ctx.secrets.ca_cert_hash = pki.spki_sha256(pki.cert_from_pem(result.stdout.encode()))
     return ctx.secrets.ca_cert_hash

@@ -54,3 +54,24 @@ def test_help_still_lists_every_command() -> None:
     commands = out.stdout.split("Commands:")[1].split()
     for name in ("apply", "check", "graph", "lab", "plan", "show", "unlock", "validate"):
         assert name in commands
+
+
+def test_planning_imports_neither_networkx_nor_structlog_nor_cryptography() -> None:
+    """Build a fresh-cluster plan (every step kind that bring-up needs), print it in every
+    format, save and load it: no networkx (apply imports it), no structlog/rich, and no
+    cryptography or asyncssh (the steps import the PKI code when they run)."""
+    loaded = loaded_after(
+        "from hactl.spec.load import load_cluster\n"
+        "from hactl.plan.synthetic import PROBED_AT, Synthetic\n"
+        "from hactl.plan.planner import build_plan\n"
+        "from hactl.plan import output, planfile\n"
+        "from hactl.plan.graph import to_dot, to_mermaid\n"
+        "cluster = load_cluster('specs/lab.yaml')\n"
+        "plan = build_plan(cluster, Synthetic(cluster).observed(), now=PROBED_AT)\n"
+        "assert len(plan.graph) > 10, len(plan.graph)\n"
+        "output.render_text(plan); output.render_json(plan); output.render_markdown(plan)\n"
+        "to_dot(plan.graph); to_mermaid(plan.graph)\n"
+        "assert planfile.loads(planfile.dumps(plan)).steps() == plan.steps()\n"
+    )
+    for name in ("structlog", "rich", "networkx", "asyncssh", "cryptography"):
+        assert not loaded[name], f"{name} was imported"

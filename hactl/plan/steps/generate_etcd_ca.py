@@ -10,7 +10,6 @@ from hactl.plan import commands as cmd
 from hactl.plan.etcd_ops import find_ca_host
 from hactl.plan.remote import put, run
 from hactl.plan.step import Step, StepContext
-from hactl.render import etcd_pki
 
 
 @dataclass(frozen=True)
@@ -23,6 +22,8 @@ class GenerateEtcdCA(Step):
         return [f"(in memory) generate etcd-ca; put {cmd.ETCD_CA_CERT} 0644, {cmd.ETCD_CA_KEY} 0600"]
 
     async def run(self, ctx: StepContext) -> None:
+        from hactl.render import etcd_pki  # cryptography: imported when the step runs
+
         assert self.host is not None
         existing = await find_ca_host(ctx, self.host)
         if existing is not None:

@@ -11,7 +11,6 @@ from hactl.plan import commands as cmd
 from hactl.plan.etcd_ops import find_ca_host, read_ca
 from hactl.plan.remote import put, run
 from hactl.plan.step import Step, StepContext
-from hactl.render import etcd_pki
 
 REQUIRED = (cmd.ETCD_CA_CERT, cmd.ETCD_SERVER_CERT, cmd.ETCD_PEER_CERT, cmd.ETCD_CLIENT_CERT)
 
@@ -30,6 +29,8 @@ class InstallEtcdCerts(Step):
         ]
 
     async def run(self, ctx: StepContext) -> None:
+        from hactl.render import etcd_pki  # cryptography: imported when the step runs
+
         assert self.host is not None
         have = await run(ctx, self.host, ("test", "-e", REQUIRED[0], *_and_exist(REQUIRED[1:])),
                          check=False)

@@ -11,7 +11,6 @@ from hactl.plan import commands as cmd
 from hactl.plan.etcd_ops import find_ca_host, read_ca
 from hactl.plan.remote import put, run
 from hactl.plan.step import Step, StepContext
-from hactl.render import etcd_pki
 
 
 @dataclass(frozen=True)
@@ -29,6 +28,8 @@ class InstallEtcdClientCerts(Step):
         ]
 
     async def run(self, ctx: StepContext) -> None:
+        from hactl.render import etcd_pki  # cryptography: imported when the step runs
+
         assert self.host is not None
         have = await run(ctx, self.host, ("test", "-e", cmd.K8S_ETCD_CA, "-a", "-e",
                                           cmd.APISERVER_ETCD_CLIENT_CERT, "-a", "-e",
