@@ -21,28 +21,9 @@ from hactl.diff import Change, Diff, Op, diff
 from hactl.errors import PlanError
 from hactl.facts.model import Observed
 from hactl.plan import refusals
+from hactl.plan import steps as kinds
 from hactl.plan.graph import StepGraph
 from hactl.plan.step import Action, Step
-from hactl.plan.steps import (
-    AddEtcdMember,
-    BootstrapEtcdMember,
-    ConfigureHAProxy,
-    CreateJoinToken,
-    EnableKubelet,
-    GenerateEtcdCA,
-    InitControlPlane,
-    InstallEtcdCerts,
-    InstallEtcdClientCerts,
-    JoinControlPlane,
-    JoinWorker,
-    PromoteEtcdMember,
-    ReconfigureEtcdMember,
-    RefreshCertificateKey,
-    RemoveEtcdMember,
-    StartEtcdMember,
-    Verify,
-    WaitEtcdHealthy,
-)
 from hactl.spec.models import Cluster
 
 CLIENT_CERTS = {"etcd/ca.crt", "apiserver-etcd-client.crt", "apiserver-etcd-client.key"}
@@ -145,7 +126,7 @@ class _Builder:
         sinks = self.g.sinks()
         if sinks:
             via = self._api_master() or ""
-            self.g.add(Verify(id="cluster.verify", host=None, title="Verify the cluster",
+            self.g.add(kinds.Verify(id="cluster.verify", host=None, title="Verify the cluster",
                               reason="every apply ends by checking what it built", via=via,
                               address="cluster"), sinks)
         return self.g
@@ -165,12 +146,12 @@ class _Builder:
         ca_host = self._ca_host()
         change = self.changes.get("pki.etcd-ca")
         if change is not None and change.op is Op.CREATE:
-            self.ca = self.g.add(GenerateEtcdCA(
+            self.ca = self.g.add(kinds.GenerateEtcdCA(
                 id="pki.etcd-ca", host=ca_host, title=f"Generate the etcd CA on {ca_host}",
                 reason=change.reason, address=change.address))
         for c in self.changes.effective():
             if c.address.startswith("pki.etcd[") and c.host:
-                self.certs[c.host] = self.g.add(InstallEtcdCerts(
+                self.certs[c.host] = self.g.add(kinds.InstallEtcdCerts(
                     id=c.address, host=c.host, title=f"Install etcd certificates on {c.host}",
                     reason=c.reason, address=c.address, ca_host=ca_host), [self.ca])
 
@@ -186,18 +167,18 @@ class _Builder:
         for c in group:
             assert c.host is not None
             if c.detail.get("mode") == "bootstrap":
-                step: Step = BootstrapEtcdMember(
+                step: Step = kinds.BootstrapEtcdMember(
                     id=f"{c.address}.bootstrap", host=c.host, title=f"Bootstrap etcd member {c.host}",
                     reason=c.reason, address=c.address,
                     wipe_data_dir="stray files" in c.reason)
             else:
-                step = ReconfigureEtcdMember(
+                step = kinds.ReconfigureEtcdMember(
                     id=f"{c.address}.start", host=c.host, title=f"Start etcd member {c.host}",
                     reason=c.reason, address=c.address)
             parallel.append(self.g.add(step, [self.ca, self.certs.get(c.host)]))
         prev: Step | None = None
         if parallel:
-            prev = self.g.add(WaitEtcdHealthy(
+            prev = self.g.add(kinds.WaitEtcdHealthy(
                 id="etcd.health.bootstrap" if len(group) < len(member_changes) else "etcd.health",
                 host=first, title="Wait for etcd to be healthy",
                 reason="the new members must form a quorum before anything else uses etcd",
@@ -208,7 +189,7 @@ class _Builder:
         for c in rest:
             prev = self._membership_change(c, prev)
         if rest:
-            prev = self.g.add(WaitEtcdHealthy(
+            prev = self.g.add(kinds.WaitEtcdHealthy(
                 id="etcd.health", host=self._via(None), title="Wait for etcd to be healthy",
                 reason="every membership change must leave a healthy cluster (rule 2)",
                 address="etcd"), [prev])
@@ -233,7 +214,7 @@ class _Builder:
         if mode in ("replace", "remove"):
             member_id = str(c.detail.get("member_id", ""))
             via = refusals.removal_route(self.cluster, self.observed, name, member_id) or via
-            prev = self.g.add(RemoveEtcdMember(
+            prev = self.g.add(kinds.RemoveEtcdMember(
                 id=f"{c.address}.remove", host=via, title=f"Remove etcd member {name} via {via}",
                 reason=c.reason, address=c.address, action="delete", member=name,
                 member_id=member_id), deps)
@@ -241,26 +222,26 @@ class _Builder:
                 return prev
             deps = [prev]
         if mode in ("replace", "add"):
-            add = self.g.add(AddEtcdMember(
+            add = self.g.add(kinds.AddEtcdMember(
                 id=f"{c.address}.add", host=via, title=f"Add etcd member {name} as a learner via {via}",
                 reason=c.reason, address=c.address, member=name), deps)
-            start = self.g.add(StartEtcdMember(
+            start = self.g.add(kinds.StartEtcdMember(
                 id=f"{c.address}.start", host=name,
                 title=f"Start etcd member {name} (initial-cluster-state=existing)",
                 reason=c.reason, address=c.address, via=via), [add])
-            return self.g.add(PromoteEtcdMember(
+            return self.g.add(kinds.PromoteEtcdMember(
                 id=f"{c.address}.promote", host=via, title=f"Promote etcd member {name} to voter",
                 reason=c.reason, address=c.address, action="update", member=name), [start])
         step: Step | None = None
         if "start" in mode or "reconfigure" in mode:
             rewrite = "reconfigure" in mode
-            step = self.g.add(ReconfigureEtcdMember(
+            step = self.g.add(kinds.ReconfigureEtcdMember(
                 id=f"{c.address}.{'reconfigure' if rewrite else 'start'}", host=name,
                 title=f"{'Reconfigure and restart' if rewrite else 'Start'} etcd member {name}",
                 reason=c.reason, address=c.address, via=via, rewrite=rewrite), deps)
             deps = [step]
         if "promote" in mode:
-            step = self.g.add(PromoteEtcdMember(
+            step = self.g.add(kinds.PromoteEtcdMember(
                 id=f"{c.address}.promote", host=via, title=f"Promote etcd member {name} to voter",
                 reason=c.reason, address=c.address, action="update", member=name), deps)
         assert step is not None, f"unplanned etcd change {c.address} ({mode})"
@@ -275,7 +256,7 @@ class _Builder:
         for host in sorted(by_host):
             cs = by_host[host]
             cfg = next((c for c in cs if c.address.endswith(".haproxy_cfg")), cs[0])
-            self.lbs.append(self.g.add(ConfigureHAProxy(
+            self.lbs.append(self.g.add(kinds.ConfigureHAProxy(
                 id=f"lb[{host}].haproxy", host=host, title=f"Configure HAProxy on {host}",
                 reason="; ".join(c.reason for c in cs), address=cfg.address, action=_action(cfg))))
 
@@ -297,27 +278,27 @@ class _Builder:
                 facts = self.observed.kubernetes(c.host)
                 have = set(facts.pki_files) if facts is not None else set()
                 if self.cluster.etcd.topology == "external" and not have >= CLIENT_CERTS:
-                    deps.append(self.g.add(InstallEtcdClientCerts(
+                    deps.append(self.g.add(kinds.InstallEtcdClientCerts(
                         id=f"{c.address}.etcd-client-certs", host=c.host,
                         title=f"Install etcd client certificates on {c.host}",
                         reason="kubeadm init with external etcd needs the etcd CA and the "
                         "apiserver-etcd-client certificate in /etc/kubernetes/pki",
                         address=c.address, ca_host=self._ca_host()), [self.ca, self.etcd_tail]))
-                ready.append(self.g.add(InitControlPlane(
+                ready.append(self.g.add(kinds.InitControlPlane(
                     id=f"{c.address}.init", host=c.host,
                     title=f"Initialise the control plane on {c.host}", reason=c.reason,
                     address=c.address), deps))
         token = self.changes.get("cluster.bootstrap-token")
         token_step: Step | None = None
         if token is not None and token.op is not Op.NOOP:
-            token_step = self.g.add(CreateJoinToken(
+            token_step = self.g.add(kinds.CreateJoinToken(
                 id=token.address, host=via, title=f"Create a bootstrap token on {via}",
                 reason=token.reason, address=token.address), infra)
             ready.append(token_step)
         inits = list(ready)
         key = self.changes.get("cluster.certificate-key")
         if key is not None and key.op is not Op.NOOP:
-            ready.append(self.g.add(RefreshCertificateKey(
+            ready.append(self.g.add(kinds.RefreshCertificateKey(
                 id=key.address, host=via,
                 title=f"Upload control-plane certificates under a fresh key on {via}",
                 reason=key.reason, address=key.address), infra))
@@ -326,7 +307,7 @@ class _Builder:
             if c.address.startswith("master[") and c.detail.get("mode") in ("join", "rejoin"):
                 assert c.host is not None
                 again = c.detail.get("mode") == "rejoin"
-                step = self.g.add(JoinControlPlane(
+                step = self.g.add(kinds.JoinControlPlane(
                     id=f"{c.address}.join", host=c.host,
                     title=f"{'Reset and re-join' if again else 'Join'} control-plane node {c.host}",
                     reason=c.reason, address=c.address, action=_action(c), via=via,
@@ -335,7 +316,7 @@ class _Builder:
         for c in effective:
             if c.address.endswith(".kubelet"):
                 assert c.host is not None
-                self.g.add(EnableKubelet(
+                self.g.add(kinds.EnableKubelet(
                     id=c.address, host=c.host, title=f"Enable and start kubelet on {c.host}",
                     reason=c.reason, address=c.address, action=_action(c)))
         base = inits or list(infra)  # workers need the token, not the certificate key
@@ -343,7 +324,7 @@ class _Builder:
             if c.address.startswith("worker["):
                 assert c.host is not None
                 again = c.detail.get("mode") == "rejoin"
-                self.g.add(JoinWorker(
+                self.g.add(kinds.JoinWorker(
                     id=f"{c.address}.join", host=c.host,
                     title=f"{'Reset and re-join' if again else 'Join'} worker node {c.host}",
                     reason=c.reason, address=c.address, action=_action(c), via=via,

@@ -101,10 +101,13 @@ class Step:
     @staticmethod
     def from_data(data: dict[str, Any]) -> Step:
         """The inverse of :meth:`to_data` (step kinds register themselves on import)."""
-        import hactl.plan.steps  # noqa: F401  (registers every kind)
+        from hactl.plan.steps import load_kind
 
         values = dict(data)
-        cls = STEP_KINDS[values.pop("kind")]
+        kind = values.pop("kind")
+        if kind not in STEP_KINDS:
+            load_kind(kind)  # a kind registers itself when its module is imported
+        cls = STEP_KINDS[kind]
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name in values:

@@ -75,3 +75,42 @@ def test_planning_imports_neither_networkx_nor_structlog_nor_cryptography() -> N
     )
     for name in ("structlog", "rich", "networkx", "asyncssh", "cryptography"):
         assert not loaded[name], f"{name} was imported"
+
+
+def test_a_plan_imports_only_the_step_kinds_it_uses() -> None:
+    loaded = loaded_after(
+        "import sys\n"
+        "from hactl.spec.load import load_cluster\n"
+        "from hactl.plan.synthetic import PROBED_AT, Synthetic\n"
+        "from hactl.plan.planner import build_plan\n"
+        "from hactl.plan import planfile\n"
+        "cluster = load_cluster('specs/lab.yaml')\n"
+        "converged = build_plan(cluster, Synthetic(cluster).converged().observed(), now=PROBED_AT)\n"
+        "assert not converged.has_changes\n"
+        "kinds = [m for m in sys.modules if m.startswith('hactl.plan.steps.')]\n"
+        "assert kinds == [], kinds\n"
+        "drift = Synthetic(cluster).converged().lb(config='global\\n  # edited\\n').observed()\n"
+        "plan = build_plan(cluster, drift, now=PROBED_AT)\n"
+        "kinds = sorted(m for m in sys.modules if m.startswith('hactl.plan.steps.'))\n"
+        "assert kinds == ['hactl.plan.steps.configure_haproxy', 'hactl.plan.steps.verify'], kinds\n"
+        "again = planfile.loads(planfile.dumps(plan))\n"
+        "assert [s.to_data() for s in again.steps()] == [s.to_data() for s in plan.steps()]\n"
+    )
+    assert not loaded["networkx"] and not loaded["structlog"]
+
+
+def test_show_in_a_fresh_interpreter_loads_the_kinds_a_saved_plan_names(tmp_path: Path) -> None:
+    from hactl.plan import output, planfile
+    from hactl.plan.planner import build_plan
+    from hactl.plan.synthetic import PROBED_AT, Synthetic
+    from hactl.spec.load import load_cluster
+
+    cluster = load_cluster(str(REPO / "specs" / "lab.yaml"))
+    plan = build_plan(cluster, Synthetic(cluster).observed(), now=PROBED_AT)
+    path = tmp_path / "fresh.plan.json"
+    planfile.save(plan, str(path))
+    out = subprocess.run(
+        [sys.executable, "-c", "from hactl.cli import main; main()", "show", str(path), "--json"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )
+    assert out.stdout == output.render_json(plan)

@@ -1,25 +1,76 @@
-"""One module per step kind (file name ↔ class name). Importing this package registers them."""
+"""One module per step kind (file name ↔ class name ↔ kind, e.g. ``join_worker`` ↔ ``JoinWorker``).
 
-from hactl.plan.steps.add_etcd_member import AddEtcdMember
-from hactl.plan.steps.bootstrap_etcd_member import BootstrapEtcdMember
-from hactl.plan.steps.configure_haproxy import ConfigureHAProxy
-from hactl.plan.steps.create_join_token import CreateJoinToken
-from hactl.plan.steps.enable_kubelet import EnableKubelet
-from hactl.plan.steps.generate_etcd_ca import GenerateEtcdCA
-from hactl.plan.steps.init_control_plane import InitControlPlane
-from hactl.plan.steps.install_etcd_certs import InstallEtcdCerts
-from hactl.plan.steps.install_etcd_client_certs import InstallEtcdClientCerts
-from hactl.plan.steps.join_control_plane import JoinControlPlane
-from hactl.plan.steps.join_worker import JoinWorker
-from hactl.plan.steps.promote_etcd_member import PromoteEtcdMember
-from hactl.plan.steps.reconfigure_etcd_member import ReconfigureEtcdMember
-from hactl.plan.steps.refresh_certificate_key import RefreshCertificateKey
-from hactl.plan.steps.remove_etcd_member import RemoveEtcdMember
-from hactl.plan.steps.start_etcd_member import StartEtcdMember
-from hactl.plan.steps.verify import Verify
-from hactl.plan.steps.wait_etcd_healthy import WaitEtcdHealthy
+A kind's module is imported when its class is first used (``steps.JoinWorker`` or
+``from hactl.plan.steps import JoinWorker``), so a plan without changes imports none of them;
+:func:`load_kind` imports one by its kind (a saved plan names its kinds). A class registers its
+kind (``hactl.plan.step.STEP_KINDS``) when its module is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hactl.plan.steps.add_etcd_member import AddEtcdMember
+    from hactl.plan.steps.bootstrap_etcd_member import BootstrapEtcdMember
+    from hactl.plan.steps.configure_haproxy import ConfigureHAProxy
+    from hactl.plan.steps.create_join_token import CreateJoinToken
+    from hactl.plan.steps.enable_kubelet import EnableKubelet
+    from hactl.plan.steps.generate_etcd_ca import GenerateEtcdCA
+    from hactl.plan.steps.init_control_plane import InitControlPlane
+    from hactl.plan.steps.install_etcd_certs import InstallEtcdCerts
+    from hactl.plan.steps.install_etcd_client_certs import InstallEtcdClientCerts
+    from hactl.plan.steps.join_control_plane import JoinControlPlane
+    from hactl.plan.steps.join_worker import JoinWorker
+    from hactl.plan.steps.promote_etcd_member import PromoteEtcdMember
+    from hactl.plan.steps.reconfigure_etcd_member import ReconfigureEtcdMember
+    from hactl.plan.steps.refresh_certificate_key import RefreshCertificateKey
+    from hactl.plan.steps.remove_etcd_member import RemoveEtcdMember
+    from hactl.plan.steps.start_etcd_member import StartEtcdMember
+    from hactl.plan.steps.verify import Verify
+    from hactl.plan.steps.wait_etcd_healthy import WaitEtcdHealthy
+
+MODULES = {
+    "AddEtcdMember": "add_etcd_member",
+    "BootstrapEtcdMember": "bootstrap_etcd_member",
+    "ConfigureHAProxy": "configure_haproxy",
+    "CreateJoinToken": "create_join_token",
+    "EnableKubelet": "enable_kubelet",
+    "GenerateEtcdCA": "generate_etcd_ca",
+    "InitControlPlane": "init_control_plane",
+    "InstallEtcdCerts": "install_etcd_certs",
+    "InstallEtcdClientCerts": "install_etcd_client_certs",
+    "JoinControlPlane": "join_control_plane",
+    "JoinWorker": "join_worker",
+    "PromoteEtcdMember": "promote_etcd_member",
+    "ReconfigureEtcdMember": "reconfigure_etcd_member",
+    "RefreshCertificateKey": "refresh_certificate_key",
+    "RemoveEtcdMember": "remove_etcd_member",
+    "StartEtcdMember": "start_etcd_member",
+    "Verify": "verify",
+    "WaitEtcdHealthy": "wait_etcd_healthy",
+}
+"""Class name → module under hactl/plan/steps/ (the module's name is the step's kind)."""
+
+
+def __getattr__(name: str) -> Any:
+    module = MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    cls = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = cls
+    return cls
+
+
+def load_kind(kind: str) -> None:
+    """Import the module of one of hactl's step kinds (an unknown kind is left alone)."""
+    if kind in MODULES.values():
+        importlib.import_module(f"{__name__}.{kind}")
+
 
 __all__ = [
+    "MODULES",
     "AddEtcdMember",
     "BootstrapEtcdMember",
     "ConfigureHAProxy",
@@ -38,4 +89,5 @@ __all__ = [
     "StartEtcdMember",
     "Verify",
     "WaitEtcdHealthy",
+    "load_kind",
 ]
