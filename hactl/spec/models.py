@@ -2,20 +2,17 @@
 
 YAML keys are camelCase (``controlPlaneEndpoint``); Python attributes are snake_case. Every model
 forbids unknown keys (the loader turns them into "did you mean …" errors). This module imports
-nothing else of hactl but :mod:`hactl.spec.docstrings` (which reads this file's docstrings, as
-pydantic's ``use_attribute_docstrings`` did); cross-field rules live in :mod:`hactl.spec.checks`.
+nothing else of hactl and does no I/O; cross-field rules live in :mod:`hactl.spec.checks`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
-
-from hactl.spec.docstrings import attribute_docstrings
 
 API_VERSION = "hactl.dev/v1alpha1"
 DEFAULT_API_PORT = 6443
@@ -36,28 +33,15 @@ def parse_version(text: str) -> tuple[int, int, int]:
 
 
 class Model(BaseModel):
-    """Base of every spec model: frozen, unknown keys forbidden, camelCase in YAML.
-
-    Each field's docstring becomes its ``description`` (what ``use_attribute_docstrings`` does,
-    read by :mod:`hactl.spec.docstrings` at a fraction of the start-up cost). The schema is built
-    on first use (``defer_build``), after the descriptions are set, so it carries them too.
-    """
+    """Base of every spec model: frozen, unknown keys forbidden, camelCase in YAML."""
 
     model_config = ConfigDict(
         frozen=True,
         extra="forbid",
         alias_generator=to_camel,
         populate_by_name=True,
-        defer_build=True,
+        use_attribute_docstrings=True,
     )
-
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        docs = attribute_docstrings(cls)
-        for name, info in cls.model_fields.items():
-            if info.description is None and name in docs:
-                info.description = docs[name]
 
 
 class Metadata(Model):
