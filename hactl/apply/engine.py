@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import networkx as nx
+
 from hactl.apply.results import (
     ApplyResult,
     NullReporter,
@@ -39,8 +41,6 @@ from hactl.log import get_logger
 from hactl.plan.step import RunSecrets, Step
 
 if TYPE_CHECKING:
-    import networkx as nx
-
     from hactl.spec.models import Cluster
     from hactl.transport.base import Transport
 
@@ -75,8 +75,6 @@ def plan_steps(plan: nx.DiGraph) -> nx.DiGraph:
 
     Accepts nodes that are step ids carrying a ``step`` attribute (the planner's form) or nodes
     that are :class:`Step` objects themselves."""
-    import networkx as nx  # here, not at the top: only an apply needs it (~0.15 s to import)
-
     graph: nx.DiGraph = nx.DiGraph()
     ids: dict[Any, str] = {}
     for node, data in plan.nodes(data=True):
@@ -325,8 +323,6 @@ class Engine:
         self.reporter.finished(result)
 
     def _skip_descendants(self, failed: str) -> None:
-        import networkx as nx
-
         for node in sorted(
             nx.descendants(self.graph, failed), key=lambda i: _sort_key(self.step(i))
         ):
