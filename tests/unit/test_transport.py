@@ -6,8 +6,8 @@ import asyncio
 import re
 
 import pytest
-import structlog
 
+from hactl import log
 from hactl.concurrency import ManyErrors, gather_each, parallel_each
 from hactl.errors import CommandError, UnreachableError
 from hactl.sensitive import Sensitive
@@ -134,11 +134,11 @@ async def test_each_task_logs_with_its_host_bound() -> None:
 
     async def work(name: str) -> None:
         await asyncio.sleep(0)
-        seen[name] = structlog.contextvars.get_contextvars().get("host")
+        seen[name] = log.bound().get("host")
 
     await parallel_each(["etcd01", "lb01"], work, limit=2)
     assert seen == {"etcd01": "etcd01", "lb01": "lb01"}
-    assert "host" not in structlog.contextvars.get_contextvars()
+    assert "host" not in log.bound()
 
 
 def test_ssh_targets_resolve_defaults_overrides_and_paths() -> None:
