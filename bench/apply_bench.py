@@ -41,7 +41,7 @@ def compare(spec_file: Path, lab: Any, n: int, reps: int) -> dict[str, Any]:
     from probe_bench import run_rounds
     from tools import Context, make_tools
 
-    ctx = Context.create(spec_file, lab)
+    ctx = Context.create(spec_file, lab, converged=True)  # every timed plan must be a no-op
     try:
         series = run_rounds(make_tools(ctx), n, reps, 0)
     finally:
