@@ -294,7 +294,7 @@ async def probe_host(
     return facts
 
 
-async def ask_api(
+async def query_api(
     transport: Transport, host: Host, *, timeout: float = PROBE_TIMEOUT
 ) -> ClusterView | None:
     """The API query alone, on ``host`` (the second round); None where it was skipped."""
@@ -336,7 +336,7 @@ async def _api_fallback(
     get_logger().debug("asking the API from other masters", reader=reader)
     views = await gather_each(
         backups,
-        lambda pair: ask_api(pair[1], pair[0], timeout=timeout),
+        lambda pair: query_api(pair[1], pair[0], timeout=timeout),
         limit=len(backups),
         name=lambda pair: pair[0].name,
     )
