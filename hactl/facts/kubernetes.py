@@ -4,8 +4,9 @@ and, from a master with ``admin.conf``, what the API says (read with the real ku
 The API is asked once per probe, not once per master: every master's admin.conf points at the
 control-plane endpoint, so their answers are the same cluster's (:mod:`hactl.probe` picks the
 master, and asks the next ones only when it cannot answer). Nodes, Secrets and kubeadm-config
-come from ONE kubectl call (:class:`ApiState`). kubectl runs with ``--kubeconfig /etc/kubernetes/admin.conf``, a short ``--request-timeout`` and
-``--cache-dir`` pointed below ``/dev/null`` so its discovery cache is never written. Secrets are
+come from ONE kubectl call (:class:`ApiState`). kubectl runs with ``--kubeconfig
+/etc/kubernetes/admin.conf``, a short ``--request-timeout`` and ``--cache-dir`` pointed below
+``/dev/null`` so its discovery cache is never written. Secrets are
 read through ``-o jsonpath`` naming only metadata, ``type`` and the token's ``expiration`` and
 ``usage-*`` keys: a bootstrap token's secret part never leaves the host.
 """
@@ -33,8 +34,9 @@ MANIFESTS = f"{K8S_DIR}/manifests"
 PKI = f"{K8S_DIR}/pki"
 REQUEST_TIMEOUT = "5s"
 NO_CACHE = "/dev/null/hactl-no-cache"
-CERT_FILE_MARK = "#hactl-file "
 """A cache dir that cannot be created: kubectl then writes no discovery cache."""
+CERT_FILE_MARK = "#hactl-file "
+"""Starts each certificate file's block in the ``k8s.certs`` output (then the path, then PEM)."""
 
 _FILES = rf"""if [ -f {ADMIN_CONF} ]; then echo admin_conf=1; fi
 if [ -f {KUBELET_CONF} ]; then echo kubelet_conf=1; fi
