@@ -222,7 +222,10 @@ async def test_open_all_and_probe_report_unreachable_hosts_without_aborting(sshd
     good = observed["master01"]
     assert good.reachable and good.system is not None
     assert good.system.hostname == socket.gethostname()
-    assert good.binaries is not None and good.binaries.version("etcd") == "3.4.23"
+    assert good.binaries is not None  # a master: its roles' binaries only, not etcd
+    assert set(good.binaries.found) == {"kubeadm", "kubelet", "kubectl"}
+    kubectl = good.binaries.get("kubectl")  # this machine's, and no kubelet.conf: version read
+    assert kubectl is not None and kubectl.version is not None and kubectl.version.startswith("1.")
     assert good.kubernetes is not None and good.kubernetes.cluster is None
     assert good.haproxy is None  # lb01 is the load balancer, master01 is not
     assert observed["lb01"].haproxy is not None
