@@ -2,21 +2,33 @@
 
 Nodes are step ids (attribute ``step``); an edge ``a → b`` means b starts after a succeeded.
 The order is :func:`networkx.lexicographical_topological_sort` keyed by (step kind order, host,
-id), so the same inputs always give the same order, byte for byte.
+id), so the same inputs always give the same order, byte for byte. The DiGraph is made (and
+networkx imported, ≈ 0.15 s of CPU) when the first step is added: a plan without changes, the
+common case of a pipeline's `hactl plan`, never needs it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from hactl.plan.step import Step
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 class StepGraph:
     def __init__(self) -> None:
-        self.g: nx.DiGraph = nx.DiGraph()
+        self._g: nx.DiGraph | None = None
+
+    @property
+    def g(self) -> nx.DiGraph:
+        if self._g is None:
+            import networkx as nx
+
+            self._g = nx.DiGraph()
+        return self._g
 
     def add(self, step: Step, after: Iterable[Step | None] = ()) -> Step:
         if step.id in self.g:
@@ -36,9 +48,13 @@ class StepGraph:
         return step
 
     def __len__(self) -> int:
-        return int(self.g.number_of_nodes())
+        return 0 if self._g is None else int(self._g.number_of_nodes())
 
     def order(self) -> list[Step]:
+        if self._g is None:
+            return []
+        import networkx as nx
+
         key = {n: self.step(n).sort_key for n in self.g.nodes}
         ordered = nx.lexicographical_topological_sort(self.g, key=lambda n: key[n])
         return [self.step(n) for n in ordered]

@@ -115,3 +115,22 @@ def test_show_in_a_fresh_interpreter_loads_the_kinds_a_saved_plan_names(tmp_path
         cwd=REPO, capture_output=True, text=True, check=True,
     )
     assert out.stdout == output.render_json(plan)
+
+
+def test_a_plan_without_changes_never_imports_networkx() -> None:
+    """The DAG is a networkx.DiGraph made when the first step is added; a no-op plan (the
+    common case in a pipeline) has none, in any output format and as a saved plan."""
+    loaded = loaded_after(
+        "from hactl.spec.load import load_cluster\n"
+        "from hactl.plan.synthetic import PROBED_AT, Synthetic\n"
+        "from hactl.plan.planner import build_plan\n"
+        "from hactl.plan import output, planfile\n"
+        "from hactl.plan.graph import to_dot, to_mermaid\n"
+        "cluster = load_cluster('specs/lab.yaml')\n"
+        "plan = build_plan(cluster, Synthetic(cluster).converged().observed(), now=PROBED_AT)\n"
+        "assert not plan.has_changes and len(plan.graph) == 0 and plan.steps() == []\n"
+        "output.render_text(plan); output.render_json(plan); output.render_markdown(plan)\n"
+        "to_dot(plan.graph); to_mermaid(plan.graph)\n"
+        "assert planfile.loads(planfile.dumps(plan)).steps() == []\n"
+    )
+    assert not loaded["networkx"]
