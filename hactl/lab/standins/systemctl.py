@@ -3,8 +3,8 @@
 Runs inside lab nodes under Debian's ``/usr/bin/python3`` (shim in /usr/local/sbin): standard
 library only, and only its C modules: the shim runs this file as a script with ``-S -E`` (see
 :data:`hactl.lab.standins.SCRIPT_SHIMS`), so a call costs about 10 ms of CPU instead of 30,
-closer to the real systemctl's few milliseconds (the probe asks it on every host). The service manager itself is :mod:`hactl.lab.supervisor`, running as the node's
-PID 1; the verbs are implemented in :mod:`hactl.lab.control`. Outside a lab node (no supervisor
+closer to the real systemctl's few milliseconds (the probe asks it on every host). The service
+manager itself is :mod:`hactl.lab.supervisor`, running as the node's PID 1; the verbs are implemented in :mod:`hactl.lab.control`. Outside a lab node (no supervisor
 socket) it fails like the real systemctl in a container without systemd.
 """
 
@@ -36,7 +36,8 @@ def encode_reply(rc: int, out: str, err: str) -> bytes:
 
 def decode_reply(data: bytes) -> tuple[int, str, str] | None:
     """The inverse of :func:`encode_reply`; None while ``data`` is incomplete. A supervisor
-    started before this format answers one JSON line; that is still understood."""
+    started before this format answers one JSON line; that is still understood (nodes see the
+    checkout live, so a running lab's old supervisors meet new clients after a ``git pull``)."""
     head, found, body = data.partition(b"\n")
     if not found:
         return None
