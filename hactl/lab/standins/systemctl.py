@@ -4,8 +4,9 @@ Runs inside lab nodes under Debian's ``/usr/bin/python3`` (shim in /usr/local/sb
 library only, and only its C modules: the shim runs this file as a script with ``-S -E`` (see
 :data:`hactl.lab.standins.SCRIPT_SHIMS`), so a call costs about 10 ms of CPU instead of 30,
 closer to the real systemctl's few milliseconds (the probe asks it on every host). The service
-manager itself is :mod:`hactl.lab.supervisor`, running as the node's PID 1; the verbs are implemented in :mod:`hactl.lab.control`. Outside a lab node (no supervisor
-socket) it fails like the real systemctl in a container without systemd.
+manager itself is :mod:`hactl.lab.supervisor`, running as the node's PID 1; the verbs are
+implemented in :mod:`hactl.lab.control`. Outside a lab node (no supervisor socket) it fails like
+the real systemctl in a container without systemd.
 """
 
 from __future__ import annotations
