@@ -26,17 +26,17 @@ import yaml
 from benchlib import timed_run, tool
 from tools import Context, Tool, _ansible_setup, _stop_masters, ansible_vars
 
-PREAMBLE = 'exec </dev/null\nexport LC_ALL=C\nPATH="$PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"\n'
 RC_MARK = "HACTL_BENCH_RC="
 
 
 def standalone(snippet: str) -> str:
     """One fact's snippet as a standalone sh program whose exit status is the section's."""
     from hactl.facts.services import UNITS, active_var
+    from hactl.probe import ENVIRONMENT
 
     guards = "".join(f"{active_var(u)}=$(systemctl is-active {u}.service 2>/dev/null)\n"
                      for u in UNITS if f"${active_var(u)}" in snippet or f"${{{active_var(u)}" in snippet)
-    return f"{PREAMBLE}{guards}__hactl_f() {{\n{snippet}\n}}\n__hactl_f"
+    return f"{ENVIRONMENT}{guards}__hactl_f() {{\n{snippet}\n}}\n__hactl_f"
 
 
 def host_facts(ctx: Context) -> dict[str, list[dict[str, Any]]]:

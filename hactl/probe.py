@@ -93,10 +93,12 @@ def facts_for(cluster: Cluster, host: Host, *, ask_api: bool | None = None) -> l
     return out
 
 
-_PREAMBLE = """exec </dev/null
+ENVIRONMENT = """exec </dev/null
 export LC_ALL=C
 PATH="$PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-__hactl_m='{marker}'
+"""
+"""How every probe script starts: no stdin, the C locale, the sbin directories on PATH."""
+_PREAMBLE = ENVIRONMENT + """__hactl_m='{marker}'
 __hactl_run() {{
   printf '%s BEGIN %s\\n' "$__hactl_m" "$1"; printf '%s BEGIN %s\\n' "$__hactl_m" "$1" >&2
   __hactl_n=$1; shift
