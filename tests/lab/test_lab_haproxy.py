@@ -55,7 +55,8 @@ def test_haproxy_runs_under_systemctl_and_reloads_gracefully(lab_factory: Any) -
     start = lab.run("lb01", "systemctl start haproxy && systemctl is-active haproxy", via="ssh")
     assert start.returncode == 0 and start.stdout == "active\n", start.stderr
     master = lab.run("lb01", "systemctl show -p MainPID --value haproxy").stdout.strip()
-    assert lab.read("lb01", f"/proc/{master}/cmdline").split("\0")[:2] == ["/usr/sbin/haproxy", "-Ws"]
+    cmdl = lab.read("lb01", f"/proc/{master}/cmdline")
+    assert cmdl.split("\0")[:2] == ["/usr/sbin/haproxy", "-Ws"], (master, cmdl, lab.run("lb01", "ps -eo pid,ppid,stat,args").stdout, lab.read("lb01", f"/proc/{master}/status")[:300])
     _wait(lambda: len(_workers(lab, master)) == 1)
     old_workers = _workers(lab, master)
 

@@ -6,6 +6,8 @@ writes nothing (file trees under /etc /var /root /tmp, processes and units uncha
 from __future__ import annotations
 
 import asyncio
+import json
+import shlex
 import time
 from typing import Any
 
@@ -114,12 +116,32 @@ def _bring_up_etcd_and_lb(lab: Any, cluster: Any) -> tuple[str, str]:
     with ThreadPoolExecutor(len(members)) as pool:
         for name, (rc, _, err) in zip(members, pool.map(start, members), strict=True):
             assert rc == 0, f"{name}: {err}"
+    _wait_client_urls_published(lab, cluster, members)
     cfg = render_haproxy_cfg(cluster)
     lab.put("lb01", CONFIG_PATH, cfg)
     rc, _, err = lab.systemctl("lb01", "restart", "haproxy")
     assert rc == 0, err
     ca = ":".join(f"{b:02X}" for b in pki.ca.cert.fingerprint(hashes.SHA256()))
     return ca, hashlib.sha256(cfg.encode()).hexdigest()
+
+
+def _wait_client_urls_published(lab: Any, cluster: Any, members: list[str]) -> None:
+    """A started etcd member publishes its client URLs through raft a moment later; until every
+    member has applied that, member lists differ (empty ``clientURLs``). Wait for it, as a
+    careful operator would, so the probe sees one settled cluster."""
+    from hactl.plan import commands as cmd
+    from hactl.probe import etcd_endpoint
+
+    deadline = time.monotonic() + 60
+    for name in members:
+        argv = shlex.join(cmd.member_list(etcd_endpoint(cluster, cluster.host(name))))
+        while True:
+            res = lab.run(name, argv)
+            listed = json.loads(res.stdout).get("members", []) if res.returncode == 0 else []
+            if len(listed) == len(members) and all(m.get("clientURLs") for m in listed):
+                break
+            assert time.monotonic() < deadline, f"{name}: {res.stdout or res.stderr}"
+            time.sleep(0.3)
 
 
 def test_probe_fresh_then_running_etcd_and_lb_then_a_node_down_and_one_cut_off(
