@@ -40,8 +40,11 @@ ACTIVE_VAR = active_var("etcd")
 
 _FILES = r"""if [ -f {unit} ]; then echo "unit_sha256=$(sha256sum < {unit})"; fi
 if [ -f {env} ]; then echo "env_sha256=$(sha256sum < {env})"; fi
+__hactl_nested=
+for __hactl_d in {data}/*/member; do if [ -d "$__hactl_d" ]; then __hactl_nested=$__hactl_d; break; fi; done
 if [ ! -e {data} ]; then echo data_dir=absent
 elif [ -d {data}/member ]; then echo data_dir=member
+elif [ -n "$__hactl_nested" ]; then echo data_dir=nested; echo "nested_member=$__hactl_nested"
 elif [ -z "$(ls -A {data} 2>/dev/null)" ]; then echo data_dir=empty
 else echo data_dir=other; fi
 if [ -f {ca} ]; then
@@ -60,6 +63,7 @@ class EtcdFileInfo:
     env_sha256: str | None
     data_dir_state: DataDirState
     ca_fingerprint: str | None
+    nested_member: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,13 +82,14 @@ class EtcdFiles(Fact[EtcdFileInfo]):
     def parse(self, stdout: str) -> EtcdFileInfo:
         kv = key_values(stdout)
         state = kv.get("data_dir")
-        if state not in {"absent", "empty", "member", "other"}:
+        if state not in {"absent", "empty", "member", "nested", "other"}:
             raise FactParseError(f"unexpected data dir state {state!r}")
         return EtcdFileInfo(
             unit_sha256=sha256_of(kv.get("unit_sha256")),
             env_sha256=sha256_of(kv.get("env_sha256")),
             data_dir_state=cast(DataDirState, state),
             ca_fingerprint=fingerprint_hex(kv["ca_sha256"]) if kv.get("ca_sha256") else None,
+            nested_member=kv.get("nested_member") if state == "nested" else None,
         )
 
 
@@ -263,4 +268,5 @@ def assemble(
         registry_keys=registry_keys,
         query_error=query_error,
         unit_sha256=files.unit_sha256,
+        nested_member=files.nested_member,
     )

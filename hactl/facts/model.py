@@ -24,8 +24,10 @@ from typing import Any, Literal
 VOLATILE: Mapping[str, Any] = {"volatile": True}
 """Field metadata: value changes by itself between probes; excluded from fingerprints."""
 
-DataDirState = Literal["absent", "empty", "member", "other"]
-"""etcd data dir: missing, empty, holds ``member/`` (a member's WAL+snap), or other files only."""
+DataDirState = Literal["absent", "empty", "member", "nested", "other"]
+"""etcd data dir: missing, empty, holds ``member/`` (a member's WAL+snap), holds a member one
+level down (``*/member``: another etcd's data dir inside it, e.g. Debian's
+``/var/lib/etcd/default``), or other files only."""
 
 ServerStatus = Literal["UP", "DOWN", "MAINT", "NOLB", "DRAIN", "no check", "unknown"]
 
@@ -161,6 +163,8 @@ class EtcdFacts:
     """Why the member could not be queried (service down, TLS, timeout…)."""
     unit_sha256: str | None = None
     """sha256 of /etc/systemd/system/etcd.service (the unit hactl renders), None when absent."""
+    nested_member: str | None = None
+    """With ``data_dir_state == "nested"``: the ``member`` directory found below the data dir."""
 
     @property
     def initial_cluster(self) -> str | None:

@@ -107,8 +107,12 @@ def mkdir(path: str, mode: str = "0700") -> Argv:
     return ("install", "-d", "-m", mode, path)
 
 
-def data_dir_has_member(path: str) -> Argv:
-    return ("test", "-d", f"{path}/member")
+_MEMBER_DIRS = 'for d in "$1"/member "$1"/*/member; do if [ -d "$d" ]; then printf "%s\\n" "$d"; fi; done'
+
+
+def data_dir_members(path: str) -> Argv:
+    """Print every etcd ``member`` directory in ``path`` or one level down (one per line)."""
+    return ("sh", "-c", _MEMBER_DIRS, "sh", path)
 
 
 # -- HAProxy -------------------------------------------------------------------------------

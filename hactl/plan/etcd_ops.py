@@ -94,6 +94,25 @@ async def find_ca_host(ctx: StepContext, preferred: str | None = None) -> str | 
     return None
 
 
+async def data_dir_has_member(ctx: StepContext, host: str, data_dir: str) -> bool:
+    """Whether ``data_dir/member`` exists on ``host``. Member data one level down (another
+    etcd's data dir inside it, e.g. Debian's ``/var/lib/etcd/default/member``) is refused:
+    the caller would empty the data dir, and hactl never deletes etcd data."""
+    found = (await run(ctx, host, cmd.data_dir_members(data_dir))).stdout.split("\n")
+    top = f"{data_dir.rstrip('/')}/member"
+    if top in found:
+        return True
+    nested = [d for d in found if d]
+    if nested:
+        raise CommandError(
+            f"{data_dir} holds another etcd's member data ({nested[0]}); hactl never deletes etcd "
+            f"data: move it away by hand (e.g. mv {nested[0].rsplit('/', 1)[0]} "
+            f"{nested[0].rsplit('/', 1)[0]}.old), then plan again",
+            host=host,
+        )
+    return False
+
+
 async def list_members(ctx: StepContext, via: Host) -> list[Member]:
     result = await run(ctx, via.name, cmd.member_list(client_url(ctx.cluster, via)))
     return parse_member_list(result.stdout)

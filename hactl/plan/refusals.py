@@ -43,7 +43,8 @@ def check(cluster: Cluster, observed: Observed, diff: Diff) -> None:
     """Raise one :class:`PlanError` listing every refusal."""
     problems = [*etcd_version(cluster, observed), *foreign_registry(cluster, observed, diff),
                 *endpoint_mismatch(cluster, observed), *ca_mismatch(cluster, observed),
-                *foreign_member_data(diff), *worker_joined_masters(diff),
+                *foreign_member_data(diff), *etcd_in_the_way(cluster, observed, diff),
+                *worker_joined_masters(diff),
                 *quorum_refusals(cluster, observed, diff), *removal_routes(cluster, observed, diff)]
     if problems:
         raise PlanError("the plan is refused:\n  - " + "\n  - ".join(problems))
@@ -124,6 +125,37 @@ def foreign_member_data(diff: Diff) -> list[str]:
         f"away by hand (e.g. mv /var/lib/etcd/member /var/lib/etcd/member.old) and plan again"
         for c in diff.changes if c.detail.get("foreign_data")
     ]
+
+
+def etcd_in_the_way(cluster: Cluster, observed: Observed, diff: Diff) -> list[str]:
+    """Rule 4 for etcd itself: a plan that would start members from scratch (bootstrap, add,
+    replace) is refused on a host whose etcd service runs while hactl cannot read it (an etcd
+    built by hand, or the distro's default one), or whose data dir holds another etcd's member
+    data one level down (e.g. Debian's /var/lib/etcd/default/member): either would be lost."""
+    fresh = {c.host for c in diff.changes
+             if c.address.startswith("etcd.member[") and c.detail.get("mode") in ("bootstrap", "add", "replace")}
+    out = []
+    for host in cluster.etcd_members:
+        facts = observed.etcd(host.name)
+        if host.name not in fresh or facts is None:
+            continue
+        if facts.active and facts.members is None:
+            why = facts.query_error or "no answer"
+            out.append(
+                f"{host.name}: an etcd service is running but hactl cannot read it ({why.strip()[:200]}); "
+                "hactl never starts a new member over a running etcd. If it serves a cluster built "
+                f"by hand, let hactl read it: put a client certificate of that cluster's CA at "
+                f"/etc/etcd/pki/healthcheck-client.crt and .key (CA at /etc/etcd/pki/ca.crt) and "
+                "plan again. If it is disposable (e.g. the package's default single-member etcd), "
+                "stop it (systemctl disable --now etcd), move its data dir away, and plan again")
+        elif facts.data_dir_state == "nested":
+            found = facts.nested_member or f"{facts.data_dir}/*/member"
+            parent = found.rsplit("/", 1)[0]
+            out.append(
+                f"{host.name}: the data dir {facts.data_dir} holds another etcd's member data "
+                f"({found}); hactl never deletes etcd data: move it away by hand (e.g. mv {parent} "
+                f"{parent}.old) and plan again")
+    return out
 
 
 def worker_joined_masters(diff: Diff) -> list[str]:

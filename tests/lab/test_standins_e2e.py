@@ -126,10 +126,12 @@ def lease_holders(lab: Any, node: str) -> Any:
             if i["metadata"]["name"] in ("kube-scheduler", "kube-controller-manager")}
 
 
-def test_seed_ha_control_plane_by_hand(lab_factory: Any) -> None:
-    lab = lab_factory(knobs=KNOBS)
+def init_by_hand(lab: Any) -> tuple[pki.CertKey, str, str]:
+    """The seed's external-etcd bring-up by hand up to ``kubeadm init --upload-certs`` on
+    master01 (TLS etcd under Debian's unit, the seed's haproxy.cfg, a kubeadm config file).
+    Returns the etcd CA, the worker join command and the certificate key."""
     endpoint = lab.cluster.control_plane_endpoint
-    setup_etcd(lab)
+    ca = setup_etcd(lab)
     servers = "\n".join(f"    server {m} {lab.node(m).address}:6443 check" for m in MASTERS)
     lab.put("lb01", "/etc/haproxy/haproxy.cfg", HAPROXY.format(servers=servers))
     assert lab.run("lb01", "systemctl start haproxy", via="ssh").returncode == 0
@@ -158,19 +160,28 @@ etcd:
     token = out.split("--token ", 1)[1].split()[0]
     ca_hash = out.split("--discovery-token-ca-cert-hash ", 1)[1].split()[0]
     key = out.split("[upload-certs] Using certificate key:\n", 1)[1].split("\n", 1)[0]
+    return ca, f"kubeadm join {endpoint} --token {token} --discovery-token-ca-cert-hash {ca_hash}", key
+
+
+def join_masters_by_hand(lab: Any, join: str, key: str) -> None:
+    for master in MASTERS[1:]:  # control-plane joins one at a time
+        res = lab.run(master, f"{join} --control-plane --certificate-key {key}", via="ssh", timeout=300)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+def test_seed_ha_control_plane_by_hand(lab_factory: Any) -> None:
+    lab = lab_factory(knobs=KNOBS)
+    _ca, join, key = init_by_hand(lab)
 
     # a wrong certificate key fails exactly like the real kubeadm (and writes no CA key)
-    wrong = lab.run("worker01", f"kubeadm join {endpoint} --token {token} --discovery-token-ca-cert-hash "
-                    f"{ca_hash} --control-plane --certificate-key {'0' * 64}", via="ssh", timeout=120)
+    wrong = lab.run("worker01", f"{join} --control-plane --certificate-key {'0' * 64}", via="ssh",
+                    timeout=120)
     assert wrong.returncode == 1
     assert "error downloading certs: error decoding secret data with provided key: " \
            "cipher: message authentication failed" in wrong.stderr
     assert lab.run("worker01", "test -e /etc/kubernetes/pki/ca.key").returncode == 1
 
-    for master in MASTERS[1:]:  # control-plane joins one at a time
-        join = lab.run(master, f"kubeadm join {endpoint} --token {token} --discovery-token-ca-cert-hash "
-                       f"{ca_hash} --control-plane --certificate-key {key}", via="ssh", timeout=300)
-        assert join.returncode == 0, join.stdout[-3000:] + join.stderr[-3000:]
+    join_masters_by_hand(lab, join, key)
 
     wait(lambda: ready_masters(lab, "master01") == dict.fromkeys(MASTERS, "True") or
          ready_masters(lab, "master01"), 60, "3 Ready control-plane nodes")

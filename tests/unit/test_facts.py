@@ -366,20 +366,25 @@ def test_ca_fingerprint_openssl_and_fallback_agree(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("setup", "state"),
-    [(None, "absent"), ([], "empty"), (["member/"], "member"), (["stray"], "other")],
-)
+    [(None, "absent"), ([], "empty"), (["member/"], "member"), (["stray"], "other"),
+     (["default/member/"], "nested"), (["member/", "default/member/"], "member"),
+     (["default/", "x"], "other")],
+)  # fmt: skip
 def test_data_dir_states(tmp_path: Path, setup: list[str] | None, state: str) -> None:
     d = tmp_path / "etcd"
     if setup is not None:
         d.mkdir()
         for entry in setup:
             if entry.endswith("/"):
-                (d / entry).mkdir()
+                (d / entry).mkdir(parents=True)
             else:
                 (d / entry).write_text("x")
     fact = etcd.EtcdFiles(data_dir=str(d))
     out = subprocess.run(["sh", "-c", fact.script()], capture_output=True, text=True, check=True)
-    assert fact.parse(out.stdout).data_dir_state == state
+    info = fact.parse(out.stdout)
+    assert info.data_dir_state == state
+    # Debian's etcd keeps its data one level down: the probe names where it found it
+    assert info.nested_member == (f"{d}/default/member" if state == "nested" else None)
 
 
 @pytest.mark.parametrize(

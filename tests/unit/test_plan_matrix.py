@@ -379,3 +379,39 @@ def test_all_members_down_with_their_data_are_started_together(lab: Cluster) -> 
     starts = [f"etcd.member[{m}].start" for m in ("etcd01", "etcd02", "etcd03")]
     assert ids(plan) == [*starts, "etcd.health", "cluster.verify"]
     assert edges(plan) == {*((st, "etcd.health") for st in starts), ("etcd.health", "cluster.verify")}
+
+
+UNREADABLE = "x509: certificate signed by unknown authority"
+
+
+def test_bootstrap_over_a_running_etcd_it_cannot_read_is_refused(lab: Cluster) -> None:
+    # an etcd cluster built by hand (Debian's unit, its own client certificates): hactl's
+    # etcdctl cannot read it, so the members look like "no cluster yet"
+    s = Synthetic(lab).lb()
+    for name in ("etcd01", "etcd02", "etcd03"):
+        s.etcd_facts(name, active=True, enabled=True, data_dir_state="nested",
+                     nested_member="/var/lib/etcd/default/member", query_error=UNREADABLE)
+    with pytest.raises(PlanError) as info:
+        plan_of(lab, s)
+    text = str(info.value)
+    for name in ("etcd01", "etcd02", "etcd03"):
+        assert (f"{name}: an etcd service is running but hactl cannot read it ({UNREADABLE}); "
+                "hactl never starts a new member over a running etcd") in text
+    assert "/etc/etcd/pki/healthcheck-client.crt" in text and "systemctl disable --now etcd" in text
+    assert "holds another etcd's member data" not in text  # one reason per host: the running etcd
+
+
+def test_member_data_one_level_down_is_refused_not_emptied(lab: Cluster) -> None:
+    s = Synthetic(lab)
+    s.etcd_facts("etcd02", data_dir_state="nested", nested_member="/var/lib/etcd/default/member")
+    with pytest.raises(PlanError) as info:
+        plan_of(lab, s)
+    assert str(info.value).endswith(
+        "etcd02: the data dir /var/lib/etcd holds another etcd's member data "
+        "(/var/lib/etcd/default/member); hactl never deletes etcd data: move it away by hand "
+        "(e.g. mv /var/lib/etcd/default /var/lib/etcd/default.old) and plan again")
+    # stray files that are no member's data are still emptied by the bootstrap
+    s.etcd_facts("etcd02", data_dir_state="other", nested_member=None)
+    steps = {step.id: step for step in plan_of(lab, s).steps()}
+    assert "empty the data dir (no member/ inside)" in steps["etcd.member[etcd02].bootstrap"].commands()
+    assert "empty the data dir (no member/ inside)" not in steps["etcd.member[etcd01].bootstrap"].commands()

@@ -190,7 +190,7 @@ async def test_start_accepts_an_added_unstarted_member(lab: Cluster) -> None:
 
     ctx.transport("etcd01").on(re.compile(r"member list"), respond=answer)  # type: ignore[arg-type]
     m3 = ctx.transport("etcd03")
-    m3.on(("test", "-d"), exit_status=1)
+    m3.on(cmd.data_dir_members("/var/lib/etcd"))
     for prefix in (("install",), ("find",), ("systemctl",)):
         m3.on(prefix)
     await StartEtcdMember(id="s", host="etcd03", title="t", reason="r", via="etcd01").run(ctx)

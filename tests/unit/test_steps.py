@@ -25,6 +25,7 @@ from hactl.plan.steps import (
     JoinWorker,
     PromoteEtcdMember,
     RemoveEtcdMember,
+    StartEtcdMember,
 )
 from hactl.render import etcd_pki, pki
 from hactl.sensitive import MASK
@@ -183,7 +184,7 @@ async def test_member_certs_are_issued_from_the_ca_read_off_a_member(lab: Cluste
 async def test_bootstrap_member_starts_without_blocking(lab: Cluster) -> None:
     ctx = Ctx(lab)
     fake = ctx.transport("etcd02")
-    fake.on(("test", "-d"), exit_status=1)
+    fake.on(cmd.data_dir_members("/var/lib/etcd"))  # no member/ in or below the data dir
     for prefix in (("install",), ("find",), ("systemctl",)):
         fake.on(prefix)
     await step_args(BootstrapEtcdMember, host="etcd02").run(ctx)
@@ -198,10 +199,30 @@ async def test_bootstrap_member_starts_without_blocking(lab: Cluster) -> None:
 async def test_bootstrap_never_empties_a_data_dir_holding_member_data(lab: Cluster) -> None:
     ctx = Ctx(lab)
     fake = ctx.transport("etcd02")
-    fake.on(("test", "-d"))
+    fake.on(cmd.data_dir_members("/var/lib/etcd"), stdout="/var/lib/etcd/member\n")
     fake.on(("systemctl",))
     await step_args(BootstrapEtcdMember, host="etcd02").run(ctx)
     assert not any(a[0] == "find" for a in ctx.argvs("etcd02"))
+
+
+@pytest.mark.parametrize("kind", ["bootstrap", "start"])
+async def test_member_data_one_level_down_is_never_emptied(lab: Cluster, kind: str) -> None:
+    # Debian's packaged etcd keeps its data in /var/lib/etcd/default/member
+    ctx = Ctx(lab)
+    fake = ctx.transport("etcd03")
+    fake.on(cmd.data_dir_members("/var/lib/etcd"), stdout="/var/lib/etcd/default/member\n")
+    for prefix in (("install",), ("find",), ("systemctl",)):
+        fake.on(prefix)
+    ctx.transport("etcd01").on(re.compile(r"member list"),
+                               stdout=members_json(*THREE[:2], (3, "", "https://198.18.0.23:2380", True)))
+    step = (step_args(BootstrapEtcdMember, host="etcd03") if kind == "bootstrap"
+            else step_args(StartEtcdMember, host="etcd03", via="etcd01"))
+    with pytest.raises(CommandError, match=r"/var/lib/etcd holds another etcd's member data "
+                       r"\(/var/lib/etcd/default/member\); hactl never deletes etcd data: "
+                       r"move it away by hand \(e\.g\. mv /var/lib/etcd/default /var/lib/etcd/default\.old\)"):
+        await step.run(ctx)
+    assert ctx.argvs("etcd03") == [cmd.data_dir_members("/var/lib/etcd")]  # nothing else ran
+    assert fake.files == {}
 
 
 async def test_add_member_as_learner_once(lab: Cluster) -> None:

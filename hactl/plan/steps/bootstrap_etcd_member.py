@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from hactl.plan import commands as cmd
 from hactl.plan import desired
+from hactl.plan.etcd_ops import data_dir_has_member
 from hactl.plan.remote import put, run
 from hactl.plan.step import Step, StepContext
 
@@ -30,8 +31,7 @@ class BootstrapEtcdMember(Step):
         assert self.host is not None
         cluster = ctx.cluster
         data_dir = cluster.etcd.data_dir
-        has_member = (await run(ctx, self.host, cmd.data_dir_has_member(data_dir), check=False)).ok
-        if not has_member:
+        if not await data_dir_has_member(ctx, self.host, data_dir):
             await run(ctx, self.host, cmd.mkdir(data_dir))
             # Precondition re-checked on fresh facts: only a dir without member/ is emptied.
             await run(ctx, self.host, cmd.empty_dir(data_dir))

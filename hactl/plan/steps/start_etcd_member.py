@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from hactl.errors import CommandError
 from hactl.plan import commands as cmd
 from hactl.plan import desired
-from hactl.plan.etcd_ops import Member, list_members
+from hactl.plan.etcd_ops import Member, data_dir_has_member, list_members
 from hactl.plan.remote import put, run, wait_for
 from hactl.plan.step import Step, StepContext
 from hactl.spec.models import Cluster, Host
@@ -41,7 +41,7 @@ class StartEtcdMember(Step):
         if not any(m.name == me.name or (m.peer_urls and _same(m, cluster, me)) for m in members):
             raise CommandError(f"{self.host} is not in the member list; add it first", host=self.host)
         data_dir = cluster.etcd.data_dir
-        if not (await run(ctx, self.host, cmd.data_dir_has_member(data_dir), check=False)).ok:
+        if not await data_dir_has_member(ctx, self.host, data_dir):
             await run(ctx, self.host, cmd.mkdir(data_dir))
             await run(ctx, self.host, cmd.empty_dir(data_dir))
         hosts = initial_members(cluster, members, me)
