@@ -1,6 +1,7 @@
-"""hactl meets a cluster built by hand with the seed's commands (tests/lab/test_standins_e2e.py):
-its external etcd runs under Debian's unit, with its data in /var/lib/etcd/default and no client
-certificate hactl knows.
+"""hactl meets a cluster built by hand with the seed's commands (tests/lab/test_standins_e2e.py).
+
+External etcd under Debian's unit, with its data in /var/lib/etcd/default and no client
+certificate hactl knows:
 
 - `hactl plan` refuses, naming each member: it never starts new etcd members over a running etcd
   it cannot read (before this rule it planned a bootstrap that emptied /var/lib/etcd);
@@ -8,11 +9,15 @@ certificate hactl knows.
   differences with the spec (the seed's haproxy.cfg, kubelet not enabled, the workers);
 - `hactl apply` converges it without touching etcd or the control plane (same member IDs, same
   Node objects), and the next plan shows no changes.
+
+Stacked etcd, exactly the seed's `kubeadm init` / `join --control-plane` commands: the plan lists
+only the seed's haproxy.cfg and kubelet not enabled at boot; apply converges; no changes after.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +25,18 @@ import pytest
 from click.testing import CliRunner
 
 from hactl.cli import main
+from hactl.plan.etcd_ops import STRICT_RECONFIG_WINDOW
 from hactl.render import pki
 from tests.lab.test_standins_e2e import (
     EPKI,
     ETCD,
     KNOBS,
     MASTERS,
+    etcdctl,
     init_by_hand,
     join_masters_by_hand,
+    stacked_by_hand,
+    wait,
 )
 
 ADOPTED = [
@@ -41,9 +50,10 @@ ADOPTED = [
 ]
 
 
-def member_ids(lab: Any) -> dict[str, str]:
-    res = lab.run("etcd01", f"ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert={EPKI}/ca.crt "
-                  f"--cert={EPKI}/server.crt --key={EPKI}/server.key member list -w json", timeout=30)
+def member_ids(lab: Any, stacked: bool = False) -> dict[str, str]:
+    res = etcdctl(lab, "master01", "member list -w json") if stacked else lab.run(
+        "etcd01", f"ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert={EPKI}/ca.crt "
+        f"--cert={EPKI}/server.crt --key={EPKI}/server.key member list -w json", timeout=30)
     assert res.returncode == 0, res.stderr
     return {m["name"]: format(m["ID"], "x") for m in json.loads(res.stdout)["members"]}
 
@@ -87,13 +97,47 @@ def test_plan_refuses_then_adopts_a_cluster_built_by_hand(
         "master[master02].kubelet", "master[master03].kubelet", "worker[worker01].join",
         "worker[worker02].join", "cluster.verify"]
 
+    apply_then_no_changes(lab)
+    # the same etcd cluster and the same Kubernetes objects: nothing was rebuilt
+    assert member_ids(lab) == members
+    assert {n: u for n, u in node_uids(lab).items() if n in MASTERS} == nodes
+    assert sorted(node_uids(lab)) == [*MASTERS, "worker01", "worker02"]
+
+
+def apply_then_no_changes(lab: Any) -> None:
+    runner = CliRunner()
     applied = runner.invoke(main, ["apply", "-f", lab.spec_file, "--auto-approve"])
     assert applied.exit_code == 0, applied.output[-6000:]
     assert "is healthy." in applied.output
     again = runner.invoke(main, ["plan", "-f", lab.spec_file, "--detailed-exitcode"])
     assert again.exit_code == 0, again.output
     assert again.stdout.rstrip("\n").splitlines()[-1] == "No changes. The cluster matches the spec."
-    # the same etcd cluster and the same Kubernetes objects: nothing was rebuilt
-    assert member_ids(lab) == members
-    assert {n: u for n, u in node_uids(lab).items() if n in MASTERS} == nodes
-    assert sorted(node_uids(lab)) == [*MASTERS, "worker01", "worker02"]
+
+
+def test_plan_adopts_the_seeds_stacked_cluster(
+    lab_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HACTL_STATE_DIR", str(tmp_path / "state"))
+    lab, join, key = stacked_by_hand(lab_factory)
+    for master in MASTERS[1:]:
+        # as a person would: the next control-plane join once the stacked etcd is healthy again
+        # and stayed so through etcd's strict-reconfig window (else "etcdserver: unhealthy cluster")
+        wait(lambda: etcdctl(lab, "master01", "endpoint health --cluster").returncode == 0, 60,
+             "stacked etcd healthy")
+        time.sleep(STRICT_RECONFIG_WINDOW)
+        res = lab.run(master, f"{join} --control-plane --certificate-key {key}", via="ssh", timeout=300)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    res = lab.run("worker01", join, via="ssh", timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    members, nodes = member_ids(lab, stacked=True), node_uids(lab)
+    assert sorted(members) == list(MASTERS) and sorted(nodes) == [*MASTERS, "worker01"]
+
+    planned = CliRunner().invoke(main, ["plan", "-f", lab.spec_file, "--json"])
+    assert planned.exit_code == 0, planned.output
+    assert [(c["address"], c["actions"]) for c in json.loads(planned.stdout)["changes"]] == [
+        ("lb[lb01].haproxy_cfg", ["update"]),
+        *((f"{node}.kubelet", ["update"]) for node in
+          ("master[master01]", "master[master02]", "master[master03]", "worker[worker01]")),
+    ]
+    apply_then_no_changes(lab)
+    assert member_ids(lab, stacked=True) == members and node_uids(lab) == nodes

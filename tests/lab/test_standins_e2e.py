@@ -132,10 +132,7 @@ def init_by_hand(lab: Any) -> tuple[pki.CertKey, str, str]:
     Returns the etcd CA, the worker join command and the certificate key."""
     endpoint = lab.cluster.control_plane_endpoint
     ca = setup_etcd(lab)
-    servers = "\n".join(f"    server {m} {lab.node(m).address}:6443 check" for m in MASTERS)
-    lab.put("lb01", "/etc/haproxy/haproxy.cfg", HAPROXY.format(servers=servers))
-    assert lab.run("lb01", "systemctl start haproxy", via="ssh").returncode == 0
-
+    seed_haproxy(lab)
     endpoints = "\n".join(f"    - https://{lab.node(m).address}:2379" for m in ETCD)
     lab.put("master01", "/root/kubeadm-config.yaml", f"""\
 apiVersion: kubeadm.k8s.io/v1beta3
@@ -154,13 +151,41 @@ etcd:
 """)
     init = lab.run("master01", "kubeadm init --config /root/kubeadm-config.yaml --upload-certs",
                    via="ssh", timeout=300)
+    return (ca, *join_command(init, endpoint))
+
+
+def seed_haproxy(lab: Any) -> None:
+    """The seed's haproxy.cfg on lb01 (TCP check), started."""
+    servers = "\n".join(f"    server {m} {lab.node(m).address}:6443 check" for m in MASTERS)
+    lab.put("lb01", "/etc/haproxy/haproxy.cfg", HAPROXY.format(servers=servers))
+    assert lab.run("lb01", "systemctl start haproxy", via="ssh").returncode == 0
+
+
+def join_command(init: Any, endpoint: str) -> tuple[str, str]:
+    """From a successful ``kubeadm init --upload-certs``: the worker join command and the key."""
     assert init.returncode == 0, init.stdout[-3000:] + init.stderr[-3000:]
     out = init.stdout
     assert "Your Kubernetes control-plane has initialized successfully!" in out
     token = out.split("--token ", 1)[1].split()[0]
     ca_hash = out.split("--discovery-token-ca-cert-hash ", 1)[1].split()[0]
     key = out.split("[upload-certs] Using certificate key:\n", 1)[1].split("\n", 1)[0]
-    return ca, f"kubeadm join {endpoint} --token {token} --discovery-token-ca-cert-hash {ca_hash}", key
+    return f"kubeadm join {endpoint} --token {token} --discovery-token-ca-cert-hash {ca_hash}", key
+
+
+def stacked_by_hand(lab_factory: Any) -> tuple[Any, str, str]:
+    """A lab of specs/lab.yaml with stacked etcd and one worker, the seed's haproxy.cfg, and
+    exactly the seed's ``kubeadm init``; returns the lab, the join command and the key."""
+    from tests.lab.conftest import LAB_SPEC
+
+    doc = yaml.safe_load(LAB_SPEC.read_text())
+    doc["etcd"] = {"topology": "stacked", "version": doc["etcd"].get("version", "3.4.23")}
+    doc["workers"] = doc["workers"][:1]
+    lab = lab_factory(doc, knobs=KNOBS)
+    endpoint = lab.cluster.control_plane_endpoint
+    seed_haproxy(lab)
+    init = lab.run("master01", f'kubeadm init --control-plane-endpoint "{endpoint}" --upload-certs '
+                   "--pod-network-cidr=10.244.0.0/16", via="ssh", timeout=300)
+    return (lab, *join_command(init, endpoint))
 
 
 def join_masters_by_hand(lab: Any, join: str, key: str) -> None:
@@ -229,26 +254,7 @@ def member_names(lab: Any, node: str) -> Any:
 
 
 def test_seed_commands_stacked_etcd_late_join_worker_and_reset(lab_factory: Any) -> None:
-
-    from tests.lab.conftest import LAB_SPEC
-
-    doc = yaml.safe_load(LAB_SPEC.read_text())
-    doc["etcd"] = {"topology": "stacked", "version": doc["etcd"].get("version", "3.4.23")}
-    doc["workers"] = doc["workers"][:1]
-    lab = lab_factory(doc, knobs=KNOBS)
-    endpoint = lab.cluster.control_plane_endpoint
-    servers = "\n".join(f"    server {m} {lab.node(m).address}:6443 check" for m in MASTERS)
-    lab.put("lb01", "/etc/haproxy/haproxy.cfg", HAPROXY.format(servers=servers))
-    assert lab.run("lb01", "systemctl start haproxy", via="ssh").returncode == 0
-
-    # exactly the seed's commands
-    init = lab.run("master01", f'kubeadm init --control-plane-endpoint "{endpoint}" --upload-certs '
-                   "--pod-network-cidr=10.244.0.0/16", via="ssh", timeout=300)
-    assert init.returncode == 0, init.stdout[-3000:] + init.stderr[-3000:]
-    token = init.stdout.split("--token ", 1)[1].split()[0]
-    ca_hash = init.stdout.split("--discovery-token-ca-cert-hash ", 1)[1].split()[0]
-    key = init.stdout.split("[upload-certs] Using certificate key:\n", 1)[1].split("\n", 1)[0]
-    join = f"kubeadm join {endpoint} --token {token} --discovery-token-ca-cert-hash {ca_hash}"
+    lab, join, key = stacked_by_hand(lab_factory)  # exactly the seed's commands
     res = lab.run("master02", f"{join} --control-plane --certificate-key {key}", via="ssh", timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "A new etcd member was added to the local/stacked etcd cluster." in res.stdout
