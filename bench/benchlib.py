@@ -132,14 +132,21 @@ class Series:
     cpu: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     loads: list[float] = field(default_factory=list)
+    machine: list[float] = field(default_factory=list)
+    """Machine-wide CPU seconds during each timed success (see :func:`machine_cpu`)."""
 
-    def add(self, seconds: float, cpu: float, error: str | None) -> None:
+    def add(self, seconds: float, cpu: float, error: str | None, machine: float = 0.0) -> None:
         self.loads.append(os.getloadavg()[0])
         if error is None:
             self.seconds.append(seconds)
             self.cpu.append(cpu)
+            self.machine.append(machine)
         else:
             self.failures.append(error)
+
+    @property
+    def machine_median(self) -> float | None:
+        return statistics.median(self.machine) if self.machine else None
 
     @property
     def cpu_median(self) -> float | None:
@@ -157,6 +164,8 @@ class Series:
             "max": round(max(self.seconds), 4) if self.seconds else None,
             "cpu_seconds": [round(s, 4) for s in self.cpu],
             "cpu_median": None if self.cpu_median is None else round(self.cpu_median, 4),
+            "machine_cpu_seconds": [round(s, 4) for s in self.machine],
+            "machine_cpu_median": None if self.machine_median is None else round(self.machine_median, 4),
             "failures": self.failures, "load1": [round(x, 2) for x in self.loads],
         }
 
@@ -164,8 +173,25 @@ class Series:
         if not self.seconds:
             return f"FAILED ({len(self.failures)}/{len(self.failures)})"
         text = (f"{self.median:.2f} ({min(self.seconds):.2f}–{max(self.seconds):.2f}); "
-                f"cpu {self.cpu_median:.2f}")
+                f"cpu {self.cpu_median:.2f}; machine {self.machine_median or 0:.2f}")
         return text + (f" [{len(self.failures)} failed]" if self.failures else "")
+
+
+def machine_cpu() -> float:
+    """CPU seconds every process of this machine used since boot (busy jiffies of
+    /proc/stat: user, nice, system, irq, softirq, steal). Between two reads: the tool's own
+    work, the hosts' sshd and probe scripts, and the lab's idle background, all together."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = [int(x) for x in handle.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_rate(seconds: float = 5.0) -> float:
+    """CPU seconds per second the machine spends while no tool runs (the lab's background)."""
+    start = machine_cpu()
+    time.sleep(seconds)
+    return (machine_cpu() - start) / seconds
 
 
 def local_cpu() -> float:

@@ -31,8 +31,10 @@ from benchlib import (
     Series,
     bench_spec,
     converge,
+    idle_rate,
     lab_session,
     local_cpu,
+    machine_cpu,
     machine_facts,
     write_results,
     write_spec,
@@ -51,13 +53,13 @@ def run_rounds(tools: dict[str, Callable[[], tuple[float, str | None]]], n: int,
         labels = list(tools)
         shift = rnd % len(labels)
         for label in labels[shift:] + labels[:shift]:
-            seconds, cpu, error = _one(tools[label])
+            seconds, cpu, machine, error = _one(tools[label])
             kind = "warm-up" if rnd < warmup else f"rep {rnd - warmup + 1}"
             status = "ok" if error is None else f"FAILED: {error}"
             print(f"N={n} {kind:7} {label:30} {seconds:7.2f}s cpu {cpu:6.2f}s "
                   f"load {os.getloadavg()[0]:5.1f} {status}", file=sys.stderr, flush=True)
             if rnd >= warmup:
-                series[label].add(seconds, cpu, error)
+                series[label].add(seconds, cpu, error, machine)
     return series
 
 
@@ -77,6 +79,7 @@ def run_n(n: int, subnet: str, reps: int, warmup: int, only: list[str] | None,
         ctx = Context.create(spec_file, lab, converged=converged)
         try:
             out["same_facts"] = describe(ctx)
+            out["idle_cpu_per_second"] = round(idle_rate(), 3)
             if converged and not out["converge"]["ok"]:
                 out["error"] = "not converged, nothing timed: " + out["converge"]["error"]
             else:
@@ -90,14 +93,15 @@ def run_n(n: int, subnet: str, reps: int, warmup: int, only: list[str] | None,
     return out
 
 
-def _one(fn: Callable[[], tuple[float, str | None]]) -> tuple[float, float, str | None]:
-    """(wall seconds, local CPU seconds of the tool and its children, error or None)."""
-    cpu0 = local_cpu()
+def _one(fn: Callable[[], tuple[float, str | None]]) -> tuple[float, float, float, str | None]:
+    """(wall seconds, local CPU seconds of the tool and its children, machine-wide CPU
+    seconds meanwhile, error or None)."""
+    cpu0, machine0 = local_cpu(), machine_cpu()
     try:
         seconds, error = fn()
     except Exception as exc:  # a tool that crashes is a failed run, never a timing
         seconds, error = 0.0, f"{type(exc).__name__}: {exc}"
-    return seconds, local_cpu() - cpu0, error
+    return seconds, local_cpu() - cpu0, machine_cpu() - machine0, error
 
 
 def table(runs: list[dict[str, Any]]) -> str:
@@ -105,7 +109,8 @@ def table(runs: list[dict[str, Any]]) -> str:
     for run in runs:
         labels += [k for k in run["_series"] if k not in labels]
     ns = [run["n"] for run in runs]
-    head = "| tool | " + " | ".join(f"N={n}: wall s median (min–max); local CPU s" for n in ns) + " |"
+    head = "| tool | " + " | ".join(f"N={n}: wall s median (min–max); local CPU s; machine CPU s"
+                                    for n in ns) + " |"
     lines = [head, "|" + "---|" * (len(ns) + 1)]
     for label in labels:
         cells = [run["_series"][label].cell() if label in run["_series"] else "–" for run in runs]
@@ -130,6 +135,8 @@ def table(runs: list[dict[str, Any]]) -> str:
         sf = run.get("same_facts", {})
         lines.append(f"N={run['n']} ({run['mode']} hosts): \"same facts\" = {sf.get('total')} fact "
                      f"commands in all ({sf.get('min')}–{sf.get('max')} per host)"
+                     + (f"; lab idle: {run['idle_cpu_per_second']} CPU-s/s"
+                        if "idle_cpu_per_second" in run else "")
                      + (f"; converge: {run['converge']}" if "converge" in run else "")
                      + (f"; ERROR: {run['error']}" if "error" in run else ""))
     return "\n".join(lines)
