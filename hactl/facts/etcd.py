@@ -31,6 +31,7 @@ ENV_PATH = "/etc/etcd/etcd.env"
 UNIT_PATH = "/etc/systemd/system/etcd.service"
 PKI_DIR = "/etc/etcd/pki"
 CA_CERT = f"{PKI_DIR}/ca.crt"
+CA_KEY = f"{PKI_DIR}/ca.key"
 CLIENT_CERT = f"{PKI_DIR}/healthcheck-client.crt"
 CLIENT_KEY = f"{PKI_DIR}/healthcheck-client.key"
 DIAL_TIMEOUT = "2s"
@@ -47,6 +48,7 @@ elif [ -d {data}/member ]; then echo data_dir=member
 elif [ -n "$__hactl_nested" ]; then echo data_dir=nested; echo "nested_member=$__hactl_nested"
 elif [ -z "$(ls -A {data} 2>/dev/null)" ]; then echo data_dir=empty
 else echo data_dir=other; fi
+if [ -f {ca_key} ]; then echo ca_key=1; fi
 if [ -f {ca} ]; then
   if command -v openssl >/dev/null 2>&1; then
     echo "ca_sha256=$(openssl x509 -in {ca} -noout -fingerprint -sha256 2>/dev/null)"
@@ -64,6 +66,7 @@ class EtcdFileInfo:
     data_dir_state: DataDirState
     ca_fingerprint: str | None
     nested_member: str | None = None
+    ca_key_present: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class EtcdFiles(Fact[EtcdFileInfo]):
             env=shlex.quote(ENV_PATH),
             data=shlex.quote(self.data_dir.rstrip("/") or "/"),
             ca=shlex.quote(CA_CERT),
+            ca_key=shlex.quote(CA_KEY),
         )
 
     def parse(self, stdout: str) -> EtcdFileInfo:
@@ -90,6 +94,7 @@ class EtcdFiles(Fact[EtcdFileInfo]):
             data_dir_state=cast(DataDirState, state),
             ca_fingerprint=fingerprint_hex(kv["ca_sha256"]) if kv.get("ca_sha256") else None,
             nested_member=kv.get("nested_member") if state == "nested" else None,
+            ca_key_present=kv.get("ca_key") == "1",
         )
 
 
@@ -269,4 +274,5 @@ def assemble(
         query_error=query_error,
         unit_sha256=files.unit_sha256,
         nested_member=files.nested_member,
+        ca_key_present=files.ca_key_present,
     )

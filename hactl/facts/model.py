@@ -165,6 +165,9 @@ class EtcdFacts:
     """sha256 of /etc/systemd/system/etcd.service (the unit hactl renders), None when absent."""
     nested_member: str | None = None
     """With ``data_dir_state == "nested"``: the ``member`` directory found below the data dir."""
+    ca_key_present: bool = False
+    """/etc/etcd/pki/ca.key exists (hactl keeps the etcd CA key on the members; a cluster built
+    by hand may not): needed to issue a new member's certificates."""
 
     @property
     def initial_cluster(self) -> str | None:

@@ -76,6 +76,11 @@ async def read_ca(ctx: StepContext, host: str) -> pki.CertKey:
     return pki.CertKey.from_pem(cert_pem, key_pem)
 
 
+NO_CA_KEY = "no etcd member holds the etcd CA key (/etc/etcd/pki/ca.key)"
+NO_CA_KEY_HINT = ("if the members hold no CA yet, plan again: the plan generates one; if the etcd "
+                  "was built by hand, copy its CA key to /etc/etcd/pki/ca.key (mode 0600) on one member")
+
+
 async def find_ca_host(ctx: StepContext, preferred: str | None = None) -> str | None:
     """The first etcd member (``preferred`` first) that holds the CA key."""
     names = [h.name for h in ctx.cluster.etcd_members]

@@ -44,6 +44,7 @@ def check(cluster: Cluster, observed: Observed, diff: Diff) -> None:
     problems = [*etcd_version(cluster, observed), *foreign_registry(cluster, observed, diff),
                 *endpoint_mismatch(cluster, observed), *ca_mismatch(cluster, observed),
                 *foreign_member_data(diff), *etcd_in_the_way(cluster, observed, diff),
+                *ca_key_missing(cluster, observed, diff),
                 *worker_joined_masters(diff),
                 *quorum_refusals(cluster, observed, diff), *removal_routes(cluster, observed, diff)]
     if problems:
@@ -156,6 +157,28 @@ def etcd_in_the_way(cluster: Cluster, observed: Observed, diff: Diff) -> list[st
                 f"({found}); hactl never deletes etcd data: move it away by hand (e.g. mv {parent} "
                 f"{parent}.old) and plan again")
     return out
+
+
+def ca_key_missing(cluster: Cluster, observed: Observed, diff: Diff) -> list[str]:
+    """A member needs certificates issued by the existing etcd CA, but every member answered and
+    none holds its key (/etc/etcd/pki/ca.key): an etcd built by hand, whose CA key lives elsewhere.
+    Refused at plan time, rather than failing the apply half-way."""
+    if any(c.address == "pki.etcd-ca" and c.op is Op.CREATE for c in diff.changes):
+        return []  # no CA yet: the plan generates one
+    needing = sorted(c.host for c in diff.changes
+                     if c.address.startswith("pki.etcd[") and c.op is Op.CREATE and c.host)
+    if not needing:
+        return []
+    facts = [observed.etcd(h.name) for h in cluster.etcd_members]
+    if any(f is None for f in facts) or any(f.ca_key_present for f in facts if f is not None):
+        return []  # a member that did not answer may hold it: the step looks again
+    return [
+        f"{', '.join(needing)} need{'s' if len(needing) == 1 else ''} etcd certificates from the "
+        "etcd CA (/etc/etcd/pki/ca.crt on the members), but no member holds its key "
+        "(/etc/etcd/pki/ca.key); hactl issues member certificates with it. For a cluster built "
+        "by hand, copy that CA's key to /etc/etcd/pki/ca.key (mode 0600) on one member and plan "
+        "again"
+    ]
 
 
 def worker_joined_masters(diff: Diff) -> list[str]:

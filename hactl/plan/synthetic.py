@@ -110,7 +110,7 @@ class Synthetic:
                 True, True, True, True, sha256_text(repr(env)), env, self.cluster.etcd.data_dir,
                 "member", CA_FP, listed,
                 EtcdStatus(url, member_id(h.name), "c1", self.etcd_version),
-                EtcdHealth(url, True), registry_keys))
+                EtcdHealth(url, True), registry_keys, ca_key_present=True))
         return self
 
     def etcd_facts(self, name: str, **changes: object) -> Synthetic:

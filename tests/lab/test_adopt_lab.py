@@ -8,7 +8,8 @@ certificate hactl knows:
 - given a client certificate of that etcd's CA, it reads the cluster and plans only the real
   differences with the spec (the seed's haproxy.cfg, kubelet not enabled, the workers);
 - `hactl apply` converges it without touching etcd or the control plane (same member IDs, same
-  Node objects), and the next plan shows no changes.
+  Node objects), and the next plan shows no changes;
+- a rebuilt member (etcd03) is refused until the etcd CA's key is on a member, then replaced.
 
 Stacked etcd, exactly the seed's `kubeadm init` / `join --control-plane` commands: the plan lists
 only the seed's haproxy.cfg and kubelet not enabled at boot; once those two are made as the spec
@@ -104,6 +105,25 @@ def test_plan_refuses_then_adopts_a_cluster_built_by_hand(
     assert member_ids(lab) == members
     assert {n: u for n, u in node_uids(lab).items() if n in MASTERS} == nodes
     assert sorted(node_uids(lab)) == [*MASTERS, "worker01", "worker02"]
+
+    # etcd03 is rebuilt (data and certificates gone). Its new certificates need the etcd CA's
+    # key, which the hand-made bring-up never put on the members: refused at plan time
+    assert lab.run("etcd03", "systemctl stop etcd && rm -rf /var/lib/etcd/default /etc/etcd/pki",
+                   via="ssh").returncode == 0
+    refused = runner.invoke(main, ["plan", "-f", lab.spec_file])
+    assert refused.exit_code == 1, refused.output
+    assert ("etcd03 needs etcd certificates from the etcd CA (/etc/etcd/pki/ca.crt on the members), "
+            "but no member holds its key (/etc/etcd/pki/ca.key)") in refused.output
+    lab.put("etcd01", f"{EPKI}/ca.key", ca.key_pem(), 0o600)  # what the refusal says
+    planned = runner.invoke(main, ["plan", "-f", lab.spec_file, "--json"])
+    assert planned.exit_code == 0, planned.output
+    assert [s["id"] for s in json.loads(planned.stdout)["steps"]] == [
+        "pki.etcd[etcd03]", "etcd.member[etcd03].remove", "etcd.member[etcd03].add",
+        "etcd.member[etcd03].start", "etcd.member[etcd03].promote", "etcd.health", "cluster.verify"]
+    apply_then_no_changes(lab)
+    replaced = member_ids(lab)
+    assert {n: replaced[n] for n in ("etcd01", "etcd02")} == {n: members[n] for n in ("etcd01", "etcd02")}
+    assert sorted(replaced) == list(ETCD) and replaced["etcd03"] != members["etcd03"]
 
 
 def apply_then_no_changes(lab: Any) -> None:

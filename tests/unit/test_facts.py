@@ -362,6 +362,10 @@ def test_ca_fingerprint_openssl_and_fallback_agree(tmp_path: Path) -> None:
     assert results[0].ca_fingerprint == results[1].ca_fingerprint
     assert results[0].ca_fingerprint is not None and len(results[0].ca_fingerprint) == 95
     assert results[0].data_dir_state == "absent"
+    assert not results[0].ca_key_present  # the script looks at /etc/etcd/pki/ca.key
+    keyed = script.replace(etcd.CA_KEY, str(tmp_path / "ca.key"))
+    out = subprocess.run(["sh", "-c", keyed], capture_output=True, text=True, check=True)
+    assert fact.parse(out.stdout).ca_key_present
 
 
 @pytest.mark.parametrize(

@@ -415,3 +415,25 @@ def test_member_data_one_level_down_is_refused_not_emptied(lab: Cluster) -> None
     steps = {step.id: step for step in plan_of(lab, s).steps()}
     assert "empty the data dir (no member/ inside)" in steps["etcd.member[etcd02].bootstrap"].commands()
     assert "empty the data dir (no member/ inside)" not in steps["etcd.member[etcd01].bootstrap"].commands()
+
+
+def test_new_member_certificates_without_the_ca_key_are_refused(lab: Cluster) -> None:
+    # an etcd built by hand keeps its CA key elsewhere: etcd03 (rebuilt) could get no certificates
+    s = Synthetic(lab).etcd(["etcd01", "etcd02"]).lb()
+    s.join(*[h.name for h in lab.masters], *[h.name for h in lab.workers])
+    for name in ("etcd01", "etcd02"):
+        s.etcd_facts(name, ca_key_present=False)
+    with pytest.raises(PlanError) as info:
+        plan_of(lab, s)
+    assert str(info.value).endswith(
+        "etcd03 needs etcd certificates from the etcd CA (/etc/etcd/pki/ca.crt on the members), but "
+        "no member holds its key (/etc/etcd/pki/ca.key); hactl issues member certificates with it. "
+        "For a cluster built by hand, copy that CA's key to /etc/etcd/pki/ca.key (mode 0600) on one "
+        "member and plan again")
+    # a member that did not answer may hold it: the plan goes on, the step looks again
+    assert "pki.etcd[etcd03]" in ids(plan_of(lab, s.unreachable("etcd01")))
+    # the key on one member is enough
+    s = Synthetic(lab).etcd(["etcd01", "etcd02"]).lb()
+    s.join(*[h.name for h in lab.masters], *[h.name for h in lab.workers])
+    s.etcd_facts("etcd01", ca_key_present=False)
+    assert "pki.etcd[etcd03]" in ids(plan_of(lab, s))

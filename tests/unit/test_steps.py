@@ -178,6 +178,17 @@ async def test_member_certs_are_issued_from_the_ca_read_off_a_member(lab: Cluste
     assert files[cmd.ETCD_CA_CERT][0] == ca.cert_pem()
 
 
+async def test_member_certs_without_a_ca_key_say_where_it_goes(lab: Cluster) -> None:
+    ctx = Ctx(lab)
+    for name in ("etcd01", "etcd02", "etcd03"):
+        ctx.transport(name).on(("test", "-e"), exit_status=1)
+    with pytest.raises(CommandError) as info:
+        await step_args(InstallEtcdCerts, host="etcd03", ca_host="etcd01").run(ctx)
+    assert "no etcd member holds the etcd CA key (/etc/etcd/pki/ca.key)" in str(info.value)
+    assert "copy its CA key to /etc/etcd/pki/ca.key (mode 0600) on one member" in info.value.hint
+    assert ctx.transport("etcd03").files == {}
+
+
 # -- etcd membership -----------------------------------------------------------------------
 
 

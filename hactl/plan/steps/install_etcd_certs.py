@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from hactl.errors import CommandError
 from hactl.plan import commands as cmd
-from hactl.plan.etcd_ops import find_ca_host, read_ca
+from hactl.plan.etcd_ops import NO_CA_KEY, NO_CA_KEY_HINT, find_ca_host, read_ca
 from hactl.plan.remote import put, run
 from hactl.plan.step import Step, StepContext
 
@@ -39,8 +39,7 @@ class InstallEtcdCerts(Step):
             return
         source = await find_ca_host(ctx, self.ca_host)
         if source is None:
-            raise CommandError("no etcd member holds the etcd CA key", host=self.host,
-                               hint="run the plan again: it generates the CA first")
+            raise CommandError(NO_CA_KEY, host=self.host, hint=NO_CA_KEY_HINT)
         ca = await read_ca(ctx, source)
         member = await asyncio.to_thread(etcd_pki.issue_member, ca, ctx.cluster.host(self.host))
         files = etcd_pki.EtcdPKI(ca, {self.host: member}, member.healthcheck_client).member_files(self.host)

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from hactl.errors import CommandError
 from hactl.plan import commands as cmd
-from hactl.plan.etcd_ops import find_ca_host, read_ca
+from hactl.plan.etcd_ops import NO_CA_KEY, NO_CA_KEY_HINT, find_ca_host, read_ca
 from hactl.plan.remote import put, run
 from hactl.plan.step import Step, StepContext
 
@@ -39,7 +39,7 @@ class InstallEtcdClientCerts(Step):
             return
         source = await find_ca_host(ctx, self.ca_host)
         if source is None:
-            raise CommandError("no etcd member holds the etcd CA key", host=self.host)
+            raise CommandError(NO_CA_KEY, host=self.host, hint=NO_CA_KEY_HINT)
         ca = await read_ca(ctx, source)
         client = await asyncio.to_thread(etcd_pki.issue_apiserver_etcd_client, ca)
         files = etcd_pki.EtcdPKI(ca, {}, client).master_files()
