@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from hactl.diff import client_url
 from hactl.errors import CommandError
 from hactl.plan import commands as cmd
+from hactl.plan.refusals import nested_member_data
 from hactl.plan.remote import parse_json, run, wait_for
 from hactl.plan.step import StepContext
 from hactl.spec.models import Host
@@ -109,12 +110,7 @@ async def data_dir_has_member(ctx: StepContext, host: str, data_dir: str) -> boo
         return True
     nested = [d for d in found if d]
     if nested:
-        raise CommandError(
-            f"{data_dir} holds another etcd's member data ({nested[0]}); hactl never deletes etcd "
-            f"data: move it away by hand (e.g. mv {nested[0].rsplit('/', 1)[0]} "
-            f"{nested[0].rsplit('/', 1)[0]}.old), then plan again",
-            host=host,
-        )
+        raise CommandError(nested_member_data(data_dir, nested[0]), host=host)
     return False
 
 

@@ -151,12 +151,16 @@ def etcd_in_the_way(cluster: Cluster, observed: Observed, diff: Diff) -> list[st
                 "stop it (systemctl disable --now etcd), move its data dir away, and plan again")
         elif facts.data_dir_state == "nested":
             found = facts.nested_member or f"{facts.data_dir}/*/member"
-            parent = found.rsplit("/", 1)[0]
-            out.append(
-                f"{host.name}: the data dir {facts.data_dir} holds another etcd's member data "
-                f"({found}); hactl never deletes etcd data: move it away by hand (e.g. mv {parent} "
-                f"{parent}.old) and plan again")
+            out.append(f"{host.name}: the data dir {nested_member_data(facts.data_dir, found)}")
     return out
+
+
+def nested_member_data(data_dir: str, found: str) -> str:
+    """What to do about another etcd's ``member`` dir ``found`` below ``data_dir`` (said by the
+    plan's refusal and, on fresh facts, by the steps that would empty the data dir)."""
+    parent = found.rsplit("/", 1)[0]
+    return (f"{data_dir} holds another etcd's member data ({found}); hactl never deletes etcd "
+            f"data: move it away by hand (e.g. mv {parent} {parent}.old) and plan again")
 
 
 def ca_key_missing(cluster: Cluster, observed: Observed, diff: Diff) -> list[str]:
