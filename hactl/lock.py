@@ -4,47 +4,65 @@ Where: ``/var/lib/hactl/lock.d/owner.json`` on the etcd members (the masters whe
 stacked), so every operator and pipeline that can reach the cluster sees the same lock.
 
 How: the lock is held when it is taken on a **majority** of those hosts. They are tried one by
-one **in spec order**; on each host a small ``sh`` script, serialised by ``flock`` on
-``/var/lib/hactl/lock.mutex``, creates ``lock.d`` with ``mkdir`` (atomic) and writes the owner
-record. The first host where someone else holds an unexpired lock ends the attempt: what we took
-is released and :class:`~hactl.errors.LockError` names the holder. Trying in a fixed order means
-two applies started together meet on the first reachable host and exactly one wins; requiring a
-majority means a host that is down (or cut off from one operator only) cannot let two applies
-in: two majorities always share a host. The price: with a majority of the lock hosts down no
-apply can start (the cluster's etcd is then down too, so there is nothing safe to apply).
+one **in name order** (never spec order: two operators whose specs list the same members in
+different orders must meet on the same first host); on each host a small ``sh`` script,
+serialised by ``flock`` on ``/var/lib/hactl/lock.mutex``, creates ``lock.d`` with ``mkdir``
+(atomic) and writes the owner record. The first host where someone else holds an unexpired lock
+ends the attempt: what we took is released and :class:`~hactl.errors.LockError` names the holder
+and the lock id. Trying in a fixed order means two applies started together meet on the first
+reachable host and exactly one wins; requiring a majority means a host that is down (or cut off
+from one operator only) cannot let two applies in: two majorities always share a host. The
+price: with a majority of the lock hosts down no apply can start (the cluster's etcd is then
+down too, so there is nothing safe to apply).
 
 Expiry: the owner record carries a TTL; the holder rewrites it every ``ttl / 3`` seconds while it
 runs. A lock whose record was not rewritten for longer than its TTL (judged by the host's own
-clock: the file's mtime) is taken over, which is logged. ``hactl unlock -f SPEC`` removes the
-lock from every host and prints who held it.
+clock: the file's mtime) is taken over, which is logged.
+
+Losing it: a renewal that finds the record gone or someone else's (``hactl unlock``, a
+takeover), or renewals that failed for longer than ``ttl / 2``, mark the lock **lost**
+(:attr:`ClusterLock.lost`). The apply engine asks :meth:`ClusterLock.gate` before every step: a
+lost lock starts no new step (a running one is not cut off mid-command), and before each etcd
+member step the lock is renewed and re-checked on the spot.
+
+Breaking it: ``hactl unlock -f SPEC LOCK_ID`` removes the lock whose id matches (compare and
+swap on each host); a lock renewed within its TTL is kept unless ``--force``, or unless its
+holder is provably gone (see :mod:`hactl.lock_owner`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
-import json
-import os
-import secrets
+import re
 import shlex
-import socket
-import sys
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from hactl.errors import HactlError, LockError, TransportError
+from hactl.lock_owner import DEFAULT_TTL, LOCK_ID_RE, LockOwner
 from hactl.log import get_logger
 
 if TYPE_CHECKING:
     from hactl.spec.models import Cluster
     from hactl.transport.base import Transport
 
+__all__ = [
+    "DEFAULT_TTL",
+    "LOCK_ID_RE",
+    "ClusterLock",
+    "HostLock",
+    "LockLostError",
+    "LockOwner",
+    "lock_hosts",
+]
+
 LOCK_ROOT = "/var/lib/hactl"
-DEFAULT_TTL = 900.0
+MEMBER_STEP = re.compile(r".*etcd_member.*")
+"""Step kinds re-checked against the lock right before they start (etcd membership and restarts)."""
 Op = Literal["acquire", "takeover", "refresh", "release", "read", "break"]
 
 _SCRIPT = r"""set -u
@@ -61,7 +79,9 @@ case "$op" in
       || {{ [ -z "$expect" ] && [ ! -s "$lock/owner.json" ]; }}; then take && res=acquired; fi ;;
   refresh) if owned "$mine"; then take && res=refreshed; else res=lost; fi ;;
   release) if owned "$mine"; then rm -rf "$lock" && res=released; elif [ -d "$lock" ]; then res=held; else res=free; fi ;;
-  break) [ -d "$lock" ] || res=free ;;
+  break) if [ ! -d "$lock" ]; then res=free
+      elif [ -z "$expect" ] || grep -q "\"token\": \"$expect" "$lock/owner.json" 2>/dev/null; then brk=1
+      fi ;;
   read) [ -d "$lock" ] || res=free ;;
 esac
 echo "now $(date +%s)"
@@ -69,78 +89,9 @@ if [ -d "$lock" ]; then
   echo "mtime $(stat -c %Y "$lock/owner.json" 2>/dev/null || stat -c %Y "$lock")"
   echo "owner $(tr -d '\n' < "$lock/owner.json" 2>/dev/null)"
 fi
-if [ "$op" = break ] && [ -d "$lock" ]; then rm -rf "$lock" && res=broken; fi
+if [ "${{brk:-}}" = 1 ]; then rm -rf "$lock" && res=broken; fi
 echo "result $res"
 """
-
-
-@dataclass(frozen=True)
-class LockOwner:
-    """Who holds the lock (the content of ``owner.json``; no secrets)."""
-
-    token: str
-    who: str
-    """``user@machine`` of the operator or pipeline runner."""
-    pid: int
-    since: float
-    """Unix time the lock was taken (the taker's clock)."""
-    ttl: float
-    plan_id: str | None = None
-    run_id: str | None = None
-    command: str = ""
-
-    @classmethod
-    def new(
-        cls,
-        *,
-        ttl: float = DEFAULT_TTL,
-        plan_id: str | None = None,
-        run_id: str | None = None,
-        command: str | None = None,
-    ) -> LockOwner:
-        return cls(
-            token=secrets.token_hex(16),
-            who=f"{_user()}@{socket.gethostname()}",
-            pid=os.getpid(),
-            since=datetime.now(UTC).timestamp(),
-            ttl=ttl,
-            plan_id=plan_id,
-            run_id=run_id,
-            command=command if command is not None else shlex.join(["hactl", *sys.argv[1:]]),
-        )
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> LockOwner:
-        data = json.loads(text)
-        return cls(
-            token=str(data.get("token", "")),
-            who=str(data.get("who", "unknown")),
-            pid=int(data.get("pid", 0)),
-            since=float(data.get("since", 0.0)),
-            ttl=float(data.get("ttl", DEFAULT_TTL)),
-            plan_id=data.get("plan_id"),
-            run_id=data.get("run_id"),
-            command=str(data.get("command", "")),
-        )
-
-    def describe(self) -> str:
-        since = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        text = f"{self.who} (pid {self.pid}) since {since}"
-        if self.plan_id:
-            text += f", plan {self.plan_id}"
-        if self.command:
-            text += f", running `{self.command}`"
-        return text
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # pragma: no cover - no passwd entry
-        return str(os.getuid())
 
 
 @dataclass(frozen=True)
@@ -162,6 +113,23 @@ class HostLock:
         ttl = self.owner.ttl if self.owner else DEFAULT_TTL
         return self.now > self.mtime + ttl
 
+    @property
+    def age(self) -> float | None:
+        """Seconds since the owner record was last written (renewed), by the host's clock."""
+        return None if self.mtime is None else max(0.0, self.now - self.mtime)
+
+    def describe(self) -> str:
+        """The holder, its lock id, when it last renewed, and proof that it is gone if any."""
+        text = self.owner.describe() if self.owner else "an unknown owner (no owner.json)"
+        if self.age is not None:
+            ttl = self.owner.ttl if self.owner else DEFAULT_TTL
+            state = "expired" if self.expired else "within its TTL"
+            text += f"; last renewed {self.age:.0f}s ago ({state} of {ttl:g}s)"
+        gone = self.owner.gone() if self.owner else None
+        if gone:
+            text += f"; STALE: {gone}"
+        return text
+
 
 def parse_output(host: str, stdout: str) -> HostLock:
     fields: dict[str, str] = {}
@@ -174,15 +142,27 @@ def parse_output(host: str, stdout: str) -> HostLock:
     if fields.get("owner"):
         try:
             owner = LockOwner.from_json(fields["owner"])
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             owner = LockOwner("", "unknown (unreadable owner.json)", 0, 0.0, DEFAULT_TTL)
-    mtime = float(fields["mtime"]) if fields.get("mtime") else None
-    return HostLock(host, fields["result"], float(fields.get("now") or 0), mtime, owner)
+    try:
+        mtime = float(fields["mtime"]) if fields.get("mtime") else None
+        now = float(fields.get("now") or 0)
+    except ValueError as exc:
+        raise HactlError(
+            f"unexpected lock script output: {stdout.strip()[:200]!r}", host=host
+        ) from exc
+    return HostLock(host, fields["result"], now, mtime, owner)
 
 
 def lock_hosts(cluster: Cluster) -> list[str]:
-    """The hosts that keep the lock: the etcd members in spec order (masters when stacked)."""
-    return [h.name for h in cluster.etcd_members] or [h.name for h in cluster.masters]
+    """The hosts that keep the lock: the etcd members (the masters when stacked), **sorted by
+    name**, so that every operator tries them in the same order whatever order their spec uses."""
+    names = [h.name for h in cluster.etcd_members] or [h.name for h in cluster.masters]
+    return sorted(names)
+
+
+class LockLostError(LockError):
+    """The apply's lock was broken, taken over, or could not be renewed: it stopped."""
 
 
 class ClusterLock:
@@ -197,6 +177,7 @@ class ClusterLock:
         root: str = LOCK_ROOT,
         wait: float = 10.0,
         hosts: Sequence[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cluster = cluster
         self.transports = transports
@@ -207,6 +188,11 @@ class ClusterLock:
         self.held_on: list[str] = []
         self._log = get_logger(cluster=cluster.metadata.name, lock_token=self.owner.token[:8])
         self._refresher: asyncio.Task[None] | None = None
+        self._clock = clock
+        self._confirmed = clock()
+        """When a majority last confirmed our record (``clock()``)."""
+        self.lost: str | None = None
+        """Why the lock is lost (None while it is held): set by :meth:`refresh`."""
 
     @property
     def majority(self) -> int:
@@ -263,17 +249,12 @@ class ClusterLock:
             if state.result == "acquired":
                 self.held_on.append(host)
                 if len(self.held_on) >= self.majority:
-                    self._log.info("lock.acquired", hosts=self.held_on)
+                    self._confirmed, self.lost = self._clock(), None
+                    self._log.info("lock.acquired", hosts=self.held_on, lock_id=self.owner.lock_id)
                     return
                 continue
             await self.release()
-            holder = state.owner.describe() if state.owner else "an unknown owner"
-            raise LockError(
-                f"cluster {self.cluster.metadata.name!r} is locked by {holder}",
-                host=host,
-                hint="wait for that apply to finish; if it is dead, run "
-                "`hactl unlock -f SPEC` (the lock also expires when its holder stops renewing it)",
-            )
+            raise self._held_error(state)
         await self.release()
         lines = "; ".join(f"{h}: {m}" for h, m in unreachable.items())
         raise LockError(
@@ -281,6 +262,31 @@ class ClusterLock:
             f"its hosts {', '.join(self.hosts)}" + (f"; unreachable: {lines}" if lines else ""),
             hint="bring the lock hosts (the etcd members) back first",
         )
+
+    def _held_error(self, state: HostLock) -> LockError:
+        lock_id = state.owner.lock_id if state.owner and state.owner.token else None
+        command = f"`hactl unlock -f SPEC {lock_id or ''}`".replace(" `", "`")
+        gone = state.owner.gone() if state.owner else None
+        hint = (
+            f"its holder is gone: run {command} to remove it"
+            if gone
+            else "wait for that apply to finish; if its holder is dead, run "
+            f"{command} (the lock also expires when its holder stops renewing it)"
+        )
+        return LockError(
+            f"cluster {self.cluster.metadata.name!r} is locked by {state.describe()}",
+            host=state.host,
+            hint=hint,
+        )
+
+    async def peek(self) -> None:
+        """Raise the :class:`LockError` that :meth:`acquire` would raise for a live lock held by
+        someone else, without taking anything (before a plan is shown for approval)."""
+        states = await self.read()
+        for host in self.hosts:
+            state = states.get(host)
+            if isinstance(state, HostLock) and state.result == "held" and not state.expired:
+                raise self._held_error(state)
 
     async def release(self) -> None:
         """Remove our lock from every host we took it on (others are left alone)."""
@@ -296,30 +302,78 @@ class ClusterLock:
             self._log.info("lock.released", hosts=held)
 
     async def refresh(self) -> None:
-        """Rewrite our owner record (renews the expiry) on the hosts we hold."""
-        for host in list(self.held_on):
-            try:
-                state = await self._op(host, "refresh")
-            except HactlError as exc:
-                self._log.warning("lock.refresh_failed", host=host, error=str(exc))
-                continue
-            if state.result == "lost":
-                self._log.error("lock.lost", host=host)
+        """Rewrite our owner record (renews the expiry) on the hosts we hold, all at once.
+
+        Sets :attr:`lost` when a host says the record is no longer ours (broken with ``hactl
+        unlock`` or taken over), or when no majority confirmed it for longer than ``ttl / 2``."""
+        held = list(self.held_on)
+        results = await asyncio.gather(
+            *(self._op(h, "refresh") for h in held), return_exceptions=True
+        )
+        confirmed = 0
+        for host, res in zip(held, results, strict=True):
+            if isinstance(res, HactlError):
+                self._log.warning("lock.refresh_failed", host=host, error=str(res))
+            elif isinstance(res, BaseException):
+                raise res
+            elif res.result == "refreshed":
+                confirmed += 1
+            elif res.result == "lost" and self.lost is None:
+                holder = f" (now held by {res.owner.describe()})" if res.owner else ""
+                self._mark_lost(
+                    f"{host}: our lock record was removed or replaced{holder}: someone ran "
+                    "`hactl unlock` or took the lock over"
+                )
+        now = self._clock()
+        if confirmed >= self.majority:
+            self._confirmed = now
+        self.check_renewals(now)
+
+    def check_renewals(self, now: float | None = None) -> str | None:
+        """Mark the lock lost when no majority confirmed it for longer than ``ttl / 2``."""
+        now = self._clock() if now is None else now
+        silent = now - self._confirmed
+        if self.lost is None and self.held_on and silent > self.owner.ttl / 2:
+            self._mark_lost(
+                f"the lock could not be renewed on a majority of {', '.join(self.hosts)} for "
+                f"{silent:.0f}s (more than half its TTL of {self.owner.ttl:g}s): another apply "
+                "may take it over"
+            )
+        return self.lost
+
+    def _mark_lost(self, why: str) -> None:
+        self.lost = why
+        self._log.error("lock.lost", reason=why, lock_id=self.owner.lock_id)
+
+    async def gate(self, step_kind: str) -> str | None:
+        """Asked by the engine before a step starts: why it must not start (lock lost), or None.
+
+        Before an etcd member step (membership change or restart) the record is renewed and
+        re-checked on the spot (one short script per lock host)."""
+        if self.check_renewals() is None and MEMBER_STEP.fullmatch(step_kind):
+            await self.refresh()
+        return self.lost
 
     async def read(self) -> dict[str, HostLock | str]:
         """The lock on each lock host (or why it could not be read)."""
         return await self._all("read")
 
-    async def break_lock(self) -> dict[str, HostLock | str]:
-        """Remove the lock from every lock host, whoever holds it (``hactl unlock``)."""
-        return await self._all("break")
+    async def break_lock(self, expect: str | Mapping[str, str] = "") -> dict[str, HostLock | str]:
+        """Remove the lock from the lock hosts (``hactl unlock``): only where the holder's lock id
+        starts with ``expect`` (one id for all hosts, or one per host); ``""`` breaks any."""
+        if isinstance(expect, str):
+            return await self._all("break", dict.fromkeys(self.hosts, expect))
+        return await self._all("break", dict(expect))
 
-    async def _all(self, op: Op) -> dict[str, HostLock | str]:
+    async def _all(
+        self, op: Op, expect: Mapping[str, str] | None = None
+    ) -> dict[str, HostLock | str]:
+        hosts = list(expect) if expect is not None else self.hosts
         results = await asyncio.gather(
-            *(self._op(h, op) for h in self.hosts), return_exceptions=True
+            *(self._op(h, op, (expect or {}).get(h, "")) for h in hosts), return_exceptions=True
         )
         out: dict[str, HostLock | str] = {}
-        for host, res in zip(self.hosts, results, strict=True):
+        for host, res in zip(hosts, results, strict=True):
             if isinstance(res, HactlError):
                 out[host] = res.message
             elif isinstance(res, BaseException):
@@ -334,9 +388,14 @@ class ClusterLock:
             self._refresher = None
 
     async def _refresh_loop(self) -> None:
+        """Renew every ``ttl / 3``; after a renewal that no majority confirmed, retry sooner
+        (``ttl / 12``) so that one failure does not bring the lock near ``ttl / 2``."""
+        interval = self.owner.ttl / 3
         while True:
-            await asyncio.sleep(max(1.0, self.owner.ttl / 3))
+            await asyncio.sleep(max(1.0, interval))
+            before = self._confirmed
             await self.refresh()
+            interval = self.owner.ttl / 3 if self._confirmed != before else self.owner.ttl / 12
 
     async def __aenter__(self) -> ClusterLock:
         await self.acquire()
@@ -355,3 +414,51 @@ class ClusterLock:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await asyncio.shield(self.release())
+
+
+def decide_unlock(held: Mapping[str, HostLock], lock_id: str | None, force: bool) -> dict[str, str]:
+    """What ``hactl unlock`` may remove: host → the lock id to match there (compare and swap).
+
+    Without a lock id nothing is removed unless ``force``; with one, only records of that lock,
+    and not while it is renewed within its TTL (its holder looks alive) unless ``force`` or
+    its holder is provably gone (:meth:`LockOwner.gone`). Raises :class:`LockError` saying why
+    nothing was removed and what to run."""
+    holders = "; ".join(f"{h}: {s.describe()}" for h, s in held.items())
+    if lock_id is None:
+        if force:
+            return {h: s.owner.lock_id if s.owner else "" for h, s in held.items()}
+        ids = sorted({s.owner.lock_id for s in held.values() if s.owner and s.owner.token})
+        gone = any(s.owner is not None and s.owner.gone() for s in held.values())
+        which = ids[0] if len(ids) == 1 else "LOCK_ID"
+        raise LockError(
+            f"the cluster lock is held ({holders}); nothing was removed",
+            hint=(
+                f"its holder is gone: remove the lock with `hactl unlock -f SPEC {which}`"
+                if gone
+                else "wait for that apply to finish; if its holder is dead, remove the lock with "
+                f"`hactl unlock -f SPEC {which}` (add --force if it was renewed within its TTL)"
+            ),
+        )
+    matching = {
+        h: s for h, s in held.items() if s.owner is not None and s.owner.token.startswith(lock_id)
+    }
+    if not matching:
+        raise LockError(
+            f"no lock with id {lock_id} is held; the lock now is: {holders}",
+            hint="run `hactl unlock -f SPEC` to see the current holder and its lock id",
+        )
+    live = {h: s for h, s in matching.items() if not s.expired and not _gone(s)}
+    if live and not force:
+        host, state = next(iter(live.items()))
+        raise LockError(
+            f"lock {lock_id} was renewed {state.age or 0:.0f}s ago, within its TTL: its holder "
+            f"looks alive ({state.describe()}); nothing was removed",
+            host=host,
+            hint="wait for that apply to finish (or its lock to expire); if you are sure its "
+            f"holder is dead, run `hactl unlock -f SPEC {lock_id} --force`",
+        )
+    return dict.fromkeys(matching, lock_id)
+
+
+def _gone(state: HostLock) -> bool:
+    return state.owner is not None and state.owner.gone() is not None

@@ -112,6 +112,7 @@ class Engine:
         heartbeat: float = HEARTBEAT_SECONDS,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        gate: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
         self.graph = plan_steps(plan)
         self.cluster = cluster
@@ -130,6 +131,21 @@ class Engine:
         self._rng = rng or random.Random()
         self._log = get_logger(run_id=self.run_id, cluster=cluster.metadata.name)
         self._results: dict[str, StepResult] = {}
+        self.gate = gate
+        """Asked (with the step's kind) before every attempt: a reason not to start (the cluster
+        lock was lost), or None. Once it gives a reason the run starts nothing more."""
+        self.stopped: str | None = None
+
+    async def _may_start(self, step: Step) -> bool:
+        """False once the gate refused (lock lost): no new step or attempt starts after that;
+        steps already running are not cut off mid-command."""
+        if self.stopped is None and self.gate is not None:
+            reason = await self.gate(step.kind)
+            if reason is not None:
+                self.stopped = reason
+                self.journal.write("run_stopping", reason=reason, before=step.id, wall=now_wall())
+                self._log.error("apply.stopping", reason=reason, before=step.id)
+        return self.stopped is None
 
     def step(self, step_id: str) -> Step:
         step: Step = self.graph.nodes[step_id]["step"]
@@ -162,6 +178,8 @@ class Engine:
 
                 async def one(step_id: str) -> None:
                     result = await self._run_step(self.step(step_id), semaphore)
+                    if result.attempts == 0:
+                        return  # not started: the apply stopped (lock lost)
                     self._finish(result)
                     if result.outcome == "ok":
                         ready = []
@@ -191,10 +209,14 @@ class Engine:
         duration = time.monotonic() - start
         added, changed, removed = count_changes(self._results)
         result = ApplyResult(self.run_id, dict(self._results), duration, added, changed, removed)
-        outcome = "ok" if result.ok else "failed"
+        result.stopped = self.stopped
+        result.not_started = sorted(n for n in self.graph.nodes if n not in self._results)
+        outcome = "stopped" if self.stopped else "ok" if result.ok else "failed"
         self.journal.write(
             "run_end",
             outcome=outcome,
+            reason=self.stopped,
+            not_started=result.not_started,
             duration=round(duration, 6),
             wall=now_wall(),
             mono=time.monotonic(),
@@ -210,9 +232,14 @@ class Engine:
     async def _run_step(self, step: Step, semaphore: asyncio.Semaphore) -> StepResult:
         result = StepResult(step, "failed")
         ctx = _StepContext(self.cluster, self.secrets, self.transports, step, self.run_id)
+        text = ""
         while True:
-            result.attempts += 1
             async with semaphore:
+                if not await self._may_start(step):
+                    if result.attempts:  # a retry that is not made: the step failed
+                        result.error = f"{text}\nnot retried: the apply stopped: {self.stopped}"
+                    break
+                result.attempts += 1
                 now = time.monotonic()
                 if result.start is None:
                     result.start = now

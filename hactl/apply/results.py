@@ -68,6 +68,10 @@ class ApplyResult:
     added: int = 0
     changed: int = 0
     removed: int = 0
+    stopped: str | None = None
+    """Why the run stopped starting steps (the cluster lock was lost), or None."""
+    not_started: list[str] = field(default_factory=list)
+    """Step ids that never started (only when the run stopped, or after failures)."""
 
     @property
     def failed(self) -> list[StepResult]:
@@ -79,10 +83,15 @@ class ApplyResult:
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.skipped
+        return not self.failed and not self.skipped and self.stopped is None
 
     def summary(self) -> str:
         counts = f"{self.added} added, {self.changed} changed, {self.removed} removed"
+        if self.stopped is not None:
+            return (
+                f"Apply STOPPED (the cluster lock was lost): {len(self.not_started)} step(s) not "
+                f"started, {len(self.failed)} failed; {counts} in {self.duration:.1f}s."
+            )
         if self.ok:
             return f"Apply complete: {counts} in {self.duration:.1f}s."
         return (
@@ -171,7 +180,10 @@ def count_changes(results: Mapping[str, StepResult]) -> tuple[int, int, int]:
 
 
 def failure_report(result: ApplyResult) -> ApplyError:
-    """One error for the whole run: each failed step with host, command, stderr (masked)."""
+    """One error for the whole run: each failed step with host, command, stderr (masked); a run
+    that stopped because its lock was lost says so first, with what to do."""
+    if result.stopped is not None:
+        return _stopped_report(result)
     lines = [f"{len(result.failed)} step(s) failed:"]
     for failed in result.failed:
         step = failed.step
@@ -188,4 +200,28 @@ def failure_report(result: ApplyResult) -> ApplyError:
     return ApplyError(
         "\n".join(lines),
         hint="fix the cause above and run hactl apply again: steps already done are not repeated",
+    )
+
+
+class LockLostApplyError(ApplyError):
+    """The apply stopped at a step boundary because its cluster lock was lost."""
+
+
+def _stopped_report(result: ApplyResult) -> ApplyError:
+    lines = [
+        "the apply STOPPED because its cluster lock was lost: " + str(result.stopped),
+        "Steps that were running finished; no step was started after the lock was lost.",
+    ]
+    done = [r for r in result.results.values() if r.outcome == "ok"]
+    lines.append(f"{len(done)} step(s) done, {len(result.not_started)} not started:")
+    lines.extend(f"- {step_id}" for step_id in result.not_started)
+    for failed in result.failed:
+        step = failed.step
+        lines.append(f"failed: {step.host or 'cluster'}: {step.title} [{step.id}]")
+        lines.extend(f"    {line}" for line in failed.error.splitlines())
+    return LockLostApplyError(
+        "\n".join(lines),
+        hint="another apply may be running now: see who holds the lock with `hactl unlock -f "
+        "SPEC` (it breaks nothing without a lock id), let that apply finish, then run "
+        "`hactl plan` and `hactl apply` again (steps already done are not repeated)",
     )

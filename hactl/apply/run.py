@@ -1,6 +1,11 @@
 """One ``hactl apply``: connect → lock → probe → plan (or load a saved one and prove it is not
-stale) → approve → execute the DAG (journaled) → summary → ``hactl check``. The lock is released
-and the connections closed whatever happens."""
+stale) → execute the DAG (journaled) → summary → ``hactl check``. The lock is released and the
+connections closed whatever happens.
+
+When a person must approve the plan (``apply -f SPEC`` without ``--auto-approve``) the plan is
+made and shown **before** the lock is taken, so an unanswered prompt holds nothing; after ``yes``
+the lock is taken, the hosts are probed again and the approved plan runs only if they still look
+as they did (the saved-plan staleness check); otherwise nothing runs and the change is named."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,8 +48,9 @@ class Options:
     spec_file: str | None = None
     plan_file: str | None = None
     parallelism: int | None = None
-    confirm: Callable[[], None] = lambda: None
-    """Blocking approval (asks ``yes`` on a TTY); raises to cancel. Run in a thread."""
+    confirm: Callable[[], None] | None = None
+    """Blocking approval (asks ``yes`` on a TTY); raises to cancel. Run in a thread, before
+    the lock is taken. None: approved in advance (``--auto-approve``); unused for saved plans."""
     echo: Callable[[str], None] = print
     colour: bool = False
     reporter: Callable[[], AbstractContextManager[Reporter]] | None = None
@@ -98,9 +104,8 @@ async def run_check(
 
 
 async def in_daemon_thread(fn: Callable[[], None]) -> None:
-    """Run a blocking call (the approval prompt) without blocking the event loop, so the lock
-    keeps being renewed while a person reads the plan; a daemon thread, so Ctrl-C during the
-    prompt does not wait for an answer before the lock is released."""
+    """Run a blocking call (the approval prompt) without blocking the event loop; a daemon
+    thread, so Ctrl-C during the prompt does not wait for an answer before hactl exits."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
 
@@ -203,44 +208,76 @@ async def run_apply(opts: Options) -> ApplyResult | None:
     owner = LockOwner.new(
         run_id=run_id, plan_id=plan_id(saved) if saved else None, ttl=opts.lock_ttl
     )
-    async with connections(cluster, spec_dir) as (get, opened), ClusterLock(cluster, get, owner):
+    async with connections(cluster, spec_dir) as (get, opened):
         from hactl.probe import probe
 
-        observed = await probe(cluster, opened)
-        fresh = build_plan(cluster, observed, now=datetime.now(UTC))
-        if saved is not None:
-            stale = stale_report(saved, fresh, observed)
-            if stale is not None:
-                raise StalePlanError(
-                    f"Saved plan is stale: the hosts changed since it was made.\n{stale}",
-                    hint="plan again (`hactl plan -f SPEC -o FILE`), review it, and apply the new file",
-                )
-            plan = saved
-        else:
-            plan = fresh
-            opts.echo(render_text(plan, colour=opts.colour).rstrip("\n"))
+        approved = saved
+        lock = ClusterLock(cluster, get, owner)
+        if saved is None and opts.confirm is not None:
+            # ask first, without the lock: an unanswered prompt must not hold the cluster;
+            # a live lock held by another apply is still reported before anything is probed
+            await lock.peek()
+            approved = build_plan(cluster, await probe(cluster, opened), now=datetime.now(UTC))
+            opts.echo(render_text(approved, colour=opts.colour).rstrip("\n"))
+            if len(approved.graph) == 0:
+                await _check(opts, cluster, get, opened, None)
+                return None
+            await in_daemon_thread(opts.confirm)
+        async with lock:
+            observed = await probe(cluster, opened)
+            fresh = build_plan(cluster, observed, now=datetime.now(UTC))
+            if approved is not None:
+                stale = stale_report(approved, fresh, observed)
+                if stale is not None:
+                    raise _stale_error(stale, saved is not None)
+                plan = approved
+            else:
+                plan = fresh
+                opts.echo(render_text(plan, colour=opts.colour).rstrip("\n"))
+            result: ApplyResult | None = None
             if len(plan.graph) > 0:
-                await in_daemon_thread(opts.confirm)
-        result: ApplyResult | None = None
-        if len(plan.graph) > 0:
-            result = await _execute(opts, cluster, plan, get, run_id, anchor)
-            result.added, result.changed, result.removed = applied_counts(plan, result)
-            log.info("apply.summary", summary=result.summary())
-            opts.echo(result.summary())
-            if not result.ok:
-                raise failure_report(result)
-        report = await run_check(cluster, get, opened, settle=opts.check_settle if result else 0)
-        opts.echo(report.render_text())
-        if not report.healthy:
-            raise HactlError(
-                "the apply finished but `hactl check` reports problems (above)",
-                hint="fix what check names, then run `hactl apply` again",
-            )
-        return result
+                result = await _execute(opts, cluster, plan, get, run_id, anchor, lock.gate)
+                result.added, result.changed, result.removed = applied_counts(plan, result)
+                log.info("apply.summary", summary=result.summary())
+                opts.echo(result.summary())
+                if not result.ok:
+                    raise failure_report(result)
+            await _check(opts, cluster, get, opened, result)
+            return result
+
+
+def _stale_error(stale: str, saved: bool) -> StalePlanError:
+    if saved:
+        return StalePlanError(
+            f"Saved plan is stale: the hosts changed since it was made.\n{stale}",
+            hint="plan again (`hactl plan -f SPEC -o FILE`), review it, and apply the new file",
+        )
+    return StalePlanError(
+        "The hosts changed while the plan waited for approval; nothing was done.\n" + stale,
+        hint="run `hactl apply` again and review the new plan",
+    )
+
+
+async def _check(
+    opts: Options, cluster: Cluster, get: Transports, opened: Opened, result: ApplyResult | None
+) -> None:
+    report = await run_check(cluster, get, opened, settle=opts.check_settle if result else 0)
+    opts.echo(report.render_text())
+    if not report.healthy:
+        raise HactlError(
+            "the apply finished but `hactl check` reports problems (above)",
+            hint="fix what check names, then run `hactl apply` again",
+        )
 
 
 async def _execute(
-    opts: Options, cluster: Cluster, plan: Plan, get: Transports, run_id: str, anchor: str
+    opts: Options,
+    cluster: Cluster,
+    plan: Plan,
+    get: Transports,
+    run_id: str,
+    anchor: str,
+    gate: Callable[[str], Awaitable[str | None]] | None = None,
 ) -> ApplyResult:
     path = journal_path(anchor, cluster.metadata.name, run_id)
     reporter_cm: AbstractContextManager[Reporter | None] = (
@@ -258,6 +295,7 @@ async def _execute(
             journal=journal,
             run_id=run_id,
             plan_id=plan_id(plan),
+            gate=gate,
         )
         result = await engine.run()
     opts.echo(f"Journal: {path}")

@@ -3,10 +3,11 @@
     hactl apply -f SPEC [--auto-approve] [--parallelism N]   probe, plan, ask, converge, check
     hactl apply PLANFILE [--parallelism N]                    apply a saved plan (refused if stale)
     hactl check -f SPEC [--json]                              health report; exit 0 healthy, 1 not
-    hactl unlock -f SPEC                                      break the cluster lock
+    hactl unlock -f SPEC [LOCK_ID] [--force]                  show / remove the cluster lock
 
-Every apply holds the cluster lock (hactl.lock) from before the probe until the end, writes a
-journal (hactl.journal) and ends with ``hactl check``. Progress: a live view on a TTY, plain
+Every apply holds the cluster lock (hactl.lock) from before its last probe until the end (an
+approval prompt is answered before the lock is taken), writes a journal (hactl.journal) and ends
+with ``hactl check``. Progress: a live view on a TTY, plain
 lines otherwise; structured events go to stderr through structlog.
 """
 
@@ -153,40 +154,71 @@ def check(spec_file: str, as_json: bool) -> None:
 
 @click.command()
 @spec_option
+@click.argument("lock_id", required=False)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also remove a lock renewed within its TTL (its holder may still run!); "
+    "without LOCK_ID: whatever lock is held.",
+)
 @handle_errors
-def unlock(spec_file: str) -> None:
-    """Break the cluster lock (after a crashed apply) and print who held it."""
-    from hactl.lock import ClusterLock, HostLock
+def unlock(spec_file: str, lock_id: str | None, force: bool) -> None:
+    """Show who holds the cluster lock; with its LOCK_ID, remove it (after a crashed apply).
 
+    Like Terraform's `force-unlock LOCK_ID`: without LOCK_ID (and without --force) nothing is
+    removed. A lock renewed within its TTL is kept unless --force, or unless its holder is
+    provably gone (a process on this machine, same boot, that no longer exists)."""
+    from hactl.lock import LOCK_ID_RE, ClusterLock, HostLock, decide_unlock
+
+    if lock_id is not None and not LOCK_ID_RE.fullmatch(lock_id):
+        raise click.BadParameter(
+            f"{lock_id!r} is not a lock id (8 to 32 lowercase hex digits, as printed by "
+            "`hactl unlock -f SPEC`)",
+            param_hint="LOCK_ID",
+        )
     cluster = load_spec(spec_file)
 
-    async def main() -> dict[str, HostLock | str]:
+    async def main() -> tuple[dict[str, HostLock | str], dict[str, HostLock | str]]:
         from hactl.apply.run import connections
 
         async with connections(cluster, str(Path(spec_file).resolve().parent)) as (get, _):
-            return await ClusterLock(cluster, get).break_lock()
+            lock = ClusterLock(cluster, get)
+            seen = await lock.read()
+            held = {h: s for h, s in seen.items() if isinstance(s, HostLock) and s.result != "free"}
+            if not held:
+                return seen, {}
+            return seen, await lock.break_lock(decide_unlock(held, lock_id, force))
 
-    report = run_async(main())
+    seen, broken = run_async(main())
+    failed = [host for host, state in seen.items() if isinstance(state, str)]
+    for host, state in seen.items():
+        if isinstance(state, str):
+            click.secho(f"{host}: could not reach it: {state}", fg="red", err=True)
+        elif state.result == "free":
+            click.echo(f"{host}: no lock")
     holders: set[str] = set()
-    failed = []
-    for host, state in report.items():
+    for host, state in broken.items():
         if isinstance(state, str):
             failed.append(host)
-            click.secho(f"{host}: could not reach it: {state}", fg="red", err=True)
+            click.secho(f"{host}: could not remove the lock: {state}", fg="red", err=True)
         elif state.result == "broken":
-            who = state.owner.describe() if state.owner else "an unknown owner"
-            holders.add(who)
+            who = state.describe()
+            holders.add(state.owner.describe() if state.owner else "an unknown owner")
             click.echo(f"{host}: removed the lock held by {who}")
+        elif state.result == "free":
+            click.echo(f"{host}: no lock (any more)")
         else:
-            click.echo(f"{host}: no lock")
+            failed.append(host)
+            click.secho(f"{host}: kept the lock of {state.describe()} (it changed hands)", err=True)
     if holders:
         click.echo(f"Lock broken (was held by {'; '.join(sorted(holders))}).")
-    elif not failed:
-        click.echo("No lock was held.")
+    elif not broken and not failed:
+        click.echo("No lock is held.")
     if failed:
         raise HactlError(
             f"the lock may remain on {', '.join(failed)}",
-            hint="run `hactl unlock` again once they are reachable (an apply needs only a majority)",
+            hint="run `hactl unlock -f SPEC` again once they are reachable (an apply needs only "
+            "a majority)",
         )
 
 
@@ -245,7 +277,7 @@ def apply(
         spec_file=spec_file,
         plan_file=plan_file,
         parallelism=parallelism,
-        confirm=lambda: _confirm(auto_approve, plan_file is not None),
+        confirm=None if auto_approve or plan_file else lambda: _confirm(False, False),
         echo=click.echo,
         colour=live,
         reporter=reporter,

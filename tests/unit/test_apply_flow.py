@@ -145,6 +145,7 @@ def fake_plan(cluster: Cluster, seen: list[str], fail: str | None = None) -> Pla
 async def test_apply_runs_the_plan_under_the_lock_and_releases_it(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """--auto-approve: lock, one probe, plan, run, release."""
     seen: list[str] = []
     locked_during: list[list[str]] = []
 
@@ -153,15 +154,58 @@ async def test_apply_runs_the_plan_under_the_lock_and_releases_it(
         return fake_plan(cluster, seen)
 
     monkeypatch.setattr(run, "build_plan", plan)
-    result = await run.run_apply(world.options())
+    result = await run.run_apply(world.options(confirm=None))
     assert result is not None and result.ok
     assert locked_during == [["etcd01", "etcd02"]]  # the plan was made under the lock
     assert world.locked() == []  # and it was released
-    assert world.confirms == 1 and world.probes == 1
+    assert world.confirms == 0 and world.probes == 1
     assert seen[0] == "a" and set(seen) == {"a", "b", "c", "d"}
     assert "Apply complete: 3 added, 0 changed, 0 removed in " in "\n".join(world.echoed)
     journal = next(Path(world.base.parent / "state" / "journal" / "lab").glob("*.jsonl"))
     assert [r["event"] for r in read_journal(journal)].count("step_end") == 4
+
+
+async def test_the_approval_prompt_holds_no_lock_and_the_plan_is_rechecked_under_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """L8: while a person reads the plan nothing is locked; after "yes" the lock is taken, the
+    hosts probed again, and the approved plan runs."""
+    seen: list[str] = []
+    locked_during: list[list[str]] = []
+    locked_at_prompt: list[list[str]] = []
+
+    def plan(cluster: Cluster, _obs: Observed, *, now: datetime) -> Plan:
+        locked_during.append(world.locked())
+        return fake_plan(cluster, seen)
+
+    def confirm() -> None:
+        locked_at_prompt.append(world.locked())
+
+    monkeypatch.setattr(run, "build_plan", plan)
+    result = await run.run_apply(world.options(confirm=confirm))
+    assert result is not None and result.ok
+    assert locked_at_prompt == [[]]
+    assert locked_during == [[], ["etcd01", "etcd02"]]  # shown unlocked, re-checked locked
+    assert world.probes == 2 and set(seen) == {"a", "b", "c", "d"}
+    assert world.locked() == []
+
+
+async def test_hosts_that_change_while_the_prompt_waits_refuse_the_approved_plan(
+    world: World, cluster: Cluster
+) -> None:
+    """L8: what was approved is what runs, or nothing: a change during the prompt is named."""
+    world.observed = Synthetic(cluster).converged().lb(config="global\n  # edited\n").observed()
+
+    def confirm() -> None:  # someone fixes lb01 by hand while the question is open
+        world.observed = Synthetic(cluster).converged().observed()
+
+    with pytest.raises(StalePlanError) as caught:
+        await run.run_apply(world.options(confirm=confirm))
+    text = str(caught.value)
+    assert text.startswith("The hosts changed while the plan waited for approval; nothing was")
+    assert "lb01: no longer needs ~ lb[lb01].haproxy_cfg" in text
+    assert world.probes == 2 and world.locked() == []
+    assert not (world.base.parent / "state" / "journal").exists()  # no step ran
 
 
 async def test_a_failed_step_raises_one_report_and_the_lock_is_released(

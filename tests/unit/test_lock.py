@@ -4,71 +4,23 @@ with /bin/sh (real mkdir, flock, stat) in a folder per fake host."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
+from lockhosts import PLACEHOLDER, Hosts
 
 from hactl.errors import LockError, UnreachableError
 from hactl.lock import ClusterLock, HostLock, LockOwner, lock_hosts, parse_output
 from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
-from hactl.transport.base import Result
-from hactl.transport.fake import Call, FakeTransport
 
 ROOT = Path(__file__).resolve().parents[2]
-PLACEHOLDER = "/hactl-unit-lock-root"
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Cluster:
     return load_file(ROOT / "specs" / "lab.yaml").cluster
-
-
-class Hosts:
-    """One FakeTransport per host; each runs the lock script in its own folder."""
-
-    def __init__(self, base: Path, names: list[str]) -> None:
-        self.base = base
-        self.fakes: dict[str, FakeTransport] = {}
-        for name in names:
-            fake = FakeTransport(name)
-            fake.on(lambda wire: True, respond=self._runner(name))
-            self.fakes[name] = fake
-
-    def _runner(self, name: str):  # type: ignore[no-untyped-def]
-        folder = self.base / name
-        folder.mkdir(parents=True, exist_ok=True)
-
-        def respond(call: Call) -> Result:
-            script = call.wire.replace(PLACEHOLDER, str(folder))
-            done = subprocess.run(
-                ["/bin/sh", "-c", script],
-                input=call.stdin or b"",
-                capture_output=True,
-                timeout=30,
-                check=False,
-            )
-            return Result(done.returncode, done.stdout.decode(), done.stderr.decode())
-
-        return respond
-
-    def __call__(self, host: str) -> FakeTransport:
-        return self.fakes[host]
-
-    def lock_dir(self, host: str) -> Path:
-        return self.base / host / "lock.d"
-
-    def owner(self, host: str) -> dict[str, object]:
-        data: dict[str, object] = json.loads((self.lock_dir(host) / "owner.json").read_text())
-        return data
-
-    def age(self, host: str, seconds: float) -> None:
-        path = self.lock_dir(host) / "owner.json"
-        past = path.stat().st_mtime - seconds
-        os.utime(path, (past, past))
 
 
 @pytest.fixture
@@ -84,12 +36,42 @@ def make_lock(cluster: Cluster, hosts: Hosts, who: str, **owner: object) -> Clus
     return ClusterLock(cluster, hosts, base, root=PLACEHOLDER, wait=5)
 
 
-def test_lock_lives_on_the_etcd_members_in_spec_order(cluster: Cluster) -> None:
+def test_lock_lives_on_the_etcd_members_sorted_by_name(cluster: Cluster) -> None:
     assert lock_hosts(cluster) == ["etcd01", "etcd02", "etcd03"]
     stacked = cluster.model_copy(
         update={"etcd": cluster.etcd.model_copy(update={"topology": "stacked", "members": []})}
     )
     assert lock_hosts(stacked) == ["master01", "master02", "master03"]
+
+
+def _reordered(cluster: Cluster) -> Cluster:
+    members = list(reversed(cluster.etcd.members))
+    return cluster.model_copy(update={"etcd": cluster.etcd.model_copy(update={"members": members})})
+
+
+def test_lock_hosts_do_not_depend_on_the_spec_order(cluster: Cluster) -> None:
+    """L10: the same members listed in another order give the same lock hosts, same order."""
+    other = _reordered(cluster)
+    assert [m.name for m in other.etcd.members] == ["etcd03", "etcd02", "etcd01"]
+    assert lock_hosts(other) == lock_hosts(cluster) == ["etcd01", "etcd02", "etcd03"]
+
+
+async def test_specs_listing_the_members_in_other_orders_contend_for_the_same_lock(
+    cluster: Cluster, hosts: Hosts
+) -> None:
+    """L10: bob's spec lists the members backwards; he meets alice's lock on the first host of
+    the common order and takes nothing anywhere (in spec order he would first take etcd03)."""
+    alice = make_lock(cluster, hosts, "alice@ops1")
+    await alice.acquire()
+    bob = make_lock(_reordered(cluster), hosts, "bob@ci")
+    with pytest.raises(LockError, match=r"^etcd01: cluster 'lab' is locked by alice@ops1"):
+        await bob.acquire()
+    assert hosts.fakes["etcd03"].calls == []  # bob never touched etcd03
+    assert not hosts.lock_dir("etcd03").exists()
+    await alice.release()
+    await bob.acquire()  # and once alice is done, bob takes the same majority
+    assert bob.held_on == ["etcd01", "etcd02"]
+    await bob.release()
 
 
 async def test_acquire_takes_a_majority_and_release_removes_it(
