@@ -2,7 +2,11 @@
 
 Where: ``<state dir>/journal/<cluster>/<run-id>.jsonl``. The state dir is ``$HACTL_STATE_DIR``
 when set, else ``.hactl/`` next to the spec (or next to the saved plan for ``hactl apply FILE``).
-Nothing secret is written: error texts are masked before they reach the journal.
+Nothing secret is written: error texts are masked before they reach the journal. Still, host
+names and stderr lines are the operator's business only: journal files are created 0600 and the
+folders hactl makes for them 0700 (``.hactl/`` itself, ``journal/`` and ``journal/<cluster>/``;
+existing ones are tightened; a ``$HACTL_STATE_DIR`` that exists is left as it is). A symlink in
+place of a journal file is refused (``O_NOFOLLOW``).
 
 Records (one JSON object per line, ``event`` says which):
 
@@ -20,6 +24,7 @@ benchmark compares an apply's wall time against it (target ≤ 1.10×).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -57,6 +62,39 @@ def journal_path(anchor: str | Path, cluster: str, run_id: str) -> Path:
     return state_dir(anchor) / "journal" / cluster / f"{run_id}.jsonl"
 
 
+def private_dirs(folder: Path) -> None:
+    """Make ``folder`` and the missing folders above it with mode 0700, and tighten to 0700 the
+    existing ones hactl owns: ``…/journal/<cluster>``, ``…/journal`` and a ``.hactl`` above."""
+    missing: list[Path] = []
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        missing.append(probe)
+        probe = probe.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+    owned = list(missing)
+    if folder.parent.name == "journal":
+        owned += [folder, folder.parent]
+        if folder.parent.parent.name == ".hactl":
+            owned.append(folder.parent.parent)
+    for path in owned:
+        if not path.is_symlink() and path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+
+
+def open_private(path: Path) -> IO[str]:
+    """Open ``path`` for appending, mode 0600 (also when it existed), never through a symlink."""
+    private_dirs(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "a", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class Journal:
     """Appends records to a JSON-lines file, flushed after each line (a crash keeps the start)."""
 
@@ -80,8 +118,7 @@ class Journal:
             return
         with self._mutex:
             if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("a", encoding="utf-8")
+                self._file = open_private(self.path)
             self._file.write(json.dumps(record, sort_keys=True, default=str) + "\n")
             self._file.flush()
 

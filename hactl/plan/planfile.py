@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from typing import Any
 
 from hactl import __version__
@@ -37,20 +38,30 @@ def dumps(plan: Plan) -> str:
 
 
 def save(plan: Plan, path: str) -> None:
-    """Write the plan with mode 0600 (also when the file existed), atomically."""
+    """Write the plan with mode 0600 (also when the file existed), atomically: a new temporary
+    file next to it (``O_EXCL | O_NOFOLLOW``, an unguessable name: nothing planted there is
+    followed or reused), then ``rename`` over ``path``."""
+    text = dumps(plan)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(6)}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    created = False
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(tmp, flags, 0o600)
+        created = True
         os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(dumps(plan))
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except OSError as exc:
+        raise HactlError(
+            f"cannot write the saved plan {path}: {exc.strerror or exc}",
+            hint="choose a path in a folder you can write to",
+        ) from exc
+    finally:
+        if created and os.path.lexists(tmp):
             os.unlink(tmp)
-        raise
 
 
 def loads(text: str, source: str = "plan") -> Plan:
