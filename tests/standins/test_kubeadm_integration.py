@@ -327,9 +327,20 @@ def test_control_plane_join_pins_the_ca_and_needs_the_right_key(tmp_path: Path,
 
     # once kubeadm-certs has expired (2 s here, 2 h for real), a join fails like the real one
     first.short_certs_ttl(2)
-    again = first.kubeadm("init", "phase", "upload-certs", "--upload-certs", "--certificate-key", key,
+    # like the real kubeadm, the phase refuses --certificate-key next to --config ...
+    mixed = first.kubeadm("init", "phase", "upload-certs", "--upload-certs", "--certificate-key", key,
                           "--config", str(first.config))
+    assert (mixed.returncode, mixed.stdout) == (1, "")
+    assert mixed.stderr == ("can not mix '--config' with arguments [certificate-key]\n"
+                            "To see the stack trace of this error execute with --v=5 or higher\n")
+    # ... and takes the key from InitConfiguration.certificateKey instead
+    keyed = tmp_path / "master01-keyed.yaml"
+    docs = list(yaml.safe_load_all(first.config.read_text()))
+    docs[0]["certificateKey"] = key
+    keyed.write_text(yaml.safe_dump_all(docs))
+    again = first.kubeadm("init", "phase", "upload-certs", "--upload-certs", "--config", str(keyed))
     assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().splitlines()[-1] == key
 
     def certs_gone() -> bool:
         return "NotFound" in first.kubectl("-n", "kube-system", "get", "secret", "kubeadm-certs").stderr

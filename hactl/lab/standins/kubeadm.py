@@ -1,8 +1,9 @@
 """kubeadm stand-in: ``python3 -m hactl.lab.standins.kubeadm <command> ...`` (see docs/standins/kubeadm.md).
 
-Commands: init (+ ``init phase upload-certs``), join, token create|list|generate|delete,
-certs check-expiration|certificate-key, reset, version. Errors are printed the way kubeadm prints
-them and exit 1.
+Commands: init (+ ``init phase …``, :mod:`.kubeadm_phase`), join, token
+create|list|generate|delete, certs check-expiration|certificate-key, reset, version. Flags are
+parsed as strictly as pflag parses them (:mod:`.kubeadm_flags`); errors are printed the way
+kubeadm prints them and exit 1.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ if __name__ == "__main__":  # `kubeadm version` answers before the heavy imports
     answer_fast("kubeadm", sys.argv[1:])
 
 import argparse
-from typing import Any, NoReturn
+from typing import Any
 
 from .kubeadm_api import Api, ApiError, ns_path
 from .kubeadm_common import (
@@ -27,10 +28,7 @@ from .kubeadm_common import (
     warn,
 )
 from .kubeadm_config import Config, finish, from_documents, load_documents
-
-CONFIG_COMPATIBLE = {"config", "ignore_preflight_errors", "skip_phases", "upload_certs", "certificate_key",
-                     "skip_token_print", "skip_certificate_key_print", "node_name", "v", "kubeconfig", "dry_run"}
-
+from .kubeadm_flags import Parser, check_mixed, parse
 
 #: kubeadm flag (argparse dest) → the Config field it sets when given.
 FLAG_FIELDS = {
@@ -45,12 +43,6 @@ FLAG_FIELDS = {
     "node_name": "node_name",
     "certificate_key": "certificate_key",
 }
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"Error: {message}\nTo see the stack trace of this error execute with --v=5 or higher\n")
-        sys.exit(1)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -119,12 +111,8 @@ def build_parser() -> Parser:
 
 def build_config(args: argparse.Namespace, argv: list[str]) -> Config:
     cfg = Config()
+    check_mixed(argv[1:])
     if args.config:
-        given = {a.lstrip("-").split("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
-        mixed = sorted(g.replace("_", "-") for g in given - CONFIG_COMPATIBLE - {"upload_certs", "control_plane"}
-                       if g in vars(args))
-        if mixed:
-            raise KubeadmError(f"can not mix '--config' with arguments [{' '.join(mixed)}]")
         from_documents(cfg, load_documents(args.config))
     def get(name: str) -> Any:
         return getattr(args, name, None)
@@ -194,28 +182,10 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def dispatch(argv: list[str]) -> int:
-    if argv[:3] == ["init", "phase", "upload-certs"]:
-        phase = Parser(prog="kubeadm init phase upload-certs")
-        phase.add_argument("--upload-certs", action="store_true")
-        phase.add_argument("--config", default="")
-        phase.add_argument("--certificate-key", default="")
-        phase.add_argument("--kubeconfig", default="/etc/kubernetes/admin.conf")
-        phase.add_argument("--skip-certificate-key-print", action="store_true")
-        phase.add_argument("--v", "-v", default="0")
-        args = phase.parse_args(argv[3:])
-        if not args.upload_certs:
-            out("[upload-certs] Skipping phase. Please see --upload-certs")
-            return 0
-        from .kubeadm_init import run_upload_certs_phase
-
-        cfg = Config()
-        if args.config:
-            from_documents(cfg, load_documents(args.config))
-        cfg.certificate_key = args.certificate_key or cfg.certificate_key
-        return run_upload_certs_phase(finish(cfg), args.kubeconfig, args.skip_certificate_key_print)
     if argv[:2] == ["init", "phase"]:
-        raise KubeadmError(f"the stand-in implements only 'init phase upload-certs', not {argv[2:3]}")
-    args = build_parser().parse_args(argv)
+        from .kubeadm_phase import run_phase
+        return run_phase(argv[2:])
+    args = parse(build_parser(), argv)
     if args.command is None:
         build_parser().print_help()
         return 0
@@ -234,6 +204,7 @@ def dispatch(argv: list[str]) -> int:
     if args.command == "reset":
         from .kubeadm_reset import run_reset
         return run_reset(args.force)
+    check_mixed(argv[1:])  # before anything else, as kubeadm's newInitData/newJoinData do
     if getattr(args, "dry_run", False):
         raise KubeadmError("the lab's kubeadm stand-in does not support --dry-run")
     cfg = build_config(args, argv)
@@ -248,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return dispatch(argv)
-    except KubeadmError as exc:
+    except KubeadmError as exc:  # UsageError too: no phase, exit 1
         warn(exc.render())
         return exc.code
     except ApiError as exc:

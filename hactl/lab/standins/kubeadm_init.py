@@ -1,4 +1,4 @@
-"""``kubeadm init`` and ``kubeadm init phase upload-certs``."""
+"""``kubeadm init`` and the phases that ``kubeadm init phase …`` (:mod:`.kubeadm_phase`) runs alone."""
 
 from __future__ import annotations
 
@@ -136,12 +136,13 @@ def upload_config(api: Api, cfg: Config) -> None:
                "data": {"kubelet": yaml.safe_dump(kubelet_configuration(cfg, local=False), sort_keys=False)}})
 
 
-def bootstrap_tokens(api: Api, cfg: Config) -> str:
+def bootstrap_tokens(api: Api, cfg: Config, *, print_token: bool = True) -> str:
     first = ""
     for spec in cfg.tokens:
         token = str(spec.get("token") or generate_token())
         first = first or token
-        out(f"[bootstrap-token] Using token: {token}")
+        if print_token:
+            out(f"[bootstrap-token] Using token: {token}")
         create_token_secret(
             api, token, duration_seconds(spec["ttl"], DEFAULT_TOKEN_TTL),
             usages=spec.get("usages") or ("authentication", "signing"),
