@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from hactl.facts.model import ClusterView, EtcdMember, Observed
+from hactl.facts.model import ClusterView, EtcdFacts, EtcdMember, Observed
 from hactl.spec.models import Cluster, Host
 
 #: The certificate key's Secret lives 2 h; a key older than TTL - margin is refreshed.
@@ -202,34 +202,52 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                 continue
             yield Change(Op.CREATE, address, None, after,
                          f"{host.name} is not in the member list of the running cluster; add it "
-                         "as a learner, start it with initial-cluster-state=existing, promote it",
+                         "as a learner, start it with initial-cluster-state=existing, promote it"
+                         + data_dir_note(facts.data_dir, facts.data_dir_entries, facts.data_dir_names),
                          host=host.name, detail={"mode": "add"})
             continue
         before = {"name": member.name or "(unstarted)", "id": member.id,
                   "peer_url": ",".join(member.peer_urls), "voter": not member.is_learner}
-        if facts.data_dir_state in ("absent", "empty") and not facts.active:
+        moved_from = data_dir_move(cluster, facts)
+        if (facts.data_dir_state in ("absent", "empty") and not facts.active) or moved_from:
+            why = (f"its data dir moves from {moved_from} to {facts.data_dir} (etcd keeps a "
+                   "member's identity in its data dir: a restart on a new one would crash it; "
+                   f"the old {moved_from} is left as it is)" if moved_from
+                   else f"its data dir is {facts.data_dir_state} (host rebuilt?)")
             yield Change(Op.REPLACE, address, before, after,
-                         f"{host.name} is listed as member {member.id} but its data dir is "
-                         f"{facts.data_dir_state} (host rebuilt?); remove the failed member through "
-                         "another member, then add it back", host=host.name,
-                         detail={"mode": "replace", "member_id": member.id})
+                         f"{host.name} is listed as member {member.id} but {why}; remove the member "
+                         "through another member, then add it back"
+                         + data_dir_note(facts.data_dir, facts.data_dir_entries, facts.data_dir_names),
+                         host=host.name, detail={"mode": "replace", "member_id": member.id})
             continue
         reasons = []
         mode = []
-        if not member.started or not facts.active:
+        running = member.started and facts.active
+        if not running:
             reasons.append("the etcd service is not running" if member.started
                            else "the member was added but never started")
             mode.append("start")
         if member.is_learner:
             reasons.append("the member is still a learner")
             mode.append("promote")
+        if member.started and peer_url(cluster, host) not in member.peer_urls:
+            reasons.append(f"the member list has its peer URL as {','.join(member.peer_urls)}, the "
+                           f"spec says {peer_url(cluster, host)}: `etcdctl member update` through "
+                           "another member, then rewrite etcd.env and restart it")
+            mode.append("update-peer")
         drift = _env_drift(cluster, host, facts.env) if facts.env_present else []
         if drift:
             reasons.append("configuration differs: " + ", ".join(drift))
             mode.append("reconfigure")
+        stale = stale_env(facts) if running else []
+        if stale and not drift:
+            reasons.append("the running etcd was started before /etc/etcd/etcd.env was last "
+                           f"written (it runs with other {', '.join(stale)}); restart it")
+            mode.append("restart")
         if reasons:
             yield Change(Op.UPDATE, address, before, after, "; ".join(reasons), host=host.name,
-                         detail={"mode": "+".join(mode), "member_id": member.id})
+                         detail={"mode": "+".join(mode), "member_id": member.id,
+                                 "running": running, "learner": member.is_learner})
         else:
             yield Change(Op.NOOP, address, before, after, "started voting member", host=host.name)
     for member in extra_members(cluster, members):
@@ -239,6 +257,40 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                       "peer_url": ",".join(member.peer_urls), "voter": not member.is_learner},
                      None, f"member {name} ({member.id}) is not in the spec; remove it through "
                      "another member", detail={"mode": "remove", "member_id": member.id})
+
+
+RESTART_MODES = ("reconfigure", "restart", "update-peer")
+"""Modes of an etcd member change that restart a member that may be running."""
+
+
+def data_dir_note(data_dir: str, entries: int, names: tuple[str, ...]) -> str:
+    """What starting a new member does to the data dir, in the plan's words (C1)."""
+    if entries <= 0:
+        return ""
+    shown = ", ".join(repr(n) for n in names)
+    more = f", and {entries - len(names)} more" if entries > len(names) else ""
+    return (f"; its data dir {data_dir} holds {entries} entr{'y' if entries == 1 else 'ies'} "
+            f"({shown}{more}) but no member data: they will be moved aside into "
+            f"{data_dir.rstrip('/')}.hactl-old-<UTC time> (nothing is deleted) and the member "
+            "starts on the emptied directory")
+
+
+def data_dir_move(cluster: Cluster, facts: EtcdFacts) -> str | None:
+    """The data dir etcd uses now when the spec names another one that holds no member data
+    (a spec edit of ``etcd.dataDir``): that member must be replaced, not restarted."""
+    env = facts.running_env if facts.running_env is not None else facts.env
+    current = env.get("ETCD_DATA_DIR")
+    if not current or current == cluster.etcd.data_dir or facts.data_dir_state == "member":
+        return None
+    return current
+
+
+def stale_env(facts: EtcdFacts) -> list[str]:
+    """``ETCD_*`` keys whose value in the running process differs from the env file (the file
+    was written, the process never restarted: M3)."""
+    if facts.running_env is None or not facts.env_present:
+        return []
+    return [k for k in sorted(facts.env) if facts.env[k] != facts.running_env.get(k)]
 
 
 def _etcd_no_cluster(cluster: Cluster, observed: Observed) -> Iterator[Change]:
@@ -255,11 +307,12 @@ def _etcd_no_cluster(cluster: Cluster, observed: Observed) -> Iterator[Change]:
         address = f"etcd.member[{host.name}]"
         after = {"name": host.name, "peer_url": peer_url(cluster, host), "voter": True}
         if not with_data:
-            wipe = " (its data dir holds stray files and will be emptied)" if facts.data_dir_state == "other" else ""
             yield Change(Op.CREATE, address, None, after,
                          f"no etcd cluster yet; bootstrap all {size} members together with "
-                         f"initial-cluster-state=new{wipe}", host=host.name,
-                         detail={"mode": "bootstrap"})
+                         "initial-cluster-state=new"
+                         + data_dir_note(facts.data_dir, facts.data_dir_entries, facts.data_dir_names),
+                         host=host.name, detail={"mode": "bootstrap",
+                                                 "data_dir_entries": facts.data_dir_entries})
         elif host.name in with_data:
             yield Change(Op.UPDATE, address, {"name": host.name, "running": False}, after,
                          "holds member data but no member answers; start the etcd service",

@@ -48,6 +48,17 @@ elif [ -d {data}/member ]; then echo data_dir=member
 elif [ -n "$__hactl_nested" ]; then echo data_dir=nested; echo "nested_member=$__hactl_nested"
 elif [ -z "$(ls -A {data} 2>/dev/null)" ]; then echo data_dir=empty
 else echo data_dir=other; fi
+if [ -d {data} ]; then
+  echo "data_dir_entries=$(ls -A {data} 2>/dev/null | wc -l)"
+  ls -A {data} 2>/dev/null | head -n {names} | sed 's/^/data_dir_entry=/'
+fi
+if [ "${active}" = active ]; then
+  __hactl_pid=$(systemctl show -p MainPID --value etcd.service 2>/dev/null)
+  if [ -n "$__hactl_pid" ] && [ "$__hactl_pid" != 0 ] && [ -r "/proc/$__hactl_pid/environ" ]; then
+    echo running_pid=$__hactl_pid
+    tr '\0' '\n' < "/proc/$__hactl_pid/environ" | grep '^ETCD_' | sed 's/^/running./'
+  fi
+fi
 if [ -f {ca_key} ]; then echo ca_key=1; fi
 if [ -f {ca} ]; then
   if command -v openssl >/dev/null 2>&1; then
@@ -67,6 +78,17 @@ class EtcdFileInfo:
     ca_fingerprint: str | None
     nested_member: str | None = None
     ca_key_present: bool = False
+    data_dir_entries: int = 0
+    """How many entries the data dir holds (0 when absent)."""
+    data_dir_names: tuple[str, ...] = ()
+    """The first :data:`ENTRY_NAMES` of them, as ``ls -A`` lists them."""
+    running_env: dict[str, str] | None = None
+    """The ``ETCD_*`` environment of the running etcd process (``/proc/MAINPID/environ``);
+    None when etcd is not active or its environment could not be read."""
+
+
+ENTRY_NAMES = 10
+"""How many data dir entries the probe names (the count is always complete)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +103,8 @@ class EtcdFiles(Fact[EtcdFileInfo]):
             data=shlex.quote(self.data_dir.rstrip("/") or "/"),
             ca=shlex.quote(CA_CERT),
             ca_key=shlex.quote(CA_KEY),
+            names=ENTRY_NAMES,
+            active=ACTIVE_VAR,
         )
 
     def parse(self, stdout: str) -> EtcdFileInfo:
@@ -95,7 +119,33 @@ class EtcdFiles(Fact[EtcdFileInfo]):
             ca_fingerprint=fingerprint_hex(kv["ca_sha256"]) if kv.get("ca_sha256") else None,
             nested_member=kv.get("nested_member") if state == "nested" else None,
             ca_key_present=kv.get("ca_key") == "1",
+            data_dir_entries=_count(kv.get("data_dir_entries")),
+            data_dir_names=tuple(_lines_with(stdout, "data_dir_entry=")[:ENTRY_NAMES]),
+            running_env=_running_env(stdout),
         )
+
+
+def _count(text: str | None) -> int:
+    try:
+        return max(0, int(text or 0))
+    except ValueError as exc:
+        raise FactParseError(f"data dir entry count {text!r} is not a number") from exc
+
+
+def _lines_with(stdout: str, prefix: str) -> list[str]:
+    return [line[len(prefix):] for line in stdout.splitlines() if line.startswith(prefix)]
+
+
+def _running_env(stdout: str) -> dict[str, str] | None:
+    """``running.ETCD_X=value`` lines → ``{"ETCD_X": value}``; None without ``running_pid=``."""
+    if not any(line.startswith("running_pid=") for line in stdout.splitlines()):
+        return None
+    env: dict[str, str] = {}
+    for line in _lines_with(stdout, "running."):
+        key, found, value = line.partition("=")
+        if found and key.startswith("ETCD_"):
+            env[key] = value
+    return env
 
 
 @dataclass(frozen=True)
@@ -275,4 +325,7 @@ def assemble(
         unit_sha256=files.unit_sha256,
         nested_member=files.nested_member,
         ca_key_present=files.ca_key_present,
+        data_dir_entries=files.data_dir_entries,
+        data_dir_names=files.data_dir_names,
+        running_env=files.running_env,
     )

@@ -168,6 +168,14 @@ class EtcdFacts:
     ca_key_present: bool = False
     """/etc/etcd/pki/ca.key exists (hactl keeps the etcd CA key on the members; a cluster built
     by hand may not): needed to issue a new member's certificates."""
+    data_dir_entries: int = 0
+    """How many entries the data dir holds (what a new member's start would move aside)."""
+    data_dir_names: tuple[str, ...] = ()
+    """The first ten of those entries' names (the plan says what it moves)."""
+    running_env: Mapping[str, str] | None = None
+    """The ``ETCD_*`` environment of the running etcd process (``/proc/<MainPID>/environ``):
+    what is *active*, against ``env`` (what is *written*). None when etcd is not active or the
+    environment could not be read (then nothing is compared)."""
 
     @property
     def initial_cluster(self) -> str | None:

@@ -72,6 +72,12 @@ def member_remove(endpoint: str, member_id: str) -> Argv:
     return etcdctl([endpoint], "member", "remove", member_id)
 
 
+def member_update(endpoint: str, member_id: str, peer_url: str) -> Argv:
+    """Change a member's peer URL in the cluster's configuration (etcd's documented way; the
+    member then restarts listening there)."""
+    return etcdctl([endpoint], "member", "update", member_id, f"--peer-urls={peer_url}")
+
+
 def endpoint_health(endpoints: Sequence[str]) -> Argv:
     """Each endpoint asked about itself (design rule 2: not ``--cluster`` alone)."""
     argv = etcdctl(endpoints, "endpoint", "health", "-w", "json")
@@ -98,9 +104,24 @@ def file_exists(path: str) -> Argv:
     return ("test", "-e", path)
 
 
-def empty_dir(path: str) -> Argv:
-    """Empty a directory's contents, keeping the directory (used on pristine data dirs only)."""
-    return ("find", path, "-mindepth", "1", "-delete")
+_PREPARE_DATA_DIR = """d=$1; aside=$2
+if [ ! -e "$d" ]; then exec install -d -m 0700 "$d"; fi
+if [ ! -d "$d" ]; then echo "$d exists and is not a directory" >&2; exit 1; fi
+if [ -n "$(ls -A "$d")" ]; then
+  mkdir -m 0700 "$aside" || exit 1
+  find "$d" -mindepth 1 -maxdepth 1 -exec mv -t "$aside" -- {} + || exit 1
+  echo "moved aside into $aside"
+fi
+chmod 0700 "$d"
+"""
+
+
+def prepare_data_dir(path: str, aside: str) -> Argv:
+    """Make ``path`` an empty 0700 directory for a new etcd member without deleting anything:
+    created when absent; its entries (no member data: checked just before) moved into the new
+    sibling ``aside``; chmod only once it is empty (an existing directory with content is never
+    chmodded)."""
+    return ("sh", "-c", _PREPARE_DATA_DIR, "sh", path, aside)
 
 
 def mkdir(path: str, mode: str = "0700") -> Argv:

@@ -5,13 +5,14 @@ for health as design rule 2 defines it. Commands come from :mod:`hactl.plan.comm
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hactl.diff import client_url
-from hactl.errors import CommandError
+from hactl.diff import client_url, peer_url
+from hactl.errors import CommandError, PlanError
 from hactl.plan import commands as cmd
-from hactl.plan.refusals import nested_member_data
+from hactl.plan.refusals import nested_member_data, restart_problem
 from hactl.plan.remote import parse_json, run, wait_for
 from hactl.plan.step import StepContext
 from hactl.spec.models import Host
@@ -26,6 +27,7 @@ class Member:
     name: str
     peer_urls: tuple[str, ...]
     is_learner: bool
+    client_urls: tuple[str, ...] = ()
 
     @property
     def started(self) -> bool:
@@ -45,6 +47,7 @@ def parse_member_list(stdout: str) -> list[Member]:
                 name=raw.get("name", ""),
                 peer_urls=tuple(raw.get("peerURLs") or ()),
                 is_learner=bool(raw.get("isLearner", False)),
+                client_urls=tuple(raw.get("clientURLs") or ()),
             )
         )
     return out
@@ -112,6 +115,98 @@ async def data_dir_has_member(ctx: StepContext, host: str, data_dir: str) -> boo
     if nested:
         raise CommandError(nested_member_data(data_dir, nested[0]), host=host)
     return False
+
+
+async def prepare_data_dir(ctx: StepContext, host: str, data_dir: str) -> None:
+    """A new member starts on an empty data dir (C1): refuse member data in or below it, then
+    move whatever else it holds aside into ``<dir>.hactl-old-<UTC time>`` (never deleted)."""
+    if await data_dir_has_member(ctx, host, data_dir):
+        return
+    aside = f"{data_dir.rstrip('/')}.hactl-old-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    result = await run(ctx, host, cmd.prepare_data_dir(data_dir, aside))
+    if "moved aside" in result.stdout:
+        ctx.log("data dir entries moved aside", data_dir=data_dir, into=aside)
+
+
+_UNQUOTABLE = frozenset('"\\\'`$,=\n\r\t ')
+
+
+def initial_cluster(ctx: StepContext, members: list[Member], me: Host) -> str:
+    """ETCD_INITIAL_CLUSTER for ``me`` joining (or restarting in) a running cluster: every
+    listed member as the member list names it (``name=peerURL`` for each of its peer URLs,
+    ``m<id>`` for one that never started), then ``me``. Members outside the spec are taken as
+    listed (a DNS peer URL, a name that is no DNS label: L5), but what etcd.env cannot quote
+    is refused."""
+    mine = peer_url(ctx.cluster, me)
+    parts: list[str] = []
+    for m in sorted(members, key=lambda m: m.name or m.id):
+        if m.name == me.name or mine in m.peer_urls:
+            continue
+        name = m.name or f"m{m.id}"
+        for url in m.peer_urls:
+            bad = sorted({c for c in name + url if c in _UNQUOTABLE or not c.isprintable()})
+            if bad:
+                raise CommandError(
+                    f"the member list names member {m.id} {name!r} with peer URL {url!r}: "
+                    f"{', '.join(repr(c) for c in bad)} cannot be written into {cmd.ETCD_ENV}",
+                    host=me.name, hint="rename or update that member by hand (etcdctl member "
+                    "update), then apply again")
+            parts.append(f"{name}={url}")
+    parts.append(f"{me.name}={mine}")
+    return ",".join(parts)
+
+
+def member_env(ctx: StepContext, me: Host, members: list[Member]) -> str:
+    """etcd.env of ``me`` with initial-cluster-state=existing and the listed members."""
+    from hactl.plan import desired
+
+    text = desired.etcd_env(ctx.cluster, me.name, state="existing", members=[me])
+    wanted = initial_cluster(ctx, members, me)
+    return "".join(f'ETCD_INITIAL_CLUSTER="{wanted}"\n' if line.startswith("ETCD_INITIAL_CLUSTER=")
+                   else line for line in text.splitlines(keepends=True))
+
+
+def voter_urls(ctx: StepContext, members: list[Member]) -> dict[str, str]:
+    """Started voter name → the client URL to ask about its health (the spec's URL for spec
+    members, the listed one for others)."""
+    spec = {h.name: client_url(ctx.cluster, h) for h in ctx.cluster.etcd_members}
+    out = {}
+    for m in members:
+        if m.is_learner or not m.name:
+            continue
+        url = spec.get(m.name) or (m.client_urls[0] if m.client_urls else "")
+        if url:
+            out[m.name] = url
+    return out
+
+
+async def restart_check(ctx: StepContext, target: Host, via: Host) -> None:
+    """Rule 1 for restarts on fresh facts: every other voter healthy and healthy voters − 1 ≥
+    quorum(voters) while ``target`` restarts (refused with the arithmetic otherwise)."""
+    members = await list_members(ctx, via)
+    voters = [m for m in members if not m.is_learner]
+    urls = voter_urls(ctx, members)
+    result = await run(ctx, via.name, cmd.endpoint_health(list(urls.values()) or
+                                                          [client_url(ctx.cluster, via)]), check=False)
+    health = parse_health(result.stdout)
+    healthy = {name for name, url in urls.items() if health.get(url)}
+    others = [f"{m.name or m.id} ({'health check failed' if m.name else 'never started'})"
+              for m in voters if m.name != target.name and (m.name or m.id) not in healthy]
+    problem = restart_problem(target.name, len(voters), len(healthy & {m.name for m in voters}),
+                              member_healthy=target.name in healthy, unhealthy_others=others)
+    if problem:
+        raise PlanError(problem, host=target.name)
+
+
+async def wait_started(ctx: StepContext, via: Host, name: str, *, timeout: float) -> None:
+    """A learner serves no ``endpoint health`` (etcd: "rpc not supported for learner"):
+    started = listed with its name (M7)."""
+
+    async def started() -> str | None:
+        listed = await list_members(ctx, via)
+        return None if any(m.name == name for m in listed) else "member not started yet"
+
+    await wait_for(f"etcd member {name} to start", started, timeout=timeout, host=name)
 
 
 async def list_members(ctx: StepContext, via: Host) -> list[Member]:

@@ -6,8 +6,9 @@
                                             │        ─▶ worker joins, in parallel ─▶ Verify
 
 New etcd clusters start all members together; changes to a running etcd cluster are chained one
-membership change at a time (replacements first: remove → add → start → promote; then restarts
-and reconfigurations; then additions; removals last). The load balancers do not wait for etcd
+membership change at a time (replacements first: remove → add → start → promote; then starts of
+stopped members and promotions; then additions; removals; restarts of running members last, each
+gated on quorum and followed by a whole-cluster health wait). The load balancers do not wait for etcd
 (nothing in their config depends on it) but the first master waits for both. See docs/planning.md.
 """
 
@@ -170,7 +171,7 @@ class _Builder:
                 step: Step = kinds.BootstrapEtcdMember(
                     id=f"{c.address}.bootstrap", host=c.host, title=f"Bootstrap etcd member {c.host}",
                     reason=c.reason, address=c.address,
-                    wipe_data_dir="stray files" in c.reason)
+                    wipe_data_dir=int(c.detail.get("data_dir_entries", 0) or 0) > 0)
             else:
                 step = kinds.ReconfigureEtcdMember(
                     id=f"{c.address}.start", host=c.host, title=f"Start etcd member {c.host}",
@@ -184,8 +185,7 @@ class _Builder:
                 reason="the new members must form a quorum before anything else uses etcd",
                 address="etcd"), parallel)
         rest = [c for c in member_changes if c not in group]
-        rank = {Op.REPLACE: 0, Op.UPDATE: 1, Op.CREATE: 2, Op.DELETE: 3}
-        rest.sort(key=lambda c: (rank[c.op], c.address))
+        rest.sort(key=lambda c: (_chain_rank(c), c.address))
         for c in rest:
             prev = self._membership_change(c, prev)
         if rest:
@@ -233,12 +233,23 @@ class _Builder:
                 id=f"{c.address}.promote", host=via, title=f"Promote etcd member {name} to voter",
                 reason=c.reason, address=c.address, action="update", member=name), [start])
         step: Step | None = None
-        if "start" in mode or "reconfigure" in mode:
-            rewrite = "reconfigure" in mode
+        modes = mode.split("+")
+        if "update-peer" in modes:
+            step = self.g.add(kinds.UpdateEtcdMember(
+                id=f"{c.address}.update-peer", host=via,
+                title=f"Update the peer URL of etcd member {name} via {via}",
+                reason=c.reason, address=c.address, member=name), deps)
+            deps = [step]
+        if {"start", "reconfigure", "restart", "update-peer"} & set(modes):
+            rewrite = bool({"reconfigure", "update-peer"} & set(modes))
+            restart = bool(c.detail.get("running"))
+            verb = "reconfigure" if rewrite else "restart" if restart else "start"
+            title = {"reconfigure": "Reconfigure and restart", "restart": "Restart",
+                     "start": "Start"}[verb]
             step = self.g.add(kinds.ReconfigureEtcdMember(
-                id=f"{c.address}.{'reconfigure' if rewrite else 'start'}", host=name,
-                title=f"{'Reconfigure and restart' if rewrite else 'Start'} etcd member {name}",
-                reason=c.reason, address=c.address, via=via, rewrite=rewrite), deps)
+                id=f"{c.address}.{verb}", host=name, title=f"{title} etcd member {name}",
+                reason=c.reason, address=c.address, via=via, rewrite=rewrite, restart=restart,
+                learner=bool(c.detail.get("learner"))), deps)
             deps = [step]
         if "promote" in mode:
             step = self.g.add(kinds.PromoteEtcdMember(
@@ -329,6 +340,16 @@ class _Builder:
                     title=f"{'Reset and re-join' if again else 'Join'} worker node {c.host}",
                     reason=c.reason, address=c.address, action=_action(c), via=via,
                     reset_first=again), base)
+
+
+def _chain_rank(c: Change) -> int:
+    """Order of the etcd chain: replacements, repairs (start, promote), additions, removals,
+    then restarts of running members (each on the membership the others left, rule 1)."""
+    if c.op is Op.UPDATE:
+        modes = str(c.detail.get("mode", "")).split("+")
+        restarts = c.detail.get("running") and {"reconfigure", "restart", "update-peer"} & set(modes)
+        return 4 if restarts else 1
+    return {Op.REPLACE: 0, Op.CREATE: 2, Op.DELETE: 3}.get(c.op, 5)
 
 
 def step_ids(steps: Sequence[Step]) -> list[str]:

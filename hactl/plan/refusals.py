@@ -3,7 +3,9 @@ arithmetic or the command that gets the user out. Pure (facts in, messages out).
 
 from __future__ import annotations
 
-from hactl.diff import Diff, Op
+from urllib.parse import urlsplit
+
+from hactl.diff import Diff, Op, client_url, matching_member
 from hactl.errors import PlanError
 from hactl.facts.model import Observed
 from hactl.spec.checks import MIN_ETCD_FOR_K8S_131, quorum
@@ -46,7 +48,8 @@ def check(cluster: Cluster, observed: Observed, diff: Diff) -> None:
                 *foreign_member_data(diff), *etcd_in_the_way(cluster, observed, diff),
                 *ca_key_missing(cluster, observed, diff),
                 *worker_joined_masters(diff),
-                *quorum_refusals(cluster, observed, diff), *removal_routes(cluster, observed, diff)]
+                *quorum_refusals(cluster, observed, diff), *removal_routes(cluster, observed, diff),
+                *restart_refusals(cluster, observed, diff), *etcd_endpoints_moved(cluster, observed)]
     if problems:
         raise PlanError("the plan is refused:\n  - " + "\n  - ".join(problems))
 
@@ -253,4 +256,108 @@ def removal_routes(cluster: Cluster, observed: Observed, diff: Diff) -> list[str
                 f"refusing to remove etcd member {name}: no other started, healthy member to run "
                 "`etcdctl member remove` through (a member never removes itself). Bring another "
                 "member back first")
+    return out
+
+
+def restart_problem(
+    member: str, voters: int, healthy_voters: int, *, member_healthy: bool, unhealthy_others: list[str]
+) -> str | None:
+    """Why restarting the running etcd member ``member`` would risk quorum (None when it is
+    safe). Rule 1 for restarts: every other member healthy, and ``healthy voters − 1 ≥
+    quorum(voters)`` while it is down (said by the plan and, on fresh facts, by the steps)."""
+    if unhealthy_others:
+        names = ", ".join(unhealthy_others)
+        return (f"refusing to restart etcd member {member}: {names} "
+                f"{'is' if len(unhealthy_others) == 1 else 'are'} not healthy, and hactl restarts "
+                "a running member only while every other member is healthy. Bring "
+                f"{names} back first (or remove {'it' if len(unhealthy_others) == 1 else 'them'} "
+                "from the spec)")
+    need = quorum(voters)
+    left = healthy_voters - 1 if member_healthy else healthy_voters
+    if left < need:
+        single = (" (a single-member etcd cannot restart without an outage: restart it by hand, "
+                  "`systemctl restart etcd`, if that is acceptable)" if voters == 1 else "")
+        return (f"refusing to restart etcd member {member}: the cluster has {voters} voting "
+                f"members, {healthy_voters} healthy; while {member} restarts {left} would be "
+                f"healthy, below the quorum ⌊{voters}/2⌋+1 = {need}{single}")
+    return None
+
+
+_RESTARTS = ("reconfigure", "restart", "update-peer")
+
+
+def restart_refusals(cluster: Cluster, observed: Observed, diff: Diff) -> list[str]:
+    """Rule 1 for the restarts the plan would make of running members (configuration drift,
+    a stale process, a peer URL change). They run after the plan's membership changes, so the
+    voters are then the spec's members; a member the plan (re)starts or adds before them counts
+    as healthy (each restart step checks again on fresh facts)."""
+    if cluster.etcd.topology != "external" or observed.etcd_members(
+            [h.name for h in cluster.etcd_members]) is None:
+        return []
+    members = [c for c in diff.changes if c.address.startswith("etcd.member[")]
+    restarts = [c for c in members if c.op is Op.UPDATE and c.detail.get("running")
+                and any(m in str(c.detail.get("mode", "")).split("+") for m in _RESTARTS)]
+    if not restarts:
+        return []
+    mended = {c.host for c in members if c.host and c.op is not Op.DELETE and c not in restarts}
+    healthy = {h.name for h in cluster.etcd_members
+               if observed.etcd_healthy(h.name) or h.name in mended}
+    out = []
+    for change in restarts:
+        name = change.host or ""
+        others = [_unhealthy(observed, h.name) for h in cluster.etcd_members
+                  if h.name != name and h.name not in healthy]
+        problem = restart_problem(name, len(cluster.etcd_members), len(healthy),
+                                  member_healthy=name in healthy, unhealthy_others=others)
+        if problem:
+            out.append(problem)
+    return out
+
+
+def _unhealthy(observed: Observed, name: str) -> str:
+    facts = observed.etcd(name)
+    if facts is None:
+        return f"{name} (unreachable)"
+    if facts.health is not None and facts.health.error:
+        return f"{name} ({facts.health.error.strip()[:120]})"
+    return f"{name} ({(facts.query_error or 'its health check failed').strip()[:120]})"
+
+
+def etcd_endpoints_moved(cluster: Cluster, observed: Observed) -> list[str]:
+    """M8: the API servers of an initialised cluster reach etcd at the client URLs in
+    kubeadm-config (``etcd.external.endpoints``, the manifests' ``--etcd-servers``); a spec
+    change of ``etcd.clientPort`` or of a member's address would move an endpoint they use.
+    hactl does not update the API servers yet, so such a change is refused."""
+    view = observed.cluster_view([h.name for h in cluster.masters])
+    if cluster.etcd.topology != "external" or view is None or not view.etcd_endpoints:
+        return []
+    used = set(view.etcd_endpoints)
+    members = observed.etcd_members([h.name for h in cluster.etcd_members]) or ()
+    out = []
+    for index, host in enumerate(cluster.etcd_members):
+        facts = observed.etcd(host.name)
+        member = matching_member(cluster, host, members)
+        live = set(member.client_urls) if member is not None and member.client_urls else set()
+        if not live and facts is not None and facts.env.get("ETCD_ADVERTISE_CLIENT_URLS"):
+            live = set(facts.env["ETCD_ADVERTISE_CLIENT_URLS"].split(","))
+        want = client_url(cluster, host)
+        old = sorted(live & used)
+        if not old or want in live:
+            continue
+        try:
+            parts = urlsplit(old[0])
+            live_port, live_host = parts.port, parts.hostname
+        except ValueError:
+            live_port, live_host = None, None
+        if live_port is not None and live_port != cluster.etcd.client_port:
+            field = f"etcd.clientPort (live {live_port}, wanted {cluster.etcd.client_port})"
+        else:
+            field = (f"etcd.members[{index}].address of {host.name} (live {live_host}, "
+                     f"wanted {host.address})")
+        out.append(
+            f"{field}: the API servers reach etcd at {old[0]} (kubeadm-config "
+            f"etcd.external.endpoints, kube-apiserver --etcd-servers), the spec would move it to "
+            f"{want}; hactl does not move the API servers' etcd endpoints yet. Put the live value "
+            "back in the spec, or first change kubeadm-config and every kube-apiserver manifest "
+            "by hand")
     return out

@@ -110,7 +110,8 @@ class Synthetic:
                 True, True, True, True, sha256_text(repr(env)), env, self.cluster.etcd.data_dir,
                 "member", CA_FP, listed,
                 EtcdStatus(url, member_id(h.name), "c1", self.etcd_version),
-                EtcdHealth(url, True), registry_keys, ca_key_present=True))
+                EtcdHealth(url, True), registry_keys, ca_key_present=True,
+                data_dir_entries=1, data_dir_names=("member",), running_env=dict(env)))
         return self
 
     def etcd_facts(self, name: str, **changes: object) -> Synthetic:
@@ -167,6 +168,8 @@ class Synthetic:
                 nodes=tuple(sorted(self.nodes, key=lambda n: n.name)),
                 kubeadm_certs_created=self.certs_created,
                 control_plane_endpoint=getattr(self, "_endpoint", None),
+                etcd_endpoints=tuple(client_url(self.cluster, h) for h in self.cluster.etcd_members)
+                if self.cluster.etcd.topology == "external" else (),
                 kubernetes_version=self.cluster.kubernetes.version,
             )
             for h in self.cluster.masters:

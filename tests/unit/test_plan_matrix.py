@@ -410,11 +410,19 @@ def test_member_data_one_level_down_is_refused_not_emptied(lab: Cluster) -> None
         "etcd02: the data dir /var/lib/etcd holds another etcd's member data "
         "(/var/lib/etcd/default/member); hactl never deletes etcd data: move it away by hand "
         "(e.g. mv /var/lib/etcd/default /var/lib/etcd/default.old) and plan again")
-    # stray files that are no member's data are still emptied by the bootstrap
-    s.etcd_facts("etcd02", data_dir_state="other", nested_member=None)
-    steps = {step.id: step for step in plan_of(lab, s).steps()}
-    assert "empty the data dir (no member/ inside)" in steps["etcd.member[etcd02].bootstrap"].commands()
-    assert "empty the data dir (no member/ inside)" not in steps["etcd.member[etcd01].bootstrap"].commands()
+    # entries that are no member's data are moved aside by the bootstrap, and the plan says so
+    s.etcd_facts("etcd02", data_dir_state="other", nested_member=None, data_dir_entries=2,
+                 data_dir_names=("README", "lost+found"))
+    plan = plan_of(lab, s)
+    steps = {step.id: step for step in plan.steps()}
+    aside = ("move the data dir's entries aside into <dataDir>.hactl-old-<UTC time> (nothing "
+             "deleted; member data refused)")
+    assert aside in steps["etcd.member[etcd02].bootstrap"].commands()
+    assert aside not in steps["etcd.member[etcd01].bootstrap"].commands()
+    assert steps["etcd.member[etcd02].bootstrap"].reason.endswith(
+        "its data dir /var/lib/etcd holds 2 entries ('README', 'lost+found') but no member data: "
+        "they will be moved aside into /var/lib/etcd.hactl-old-<UTC time> (nothing is deleted) "
+        "and the member starts on the emptied directory")
 
 
 def test_new_member_certificates_without_the_ca_key_are_refused(lab: Cluster) -> None:

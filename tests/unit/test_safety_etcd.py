@@ -190,12 +190,12 @@ async def test_start_accepts_an_added_unstarted_member(lab: Cluster) -> None:
 
     ctx.transport("etcd01").on(re.compile(r"member list"), respond=answer)  # type: ignore[arg-type]
     m3 = ctx.transport("etcd03")
-    m3.on(cmd.data_dir_members("/var/lib/etcd"))
-    for prefix in (("install",), ("find",), ("systemctl",)):
-        m3.on(prefix)
+    m3.on(("sh",))  # no member data in the data dir; preparing it prints nothing
+    m3.on(("systemctl",))
     await StartEtcdMember(id="s", host="etcd03", title="t", reason="r", via="etcd01").run(ctx)
     assert 'ETCD_INITIAL_CLUSTER_STATE="existing"' in m3.files[cmd.ETCD_ENV][0].decode()
-    assert ("systemctl", "start", "--no-block", "etcd") in ctx.argvs("etcd03")
+    # restart, not start: a replaced member's old process must not keep running
+    assert ("systemctl", "restart", "--no-block", "etcd") in ctx.argvs("etcd03")
 
 
 # -- rule 2: etcd health (apply side) ------------------------------------------------------

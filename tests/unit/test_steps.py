@@ -195,12 +195,13 @@ async def test_member_certs_without_a_ca_key_say_where_it_goes(lab: Cluster) -> 
 async def test_bootstrap_member_starts_without_blocking(lab: Cluster) -> None:
     ctx = Ctx(lab)
     fake = ctx.transport("etcd02")
+    fake.on(("sh",))  # preparing the data dir (moves entries aside, never deletes)
     fake.on(cmd.data_dir_members("/var/lib/etcd"))  # no member/ in or below the data dir
-    for prefix in (("install",), ("find",), ("systemctl",)):
-        fake.on(prefix)
+    fake.on(("systemctl",))
     await step_args(BootstrapEtcdMember, host="etcd02").run(ctx)
     argvs = ctx.argvs("etcd02")
-    assert ("find", "/var/lib/etcd", "-mindepth", "1", "-delete") in argvs
+    assert not any(a[0] in ("find", "rm") for a in argvs)
+    assert any(a[:2] == ("sh", "-c") and "mv -t" in fake.calls[i].wire for i, a in enumerate(argvs))
     assert argvs[-1] == ("systemctl", "start", "--no-block", "etcd")
     env = fake.files[cmd.ETCD_ENV][0].decode()
     assert 'ETCD_INITIAL_CLUSTER_STATE="new"' in env
@@ -460,16 +461,14 @@ async def test_stacked_join_waits_for_a_settled_etcd(lab: Cluster, ca: pki.CertK
 
 
 def test_initial_cluster_of_a_joining_member_lists_every_current_member(lab: Cluster) -> None:
-    from hactl.plan.etcd_ops import parse_member_list
-    from hactl.plan.steps.start_etcd_member import initial_members
+    from hactl.plan.etcd_ops import initial_cluster, parse_member_list
 
     listed = parse_member_list(members_json(
         *THREE[:2], (9, "", "https://198.18.0.23:2380", True),  # etcd03 added, not started
         (4, "old04", "https://198.18.0.24:2380", False)))  # a member outside the spec
-    hosts = initial_members(lab, listed, lab.host("etcd03"))
-    assert [(h.name, str(h.address)) for h in hosts] == [
-        ("etcd01", "198.18.0.21"), ("etcd02", "198.18.0.22"), ("old04", "198.18.0.24"),
-        ("etcd03", "198.18.0.23")]
+    assert initial_cluster(Ctx(lab), listed, lab.host("etcd03")) == (
+        "etcd01=https://198.18.0.21:2380,etcd02=https://198.18.0.22:2380,"
+        "old04=https://198.18.0.24:2380,etcd03=https://198.18.0.23:2380")
 
 
 def test_token_and_key_freshness(lab: Cluster) -> None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from hactl.plan.steps.refresh_certificate_key import RefreshCertificateKey
     from hactl.plan.steps.remove_etcd_member import RemoveEtcdMember
     from hactl.plan.steps.start_etcd_member import StartEtcdMember
+    from hactl.plan.steps.update_etcd_member import UpdateEtcdMember
     from hactl.plan.steps.verify import Verify
     from hactl.plan.steps.wait_etcd_healthy import WaitEtcdHealthy
 
@@ -48,6 +49,7 @@ MODULES = {
     "RefreshCertificateKey": "refresh_certificate_key",
     "RemoveEtcdMember": "remove_etcd_member",
     "StartEtcdMember": "start_etcd_member",
+    "UpdateEtcdMember": "update_etcd_member",
     "Verify": "verify",
     "WaitEtcdHealthy": "wait_etcd_healthy",
 }
@@ -87,6 +89,7 @@ __all__ = [
     "RefreshCertificateKey",
     "RemoveEtcdMember",
     "StartEtcdMember",
+    "UpdateEtcdMember",
     "Verify",
     "WaitEtcdHealthy",
     "load_kind",

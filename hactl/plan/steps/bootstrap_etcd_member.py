@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from hactl.plan import commands as cmd
 from hactl.plan import desired
-from hactl.plan.etcd_ops import data_dir_has_member
+from hactl.plan.etcd_ops import prepare_data_dir
 from hactl.plan.remote import put, run
 from hactl.plan.step import Step, StepContext
 
@@ -17,13 +17,15 @@ class BootstrapEtcdMember(Step):
     kind: ClassVar[str] = "bootstrap_etcd_member"
     order: ClassVar[int] = 20
     wipe_data_dir: bool = False
-    """The data dir holds stray files (a distro's pristine dir) and no member data."""
+    """The data dir holds entries but no member data (a distro's pristine dir): the plan says
+    so; the step moves them aside (it decides again on fresh facts)."""
     timeout: float = 120.0
 
     def commands(self) -> list[str]:
         out = [f"put {cmd.ETCD_ENV} (initial-cluster-state=new), {cmd.ETCD_UNIT}"]
         if self.wipe_data_dir:
-            out.append("empty the data dir (no member/ inside)")
+            out.append("move the data dir's entries aside into <dataDir>.hactl-old-<UTC time> "
+                       "(nothing deleted; member data refused)")
         out += ["systemctl daemon-reload", "systemctl enable etcd", "systemctl start --no-block etcd"]
         return out
 
@@ -31,10 +33,8 @@ class BootstrapEtcdMember(Step):
         assert self.host is not None
         cluster = ctx.cluster
         data_dir = cluster.etcd.data_dir
-        if not await data_dir_has_member(ctx, self.host, data_dir):
-            await run(ctx, self.host, cmd.mkdir(data_dir))
-            # Precondition re-checked on fresh facts: only a dir without member/ is emptied.
-            await run(ctx, self.host, cmd.empty_dir(data_dir))
+        # Re-checked on fresh facts: a dir with member data is kept, anything else moved aside.
+        await prepare_data_dir(ctx, self.host, data_dir)
         await put(ctx, self.host, cmd.ETCD_ENV, desired.etcd_env(cluster, self.host, state="new"))
         await put(ctx, self.host, cmd.ETCD_UNIT, desired.etcd_unit(cluster))
         await run(ctx, self.host, cmd.systemctl("daemon-reload"))

@@ -1,4 +1,11 @@
-"""ReconfigureEtcdMember: (re)write a member's config and (re)start it; one member at a time."""
+"""ReconfigureEtcdMember: (re)write a member's config and (re)start it; one member at a time.
+
+A running member is restarted only when rule 1 holds on fresh facts (every other member
+healthy, quorum kept without it), and the step ends once the whole cluster is healthy again
+(rule 2), not only the restarted endpoint. A member that is down is started without that gate
+(starting it cannot lower the count of healthy members). A learner answers no health check:
+it is done once it is listed with its name (the promotion follows).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,16 @@ from typing import ClassVar
 from hactl.diff import client_url
 from hactl.plan import commands as cmd
 from hactl.plan import desired
-from hactl.plan.etcd_ops import list_members, parse_health
+from hactl.plan.etcd_ops import (
+    list_members,
+    member_env,
+    parse_health,
+    restart_check,
+    wait_healthy,
+    wait_started,
+)
 from hactl.plan.remote import put, run, wait_for
 from hactl.plan.step import Action, Step, StepContext
-from hactl.plan.steps.start_etcd_member import initial_members
 
 
 @dataclass(frozen=True)
@@ -22,38 +35,55 @@ class ReconfigureEtcdMember(Step):
     """Another member to ask for the member list ("" when no member answers)."""
     rewrite: bool = False
     """Rewrite env + unit (configuration drift) and restart; otherwise only start."""
+    restart: bool = False
+    """The member runs: restart it (gated on quorum and health) and wait for the whole cluster."""
+    learner: bool = False
+    """The member is a learner: wait until it is listed with its name, not for its health."""
     action: Action = "update"
-    timeout: float = 180.0
+    timeout: float = 240.0
 
     def commands(self) -> list[str]:
+        out = ["check: every other member healthy, quorum kept without this one"] if self.restart else []
         if self.rewrite:
-            return [f"put {cmd.ETCD_ENV}, {cmd.ETCD_UNIT}", "systemctl daemon-reload",
-                    "systemctl restart etcd", "wait until the member is healthy"]
-        return ["systemctl enable etcd", "systemctl start --no-block etcd",
-                "wait until the member is healthy"]
+            out += [f"put {cmd.ETCD_ENV}, {cmd.ETCD_UNIT}", "systemctl daemon-reload"]
+        out += ["systemctl enable etcd",
+                "systemctl restart --no-block etcd" if self.rewrite or self.restart
+                else "systemctl start --no-block etcd"]
+        if self.learner:
+            out.append("wait until the learner is listed with its name (a learner answers no health check)")
+        elif self.restart:
+            out.append("wait until the whole cluster is healthy (rule 2)")
+        else:
+            out.append("wait until the member is healthy")
+        return out
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None
         cluster = ctx.cluster
         me = cluster.host(self.host)
+        via = cluster.host(self.via or self.host)
+        if self.restart:
+            running = await run(ctx, self.host, cmd.systemctl("is-active", "--quiet", "etcd"), check=False)
+            if running.ok:
+                await restart_check(ctx, me, via)
         if self.rewrite:
-            via = cluster.host(self.via or self.host)
-            hosts = initial_members(cluster, await list_members(ctx, via), me)
-            await put(ctx, self.host, cmd.ETCD_ENV,
-                      desired.etcd_env(cluster, self.host, state="existing", members=hosts))
+            await put(ctx, self.host, cmd.ETCD_ENV, member_env(ctx, me, await list_members(ctx, via)))
             await put(ctx, self.host, cmd.ETCD_UNIT, desired.etcd_unit(cluster))
             await run(ctx, self.host, cmd.systemctl("daemon-reload"))
-            await run(ctx, self.host, cmd.systemctl("enable", "etcd"))
-            await run(ctx, self.host, cmd.systemctl("restart", "--no-block", "etcd"))
+        await run(ctx, self.host, cmd.systemctl("enable", "etcd"))
+        verb = "restart" if self.rewrite or self.restart else "start"
+        await run(ctx, self.host, cmd.systemctl(verb, "--no-block", "etcd"))
+        wait = self.timeout - 10
+        if self.learner:
+            await wait_started(ctx, via, me.name, timeout=wait)
+        elif self.restart:
+            await wait_healthy(ctx, via, list(cluster.etcd_members), timeout=wait)
         else:
-            await run(ctx, self.host, cmd.systemctl("enable", "etcd"))
-            await run(ctx, self.host, cmd.systemctl("start", "--no-block", "etcd"))
-        endpoint = client_url(cluster, me)
+            endpoint = client_url(cluster, me)
 
-        async def healthy() -> str | None:
-            result = await run(ctx, self.host or "", cmd.endpoint_health([endpoint]), check=False)
-            return None if parse_health(result.stdout).get(endpoint) else "endpoint not healthy"
+            async def healthy() -> str | None:
+                result = await run(ctx, self.host or "", cmd.endpoint_health([endpoint]), check=False)
+                return None if parse_health(result.stdout).get(endpoint) else "endpoint not healthy"
 
-        await wait_for(f"etcd member {self.host} to be healthy", healthy,
-                       timeout=self.timeout - 10, host=self.host)
+            await wait_for(f"etcd member {self.host} to be healthy", healthy, timeout=wait, host=self.host)
         ctx.log("etcd member running")

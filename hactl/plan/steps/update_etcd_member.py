@@ -1,0 +1,54 @@
+"""UpdateEtcdMember: ``etcdctl member update`` of a member's peer URL through another member.
+
+etcd's documented way to move a member's peer URL (a new address or ``etcd.peerPort``): change
+it in the cluster's configuration first, then restart the member listening there
+(:class:`~hactl.plan.steps.reconfigure_etcd_member.ReconfigureEtcdMember` follows). A restart
+alone is not enough: with a data dir, etcd ignores ``ETCD_INITIAL_*`` and the other members keep
+dialling the old URL (a ``peerPort`` edit applied that way leaves the cluster without a leader).
+From the update on, the member is cut off until it restarts, so the update is gated like a
+restart: every other member healthy, quorum kept without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hactl.diff import client_url, peer_url
+from hactl.errors import CommandError
+from hactl.plan import commands as cmd
+from hactl.plan.etcd_ops import list_members, restart_check
+from hactl.plan.remote import run
+from hactl.plan.step import Action, Step, StepContext
+
+
+@dataclass(frozen=True)
+class UpdateEtcdMember(Step):
+    kind: ClassVar[str] = "update_etcd_member"
+    order: ClassVar[int] = 25
+    member: str = ""
+    """The member whose peer URL changes (the step runs on ``host``, another member)."""
+    action: Action = "update"
+    timeout: float = 60.0
+
+    def commands(self) -> list[str]:
+        return ["check: every other member healthy, quorum kept without this one",
+                f"etcdctl member update <id of {self.member}> --peer-urls=<its peer URL in the spec>"]
+
+    async def run(self, ctx: StepContext) -> None:
+        assert self.host is not None
+        cluster = ctx.cluster
+        via = cluster.host(self.host)
+        target = cluster.host(self.member)
+        want = peer_url(cluster, target)
+        members = await list_members(ctx, via)
+        match = next((m for m in members if m.name == target.name), None)
+        if match is None:
+            raise CommandError(f"{self.member} is not a started member; nothing to update",
+                               host=self.host)
+        if match.peer_urls == (want,):
+            ctx.log("peer URL already updated", member=self.member, peer_url=want)
+            return
+        await restart_check(ctx, target, via)
+        await run(ctx, via.name, cmd.member_update(client_url(cluster, via), match.id, want))
+        ctx.log("peer URL updated", member=self.member, id=match.id, peer_url=want)
