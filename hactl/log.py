@@ -27,8 +27,24 @@ _structlog_ready = False
 _bound: ContextVar[dict[str, Any] | None] = ContextVar("hactl_log_context", default=None)
 
 
+QUIET_LIBRARIES = ("asyncssh",)
+"""Standard-library loggers pinned to WARNING: asyncssh writes the wire command line (secrets
+revealed) at INFO (``[conn=1, chan=2]   Command: …``); an embedding program or test harness
+that logs at INFO must never record it."""
+
+
+def pin_library_loggers() -> None:
+    """Pin :data:`QUIET_LIBRARIES` to WARNING (called when the transport is imported and by
+    :func:`configure_logging`; hactl's own lines go through structlog, not these loggers)."""
+    import logging
+
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def configure_logging(log_format: str = "auto", verbose: int = 0) -> None:
     global _level, _format, _structlog_ready
+    pin_library_loggers()
     _level = WARNING - 10 * min(verbose, 2)
     _format = ("console" if sys.stderr.isatty() else "json") if log_format == "auto" else log_format
     _structlog_ready = False

@@ -49,8 +49,15 @@ class Transport(Protocol):
         stdin: bytes | str | None = None,
         timeout: float | None = None,
         check: bool = True,
+        backstop: bool = True,
     ) -> Result:
-        """Run ``command``; with ``check`` a non-zero exit raises :class:`CommandError`."""
+        """Run ``command``; with ``check`` a non-zero exit raises :class:`CommandError`.
+
+        A command that overruns ``timeout``, or whose caller is cancelled, is killed on the
+        host (its whole process group) before this returns or raises; the timeout's
+        CommandError is transient only when the kill was confirmed. ``backstop``: the host
+        also bounds the command by itself (``timeout``), for when hactl dies; read-only
+        commands (the probe) may go without it."""
         ...
 
     async def put(self, path: str, data: bytes, mode: int = 0o644) -> None:

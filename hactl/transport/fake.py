@@ -88,6 +88,7 @@ class FakeTransport:
         stdin: bytes | str | None = None,
         timeout: float | None = None,
         check: bool = True,
+        backstop: bool = True,
     ) -> Result:
         if self.closed:
             raise RuntimeError(f"{self.host}: transport is closed")

@@ -24,12 +24,11 @@ import asyncssh
 
 from hactl.concurrency import gather_each
 from hactl.errors import (
-    CommandError,
     HactlError,
     TransportError,
     UnreachableError,
 )
-from hactl.log import get_logger
+from hactl.log import get_logger, pin_library_loggers
 from hactl.spec.models import Cluster, Host
 from hactl.transport.base import (
     Command,
@@ -43,12 +42,22 @@ from hactl.transport.base import (
     with_sudo,
 )
 from hactl.transport.known_hosts import KnownHosts, KnownHostsCache, host_pattern
-from hactl.transport.ssh_errors import map_connect_error
+from hactl.transport.process_group import wrap
+from hactl.transport.ssh_errors import map_connect_error, timeout_error
+from hactl.transport.ssh_session import (
+    STOP_TIMEOUT,
+    CommandTimeout,
+    OutputLimitError,
+    run_session,
+)
 
 _log = get_logger()
+pin_library_loggers()  # asyncssh logs the wire command (secrets revealed) at INFO
 
 MAX_CHANNELS = 8
 """Concurrent sessions per connection (sshd's MaxSessions defaults to 10)."""
+KILL_CHANNELS = 2
+"""Sessions kept for killing timed-out commands (8 + 2 = sshd's default MaxSessions)."""
 CONNECT_PARALLELISM = 256
 """Connections opened at once (file descriptors and sshd's MaxStartups stay comfortable)."""
 
@@ -149,6 +158,8 @@ class SSHTransport:
         self._sem = asyncio.Semaphore(max_channels)
         self.max_in_flight = 0
         self._in_flight = 0
+        self._kills = asyncio.Semaphore(KILL_CHANNELS)
+        self._stopping: set[asyncio.Task[bool]] = set()
 
     async def run(
         self,
@@ -157,25 +168,27 @@ class SSHTransport:
         stdin: bytes | str | None = None,
         timeout: float | None = None,
         check: bool = True,
+        backstop: bool = True,
     ) -> Result:
-        command = with_sudo(command, self.user)
+        shown = with_sudo(command, self.user)
+        wire = self._admin(wrap(wire_command(command), backstop=timeout if backstop else None))
         data = stdin.encode() if isinstance(stdin, str) else stdin
         async with self._sem:
             started = time.monotonic()
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             try:
-                proc = await self._conn.run(
-                    wire_command(command), input=data, timeout=timeout, check=False, encoding=None
-                )
-            except asyncssh.TimeoutError as exc:
-                raise CommandError(
-                    f"`{display_command(command)}` did not finish within {timeout:g}s",
-                    host=self.host,
-                    argv=display_argv(command),
-                    transient=True,
-                    hint="the host may be overloaded; a retry may succeed",
-                ) from exc
+                status, out, err = await run_session(
+                    self._conn, wire, data, timeout,
+                    wrap_admin=self._admin, kills=self._kills, pending=self._stopping,
+                )  # fmt: skip
+            except CommandTimeout as exc:
+                raise timeout_error(self.host, shown, timeout, exc) from None
+            except OutputLimitError as exc:
+                raise OutputLimitError(
+                    f"`{display_command(shown)}` {exc.message}",
+                    host=self.host, argv=display_argv(shown), hint=exc.hint,
+                ) from None  # fmt: skip
             except asyncssh.ChannelOpenError as exc:
                 raise UnreachableError(
                     f"could not open an SSH session: {exc.reason}", host=self.host
@@ -186,21 +199,27 @@ class SSHTransport:
                 ) from exc
             finally:
                 self._in_flight -= 1
-        status = proc.exit_status if proc.exit_status is not None else -1
-        result = Result(status, _text(proc.stdout), _text(proc.stderr))
+        result = Result(status, _text(out), _text(err))
         _log.debug(
             "ran",
             host=self.host,
-            command=display_command(command, 120),
+            command=display_command(shown, 120),
             exit_status=status,
             seconds=round(time.monotonic() - started, 3),
         )
-        return check_result(self.host, command, result, secrets_of(command)) if check else result
+        return check_result(self.host, shown, result, secrets_of(command)) if check else result
+
+    def _admin(self, script: str) -> str:
+        """A script as the line to send: as is for root, under ``sudo -n sh -c`` otherwise."""
+        return script if self.user == "root" else wire_command(with_sudo(script, self.user))
 
     async def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
         await self.run(put_script(path, mode), stdin=data)
 
     async def aclose(self) -> None:
+        """Close the connection, after any kill of a cancelled command has finished."""
+        if self._stopping:
+            await asyncio.wait(set(self._stopping), timeout=STOP_TIMEOUT)
         self._conn.close()
         await self._conn.wait_closed()
 

@@ -1,4 +1,5 @@
-"""asyncssh and OS errors while connecting → hactl errors that name the host and the way out."""
+"""asyncssh and OS errors while connecting, and commands that overran their timeout → hactl
+errors that name the host and the way out."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from typing import TYPE_CHECKING
 
 import asyncssh
 
-from hactl.errors import AuthError, HostKeyError, TransportError, UnreachableError
+from hactl.errors import AuthError, CommandError, HostKeyError, TransportError, UnreachableError
+from hactl.transport.base import Command, display_argv, display_command
 from hactl.transport.known_hosts import host_pattern
 
 if TYPE_CHECKING:
     from hactl.transport.ssh import SSHTarget, _Client
+    from hactl.transport.ssh_session import CommandTimeout
 
 
 def host_key_error(name: str, target: SSHTarget, client: _Client | None, via: str) -> HostKeyError:
@@ -76,3 +79,29 @@ def map_connect_error(
             hint="use an unencrypted key file or load it into the ssh-agent",
         )
     return TransportError(f"connecting to {where} failed: {type(exc).__name__}: {exc}", host=name)
+
+
+def timeout_error(
+    host: str, command: Command, timeout: float | None, exc: CommandTimeout
+) -> CommandError:
+    """A command that overran its timeout was killed on the host (its whole process group).
+    Transient only once the group is known to be gone: a retry never runs alongside it."""
+    shown = display_command(command)
+    if exc.stopped:
+        return CommandError(
+            f"`{shown}` did not finish within {timeout:g}s: killed after {timeout:g}s "
+            f"(process group {exc.pgid} on the host, confirmed gone)",
+            host=host,
+            argv=display_argv(command),
+            transient=True,
+            hint="the host may be overloaded; a retry may succeed",
+        )
+    return CommandError(
+        f"`{shown}` did not finish within {timeout:g}s and hactl could not confirm that it was "
+        f"stopped (process group {exc.pgid if exc.pgid is not None else 'unknown'})",
+        host=host,
+        argv=display_argv(command),
+        transient=False,
+        hint="the command may still be running on the host: check with `ps -e -o pid,pgid,args` "
+        "and wait for it (or kill it) before running hactl again",
+    )

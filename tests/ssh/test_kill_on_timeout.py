@@ -1,0 +1,160 @@
+"""A command that times out or whose caller is cancelled is killed on the host — its whole
+process group — before hactl goes on (real sshd on 127.0.0.1, see conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+
+from hactl.errors import CommandError
+from hactl.sensitive import Sensitive
+from hactl.transport.ssh import Connections, SSHTransport
+from hactl.transport.ssh_session import MAX_OUTPUT, OutputLimitError
+
+from .conftest import Sshd
+
+
+async def _one(sshd: Sshd) -> SSHTransport:
+    sshd.trust()
+    cluster = sshd.cluster()
+    conns = Connections(cluster)
+    try:
+        return await conns.connect(cluster.masters[0])
+    except BaseException:
+        await conns.aclose()
+        raise
+
+
+def _processes_with(token: str) -> list[str]:
+    """Live (non-zombie) processes whose command line holds ``token``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if token in cmdline and state != "Z":
+            found.append(f"{entry.name} {state} {cmdline}")
+    return found
+
+
+def _slow_script(tmp_path: Path, seconds: float) -> tuple[str, Path, str]:
+    """A script with a child in the background and one in the foreground; both sleep, then
+    the script writes a marker. The token (a unique sleep length) finds them in /proc."""
+    token = f"{seconds}{secrets.randbelow(10**6):06d}"
+    marker = tmp_path / "finished"
+    script = f"sleep {token} & sleep {token}; echo finished > {marker}"
+    return script, marker, token
+
+
+async def test_a_timed_out_command_is_killed_with_its_group(sshd: Sshd, tmp_path: Path) -> None:
+    script, marker, token = _slow_script(tmp_path, 2.5)
+    transport = await _one(sshd)
+    try:
+        started = time.monotonic()
+        with pytest.raises(CommandError) as info:
+            await transport.run(("sh", "-c", script), timeout=0.8)
+        assert time.monotonic() - started < 2.4  # not waited out
+        err = info.value
+        assert "killed after 0.8s" in str(err) and "confirmed gone" in str(err)
+        assert err.transient  # known to be stopped: a retry cannot run alongside it
+        assert _processes_with(token) == []  # checked before the kill's result came back
+        await asyncio.sleep(3.0)
+        assert not marker.exists()
+        assert (await transport.run(("true",))).ok  # the connection is still usable
+    finally:
+        await transport.aclose()
+
+
+async def test_a_cancelled_command_is_killed_before_the_cancel_completes(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    script, marker, token = _slow_script(tmp_path, 2.5)
+    transport = await _one(sshd)
+    try:
+        task = asyncio.create_task(transport.run(("sh", "-c", script), timeout=60))
+        deadline = time.monotonic() + 5
+        while len(_processes_with(token)) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(_processes_with(token)) == 2  # both sleeps run on the host
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert _processes_with(token) == []
+        await asyncio.sleep(3.0)
+        assert not marker.exists()
+    finally:
+        await transport.aclose()
+
+
+async def test_a_step_timeout_around_the_command_kills_it_too(sshd: Sshd, tmp_path: Path) -> None:
+    """The engine's ``asyncio.timeout(step.timeout)`` cancels the running command."""
+    script, marker, token = _slow_script(tmp_path, 2.5)
+    transport = await _one(sshd)
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.8):
+                await transport.run(("sh", "-c", script), timeout=120)
+        assert _processes_with(token) == []
+        await asyncio.sleep(3.0)
+        assert not marker.exists()
+    finally:
+        await transport.aclose()
+
+
+async def test_output_past_the_cap_stops_reading_and_kills_the_command(sshd: Sshd) -> None:
+    token = f"{secrets.randbelow(10**9)}"
+    transport = await _one(sshd)
+    try:
+        with pytest.raises(OutputLimitError) as info:
+            await transport.run(
+                ("sh", "-c", f"yes {token}; sleep 30"), timeout=60, check=False
+            )
+        assert "more than 8 MiB on stdout" in str(info.value) and not info.value.transient
+        assert _processes_with(token) == []
+        ok = await transport.run(("head", "-c", str(MAX_OUTPUT), "/dev/zero"))
+        assert len(ok.stdout) == MAX_OUTPUT  # exactly the cap is still fine
+    finally:
+        await transport.aclose()
+
+
+async def test_the_wrapper_adds_no_process_as_root(sshd: Sshd) -> None:
+    """Under OpenSSH the login shell already leads its own group: the wrapper runs the
+    command in it (no setsid, no sh in between) and reports that group on stderr, which the
+    caller never sees."""
+    transport = await _one(sshd)
+    try:
+        result = await transport.run(
+            'read -r p c s pp g rest < /proc/self/stat; read -r parent < "/proc/$pp/comm";'
+            ' echo "$$ $p $g $parent"; echo err >&2',
+            backstop=False,
+        )
+        shell, pid, pgid, parent = result.stdout.split()
+        assert shell == pid == pgid and parent == "sshd"
+        assert result.stderr == "err\n"  # the wrapper's line was taken out
+    finally:
+        await transport.aclose()
+
+
+async def test_asyncssh_never_logs_the_wire_command(
+    sshd: Sshd, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    transport = await _one(sshd)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            result = await transport.run(("printf", "%s", Sensitive("t0ken-in-the-argv")))
+        assert result.stdout == "t0ken-in-the-argv"
+    finally:
+        await transport.aclose()
+    assert "t0ken-in-the-argv" not in caplog.text
+    assert logging.getLogger("asyncssh").getEffectiveLevel() >= logging.WARNING
