@@ -7,6 +7,12 @@ is sent once; :func:`split_sections` cuts the answer back into sections and each
 parser reads its own. A section that fails only loses its own fact (``section_errors``); a host
 that cannot be reached becomes ``HostFacts(reachable=False, error=…)``: the probe never aborts.
 
+Output hactl cannot read is "bad output from host X", never "unreachable": a section whose
+parser refuses its output loses only its own fact (``section_errors``); a host whose answer
+passes the transport's cap (8 MiB per stream, :mod:`hactl.transport.ssh_session`) is not
+read further, its script is killed, and its state counts as unknown (like an unreachable host,
+with that reason).
+
 Nothing is written on a host: the script reads files and asks services, etcd and the API; it
 creates no temp file (the markers keep the sections apart on the two output streams).
 """
@@ -31,9 +37,12 @@ from hactl.facts.model import ClusterView, HostFacts, Observed
 from hactl.log import get_logger
 from hactl.spec.models import Cluster, Host
 from hactl.transport.base import Transport
+from hactl.transport.ssh_session import OutputLimitError
 
 PROBE_TIMEOUT = 60.0
 """Seconds the whole script may take on one host."""
+CONFIG_FILES = "/etc/haproxy/haproxy.cfg, /etc/etcd/etcd.env, /etc/kubernetes/pki/*.crt"
+"""The files whose content the probe prints (named when the output passes the cap)."""
 
 
 def etcd_endpoint(cluster: Cluster, host: Host) -> str:
@@ -154,11 +163,17 @@ def _error_text(sec: SectionOutput) -> str:
     return f"exit status {sec.exit_status}: {tail}"
 
 
+def bad_output(host: str, what: object) -> str:
+    """The words for output hactl could not read: distinct from "unreachable"."""
+    return f"bad output from host {host}: {what}"
+
+
 class _Reader:
     """Parses sections into values; remembers why a value is missing."""
 
-    def __init__(self, sections: Mapping[str, SectionOutput]) -> None:
+    def __init__(self, sections: Mapping[str, SectionOutput], host: str = "?") -> None:
         self.sections = sections
+        self.host = host
         self.errors: dict[str, str] = {}
         self.skipped: dict[str, str] = {}
 
@@ -175,8 +190,8 @@ class _Reader:
             return None
         try:
             return fact.parse(sec.stdout)
-        except (FactParseError, KeyError, TypeError, ValueError) as exc:
-            self.errors[fact.section] = f"unreadable output: {exc}"
+        except FactParseError as exc:  # parsers raise nothing else (Fact.__init_subclass__)
+            self.errors[fact.section] = bad_output(self.host, exc)
             return None
 
     def why(self, *names: str) -> str | None:
@@ -198,7 +213,7 @@ def read_host_facts(
 ) -> HostFacts:
     """Pure: sections of one host's answer → :class:`HostFacts`."""
     facts = {type(f): f for f in facts_for(cluster, host, ask_api=ask_api)}
-    r = _Reader(sections)
+    r = _Reader(sections, host.name)
 
     def value(cls: type[Fact[Any]]) -> Any:
         return r.get(facts[cls]) if cls in facts else None
@@ -261,8 +276,17 @@ def read_host_facts(
     )
 
 
-def unreachable(host: Host, error: BaseException) -> HostFacts:
+def unreachable(host: Host, error: BaseException | str) -> HostFacts:
     return HostFacts(name=host.name, address=str(host.address), reachable=False, error=str(error))
+
+
+def unreadable(host: Host, what: object) -> HostFacts:
+    """A host that answered with output hactl cannot use (more than the transport's cap, or a
+    reader bug): its state is unknown, so it counts as not answering (never healthy, needed
+    hosts make the plan refuse), with "bad output from host X" as the reason."""
+    log = get_logger(host=host.name)
+    log.warning("probe output unusable", error=str(what))
+    return unreachable(host, bad_output(host.name, what))
 
 
 async def probe_host(
@@ -279,13 +303,19 @@ async def probe_host(
     script = build_script(facts_for(cluster, host, ask_api=ask_api), marker)
     started = time.monotonic()
     try:
-        result = await transport.run(script, timeout=timeout, check=False)
+        # read-only: no backstop on the host (a timeout or a cancel still kills the script)
+        result = await transport.run(script, timeout=timeout, check=False, backstop=False)
+    except OutputLimitError as exc:
+        return unreadable(host, f"{exc.message} (the probe reads {CONFIG_FILES})")
     except HactlError as exc:
         log.warning("probe failed", error=exc.message)
         return unreachable(host, exc)
     sections = split_sections(result.stdout, result.stderr, marker)
     duration = time.monotonic() - started
-    facts = read_host_facts(cluster, host, sections, duration=duration, ask_api=ask_api)
+    try:
+        facts = read_host_facts(cluster, host, sections, duration=duration, ask_api=ask_api)
+    except Exception as exc:  # a reader bug must not look like an unreachable host
+        return unreadable(host, f"{type(exc).__name__}: {exc}"[:300])
     if not sections:
         tail = result.stderr.strip().splitlines()[-1:] or ["(no output)"]
         facts = dataclasses.replace(
@@ -303,10 +333,12 @@ async def query_api(
     marker = f"HACTL-{secrets.token_hex(8)}"
     fact = kubernetes.ApiState()
     try:
-        result = await transport.run(build_script([fact], marker), timeout=timeout, check=False)
+        result = await transport.run(
+            build_script([fact], marker), timeout=timeout, check=False, backstop=False
+        )
     except HactlError as exc:
         return ClusterView(errors={"api": exc.message})
-    reader = _Reader(split_sections(result.stdout, result.stderr, marker))
+    reader = _Reader(split_sections(result.stdout, result.stderr, marker), host.name)
     answer = reader.get(fact)
     if fact.section in reader.skipped:
         return None

@@ -9,14 +9,22 @@ service state is ever changed on a host.
 Exit statuses of a section: 0 (or one of ``ok_statuses``) → parse stdout; :data:`SKIPPED`
 (``return 100``) → not applicable here (the reason is on stderr), the value is None; anything
 else → the section failed and its stderr becomes the error text.
+
+A parser raises :class:`FactParseError` and nothing else on output it cannot read: every
+subclass's ``parse`` is wrapped (:meth:`Fact.__init_subclass__`) so that the errors of reading
+an unexpected shape (``null`` or a list where an object was expected, a missing key, JSON
+nested past the recursion limit, a number that is not one) become a FactParseError naming the
+section. The probe reports those as "bad output from host X", never as an unreachable host
+(tests/unit/test_fuzz_facts.py feeds every parser random and truncated output).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
-from typing import ClassVar, Generic, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Generic, TypeVar
 
 from hactl.transport.base import Argv, wire_command
 
@@ -30,6 +38,34 @@ class FactParseError(ValueError):
     """A section's output could not be understood."""
 
 
+SHAPE_ERRORS: tuple[type[BaseException], ...] = (
+    LookupError,  # KeyError, IndexError
+    TypeError,
+    ValueError,  # also UnicodeError, json.JSONDecodeError
+    AttributeError,
+    ArithmeticError,  # OverflowError
+    RecursionError,
+)
+"""What reading output of an unexpected shape raises in a parser (→ FactParseError)."""
+
+
+def _guard(section: str, parse: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(parse)
+    def guarded(self: Any, stdout: str) -> Any:
+        try:
+            return parse(self, stdout)
+        except FactParseError:
+            raise
+        except SHAPE_ERRORS as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            raise FactParseError(
+                f"{section}: output of an unexpected shape ({detail[:200]})"
+            ) from exc
+
+    guarded.__hactl_guarded__ = True  # type: ignore[attr-defined]
+    return guarded
+
+
 class Fact(ABC, Generic[T]):
     """One probe section. Subclasses are frozen dataclasses holding their parameters."""
 
@@ -37,6 +73,12 @@ class Fact(ABC, Generic[T]):
     """Unique name of the section in the batched script (``etcd.members``)."""
     ok_statuses: ClassVar[frozenset[int]] = frozenset({0})
     """Exit statuses whose stdout is parsed (``endpoint health`` exits 1 when unhealthy)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        parse = cls.__dict__.get("parse")
+        if parse is not None and not getattr(parse, "__hactl_guarded__", False):
+            cls.parse = _guard(getattr(cls, "section", cls.__name__), parse)  # type: ignore[method-assign]
 
     @abstractmethod
     def script(self) -> str:

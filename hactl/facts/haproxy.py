@@ -122,7 +122,10 @@ class HAProxyStats(Fact[tuple[BackendServer, ...]]):
         text = stdout.lstrip()
         if not text.startswith("# "):
             raise FactParseError(f"not a `show stat` CSV: {stdout[:120]!r}")
-        rows = csv.DictReader(io.StringIO(text[2:]))
+        try:
+            rows = list(csv.DictReader(io.StringIO(text[2:])))
+        except csv.Error as exc:
+            raise FactParseError(f"`show stat` CSV: {exc}") from exc
         servers = []
         for row in rows:
             name = row.get("svname") or ""

@@ -322,3 +322,49 @@ async def test_garbage_answer_is_reported_as_a_script_error(cluster: Cluster) ->
     hf = await probe_host(fake, cluster, cluster.host("worker01"))
     assert hf.reachable and hf.system is None
     assert hf.section_errors == {"script": "exit status 2: sh: 1: syntax error"}
+
+
+@pytest.mark.parametrize("garbage", ["null", "[1]", "[" * 50_000 + "]" * 50_000])
+async def test_unreadable_section_output_is_bad_output_not_an_unreachable_host(
+    cluster: Cluster, garbage: str
+) -> None:
+    fake = FakeTransport("etcd01").on(
+        lambda wire: "__hactl_run" in wire,
+        respond=answer(
+            {
+                "system": ok("hostname=etcd01\n"),
+                "binaries": ok(""),
+                "services": ok("Id=etcd.service\nActiveState=active\nUnitFileState=enabled\n"),
+                "etcd.files": ok("data_dir=member\n"),
+                "etcd.env": ok('ETCD_NAME="etcd01"\n'),
+                "etcd.members": ok(garbage),
+                "etcd.status": ok((DATA / "etcd/endpoint_status.json").read_text()),
+                "etcd.health": ok((DATA / "etcd/endpoint_health.json").read_text()),
+                "etcd.registry": ok(garbage),
+            }
+        ),
+    )
+    hf = await probe_host(fake, cluster, cluster.host("etcd01"))
+    assert hf.reachable and hf.error is None
+    assert set(hf.section_errors) == {"etcd.members", "etcd.registry"}
+    for section, text in hf.section_errors.items():
+        assert text.startswith(f"bad output from host etcd01: {section}: "), text
+    assert hf.etcd is not None and hf.etcd.members is None
+    assert hf.etcd.status is not None  # the other sections are still read
+
+
+async def test_output_past_the_cap_is_bad_output_naming_the_files(cluster: Cluster) -> None:
+    from hactl.transport.ssh_session import OutputLimitError
+
+    fake = FakeTransport(
+        "lb01",
+        fail_with=OutputLimitError(
+            "`sh script (9 bytes): x` printed more than 8 MiB on stdout; hactl stopped reading "
+            "and killed it",
+            host="lb01",
+        ),
+    )
+    hf = await probe_host(fake, cluster, cluster.host("lb01"))
+    assert not hf.reachable and hf.haproxy is None
+    assert (hf.error or "").startswith("bad output from host lb01: ")
+    assert "more than 8 MiB" in (hf.error or "") and "/etc/haproxy/haproxy.cfg" in (hf.error or "")
