@@ -398,7 +398,8 @@ def _unified(old: str, new: str) -> str:
 
 def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator[Change]:
     master_names = [h.name for h in cluster.masters]
-    initialised = observed.first_initialised_master(master_names)
+    half = observed.half_initialised(master_names, stacked=cluster.etcd.topology == "stacked")
+    initialised = observed.first_initialised_master(master_names) or (half[0] if half else None)
     view = observed.cluster_view(master_names)
     nodes = _Nodes(view, master_names)
     cp_joins = worker_joins = 0
@@ -407,7 +408,9 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
         address = f"master[{host.name}]"
         if facts is None:
             continue
-        if facts.initialised and nodes.lost(host.name):
+        if half is not None and half[0] == host.name:
+            yield _complete_init(host.name, half[1])
+        elif facts.initialised and nodes.lost(host.name):
             cp_joins += 1
             yield Change(Op.REPLACE, address, {"control_plane": "files only, no Node"},
                          {"control_plane": True}, f"{host.name} has control-plane files but no "
@@ -421,7 +424,7 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
             yield Change(Op.UPDATE, address, {"control_plane": False, "joined": True},
                          {"control_plane": True}, f"{host.name} is joined as a worker, not as a "
                          "control-plane node", host=host.name, detail={"mode": "worker-joined"})
-        elif initialised is None and index == 0:
+        elif initialised is None and half is None and index == 0:
             yield Change(Op.CREATE, address, None, {"control_plane": True, "init": True},
                          "no control plane yet; kubeadm init --upload-certs on the first master",
                          host=host.name, detail={"mode": "init"})
@@ -467,6 +470,17 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
                      {"key": "(sensitive value)"},
                      f"{why}; upload the control-plane certificates under a fresh key for this "
                      "join batch", host=initialised)
+
+
+def _complete_init(host: str, phases: tuple[str, ...]) -> Change:
+    """A ``kubeadm init`` that stopped half-way (M4): the phases whose results are missing, and
+    every phase after them, are run one by one (``kubeadm init phase …``); init is never re-run."""
+    return Change(Op.UPDATE, f"master[{host}]", {"control_plane": "half-initialised", "missing": list(phases)},
+                  {"control_plane": True},
+                  f"kubeadm init on {host} stopped half-way (nothing shows that its {phases[0]} "
+                  f"phase ran); run init's phases from there on, one by one: {', '.join(phases)} "
+                  "(kubeadm init phase … --config; init itself is never re-run)",
+                  host=host, detail={"mode": "complete-init", "phases": list(phases)})
 
 
 def _kubelet_service(node: str, host: str, enabled: bool, active: bool) -> Change:

@@ -264,6 +264,11 @@ class ClusterView:
     kubernetes_version: str | None = None
     errors: Mapping[str, str] = field(default_factory=dict)
     """``{"api": why}`` when the API query failed (then the other fields are empty)."""
+    configmaps: tuple[str, ...] | None = None
+    """Names of the kube-system ConfigMaps (``kubeadm-config``, ``kubelet-config`` …), sorted;
+    None = not asked (then kubeadm init's API phases are taken as done)."""
+    public_configmaps: tuple[str, ...] | None = None
+    """Names of the kube-public ConfigMaps (``cluster-info``), sorted; None = not asked."""
 
     def node(self, name: str) -> NodeInfo | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -273,6 +278,42 @@ class ClusterView:
         if self.kubeadm_certs_created is None:
             return None
         return (now - self.kubeadm_certs_created).total_seconds()
+
+
+INIT_PHASES = ("certs", "kubeconfig", "etcd", "control-plane", "kubelet-start", "upload-config",
+               "upload-certs", "mark-control-plane", "bootstrap-token", "kubelet-finalize", "addon")
+"""kubeadm init's phases that leave something behind, in kubeadm's order (preflight,
+wait-control-plane and show-join-command leave nothing). ``upload-certs`` is never completed
+here: hactl uploads the certificates under a fresh key before each join batch."""
+INIT_CERTS = ("apiserver-kubelet-client.crt", "apiserver-kubelet-client.key", "apiserver.crt",
+              "apiserver.key", "ca.crt", "ca.key", "front-proxy-ca.crt", "front-proxy-ca.key",
+              "front-proxy-client.crt", "front-proxy-client.key", "sa.key", "sa.pub")
+STACKED_CERTS = ("apiserver-etcd-client.crt", "apiserver-etcd-client.key", "etcd/ca.crt", "etcd/ca.key",
+                 "etcd/healthcheck-client.crt", "etcd/healthcheck-client.key", "etcd/peer.crt",
+                 "etcd/peer.key", "etcd/server.crt", "etcd/server.key")
+INIT_KUBECONFIGS = ("admin.conf", "controller-manager.conf", "kubelet.conf", "scheduler.conf")
+CONTROL_PLANE_MANIFESTS = ("kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml")
+CA_PAIRS = (("ca.crt", "ca.key"), ("front-proxy-ca.crt", "front-proxy-ca.key"), ("sa.pub", "sa.key"))
+"""A public half without its private key: kubeadm cannot sign (or re-create) what is missing."""
+
+
+def _init_objects_present(view: ClusterView) -> bool:
+    """The last API objects init makes that a view shows (unknown = present)."""
+    if view.configmaps is None or view.public_configmaps is None:
+        return True
+    return "kubeadm-config" in view.configmaps and "cluster-info" in view.public_configmaps
+
+
+def _api_phases(view: ClusterView, name: str) -> dict[str, bool]:
+    """Which of init's API phases left their objects (unknown = done)."""
+    maps = set(view.configmaps) if view.configmaps is not None else None
+    public = set(view.public_configmaps) if view.public_configmaps is not None else None
+    node = view.node(name)
+    return {
+        "upload-config": maps is None or {"kubeadm-config", "kubelet-config"} <= maps,
+        "mark-control-plane": node is not None and node.control_plane,
+        "bootstrap-token": public is None or "cluster-info" in public,
+    }
 
 
 @dataclass(frozen=True)
@@ -290,11 +331,51 @@ class KubernetesFacts:
     """Only on masters that have admin.conf and whose API answered."""
     kubelet_enabled: bool = False
     """systemd's UnitFileState of kubelet.service is enabled: the node comes back after a reboot."""
+    kubeconfigs: tuple[str, ...] | None = None
+    """``/etc/kubernetes/*.conf`` names, sorted; None = not probed (then kubeadm init's phases
+    are not checked on this host)."""
+    kubelet_config: bool = False
+    """/var/lib/kubelet/config.yaml exists (written by kubeadm's kubelet-start phase)."""
 
     @property
     def initialised(self) -> bool:
         """This node runs a control plane: admin.conf and the API server manifest exist."""
         return self.admin_conf and "kube-apiserver.yaml" in self.manifests
+
+    @property
+    def init_started(self) -> bool:
+        """kubeadm (init or a control-plane join) wrote something of its own here: the cluster
+        CA's key, admin.conf or a static Pod manifest (hactl's own etcd client files before
+        init are none of these)."""
+        return "ca.key" in self.pki_files or self.admin_conf or bool(self.manifests)
+
+    def missing_init_phases(self, view: ClusterView | None, name: str, *, stacked: bool) -> tuple[str, ...]:
+        """kubeadm init's phases still to run on ``name`` (see :data:`INIT_PHASES`), from the
+        first one whose result is missing to the end: kubeadm runs them in that order, so
+        nothing after a missing phase has run. Empty when init finished, when this host was
+        not probed for it, or when the files are complete and the API did not answer (then
+        nothing shows what is missing)."""
+        if self.kubeconfigs is None:
+            return ()
+        done = self._file_phases(stacked=stacked)
+        if all(done.values()):
+            if view is None or view.errors:
+                return ()
+            done.update(_api_phases(view, name))
+        phases = [p for p in INIT_PHASES if p != "upload-certs" and (stacked or p != "etcd")]
+        first = next((i for i, p in enumerate(phases) if not done.get(p, True)), None)
+        return () if first is None else tuple(phases[first:])
+
+    def _file_phases(self, *, stacked: bool) -> dict[str, bool]:
+        pki = set(self.pki_files)
+        certs = INIT_CERTS + (STACKED_CERTS if stacked else ())
+        return {
+            "certs": pki.issuperset(certs),
+            "kubeconfig": set(self.kubeconfigs or ()).issuperset(INIT_KUBECONFIGS),
+            "etcd": not stacked or "etcd.yaml" in self.manifests,
+            "control-plane": set(self.manifests).issuperset(CONTROL_PLANE_MANIFESTS),
+            "kubelet-start": self.kubelet_config,
+        }
 
     @property
     def joined(self) -> bool:
@@ -405,6 +486,20 @@ class Observed:
             facts = self.kubernetes(name)
             if facts is not None and facts.initialised:
                 return name
+        return None
+
+    def half_initialised(self, masters: Sequence[str], *, stacked: bool) -> tuple[str, tuple[str, ...]] | None:
+        """``(master, phases)`` when a ``kubeadm init`` stopped half-way: the first of
+        ``masters`` where kubeadm wrote something, and the init phases still to run there."""
+        view = self.cluster_view(masters)
+        if view is not None and _init_objects_present(view):
+            return None  # kubeadm-config and cluster-info: init finished (joins read them)
+        for name in masters:
+            facts = self.kubernetes(name)
+            if facts is None or not facts.init_started:
+                continue
+            missing = facts.missing_init_phases(view, name, stacked=stacked)
+            return (name, missing) if missing else None
         return None
 
     def cluster_view(self, masters: Sequence[str]) -> ClusterView | None:

@@ -274,7 +274,8 @@ class _Builder:
     # kubernetes
     def _api_master(self) -> str | None:
         masters = [h.name for h in self.cluster.masters]
-        init = next((c for c in self.changes.effective() if c.detail.get("mode") == "init"), None)
+        init = next((c for c in self.changes.effective()
+                     if c.detail.get("mode") in ("init", "complete-init")), None)
         return init.host if init else self.observed.first_initialised_master(masters)
 
     def _kubernetes(self) -> None:
@@ -299,6 +300,13 @@ class _Builder:
                     id=f"{c.address}.init", host=c.host,
                     title=f"Initialise the control plane on {c.host}", reason=c.reason,
                     address=c.address), deps))
+            elif c.detail.get("mode") == "complete-init":
+                assert c.host is not None
+                ready.append(self.g.add(kinds.CompleteInit(
+                    id=f"{c.address}.complete-init", host=c.host,
+                    title=f"Complete the interrupted kubeadm init on {c.host}", reason=c.reason,
+                    address=c.address, action="update",
+                    phases=tuple(str(p) for p in c.detail.get("phases", ()))), list(infra)))
         token = self.changes.get("cluster.bootstrap-token")
         token_step: Step | None = None
         if token is not None and token.op is not Op.NOOP:

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from hactl.diff import Diff, Op, client_url, matching_member
 from hactl.errors import PlanError
-from hactl.facts.model import Observed
+from hactl.facts.model import CA_PAIRS, Observed
 from hactl.spec.checks import MIN_ETCD_FOR_K8S_131, quorum
 from hactl.spec.models import Cluster, parse_version
 
@@ -47,7 +47,7 @@ def check(cluster: Cluster, observed: Observed, diff: Diff) -> None:
                 *endpoint_mismatch(cluster, observed), *ca_mismatch(cluster, observed),
                 *foreign_member_data(diff), *etcd_in_the_way(cluster, observed, diff),
                 *ca_key_missing(cluster, observed, diff),
-                *worker_joined_masters(diff),
+                *worker_joined_masters(diff), *half_init_stuck(cluster, observed, diff),
                 *quorum_refusals(cluster, observed, diff), *removal_routes(cluster, observed, diff),
                 *restart_refusals(cluster, observed, diff), *etcd_endpoints_moved(cluster, observed)]
     if problems:
@@ -186,6 +186,40 @@ def ca_key_missing(cluster: Cluster, observed: Observed, diff: Diff) -> list[str
         "by hand, copy that CA's key to /etc/etcd/pki/ca.key (mode 0600) on one member and plan "
         "again"
     ]
+
+
+def half_init_stuck(cluster: Cluster, observed: Observed, diff: Diff) -> list[str]:
+    """M4: a ``kubeadm init`` that stopped half-way is completed phase by phase — unless a CA
+    is left without its private key (kubeadm then cannot sign what is missing). Then say how to
+    start over (nothing joined it yet) or what to restore (something did)."""
+    out = []
+    for change in diff.changes:
+        if change.detail.get("mode") != "complete-init" or change.host is None:
+            continue
+        host = change.host
+        facts = observed.kubernetes(host)
+        have = set(facts.pki_files) if facts is not None else set()
+        lost = [f"pki/{key}" for public, key in CA_PAIRS if public in have and key not in have]
+        if not lost:
+            continue
+        view = observed.cluster_view([h.name for h in cluster.masters])
+        dependents = sorted(
+            {n.name for n in (view.nodes if view is not None else ()) if n.name != host}
+            | {h.name for h in (*cluster.masters, *cluster.workers) if h.name != host
+               and (k := observed.kubernetes(h.name)) is not None and k.kubelet_conf})
+        head = (f"kubeadm init on {host} stopped half-way and cannot be completed: "
+                f"{', '.join(lost)} {'is' if len(lost) == 1 else 'are'} missing, so kubeadm cannot "
+                "sign the certificates and kubeconfigs still to make")
+        if dependents:
+            out.append(f"{head}; {', '.join(dependents)} already joined this cluster, so do not "
+                       f"start over: restore {', '.join(lost)} from a backup into "
+                       f"/etc/kubernetes/pki on {host}, then run `hactl plan` again")
+        else:
+            out.append(f"{head}; nothing has joined it yet, so start over by hand: `ssh {host} "
+                       "kubeadm reset -f` (removes /etc/kubernetes and its static Pods), then "
+                       "`hactl plan` (it plans kubeadm init again; with external etcd, if the API "
+                       "server ran it left /registry data in etcd and the plan says how to delete it)")
+    return out
 
 
 def worker_joined_masters(diff: Diff) -> list[str]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from hactl.plan.steps.add_etcd_member import AddEtcdMember
     from hactl.plan.steps.bootstrap_etcd_member import BootstrapEtcdMember
+    from hactl.plan.steps.complete_init import CompleteInit
     from hactl.plan.steps.configure_haproxy import ConfigureHAProxy
     from hactl.plan.steps.create_join_token import CreateJoinToken
     from hactl.plan.steps.enable_kubelet import EnableKubelet
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 MODULES = {
     "AddEtcdMember": "add_etcd_member",
     "BootstrapEtcdMember": "bootstrap_etcd_member",
+    "CompleteInit": "complete_init",
     "ConfigureHAProxy": "configure_haproxy",
     "CreateJoinToken": "create_join_token",
     "EnableKubelet": "enable_kubelet",
@@ -75,6 +77,7 @@ __all__ = [
     "MODULES",
     "AddEtcdMember",
     "BootstrapEtcdMember",
+    "CompleteInit",
     "ConfigureHAProxy",
     "CreateJoinToken",
     "EnableKubelet",

@@ -1,0 +1,113 @@
+"""CompleteInit: finish a ``kubeadm init`` that stopped half-way, phase by phase (M4).
+
+A ``kubeadm init`` killed after its kubeconfig or control-plane phase leaves admin.conf (and
+maybe the API server) behind but no ``kubeadm-config``, ``cluster-info`` or bootstrap-token
+RBAC: every later join would fail in kubeadm. hactl never re-runs init (a second init is refused
+by kubeadm's preflight once manifests exist); it runs the missing phases and every phase after
+them, in kubeadm's order, with ``kubeadm init phase <phase> --config F`` — the same
+configuration file init used, nothing else on the command line (kubeadm refuses flags next to
+``--config``). Each phase is idempotent: existing CAs, keys and kubeconfigs are reused, manifests
+rewritten the same, API objects created or updated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hactl.errors import CommandError
+from hactl.plan import commands as cmd
+from hactl.plan import desired
+from hactl.plan.join_ops import ensure_ca_hash
+from hactl.plan.remote import put, run, wait_for
+from hactl.plan.step import Step, StepContext
+from hactl.transport.base import Argv, display_command
+
+FILE_PHASES = ("certs", "kubeconfig", "etcd", "control-plane", "kubelet-start")
+"""Phases that only write files on the host (the API server need not answer)."""
+SUB_PHASES = {"certs": "all", "kubeconfig": "all", "etcd": "local", "control-plane": "all",
+              "upload-config": "all", "kubelet-finalize": "all", "addon": "all"}
+"""``kubeadm init phase certs`` alone prints its help and does nothing: name the sub-phase."""
+EXTRA_FLAGS = {"bootstrap-token": ("--skip-token-print",)}
+"""The bootstrap-token phase would print a new token: kept off the output (a ``skip-*`` flag is
+allowed next to ``--config``)."""
+APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+READY_TIMEOUT = 180.0
+
+
+def phase_argv(phase: str, config: str = cmd.KUBEADM_CONFIG) -> Argv:
+    """``kubeadm init phase <phase> [all|local] --config F`` (nothing else mixed in)."""
+    sub = SUB_PHASES.get(phase)
+    return ("kubeadm", "init", "phase", phase, *((sub,) if sub else ()), "--config", config,
+            *EXTRA_FLAGS.get(phase, ()))
+
+
+def manual_commands(host: str, phases: tuple[str, ...]) -> list[str]:
+    """What an operator runs by hand on ``host`` to do the same."""
+    return [f"ssh {host} {display_command(phase_argv(p))}" for p in phases]
+
+
+@dataclass(frozen=True)
+class CompleteInit(Step):
+    kind: ClassVar[str] = "complete_init"
+    order: ClassVar[int] = 41
+    timeout: float = 900.0
+    phases: tuple[str, ...] = ()
+    """The init phases to run, in kubeadm's order (from the diff)."""
+
+    def commands(self) -> list[str]:
+        lines = [f"put {cmd.KUBEADM_CONFIG} 0600 (InitConfiguration + ClusterConfiguration, no secret)",
+                 "systemctl enable kubelet"]
+        waited = False
+        for phase in self.phases:
+            if phase not in FILE_PHASES and not waited:
+                lines.append(f"check {APISERVER_MANIFEST} exists and kubelet is active (else fail at once)")
+                lines.append("wait for /readyz through the load balancer")
+                waited = True
+            lines.append(display_command(phase_argv(phase)))
+        return lines
+
+    async def run(self, ctx: StepContext) -> None:
+        assert self.host is not None
+        cluster = ctx.cluster
+        await run(ctx, self.host, cmd.mkdir("/etc/hactl"))
+        await put(ctx, self.host, cmd.KUBEADM_CONFIG,
+                  desired.kubeadm_init_config(cluster, cluster.host(self.host)), 0o600)
+        await run(ctx, self.host, cmd.systemctl("enable", "kubelet"))
+        waited = False
+        for phase in self.phases:
+            if phase not in FILE_PHASES and not waited:
+                await self._api_can_come(ctx)
+                await self._wait_ready(ctx)
+                waited = True
+            await run(ctx, self.host, phase_argv(phase), timeout=300.0)
+            ctx.log("kubeadm init phase done", phase=phase)
+        await ensure_ca_hash(ctx, self.host)
+        ctx.log("kubeadm init completed", phases=list(self.phases))
+
+    async def _api_can_come(self, ctx: StepContext) -> None:
+        """Waiting for /readyz is pointless when nothing can start the API server: fail at once."""
+        assert self.host is not None
+        if not (await run(ctx, self.host, cmd.file_exists(APISERVER_MANIFEST), check=False)).ok:
+            raise CommandError(
+                f"the API server cannot come up: {APISERVER_MANIFEST} does not exist (kubeadm's "
+                "control-plane phase has not run)", host=self.host, step=self.id,
+                hint=f"run `{display_command(phase_argv('control-plane'))}` on {self.host}, "
+                "or `hactl plan` again")
+        active = await run(ctx, self.host, cmd.systemctl("is-active", "kubelet"), check=False)
+        if active.stdout.strip() != "active":
+            raise CommandError(
+                f"the API server cannot come up: the kubelet, which starts it from "
+                f"{APISERVER_MANIFEST}, is {active.stdout.strip() or 'not running'}",
+                host=self.host, step=self.id,
+                hint=f"see `systemctl status kubelet` and `journalctl -u kubelet` on {self.host}")
+
+    async def _wait_ready(self, ctx: StepContext) -> None:
+        host = self.host or ""
+
+        async def ready() -> str | None:
+            res = await run(ctx, host, cmd.readyz(), check=False)
+            return None if res.ok and res.stdout.strip() == "ok" else (res.stderr.strip() or res.stdout.strip())
+
+        await wait_for("/readyz through the load balancer", ready, timeout=READY_TIMEOUT, interval=2.0,
+                       host=host)
