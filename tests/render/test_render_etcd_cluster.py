@@ -326,3 +326,124 @@ def test_add_member_with_existing_state(tmp_path: Path) -> None:
         assert not any(m.get("isLearner") for m in members)
         health = lc.etcdctl("endpoint", "health", "--cluster")
         assert health.returncode == 0, health.stderr
+
+
+# -- H1: hactl's planned sequence for a peerPort change, run against real etcd ------------------
+
+
+class LoopbackHost:
+    """A Transport for one loopback member: etcdctl runs for real with the member's relocated
+    certificates; ``put`` writes into the member's directory; ``systemctl`` acts on the
+    member's etcd process (``restart`` starts it again from the etcd.env the step wrote)."""
+
+    def __init__(self, lc: LoopbackEtcd, name: str) -> None:
+        self.lc, self.host = lc, name
+
+    async def run(self, command: Any, *, stdin: Any = None, timeout: float | None = None,
+                  check: bool = True, **_: Any) -> Any:
+        from hactl.transport.base import Result, check_result
+
+        argv = [str(a) for a in command]
+        proc = self.lc.procs.get(self.host)
+        if argv[0] == "systemctl":
+            code = 0
+            if argv[1] == "is-active":
+                code = 0 if proc is not None and proc.poll() is None else 3
+            elif argv[1] == "restart" or (argv[1] == "start" and (proc is None or proc.poll() is not None)):
+                if proc is not None:
+                    stop([proc])
+                start_written(self.lc, self.host)
+            result = Result(code, "", "")
+        elif argv[0] == "etcdctl":
+            pki_dir = f"{self.lc.member_dir(self.host) / 'pki'}/"
+            done = subprocess.run([a.replace(etcd.PKI_DIR + "/", pki_dir) for a in argv],
+                                  capture_output=True, text=True, timeout=30, check=False,
+                                  env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ETCDCTL_API": "3"})
+            result = Result(done.returncode, done.stdout, done.stderr)
+        else:
+            raise AssertionError(f"unexpected command on {self.host}: {argv}")
+        return check_result(self.host, tuple(argv), result) if check else result
+
+    async def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        (self.lc.member_dir(self.host) / Path(path).name).write_bytes(data)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def start_written(lc: LoopbackEtcd, name: str) -> None:
+    """Start member ``name`` from the etcd.env a step wrote (paths relocated, as start_member)."""
+    member_dir = lc.member_dir(name)
+    env = {key: relocate(value, member_dir, lc.cluster.etcd.data_dir)
+           for key, value in etcd.parse_env_file((member_dir / "etcd.env").read_text()).items()}
+    log = (member_dir / "etcd.log").open("ab")
+    try:
+        lc.procs[name] = subprocess.Popen(["etcd"], env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+                                          stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        log.close()
+
+
+@dataclass
+class LoopbackCtx:
+    cluster: Cluster
+    lc: LoopbackEtcd
+    events: list[str]
+
+    @property
+    def secrets(self) -> Any:
+        from hactl.plan.step import RunSecrets
+
+        return RunSecrets()
+
+    def transport(self, host: str) -> LoopbackHost:
+        return LoopbackHost(self.lc, host)
+
+    def log(self, event: str, **fields: object) -> None:
+        self.events.append(event)
+
+
+def leaders(lc: LoopbackEtcd) -> dict[str, str]:
+    """Member name → the leader id it reports (members that do not answer are left out)."""
+    out = {}
+    for host in lc.cluster.etcd_members:
+        got = lc.etcdctl("endpoint", "status", "-w", "json", endpoints=etcd.client_url(host, lc.cluster),
+                         timeout="2s")
+        if got.returncode == 0:
+            status = json.loads(got.stdout)[0]["Status"]
+            if status.get("leader"):
+                out[host.name] = format(status["leader"], "x")
+    return out
+
+
+async def test_peer_port_change_runs_as_member_update_then_restart_and_keeps_a_leader(tmp_path: Path) -> None:
+    from hactl.plan.planner import build_plan
+    from hactl.plan.synthetic import PROBED_AT, Synthetic
+
+    with running_cluster(tmp_path, size=3) as lc:
+        old = lc.cluster
+        data = old.model_dump(by_alias=True, mode="json")
+        new_port = free_port_on_all(ADDRESSES[:3])
+        while new_port in (old.etcd.client_port, old.etcd.peer_port):
+            new_port = free_port_on_all(ADDRESSES[:3])
+        data["etcd"]["peerPort"] = new_port
+        moved = Cluster.model_validate(data)
+        # the plan hactl makes for this edit of a healthy cluster (facts as the probe reports them)
+        plan = build_plan(moved, Synthetic(old).etcd().observed(), now=PROBED_AT)
+        steps = [s for s in plan.steps() if s.id.startswith("etcd")]
+        assert [s.id for s in steps] == [
+            f"etcd.member[{n}].{k}" for n in ("etcd01", "etcd02", "etcd03")
+            for k in ("update-peer", "reconfigure")] + ["etcd.health"]
+        lc.cluster = moved
+        ctx = LoopbackCtx(moved, lc, [])
+        for step in steps:
+            await step.run(ctx)
+            seen = leaders(lc)
+            # a quorum of members agrees on one leader after every step
+            assert len(seen) >= 2 and len(set(seen.values())) == 1, (step.id, seen)
+        members = json.loads(lc.etcdctl("member", "list", "-w", "json").stdout)["members"]
+        assert sorted((m["name"], m["peerURLs"]) for m in members) == [
+            (h.name, [etcd.peer_url(h, moved)]) for h in moved.etcd_members]
+        assert len(leaders(lc)) == 3
+        health = lc.etcdctl("endpoint", "health")
+        assert health.returncode == 0, health.stderr
