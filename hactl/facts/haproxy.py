@@ -65,16 +65,38 @@ class HAProxyConfig(Fact[str]):
         return mask_config_secrets(stdout)
 
 
-_SECRET_LINES = (
-    re.compile(r"^(\s*stats\s+auth\s+[^:\s]+:)(\S+)", re.M),
-    re.compile(r"^(\s*user\s+\S+\s+(?:insecure-)?password\s+)(\S+)", re.M),
+CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie")
+"""Headers whose value is a credential: whatever follows their name on a line is masked."""
+PASSWORD_WORDS = ("password", "insecure-password", "secure-password")
+"""Keywords whose next word is a password (``userlist`` users, and any other directive)."""
+
+_HEADERS = "|".join(CREDENTIAL_HEADERS)
+_SECRET_PATTERNS = (
+    # stats auth <user>:<password>
+    re.compile(r"(?im)^(\s*stats\s+auth\s+[^:\s]+:)(\S+)"),
+    # password | insecure-password | secure-password <value>, anywhere on a line
+    re.compile(r"(?im)((?:^|\s)(?:" + "|".join(PASSWORD_WORDS) + r")\s+)(\S+)"),
+    # a credential header by name, after what names a header (set-header/add-header/
+    # replace-header/replace-value, http-check send hdr, hdr(…) in an ACL) or as a raw
+    # "Name: value" (option httpchk): the rest of the line
+    re.compile(
+        r"(?im)((?:(?:-header|-value|(?<![\w.-])hdr)\s+|hdr\()(?:" + _HEADERS + r")(?![\w-])\)?\s*"
+        r"|(?:(?<=\\n)|(?<![\w-]))(?:" + _HEADERS + r"):(?:\\?\s)*)"
+        r"(\S.*)$"
+    ),
+    # Basic / Bearer tokens wherever they appear
+    re.compile(r"(?im)((?<![\w-])(?:basic|bearer)(?:\\?\s)+)([^\s\"']+)"),
 )
 
 
 def mask_config_secrets(text: str) -> str:
-    """A hand-edited config may hold passwords (``stats auth user:pw``, ``userlist`` users):
-    they are masked before the text reaches a plan or a log (the sha256 is of the real file)."""
-    for pattern in _SECRET_LINES:
+    """A hand-edited config may hold credentials: they are masked before the text reaches a
+    plan or a log (``config_sha256`` is of the real file). Masked: the password of ``stats
+    auth user:pw``; the word after ``password``/``insecure-password``/``secure-password``;
+    everything after a header named Authorization, Proxy-Authorization, Cookie or Set-Cookie
+    (``http-request set-header Authorization …``, ``http-check send hdr Cookie …``,
+    ``hdr(authorization) -m str …``); the token after ``Basic``/``Bearer`` anywhere."""
+    for pattern in _SECRET_PATTERNS:
         text = pattern.sub(lambda m: m.group(1) + MASK, text)
     return text
 

@@ -7,6 +7,7 @@ and what the parser must make of it.
 from __future__ import annotations
 
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -423,6 +424,52 @@ def test_passwords_in_a_hand_edited_haproxy_cfg_are_masked() -> None:
         assert secret not in masked
     assert "stats auth admin:(sensitive value)" in masked
     assert "user bob password (sensitive value)" in masked
+
+
+HAND_EDITED_CREDENTIALS = [
+    # (line in haproxy.cfg, the secret in it, what stays visible)
+    ("    user al secure-password $5$s4lt$h4sh groups g1", "$5$s4lt$h4sh", "secure-password"),
+    ('    http-request set-header Authorization "Basic dXNlcjpwYXNz" if { path_beg /x }',
+     "dXNlcjpwYXNz", "set-header Authorization"),
+    ("    http-request add-header Proxy-Authorization Bearer\\ tok123", "tok123",
+     "add-header Proxy-Authorization"),
+    ("    http-request set-header Cookie session=abc123", "abc123", "set-header Cookie"),
+    ("    http-response set-header Set-Cookie sid=zzz999", "zzz999", "set-header Set-Cookie"),
+    ("    http-request replace-header Cookie (.*) sid=k3y", "k3y", "replace-header Cookie"),
+    ('    acl ok req.hdr(authorization) -m str "Bearer t0ken"', "t0ken", "req.hdr(authorization)"),
+    ("    acl ok hdr(Cookie) -m sub sess=c00kie", "c00kie", "hdr(Cookie)"),
+    ("    option httpchk GET /healthz HTTP/1.1\\r\\nAuthorization:\\ Token\\ Zm9vOmJh",
+     "Zm9vOmJh", "option httpchk GET /healthz"),
+    ('    http-check send meth GET uri /readyz hdr Authorization "Token abc.def"', "abc.def",
+     "hdr Authorization"),
+    ("    http-request set-var(txn.t) str(Bearer\\ s3cr3t-t0k)", "s3cr3t-t0k", "set-var"),
+    ("    server api 10.0.0.1:443 check password hunter2", "hunter2", "server api"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("line", "secret", "kept"), HAND_EDITED_CREDENTIALS)
+def test_other_credentials_in_a_hand_edited_haproxy_cfg_are_masked(
+    line: str, secret: str, kept: str
+) -> None:
+    masked = haproxy.HAProxyConfig().parse(f"frontend f\n{line}\n    bind :80\n")
+    assert secret not in masked
+    assert "(sensitive value)" in masked and kept in masked
+    assert masked.endswith("    bind :80\n")  # the next line is untouched
+
+
+def test_masking_leaves_ordinary_directives_alone_and_is_linear() -> None:
+    text = (
+        "frontend f\n    http-request set-header X-Forwarded-Proto https\n"
+        "    cookie SERVERID insert indirect nocache\n"
+        "    server master01 198.18.0.11:6443 check cookie m1\n"
+        "    http-request auth realm hactl\n"
+    )
+    assert haproxy.mask_config_secrets(text) == text
+    big = ("    http-request set-header Authorization " + "x" * 60 + "\n") * 30_000  # ~3 MB
+    started = time.monotonic()
+    masked = haproxy.mask_config_secrets(big)
+    assert time.monotonic() - started < 5
+    assert "x" * 60 not in masked
 
 
 def test_unit_states_set_the_guard_variables_in_real_sh() -> None:
