@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hactl.sensitive import Sensitive
 from hactl.transport.base import Argv
 
 # etcd files (the same names as hactl.render.etcd; repeated so planning imports stay light)
@@ -36,7 +35,11 @@ APISERVER_ETCD_CLIENT_CERT = f"{K8S_PKI}/apiserver-etcd-client.crt"
 APISERVER_ETCD_CLIENT_KEY = f"{K8S_PKI}/apiserver-etcd-client.key"
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBEADM_CONFIG = "/etc/hactl/kubeadm-config.yaml"
-"""The InitConfiguration + ClusterConfiguration that init and upload-certs use."""
+"""The InitConfiguration + ClusterConfiguration that upload-certs reuses (no secret in it)."""
+KUBEADM_INIT_CONFIG = "/run/hactl/kubeadm-init.yaml"
+"""The same plus ``certificateKey``, for ``kubeadm init`` only: 0600, removed after init."""
+KUBEADM_JOIN_CONFIG = "/run/hactl/kubeadm-join.yaml"
+"""The JoinConfiguration (token, CA pin, certificate key): 0600, removed after the join."""
 
 
 # -- etcd ----------------------------------------------------------------------------------
@@ -158,10 +161,11 @@ def sha256sum(path: str) -> Argv:
 # -- kubeadm / kubectl ---------------------------------------------------------------------
 
 
-def kubeadm_init(certificate_key: Sensitive, config: str = KUBEADM_CONFIG) -> Argv:
-    """The key is made by hactl (in memory) so that it is known without parsing output."""
-    return ("kubeadm", "init", "--config", config, "--upload-certs", "--certificate-key",
-            certificate_key)
+def kubeadm_init(config: str = KUBEADM_INIT_CONFIG) -> Argv:
+    """``kubeadm init --config F --upload-certs``: nothing else may be mixed with ``--config``
+    (real kubeadm: ``can not mix '--config' with arguments [...]``). The certificate key is
+    ``InitConfiguration.certificateKey`` in F (0600, removed after init), never in argv."""
+    return ("kubeadm", "init", "--config", config, "--upload-certs")
 
 
 def upload_certs(config: str = KUBEADM_CONFIG) -> Argv:
@@ -172,28 +176,12 @@ def token_create(ttl: str = "2h") -> Argv:
     return ("kubeadm", "token", "create", "--ttl", ttl, "--description", "hactl apply")
 
 
-def kubeadm_join(
-    endpoint: str,
-    token: Sensitive,
-    ca_hash: str,
-    *,
-    control_plane: bool,
-    certificate_key: Sensitive | None = None,
-) -> Argv:
-    argv: tuple[str | Sensitive, ...] = (
-        "kubeadm",
-        "join",
-        endpoint,
-        "--token",
-        token,
-        "--discovery-token-ca-cert-hash",
-        ca_hash,
-    )
-    if control_plane:
-        if certificate_key is None:
-            raise ValueError("a control-plane join needs the certificate key")
-        argv += ("--control-plane", "--certificate-key", certificate_key)
-    return argv
+def kubeadm_join(config: str = KUBEADM_JOIN_CONFIG) -> Argv:
+    """``kubeadm join --config F``: endpoint, token, CA pin, node name/address and (for a master)
+    the ``controlPlane`` stanza with the certificate key are all in F's JoinConfiguration (0600,
+    removed after the join). Real kubeadm refuses ``--control-plane``, ``--token``,
+    ``--discovery-token-ca-cert-hash`` or ``--certificate-key`` next to ``--config``."""
+    return ("kubeadm", "join", "--config", config)
 
 
 def kubeadm_reset() -> Argv:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from hactl.sensitive import Sensitive
 from hactl.spec.models import Cluster, Host
 
 
@@ -32,3 +33,29 @@ def kubeadm_init_config(cluster: Cluster, host: Host) -> str:
     from hactl.render.kubeadm_config import render_init_config
 
     return render_init_config(cluster, host.name)
+
+
+def kubeadm_init_secret_config(cluster: Cluster, host: Host, certificate_key: Sensitive) -> Sensitive:
+    """The same with ``certificateKey``: for ``kubeadm init`` only (0600, removed after init)."""
+    from hactl.render.kubeadm_config import init_secret_config_file
+
+    content = init_secret_config_file(cluster, certificate_key, host.name).content
+    assert isinstance(content, Sensitive)
+    return content
+
+
+def kubeadm_join_config(
+    cluster: Cluster,
+    host: Host,
+    token: Sensitive,
+    ca_cert_hash: str,
+    certificate_key: Sensitive | None = None,
+) -> Sensitive:
+    """JoinConfiguration for ``host`` (control-plane join when it is a master): 0600, removed
+    after the join."""
+    from hactl.render.kubeadm_config import JoinCredentials, join_config_file
+
+    creds = JoinCredentials(token, (ca_cert_hash,), certificate_key)
+    content = join_config_file(cluster, host.name, creds).content
+    assert isinstance(content, Sensitive)
+    return content

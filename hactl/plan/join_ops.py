@@ -7,16 +7,20 @@ so a join batch shares one key (joins run one at a time and re-check it).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 from hactl.diff import CERTIFICATE_KEY_MARGIN, CERTIFICATE_KEY_TTL
-from hactl.errors import CommandError
+from hactl.errors import CommandError, HactlError
 from hactl.plan import commands as cmd
 from hactl.plan import desired
 from hactl.plan.remote import put, run, wait_for
 from hactl.plan.step import StepContext
 from hactl.sensitive import Sensitive
+from hactl.transport.base import Argv, Result, check_result
 
 TOKEN_RE = re.compile(r"\b([a-z0-9]{6}\.[a-z0-9]{16})\b")
 KEY_RE = re.compile(r"\b([0-9a-f]{64})\b")
@@ -127,3 +131,39 @@ async def wait_api_ready(ctx: StepContext, master: str, *, timeout: float | None
 
     await wait_for("/readyz of the first master through the load balancer", ready,
                    timeout=READY_TIMEOUT if timeout is None else timeout, interval=2.0, host=master)
+
+
+@asynccontextmanager
+async def secret_file(ctx: StepContext, host: str, path: str, content: Sensitive) -> AsyncIterator[str]:
+    """``content`` at ``path`` on ``host`` (0600, written through stdin) for the body's command,
+    then ``rm -f path`` — also when the body fails or is cancelled (the removal is shielded, so a
+    cancelled apply still takes the secret off the host). A removal that fails is logged, never
+    hides the body's own error."""
+    try:
+        await put(ctx, host, path, content.reveal(), 0o600)
+        yield path
+    finally:
+        removal = asyncio.ensure_future(_remove(ctx, host, path))
+        try:
+            await asyncio.shield(removal)
+        except asyncio.CancelledError:
+            await asyncio.wait([removal], timeout=60.0)  # let it finish, then go on cancelling
+            raise
+
+
+async def _remove(ctx: StepContext, host: str, path: str) -> None:
+    try:
+        res = await run(ctx, host, cmd.remove(path), check=False, timeout=60.0)
+        problem = None if res.ok else (res.stderr.strip() or f"exit {res.exit_status}")
+    except HactlError as exc:
+        problem = str(exc)
+    if problem is not None:
+        ctx.log("secret file not removed; remove it by hand", path=path, problem=problem)
+
+
+async def run_with_secrets(ctx: StepContext, host: str, argv: Argv, secrets: Sequence[Sensitive | None],
+                           *, timeout: float) -> Result:
+    """Run ``argv`` (no secret in it) whose config file holds ``secrets``; a failure's message
+    has them masked, in case kubeadm echoes one on stderr."""
+    result = await run(ctx, host, argv, timeout=timeout, check=False)
+    return check_result(host, argv, result, [s for s in secrets if s is not None])

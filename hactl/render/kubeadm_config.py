@@ -4,15 +4,25 @@ API version by Kubernetes version: ``kubeadm.k8s.io/v1beta4`` for 1.31 and newer
 below. The field that differs in what hactl renders: ``extraArgs``/``kubeletExtraArgs`` are a
 map in v1beta3 and a list of ``{name, value}`` in v1beta4.
 
-Secrets (the bootstrap token, the certificate key) never go into the init config: hactl passes
-the certificate key on the command line as a :class:`~hactl.sensitive.Sensitive` argv item. A
-join config needs the token (kubeadm refuses ``--token`` next to ``--config``), so the join
-documents hold ``Sensitive`` values: :func:`render_join_config` masks them for plans and logs,
-:func:`join_config_file` reveals them only inside a masked 0600 :class:`RenderedFile` for the wire.
+Secrets (the bootstrap token, the certificate key) never go on a command line: real kubeadm
+refuses ``--certificate-key``/``--token``/``--control-plane`` next to ``--config``, and argv is
+readable by every local user (``ps``). They go into short-lived 0600 files instead:
+
+- :func:`init_secret_config_file`: the InitConfiguration with ``certificateKey`` (+ the
+  ClusterConfiguration) for ``kubeadm init --config F --upload-certs``, removed after init;
+- :func:`join_config_file`: the JoinConfiguration (token, CA pin, ``controlPlane`` with the
+  certificate key for a master) for ``kubeadm join --config F``, removed after the join.
+
+The long-lived :data:`INIT_CONFIG_PATH` (:func:`render_init_config`) holds no secret: ``kubeadm
+init phase upload-certs --upload-certs --config`` reuses it, and a ``certificateKey`` there would
+make kubeadm re-upload under that old key instead of generating a fresh one. Secret fields hold
+``Sensitive`` values: :func:`render_join_config` masks them for plans and logs; the ``*_file``
+functions reveal them only inside a masked 0600 :class:`RenderedFile` for the wire.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +43,18 @@ V1BETA3 = "kubeadm.k8s.io/v1beta3"
 V1BETA4 = "kubeadm.k8s.io/v1beta4"
 API_BIND_PORT = 6443
 INIT_CONFIG_PATH = "/etc/hactl/kubeadm-config.yaml"
-JOIN_CONFIG_PATH = "/etc/hactl/kubeadm-join.yaml"
+"""Long-lived, no secret: ``kubeadm init phase upload-certs --config`` reuses it."""
+SECRET_CONFIG_DIR = "/run/hactl"
+"""tmpfs on systemd hosts: a secret file left by a killed run never reaches a disk and is gone
+at the next boot (the folder is created 0700 by the transport's ``umask 077``)."""
+INIT_SECRET_CONFIG_PATH = f"{SECRET_CONFIG_DIR}/kubeadm-init.yaml"
+"""InitConfiguration with ``certificateKey``: written 0600 before ``kubeadm init``, removed after."""
+JOIN_CONFIG_PATH = f"{SECRET_CONFIG_DIR}/kubeadm-join.yaml"
+"""JoinConfiguration with the token (and key): written 0600 before ``kubeadm join``, removed after."""
+CERTIFICATE_KEY_RE = re.compile(r"[0-9a-f]{64}")
+"""kubeadm's certificate key: 32 bytes (AES-256), hex (``ValidateCertificateKey``)."""
+TOKEN_RE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
+"""kubeadm's bootstrap token format (``BootstrapTokenPattern``)."""
 
 Document = dict[str, Any]
 
@@ -107,16 +128,34 @@ def cluster_configuration(cluster: Cluster) -> Document:
     }
 
 
-def init_configuration(cluster: Cluster, master: str | None = None) -> Document:
+def _check_key(key: Sensitive) -> Sensitive:
+    if not CERTIFICATE_KEY_RE.fullmatch(key.reveal()):
+        raise ValueError("a certificate key must be 32 random bytes in lower-case hex (64 characters)")
+    return key
+
+
+def _check_token(token: Sensitive) -> Sensitive:
+    if not TOKEN_RE.fullmatch(token.reveal()):
+        raise ValueError("a bootstrap token must look like [a-z0-9]{6}.[a-z0-9]{16}")
+    return token
+
+
+def init_configuration(
+    cluster: Cluster, master: str | None = None, certificate_key: Sensitive | None = None
+) -> Document:
     """InitConfiguration for ``master`` (default: the first master, where ``kubeadm init`` runs).
-    No bootstrap tokens and no certificate key: those travel as Sensitive argv."""
+    No bootstrap tokens (kubeadm makes one); ``certificateKey`` only when given (the short-lived
+    init file, never the long-lived one)."""
     host = _master(cluster, master) if master else cluster.masters[0]
-    return {
+    doc: Document = {
         "apiVersion": api_version(cluster),
         "kind": "InitConfiguration",
         "localAPIEndpoint": _api_endpoint(host),
         "nodeRegistration": _node_registration(cluster, host),
     }
+    if certificate_key is not None:
+        doc["certificateKey"] = _check_key(certificate_key)
+    return doc
 
 
 def render_init_config(cluster: Cluster, master: str | None = None) -> str:
@@ -132,6 +171,16 @@ def init_config_file(cluster: Cluster, master: str | None = None) -> RenderedFil
     return public(INIT_CONFIG_PATH, render_init_config(cluster, master))
 
 
+def init_secret_config_file(
+    cluster: Cluster, certificate_key: Sensitive, master: str | None = None
+) -> RenderedFile:
+    """InitConfiguration with ``certificateKey`` + ClusterConfiguration for ``kubeadm init --config
+    F --upload-certs`` (kubeadm then encrypts the ``kubeadm-certs`` Secret with hactl's key, so the
+    key is known without reading it back). 0600, Sensitive content; delete it after init."""
+    docs = [init_configuration(cluster, master, certificate_key), cluster_configuration(cluster)]
+    return RenderedFile(INIT_SECRET_CONFIG_PATH, Sensitive(dump_documents(docs, reveal=True)), 0o600)
+
+
 @dataclass(frozen=True)
 class JoinCredentials:
     """What a join needs from the running cluster. ``token`` and ``certificate_key`` are secrets."""
@@ -145,7 +194,12 @@ class JoinCredentials:
 
 def join_configuration(cluster: Cluster, node: str, credentials: JoinCredentials) -> Document:
     """JoinConfiguration for ``node``: a control-plane join for a master (needs a certificate
-    key), a worker join otherwise. Secret fields hold ``Sensitive`` values."""
+    key), a worker join otherwise. Secret fields hold ``Sensitive`` values.
+
+    ``kubeadm join --config F`` takes no ``--control-plane``/``--token``/``--certificate-key``
+    next to it: the ``controlPlane`` stanza alone makes the join a control-plane join. The node
+    name, the advertise address and the kubelet's node-ip are the spec's (kubeadm would otherwise
+    take the hostname and the default-route interface's address)."""
     host = cluster.host(node)
     is_master = "master" in cluster.roles(node)
     if not is_master and "worker" not in cluster.roles(node):
@@ -154,6 +208,7 @@ def join_configuration(cluster: Cluster, node: str, credentials: JoinCredentials
         raise ValueError(
             "a join needs the CA's sha256 pin (discovery without CA pinning is unsafe)"
         )
+    _check_token(credentials.token)
     doc: Document = {
         "apiVersion": api_version(cluster),
         "kind": "JoinConfiguration",
@@ -171,7 +226,7 @@ def join_configuration(cluster: Cluster, node: str, credentials: JoinCredentials
             raise ValueError(f"control-plane join of {node!r} needs a certificate key")
         doc["controlPlane"] = {
             "localAPIEndpoint": _api_endpoint(host),
-            "certificateKey": credentials.certificate_key,
+            "certificateKey": _check_key(credentials.certificate_key),
         }
     return doc
 
@@ -182,7 +237,8 @@ def render_join_config(cluster: Cluster, node: str, credentials: JoinCredentials
 
 
 def join_config_file(cluster: Cluster, node: str, credentials: JoinCredentials) -> RenderedFile:
-    """The join config for the wire: real secrets, but wrapped in Sensitive and mode 0600."""
+    """The join config for the wire: real secrets, but wrapped in Sensitive and mode 0600, at
+    :data:`JOIN_CONFIG_PATH`; delete it after the join (also when the join fails)."""
     text = dump_documents([join_configuration(cluster, node, credentials)], reveal=True)
     return RenderedFile(JOIN_CONFIG_PATH, Sensitive(text), 0o600)
 

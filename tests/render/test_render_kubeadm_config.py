@@ -296,3 +296,23 @@ def test_init_config_file() -> None:
     file = kc.init_config_file(cluster)
     assert (file.path, file.mode, file.secret) == ("/etc/hactl/kubeadm-config.yaml", 0o644, False)
     assert file.reveal() == kc.render_init_config(cluster)
+
+
+@pytest.mark.parametrize("version", ["1.30.4", "1.31.1"])
+def test_init_secret_config_file_carries_the_key_the_long_lived_one_never(version: str) -> None:
+    """F1: with --config, the key must be InitConfiguration.certificateKey (real kubeadm refuses
+    --certificate-key next to --config). Only the short-lived 0600 file holds it: `kubeadm init
+    phase upload-certs --config` reuses the long-lived one and would re-upload under a key found
+    there instead of making a fresh one (uploadcerts.go: a new key only when CertificateKey is empty)."""
+    cluster = make_cluster(version=version)
+    key = Sensitive("0123456789abcdef" * 4)
+    file = kc.init_secret_config_file(cluster, key)
+    assert (file.path, file.mode, file.secret) == (kc.INIT_SECRET_CONFIG_PATH, 0o600, True)
+    assert key.reveal() not in repr(file) + str(file.content)
+    init, clus = check_documents(file.reveal(), kc.api_version(cluster))
+    assert init["certificateKey"] == key.reveal()
+    assert clus == list(yaml.safe_load_all(kc.render_init_config(cluster)))[1]
+    assert "certificateKey" not in kc.render_init_config(cluster)
+    assert kc.INIT_SECRET_CONFIG_PATH.startswith("/run/") and kc.JOIN_CONFIG_PATH.startswith("/run/")
+    with pytest.raises(ValueError, match="32 random bytes"):
+        kc.init_secret_config_file(cluster, Sensitive("F" * 64))  # hactl makes and reads lower-case hex only

@@ -68,6 +68,7 @@ class Cluster3:
     """master01 (initialised) answers; each step appends what ran, in order, to ``log``."""
 
     def __init__(self, ctx: Ctx, ca: pki.CertKey, *, ready: list[bool] | None = None) -> None:
+        self.ctx = ctx
         self.log: list[str] = []
         self.ready = list(ready or [])
         self.tokens, self.keys = iter(TOKENS), iter(KEYS)
@@ -101,8 +102,10 @@ class Cluster3:
 
     def _join(self, name: str) -> Callable[[Call], Result]:
         def respond(call: Call) -> Result:
-            token = next(t for t in TOKENS if t in call.wire)
-            key = next(k for k in KEYS if k in call.wire)
+            assert call.argv == cmd.kubeadm_join()  # the token and key are in the 0600 file
+            config = self.ctx.transport(name).files[cmd.KUBEADM_JOIN_CONFIG][0].decode()
+            token = next(t for t in TOKENS if t in config)
+            key = next(k for k in KEYS if k in config)
             self.log.append(f"join {name} token {token[:6]} key {key[:1]}")
             self.joined.add(name)
             return Result(0, "This node has joined the cluster", "")

@@ -28,7 +28,6 @@ from hactl.plan.steps import (
     StartEtcdMember,
 )
 from hactl.render import etcd_pki, pki
-from hactl.sensitive import MASK
 from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
 from hactl.transport.base import Result
@@ -341,12 +340,15 @@ async def test_init_keeps_key_and_token_in_memory_only(lab: Cluster, kubeadm_con
     m.on(re.compile("/readyz"), stdout="ok")
     await step_args(InitControlPlane, host="master01").run(ctx)
     init = next(c for c in m.calls if c.argv[:2] == ("kubeadm", "init"))
-    assert init.argv == ("kubeadm", "init", "--config", cmd.KUBEADM_CONFIG, "--upload-certs",
-                         "--certificate-key", MASK)
+    # F1/H2: real kubeadm refuses --certificate-key next to --config; the key is in the file
+    assert init.argv == ("kubeadm", "init", "--config", cmd.KUBEADM_INIT_CONFIG, "--upload-certs")
     assert m.files[cmd.KUBEADM_CONFIG][1] == 0o600
     key = ctx.secrets.certificate_key
     assert key is not None and re.fullmatch(r"[0-9a-f]{64}", key.reveal())
-    assert key.reveal() in init.wire  # made by hactl, in memory, only on the wire
+    assert all(key.reveal() not in c.wire for c in m.calls)  # made by hactl, never on a command line
+    data, mode = m.files[cmd.KUBEADM_INIT_CONFIG]
+    assert mode == 0o600 and f"certificateKey: {key.reveal()}" in data.decode()
+    assert ("rm", "-f", cmd.KUBEADM_INIT_CONFIG) in ctx.argvs("master01")
     assert ctx.secrets.bootstrap_token is not None and ctx.secrets.bootstrap_token.reveal() == TOKEN
     assert ctx.secrets.ca_cert_hash == pki.spki_sha256(ca.cert)
     assert KEY not in repr(ctx.events) and TOKEN not in repr(ctx.events)
@@ -367,10 +369,11 @@ async def test_control_plane_join_refreshes_key_and_masks_secrets(
     joiner.on(("kubeadm", "join"), stdout="This node has joined the cluster")
     await step_args(JoinControlPlane, host="master02", via="master01").run(ctx)
     join = next(c for c in joiner.calls if c.argv[:2] == ("kubeadm", "join"))
-    assert join.argv == ("kubeadm", "join", "k8s-api.lab:6443", "--token", MASK,
-                         "--discovery-token-ca-cert-hash", pki.spki_sha256(ca.cert),
-                         "--control-plane", "--certificate-key", MASK)
-    assert TOKEN in join.wire and KEY in join.wire  # only on the wire
+    assert join.argv == ("kubeadm", "join", "--config", cmd.KUBEADM_JOIN_CONFIG)
+    assert all(TOKEN not in c.wire and KEY not in c.wire for c in joiner.calls)
+    data, mode = joiner.files[cmd.KUBEADM_JOIN_CONFIG]  # the fake keeps it; the host's rm -f ran
+    assert mode == 0o600 and TOKEN in data.decode() and f"certificateKey: {KEY}" in data.decode()
+    assert ("rm", "-f", cmd.KUBEADM_JOIN_CONFIG) in ctx.argvs("master02")
     assert KEY not in repr(ctx.events) and TOKEN not in repr(ctx.events)
     # a second join in the same run reuses the fresh key (one key per join batch)
     joiner3 = ctx.transport("master03")
@@ -394,8 +397,8 @@ async def test_worker_join_is_idempotent(lab: Cluster) -> None:
 def test_command_builders() -> None:
     from hactl.sensitive import Sensitive
 
-    with pytest.raises(ValueError, match="certificate key"):
-        cmd.kubeadm_join("lb:6443", Sensitive(TOKEN), "sha256:x", control_plane=True)
+    assert cmd.kubeadm_join() == ("kubeadm", "join", "--config", cmd.KUBEADM_JOIN_CONFIG)
+    assert not any(isinstance(a, Sensitive) for a in cmd.kubeadm_init() + cmd.kubeadm_join())
     argv = cmd.member_add("https://a:2379", "etcd04", "https://b:2380")
     assert argv[0] == "etcdctl" and "--endpoints=https://a:2379" in argv and argv[-1] == "--learner"
     assert cmd.upload_certs() == ("kubeadm", "init", "phase", "upload-certs", "--upload-certs",
@@ -423,7 +426,7 @@ async def test_rejoin_resets_only_while_the_node_is_missing(lab: Cluster, ca: pk
          respond=lambda _c: (via.on(("kubectl",), stdout=node_json("worker02", False)), Result(0, "", ""))[1])
     await step_args(JoinWorker, host="worker02", via="master01", reset_first=True).run(ctx)
     assert [a[:2] for a in ctx.argvs("worker02")] == [
-        ("kubeadm", "reset"), ("systemctl", "enable"), ("kubeadm", "join")]
+        ("kubeadm", "reset"), ("systemctl", "enable"), ("kubeadm", "join"), ("rm", "-f")]
     again = Ctx(lab)
     again.transport("master01").on(("kubectl",), stdout=node_json("worker02", False))
     await step_args(JoinWorker, host="worker02", via="master01", reset_first=True).run(again)

@@ -1,4 +1,9 @@
-"""InitControlPlane: ``kubeadm init --config … --upload-certs`` on the first master, once."""
+"""InitControlPlane: ``kubeadm init --config … --upload-certs`` on the first master, once.
+
+The certificate key is hactl's (made in memory, so it is known without parsing output) and goes
+in ``InitConfiguration.certificateKey`` of a 0600 file that exists only while init runs; the
+long-lived ``/etc/hactl/kubeadm-config.yaml`` holds no key (``upload-certs`` reuses it and must
+make a fresh key each time)."""
 
 from __future__ import annotations
 
@@ -16,10 +21,13 @@ from hactl.plan.join_ops import (
     parse_token,
     remember_key,
     remember_token,
+    run_with_secrets,
+    secret_file,
 )
 from hactl.plan.remote import parse_json, put, run, wait_for
 from hactl.plan.step import Step, StepContext
-from hactl.sensitive import Sensitive
+from hactl.sensitive import MASK, Sensitive
+from hactl.transport.base import display_command
 
 
 @dataclass(frozen=True)
@@ -30,9 +38,11 @@ class InitControlPlane(Step):
 
     def commands(self) -> list[str]:
         return [
-            f"put {cmd.KUBEADM_CONFIG} 0600 (InitConfiguration + ClusterConfiguration)",
+            f"put {cmd.KUBEADM_CONFIG} 0600 (InitConfiguration + ClusterConfiguration, no secret)",
             "systemctl enable kubelet",
-            f"kubeadm init --config {cmd.KUBEADM_CONFIG} --upload-certs --certificate-key (sensitive value)",
+            f"put {cmd.KUBEADM_INIT_CONFIG} 0600 (the same + certificateKey: {MASK})",
+            display_command(cmd.kubeadm_init()),
+            f"{display_command(cmd.remove(cmd.KUBEADM_INIT_CONFIG))}  # also when init fails",
             "keep the certificate key, token and CA hash in memory",
             "wait for /readyz through the load balancer",
         ]
@@ -50,7 +60,10 @@ class InitControlPlane(Step):
                   desired.kubeadm_init_config(cluster, cluster.host(self.host)), 0o600)
         await run(ctx, self.host, cmd.systemctl("enable", "kubelet"))  # survive reboots
         key = Sensitive(secrets.token_hex(32))  # kubeadm's format: 32 random bytes, hex
-        result = await run(ctx, self.host, cmd.kubeadm_init(key), timeout=self.timeout - 60)
+        config = desired.kubeadm_init_secret_config(cluster, cluster.host(self.host), key)
+        async with secret_file(ctx, self.host, cmd.KUBEADM_INIT_CONFIG, config) as path:
+            result = await run_with_secrets(ctx, self.host, cmd.kubeadm_init(path), [key],
+                                            timeout=self.timeout - 60)
         remember_key(ctx, key)
         token = parse_token(result.stdout)
         if token is not None:

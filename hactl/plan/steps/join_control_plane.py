@@ -1,4 +1,6 @@
-"""JoinControlPlane: ``kubeadm join --control-plane``, one node at a time, CA hash pinned."""
+"""JoinControlPlane: ``kubeadm join --config`` with a ``controlPlane`` stanza, one node at a time,
+CA hash pinned. Token and certificate key travel in a 0600 JoinConfiguration that exists only
+while the join runs, never in argv."""
 
 from __future__ import annotations
 
@@ -6,11 +8,19 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from hactl.plan import commands as cmd
+from hactl.plan import desired
 from hactl.plan.etcd_ops import wait_stacked_etcd_settled
-from hactl.plan.join_ops import ensure_ca_hash, ensure_certificate_key, ensure_token, wait_api_ready
+from hactl.plan.join_ops import (
+    ensure_ca_hash,
+    ensure_certificate_key,
+    ensure_token,
+    run_with_secrets,
+    secret_file,
+    wait_api_ready,
+)
 from hactl.plan.remote import run
 from hactl.plan.step import Step, StepContext
-from hactl.plan.steps.join_worker import node_registered, wait_for_node
+from hactl.plan.steps.join_worker import join_commands, node_registered, wait_for_node
 from hactl.sensitive import MASK
 
 
@@ -32,8 +42,8 @@ class JoinControlPlane(Step):
             "wait for /readyz of the first master through the load balancer",
             *(["wait until the stacked etcd is healthy and settled"] if self.stacked_etcd else []),
             "systemctl enable kubelet",
-            f"kubeadm join {{endpoint}} --token {MASK} --discovery-token-ca-cert-hash sha256:… "
-            f"--control-plane --certificate-key {MASK}",
+            *join_commands(f"token: {MASK}, caCertHashes: [sha256:…], "
+                           f"controlPlane.certificateKey: {MASK}"),
             "wait for the Node to register",
         ]
 
@@ -57,9 +67,11 @@ class JoinControlPlane(Step):
         token = await ensure_token(ctx, self.via)
         key = await ensure_certificate_key(ctx, self.via)
         ca_hash = await ensure_ca_hash(ctx, self.via)
-        argv = cmd.kubeadm_join(ctx.cluster.control_plane_endpoint, token, ca_hash,
-                                control_plane=True, certificate_key=key)
+        config = desired.kubeadm_join_config(ctx.cluster, ctx.cluster.host(self.host), token, ca_hash,
+                                             key)
         await run(ctx, self.host, cmd.systemctl("enable", "kubelet"))  # survive reboots
-        await run(ctx, self.host, argv, timeout=self.timeout - 120)
+        async with secret_file(ctx, self.host, cmd.KUBEADM_JOIN_CONFIG, config) as path:
+            await run_with_secrets(ctx, self.host, cmd.kubeadm_join(path), [token, key],
+                                   timeout=self.timeout - 120)
         await wait_for_node(ctx, self.via, self.host, control_plane=True)
         ctx.log("joined as control-plane node")

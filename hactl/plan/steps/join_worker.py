@@ -1,4 +1,7 @@
-"""JoinWorker: ``kubeadm join`` as a worker (workers join in parallel), CA hash pinned."""
+"""JoinWorker: ``kubeadm join --config`` as a worker (workers join in parallel), CA hash pinned.
+
+The token travels in a 0600 JoinConfiguration that exists only while the join runs, never in
+argv (``ps`` shows every local user the command lines)."""
 
 from __future__ import annotations
 
@@ -6,10 +9,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from hactl.plan import commands as cmd
-from hactl.plan.join_ops import ensure_ca_hash, ensure_token
+from hactl.plan import desired
+from hactl.plan.join_ops import ensure_ca_hash, ensure_token, run_with_secrets, secret_file
 from hactl.plan.remote import parse_json, run, wait_for
 from hactl.plan.step import Step, StepContext
 from hactl.sensitive import MASK
+from hactl.transport.base import display_command
 
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
@@ -27,7 +32,7 @@ class JoinWorker(Step):
     def commands(self) -> list[str]:
         return [*(["kubeadm reset -f  # files of a failed join, no Node"] if self.reset_first else []),
                 "systemctl enable kubelet",
-                f"kubeadm join {{endpoint}} --token {MASK} --discovery-token-ca-cert-hash sha256:…",
+                *join_commands(f"token: {MASK}, caCertHashes: [sha256:…]"),
                 "wait for the Node to register"]
 
     async def run(self, ctx: StepContext) -> None:
@@ -42,12 +47,23 @@ class JoinWorker(Step):
             return
         token = await ensure_token(ctx, self.via)
         ca_hash = await ensure_ca_hash(ctx, self.via)
-        argv = cmd.kubeadm_join(ctx.cluster.control_plane_endpoint, token, ca_hash,
-                                control_plane=False)
+        config = desired.kubeadm_join_config(ctx.cluster, ctx.cluster.host(self.host), token, ca_hash)
         await run(ctx, self.host, cmd.systemctl("enable", "kubelet"))  # survive reboots
-        await run(ctx, self.host, argv, timeout=self.timeout - 120)
+        async with secret_file(ctx, self.host, cmd.KUBEADM_JOIN_CONFIG, config) as path:
+            await run_with_secrets(ctx, self.host, cmd.kubeadm_join(path), [token],
+                                   timeout=self.timeout - 120)
         await wait_for_node(ctx, self.via, self.host, control_plane=False)
         ctx.log("joined as worker")
+
+
+def join_commands(secrets: str) -> list[str]:
+    """How a join shows in plans: the 0600 file (secrets masked), the argv, the removal."""
+    return [
+        f"put {cmd.KUBEADM_JOIN_CONFIG} 0600 (JoinConfiguration: apiServerEndpoint, {secrets}, "
+        "node name and address from the spec)",
+        display_command(cmd.kubeadm_join()),
+        f"{display_command(cmd.remove(cmd.KUBEADM_JOIN_CONFIG))}  # also when the join fails",
+    ]
 
 
 async def wait_for_node(ctx: StepContext, via: str, name: str, *, control_plane: bool,
