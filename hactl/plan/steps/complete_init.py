@@ -42,9 +42,22 @@ def phase_argv(phase: str, config: str = cmd.KUBEADM_CONFIG) -> Argv:
             *EXTRA_FLAGS.get(phase, ()))
 
 
-def manual_commands(host: str, phases: tuple[str, ...]) -> list[str]:
-    """What an operator runs by hand on ``host`` to do the same."""
-    return [f"ssh {host} {display_command(phase_argv(p))}" for p in phases]
+async def api_can_come(ctx: StepContext, host: str, step: str | None = None) -> None:
+    """Before waiting for ``/readyz``: fail at once (not transient) when nothing on ``host`` can
+    start the API server — no kube-apiserver manifest, or no kubelet running to start it."""
+    if not (await run(ctx, host, cmd.file_exists(APISERVER_MANIFEST), check=False)).ok:
+        raise CommandError(
+            f"the API server cannot come up: {APISERVER_MANIFEST} does not exist (kubeadm's "
+            "control-plane phase has not run)", host=host, step=step,
+            hint=f"`hactl plan` again: it completes an interrupted init with `"
+            f"{display_command(phase_argv('control-plane'))}` and the phases after it")
+    active = await run(ctx, host, cmd.systemctl("is-active", "kubelet"), check=False)
+    if active.stdout.strip() != "active":
+        raise CommandError(
+            f"the API server cannot come up: the kubelet, which starts it from "
+            f"{APISERVER_MANIFEST}, is {active.stdout.strip() or 'not running'}",
+            host=host, step=step,
+            hint=f"see `systemctl status kubelet` and `journalctl -u kubelet` on {host}")
 
 
 @dataclass(frozen=True)
@@ -77,30 +90,13 @@ class CompleteInit(Step):
         waited = False
         for phase in self.phases:
             if phase not in FILE_PHASES and not waited:
-                await self._api_can_come(ctx)
+                await api_can_come(ctx, self.host, self.id)
                 await self._wait_ready(ctx)
                 waited = True
             await run(ctx, self.host, phase_argv(phase), timeout=300.0)
             ctx.log("kubeadm init phase done", phase=phase)
         await ensure_ca_hash(ctx, self.host)
         ctx.log("kubeadm init completed", phases=list(self.phases))
-
-    async def _api_can_come(self, ctx: StepContext) -> None:
-        """Waiting for /readyz is pointless when nothing can start the API server: fail at once."""
-        assert self.host is not None
-        if not (await run(ctx, self.host, cmd.file_exists(APISERVER_MANIFEST), check=False)).ok:
-            raise CommandError(
-                f"the API server cannot come up: {APISERVER_MANIFEST} does not exist (kubeadm's "
-                "control-plane phase has not run)", host=self.host, step=self.id,
-                hint=f"run `{display_command(phase_argv('control-plane'))}` on {self.host}, "
-                "or `hactl plan` again")
-        active = await run(ctx, self.host, cmd.systemctl("is-active", "kubelet"), check=False)
-        if active.stdout.strip() != "active":
-            raise CommandError(
-                f"the API server cannot come up: the kubelet, which starts it from "
-                f"{APISERVER_MANIFEST}, is {active.stdout.strip() or 'not running'}",
-                host=self.host, step=self.id,
-                hint=f"see `systemctl status kubelet` and `journalctl -u kubelet` on {self.host}")
 
     async def _wait_ready(self, ctx: StepContext) -> None:
         host = self.host or ""
