@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import reprlib
 import secrets
 from typing import Any
 
@@ -20,6 +21,9 @@ from hactl.plan.output import FORMAT_VERSION, jsonable, plan_data
 from hactl.plan.planner import Plan
 from hactl.plan.step import Step
 from hactl.spec.models import Cluster
+
+MAX_PLAN_BYTES = 64 * 2**20
+"""A saved plan larger than this is refused unread (hactl's own are far smaller)."""
 
 
 def to_document(plan: Plan) -> dict[str, Any]:
@@ -64,39 +68,181 @@ def save(plan: Plan, path: str) -> None:
             os.unlink(tmp)
 
 
+HINT = "make a new one with `hactl plan -f SPEC -o FILE` (saved plans are not meant to be edited)"
+ACTIONS: dict[tuple[str, ...], Op] = {
+    ("create",): Op.CREATE,
+    ("update",): Op.UPDATE,
+    ("delete",): Op.DELETE,
+    ("delete", "create"): Op.REPLACE,
+}
+
+
+class _Bad(Exception):
+    """What is wrong, and where in the document (``saved.steps[3]``)."""
+
+    def __init__(self, where: str, what: str) -> None:
+        super().__init__(f"{where}: {what}" if where else what)
+
+
 def loads(text: str, source: str = "plan") -> Plan:
+    """Read a saved plan, checking everything before anything trusts it: the JSON, the format
+    version, the spec (as ``hactl validate`` would), every step (kind, fields, types), the edges
+    (known steps, no cycle) and the changes. Raises :class:`HactlError` naming ``source``."""
     try:
         doc = json.loads(text)
-    except ValueError as exc:
-        raise HactlError(f"{source} is not a saved plan (not JSON: {exc})") from exc
+    except (ValueError, RecursionError) as exc:
+        raise HactlError(f"{source} is not a saved plan (not JSON: {exc})", hint=HINT) from exc
     if not isinstance(doc, dict) or "saved" not in doc:
-        raise HactlError(f"{source} is not a saved hactl plan", hint="make one with `hactl plan -o FILE`")
+        raise HactlError(f"{source} is not a saved hactl plan", hint=HINT)
     if doc.get("format_version") != FORMAT_VERSION:
         raise HactlError(
-            f"{source} has plan format {doc.get('format_version')!r}; this hactl ({__version__}) "
-            f"reads format {FORMAT_VERSION!r}", hint="plan again with this hactl version")
-    saved = doc["saved"]
-    cluster = Cluster.model_validate(saved["spec"])
-    graph = StepGraph()
-    for data in saved["steps"]:
-        graph.add(Step.from_data(data))
-    for before, after in saved["edges"]:
-        graph.edge(graph.step(before), graph.step(after))
-    changes = tuple(
-        Change(
-            op=Op.REPLACE if c["actions"] == ["delete", "create"] else Op(c["actions"][0]),
-            address=c["address"], before=c["before"], after=c["after"], reason=c["reason"],
-            host=c["host"], detail=saved.get("details", {}).get(c["address"], {}),
+            f"{source} has plan format {_short(doc.get('format_version'))}; this hactl "
+            f"({__version__}) reads format {FORMAT_VERSION!r}",
+            hint="plan again with this hactl version",
         )
-        for c in doc["changes"]
+    try:
+        return _plan(doc)
+    except _Bad as exc:
+        raise HactlError(f"{source} is not a valid saved plan: {exc}", hint=HINT) from None
+    except RecursionError:
+        raise HactlError(
+            f"{source} is not a valid saved plan: nested too deeply", hint=HINT
+        ) from None
+
+
+def _plan(doc: dict[str, Any]) -> Plan:
+    saved = _get(doc, "saved", dict, "")
+    cluster = _cluster(_get(saved, "spec", dict, "saved"))
+    hosts = {h.name for h in cluster.all_hosts()}
+    graph = StepGraph()
+    for i, data in enumerate(_get(saved, "steps", list, "saved")):
+        try:
+            step = Step.from_data(data)
+        except HactlError as exc:
+            raise _Bad(f"saved.steps[{i}]", exc.message) from None
+        if step.host is not None and step.host not in hosts:
+            raise _Bad(f"saved.steps[{i}]", f"host {step.host!r} is not a host of the spec")
+        if step.id in graph.g:
+            raise _Bad(f"saved.steps[{i}]", f"a second step with id {step.id!r}")
+        graph.add(step)
+    for i, edge in enumerate(_get(saved, "edges", list, "saved")):
+        ok = isinstance(edge, list) and len(edge) == 2 and all(isinstance(e, str) for e in edge)
+        if not ok:
+            raise _Bad(f"saved.edges[{i}]", f"must be [before, after] step ids, not {_short(edge)}")
+        for end in edge:
+            if end not in graph.g:
+                raise _Bad(f"saved.edges[{i}]", f"no step has the id {end!r}")
+        if edge[0] == edge[1]:
+            raise _Bad(f"saved.edges[{i}]", f"step {edge[0]!r} cannot depend on itself")
+        graph.edge(graph.step(edge[0]), graph.step(edge[1]))
+    if len(graph):
+        import networkx as nx
+
+        if not nx.is_directed_acyclic_graph(graph.g):
+            cycle = " -> ".join(a for a, _ in nx.find_cycle(graph.g))
+            raise _Bad("saved.edges", f"the steps depend on each other in a cycle: {cycle}")
+    details = _get(saved, "details", dict, "saved", {})
+    changes = tuple(_change(c, i, details) for i, c in enumerate(_get(doc, "changes", list, "")))
+    fingerprint = _str_map(_get(doc, "fingerprint", dict, ""), "fingerprint")
+    unreachable = _str_map(_get(doc, "unreachable", dict, "", {}), "unreachable")
+    return Plan(cluster, Diff(changes), graph, fingerprint, unreachable)
+
+
+def _get(doc: dict[str, Any], key: str, kind: type, where: str, default: Any = None) -> Any:
+    place = f"{where}.{key}" if where else key
+    if key not in doc:
+        if default is not None:
+            return default
+        raise _Bad(place, "is missing")
+    value = doc[key]
+    if not isinstance(value, kind):
+        raise _Bad(
+            place, f"must be {'an object' if kind is dict else 'a list'}, not {_short(value)}"
+        )
+    return value
+
+
+def _cluster(spec: dict[str, Any]) -> Cluster:
+    from pydantic import ValidationError
+
+    from hactl.spec.checks import cross_checks
+
+    try:
+        cluster = Cluster.model_validate(spec)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise _Bad(f"saved.spec.{where}", f"{first['msg']}{more}") from None
+    errors = [f for f in cross_checks(cluster) if f.severity == "error"]
+    if errors:
+        where = ".".join(str(p) for p in errors[0].path)
+        raise _Bad(f"saved.spec.{where}", errors[0].message)
+    return cluster
+
+
+def _change(data: object, i: int, details: dict[str, Any]) -> Change:
+    where = f"changes[{i}]"
+    if not isinstance(data, dict):
+        raise _Bad(where, f"must be an object, not {_short(data)}")
+    actions = data.get("actions")
+    op = (
+        ACTIONS.get(tuple(actions))
+        if isinstance(actions, list) and all(isinstance(a, str) for a in actions)
+        else None
     )
-    return Plan(cluster, Diff(changes), graph, dict(doc["fingerprint"]), dict(doc.get("unreachable", {})))
+    if op is None:
+        raise _Bad(
+            f"{where}.actions",
+            f"must be one of {[list(a) for a in ACTIONS]}, not {_short(actions)}",
+        )
+    for key, kinds in (("address", (str,)), ("reason", (str,)), ("host", (str, type(None)))):
+        if not isinstance(data.get(key), kinds) or (key != "host" and key not in data):
+            raise _Bad(
+                f"{where}.{key}", f"must be {'a string' if key != 'host' else 'a string or null'}"
+            )
+    for key in ("before", "after"):
+        if not isinstance(data.get(key), dict | None):
+            raise _Bad(f"{where}.{key}", f"must be an object or null, not {_short(data.get(key))}")
+    detail = details.get(data["address"], {})
+    if not isinstance(detail, dict):
+        raise _Bad(f"saved.details.{data['address']}", "must be an object")
+    return Change(
+        op=op,
+        address=data["address"],
+        before=data.get("before"),
+        after=data.get("after"),
+        reason=data["reason"],
+        host=data.get("host"),
+        detail=detail,
+    )
+
+
+def _str_map(value: dict[str, Any], where: str) -> dict[str, str]:
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise _Bad(f"{where}.{key}", f"must be a string, not {_short(item)}")
+    return dict(value)
+
+
+def _short(value: object) -> str:
+    return reprlib.repr(value)
 
 
 def load(path: str) -> Plan:
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_PLAN_BYTES + 1)
     except OSError as exc:
-        raise HactlError(f"cannot read saved plan {path}: {exc.strerror}") from exc
+        raise HactlError(f"cannot read saved plan {path}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_PLAN_BYTES:
+        raise HactlError(
+            f"{path} is not a saved plan: larger than {MAX_PLAN_BYTES // 2**20} MiB", hint=HINT
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HactlError(
+            f"{path} is not a saved plan: not UTF-8 text (byte {exc.start})", hint=HINT
+        ) from exc
     return loads(text, path)

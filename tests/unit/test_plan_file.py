@@ -78,3 +78,116 @@ def test_hactl_show(plan, tmp_path: Path) -> None:  # type: ignore[no-untyped-de
     assert json.loads(result.output) == json.loads(output.render_json(plan))
     result = runner.invoke(main, ["show", str(tmp_path / "nope.json")])
     assert result.exit_code == 1
+
+
+# -- L1 / L9: a malformed saved plan is refused with a clear error, never a traceback ----------
+
+
+def _doc(plan) -> dict:  # type: ignore[no-untyped-def]
+    return planfile.to_document(plan)
+
+
+def _mutations(plan):  # type: ignore[no-untyped-def]
+    """(name, document or raw bytes, what the error must say): the review's seven and more."""
+    doc = _doc(plan)
+    first, second = doc["saved"]["steps"][0]["id"], doc["saved"]["steps"][1]["id"]
+
+    def edit(fn):  # type: ignore[no-untyped-def]
+        copy = json.loads(json.dumps(doc))
+        fn(copy)
+        return copy
+
+    yield "random bytes", b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "not UTF-8 text"
+    yield "truncated JSON", json.dumps(doc)[:500].encode(), "not JSON"
+    yield "missing spec", edit(lambda d: d["saved"].pop("spec")), "saved.spec: is missing"
+    yield "missing fingerprint", edit(lambda d: d.pop("fingerprint")), "fingerprint: is missing"
+    yield (
+        "invalid spec",
+        edit(lambda d: d["saved"]["spec"]["etcd"].update(clientPort="x")),
+        "saved.spec.etcd.clientPort",
+    )
+    yield (
+        "unknown step kind",
+        edit(lambda d: d["saved"]["steps"][0].update(kind="format_disks")),
+        "saved.steps[0]: unknown step kind 'format_disks'",
+    )
+    yield (
+        "bad edge",
+        edit(lambda d: d["saved"]["edges"].append([first, "nowhere"])),
+        "no step has the id 'nowhere'",
+    )
+    yield (
+        "cycle",
+        edit(lambda d: d["saved"]["edges"].extend([[first, second], [second, first]])),
+        "in a cycle",
+    )
+    yield "changes: 5", edit(lambda d: d.update(changes=5)), "changes: must be a list, not 5"
+    yield (
+        "timeout: soon",
+        edit(lambda d: d["saved"]["steps"][0].update(timeout="soon")),
+        "field 'timeout': must be a number, not a string 'soon'",
+    )
+    yield (
+        "unknown field",
+        edit(lambda d: d["saved"]["steps"][0].update(command="rm -rf /")),
+        "unknown field(s) for kind",
+    )
+    yield (
+        "host not in the spec",
+        edit(lambda d: d["saved"]["steps"][0].update(host="elsewhere")),
+        "host 'elsewhere' is not a host of the spec",
+    )
+    yield (
+        "negative timeout",
+        edit(lambda d: d["saved"]["steps"][0].update(timeout=-1)),
+        "'timeout' must be a positive number",
+    )
+    yield "a list", [1, 2], "is not a saved hactl plan"
+    yield (
+        "bad action",
+        edit(lambda d: d["changes"][0].update(actions=["explode"])),
+        "changes[0].actions: must be one of",
+    )
+
+
+def test_malformed_plans_are_refused_by_show_and_by_apply_before_any_connection(
+    plan,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    import hactl.apply.run as run
+
+    def no_connections(*_a: object, **_k: object) -> None:
+        raise AssertionError("a malformed plan must be refused before connecting")
+
+    monkeypatch.setattr(run, "connections", no_connections)
+    runner = CliRunner()
+    for i, (name, content, says) in enumerate(_mutations(plan)):
+        path = tmp_path / f"bad{i}.json"
+        data = content if isinstance(content, bytes) else json.dumps(content).encode()
+        path.write_bytes(data)
+        for argv in (["show", str(path)], ["apply", str(path)]):
+            res = runner.invoke(main, argv)
+            assert res.exit_code == 1, (name, argv, res.output, res.exception)
+            assert isinstance(res.exception, SystemExit), (name, res.exception)
+            assert f"Error: {path}" in res.output, (name, res.output)
+            assert says in res.output, (name, res.output)
+
+
+def test_step_fields_are_type_checked_on_load(plan) -> None:  # type: ignore[no-untyped-def]
+    from hactl.plan.step import Step, StepDataError
+
+    data = next(iter(plan.steps())).to_data()
+    assert Step.from_data(data) == next(iter(plan.steps()))
+    for field, value, says in (
+        ("timeout", "soon", "must be a number"),
+        ("timeout", True, "must be a number, not a boolean"),
+        ("host", 7, "must be a string or null"),
+        ("id", None, "must be a string"),
+        ("action", "destroy", "must be one of"),
+    ):
+        with pytest.raises(StepDataError, match=says):
+            Step.from_data({**data, field: value})
+    without = {k: v for k, v in data.items() if k != "title"}
+    with pytest.raises(StepDataError, match="required field 'title' is missing"):
+        Step.from_data(without)
