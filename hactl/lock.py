@@ -419,25 +419,22 @@ class ClusterLock:
 def decide_unlock(held: Mapping[str, HostLock], lock_id: str | None, force: bool) -> dict[str, str]:
     """What ``hactl unlock`` may remove: host → the lock id to match there (compare and swap).
 
-    Without a lock id nothing is removed unless ``force``; with one, only records of that lock,
-    and not while it is renewed within its TTL (its holder looks alive) unless ``force`` or
-    its holder is provably gone (:meth:`LockOwner.gone`). Raises :class:`LockError` saying why
+    Without a lock id nothing is removed unless ``force`` or every holder is provably gone
+    (:meth:`LockOwner.gone`: a process of this machine and boot that no longer exists); with one,
+    only records of that lock, and not while it is renewed within its TTL (its holder looks
+    alive) unless ``force`` or its holder is provably gone. Raises :class:`LockError` saying why
     nothing was removed and what to run."""
     holders = "; ".join(f"{h}: {s.describe()}" for h, s in held.items())
     if lock_id is None:
-        if force:
+        if force or all(_gone(s) for s in held.values()):
+            # --force, or every holder is proven gone: remove what was read, and only that
             return {h: s.owner.lock_id if s.owner else "" for h, s in held.items()}
         ids = sorted({s.owner.lock_id for s in held.values() if s.owner and s.owner.token})
-        gone = any(s.owner is not None and s.owner.gone() for s in held.values())
         which = ids[0] if len(ids) == 1 else "LOCK_ID"
         raise LockError(
             f"the cluster lock is held ({holders}); nothing was removed",
-            hint=(
-                f"its holder is gone: remove the lock with `hactl unlock -f SPEC {which}`"
-                if gone
-                else "wait for that apply to finish; if its holder is dead, remove the lock with "
-                f"`hactl unlock -f SPEC {which}` (add --force if it was renewed within its TTL)"
-            ),
+            hint="wait for that apply to finish; if its holder is dead, remove the lock with "
+            f"`hactl unlock -f SPEC {which}` (add --force if it was renewed within its TTL)",
         )
     matching = {
         h: s for h, s in held.items() if s.owner is not None and s.owner.token.startswith(lock_id)

@@ -139,11 +139,27 @@ def test_a_lock_whose_local_holder_process_is_gone_is_called_stale(
     assert caught.value.hint.startswith(
         f"its holder is gone: run `hactl unlock -f SPEC {held.owner.lock_id}`"
     )
-    res = unlock()
-    assert res.exit_code == 1 and evidence in res.output and "its holder is gone" in res.output
     res = unlock(held.owner.lock_id)  # within its TTL, yet removed without --force: proven dead
     assert res.exit_code == 0, res.output
+    assert f"etcd01: removed the lock held by alice@ops1 (pid {pid})" in res.output
+    assert "STALE: " + evidence in res.output  # unlock says why
     assert not hosts.lock_dir("etcd01").exists()
+
+
+def test_plain_unlock_removes_a_lock_whose_local_holder_is_proven_gone(
+    cluster: Cluster, hosts: Hosts
+) -> None:
+    """The CI case: the job that held the lock was killed; `hactl unlock -f SPEC` shows the
+    evidence and removes that lock (only that one: compared against the id it read)."""
+    pid = dead_pid()
+    hold(cluster, hosts, owner(pid=pid, hostname=socket.gethostname(), boot_id=boot_id()))
+    res = unlock()
+    assert res.exit_code == 0, res.output
+    assert f"STALE: its process (pid {pid}) no longer runs on this machine" in res.output
+    assert "Lock broken" in res.output and not hosts.lock_dir("etcd01").exists()
+    # a live local holder is not removed that way
+    hold(cluster, hosts, owner())
+    assert unlock().exit_code == 1 and hosts.lock_dir("etcd01").exists()
 
 
 def test_only_a_holder_on_this_machine_in_this_boot_is_judged() -> None:
