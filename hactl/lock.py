@@ -312,7 +312,7 @@ class ClusterLock:
         )
         confirmed = 0
         for host, res in zip(held, results, strict=True):
-            if isinstance(res, HactlError):
+            if isinstance(res, Exception):  # unreachable, or an unexpected answer: not confirmed
                 self._log.warning("lock.refresh_failed", host=host, error=str(res))
             elif isinstance(res, BaseException):
                 raise res

@@ -140,7 +140,10 @@ class Engine:
         """False once the gate refused (lock lost): no new step or attempt starts after that;
         steps already running are not cut off mid-command."""
         if self.stopped is None and self.gate is not None:
-            reason = await self.gate(step.kind)
+            try:
+                reason = await self.gate(step.kind)
+            except Exception as exc:  # a lock that cannot be checked is not known to be held
+                reason = f"the cluster lock could not be checked: {exc}"
             if reason is not None:
                 self.stopped = reason
                 self.journal.write("run_stopping", reason=reason, before=step.id, wall=now_wall())

@@ -230,3 +230,19 @@ async def test_a_retry_is_not_made_once_the_lock_is_lost(cluster: Cluster) -> No
     (only,) = result.results.values()
     assert only.outcome == "failed" and only.attempts == 1
     assert "connection reset" in only.error and "not retried: the apply stopped" in only.error
+
+
+async def test_a_lock_that_cannot_be_checked_stops_the_run_too(cluster: Cluster) -> None:
+    log: list[str] = []
+
+    async def broken_gate(kind: str) -> str | None:
+        if log:
+            raise RuntimeError("transport is closed")
+        return None
+
+    steps: list[Step] = [Logged(f"s{i}", "master01", f"step {i}", "r", log=log) for i in (1, 2)]
+    result = await Engine(
+        chain(steps), cluster=cluster, transports=FakeTransport, gate=broken_gate
+    ).run()
+    assert log == ["A s1"] and result.not_started == ["s2"]
+    assert result.stopped == "the cluster lock could not be checked: transport is closed"
