@@ -369,6 +369,10 @@ def _load_balancers(cluster: Cluster, observed: Observed) -> Iterator[Change]:
         if not facts.active:
             yield Change(Op.UPDATE, service, {"active": False}, {"active": True},
                          "haproxy is not running", host=host.name)
+        elif not facts.config_loaded:  # written but never loaded: reload (graceful), never restart
+            yield Change(Op.UPDATE, service, {"active": True, "loaded": False},
+                         {"active": True, "loaded": True},
+                         f"{facts.loaded_why}; reload haproxy (graceful) to load it", host=host.name)
         else:
             yield Change(Op.NOOP, service, {"active": True}, {"active": True}, "haproxy is running",
                          host=host.name)

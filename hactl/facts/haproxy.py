@@ -14,12 +14,17 @@ import shlex
 from dataclasses import dataclass
 
 from hactl.facts.base import Fact, FactParseError, key_values, sha256_of
+from hactl.facts.haproxy_loaded import _FILES, loaded_state
 from hactl.facts.model import BackendServer, HAProxyFacts, ServerStatus
-from hactl.facts.services import UnitState
+from hactl.facts.services import UnitState, active_var
 from hactl.sensitive import MASK
 
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
 ADMIN_SOCKET = "/run/haproxy/admin.sock"
+LOADED_MARKER = "/run/hactl/haproxy.sha256"
+"""Written by ``ConfigureHAProxy`` after haproxy (re)loaded a file: that file's sha256. /run is
+emptied at boot, when the service loads the file anew (the start times then tell)."""
+ACTIVE_VAR = active_var("haproxy")
 
 _READ_SOCKET = (
     "import socket,sys\n"
@@ -36,19 +41,31 @@ _READ_SOCKET = (
 @dataclass(frozen=True)
 class HAProxyFileInfo:
     config_sha256: str | None
+    loaded_sha256: str | None = None
+    """The marker hactl writes after a successful start/reload (:data:`LOADED_MARKER`)."""
+    loaded: bool | None = None
+    """Has the running haproxy loaded the file as it is now? None: not running / unknown."""
+    loaded_why: str = ""
 
 
 @dataclass(frozen=True)
 class HAProxyFiles(Fact[HAProxyFileInfo]):
+    """The config's hash and whether the running haproxy loaded it ("written" vs "active"):
+    :func:`loaded_state` decides from hactl's marker and the haproxy processes' start times."""
+
     section = "haproxy.files"
 
     def script(self) -> str:
-        cfg = shlex.quote(CONFIG_PATH)
-        return f'if [ -f {cfg} ]; then echo "config_sha256=$(sha256sum < {cfg})"; fi\n:'
+        return _FILES.format(
+            cfg=shlex.quote(CONFIG_PATH), marker=shlex.quote(LOADED_MARKER), active=ACTIVE_VAR
+        )
 
     def parse(self, stdout: str) -> HAProxyFileInfo:
         kv = key_values(stdout)
-        return HAProxyFileInfo(config_sha256=sha256_of(kv.get("config_sha256")))
+        config = sha256_of(kv.get("config_sha256"))
+        marker = sha256_of(kv.get("loaded_sha256"))
+        loaded, why = loaded_state(config, marker, stdout)
+        return HAProxyFileInfo(config, marker, loaded, why)
 
 
 @dataclass(frozen=True)
@@ -177,6 +194,9 @@ def assemble(
     return HAProxyFacts(
         config_present=files.config_sha256 is not None,
         config_sha256=files.config_sha256,
+        config_loaded=files.loaded is not False,
+        loaded_sha256=files.loaded_sha256,
+        loaded_why=files.loaded_why,
         config=config,
         active=unit.active if unit else False,
         enabled=unit.enabled if unit else False,

@@ -220,6 +220,14 @@ class HAProxyFacts:
     servers: tuple[BackendServer, ...] = ()
     """From the stats socket ``show stat``; empty when the socket is absent/unreadable."""
     stats_error: str | None = None
+    config_loaded: bool = True
+    """The running haproxy loaded the file as it is now (False: written after the last
+    (re)load, e.g. an apply killed between ``mv`` and ``reload``: a graceful reload is due).
+    True when it cannot be told (not running: starting it loads the file)."""
+    loaded_sha256: str | None = None
+    """hactl's marker /run/hactl/haproxy.sha256: the file it last (re)loaded haproxy with."""
+    loaded_why: str = ""
+    """How ``config_loaded`` was decided (said in the plan when a reload is due)."""
 
     def backend(self, name: str) -> dict[str, ServerStatus]:
         """``{server name: status}`` of one backend."""

@@ -115,6 +115,34 @@ CASES: list[tuple[str, Fact[Any], str, Any]] = [
         "config_sha256=ff00  -\n",
         haproxy.HAProxyFileInfo("ff00"),
     ),
+    (  # hactl's marker names the file: loaded, whatever the clocks say
+        "haproxy files, reloaded by hactl",
+        haproxy.HAProxyFiles(),
+        f"config_sha256={'a' * 64}  -\nloaded_sha256={'a' * 64}\nconfig_mtime=1000.5\n"
+        "started=100\nnow=2000.0\nuptime=1000.0\n",
+        haproxy.HAProxyFileInfo("a" * 64, "a" * 64, True, "hactl reloaded haproxy with this file"),
+    ),
+    (  # the newest worker (started at 1000 + 12.00 s) is younger than the file (1010.5)
+        "haproxy files, loaded at boot or by hand",
+        haproxy.HAProxyFiles(),
+        f"config_sha256={'a' * 64}  -\nconfig_mtime=1010.5\nstarted=500\nstarted=1200\n"
+        "now=2000.0\nuptime=1000.0\n",
+        haproxy.HAProxyFileInfo(
+            "a" * 64, None, True, "haproxy (re)started after the file was written"
+        ),
+    ),
+    (  # written (1012.5) after the last load (1012.00), the marker names the previous file
+        "haproxy files, written but not loaded",
+        haproxy.HAProxyFiles(),
+        f"config_sha256={'a' * 64}  -\nloaded_sha256={'b' * 64}\nconfig_mtime=1012.5\n"
+        "started=500\nstarted=1200\nnow=2000.0\nuptime=1000.0\n",
+        haproxy.HAProxyFileInfo(
+            "a" * 64, "b" * 64, False,
+            "/etc/haproxy/haproxy.cfg was written after haproxy last (re)loaded, and hactl's "
+            "reload marker names another file: the running haproxy has not loaded it (an apply "
+            "interrupted before its reload, or a reload that failed)",
+        ),
+    ),
     ("haproxy config is kept verbatim", haproxy.HAProxyConfig(), "global\n\tx\n", "global\n\tx\n"),
     (
         "kubernetes files",

@@ -1,4 +1,11 @@
-"""ConfigureHAProxy: render, upload to a temp file, ``haproxy -c``, atomic move, graceful reload."""
+"""ConfigureHAProxy: render, upload to a temp file, ``haproxy -c``, atomic move, graceful reload.
+
+After a successful start or reload the step writes the file's sha256 to
+:data:`~hactl.facts.haproxy.LOADED_MARKER` (/run/hactl/haproxy.sha256): the probe compares it
+with the file's hash to tell "written" from "loaded". A file that is already right but was
+never loaded (an apply killed between ``mv`` and ``reload``, a reload that failed) is reloaded
+too (graceful; never a restart), decided on the host exactly as the probe decides it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from hactl.errors import CommandError
+from hactl.facts.base import FactParseError
+from hactl.facts.haproxy import ACTIVE_VAR, LOADED_MARKER, HAProxyFiles
 from hactl.plan import commands as cmd
 from hactl.plan import desired
 from hactl.plan.remote import put, run
@@ -25,9 +34,22 @@ class ConfigureHAProxy(Step):
             f"put {cmd.HAPROXY_NEW} (rendered)",
             f"haproxy -c -f {cmd.HAPROXY_NEW}",
             f"mv -f {cmd.HAPROXY_NEW} {cmd.HAPROXY_CFG}",
-            "systemctl reload haproxy (graceful; only when the file changed) "
+            "systemctl reload haproxy (graceful; when the file changed or was never loaded) "
             "or systemctl enable --now haproxy",
+            f"put {LOADED_MARKER} (the loaded file's sha256)",
         ]
+
+    async def _never_loaded(self, ctx: StepContext) -> bool:
+        """The running haproxy has not loaded the file as it is (the probe's own test)."""
+        assert self.host is not None
+        fact = HAProxyFiles()
+        found = await run(ctx, self.host, f"{ACTIVE_VAR}=active\n{fact.script()}", check=False)
+        if not found.ok:
+            return False
+        try:
+            return fact.parse(found.stdout).loaded is False
+        except FactParseError:
+            return False
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None
@@ -37,6 +59,7 @@ class ConfigureHAProxy(Step):
         changed = not (current.ok and current.stdout.split()[:1] == [want])
         active = (await run(ctx, self.host, cmd.systemctl("is-active", "--quiet", "haproxy"),
                             check=False)).ok
+        stale = active and not changed and await self._never_loaded(ctx)
         if changed:
             await put(ctx, self.host, cmd.HAPROXY_NEW, text, 0o644)
             check = await run(ctx, self.host, cmd.haproxy_check(cmd.HAPROXY_NEW), check=False)
@@ -51,10 +74,12 @@ class ConfigureHAProxy(Step):
             await run(ctx, self.host, cmd.move(cmd.HAPROXY_NEW, cmd.HAPROXY_CFG))
         if not active:
             await run(ctx, self.host, cmd.systemctl("enable", "--now", "haproxy"))
-        elif changed:
+        elif changed or stale:
             await run(ctx, self.host, cmd.systemctl("reload", "haproxy"))
         state = await run(ctx, self.host, cmd.systemctl("is-active", "haproxy"), check=False)
         if state.stdout.strip() != "active":
             raise CommandError(f"haproxy is {state.stdout.strip() or 'not active'} after the change",
                                host=self.host, transient=True)
-        ctx.log("haproxy configured", changed=changed, started=not active)
+        if changed or stale or not active:
+            await put(ctx, self.host, LOADED_MARKER, f"{want}\n", 0o644)
+        ctx.log("haproxy configured", changed=changed, started=not active, reloaded_stale=stale)
