@@ -75,10 +75,10 @@ def member_remove(endpoint: str, member_id: str) -> Argv:
     return etcdctl([endpoint], "member", "remove", member_id)
 
 
-def member_update(endpoint: str, member_id: str, peer_url: str) -> Argv:
+def member_update(endpoints: Sequence[str], member_id: str, peer_url: str) -> Argv:
     """Change a member's peer URL in the cluster's configuration (etcd's documented way; the
     member then restarts listening there)."""
-    return etcdctl([endpoint], "member", "update", member_id, f"--peer-urls={peer_url}")
+    return etcdctl(endpoints, "member", "update", member_id, f"--peer-urls={peer_url}")
 
 
 def endpoint_health(endpoints: Sequence[str]) -> Argv:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -167,23 +168,24 @@ def member_env(ctx: StepContext, me: Host, members: list[Member]) -> str:
 
 
 def voter_urls(ctx: StepContext, members: list[Member]) -> dict[str, str]:
-    """Started voter name → the client URL to ask about its health (the spec's URL for spec
-    members, the listed one for others)."""
+    """Started voter name → the client URL to ask about its health: the one it publishes in the
+    member list (during a client-port change the members not yet restarted still serve on the
+    old one), else the spec's."""
     spec = {h.name: client_url(ctx.cluster, h) for h in ctx.cluster.etcd_members}
     out = {}
     for m in members:
         if m.is_learner or not m.name:
             continue
-        url = spec.get(m.name) or (m.client_urls[0] if m.client_urls else "")
+        url = (m.client_urls[0] if m.client_urls else "") or spec.get(m.name, "")
         if url:
             out[m.name] = url
     return out
 
 
-async def restart_check(ctx: StepContext, target: Host, via: Host) -> None:
+async def restart_check(ctx: StepContext, target: Host, via: Host, also: Sequence[str] = ()) -> None:
     """Rule 1 for restarts on fresh facts: every other voter healthy and healthy voters − 1 ≥
     quorum(voters) while ``target`` restarts (refused with the arithmetic otherwise)."""
-    members = await list_members(ctx, via)
+    members = await list_members(ctx, via, also)
     voters = [m for m in members if not m.is_learner]
     urls = voter_urls(ctx, members)
     result = await run(ctx, via.name, cmd.endpoint_health(list(urls.values()) or
@@ -209,8 +211,11 @@ async def wait_started(ctx: StepContext, via: Host, name: str, *, timeout: float
     await wait_for(f"etcd member {name} to start", started, timeout=timeout, host=name)
 
 
-async def list_members(ctx: StepContext, via: Host) -> list[Member]:
-    result = await run(ctx, via.name, cmd.member_list(client_url(ctx.cluster, via)))
+async def list_members(ctx: StepContext, via: Host, also: Sequence[str] = ()) -> list[Member]:
+    """The member list through ``via``: its client URL in the spec, then ``also`` (the URLs it
+    listed at plan time: during a client-port change a member not yet restarted serves there)."""
+    endpoints = list(dict.fromkeys([client_url(ctx.cluster, via), *also]))
+    result = await run(ctx, via.name, cmd.etcdctl(endpoints, "member", "list", "-w", "json"))
     return parse_member_list(result.stdout)
 
 
@@ -235,13 +240,23 @@ def problems(members: list[Member], health: dict[str, bool], expected: list[Host
 
 
 async def wait_healthy(
-    ctx: StepContext, via: Host, expected: list[Host], *, timeout: float = 120.0
+    ctx: StepContext, via: Host, expected: list[Host], *, timeout: float = 120.0,
+    also: Sequence[str] | None = None,
 ) -> None:
+    """Rule 2. With ``also`` (a restart in a chain of restarts) each member is asked on the
+    client URL it publishes and ``via`` on its listed URLs too; otherwise on the spec's URLs."""
+
     async def probe() -> str | None:
-        members = await list_members(ctx, via)
-        endpoints = [client_url(ctx.cluster, h) for h in expected]
-        result = await run(ctx, via.name, cmd.endpoint_health(endpoints), check=False)
-        return problems(members, parse_health(result.stdout), expected, ctx)
+        members = await list_members(ctx, via, also or ())
+        endpoints = {client_url(ctx.cluster, h): client_url(ctx.cluster, h) for h in expected}
+        if also is not None:
+            endpoints.update({client_url(ctx.cluster, ctx.cluster.host(n)): url
+                              for n, url in voter_urls(ctx, members).items() if n in
+                              {h.name for h in expected}})
+        result = await run(ctx, via.name, cmd.endpoint_health(list(endpoints.values())), check=False)
+        answers = parse_health(result.stdout)
+        health = {spec: answers.get(asked, False) for spec, asked in endpoints.items()}
+        return problems(members, health, expected, ctx)
 
     await wait_for("etcd to be healthy (rule 2)", probe, timeout=timeout, interval=1.0, host=via.name)
 

@@ -206,6 +206,12 @@ class _Builder:
                 return name
         return names[0] if names else (target or "")
 
+    def _listed_urls(self, name: str) -> tuple[str, ...]:
+        """The client URLs the member list shows for ``name`` (they differ from the spec's
+        while a client-port change is under way)."""
+        members = self.observed.etcd_members([h.name for h in self.cluster.etcd_members]) or ()
+        return next((m.client_urls for m in members if m.name == name), ())
+
     def _membership_change(self, c: Change, prev: Step | None) -> Step:
         mode = str(c.detail.get("mode", ""))
         name = c.host or c.address[len("etcd.member["):-1]
@@ -238,7 +244,7 @@ class _Builder:
             step = self.g.add(kinds.UpdateEtcdMember(
                 id=f"{c.address}.update-peer", host=via,
                 title=f"Update the peer URL of etcd member {name} via {via}",
-                reason=c.reason, address=c.address, member=name), deps)
+                reason=c.reason, address=c.address, member=name, via_urls=self._listed_urls(via)), deps)
             deps = [step]
         if {"start", "reconfigure", "restart", "update-peer"} & set(modes):
             rewrite = bool({"reconfigure", "update-peer"} & set(modes))
@@ -249,7 +255,7 @@ class _Builder:
             step = self.g.add(kinds.ReconfigureEtcdMember(
                 id=f"{c.address}.{verb}", host=name, title=f"{title} etcd member {name}",
                 reason=c.reason, address=c.address, via=via, rewrite=rewrite, restart=restart,
-                learner=bool(c.detail.get("learner"))), deps)
+                learner=bool(c.detail.get("learner")), via_urls=self._listed_urls(via)), deps)
             deps = [step]
         if "promote" in mode:
             step = self.g.add(kinds.PromoteEtcdMember(

@@ -106,6 +106,16 @@ def test_restarts_come_after_membership_changes(lab: Cluster) -> None:
         "etcd.member[etcd01].reconfigure", "etcd.member[etcd02].reconfigure", "etcd.health"]
 
 
+def test_client_port_change_restarts_ask_via_on_its_listed_url_too(lab: Cluster) -> None:
+    # before init (no API server uses etcd yet); etcd02 has not moved when etcd01 restarts
+    plan = plan_of(edited(lab, clientPort=2479), running(lab))
+    assert etcd_ids(plan) == [f"etcd.member[{n}].reconfigure" for n in NAMES] + ["etcd.health"]
+    first = plan.steps()[0]
+    assert isinstance(first, ReconfigureEtcdMember) and first.via == "etcd02"
+    assert first.via_urls == ("https://198.18.0.22:2379",)
+    assert "ETCD_ADVERTISE_CLIENT_URLS" in first.reason
+
+
 def test_data_dir_change_is_a_replacement_not_a_restart(lab: Cluster) -> None:
     s = running(lab)
     for name in NAMES:  # the probe looks at the spec's (new) data dir: absent

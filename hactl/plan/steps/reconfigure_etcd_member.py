@@ -39,6 +39,9 @@ class ReconfigureEtcdMember(Step):
     """The member runs: restart it (gated on quorum and health) and wait for the whole cluster."""
     learner: bool = False
     """The member is a learner: wait until it is listed with its name, not for its health."""
+    via_urls: tuple[str, ...] = ()
+    """The client URLs ``via`` published at plan time (asked too, after the spec's: in a chain
+    of restarts for a client-port change, ``via`` may not have moved yet)."""
     action: Action = "update"
     timeout: float = 240.0
 
@@ -65,9 +68,9 @@ class ReconfigureEtcdMember(Step):
         if self.restart:
             running = await run(ctx, self.host, cmd.systemctl("is-active", "--quiet", "etcd"), check=False)
             if running.ok:
-                await restart_check(ctx, me, via)
+                await restart_check(ctx, me, via, self.via_urls)
         if self.rewrite:
-            await put(ctx, self.host, cmd.ETCD_ENV, member_env(ctx, me, await list_members(ctx, via)))
+            await put(ctx, self.host, cmd.ETCD_ENV, member_env(ctx, me, await list_members(ctx, via, self.via_urls)))
             await put(ctx, self.host, cmd.ETCD_UNIT, desired.etcd_unit(cluster))
             await run(ctx, self.host, cmd.systemctl("daemon-reload"))
         await run(ctx, self.host, cmd.systemctl("enable", "etcd"))
@@ -77,7 +80,7 @@ class ReconfigureEtcdMember(Step):
         if self.learner:
             await wait_started(ctx, via, me.name, timeout=wait)
         elif self.restart:
-            await wait_healthy(ctx, via, list(cluster.etcd_members), timeout=wait)
+            await wait_healthy(ctx, via, list(cluster.etcd_members), timeout=wait, also=self.via_urls)
         else:
             endpoint = client_url(cluster, me)
 

@@ -28,6 +28,8 @@ class UpdateEtcdMember(Step):
     order: ClassVar[int] = 25
     member: str = ""
     """The member whose peer URL changes (the step runs on ``host``, another member)."""
+    via_urls: tuple[str, ...] = ()
+    """The client URLs ``host`` published at plan time (asked after the spec's)."""
     action: Action = "update"
     timeout: float = 60.0
 
@@ -41,7 +43,7 @@ class UpdateEtcdMember(Step):
         via = cluster.host(self.host)
         target = cluster.host(self.member)
         want = peer_url(cluster, target)
-        members = await list_members(ctx, via)
+        members = await list_members(ctx, via, self.via_urls)
         match = next((m for m in members if m.name == target.name), None)
         if match is None:
             raise CommandError(f"{self.member} is not a started member; nothing to update",
@@ -49,6 +51,7 @@ class UpdateEtcdMember(Step):
         if match.peer_urls == (want,):
             ctx.log("peer URL already updated", member=self.member, peer_url=want)
             return
-        await restart_check(ctx, target, via)
-        await run(ctx, via.name, cmd.member_update(client_url(cluster, via), match.id, want))
+        await restart_check(ctx, target, via, self.via_urls)
+        endpoints = list(dict.fromkeys([client_url(cluster, via), *self.via_urls]))
+        await run(ctx, via.name, cmd.member_update(endpoints, match.id, want))
         ctx.log("peer URL updated", member=self.member, id=match.id, peer_url=want)
