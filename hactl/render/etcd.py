@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from hactl.render.files import RenderedFile, public
-from hactl.render.net import host_port
+from hactl.render.net import host_port, safe_token
 from hactl.spec.models import Cluster, Host
 
 ENV_PATH = "/etc/etcd/etcd.env"
@@ -110,10 +110,15 @@ def render_etcd_env(
     state: ClusterState = "new",
     members: Sequence[Host] | None = None,
 ) -> str:
-    """``/etc/etcd/etcd.env`` for member ``name`` (a systemd ``EnvironmentFile``)."""
+    """``/etc/etcd/etcd.env`` for member ``name`` (a systemd ``EnvironmentFile``). Every value
+    is one token inside double quotes; one that could end the quotes or the line (a newline, a
+    quote, a backslash, ``$``, an IPv6 zone) raises :class:`~hactl.render.net.UnsafeValueError`."""
     env = etcd_environment(cluster, name, state=state, members=members)
-    lines = [f"# Rendered by hactl for etcd member {name} of cluster {cluster.metadata.name}."]
-    lines += [f'{key}="{value}"' for key, value in env.items()]
+    lines = [
+        f"# Rendered by hactl for etcd member {safe_token(name, 'the member name')} of cluster "
+        f"{safe_token(cluster.metadata.name, 'the cluster name')}."
+    ]
+    lines += [f'{key}="{safe_token(value, key)}"' for key, value in env.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -142,7 +147,7 @@ def render_etcd_unit(cluster: Cluster) -> str:
     joined a quorum, so the members of a new cluster must be started together (``--no-block``)."""
     return "\n".join(
         [
-            f"# Rendered by hactl for cluster {cluster.metadata.name}.",
+            f"# Rendered by hactl for cluster {safe_token(cluster.metadata.name, 'the cluster name')}.",
             "[Unit]",
             "Description=etcd key-value store (managed by hactl)",
             "Documentation=https://etcd.io/docs/",

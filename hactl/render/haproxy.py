@@ -21,7 +21,7 @@ the file on the host. Choices (and why) are in ``docs/renderers.md``:
 from __future__ import annotations
 
 from hactl.render.files import RenderedFile, public
-from hactl.render.net import host_port
+from hactl.render.net import host_port, port_number, safe_token
 from hactl.spec.models import Cluster, Host
 
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
@@ -42,12 +42,14 @@ def bind_address(cluster: Cluster) -> str:
     """``:<frontendPort>`` on every address, or ``<vip>:<frontendPort>`` when the spec has a VIP
     (the standby LB then needs ``net.ipv4.ip_nonlocal_bind=1`` to start without the VIP)."""
     lb = cluster.load_balancer
-    return host_port(lb.vip, lb.frontend_port) if lb.vip is not None else f":{lb.frontend_port}"
+    if lb.vip is not None:
+        return host_port(lb.vip, lb.frontend_port)
+    return f":{port_number(lb.frontend_port)}"
 
 
 def _server_line(host: Host, port: int, https: bool) -> str:
     check = "check check-ssl verify none" if https else "check"
-    return f"    server {host.name} {host_port(host.address, port)} {check}"
+    return f"    server {safe_token(host.name, 'the server name')} {host_port(host.address, port)} {check}"
 
 
 def render_haproxy_cfg(
@@ -57,6 +59,8 @@ def render_haproxy_cfg(
 
     ``api_port`` is the masters' API server port (kubeadm's ``bindPort``, 6443);
     ``admin_socket`` the stats socket. Both are parameters only so tests can run on loopback.
+    Every value from the spec is written as one token; a value that could end the token or the
+    line (a newline, a space, a quote, an IPv6 zone) raises :class:`UnsafeValueError`.
     """
     lb = cluster.load_balancer
     https = lb.health_check == "https-readyz"
@@ -69,13 +73,15 @@ def render_haproxy_cfg(
     else:
         check = ["    option tcp-check"]
     lines = [
-        f"# Rendered by hactl for cluster {cluster.metadata.name!s}. hactl apply overwrites it.",
+        f"# Rendered by hactl for cluster {safe_token(cluster.metadata.name, 'the cluster name')}. "
+        "hactl apply overwrites it.",
         "global",
         "    log /dev/log local0",
         "    chroot /var/lib/haproxy",
         "    user haproxy",
         "    group haproxy",
-        f"    stats socket {admin_socket} mode 600 level admin expose-fd listeners",
+        f"    stats socket {safe_token(admin_socket, 'the admin socket')} mode 600 level admin "
+        "expose-fd listeners",
         "    stats timeout 30s",
         "",
         "defaults",
@@ -99,7 +105,7 @@ def render_haproxy_cfg(
         "",
         f"backend {BACKEND}",
         "    mode tcp",
-        f"    balance {lb.balance}",
+        f"    balance {safe_token(lb.balance, 'the balance algorithm')}",
         *check,
         f"    default-server {CHECK_TIMING} on-marked-down shutdown-sessions",
         *(_server_line(host, api_port, https) for host in cluster.masters),

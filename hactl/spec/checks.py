@@ -41,6 +41,7 @@ def cross_checks(cluster: Cluster) -> list[Finding]:
         *_masters(cluster),
         *_hosts(cluster),
         *_networks(cluster),
+        *_etcd_ports(cluster),
         *_endpoint(cluster),
         *_health_check(cluster),
         *_versions(cluster),
@@ -195,6 +196,16 @@ def _networks(cluster: Cluster) -> Iterator[Finding]:
                 )
 
 
+def _etcd_ports(cluster: Cluster) -> Iterator[Finding]:
+    etcd = cluster.etcd
+    if etcd.client_port == etcd.peer_port:
+        yield Finding(
+            ("etcd", "peerPort"),
+            f"is the same as etcd.clientPort ({etcd.client_port}): etcd listens for clients and "
+            "peers on separate ports; use e.g. clientPort 2379 and peerPort 2380",
+        )
+
+
 def _endpoint(cluster: Cluster) -> Iterator[Finding]:
     host = cluster.endpoint_host
     lb = cluster.load_balancer
@@ -251,7 +262,7 @@ def _lab(cluster: Cluster) -> Iterator[Finding]:
     if cluster.lab is None:
         return
     net = cluster.lab.subnet
-    bridge = next(net.hosts())
+    bridge = next(iter(net.hosts()), None)
     for _role, path, host in _role_lists(cluster):
         if host.address not in net:
             yield Finding(

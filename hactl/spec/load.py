@@ -3,6 +3,11 @@
 Every problem becomes an :class:`Issue` that names ``FILE:LINE:COL``, the field path in the
 spec's own (camelCase) names, what is wrong, and what to do. Nothing is lost: all issues of a file
 are reported together.
+
+Hostile input is refused before it costs anything: a spec file is at most 1 MiB of UTF-8; YAML
+anchors and aliases (``&a``/``*a``, whose expansion is exponential), tags (``!foo``,
+``!!python/…``, ``!!set``, ``!!binary``) and merge keys (``<<``) are refused where they occur;
+nesting deeper than 32 levels is refused; numbers and dates YAML cannot build are located errors.
 """
 
 from __future__ import annotations
@@ -19,10 +24,25 @@ from pydantic import BaseModel, ValidationError
 from hactl.errors import SpecError
 from hactl.spec.checks import cross_checks
 from hactl.spec.models import Cluster, Host, SSHOverride, SSHSettings
+from hactl.spec.values import show
+from hactl.spec.yamlsafe import (
+    MAX_SPEC_BYTES,
+    Refusal,
+    SpecLoader,
+    decode_spec,
+    reader_issue,
+    scalar_value,
+    tag_problem,
+)
+
+__all__ = ["MAX_SPEC_BYTES", "Issue", "Loaded", "load_cluster", "load_file", "load_text"]
 
 _SSH = TypeVar("_SSH", SSHSettings, SSHOverride)
 
 PathT = tuple[str | int, ...]
+
+#: At most this many problems are listed (then one line says how many more there are).
+MAX_ISSUES = 50
 
 
 @dataclass(frozen=True)
@@ -43,7 +63,16 @@ class Issue:
     def __str__(self) -> str:
         prefix = "" if self.severity == "error" else "warning: "
         where = f"{self.dotted}: " if self.path else ""
-        return f"{self.file}:{self.line}:{self.col}: {prefix}{where}{self.message}"
+        return _printable(f"{self.file}:{self.line}:{self.col}: {prefix}{where}{self.message}")
+
+
+def _printable(text: str) -> str:
+    """Control characters (from keys or values in the file) escaped, so that a message never
+    moves the terminal's cursor or starts a new line."""
+    return "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
 
 
 @dataclass
@@ -80,27 +109,56 @@ class _Marks:
         return self.values.get((), (1, 1))
 
 
-def _construct(node: yaml.Node, path: PathT, marks: _Marks, issues: list[tuple[PathT, str]]) -> Any:
-    marks.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
+class _Builder:
+    """Builds plain Python data from the composed YAML tree, recording positions and refusing
+    tags, merge keys and values YAML cannot construct (each as a located issue)."""
+
+    def __init__(self, marks: _Marks, issues: list[tuple[PathT, str]]) -> None:
+        self.marks = marks
+        self.issues = issues
+        self.replaced: set[PathT] = set()  # values refused here: pydantic need not repeat it
+        self.loader = yaml.SafeLoader("")
+
+    def refuse(self, path: PathT, message: str) -> None:
+        self.issues.append((path, message))
+        self.replaced.add(path)
+
+    def build(self, node: yaml.Node, path: PathT) -> Any:
+        self.marks.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        problem = tag_problem(node)
+        if problem:
+            self.refuse(path, problem)
+            return None
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        value, error = scalar_value(self.loader, node)
+        if error:
+            self.refuse(path, error)
+        return value
+
+    def _mapping(self, node: yaml.MappingNode, path: PathT) -> dict[Any, Any]:
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.SafeLoader(  # scalar keys only; construct them the YAML way
-                ""
-            ).construct_object(key_node, deep=True)
-            if not isinstance(key, str | int):
-                issues.append((path, f"keys must be plain strings, not {type(key).__name__}"))
+            where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                self.marks.keys[(*path, "<<")] = where
+                self.issues.append(((*path, "<<"), "merge keys (<<) are not allowed in a spec; write the keys out"))
+                continue
+            key: Any = None
+            if isinstance(key_node, yaml.ScalarNode) and not tag_problem(key_node):
+                key, _error = scalar_value(self.loader, key_node)
+            if not isinstance(key, str | int) or isinstance(key, bool):
+                kind = type(key).__name__ if isinstance(key_node, yaml.ScalarNode) else "a YAML collection"
+                self.issues.append((path, f"keys must be plain strings, not {kind}"))
                 continue
             child = (*path, key)
-            marks.keys[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            self.marks.keys[child] = where
             if key in out:
-                issues.append((child, "is given twice; keep one (YAML would silently use the last)"))
-            out[key] = _construct(value_node, child, marks, issues)
+                self.issues.append((child, "is given twice; keep one (YAML would silently use the last)"))
+            out[key] = self.build(value_node, child)
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, (*path, i), marks, issues) for i, item in enumerate(node.value)]
-    loader = yaml.SafeLoader("")
-    return loader.construct_object(node, deep=True)
 
 
 def _model_at(path: PathT) -> type[BaseModel] | None:
@@ -149,14 +207,14 @@ def _explain(err: Any) -> str:
         return "is required; add it (see docs/spec.md)"
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
-        return f"must be one of {expected}, got {err.get('input')!r}"
+        return f"must be one of {expected}, got {show(err.get('input'))}"
     message = str(err["msg"])
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     if "network" in kind:
-        return f"{err.get('input')!r} is not a valid CIDR like 10.244.0.0/16"
+        return f"{show(err.get('input'))} is not a valid CIDR like 10.244.0.0/16"
     if kind.startswith("ip_"):
-        return f"{err.get('input')!r} is not a valid IP address like 10.0.0.11"
+        return f"{show(err.get('input'))} is not a valid IP address like 10.0.0.11"
     return message
 
 
@@ -189,22 +247,47 @@ def _pydantic_issues(exc: ValidationError) -> Iterator[tuple[PathT, str]]:
         yield loc, _explain(err)
 
 
-def load_text(text: str, filename: str = "<spec>") -> Loaded:
-    """Parse and validate spec text; raises :class:`SpecError` listing every issue."""
-    marks = _Marks()
-    raw_issues: list[tuple[PathT, str]] = []
+def _compose(text: str, filename: str) -> yaml.Node | None:
+    """The YAML tree of ``text``; every YAML-level problem as a located :class:`SpecError`."""
+
+    def fail(line: int, col: int, message: str) -> SpecError:
+        return SpecError(f"{filename}: invalid YAML", [Issue(filename, line, col, (), message)])
+
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_SPEC_BYTES:
+        raise fail(1, 1, f"is {size:,} bytes; a spec file is at most 1 MiB ({MAX_SPEC_BYTES:,} bytes): "
+                         "check that this is the spec")
+    loader: SpecLoader | None = None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = SpecLoader(text)  # the reader refuses forbidden characters here
+        return loader.get_single_node()
+    except Refusal as exc:
+        raise fail(exc.line, exc.col, exc.message) from None
+    except yaml.reader.ReaderError as exc:
+        line, col, message = reader_issue(text, exc)
+        raise fail(line, col, message) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or str(exc)
-        issue = Issue(filename, line, col, (), f"YAML syntax error: {problem}; fix the YAML")
-        raise SpecError(f"{filename}: invalid YAML", [issue]) from None
+        raise fail(line, col, f"YAML syntax error: {problem}; fix the YAML") from None
+    except yaml.YAMLError as exc:
+        raise fail(1, 1, f"YAML error: {exc}; fix the YAML") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def load_text(text: str, filename: str = "<spec>") -> Loaded:
+    """Parse and validate spec text; raises :class:`SpecError` listing every issue."""
+    marks = _Marks()
+    raw_issues: list[tuple[PathT, str]] = []
+    root = _compose(text, filename)
     if root is None:
         issue = Issue(filename, 1, 1, (), "the file is empty; start from specs/seed.yaml")
         raise SpecError(f"{filename}: empty", [issue])
-    data = _construct(root, (), marks, raw_issues)
+    builder = _Builder(marks, raw_issues)
+    data = builder.build(root, ())
     if not isinstance(data, dict):
         issue = Issue(filename, 1, 1, (), "the spec must be a YAML mapping (apiVersion, kind, …)")
         raise SpecError(f"{filename}: not a mapping", [issue])
@@ -218,7 +301,11 @@ def load_text(text: str, filename: str = "<spec>") -> Loaded:
     try:
         cluster = Cluster.model_validate(data)
     except ValidationError as exc:
-        issues.extend(located(p, m) for p, m in _pydantic_issues(exc))
+        issues.extend(
+            located(p, m)
+            for p, m in _pydantic_issues(exc)
+            if not any(p[: len(r)] == r for r in builder.replaced)
+        )
     warnings: list[Issue] = []
     if cluster is not None:
         for finding in cross_checks(cluster):
@@ -227,6 +314,10 @@ def load_text(text: str, filename: str = "<spec>") -> Loaded:
     if issues or cluster is None:
         issues.sort(key=lambda i: (i.line, i.col))
         count = len(issues)
+        if count > MAX_ISSUES:
+            rest = issues[MAX_ISSUES]
+            more = Issue(filename, rest.line, rest.col, (), f"… and {count - MAX_ISSUES} more problems from here on; fix the ones above first")
+            issues = [*issues[:MAX_ISSUES], more]
         raise SpecError(f"{filename}: {count} problem{'s' if count != 1 else ''}", issues)
     return Loaded(cluster=cluster, path=Path(filename), warnings=warnings, text=text)
 
@@ -235,11 +326,16 @@ def load_file(path: str | Path) -> Loaded:
     """Read and validate a spec file; relative SSH paths are resolved against its folder."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         issue = Issue(str(path), 1, 1, (), f"cannot read the file: {exc.strerror}")
         raise SpecError(f"{path}: cannot read", [issue]) from exc
-    loaded = load_text(text, str(path))
+    decoded = decode_spec(data)
+    if isinstance(decoded, tuple):
+        line, col, message = decoded
+        raise SpecError(f"{path}: cannot read", [Issue(str(path), line, col, (), message)])
+    loaded = load_text(decoded, str(path))
     loaded.cluster = _resolve_paths(loaded.cluster, file.resolve().parent)
     return loaded
 

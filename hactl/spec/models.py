@@ -11,23 +11,41 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic.functional_validators import PlainValidator
+
+from hactl.spec import values
+from hactl.spec.values import DEFAULT_API_PORT, normalise_endpoint, show
 
 API_VERSION = "hactl.dev/v1alpha1"
-DEFAULT_API_PORT = 6443
 LAB_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 
-_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
-_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$")
+_VERSION_RE = re.compile(r"v?([0-9]{1,4})\.([0-9]{1,4})\.([0-9]{1,6})", re.ASCII)
+
+#: A host address: no IPv6 zone, not unspecified, multicast or broadcast (see hactl.spec.values).
+Address = Annotated[
+    ipaddress.IPv4Address | ipaddress.IPv6Address,
+    PlainValidator(values.ip_address),
+    PlainSerializer(str, return_type=str, when_used="json"),
+]
+#: A file on the operator's machine (no control characters).
+LocalPath = Annotated[str, AfterValidator(values.local_path)]
+#: A login user name.
+UserName = Annotated[str, AfterValidator(values.user_name)]
+#: A jump host ``[user@]host[:port]``.
+Bastion = Annotated[str, AfterValidator(values.bastion)]
+
+
+def _network(field: str) -> PlainValidator:
+    return PlainValidator(lambda value: values.ip_network(value, field=field))
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
-    """``"v1.30.4"`` or ``"1.30.4"`` → ``(1, 30, 4)``; ValueError otherwise."""
-    match = _VERSION_RE.match(text.strip())
+    """``"v1.30.4"`` or ``"1.30.4"`` → ``(1, 30, 4)``; ValueError otherwise (no spaces)."""
+    match = _VERSION_RE.fullmatch(text)
     if not match:
-        raise ValueError(f"{text!r} is not a version like 1.30.4")
+        raise ValueError(f"{show(text)} is not a version like 1.30.4")
     major, minor, patch = (int(part) for part in match.groups())
     return major, minor, patch
 
@@ -51,52 +69,48 @@ class Metadata(Model):
     @field_validator("name")
     @classmethod
     def _dns_label(cls, value: str) -> str:
-        if not _DNS_LABEL_RE.match(value):
-            raise ValueError(
-                f"{value!r} is not a DNS label: use lower-case letters, digits and '-', e.g. 'prod-eu1'"
-            )
-        return value
+        return values.dns_label(value, "prod-eu1")
 
 
 class SSHOverride(Model):
     """Per-host SSH settings; each field left out falls back to the spec's ``ssh`` defaults."""
 
-    user: str | None = None
+    user: UserName | None = None
     """Login user on this host."""
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     """SSH port on this host."""
-    identity_file: str | None = None
+    identity_file: LocalPath | None = None
     """Private key file for this host (relative paths are relative to the spec file)."""
-    known_hosts_file: str | None = None
+    known_hosts_file: LocalPath | None = None
     """known_hosts file that holds this host's key."""
     host_key_policy: Literal["strict", "accept-new"] | None = None
     """``strict`` refuses unknown host keys; ``accept-new`` records them. A changed key is always refused."""
     connect_timeout: Annotated[float, Field(gt=0, le=600)] | None = None
     """Seconds to wait for the TCP connection and SSH handshake."""
-    bastion: str | None = None
+    bastion: Bastion | None = None
     """Jump host as ``[user@]host[:port]``; ``""`` disables the default bastion for this host."""
 
 
 class SSHSettings(Model):
     """How hactl reaches every host (the defaults; hosts may override any field)."""
 
-    user: str = "root"
+    user: UserName = "root"
     """Login user. Steps run with ``sudo -n`` when it is not root."""
     port: Annotated[int, Field(ge=1, le=65535)] = 22
     """SSH port."""
-    identity_file: str | None = None
+    identity_file: LocalPath | None = None
     """Private key file (relative paths are relative to the spec file). Without it, the ssh-agent
     and the user's default keys are tried."""
     use_agent: bool = True
     """Offer keys from the ssh-agent (``SSH_AUTH_SOCK``) when one is running."""
-    known_hosts_file: str = "~/.ssh/known_hosts"
+    known_hosts_file: LocalPath = "~/.ssh/known_hosts"
     """known_hosts file used to verify host keys (relative paths are relative to the spec file)."""
     host_key_policy: Literal["strict", "accept-new"] = "strict"
     """``strict`` refuses a host whose key is unknown (add it with ``ssh-keyscan``);
     ``accept-new`` records unknown keys. A changed key is refused under both."""
     connect_timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
     """Seconds to wait for the TCP connection and SSH handshake."""
-    bastion: str | None = None
+    bastion: Bastion | None = None
     """Jump host for every host, as ``[user@]host[:port]``."""
 
 
@@ -105,39 +119,49 @@ class Host(Model):
 
     name: Annotated[str, Field(min_length=1, max_length=63)]
     """Host name: unique in the spec; also the Kubernetes node name and the etcd member name."""
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address
-    """The address hactl connects to and that the cluster's components use."""
+    address: Address
+    """The address hactl connects to and that the cluster's components use: IPv4 or IPv6, written
+    as text, without an IPv6 zone (``%eth0``); not unspecified (``0.0.0.0``, ``::``), multicast or
+    broadcast."""
     ssh: SSHOverride | None = None
     """Per-host SSH settings that override the spec's ``ssh`` defaults."""
 
     @field_validator("name")
     @classmethod
     def _hostname(cls, value: str) -> str:
-        if not _DNS_LABEL_RE.match(value):
-            raise ValueError(
-                f"{value!r} is not a valid host name: use lower-case letters, digits and '-', "
-                "e.g. 'master01'"
-            )
-        return value
+        return values.dns_label(value, "master01")
 
 
 class KubernetesSettings(Model):
     version: str
     """Kubernetes version that kubeadm installs, e.g. ``1.30.4`` (a leading ``v`` is allowed)."""
-    pod_subnet: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.IPv4Network("10.244.0.0/16")
-    """Pod network CIDR (kubeadm ``--pod-network-cidr``); must match the CNI plugin."""
-    service_subnet: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.IPv4Network(
-        "10.96.0.0/12"
-    )
-    """Service CIDR (kubeadm ``networking.serviceSubnet``)."""
+    pod_subnet: Annotated[
+        ipaddress.IPv4Network | ipaddress.IPv6Network,
+        _network("podSubnet"),
+        PlainSerializer(str, return_type=str, when_used="json"),
+    ] = ipaddress.IPv4Network("10.244.0.0/16")
+    """Pod network CIDR (kubeadm ``--pod-network-cidr``); must match the CNI plugin. Written with
+    its prefix, no zone, /24 or larger (IPv6: /64 or larger): kubeadm gives each node a /24 (/64)."""
+    service_subnet: Annotated[
+        ipaddress.IPv4Network | ipaddress.IPv6Network,
+        _network("serviceSubnet"),
+        PlainSerializer(str, return_type=str, when_used="json"),
+    ] = ipaddress.IPv4Network("10.96.0.0/12")
+    """Service CIDR (kubeadm ``networking.serviceSubnet``): with its prefix, no zone, between /12
+    and /28 (IPv6: /108 to /124), as kubeadm requires."""
     dns_domain: str = "cluster.local"
-    """Cluster DNS domain (kubeadm ``networking.dnsDomain``)."""
+    """Cluster DNS domain (kubeadm ``networking.dnsDomain``): a lower-case DNS name."""
 
     @field_validator("version")
     @classmethod
     def _version(cls, value: str) -> str:
         parse_version(value)
         return value if value.startswith("v") else f"v{value}"
+
+    @field_validator("dns_domain")
+    @classmethod
+    def _dns_domain(cls, value: str) -> str:
+        return values.dns_domain(value)
 
     @property
     def version_tuple(self) -> tuple[int, int, int]:
@@ -154,7 +178,13 @@ class EtcdSettings(Model):
     """The etcd version the members run, e.g. ``3.5.15``. Kubernetes 1.31+ needs 3.5.11 or newer;
     hactl checks this against the probed version too."""
     data_dir: str = "/var/lib/etcd"
-    """etcd data directory on each member."""
+    """etcd data directory on each member. hactl empties it as root before a new member starts
+    (when it holds no member data), so it must be a folder dedicated to etcd: an absolute path in
+    normal form (letters, digits, ``.``, ``_``, ``-`` between single ``/``; no ``.``, ``..`` or
+    trailing ``/``), below ``/var/lib``, ``/srv``, ``/data``, ``/mnt`` or ``/opt`` and never one of
+    them itself (nor ``/`` or any other system folder); a folder below that root has ``etcd`` in
+    its name (under ``/var/lib``: the first one, and not ``hactl…``), and none is named
+    ``member``, ``snap`` or ``wal``. E.g. ``/var/lib/etcd``, ``/data/etcd``, ``/mnt/disk1/etcd``."""
     client_port: Annotated[int, Field(ge=1, le=65535)] = 2379
     """Client port (``--listen-client-urls``)."""
     peer_port: Annotated[int, Field(ge=1, le=65535)] = 2380
@@ -165,8 +195,13 @@ class EtcdSettings(Model):
     def _version(cls, value: str | None) -> str | None:
         if value is not None:
             parse_version(value)
-            return value.lstrip("v")
+            return value[1:] if value.startswith("v") else value
         return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, value: str) -> str:
+        return values.data_dir(value)
 
 
 class LoadBalancerSettings(Model):
@@ -181,18 +216,16 @@ class LoadBalancerSettings(Model):
     server that lost etcd); ``tcp`` only checks that the port is open."""
     balance: Literal["roundrobin", "leastconn", "source", "first"] = "roundrobin"
     """HAProxy balance algorithm for the API backend."""
-    vip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
-    """Optional virtual IP shared by the load balancer hosts."""
+    vip: Address | None = None
+    """Optional virtual IP shared by the load balancer hosts (same rules as a host's ``address``)."""
     dns_name: str | None = None
-    """Optional DNS name of the load balancer (e.g. ``loadbalancer.example.com``) that
-    ``controlPlaneEndpoint`` may use."""
+    """Optional DNS name of the load balancer (e.g. ``loadbalancer.example.com``, at most 253
+    characters) that ``controlPlaneEndpoint`` may use."""
 
     @field_validator("dns_name")
     @classmethod
     def _dns_name(cls, value: str | None) -> str | None:
-        if value is not None and not _HOSTNAME_RE.match(value):
-            raise ValueError(f"{value!r} is not a DNS name like loadbalancer.example.com")
-        return value
+        return None if value is None else values.dns_name(value)
 
 
 class ApplySettings(Model):
@@ -205,12 +238,17 @@ class LabSettings(Model):
 
     subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("198.18.0.0/24")
     """Lab network inside 198.18.0.0/15; its first address goes to the lab bridge."""
-    state_dir: str | None = None
+    state_dir: LocalPath | None = None
     """Folder for the lab's keys, known_hosts and node disks (default ``/var/lib/hactl-lab/NAME``)."""
 
     @field_validator("subnet")
     @classmethod
     def _in_lab_range(cls, value: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        if value.prefixlen > 29:
+            raise ValueError(
+                f"{value} is too small for a lab (the bridge and the hosts need addresses); "
+                "use /29 or larger, e.g. 198.18.0.0/24"
+            )
         if not value.subnet_of(LAB_RANGE):
             raise ValueError(
                 f"{value} is outside 198.18.0.0/15, the only range the lab may use; "
@@ -230,7 +268,10 @@ class Cluster(Model):
     """The cluster's name."""
     control_plane_endpoint: str
     """``host[:port]`` of the load balancer in front of the API servers (port defaults to 6443).
-    ``host`` is the load balancer's ``dnsName``, an LB host's name or address, or the ``vip``."""
+    ``host`` is the load balancer's ``dnsName``, an LB host's name or address, or the ``vip``;
+    an IPv6 address goes in brackets (``[fd00::10]:6443``). Stored in one normal form,
+    ``host:port`` (port added, IPv6 bracketed and compressed, ASCII digits), which kubeadm, joins
+    and the comparison with the running cluster all use; no whitespace."""
     kubernetes: KubernetesSettings
     """Kubernetes version and networks."""
     etcd: EtcdSettings = EtcdSettings()
@@ -251,13 +292,14 @@ class Cluster(Model):
     @field_validator("control_plane_endpoint")
     @classmethod
     def _endpoint(cls, value: str) -> str:
-        split_endpoint(value)
-        return value
+        return normalise_endpoint(value)
 
     # -- derived views (no I/O) -------------------------------------------------------------
 
     @property
     def endpoint_host(self) -> str:
+        """The endpoint's host without brackets (``fd00::10``): for certificate SANs and lookups.
+        To build ``host:port`` use :attr:`control_plane_endpoint` (it brackets IPv6)."""
         return split_endpoint(self.control_plane_endpoint)[0]
 
     @property
@@ -297,30 +339,12 @@ class Cluster(Model):
 
 
 def split_endpoint(value: str) -> tuple[str, int]:
-    """``"lb.example.com:6443"`` → ``("lb.example.com", 6443)``; the port defaults to 6443."""
-    text = value.strip()
-    if not text:
-        raise ValueError("is empty; write host[:port], e.g. loadbalancer.example.com:6443")
-    if text.startswith("["):  # [IPv6]:port
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    else:
-        host, port_text = text, ""
-    if "://" in value or "/" in host:
-        raise ValueError(f"{value!r} must be host[:port] without a scheme or path")
-    port = DEFAULT_API_PORT
-    if port_text:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-            raise ValueError(f"{value!r} has an invalid port {port_text!r}; use 1-65535")
-        port = int(port_text)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if not _HOSTNAME_RE.match(host):
-            raise ValueError(f"{host!r} is neither an IP address nor a DNS name") from None
-    return host, port
+    """``"lb.example.com:6443"`` → ``("lb.example.com", 6443)``; ``"[fd00::10]"`` →
+    ``("fd00::10", 6443)``: the port defaults to 6443; ValueError for anything that
+    :func:`~hactl.spec.values.normalise_endpoint` refuses."""
+    return values.split_host_port(
+        value, default_port=DEFAULT_API_PORT, what="host[:port]", example="loadbalancer.example.com:6443"
+    )
 
 
 def ssh_for(cluster: Cluster, host: Host) -> SSHSettings:
