@@ -52,11 +52,13 @@ if [ -d {data} ]; then
   echo "data_dir_entries=$(ls -A {data} 2>/dev/null | wc -l)"
   ls -A {data} 2>/dev/null | head -n {names} | sed 's/^/data_dir_entry=/'
 fi
+__hactl_etcd_listen=
 if [ "${active}" = active ]; then
   __hactl_pid=$(systemctl show -p MainPID --value etcd.service 2>/dev/null)
   if [ -n "$__hactl_pid" ] && [ "$__hactl_pid" != 0 ] && [ -r "/proc/$__hactl_pid/environ" ]; then
     echo running_pid=$__hactl_pid
     tr '\0' '\n' < "/proc/$__hactl_pid/environ" | grep '^ETCD_' | sed 's/^/running./'
+    __hactl_etcd_listen=$(tr '\0' '\n' < "/proc/$__hactl_pid/environ" | sed -n 's/^ETCD_LISTEN_CLIENT_URLS=//p')
   fi
 fi
 if [ -f {ca_key} ]; then echo ca_key=1; fi
@@ -200,7 +202,16 @@ class _Etcdctl:
             f'if [ "${ACTIVE_VAR}" != active ]; then '
             f'echo "the etcd service is ${{{ACTIVE_VAR}:-not running}}" >&2; return 100; fi'
         )
-        return f"{guard}\nETCDCTL_API=3 {sh(argv)}"
+        # Ask etcd where it listens now (its running ETCD_LISTEN_CLIENT_URLS, read by the
+        # etcd.files section): while a client-port change is under way the member not yet
+        # restarted still serves on the old port of the same host.
+        scheme, _, rest = self.endpoint.partition("://")
+        prefix = f"{scheme}://{rest.rsplit(':', 1)[0]}:"
+        pick = (f"__hactl_ep={shlex.quote(argv[1])}\n"
+                'for __hactl_u in $(printf %s "${__hactl_etcd_listen:-}" | tr , " "); do\n'
+                f'  case $__hactl_u in {shlex.quote(prefix)}*) __hactl_ep="--endpoints=$__hactl_u";; esac\n'
+                "done")
+        return f'{guard}\n{pick}\nETCDCTL_API=3 etcdctl "$__hactl_ep" {sh(argv[2:])}'
 
 
 def _load(stdout: str) -> Any:

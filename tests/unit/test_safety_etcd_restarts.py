@@ -320,6 +320,37 @@ def test_probe_reads_the_running_process_environment(tmp_path: Path) -> None:
         proc.wait()
 
 
+def test_probe_asks_etcd_where_it_listens_now(tmp_path: Path) -> None:
+    # the spec moved clientPort to 2479; the running member still listens on 2379 (not yet
+    # restarted): the probe's etcdctl asks it there, not on the spec's port
+    listen = "https://198.18.0.22:2379,https://127.0.0.1:2379"
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                            env={"ETCD_LISTEN_CLIENT_URLS": listen})
+    try:
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        for name, body in (("systemctl", f"echo {proc.pid}"), ("etcdctl", 'echo "$@"')):
+            (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+            (bin_dir / name).chmod(0o755)
+        files = etcd_facts.EtcdFiles(data_dir=str(tmp_path / "data"))
+        listing = etcd_facts.EtcdMemberList(endpoint="https://127.0.0.1:2479")
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+        def argv(active: str) -> str:
+            script = (f"{etcd_facts.ACTIVE_VAR}={active}\nf() {{\n{files.script()}\n}}\nf >/dev/null\n"
+                      f"g() {{\n{listing.script()}\n}}\ng")
+            return subprocess.run(["sh", "-c", script], text=True, capture_output=True, env=env).stdout
+
+        assert argv("active").startswith("--endpoints=https://127.0.0.1:2379 --cacert=")
+        proc.kill()
+        proc.wait()
+        (bin_dir / "systemctl").write_text("#!/bin/sh\necho 0\n")  # no main process: the spec's port
+        assert argv("active").startswith("--endpoints=https://127.0.0.1:2479 --cacert=")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 # -- M7: a learner still starting ------------------------------------------------------------
 
 
