@@ -354,6 +354,10 @@ class LoopbackHost:
                     stop([proc])
                 start_written(self.lc, self.host)
             result = Result(code, "", "")
+        elif argv[:2] == ["sh", "-c"]:  # the data-dir scripts: run for real on the member's dir
+            local = [*argv[:4], *(local_path(a, self.lc.member_dir(self.host)) for a in argv[4:])]
+            done = subprocess.run(local, capture_output=True, text=True, timeout=30, check=False)
+            result = Result(done.returncode, done.stdout, done.stderr)
         elif argv[0] == "etcdctl":
             pki_dir = f"{self.lc.member_dir(self.host) / 'pki'}/"
             done = subprocess.run([a.replace(etcd.PKI_DIR + "/", pki_dir) for a in argv],
@@ -371,10 +375,20 @@ class LoopbackHost:
         return None
 
 
+MOVED_DATA_DIR = "/srv/etcd-moved"
+"""The data dir a test moves to; on this machine it is ``<member dir>/data-moved``."""
+
+
+def local_path(value: str, member_dir: Path) -> str:
+    if value.startswith(MOVED_DATA_DIR):
+        return str(member_dir / "data-moved") + value[len(MOVED_DATA_DIR):]
+    return relocate(value, member_dir, "/var/lib/etcd")
+
+
 def start_written(lc: LoopbackEtcd, name: str) -> None:
     """Start member ``name`` from the etcd.env a step wrote (paths relocated, as start_member)."""
     member_dir = lc.member_dir(name)
-    env = {key: relocate(value, member_dir, lc.cluster.etcd.data_dir)
+    env = {key: local_path(value, member_dir)
            for key, value in etcd.parse_env_file((member_dir / "etcd.env").read_text()).items()}
     log = (member_dir / "etcd.log").open("ab")
     try:
@@ -454,5 +468,53 @@ async def test_port_change_runs_one_member_at_a_time_and_keeps_a_leader(tmp_path
         assert sorted((m["name"], m["peerURLs"], m["clientURLs"]) for m in members) == [
             (h.name, [etcd.peer_url(h, moved)], [etcd.client_url(h, moved)]) for h in moved.etcd_members]
         assert len(leaders(lc)) == 3
+        health = lc.etcdctl("endpoint", "health")
+        assert health.returncode == 0, health.stderr
+
+
+async def test_data_dir_change_runs_as_remove_then_add_one_member_at_a_time(tmp_path: Path) -> None:
+    """etcd.dataDir edited: each member is removed through another one, added back as a learner,
+    started on the new (empty) directory and promoted, one at a time; the old data stays."""
+    from hactl.plan.planner import build_plan
+    from hactl.plan.synthetic import PROBED_AT, Synthetic
+
+    with running_cluster(tmp_path, size=3) as lc:
+        old = lc.cluster
+        assert old.etcd.data_dir == "/var/lib/etcd"
+        data = old.model_dump(by_alias=True, mode="json")
+        data["etcd"]["dataDir"] = MOVED_DATA_DIR
+        moved = Cluster.model_validate(data)
+        before = {m["name"]: m["ID"] for m in json.loads(
+            lc.etcdctl("member", "list", "-w", "json").stdout)["members"]}
+        s = Synthetic(old).etcd()
+        for host in old.etcd_members:  # what the probe sees at the new path: nothing yet
+            s.etcd_facts(host.name, data_dir=MOVED_DATA_DIR, data_dir_state="absent",
+                         data_dir_entries=0, data_dir_names=())
+        plan = build_plan(moved, s.observed(), now=PROBED_AT)
+        steps = [st for st in plan.steps() if st.id.startswith("etcd")]
+        assert [st.id for st in steps] == [
+            f"etcd.member[{n}].{k}" for n in ("etcd01", "etcd02", "etcd03")
+            for k in ("remove", "add", "start", "promote")] + ["etcd.health"]
+        lc.cluster = moved
+        ctx = LoopbackCtx(moved, lc, [])
+        for step in steps:
+            await step.run(ctx)
+            # removing the member that leads makes the others elect a new leader (etcd steps
+            # the removed leader down): within a few seconds a quorum agrees on one again
+            deadline = time.monotonic() + 10
+            while True:
+                seen = leaders(lc)
+                votes = [list(seen.values()).count(leader) for leader in set(seen.values())]
+                if max(votes, default=0) >= 2:
+                    break
+                assert time.monotonic() < deadline, (step.id, seen)
+                time.sleep(0.3)
+        members = json.loads(lc.etcdctl("member", "list", "-w", "json").stdout)["members"]
+        assert sorted(m["name"] for m in members) == ["etcd01", "etcd02", "etcd03"]
+        assert not any(m.get("isLearner") for m in members)
+        assert not {m["ID"] for m in members} & set(before.values())  # three new members
+        for host in moved.etcd_members:
+            assert (lc.member_dir(host.name) / "data-moved" / "member").is_dir()
+            assert (lc.member_dir(host.name) / "data" / "member").is_dir()  # the old data stays
         health = lc.etcdctl("endpoint", "health")
         assert health.returncode == 0, health.stderr

@@ -269,6 +269,31 @@ async def test_update_step_refuses_while_another_member_is_down(lab: Cluster) ->
     assert not any("update" in a for a in ctx.argvs("etcd02"))
 
 
+async def test_remove_step_retries_while_etcd_says_unhealthy_cluster(lab: Cluster) -> None:
+    # etcd's strict reconfig check: right after a start or a promotion it refuses removals
+    from hactl.plan.steps import RemoveEtcdMember
+
+    ctx = Ctx(lab)
+    via = ctx.transport("etcd02")
+    via.on(re.compile("member list"), stdout=members_json(*THREE))
+    via.on(re.compile("endpoint health"), stdout=health_json(etcd01=True, etcd02=True, etcd03=True))
+    answers = iter([Result(1, "", "Error: etcdserver: unhealthy cluster\n")] * 2)
+    via.on(re.compile("member remove"), respond=lambda _c: next(answers, Result(0, "removed", "")))
+    await RemoveEtcdMember(id="s", host="etcd02", title="t", reason="r", member="etcd01",
+                           member_id="1").run(ctx)
+    assert sum("remove" in a for a in ctx.argvs("etcd02")) == 3
+    # any other error fails at once
+    ctx = Ctx(lab)
+    via = ctx.transport("etcd02")
+    via.on(re.compile("member list"), stdout=members_json(*THREE))
+    via.on(re.compile("endpoint health"), stdout=health_json(etcd01=True, etcd02=True, etcd03=True))
+    via.on(re.compile("member remove"), exit_status=1, stderr="Error: permission denied\n")
+    with pytest.raises(CommandError, match="permission denied"):
+        await RemoveEtcdMember(id="s", host="etcd02", title="t", reason="r", member="etcd01",
+                               member_id="1").run(ctx)
+    assert sum("remove" in a for a in ctx.argvs("etcd02")) == 1
+
+
 # -- M3: written is not active ---------------------------------------------------------------
 
 

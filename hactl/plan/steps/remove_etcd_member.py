@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -12,6 +14,7 @@ from hactl.plan.etcd_ops import list_members, parse_health
 from hactl.plan.refusals import removal_problem
 from hactl.plan.remote import run
 from hactl.plan.step import Action, Step, StepContext
+from hactl.transport.base import check_result
 
 
 @dataclass(frozen=True)
@@ -60,5 +63,15 @@ class RemoveEtcdMember(Step):
                 f"refusing to remove etcd member {self.member} through {via.name}: {via.name} "
                 "failed its endpoint health check; removals go through another started, healthy "
                 "member", host=self.host, step=self.id)
-        await run(ctx, via.name, cmd.member_remove(client_url(cluster, via), target.id))
+        # etcd's strict reconfig check refuses a removal ("unhealthy cluster") until every voter
+        # has been connected for 5 s (right after a start or the previous promotion): retried
+        deadline = time.monotonic() + max(self.timeout - 20, 10.0)
+        while True:
+            result = await run(ctx, via.name, cmd.member_remove(client_url(cluster, via), target.id),
+                               check=False)
+            if result.ok or "member not found" in result.stderr:
+                break
+            if "unhealthy cluster" not in result.stderr or time.monotonic() >= deadline:
+                check_result(via.name, cmd.member_remove(client_url(cluster, via), target.id), result)
+            await asyncio.sleep(1.0)
         ctx.log("member removed", member=self.member, id=target.id)
