@@ -40,9 +40,46 @@ prints every problem as `FILE:LINE:COL: path.to.field: message`. Examples: `spec
 | `loadBalancer.healthCheck: tcp` only sees an open port (an API server that lost etcd keeps traffic) | warning |
 | `kubernetes.version` looks like `1.30.4`; Kubernetes ≥ 1.31 with external etcd needs etcd ≥ 3.5.11 (checked against `etcd.version` here and against the probed version by `plan`) | error |
 | `etcd.members` is empty for `stacked` and non-empty for `external` | error |
+| `etcd.clientPort` and `etcd.peerPort` differ | error |
 | lab hosts lie inside `lab.subnet` (inside 198.18.0.0/15) and not on the bridge address | error |
 
 Relative file paths under `ssh` (and per-host `ssh` overrides) are relative to the spec file.
+
+## What a spec file may contain
+
+A spec is plain data, and `hactl validate` refuses anything else with a located error, before
+expanding or constructing it:
+
+- at most 1 MiB, UTF-8 (a UTF-8 byte-order mark is fine; UTF-16, Latin-1 and characters YAML
+  forbids, such as NUL or ESC, are refused with their line and column);
+- no YAML anchors or aliases (`&name` / `*name`): expanding them is exponential (a 1,151-byte
+  file could take minutes and gigabytes), and a spec does not need them: write values out;
+- no explicit tags (`!foo`, `!!python/…`, `!!set`, `!!binary`) and no merge keys (`<<`);
+- at most 32 levels of nesting and 40,000 YAML nodes (a host takes about 5; Kubernetes supports
+  5,000 nodes);
+- at most 50 problems are listed, then one line says how many more there are.
+
+## Values
+
+Every value that hactl writes into a configuration file, runs a command with, or empties as root
+is checked whole against its grammar (the field tables below say each one):
+
+- names (`metadata.name`, host `name`) are DNS labels, matched whole (a trailing newline is an
+  error); `loadBalancer.dnsName` is a DNS name of at most 253 characters; `kubernetes.dnsDomain`
+  a lower-case DNS name;
+- addresses (host `address`, `loadBalancer.vip`) are IPv4 or IPv6 written as text, without an
+  IPv6 zone (`%eth0`), never unspecified (`0.0.0.0`, `::`), multicast or broadcast;
+- `controlPlaneEndpoint` is stored in one normal form `host:port` (6443 added when left out,
+  IPv6 in brackets, ASCII port); whitespace, an unclosed `[` or an unbracketed IPv6 address is
+  an error;
+- `etcd.dataDir` must be a folder dedicated to etcd (hactl empties it as root): see its row;
+- versions are `1.30.4` or `v1.30.4` exactly (no spaces); CIDRs carry their prefix length;
+  `ssh.user` is a user name; `bastion` is `[user@]host[:port]`; file paths have no control
+  characters.
+
+The renderers check again: a value that could end a token, a line or a quoted string in
+`haproxy.cfg` or `etcd.env` (a space, quote, newline, `$`, `#`, an IPv6 zone) is refused with an
+error rather than written.
 """
 
 

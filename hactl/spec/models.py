@@ -76,7 +76,7 @@ class SSHOverride(Model):
     """Per-host SSH settings; each field left out falls back to the spec's ``ssh`` defaults."""
 
     user: UserName | None = None
-    """Login user on this host."""
+    """Login user on this host (a user name: letters, digits, ``_``, ``.``, ``-``)."""
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     """SSH port on this host."""
     identity_file: LocalPath | None = None
@@ -95,7 +95,8 @@ class SSHSettings(Model):
     """How hactl reaches every host (the defaults; hosts may override any field)."""
 
     user: UserName = "root"
-    """Login user. Steps run with ``sudo -n`` when it is not root."""
+    """Login user (letters, digits, ``_``, ``.``, ``-``; at most 32). Steps run with ``sudo -n``
+    when it is not root."""
     port: Annotated[int, Field(ge=1, le=65535)] = 22
     """SSH port."""
     identity_file: LocalPath | None = None
@@ -111,7 +112,8 @@ class SSHSettings(Model):
     connect_timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
     """Seconds to wait for the TCP connection and SSH handshake."""
     bastion: Bastion | None = None
-    """Jump host for every host, as ``[user@]host[:port]``."""
+    """Jump host for every host, as ``[user@]host[:port]`` (host: a DNS name, an IPv4 address or
+    ``[IPv6]``; port 1-65535)."""
 
 
 class Host(Model):
@@ -134,7 +136,8 @@ class Host(Model):
 
 class KubernetesSettings(Model):
     version: str
-    """Kubernetes version that kubeadm installs, e.g. ``1.30.4`` (a leading ``v`` is allowed)."""
+    """Kubernetes version that kubeadm installs, e.g. ``1.30.4`` (a leading ``v`` is allowed; no
+    spaces)."""
     pod_subnet: Annotated[
         ipaddress.IPv4Network | ipaddress.IPv6Network,
         _network("podSubnet"),

@@ -255,40 +255,44 @@ DATA_DIR_ROOTS = ("/var/lib", "/srv", "/data", "/mnt", "/opt")
 #: etcd's own folders inside a data directory: pointing at one would empty a member's data.
 ETCD_SUBDIRS = frozenset({"member", "snap", "wal"})
 _COMPONENT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}", re.ASCII)
-DATA_DIR_RULE = (
-    "hactl empties this folder as root before a new member starts, so it must be an absolute "
-    "path in normal form (letters, digits, '.', '_', '-' between single '/'; no '.', '..' or "
-    "trailing '/'), below /var/lib, /srv, /data, /mnt or /opt (never one of them itself, '/', "
-    "or another system folder), and dedicated to etcd: a folder below that root has 'etcd' in "
-    "its name (under /var/lib: the first one), none is named member, snap or wal, and it is "
-    "not under /var/lib/hactl*; e.g. /var/lib/etcd, /data/etcd or /mnt/disk1/etcd"
+DATA_DIR_HINT = (
+    "hactl empties etcd.dataDir as root before a new member starts: use a folder of its own "
+    "below /var/lib, /srv, /data, /mnt or /opt with 'etcd' in its name, e.g. /var/lib/etcd or "
+    "/data/etcd (the whole rule: docs/spec.md, etcd.dataDir)"
 )
 
 
 def data_dir(value: str) -> str:
-    """``etcd.dataDir``: see :data:`DATA_DIR_RULE`."""
+    """``etcd.dataDir``: an absolute path in normal form (components of letters, digits, ``.``,
+    ``_``, ``-``; no ``.``, ``..``, empty component or trailing ``/``; at most 1024 characters)
+    below one of :data:`DATA_DIR_ROOTS` and not the root itself; dedicated to etcd: under
+    ``/var/lib`` the first component below it contains ``etcd`` and does not start with
+    ``hactl``; under the other roots some component below the root contains ``etcd``; no
+    component is one of :data:`ETCD_SUBDIRS`."""
 
     def refuse(why: str) -> ValueError:
-        return ValueError(f"{show(value)} {why}; {DATA_DIR_RULE}")
+        return ValueError(f"{show(value)} {why}; {DATA_DIR_HINT}")
 
     if not value.startswith("/"):
         raise refuse("is not an absolute path")
     if len(value) > 1024:
         raise refuse("is longer than 1024 characters")
-    parts = value[1:].split("/")
-    for part in parts:
+    for part in value[1:].split("/"):
         if not _COMPONENT_RE.fullmatch(part):
-            raise refuse(f"has a path component {show(part)} outside the allowed grammar")
+            raise refuse(
+                f"has the component {show(part)}: write the path in normal form (no '.', '..', "
+                "'//' or trailing '/') with letters, digits, '.', '_' and '-' only"
+            )
     root = next((r for r in DATA_DIR_ROOTS if value == r or value.startswith(r + "/")), None)
     if root is None or value == root:
-        raise refuse("is not a dedicated folder below one of the allowed roots")
+        raise refuse("is '/' or a system folder, not one dedicated to etcd")
     below = value[len(root) + 1 :].split("/")
     if any(p in ETCD_SUBDIRS for p in below):
-        raise refuse("points inside an etcd data directory (member, snap or wal)")
+        raise refuse("points inside an etcd data directory (a folder named member, snap or wal)")
     if root == "/var/lib":
         first = below[0].lower()
         if first.startswith("hactl") or "etcd" not in first:
-            raise refuse("is another program's folder under /var/lib")
+            raise refuse(f"is inside {root}/{below[0]}, another program's folder")
     elif not any("etcd" in p.lower() for p in below):
-        raise refuse("has no folder named for etcd")
+        raise refuse("has no folder named for etcd (it may hold other data)")
     return value
