@@ -203,7 +203,7 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
             yield Change(Op.CREATE, address, None, after,
                          f"{host.name} is not in the member list of the running cluster; add it "
                          "as a learner, start it with initial-cluster-state=existing, promote it"
-                         + data_dir_note(facts.data_dir, facts.data_dir_entries, facts.data_dir_names),
+                         + data_dir_note(facts),
                          host=host.name, detail={"mode": "add"})
             continue
         before = {"name": member.name or "(unstarted)", "id": member.id,
@@ -217,7 +217,7 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
             yield Change(Op.REPLACE, address, before, after,
                          f"{host.name} is listed as member {member.id} but {why}; remove the member "
                          "through another member, then add it back"
-                         + data_dir_note(facts.data_dir, facts.data_dir_entries, facts.data_dir_names),
+                         + data_dir_note(facts),
                          host=host.name, detail={"mode": "replace", "member_id": member.id})
             continue
         reasons = []
@@ -263,14 +263,18 @@ RESTART_MODES = ("reconfigure", "restart", "update-peer")
 """Modes of an etcd member change that restart a member that may be running."""
 
 
-def data_dir_note(data_dir: str, entries: int, names: tuple[str, ...]) -> str:
+def data_dir_note(facts: EtcdFacts) -> str:
     """What starting a new member does to the data dir, in the plan's words (C1)."""
-    if entries <= 0:
+    data_dir, entries, names = facts.data_dir, facts.data_dir_entries, facts.data_dir_names
+    if facts.data_dir_state != "other":
         return ""
-    shown = ", ".join(repr(n) for n in names)
-    more = f", and {entries - len(names)} more" if entries > len(names) else ""
-    return (f"; its data dir {data_dir} holds {entries} entr{'y' if entries == 1 else 'ies'} "
-            f"({shown}{more}) but no member data: they will be moved aside into "
+    if entries <= 0 or not names:  # facts without the listing (older saved data)
+        what = "entries (not listed by the probe)"
+    else:
+        shown = ", ".join(repr(n) for n in names)
+        more = f", and {entries - len(names)} more" if entries > len(names) else ""
+        what = f"{entries} entr{'y' if entries == 1 else 'ies'} ({shown}{more})"
+    return (f"; its data dir {data_dir} holds {what} but no member data: they will be moved aside into "
             f"{data_dir.rstrip('/')}.hactl-old-<UTC time> (nothing is deleted) and the member "
             "starts on the emptied directory")
 
@@ -310,9 +314,10 @@ def _etcd_no_cluster(cluster: Cluster, observed: Observed) -> Iterator[Change]:
             yield Change(Op.CREATE, address, None, after,
                          f"no etcd cluster yet; bootstrap all {size} members together with "
                          "initial-cluster-state=new"
-                         + data_dir_note(facts.data_dir, facts.data_dir_entries, facts.data_dir_names),
+                         + data_dir_note(facts),
                          host=host.name, detail={"mode": "bootstrap",
-                                                 "data_dir_entries": facts.data_dir_entries})
+                                                 "data_dir_entries": facts.data_dir_entries
+                                                 or int(facts.data_dir_state == "other")})
         elif host.name in with_data:
             yield Change(Op.UPDATE, address, {"name": host.name, "running": False}, after,
                          "holds member data but no member answers; start the etcd service",

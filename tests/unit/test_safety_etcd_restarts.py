@@ -472,6 +472,18 @@ def test_add_says_the_data_dir_will_be_emptied_and_what_is_in_it(lab: Cluster) -
         "emptied directory")
 
 
+def test_bootstrap_says_so_even_without_the_listing(lab: Cluster) -> None:
+    # facts without the entry listing (an older saved probe): the plan still says it moves them
+    s = Synthetic(lab).etcd_facts("etcd01", data_dir_state="other")
+    plan = plan_of(lab, s)
+    step = next(st for st in plan.steps() if st.id == "etcd.member[etcd01].bootstrap")
+    assert step.reason.endswith(
+        "its data dir /var/lib/etcd holds entries (not listed by the probe) but no member data: "
+        "they will be moved aside into /var/lib/etcd.hactl-old-<UTC time> (nothing is deleted) "
+        "and the member starts on the emptied directory")
+    assert any("moved aside" in c or "aside" in c for c in step.commands())
+
+
 def test_data_dir_preparation_moves_aside_and_never_chmods_a_full_dir(tmp_path: Path) -> None:
     data, aside = tmp_path / "data", tmp_path / "data.hactl-old-x"
     run = lambda: subprocess.run(cmd.prepare_data_dir(str(data), str(aside)),  # noqa: E731
