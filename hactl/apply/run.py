@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import reprlib
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -19,7 +20,7 @@ from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hactl.apply.engine import Engine
 from hactl.apply.results import ApplyResult, Reporter, RetryPolicy, failure_report
@@ -230,6 +231,9 @@ async def run_apply(opts: Options) -> ApplyResult | None:
                 stale = stale_report(approved, fresh, observed)
                 if stale is not None:
                     raise _stale_error(stale, saved is not None)
+                differ = step_differences(approved, fresh)
+                if differ is not None:
+                    raise _differ_error(differ, opts.plan_file)
                 plan = approved
             else:
                 plan = fresh
@@ -244,6 +248,48 @@ async def run_apply(opts: Options) -> ApplyResult | None:
                     raise failure_report(result)
             await _check(opts, cluster, get, opened, result)
             return result
+
+
+IGNORED_STEP_FIELDS = frozenset({"title", "reason"})
+"""Step fields that are words for people (they may name an age that grows with time)."""
+
+
+def step_differences(approved: Plan, fresh: Plan) -> str | None:
+    """None when ``approved`` runs exactly the steps (kinds, fields, order constraints) that a
+    fresh plan for the same facts runs; else what differs, one line each. A saved plan is input:
+    a well-typed but edited step (a longer timeout, another ``via``) must not run."""
+
+    def steps(plan: Plan) -> dict[str, dict[str, Any]]:
+        return {
+            s.id: {k: v for k, v in s.to_data().items() if k not in IGNORED_STEP_FIELDS}
+            for s in plan.steps()
+        }
+
+    mine, now = steps(approved), steps(fresh)
+    lines = [f"  step {i}: in the plan, not in a fresh plan" for i in sorted(set(mine) - set(now))]
+    lines += [f"  step {i}: in a fresh plan, not in the plan" for i in sorted(set(now) - set(mine))]
+    for step_id in sorted(set(mine) & set(now)):
+        a, b = mine[step_id], now[step_id]
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                lines.append(
+                    f"  step {step_id}: {key} is {reprlib.repr(a.get(key))} in the plan, "
+                    f"{reprlib.repr(b.get(key))} in a fresh plan"
+                )
+    edges_a, edges_b = set(approved.graph.edges()), set(fresh.graph.edges())
+    lines += [f"  edge {a} -> {b}: only in the plan" for a, b in sorted(edges_a - edges_b)]
+    lines += [f"  edge {a} -> {b}: only in a fresh plan" for a, b in sorted(edges_b - edges_a)]
+    return "\n".join(lines) if lines else None
+
+
+def _differ_error(differ: str, plan_file: str | None) -> StalePlanError:
+    what = f"Saved plan {plan_file}" if plan_file else "The approved plan"
+    return StalePlanError(
+        f"{what} does not hold the steps hactl plans for these same hosts; nothing was done.\n"
+        + differ,
+        hint="the file was edited, or made by another hactl version: plan again "
+        "(`hactl plan -f SPEC -o FILE`), review it, and apply the new file",
+    )
 
 
 def _stale_error(stale: str, saved: bool) -> StalePlanError:

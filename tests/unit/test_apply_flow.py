@@ -5,6 +5,7 @@ lock → probe → plan → approve → execute → release, and the refusals.""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -283,8 +284,11 @@ async def test_a_stale_saved_plan_is_refused_and_a_fresh_one_applies(
     def executes(p: Plan) -> Plan:
         return fake_plan(p.cluster, seen)
 
-    original = planfile.load
+    original, planner = planfile.load, run.build_plan
     monkeypatch.setattr(planfile, "load", lambda f: _keep_fingerprint(original(f), executes))
+    monkeypatch.setattr(  # a fresh plan for these facts gives the same steps
+        run, "build_plan", lambda c, o, now: _keep_fingerprint(planner(c, o, now=now), executes)
+    )
     result = await run.run_apply(world.options(cluster=None, spec_file=None, plan_file=str(path)))
     assert result is not None and result.ok and world.confirms == 0
     assert set(seen) == {"a", "b", "c", "d"}
@@ -293,3 +297,36 @@ async def test_a_stale_saved_plan_is_refused_and_a_fresh_one_applies(
 def _keep_fingerprint(saved: Plan, swap: Callable[[Plan], Plan]) -> Plan:
     fake = swap(saved)
     return Plan(saved.cluster, fake.diff, fake.graph, saved.fingerprint)
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda s: s.update(timeout=5.0), "timeout is 5.0 in the plan, 60.0 in a fresh plan"),
+        (lambda s: s.update(id="lb[lb01].other"), "step lb[lb01].other: in the plan, not in a"),
+    ],
+    ids=["edited-field", "renamed-step"],
+)
+async def test_a_saved_plan_whose_steps_were_edited_is_refused(
+    world: World,
+    cluster: Cluster,
+    tmp_path: Path,
+    edit: Callable[[dict[str, Any]], None],
+    says: str,
+) -> None:
+    """L9: well-typed but edited steps do not run: they must be the steps hactl plans now."""
+    drifted = Synthetic(cluster).converged().lb(config="global\n  # edited by hand\n")
+    world.observed = drifted.observed()
+    doc = planfile.to_document(build_plan(cluster, drifted.observed(), now=NOW))
+    (haproxy,) = [s for s in doc["saved"]["steps"] if s["kind"] == "configure_haproxy"]
+    assert haproxy["timeout"] == 60.0
+    edit(haproxy)
+    doc["saved"]["edges"] = [e for e in doc["saved"]["edges"] if "lb[lb01].haproxy" not in e]
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(StalePlanError) as caught:
+        await run.run_apply(world.options(cluster=None, spec_file=None, plan_file=str(path)))
+    text = str(caught.value)
+    assert text.startswith(f"Saved plan {path} does not hold the steps hactl plans for these")
+    assert says in text and "edge lb[lb01].haproxy -> cluster.verify: only in a fresh plan" in text
+    assert world.locked() == [] and not (tmp_path / "state" / "journal").exists()
