@@ -424,7 +424,10 @@ def decide_unlock(held: Mapping[str, HostLock], lock_id: str | None, force: bool
     only records of that lock, and not while it is renewed within its TTL (its holder looks
     alive) unless ``force`` or its holder is provably gone. Raises :class:`LockError` saying why
     nothing was removed and what to run."""
-    holders = "; ".join(f"{h}: {s.describe()}" for h, s in held.items())
+    by_holder: dict[str, list[str]] = {}
+    for host, state in held.items():
+        by_holder.setdefault(state.describe(), []).append(host)
+    holders = "; ".join(f"{', '.join(hs)}: {text}" for text, hs in by_holder.items())
     if lock_id is None:
         if force or all(_gone(s) for s in held.values()):
             # --force, or every holder is proven gone: remove what was read, and only that

@@ -190,23 +190,19 @@ def unlock(spec_file: str, lock_id: str | None, force: bool) -> None:
             return seen, await lock.break_lock(decide_unlock(held, lock_id, force))
 
     seen, broken = run_async(main())
-    failed = [host for host, state in seen.items() if isinstance(state, str)]
-    for host, state in seen.items():
-        if isinstance(state, str):
-            click.secho(f"{host}: could not reach it: {state}", fg="red", err=True)
-        elif state.result == "free":
-            click.echo(f"{host}: no lock")
+    failed: list[str] = []
     holders: set[str] = set()
-    for host, state in broken.items():
+    for host in sorted(seen):
+        state = broken.get(host, seen[host])
         if isinstance(state, str):
             failed.append(host)
-            click.secho(f"{host}: could not remove the lock: {state}", fg="red", err=True)
+            verb = "could not remove the lock" if host in broken else "could not reach it"
+            click.secho(f"{host}: {verb}: {state}", fg="red", err=True)
         elif state.result == "broken":
-            who = state.describe()
             holders.add(state.owner.describe() if state.owner else "an unknown owner")
-            click.echo(f"{host}: removed the lock held by {who}")
+            click.echo(f"{host}: removed the lock held by {state.describe()}")
         elif state.result == "free":
-            click.echo(f"{host}: no lock (any more)")
+            click.echo(f"{host}: no lock")
         else:
             failed.append(host)
             click.secho(f"{host}: kept the lock of {state.describe()} (it changed hands)", err=True)

@@ -77,7 +77,7 @@ def test_without_a_lock_id_unlock_shows_the_holder_and_removes_nothing(
     held = hold(cluster, hosts, owner())
     res = unlock()
     assert res.exit_code == 1, res.output
-    assert "the cluster lock is held (etcd01: alice@ops1 (pid" in res.output
+    assert "the cluster lock is held (etcd01, etcd02: alice@ops1 (pid" in res.output
     assert f"lock id {held.owner.lock_id}" in res.output
     assert re.search(r"last renewed \ds ago \(within its TTL of 900s\)", res.output)
     assert "nothing was removed" in res.output
