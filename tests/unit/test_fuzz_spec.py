@@ -6,15 +6,14 @@ is a located ``FILE:LINE:COL: …`` line and exit code 1."""
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -106,11 +105,13 @@ def _check_loader(text: str) -> None:
             assert line.startswith("fuzz.yaml:") and "\n" not in line and "\x1b" not in line
 
 
-_DIR = Path(tempfile.mkdtemp(prefix="hactl-fuzz-"))
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fuzz")
 
 
-def _check_cli(data: bytes) -> None:
-    spec = _DIR / f"spec-{os.getpid()}.yaml"
+def _check_cli(folder: Path, data: bytes) -> None:
+    spec = folder / "spec.yaml"
     spec.write_bytes(data)
     result = CliRunner().invoke(main, ["validate", "-f", str(spec)])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
@@ -124,32 +125,32 @@ def _check_cli(data: bytes) -> None:
 
 @FUZZ
 @given(values)
-def test_random_yaml_documents(doc: Any) -> None:
+def test_random_yaml_documents(fuzz_dir: Path, doc: Any) -> None:
     text = yaml.safe_dump(doc, allow_unicode=True)
     _check_loader(text)
-    _check_cli(text.encode())
+    _check_cli(fuzz_dir, text.encode())
 
 
 @FUZZ
 @given(mutated_seed())
-def test_random_edits_of_a_real_spec(text: str) -> None:
+def test_random_edits_of_a_real_spec(fuzz_dir: Path, text: str) -> None:
     _check_loader(text)
-    _check_cli(text.encode())
+    _check_cli(fuzz_dir, text.encode())
 
 
 @FUZZ
 @given(yaml_soup)
-def test_yaml_soup_with_aliases_tags_and_control_characters(text: str) -> None:
+def test_yaml_soup_with_aliases_tags_and_control_characters(fuzz_dir: Path, text: str) -> None:
     _check_loader(text)
     _check_loader(SEED_TEXT + text)
-    _check_cli((SEED_TEXT + text).encode("utf-8", "surrogatepass"))
+    _check_cli(fuzz_dir, (SEED_TEXT + text).encode("utf-8", "surrogatepass"))
 
 
 @FUZZ
 @given(st.binary(max_size=3000))
-def test_random_bytes(data: bytes) -> None:
-    _check_cli(data)
-    _check_cli(SEED_TEXT.encode() + data)
+def test_random_bytes(fuzz_dir: Path, data: bytes) -> None:
+    _check_cli(fuzz_dir, data)
+    _check_cli(fuzz_dir, SEED_TEXT.encode() + data)
 
 
 WORST_SHAPES = r"""
