@@ -68,7 +68,8 @@ is checked whole against its grammar (the field tables below say each one):
   error); `loadBalancer.dnsName` is a DNS name of at most 253 characters; `kubernetes.dnsDomain`
   a lower-case DNS name;
 - addresses (host `address`, `loadBalancer.vip`) are IPv4 or IPv6 written as text, without an
-  IPv6 zone (`%eth0`), never unspecified (`0.0.0.0`, `::`), multicast or broadcast;
+  IPv6 zone (`%eth0`), never IPv6 link-local (it needs a zone), unspecified (`0.0.0.0`, `::`),
+  multicast or broadcast;
 - `controlPlaneEndpoint` is stored in one normal form `host:port` (6443 added when left out,
   IPv6 in brackets, ASCII port); whitespace, an unclosed `[` or an unbracketed IPv6 address is
   an error;

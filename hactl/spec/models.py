@@ -123,8 +123,8 @@ class Host(Model):
     """Host name: unique in the spec; also the Kubernetes node name and the etcd member name."""
     address: Address
     """The address hactl connects to and that the cluster's components use: IPv4 or IPv6, written
-    as text, without an IPv6 zone (``%eth0``); not unspecified (``0.0.0.0``, ``::``), multicast or
-    broadcast."""
+    as text, without an IPv6 zone (``%eth0``); not IPv6 link-local (``fe80::/10``, which needs a
+    zone), unspecified (``0.0.0.0``, ``::``), multicast or broadcast."""
     ssh: SSHOverride | None = None
     """Per-host SSH settings that override the spec's ``ssh`` defaults."""
 

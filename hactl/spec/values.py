@@ -98,7 +98,7 @@ def local_path(value: str) -> str:
 
 def ip_address(value: Any) -> IPAddress:
     """A host address: IPv4 or IPv6 text (or an address object from Python callers), without an
-    IPv6 zone, not unspecified, multicast or broadcast."""
+    IPv6 zone, not IPv6 link-local (it needs a zone), unspecified, multicast or broadcast."""
     if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
         ip: IPAddress = value
     elif isinstance(value, str) and value and not _has_space_or_control(value):
@@ -119,6 +119,12 @@ def usable_address(ip: IPAddress, raw: object) -> IPAddress:
             f"{show(str(raw))} has an IPv6 zone ('%{ip.scope_id}'); addresses are written into "
             "haproxy.cfg and etcd.env, where a zone is not allowed: use a global or unique-local "
             "address without '%…', e.g. fd00::11"
+        )
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_link_local:
+        raise ValueError(
+            f"{show(str(raw))} is an IPv6 link-local address, usable only with a zone ('%eth0'), "
+            "which cannot be written into haproxy.cfg or etcd.env: use a global or unique-local "
+            "address, e.g. fd00::11"
         )
     if ip.is_unspecified:
         raise ValueError(f"{show(str(raw))} is the unspecified address; write the host's own address")
