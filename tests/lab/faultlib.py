@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from tests.lab.test_apply_lab import HACTL, REPO, hactl, show
 
@@ -44,7 +44,12 @@ __all__ = ["HACTL", "REPO", "hactl", "show"]
 
 
 class ApplyRun:
-    """``hactl --log-format json -v apply …`` started now; events parsed from stderr."""
+    """``hactl --log-format json -v apply …`` started now; events parsed from stderr.
+
+    Every run started is listed in :attr:`started_runs`; :meth:`reap_all` SIGKILLs those still
+    running (a test calls it in ``finally``, so no hactl outlives its lab)."""
+
+    started_runs: ClassVar[list[ApplyRun]] = []
 
     def __init__(self, *args: str, env: dict[str, str], verbose: int = 1) -> None:
         level = ["-" + "v" * verbose] if verbose else []
@@ -64,6 +69,12 @@ class ApplyRun:
         ]
         for reader in self._readers:
             reader.start()
+        ApplyRun.started_runs.append(self)
+
+    @classmethod
+    def reap_all(cls) -> None:
+        while cls.started_runs:
+            cls.started_runs.pop().kill()
 
     def _read(self, stream: Any, sink: list[bytes], parse: bool) -> None:
         for line in iter(stream.readline, b""):
@@ -122,6 +133,9 @@ class ApplyRun:
             rc = self.proc.wait(timeout=60)
         for reader in self._readers:
             reader.join(timeout=30)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
         return rc
 
     def text(self) -> str:
@@ -129,6 +143,13 @@ class ApplyRun:
             out = b"".join(self.stdout).decode(errors="replace")
             err = b"".join(self.stderr).decode(errors="replace")
         return f"exit {self.proc.poll()}\n--- stdout\n{out[-6000:]}\n--- stderr\n{err[-6000:]}"
+
+    def human(self, tail: int = 3000) -> str:
+        """stdout and the stderr lines that are not JSON events (what an operator reads)."""
+        with self._cond:
+            out = b"".join(self.stdout).decode(errors="replace")
+            err = b"".join(line for line in self.stderr if not line.startswith(b"{"))
+        return f"exit {self.proc.poll()}\n{out[-tail:]}\n{err.decode(errors='replace')[-tail:]}"
 
     def ended_steps(self) -> dict[str, str]:
         """step id → outcome of every ``step.end`` seen."""
@@ -299,3 +320,22 @@ def pem_bodies(pem: str) -> list[str]:
     """The base64 body lines of every PEM block in ``pem`` (what a leak would carry)."""
     return [line.strip() for line in pem.splitlines()
             if line.strip() and not line.startswith("-----")]
+
+
+def markdown_table(path: Path = OUT) -> str:
+    """docs/reliability.md's table from out/reliability.json:
+    ``python -c 'from tests.lab.faultlib import markdown_table; print(markdown_table())'``."""
+    data = json.loads(path.read_text())
+    rows = ["| scenario | outcome | API errors through the LB (of checks) | time to converge s | commit |",
+            "|---|---|---|---|---|"]
+    for name, r in data["scenarios"].items():
+        if "api_errors" in r:
+            api = f"{r['api_errors']} of {r['api_errors'] + r['api_ok']}"
+        else:
+            api = "n/a (API not up yet)"
+        took = r.get("seconds_to_converge", r.get("seconds_to_recover", "—"))
+        outcome = r["outcome"]
+        if r.get("apply_exit") is not None:
+            outcome += f" (the faulted apply exited {r['apply_exit']})"
+        rows.append(f"| {name} | {outcome} | {api} | {took} | `{r['commit']}` |")
+    return "\n".join(rows)

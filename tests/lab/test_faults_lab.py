@@ -1,0 +1,489 @@
+"""Fault injection (issue 11, "A standing defence"): hactl and the hosts interrupted, then
+``hactl plan`` + ``hactl apply`` must converge and a last plan must say "No changes".
+
+One lab of 8 nodes (3 etcd, 1 LB, 3 masters, 1 worker) serves every scenario, in an order where
+each starts from the state the previous one left:
+
+1. **SIGKILL chain** (spec A: etcd, LB, master01, master02). ``hactl apply`` runs as a
+   subprocess with JSON logs; at each kill point it is SIGKILLed (by the PID this test started):
+   1.0 s into an etcd bootstrap, at the boundary before ``kubeadm init``, inside init once its
+   static Pod manifests are written, at the end of the init (or of the completion of the
+   interrupted one), inside master02's control-plane join once its certificates are downloaded,
+   1.5 s into that join, at the end of that join. After each
+   kill: ``hactl plan`` must work, the lock the dead run left is broken with ``hactl unlock``, and
+   the next apply must get past the killed point without a failed step: it is the run killed at
+   the next point. The last one must finish, and the plan after it say "No changes".
+2. **etcd member down mid-apply** (spec B adds worker01): etcd02 powered off when worker01's
+   join starts, powered on 20 s later while the apply still runs; then converge.
+3. **partition during a control-plane join** (spec C adds master03): master03's cable cut 1.5 s
+   into its join for 20 s; then converge.
+4. **power-off during a control-plane join**: master03 taken back out by hand (``kubeadm reset``
+   and ``kubectl delete node``), then powered off 1.5 s into its new join; powered on; converge.
+5. **SIGKILL between writing haproxy.cfg and its reload** (a hand edit makes ConfigureHAProxy
+   run; hactl is killed the moment the new file is in place): unless the reload already
+   happened (hactl's loaded marker matches the file), the next plan must plan it.
+6. **host key regenerated** on worker01, with a hand edit of haproxy.cfg pending: the apply must
+   fail with the host-key error and change nothing (the edit stays, no step starts, no lock is
+   left); the old key back, the next apply converges.
+
+During every scenario a reader asks ``/readyz`` through the load balancer once a second; a
+ConfigMap written once the API is up must survive every scenario. Each scenario's outcome, API
+errors seen and time to converge go to out/reliability.json (docs/reliability.md is filled from
+it). A failing scenario does not stop the others: the next one first converges (or, if that is
+impossible, starts on a fresh lab), and the test fails at the end listing every failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.lab.conftest import LAB_SPEC
+from tests.lab.faultlib import ApiReader, ApplyRun, hactl, record, show
+
+ALL_MASTERS = ("master01", "master02", "master03")
+SPECS = {"A": (("master01", "master02"), ()), "B": (("master01", "master02"), ("worker01",)),
+         "C": (ALL_MASTERS, ("worker01",))}
+MARKER = "hactl-fault-marker"
+APPLY_LIMIT = 420.0  # seconds one apply may take before the test calls it hung
+
+
+def lab_doc() -> dict[str, Any]:
+    doc = yaml.safe_load(LAB_SPEC.read_text())
+    doc["workers"] = [w for w in doc["workers"] if w["name"] == "worker01"]
+    return doc
+
+
+@dataclass
+class Stage:
+    """The shared lab, its three specs and the run's environment."""
+
+    lab: Any
+    specs: dict[str, str]
+    env: dict[str, str]
+    marker: bool = False
+
+    def reader(self) -> ApiReader:
+        lb = self.lab.cluster.load_balancer
+        return ApiReader(str(lb.hosts[0].address), lb.frontend_port)
+
+    def hactl(self, *args: str, timeout: float = APPLY_LIMIT) -> Any:
+        return hactl(*args, env=self.env, timeout=timeout)
+
+    def apply(self, spec: str) -> ApplyRun:
+        return ApplyRun("-f", self.specs[spec], "--auto-approve", env=self.env)
+
+
+def new_stage(lab_factory: Callable[..., Any], tmp_path: Path) -> Stage:
+    """A fresh lab of the 8 nodes and the specs A, B and C for it."""
+    lab = lab_factory(lab_doc())
+    full = yaml.safe_load(Path(lab.spec_file).read_text())
+    specs = {}
+    for key, (masters, workers) in SPECS.items():
+        doc = dict(full)
+        doc["masters"] = [m for m in full["masters"] if m["name"] in masters]
+        doc["workers"] = [w for w in full["workers"] if w["name"] in workers]
+        path = tmp_path / f"{lab.name}-{key}.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        specs[key] = str(path)
+    env = {**os.environ, "HACTL_STATE_DIR": str(tmp_path / f"state-{lab.name}")}
+    return Stage(lab, specs, env)
+
+
+# -- steps shared by the scenarios ------------------------------------------------------------
+
+
+def unlock(stage: Stage, spec: str) -> str:
+    """Remove the lock a killed run left: a plain ``hactl unlock`` must see that its holder (a
+    process of this machine) is gone, say so (STALE) and remove it."""
+    res = stage.hactl("unlock", "-f", stage.specs[spec], timeout=120)
+    assert res.returncode == 0 and "STALE" in res.stdout and "removed the lock" in res.stdout, (
+        "unlock after a killed apply:\n" + show(res))
+    said = [line for line in (res.stdout + res.stderr).splitlines() if "lock" in line.lower()]
+    return said[-1] if said else ""
+
+
+def no_lock_left(stage: Stage, spec: str) -> None:
+    """Once converged, no lock is held (``hactl unlock`` without a lock id only shows it, and
+    removes it only if its holder is proven gone)."""
+    res = stage.hactl("unlock", "-f", stage.specs[spec], timeout=120)
+    assert res.returncode == 0 and "No lock is held." in res.stdout, "a lock was left:\n" + show(res)
+
+
+def plan_ok(stage: Stage, spec: str) -> int:
+    res = stage.hactl("plan", "-f", stage.specs[spec], "--detailed-exitcode", timeout=240)
+    assert res.returncode in (0, 2), "hactl plan failed:\n" + show(res)
+    return int(res.returncode)
+
+
+def converge(stage: Stage, spec: str) -> float:
+    """plan, apply, plan: the last says "No changes"; seconds taken."""
+    started = time.monotonic()
+    if plan_ok(stage, spec) == 2:
+        res = stage.hactl("apply", "-f", stage.specs[spec], "--auto-approve")
+        assert res.returncode == 0, "apply did not converge:\n" + show(res)
+        res = stage.hactl("plan", "-f", stage.specs[spec], "--detailed-exitcode", timeout=240)
+        assert res.returncode == 0 and "No changes." in res.stdout, "not converged:\n" + show(res)
+    check_marker(stage)
+    return time.monotonic() - started
+
+
+def kubectl(stage: Stage, *args: str) -> Any:
+    return stage.lab.run("master01", ["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", *args])
+
+
+def check_marker(stage: Stage) -> None:
+    """Nothing lost: the ConfigMap written once the API was up is still there."""
+    if stage.marker:
+        res = kubectl(stage, "-n", "default", "get", "configmap", MARKER, "-o", "jsonpath={.data.kept}")
+        assert res.returncode == 0 and res.stdout == "yes", f"{MARKER} lost: {res.stdout} {res.stderr}"
+
+
+def write_marker(stage: Stage) -> None:
+    res = kubectl(stage, "-n", "default", "create", "configmap", MARKER, "--from-literal=kept=yes")
+    assert res.returncode == 0, res.stderr
+    stage.marker = True
+
+
+def run_to_end(run: ApplyRun, facts: dict[str, Any]) -> int:
+    """Wait for the faulted apply; its exit code, steps and last words go into ``facts``."""
+    rc = run.finish(APPLY_LIMIT)
+    print(f"apply ended: exit {rc} after {time.monotonic() - run.started:.1f}s")
+    facts["apply_exit"] = rc
+    facts["apply_steps"] = run.ended_steps()
+    if rc != 0:
+        facts["apply_said"] = run.human(800)
+    return rc
+
+
+# -- 1. SIGKILL at step boundaries and inside the longest steps -------------------------------
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    name: str
+    event: str  # step.start (kill inside the step) | step.end (kill at the boundary)
+    step: str  # regex on the step id
+    delay: float = 0.0  # inside: seconds after the step started …
+    appears: tuple[str, str] | None = None  # … or as soon as (node, path) exists
+    api_up: bool = False  # the API answers through the LB from here on
+
+
+KILL_POINTS = (
+    KillPoint("SIGKILL 1.0 s into an etcd bootstrap", "step.start", r"\.bootstrap$", 1.0),
+    KillPoint("SIGKILL at the step boundary before kubeadm init", "step.start", r"master01\]?\.init$"),
+    KillPoint("SIGKILL inside kubeadm init, once the static Pod manifests are written",
+              "step.start", r"master01\]?\.init$",
+              appears=("master01", "/etc/kubernetes/manifests/kube-apiserver.yaml")),
+    KillPoint("SIGKILL at the end of the init (or of its completion)", "step.end",
+              r"master01\]?\.(init|complete-init)$", api_up=True),
+    KillPoint("SIGKILL inside a control-plane join, once the certificates are downloaded",
+              "step.start", r"master02\]?\.join$", appears=("master02", "/etc/kubernetes/pki/ca.key"),
+              api_up=True),
+    KillPoint("SIGKILL 1.5 s into a control-plane join", "step.start", r"master02\]?\.join$", 1.5,
+              api_up=True),
+    KillPoint("SIGKILL at the end of a control-plane join", "step.end", r"master02\]?\.join$",
+              api_up=True),
+)
+"""In bring-up order: the apply after each kill must get to the next one (or finish)."""
+
+
+def wait_for_file(stage: Stage, run: ApplyRun, step: str, node: str, path: str,
+                  timeout: float = 180) -> bool:
+    """Poll (every 20 ms, no process spawned) until ``path`` exists inside ``node``; False if the
+    step ends (or hactl exits) first."""
+    deadline = time.monotonic() + timeout
+    rx = re.compile(step)
+    while time.monotonic() < deadline and run.proc.poll() is None:
+        if os.path.exists(f"/proc/{stage.lab.pid(node)}/root{path}"):
+            return True
+        if any(rx.search(s) for s in run.ended_steps()):
+            return False
+        time.sleep(0.02)
+    return False
+
+
+@dataclass
+class Suite:
+    """The shared lab (replaced by a fresh one when a scenario leaves it unusable) and every
+    failure seen."""
+
+    lab_factory: Callable[..., Any]
+    tmp_path: Path
+    stage: Stage | None = None
+    failures: list[str] = field(default_factory=list)
+
+    def fresh(self) -> Stage:
+        self.stage = new_stage(self.lab_factory, self.tmp_path)
+        return self.stage
+
+    def fail(self, name: str, detail: str) -> None:
+        self.failures.append(f"{name}: {detail}")
+
+
+@dataclass
+class Killed:
+    point: KillPoint
+    at: float
+    reader: ApiReader
+    plan: str = ""
+    unlock: str = ""
+
+
+def reach(stage: Stage, point: KillPoint) -> tuple[ApplyRun, dict[str, Any] | None, str]:
+    """Start an apply of spec A and wait for ``point``: (run, the event, "") when reached, else
+    (run, None, "finished") when the apply converged without passing it, or (run, None, why)."""
+    run = stage.apply("A")
+    try:
+        event = run.step_event(point.event, point.step, timeout=APPLY_LIMIT)
+    except TimeoutError:
+        run.kill()
+        return run, None, f"not reached in {APPLY_LIMIT:g}s\n{run.human()}"
+    failed = {s: o for s, o in run.ended_steps().items() if o != "ok"}
+    if event is not None and point.event == "step.end" and event.get("outcome") != "ok":
+        event = None
+    if event is None and not failed and run.finish(60) == 0:
+        return run, None, "finished"
+    if event is None or failed:
+        run.kill()
+        return run, None, f"the apply failed before it: {failed}\n{run.human()}"
+    return run, event, ""
+
+
+def kill_chain(suite: Suite) -> None:
+    previous: Killed | None = None
+
+    def settle(ok: bool, detail: str) -> None:
+        assert previous is not None
+        previous.reader.stop()
+        api = previous.reader.summary() if previous.point.api_up else {}
+        record(previous.point.name, outcome="recovered" if ok else "FAILED", detail=detail[-1500:],
+               seconds_to_recover=round(time.monotonic() - previous.at, 1),
+               plan_after_kill=previous.plan, unlock=previous.unlock, **api)
+        if not ok:
+            suite.fail(previous.point.name, detail[-1500:])
+
+    def after_kill(stage: Stage) -> bool:
+        assert previous is not None
+        try:
+            previous.plan = f"exit {plan_ok(stage, 'A')}"
+            previous.unlock = unlock(stage, "A")
+        except AssertionError as exc:
+            settle(False, f"after the kill: {exc}")
+            return False
+        return True
+
+    for point in KILL_POINTS:
+        stage = suite.stage or suite.fresh()
+        if previous is not None and not after_kill(stage):
+            previous, stage = None, suite.fresh()
+        run, event, why = reach(stage, point)
+        if event is None and previous is not None:
+            if why == "finished":
+                settle(True, "the next apply converged (without passing the next kill point)")
+            else:
+                settle(False, f"the next apply did not get to '{point.name}': {why}")
+            previous, stage = None, suite.fresh()
+            run, event, why = reach(stage, point)  # this point, from a fresh lab
+        if event is None:
+            suite.fail(f"bring-up to '{point.name}'", why[-1500:])
+            record(point.name, outcome="FAILED", detail=f"bring-up did not reach it: {why[-1500:]}")
+            suite.fresh()
+            continue
+        if previous is not None:
+            settle(True, f"the next apply got past it (to '{point.name}')")
+        if point.delay:
+            time.sleep(max(0.0, point.delay - (time.monotonic() - event["_t"])))
+        if point.appears and not wait_for_file(stage, run, point.step, *point.appears):
+            suite.fail(point.name, f"{point.appears} never appeared while the step ran\n{run.human()}")
+        if run.proc.poll() is not None:
+            why = f"the apply ended by itself before it was killed\n{run.human()}"
+            suite.fail(point.name, why[-1500:])
+            record(point.name, outcome="FAILED", detail=why[-1500:])
+            previous = None
+            suite.fresh()
+            continue
+        reader = stage.reader().__enter__()
+        run.kill()
+        print(f"killed hactl (pid {run.pid}) at '{point.name}'")
+        previous = Killed(point, time.monotonic(), reader)
+
+    if previous is not None and suite.stage is not None and after_kill(suite.stage):
+        try:
+            converge(suite.stage, "A")
+            settle(True, "the next apply converged; then No changes")
+        except AssertionError as exc:
+            settle(False, str(exc))
+
+
+# -- 2.–5. the hosts fail --------------------------------------------------------------------
+
+
+def scenario(suite: Suite, name: str, pre: str, spec: str,
+             body: Callable[[Stage, dict[str, Any]], None]) -> None:
+    """Converge to ``pre`` first (a fresh lab if that fails), run ``body``, converge to ``spec``,
+    record."""
+    stage = suite.stage or suite.fresh()
+    try:
+        converge(stage, pre)
+    except AssertionError as exc:
+        suite.fail(f"before '{name}'", f"could not converge: {str(exc)[-800:]}")
+        stage = suite.fresh()
+        converge(stage, pre)
+    if not stage.marker:
+        write_marker(stage)
+    facts: dict[str, Any] = {}
+    started = time.monotonic()
+    with stage.reader() as reader:
+        try:
+            body(stage, facts)
+            took = converge(stage, spec) + facts.pop("_fault_to_end", 0.0)
+            no_lock_left(stage, spec)
+            record(name, outcome=facts.pop("outcome", "converged"), seconds_to_converge=round(took, 1),
+                   seconds=round(time.monotonic() - started, 1), **facts, **reader.summary())
+        except AssertionError as exc:
+            facts.pop("_fault_to_end", None)
+            record(name, outcome="FAILED", detail=str(exc)[-1500:], **facts, **reader.summary())
+            suite.fail(name, str(exc)[-1500:])
+            stage.hactl("unlock", "-f", stage.specs[spec], "--force", timeout=120)
+
+
+def etcd_member_down(stage: Stage, facts: dict[str, Any]) -> None:
+    run = stage.apply("B")
+    event = run.step_event("step.start", r"worker01\]?\.join$", timeout=APPLY_LIMIT)
+    assert event is not None, "worker01's join never started:\n" + run.text()
+    stage.lab.stop("etcd02")
+    fault = time.monotonic()
+    try:
+        time.sleep(20)
+    finally:
+        stage.lab.start("etcd02")
+    run_to_end(run, facts)
+    facts["_fault_to_end"] = time.monotonic() - fault
+
+
+def partition_join(stage: Stage, facts: dict[str, Any]) -> None:
+    run = stage.apply("C")
+    event = run.step_event("step.start", r"master03\]?\.join$", timeout=APPLY_LIMIT)
+    assert event is not None, "master03's join never started:\n" + run.text()
+    time.sleep(1.5)
+    stage.lab.partition("master03")
+    fault = time.monotonic()
+    try:
+        time.sleep(20)
+    finally:
+        stage.lab.heal("master03")
+    run_to_end(run, facts)
+    facts["_fault_to_end"] = time.monotonic() - fault
+
+
+def power_off_join(stage: Stage, facts: dict[str, Any]) -> None:
+    reset = stage.lab.run("master03", "kubeadm reset -f", timeout=120)
+    assert reset.returncode == 0, reset.stderr
+    gone = kubectl(stage, "delete", "node", "master03")
+    assert gone.returncode == 0, gone.stderr
+    run = stage.apply("C")
+    event = run.step_event("step.start", r"master03\]?\.join$", timeout=APPLY_LIMIT)
+    assert event is not None, "master03's join never started:\n" + run.text()
+    time.sleep(1.5)
+    stage.lab.stop("master03")
+    fault = time.monotonic()
+    run_to_end(run, facts)
+    stage.lab.start("master03")
+    facts["_fault_to_end"] = time.monotonic() - fault
+
+
+def haproxy_written_not_loaded(stage: Stage, facts: dict[str, Any]) -> None:
+    """Kill hactl right after ConfigureHAProxy moved the new haproxy.cfg in place (before, or
+    just after, its reload): the next plan must plan the reload unless the reload was done."""
+    lab = stage.lab
+    lb = lab.cluster.load_balancer.hosts[0].name
+    edit = lab.run(lb, "echo '# edited by hand' >> /etc/haproxy/haproxy.cfg")
+    assert edit.returncode == 0, edit.stderr
+    run = stage.apply("C")
+    event = run.step_event("step.start", r"haproxy$", timeout=APPLY_LIMIT)
+    assert event is not None, "ConfigureHAProxy never started:\n" + run.human()
+    cfg = f"/proc/{lab.pid(lb)}/root/etc/haproxy/haproxy.cfg"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and run.proc.poll() is None:
+        with open(cfg, "rb") as handle:
+            if b"# edited by hand" not in handle.read():
+                break
+        time.sleep(0.005)
+    killed = run.proc.poll() is None
+    run.kill()
+    fault = time.monotonic()
+    assert killed, "the apply ended before the new haproxy.cfg was seen:\n" + run.human()
+    written = lab.run(lb, "sha256sum /etc/haproxy/haproxy.cfg; cat /run/hactl/haproxy.sha256")
+    words = written.stdout.split()
+    loaded = len(words) > 2 and words[0] == words[2]
+    facts["kill_landed"] = "after the reload" if loaded else "between the move and the reload"
+    unlock(stage, "C")
+    res = stage.hactl("plan", "-f", stage.specs["C"], "--detailed-exitcode", timeout=240)
+    facts["plan_after_kill"] = res.returncode
+    if not loaded:
+        assert res.returncode == 2 and "haproxy" in res.stdout.lower(), (
+            "a haproxy.cfg written but never loaded is not in the plan:\n" + show(res))
+    facts["_fault_to_end"] = time.monotonic() - fault
+
+
+def host_key_changed(stage: Stage, facts: dict[str, Any]) -> None:
+    lab = stage.lab
+    lb = lab.cluster.load_balancer.hosts[0].name
+    edit = lab.run(lb, "echo '# edited by hand' >> /etc/haproxy/haproxy.cfg")
+    assert edit.returncode == 0, edit.stderr
+    key = "/etc/ssh/ssh_host_ed25519_key"
+    old = {p: lab.read("worker01", p) for p in (key, key + ".pub")}
+    regen = lab.run("worker01", f"rm -f {key} {key}.pub && ssh-keygen -q -t ed25519 -N '' -f {key} "
+                    "&& systemctl restart ssh")
+    assert regen.returncode == 0, regen.stderr
+    try:
+        run = stage.apply("C")
+        rc = run_to_end(run, facts)
+        text = run.text()
+        started = [e["step"] for e in run.events if e.get("event") == "step.start"]
+        assert rc != 0, "apply with a changed host key succeeded:\n" + text
+        assert "host key" in text and "worker01" in text and "CHANGED" in text, text
+        assert not started, f"steps ran although a host key changed: {started}"
+        still = lab.run(lb, "tail -n 1 /etc/haproxy/haproxy.cfg").stdout.strip()
+        assert still == "# edited by hand", f"haproxy.cfg was changed: last line {still!r}"
+        lock = stage.hactl("unlock", "-f", stage.specs["C"], timeout=120)
+        assert "removed the lock" not in lock.stdout, "the refused apply left its lock:\n" + show(lock)
+        facts["outcome"] = "refused, nothing changed"
+    finally:
+        for path, content in old.items():
+            lab.put("worker01", path, content, 0o644 if path.endswith(".pub") else 0o600)
+        restore = lab.run("worker01", "systemctl restart ssh")
+        assert restore.returncode == 0, restore.stderr
+
+
+@pytest.mark.timeout(3600)
+def test_faults_converge(lab_factory: Any, tmp_path: Path) -> None:
+    suite = Suite(lab_factory, tmp_path)
+    t0 = time.monotonic()
+    try:
+        kill_chain(suite)
+        print(f"kill chain: {time.monotonic() - t0:.0f}s")
+        for name, pre, spec, body in (
+            ("etcd member powered off 20 s mid-apply (worker join)", "A", "B", etcd_member_down),
+            ("control-plane node partitioned 20 s during its join", "B", "C", partition_join),
+            ("control-plane node powered off during its join", "C", "C", power_off_join),
+            ("SIGKILL between writing haproxy.cfg and reloading it", "C", "C",
+             haproxy_written_not_loaded),
+            ("host key regenerated on a node (must be refused)", "C", "C", host_key_changed),
+        ):
+            t1 = time.monotonic()
+            scenario(suite, name, pre, spec, body)
+            print(f"{name}: {time.monotonic() - t1:.0f}s")
+        print(f"all scenarios: {time.monotonic() - t0:.0f}s")
+    finally:
+        ApplyRun.reap_all()
+    assert not suite.failures, "\n\n".join(suite.failures)
