@@ -289,8 +289,9 @@ def load_text(text: str, filename: str = "<spec>") -> Loaded:
     builder = _Builder(marks, raw_issues)
     data = builder.build(root, ())
     if not isinstance(data, dict):
+        first = [Issue(filename, *marks.locate(p), p, m) for p, m in raw_issues[:1]]
         issue = Issue(filename, 1, 1, (), "the spec must be a YAML mapping (apiVersion, kind, …)")
-        raise SpecError(f"{filename}: not a mapping", [issue])
+        raise SpecError(f"{filename}: not a mapping", first or [issue])
 
     def located(path: PathT, message: str, severity: Literal["error", "warning"] = "error") -> Issue:
         line, col = marks.locate(path)
