@@ -8,11 +8,15 @@ import logging
 import os
 import secrets
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import networkx as nx
 import pytest
 
+from hactl.apply import Engine, RetryPolicy
 from hactl.errors import CommandError
+from hactl.plan.step import Step, StepContext
 from hactl.sensitive import Sensitive
 from hactl.transport.ssh import Connections, SSHTransport
 from hactl.transport.ssh_session import MAX_OUTPUT, OutputLimitError
@@ -158,3 +162,42 @@ async def test_asyncssh_never_logs_the_wire_command(
         await transport.aclose()
     assert "t0ken-in-the-argv" not in caplog.text
     assert logging.getLogger("asyncssh").getEffectiveLevel() >= logging.WARNING
+
+
+@dataclass(frozen=True)
+class _SlowStep(Step):
+    """Runs the slow script with a short command timeout; records, at the start of each
+    attempt, which processes of an earlier attempt still run on the host."""
+
+    kind = "slow_test"
+    script: str = ""
+    token: str = ""
+    seen: list[list[str]] = field(default_factory=list, compare=False, repr=False)
+
+    async def run(self, ctx: StepContext) -> None:
+        self.seen.append(_processes_with(self.token))
+        assert self.host is not None
+        await ctx.transport(self.host).run(("sh", "-c", self.script), timeout=0.8)
+
+
+async def test_the_engine_retries_a_timed_out_step_only_after_it_stopped(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    script, marker, token = _slow_script(tmp_path, 2.5)
+    transport = await _one(sshd)
+    step = _SlowStep(id="slow", host="master01", title="slow", reason="r", script=script,
+                     token=token, timeout=30)  # fmt: skip
+    graph: nx.DiGraph = nx.DiGraph()
+    graph.add_node(step.id, step=step)
+    try:
+        engine = Engine(graph, cluster=sshd.cluster(), transports=lambda _h: transport,
+                        retry=RetryPolicy(attempts=3, base_delay=0.0, jitter=0.0))  # fmt: skip
+        result = await engine.run()
+    finally:
+        await transport.aclose()
+    assert result.results["slow"].attempts == 3 and not result.ok
+    assert "killed after 0.8s" in result.results["slow"].error
+    assert step.seen == [[], [], []]  # no attempt ever ran alongside an earlier one
+    assert _processes_with(token) == []
+    await asyncio.sleep(3.0)
+    assert not marker.exists()
