@@ -32,20 +32,20 @@ because of rounding; a file written less than this after the last (re)load is no
 _FILES = r"""if [ -f {cfg} ]; then
   echo "config_sha256=$(sha256sum < {cfg})"
   if [ "${active}" = active ]; then
-    if [ -r {marker} ]; then read -r __hactl_m __hactl_x < {marker}; echo "loaded_sha256=$__hactl_m"; fi
+    if [ -r {marker} ]; then read -r __hactl_hp_m __hactl_hp_x < {marker}; echo "loaded_sha256=$__hactl_hp_m"; fi
     echo "config_mtime=$(date -r {cfg} +%s.%N 2>/dev/null)"
-    __hactl_pid=$(systemctl show -p MainPID --value haproxy.service 2>/dev/null)
-    if [ -n "$__hactl_pid" ] && [ "$__hactl_pid" != 0 ]; then
-      __hactl_ps=$__hactl_pid
-      for __hactl_t in /proc/"$__hactl_pid"/task/*/children; do
-        __hactl_c=; {{ read -r __hactl_c < "$__hactl_t"; }} 2>/dev/null; __hactl_ps="$__hactl_ps $__hactl_c"
+    __hactl_hp_pid=$(systemctl show -p MainPID --value haproxy.service 2>/dev/null)
+    if [ -n "$__hactl_hp_pid" ] && [ "$__hactl_hp_pid" != 0 ]; then
+      __hactl_hp_ps=$__hactl_hp_pid
+      for __hactl_hp_t in /proc/"$__hactl_hp_pid"/task/*/children; do
+        __hactl_hp_c=; {{ read -r __hactl_hp_c < "$__hactl_hp_t"; }} 2>/dev/null; __hactl_hp_ps="$__hactl_hp_ps $__hactl_hp_c"
       done
-      for __hactl_p in $__hactl_ps; do
-        if {{ read -r __hactl_l < /proc/"$__hactl_p"/stat; }} 2>/dev/null; then
-          __hactl_l=${{__hactl_l##*") "}}; set -f; set -- $__hactl_l; set +f; echo "started=${{20}}"
+      for __hactl_hp_p in $__hactl_hp_ps; do
+        if {{ read -r __hactl_hp_l < /proc/"$__hactl_hp_p"/stat; }} 2>/dev/null; then
+          __hactl_hp_l=${{__hactl_hp_l##*") "}}; set -f; set -- $__hactl_hp_l; set +f; echo "started=${{20}}"
         fi
       done
-      echo "now=$(date +%s.%N)"; read -r __hactl_up __hactl_x < /proc/uptime; echo "uptime=$__hactl_up"
+      echo "now=$(date +%s.%N)"; read -r __hactl_hp_up __hactl_hp_x < /proc/uptime; echo "uptime=$__hactl_hp_up"
     fi
   fi
 fi

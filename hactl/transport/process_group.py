@@ -47,13 +47,13 @@ def wrap(wire: str, *, backstop: float | None = None) -> str:
         limit = f"{backstop + BACKSTOP_GRACE:g}"
         body = f'exec timeout -k {BACKSTOP_KILL_AFTER} {limit} sh -c "$1"'
     else:
-        body = '__hactl_c=$1; set --; eval "$__hactl_c"'
+        body = '__hactl_wc=$1; set --; eval "$__hactl_wc"'
     inner = f"printf '{TAG}%s\\n' \"$$\" >&2; {body}"
     return (
         f"set -- {shlex.quote(wire)}\n"
-        "__hactl_g=; read -r __hactl_x __hactl_x __hactl_x __hactl_x __hactl_g __hactl_x"
+        "__hactl_wg=; read -r __hactl_wx __hactl_wx __hactl_wx __hactl_wx __hactl_wg __hactl_wx"
         " < /proc/self/stat 2>/dev/null\n"
-        f'if [ "$__hactl_g" != "$$" ]; then exec setsid -w sh -c {shlex.quote(inner)} sh "$1"; fi\n'
+        f'if [ "$__hactl_wg" != "$$" ]; then exec setsid -w sh -c {shlex.quote(inner)} sh "$1"; fi\n'
         f"{inner}\n"
     )
 

@@ -11,6 +11,7 @@ tests/facts_data cut at random points or with random lines spliced in.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,16 @@ def _all_fact_classes() -> set[type]:
 
 def test_every_fact_class_is_fuzzed() -> None:
     assert _all_fact_classes() <= {type(f) for f in FACTS}
+
+
+RUNNER_NAMES = re.compile(r"\b__hactl_(?:m|n|rc|run|s\d+)\b")
+"""The probe runner's own shell names (``hactl.probe._PREAMBLE``): a snippet that assigns
+one (``read -r __hactl_m …``) breaks the section markers of everything after it."""
+
+
+@pytest.mark.parametrize("fact", FACTS, ids=lambda f: type(f).__name__)
+def test_no_snippet_touches_the_runners_names(fact: Fact[Any]) -> None:
+    assert RUNNER_NAMES.findall(fact.script()) == []
 
 
 def _check(fact: Fact[Any], text: str) -> None:

@@ -24,10 +24,13 @@ from hactl.plan.output import render_text
 from hactl.plan.planner import build_plan
 from hactl.plan.steps.configure_haproxy import ConfigureHAProxy
 from hactl.plan.synthetic import PROBED_AT, Synthetic
+from hactl.probe import _PREAMBLE, split_sections
 from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
+from hactl.transport.process_group import wrap
 
 ROOT = Path(__file__).resolve().parents[2]
+MARK = "HACTL-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +65,18 @@ class _Host:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def read(self) -> haproxy.HAProxyFileInfo:
-        script = "HACTL_HAPROXY_ACTIVE=active\nf() {\n" + _FILES.format(
-            cfg=self.cfg, marker=self.marker, active="HACTL_HAPROXY_ACTIVE"
-        ) + "\n}\nf\n"
+        """The snippet inside the probe's own runner and transport wrapper, in real sh."""
+        snippet = _FILES.format(cfg=self.cfg, marker=self.marker, active="HACTL_HAPROXY_ACTIVE")
+        script = (
+            _PREAMBLE.format(marker=MARK) + "HACTL_HAPROXY_ACTIVE=active\n"
+            f"f() {{\n{snippet}\n}}\n__hactl_run haproxy.files f\n"
+        )
         env = {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}"}
-        out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env,
-                             timeout=10, check=True)  # fmt: skip
-        return haproxy.HAProxyFiles().parse(out.stdout)
+        out = subprocess.run(["sh", "-c", wrap(script)], capture_output=True, text=True,
+                             env=env, timeout=10, check=True)  # fmt: skip
+        sections = split_sections(out.stdout, out.stderr, MARK)
+        assert "haproxy.files" in sections, out
+        return haproxy.HAProxyFiles().parse(sections["haproxy.files"].stdout)
 
     def stop(self) -> None:
         if self.master is not None:
