@@ -141,7 +141,8 @@ async def run_session(
                     raise exc
             await proc.wait_closed()
     except TimeoutError:
-        stopped = session is None or await stop_group(conn, session, wrap_admin, kills)
+        # no session yet: the exec request may have gone out, with no process group known
+        stopped = session is not None and await stop_group(conn, session, wrap_admin, kills)
         raise CommandTimeout(stopped, session.pgid if session else None) from None
     except _Overflow as exc:
         assert session is not None
