@@ -76,7 +76,9 @@ is checked whole against its grammar (the field tables below say each one):
 - `etcd.dataDir` must be a folder dedicated to etcd (hactl empties it as root): see its row;
 - versions are `1.30.4` or `v1.30.4` exactly (no spaces); CIDRs carry their prefix length;
   `ssh.user` is a user name; `bastion` is `[user@]host[:port]`; file paths have no control
-  characters.
+  characters;
+- numbers and booleans are written as such: `port: "22"`, `clientPort: true` or
+  `useAgent: "yes"` are errors, not converted.
 
 The renderers check again: a value that could end a token, a line or a quoted string in
 `haproxy.cfg` or `etcd.env` (a space, quote, newline, `$`, `#`, an IPv6 zone) is refused with an

@@ -208,6 +208,9 @@ def _explain(err: Any) -> str:
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         return f"must be one of {expected}, got {show(err.get('input'))}"
+    if kind in ("int_type", "float_type", "bool_type"):
+        what = {"int_type": "a whole number", "float_type": "a number", "bool_type": "true or false"}[kind]
+        return f"{show(err.get('input'))} is not {what}; write it without quotes, e.g. {_EXAMPLE[kind]}"
     message = str(err["msg"])
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
@@ -216,6 +219,9 @@ def _explain(err: Any) -> str:
     if kind.startswith("ip_"):
         return f"{show(err.get('input'))} is not a valid IP address like 10.0.0.11"
     return message
+
+
+_EXAMPLE = {"int_type": "6443", "float_type": "10", "bool_type": "true"}
 
 
 def _is_union_tag(part: str | int) -> bool:

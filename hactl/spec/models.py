@@ -77,7 +77,7 @@ class SSHOverride(Model):
 
     user: UserName | None = None
     """Login user on this host (a user name: letters, digits, ``_``, ``.``, ``-``)."""
-    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    port: Annotated[int, Field(ge=1, le=65535, strict=True)] | None = None
     """SSH port on this host."""
     identity_file: LocalPath | None = None
     """Private key file for this host (relative paths are relative to the spec file)."""
@@ -85,7 +85,7 @@ class SSHOverride(Model):
     """known_hosts file that holds this host's key."""
     host_key_policy: Literal["strict", "accept-new"] | None = None
     """``strict`` refuses unknown host keys; ``accept-new`` records them. A changed key is always refused."""
-    connect_timeout: Annotated[float, Field(gt=0, le=600)] | None = None
+    connect_timeout: Annotated[float, Field(gt=0, le=600, strict=True)] | None = None
     """Seconds to wait for the TCP connection and SSH handshake."""
     bastion: Bastion | None = None
     """Jump host as ``[user@]host[:port]``; ``""`` disables the default bastion for this host."""
@@ -97,19 +97,19 @@ class SSHSettings(Model):
     user: UserName = "root"
     """Login user (letters, digits, ``_``, ``.``, ``-``; at most 32). Steps run with ``sudo -n``
     when it is not root."""
-    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    port: Annotated[int, Field(ge=1, le=65535, strict=True)] = 22
     """SSH port."""
     identity_file: LocalPath | None = None
     """Private key file (relative paths are relative to the spec file). Without it, the ssh-agent
     and the user's default keys are tried."""
-    use_agent: bool = True
+    use_agent: Annotated[bool, Field(strict=True)] = True
     """Offer keys from the ssh-agent (``SSH_AUTH_SOCK``) when one is running."""
     known_hosts_file: LocalPath = "~/.ssh/known_hosts"
     """known_hosts file used to verify host keys (relative paths are relative to the spec file)."""
     host_key_policy: Literal["strict", "accept-new"] = "strict"
     """``strict`` refuses a host whose key is unknown (add it with ``ssh-keyscan``);
     ``accept-new`` records unknown keys. A changed key is refused under both."""
-    connect_timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
+    connect_timeout: Annotated[float, Field(gt=0, le=600, strict=True)] = 10.0
     """Seconds to wait for the TCP connection and SSH handshake."""
     bastion: Bastion | None = None
     """Jump host for every host, as ``[user@]host[:port]`` (host: a DNS name, an IPv4 address or
@@ -188,9 +188,9 @@ class EtcdSettings(Model):
     them itself (nor ``/`` or any other system folder); a folder below that root has ``etcd`` in
     its name (under ``/var/lib``: the first one, and not ``hactl…``), and none is named
     ``member``, ``snap`` or ``wal``. E.g. ``/var/lib/etcd``, ``/data/etcd``, ``/mnt/disk1/etcd``."""
-    client_port: Annotated[int, Field(ge=1, le=65535)] = 2379
+    client_port: Annotated[int, Field(ge=1, le=65535, strict=True)] = 2379
     """Client port (``--listen-client-urls``)."""
-    peer_port: Annotated[int, Field(ge=1, le=65535)] = 2380
+    peer_port: Annotated[int, Field(ge=1, le=65535, strict=True)] = 2380
     """Peer port (``--listen-peer-urls``)."""
 
     @field_validator("version")
@@ -212,7 +212,7 @@ class LoadBalancerSettings(Model):
     """Load balancer software. Only ``haproxy`` for now."""
     hosts: Annotated[list[Host], Field(min_length=1)]
     """Hosts that run the load balancer (two or more with a ``vip`` for redundancy)."""
-    frontend_port: Annotated[int, Field(ge=1, le=65535)] = DEFAULT_API_PORT
+    frontend_port: Annotated[int, Field(ge=1, le=65535, strict=True)] = DEFAULT_API_PORT
     """Port the load balancer listens on for the Kubernetes API."""
     health_check: Literal["https-readyz", "tcp"] = "https-readyz"
     """``https-readyz`` asks each API server's ``GET /readyz`` over TLS and expects 200 (sees an API
@@ -232,7 +232,7 @@ class LoadBalancerSettings(Model):
 
 
 class ApplySettings(Model):
-    parallelism: Annotated[int, Field(ge=1, le=1000)] = 10
+    parallelism: Annotated[int, Field(ge=1, le=1000, strict=True)] = 10
     """How many steps run at once (``--parallelism`` overrides it)."""
 
 

@@ -214,7 +214,7 @@ def split_host_port(value: str, *, default_port: int, what: str, example: str) -
     try:
         ip4 = ipaddress.IPv4Address(host)
     except ValueError:
-        if not host or not HOSTNAME_RE.fullmatch(host) or len(host) > MAX_DNS_NAME:
+        if not host or len(host) > MAX_DNS_NAME or not HOSTNAME_RE.fullmatch(host):
             raise ValueError(f"{show(host)} is neither an IP address nor a DNS name") from None
         if host.replace(".", "").isdigit():
             raise ValueError(f"{show(host)} is not a valid IPv4 address") from None

@@ -225,6 +225,24 @@ def test_accepted_invalid_values_are_now_refused(change: dict[str, Any], field: 
     _refused(change, field, fragment)
 
 
+@pytest.mark.parametrize(
+    ("field", "path", "value"),
+    [
+        ("etcd.clientPort", "etcd.clientPort", True),
+        ("ssh.port", "ssh.port", "22"),
+        ("ssh.port", "ssh.port", 22.0),
+        ("loadBalancer.frontendPort", "loadBalancer.frontendPort", "6443"),
+        ("ssh.connectTimeout", "ssh.connectTimeout", True),
+        ("ssh.useAgent", "ssh.useAgent", "yes"),
+        ("apply.parallelism", "apply.parallelism", False),
+        ("masters.0.ssh", "masters[0].ssh.port", {"port": True}),
+    ],
+    ids=repr,
+)
+def test_numbers_and_booleans_are_not_coerced(field: str, path: str, value: object) -> None:
+    _refused({field: value}, path, "without quotes")
+
+
 def test_address_false_is_not_0_0_0_0() -> None:
     _refused({"masters.0.address": False}, "masters[0].address", "IP address")
 
