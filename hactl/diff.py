@@ -230,7 +230,8 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
         if member.is_learner:
             reasons.append("the member is still a learner")
             mode.append("promote")
-        if member.started and peer_url(cluster, host) not in member.peer_urls:
+        if member.started and facts.env_present and peer_url(cluster, host) not in member.peer_urls:
+            # (an etcd set up by other means, without hactl's env file, is left as it runs)
             reasons.append(f"the member list has its peer URL as {','.join(member.peer_urls)}, the "
                            f"spec says {peer_url(cluster, host)}: `etcdctl member update` through "
                            "another member, then rewrite etcd.env and restart it")
@@ -281,7 +282,11 @@ def data_dir_note(facts: EtcdFacts) -> str:
 
 def data_dir_move(cluster: Cluster, facts: EtcdFacts) -> str | None:
     """The data dir etcd uses now when the spec names another one that holds no member data
-    (a spec edit of ``etcd.dataDir``): that member must be replaced, not restarted."""
+    (a spec edit of ``etcd.dataDir``): that member must be replaced, not restarted. Only for
+    an etcd that runs from hactl's env file: one set up by other means (adopted, e.g. Debian's
+    ``/var/lib/etcd/default``) is left as it runs, like the rest of its configuration."""
+    if not facts.env_present:
+        return None
     env = facts.running_env if facts.running_env is not None else facts.env
     current = env.get("ETCD_DATA_DIR")
     if not current or current == cluster.etcd.data_dir or facts.data_dir_state == "member":

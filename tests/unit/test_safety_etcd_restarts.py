@@ -132,6 +132,20 @@ def test_data_dir_change_is_a_replacement_not_a_restart(lab: Cluster) -> None:
     assert not any(s.id.endswith(".reconfigure") for s in plan.steps())
 
 
+def test_an_adopted_etcd_with_its_own_data_dir_is_left_as_it_runs(lab: Cluster) -> None:
+    # built by hand under Debian's unit: no hactl etcd.env, data in /var/lib/etcd/default
+    s = running(lab)
+    for name in NAMES:
+        facts = s.hosts[name].etcd
+        assert facts is not None
+        s.etcd_facts(name, env_present=False, env={}, env_sha256=None, data_dir_state="nested",
+                     nested_member="/var/lib/etcd/default/member",
+                     running_env={**facts.env, "ETCD_DATA_DIR": "/var/lib/etcd/default"})
+    assert etcd_ids(plan_of(lab, s)) == []
+    # nor are its peer URLs "updated": hactl would restart it from its own files
+    assert etcd_ids(plan_of(edited(lab, peerPort=2390), s)) == []
+
+
 @pytest.mark.parametrize("edit", [{"clientPort": 2479}, {"peerPort": 2390}])
 def test_restart_while_another_member_is_unreachable_is_refused(lab: Cluster, edit: dict[str, int]) -> None:
     s = running(lab).unreachable("etcd03", "connection timed out")
