@@ -231,6 +231,11 @@ def commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def start_record() -> None:
+    """A new out/reliability.json for a full run."""
+    OUT.unlink(missing_ok=True)
+
+
 def record(scenario: str, **fields: Any) -> None:
     """Merge one scenario's measurements into out/reliability.json (keyed by scenario)."""
     OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -245,7 +250,7 @@ def record(scenario: str, **fields: Any) -> None:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load1": round(os.getloadavg()[0], 1),
     }
-    OUT.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    OUT.write_text(json.dumps(data, indent=2) + "\n")  # scenarios in the order they ran
 
 
 # -- secrets held by the hosts ----------------------------------------------------------------
@@ -326,16 +331,18 @@ def markdown_table(path: Path = OUT) -> str:
     """docs/reliability.md's table from out/reliability.json:
     ``python -c 'from tests.lab.faultlib import markdown_table; print(markdown_table())'``."""
     data = json.loads(path.read_text())
-    rows = ["| scenario | outcome | API errors through the LB (of checks) | time to converge s | commit |",
-            "|---|---|---|---|---|"]
-    for name, r in data["scenarios"].items():
+    rows = ["| scenario | outcome | API errors through the LB (of checks) | time to converge s "
+            "| scenario s | commit |", "|---|---|---|---|---|---|"]
+    for name, r in sorted(data["scenarios"].items(), key=lambda item: item[1]["when"]):
         if "api_errors" in r:
             api = f"{r['api_errors']} of {r['api_errors'] + r['api_ok']}"
         else:
             api = "n/a (API not up yet)"
         took = r.get("seconds_to_converge", r.get("seconds_to_recover", "—"))
         outcome = r["outcome"]
+        if r.get("kill_landed"):
+            outcome += f" (kill landed {r['kill_landed']})"
         if r.get("apply_exit") is not None:
             outcome += f" (the faulted apply exited {r['apply_exit']})"
-        rows.append(f"| {name} | {outcome} | {api} | {took} | `{r['commit']}` |")
+        rows.append(f"| {name} | {outcome} | {api} | {took} | {r.get('seconds', '—')} | `{r['commit']}` |")
     return "\n".join(rows)

@@ -47,7 +47,7 @@ import pytest
 import yaml
 
 from tests.lab.conftest import LAB_SPEC
-from tests.lab.faultlib import ApiReader, ApplyRun, hactl, record, show
+from tests.lab.faultlib import ApiReader, ApplyRun, hactl, record, show, start_record
 
 ALL_MASTERS = ("master01", "master02", "master03")
 SPECS = {"A": (("master01", "master02"), ()), "B": (("master01", "master02"), ("worker01",)),
@@ -485,6 +485,8 @@ SCENARIOS = (
 def test_faults_converge(lab_factory: Any, tmp_path: Path) -> None:
     """Every scenario; ``HACTL_FAULTS=chain,etcd,…`` runs only those named (while developing)."""
     only = set(filter(None, os.environ.get("HACTL_FAULTS", "").split(",")))
+    if not only:
+        start_record()
     suite = Suite(lab_factory, tmp_path)
     t0 = time.monotonic()
     try:
