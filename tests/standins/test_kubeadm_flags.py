@@ -48,6 +48,8 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
      "apiserver-advertise-address"),
     (["init", "phase", "kubeconfig", "all", "--config", "/nonexistent/F", "--control-plane-endpoint", "x:6443"],
      "control-plane-endpoint"),
+    (["token", "create", "--config", "/nonexistent/F", "--ttl", "2h", "--print-join-command",
+      "--certificate-key", KEY], "certificate-key ttl"),
 ])
 def test_config_mixes_are_refused_with_the_real_message(argv: list[str], mixed: str,
                                                         capsys: pytest.CaptureFixture[str]) -> None:

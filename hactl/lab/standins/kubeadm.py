@@ -193,6 +193,8 @@ def dispatch(argv: list[str]) -> int:
         from .kubeadm_info import run_version
         return run_version(args.output)
     if args.command == "token":
+        if args.action == "create":
+            check_mixed(argv[2:])  # as kubeadm's token create does
         return cmd_token(args)
     if args.command == "certs":
         if args.action == "certificate-key":
