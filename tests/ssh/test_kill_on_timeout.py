@@ -201,3 +201,28 @@ async def test_the_engine_retries_a_timed_out_step_only_after_it_stopped(
     assert _processes_with(token) == []
     await asyncio.sleep(3.0)
     assert not marker.exists()
+
+
+async def test_the_probe_is_still_one_session_per_host(sshd: Sshd) -> None:
+    """The wrapper reports the process group inline on stderr: no extra round trip."""
+    from hactl.probe import probe
+
+    sshd.trust()
+    cluster = sshd.cluster()
+    async with Connections(cluster) as conns:
+        transports = await conns.open_all(cluster.masters)
+        transport = transports["master01"]
+        assert isinstance(transport, SSHTransport)
+        opened: list[str] = []
+        real = transport._conn.create_process
+
+        async def counting(command: str, **kwargs: object) -> object:
+            opened.append(command)
+            return await real(command, **kwargs)
+
+        transport._conn.create_process = counting
+        observed = await probe(cluster, transports, hosts=cluster.masters)
+    host = observed["master01"]
+    assert host.reachable and host.system is not None, host
+    assert len(opened) == 1  # the probe script, nothing else (no kill, no PGID query)
+    assert "timeout -k" not in opened[0]  # read-only: no backstop process on the host
