@@ -3,6 +3,7 @@ arithmetic or the command that gets the user out. Pure (facts in, messages out).
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 from hactl.diff import Diff, Op, client_url, matching_member
@@ -49,7 +50,8 @@ def check(cluster: Cluster, observed: Observed, diff: Diff) -> None:
                 *ca_key_missing(cluster, observed, diff),
                 *worker_joined_masters(diff), *half_init_stuck(cluster, observed, diff),
                 *quorum_refusals(cluster, observed, diff), *removal_routes(cluster, observed, diff),
-                *restart_refusals(cluster, observed, diff), *etcd_endpoints_moved(cluster, observed)]
+                *restart_refusals(cluster, observed, diff), *etcd_endpoints_moved(cluster, observed),
+                *etcd_address_moved(cluster, observed)]
     if problems:
         raise PlanError("the plan is refused:\n  - " + "\n  - ".join(problems))
 
@@ -394,4 +396,39 @@ def etcd_endpoints_moved(cluster: Cluster, observed: Observed) -> list[str]:
             f"{want}; hactl does not move the API servers' etcd endpoints yet. Put the live value "
             "back in the spec, or first change kubeadm-config and every kube-apiserver manifest "
             "by hand")
+    return out
+
+
+def _same_address(a: str | None, b: str) -> bool:
+    try:
+        return a is not None and ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
+
+
+def etcd_address_moved(cluster: Cluster, observed: Observed) -> list[str]:
+    """A spec member whose address differs from the one in its listed peer URL: its server and
+    peer certificates name the old address (hactl issues certificates only where none exist),
+    so a `member update` and restart would leave it cut off by TLS. Refused, with the way."""
+    if cluster.etcd.topology != "external":
+        return []
+    members = observed.etcd_members([h.name for h in cluster.etcd_members]) or ()
+    out = []
+    for index, host in enumerate(cluster.etcd_members):
+        facts = observed.etcd(host.name)
+        member = next((m for m in members if m.name == host.name), None)
+        if member is None or not member.peer_urls or facts is None or not facts.env_present:
+            continue
+        try:
+            live = urlsplit(member.peer_urls[0]).hostname
+        except ValueError:
+            continue
+        if _same_address(live, str(host.address)):
+            continue
+        out.append(
+            f"etcd.members[{index}].address of {host.name} (live {live}, wanted {host.address}): "
+            "hactl does not move an etcd member to another address (its certificates in "
+            "/etc/etcd/pki name the old one). Put the live address back in the spec; to move the "
+            "member, take it out of the spec (hactl removes it), clear /etc/etcd/pki on the host, "
+            "then add it back under its new address")
     return out

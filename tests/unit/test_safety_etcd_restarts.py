@@ -443,6 +443,16 @@ def test_member_address_change_of_an_initialised_cluster_is_refused(lab: Cluster
             "servers reach etcd at https://198.18.0.22:2379") in str(info.value)
 
 
+def test_member_address_change_is_refused_before_init_too(lab: Cluster) -> None:
+    # its certificates name the old address: member update + restart would cut it off by TLS
+    data = lab.model_dump(by_alias=True, mode="json")
+    data["etcd"]["members"][2]["address"] = "198.18.0.43"
+    with pytest.raises(PlanError) as info:
+        build_plan(Cluster.model_validate(data), running(lab).observed(), now=PROBED_AT)
+    assert ("etcd.members[2].address of etcd03 (live 198.18.0.23, wanted 198.18.0.43): hactl "
+            "does not move an etcd member to another address") in str(info.value)
+
+
 def test_a_new_member_of_an_initialised_cluster_is_not_an_endpoint_move(lab: Cluster) -> None:
     s = Synthetic(lab).etcd(["etcd01", "etcd02"]).lb()
     s.join(*[h.name for h in lab.masters])
