@@ -340,6 +340,8 @@ def markdown_table(path: Path = OUT) -> str:
             api = "n/a (API not up yet)"
         took = r.get("seconds_to_converge", r.get("seconds_to_recover", "—"))
         outcome = r["outcome"]
+        if outcome in ("FAILED", "NOT RUN"):
+            took = "— (did not converge)"
         if r.get("kill_landed"):
             outcome += f" (kill landed {r['kill_landed']})"
         if r.get("apply_exit") is not None:

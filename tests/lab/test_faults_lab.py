@@ -19,9 +19,10 @@ each starts from the state the previous one left:
    into its join for 20 s; then converge.
 4. **power-off during a control-plane join**: master03 taken back out by hand (``kubeadm reset``
    and ``kubectl delete node``), then powered off 1.5 s into its new join; powered on; converge.
-5. **SIGKILL between writing haproxy.cfg and its reload** (a hand edit makes ConfigureHAProxy
-   run; hactl is killed the moment the new file is in place): unless the reload already
-   happened (hactl's loaded marker matches the file), the next plan must plan it.
+5. **SIGKILL between writing haproxy.cfg and its reload** (spec D = C with ``balance:
+   leastconn``, a new haproxy.cfg content; hactl is killed the moment the new file is in
+   place): unless the reload already happened (hactl's loaded marker matches the file), the
+   next plan must plan it.
 6. **host key regenerated** on worker01, with a hand edit of haproxy.cfg pending: the apply must
    fail with the host-key error and change nothing (the edit stays, no step starts, no lock is
    left); the old key back, the next apply converges.
@@ -51,7 +52,8 @@ from tests.lab.faultlib import ApiReader, ApplyRun, hactl, record, show, start_r
 
 ALL_MASTERS = ("master01", "master02", "master03")
 SPECS = {"A": (("master01", "master02"), ()), "B": (("master01", "master02"), ("worker01",)),
-         "C": (ALL_MASTERS, ("worker01",))}
+         "C": (ALL_MASTERS, ("worker01",)), "D": (ALL_MASTERS, ("worker01",))}
+"""D is C with another HAProxy balance algorithm: a new haproxy.cfg content to load."""
 MARKER = "hactl-fault-marker"
 APPLY_LIMIT = 420.0  # seconds one apply may take before the test calls it hung
 
@@ -91,6 +93,8 @@ def new_stage(lab_factory: Callable[..., Any], tmp_path: Path) -> Stage:
         doc = dict(full)
         doc["masters"] = [m for m in full["masters"] if m["name"] in masters]
         doc["workers"] = [w for w in full["workers"] if w["name"] in workers]
+        if key == "D":
+            doc["loadBalancer"] = {**full["loadBalancer"], "balance": "leastconn"}
         path = tmp_path / f"{lab.name}-{key}.yaml"
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         specs[key] = str(path)
@@ -407,17 +411,16 @@ def power_off_join(stage: Stage, facts: dict[str, Any]) -> None:
 
 
 def haproxy_written_not_loaded(stage: Stage, facts: dict[str, Any]) -> None:
-    """Kill hactl right after ConfigureHAProxy moved the new haproxy.cfg in place (before, or
-    just after, its reload): the next plan must plan the reload unless the reload was done."""
+    """Spec D changes haproxy.cfg's content (balance leastconn); hactl is killed the moment the
+    new file is moved in place, before (or just after) its reload. Unless the reload was done
+    (hactl's loaded marker holds the new file's hash), the next plan must plan the reload."""
     lab = stage.lab
     lb = lab.cluster.load_balancer.hosts[0].name
-    edit = lab.run(lb, "echo '# edited by hand' >> /etc/haproxy/haproxy.cfg")
-    assert edit.returncode == 0, edit.stderr
-    run = stage.apply("C")
-    event = run.step_event("step.start", r"haproxy$", timeout=APPLY_LIMIT)
-    assert event is not None, "ConfigureHAProxy never started:\n" + run.human()
     cfg = f"/proc/{lab.pid(lb)}/root/etc/haproxy/haproxy.cfg"
     inode = os.stat(cfg).st_ino  # `mv` of the new file replaces the inode
+    run = stage.apply("D")
+    event = run.step_event("step.start", r"haproxy$", timeout=APPLY_LIMIT)
+    assert event is not None, "ConfigureHAProxy never started:\n" + run.human()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and run.proc.poll() is None and os.stat(cfg).st_ino == inode:
         time.sleep(0.0005)
@@ -429,8 +432,9 @@ def haproxy_written_not_loaded(stage: Stage, facts: dict[str, Any]) -> None:
     words = written.stdout.split()
     loaded = len(words) > 2 and words[0] == words[2]
     facts["kill_landed"] = "after the reload" if loaded else "between the move and the reload"
-    unlock(stage, "C")
-    res = stage.hactl("plan", "-f", stage.specs["C"], "--detailed-exitcode", timeout=240)
+    assert "leastconn" in lab.read(lb, "/etc/haproxy/haproxy.cfg")
+    unlock(stage, "D")
+    res = stage.hactl("plan", "-f", stage.specs["D"], "--detailed-exitcode", timeout=240)
     facts["plan_after_kill"] = res.returncode
     if not loaded:
         assert res.returncode == 2 and "haproxy" in res.stdout.lower(), (
@@ -475,7 +479,7 @@ SCENARIOS = (
     ("etcd", "etcd member powered off 20 s mid-apply (worker join)", "A", "B", etcd_member_down),
     ("partition", "control-plane node partitioned 20 s during its join", "B", "C", partition_join),
     ("poweroff", "control-plane node powered off during its join", "C", "C", power_off_join),
-    ("haproxy", "SIGKILL between writing haproxy.cfg and reloading it", "C", "C",
+    ("haproxy", "SIGKILL between writing haproxy.cfg and reloading it", "C", "D",
      haproxy_written_not_loaded),
     ("hostkey", "host key regenerated on a node (must be refused)", "C", "C", host_key_changed),
 )
