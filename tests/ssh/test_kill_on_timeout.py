@@ -86,11 +86,17 @@ async def test_a_cancelled_command_is_killed_before_the_cancel_completes(
     transport = await _one(sshd)
     try:
         task = asyncio.create_task(transport.run(("sh", "-c", script), timeout=60))
+        sleeps = f"sleep {token}"
+
+        def sleeping() -> int:
+            return sum(line.split(" ", 2)[2].startswith(sleeps) for line in _processes_with(token))
+
         deadline = time.monotonic() + 5
-        while len(_processes_with(token)) < 2 and time.monotonic() < deadline:
+        while sleeping() < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        assert len(_processes_with(token)) == 2  # both sleeps run on the host
+        ran = sleeping()
         task.cancel()
+        assert ran == 2  # both sleeps ran on the host
         with pytest.raises(asyncio.CancelledError):
             await task
         assert _processes_with(token) == []
