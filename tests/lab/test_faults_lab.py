@@ -18,7 +18,8 @@ each starts from the state the previous one left:
 3. **partition during a control-plane join** (spec C adds master03): master03's cable cut 1.5 s
    into its join for 20 s; then converge.
 4. **power-off during a control-plane join**: master03 taken back out by hand (``kubeadm reset``
-   and ``kubectl delete node``), then powered off 1.5 s into its new join; powered on; converge.
+   and ``kubectl delete node``), then powered off inside its new join, the moment kubeadm has
+   fetched the certificates; powered on; converge.
 5. **SIGKILL between writing haproxy.cfg and its reload** (spec D = C with ``balance:
    leastconn``, a new haproxy.cfg content; hactl is killed the moment the new file is in
    place): unless the reload already happened (hactl's loaded marker matches the file), the
@@ -402,7 +403,9 @@ def power_off_join(stage: Stage, facts: dict[str, Any]) -> None:
     run = stage.apply("C")
     event = run.step_event("step.start", r"master03\]?\.join$", timeout=APPLY_LIMIT)
     assert event is not None, "master03's join never started:\n" + run.text()
-    time.sleep(1.5)
+    # the moment kubeadm has fetched the certificates (so the outcome does not depend on timing)
+    fetched = wait_for_file(stage, run, r"master03\]?\.join$", "master03", "/etc/kubernetes/pki/ca.key")
+    assert fetched, "master03's join ended before its certificates were fetched:\n" + run.human()
     stage.lab.stop("master03")
     fault = time.monotonic()
     run_to_end(run, facts)
