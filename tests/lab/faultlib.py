@@ -231,6 +231,11 @@ def commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def clip(text: str, head: int = 400, tail: int = 1100) -> str:
+    """The start (what failed) and the end (hactl's last words) of a long message."""
+    return text if len(text) <= head + tail else f"{text[:head]}\n[…]\n{text[-tail:]}"
+
+
 def start_record() -> None:
     """A new out/reliability.json for a full run."""
     OUT.unlink(missing_ok=True)
@@ -341,7 +346,10 @@ def markdown_table(path: Path = OUT) -> str:
         took = r.get("seconds_to_converge", r.get("seconds_to_recover", "—"))
         outcome = r["outcome"]
         if outcome in ("FAILED", "NOT RUN"):
-            took = "— (did not converge)"
+            took = "—"
+            first = next((line.strip() for line in str(r.get("detail", "")).splitlines()
+                          if line.strip()), "")
+            outcome += f": {first[:90]}" if first else ""
         if r.get("kill_landed"):
             outcome += f" (kill landed {r['kill_landed']})"
         if r.get("apply_exit") is not None:

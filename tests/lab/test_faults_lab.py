@@ -49,7 +49,7 @@ import pytest
 import yaml
 
 from tests.lab.conftest import LAB_SPEC
-from tests.lab.faultlib import ApiReader, ApplyRun, hactl, record, show, start_record
+from tests.lab.faultlib import ApiReader, ApplyRun, clip, hactl, record, show, start_record
 
 ALL_MASTERS = ("master01", "master02", "master03")
 SPECS = {"A": (("master01", "master02"), ()), "B": (("master01", "master02"), ("worker01",)),
@@ -269,11 +269,11 @@ def kill_chain(suite: Suite) -> None:
         assert previous is not None
         previous.reader.stop()
         api = previous.reader.summary() if previous.point.api_up else {}
-        record(previous.point.name, outcome="recovered" if ok else "FAILED", detail=detail[-1500:],
+        record(previous.point.name, outcome="recovered" if ok else "FAILED", detail=clip(detail),
                seconds_to_recover=round(time.monotonic() - previous.at, 1),
                plan_after_kill=previous.plan, unlock=previous.unlock, **api)
         if not ok:
-            suite.fail(previous.point.name, detail[-1500:])
+            suite.fail(previous.point.name, clip(detail))
 
     def after_kill(stage: Stage) -> bool:
         assert previous is not None
@@ -298,8 +298,8 @@ def kill_chain(suite: Suite) -> None:
             previous, stage = None, suite.fresh()
             run, event, why = reach(stage, point)  # this point, from a fresh lab
         if event is None:
-            suite.fail(f"bring-up to '{point.name}'", why[-1500:])
-            record(point.name, outcome="FAILED", detail=f"bring-up did not reach it: {why[-1500:]}")
+            suite.fail(f"bring-up to '{point.name}'", clip(why))
+            record(point.name, outcome="FAILED", detail=f"bring-up did not reach it: {clip(why)}")
             suite.fresh()
             continue
         if previous is not None:
@@ -310,8 +310,8 @@ def kill_chain(suite: Suite) -> None:
             suite.fail(point.name, f"{point.appears} never appeared while the step ran\n{run.human()}")
         if run.proc.poll() is not None:
             why = f"the apply ended by itself before it was killed\n{run.human()}"
-            suite.fail(point.name, why[-1500:])
-            record(point.name, outcome="FAILED", detail=why[-1500:])
+            suite.fail(point.name, clip(why))
+            record(point.name, outcome="FAILED", detail=clip(why))
             previous = None
             suite.fresh()
             continue
@@ -339,13 +339,13 @@ def scenario(suite: Suite, name: str, pre: str, spec: str,
     try:
         converge(stage, pre)
     except AssertionError as exc:
-        suite.fail(f"before '{name}'", f"could not converge: {str(exc)[-800:]}")
+        suite.fail(f"before '{name}'", f"could not converge: {clip(str(exc))}")
         stage = suite.fresh()
         try:
             converge(stage, pre)
         except AssertionError as again:
-            suite.fail(name, f"not run: a fresh lab did not converge either: {str(again)[-800:]}")
-            record(name, outcome="NOT RUN", detail=f"a fresh lab did not converge: {str(again)[-1500:]}")
+            suite.fail(name, f"not run: a fresh lab did not converge either: {clip(str(again))}")
+            record(name, outcome="NOT RUN", detail=f"a fresh lab did not converge: {clip(str(again))}")
             suite.fresh()
             return
     if not stage.marker:
@@ -361,8 +361,8 @@ def scenario(suite: Suite, name: str, pre: str, spec: str,
                    seconds=round(time.monotonic() - started, 1), **facts, **reader.summary())
         except AssertionError as exc:
             facts.pop("_fault_to_end", None)
-            record(name, outcome="FAILED", detail=str(exc)[-1500:], **facts, **reader.summary())
-            suite.fail(name, str(exc)[-1500:])
+            record(name, outcome="FAILED", detail=clip(str(exc)), **facts, **reader.summary())
+            suite.fail(name, clip(str(exc)))
             stage.hactl("unlock", "-f", stage.specs[spec], "--force", timeout=120)
 
 
