@@ -3,6 +3,7 @@ arithmetic or the command that gets the user out. Pure (facts in, messages out).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from urllib.parse import urlsplit
 
@@ -11,6 +12,7 @@ from hactl.errors import PlanError
 from hactl.facts.model import CA_PAIRS, Observed
 from hactl.spec.checks import MIN_ETCD_FOR_K8S_131, quorum
 from hactl.spec.models import Cluster, parse_version
+from hactl.spec.values import normalise_endpoint
 
 
 def removal_problem(
@@ -101,10 +103,15 @@ def foreign_registry(cluster: Cluster, observed: Observed, diff: Diff) -> list[s
 
 
 def endpoint_mismatch(cluster: Cluster, observed: Observed) -> list[str]:
+    """The running cluster's controlPlaneEndpoint, normalised like the spec's (6443 when left
+    out, IPv6 compressed in brackets), must be the spec's: hactl never moves an endpoint."""
     view = observed.cluster_view([h.name for h in cluster.masters])
     if view is None or view.control_plane_endpoint is None:
         return []
-    if view.control_plane_endpoint == cluster.control_plane_endpoint:
+    running = view.control_plane_endpoint
+    with contextlib.suppress(ValueError):  # what does not parse is compared as it is
+        running = normalise_endpoint(running)
+    if running == cluster.control_plane_endpoint:  # the spec's is normalised by the model
         return []
     return [
         f"the running cluster's controlPlaneEndpoint is {view.control_plane_endpoint}, the spec "
