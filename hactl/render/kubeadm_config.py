@@ -117,7 +117,7 @@ def cluster_configuration(cluster: Cluster) -> Document:
         "kind": "ClusterConfiguration",
         "clusterName": cluster.metadata.name,
         "kubernetesVersion": cluster.kubernetes.version,
-        "controlPlaneEndpoint": f"{cluster.endpoint_host}:{cluster.endpoint_port}",
+        "controlPlaneEndpoint": cluster.control_plane_endpoint,
         "networking": {
             "podSubnet": str(cluster.kubernetes.pod_subnet),
             "serviceSubnet": str(cluster.kubernetes.service_subnet),
@@ -214,7 +214,7 @@ def join_configuration(cluster: Cluster, node: str, credentials: JoinCredentials
         "kind": "JoinConfiguration",
         "discovery": {
             "bootstrapToken": {
-                "apiServerEndpoint": f"{cluster.endpoint_host}:{cluster.endpoint_port}",
+                "apiServerEndpoint": cluster.control_plane_endpoint,
                 "token": credentials.token,
                 "caCertHashes": list(credentials.ca_cert_hashes),
             }
