@@ -6,6 +6,7 @@
     │   ├── UnreachableError   transient: connection refused / timed out / reset
     │   ├── AuthError          permanent: the host refused our credentials
     │   └── HostKeyError       permanent: unknown or changed host key
+    │       └── HostKeyChangedError  a key other than the recorded one: plans and applies refuse
     ├── CommandError           a command on a host exited non-zero
     ├── PlanError              planning refused (a safety rule would be broken)
     ├── StalePlanError         a saved plan no longer matches the hosts
@@ -72,6 +73,29 @@ class AuthError(TransportError):
 
 class HostKeyError(TransportError):
     pass
+
+
+class HostKeyChangedError(HostKeyError):
+    """The host (or its bastion) offered another key than known_hosts records for it: refused
+    under every policy, and not "unreachable": a plan, an apply or a check that meets it is
+    refused (:func:`hactl.facts.host_keys.host_key_problems`), whether or not a step needs the host."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: str | None = None,
+        hint: str | None = None,
+        address: str = "",
+        offered: str | None = None,
+        known_hosts_file: str = "",
+    ) -> None:
+        super().__init__(message, host=host, hint=hint)
+        self.address = address
+        """The refused key's host as known_hosts writes it (``ADDR`` or ``[ADDR]:PORT``)."""
+        self.offered = offered
+        """The offered key's fingerprint (``SHA256:…``), when the server sent one."""
+        self.known_hosts_file = known_hosts_file
 
 
 class CommandError(HactlError):

@@ -13,6 +13,12 @@ passes the transport's cap (8 MiB per stream, :mod:`hactl.transport.ssh_session`
 read further, its script is killed, and its state counts as unknown (like an unreachable host,
 with that reason).
 
+A host that offered another SSH host key than known_hosts records (``HostKeyChangedError``,
+refused under every policy) is not "unreachable": it is recorded like one plus a mark
+(:mod:`hactl.facts.host_keys`) that makes the plan, the apply and ``hactl check`` refuse,
+whether or not a step needs the host. An unknown key (never recorded, ``hostKeyPolicy:
+strict``) stays an unreachable host.
+
 Nothing is written on a host: the script reads files and asks services, etcd and the API; it
 creates no temp file (the markers keep the sections apart on the two output streams).
 """
@@ -33,6 +39,7 @@ from hactl.concurrency import gather_each
 from hactl.errors import HactlError
 from hactl.facts import binaries, etcd, haproxy, kubernetes, services, system
 from hactl.facts.base import SKIPPED, Fact, FactParseError
+from hactl.facts.host_keys import mark_changed
 from hactl.facts.model import ClusterView, HostFacts, Observed
 from hactl.log import get_logger
 from hactl.spec.models import Cluster, Host
@@ -277,7 +284,9 @@ def read_host_facts(
 
 
 def unreachable(host: Host, error: BaseException | str) -> HostFacts:
-    return HostFacts(name=host.name, address=str(host.address), reachable=False, error=str(error))
+    """A host that could not be read; a changed SSH host key is marked (:mod:`hactl.facts.host_keys`)."""
+    facts = HostFacts(name=host.name, address=str(host.address), reachable=False, error=str(error))
+    return mark_changed(facts, error)
 
 
 def unreadable(host: Host, what: object) -> HostFacts:

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from hactl.check.model import CERT_WARN_DAYS, LEADER_LEASES, CheckData, Finding, Report
+from hactl.facts.host_keys import host_key_problems
 from hactl.facts.model import EtcdHealth, EtcdMember, Observed
 from hactl.render.haproxy import BACKEND
 
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 def evaluate(cluster: Cluster, data: CheckData) -> Report:
     """Pure: the health of ``cluster`` from gathered data."""
-    findings: list[Finding] = []
+    findings: list[Finding] = _check_host_keys(data.observed)
     findings += _check_api(cluster, data)
     findings += _check_masters(cluster, data)
     findings += _check_leases(data)
@@ -24,6 +25,20 @@ def evaluate(cluster: Cluster, data: CheckData) -> Report:
     cert_findings, expiry = _check_certs(cluster, data)
     findings += cert_findings
     return Report(cluster.metadata.name, tuple(findings), expiry)
+
+
+def _check_host_keys(observed: Observed) -> list[Finding]:
+    """A host whose SSH host key CHANGED fails the check (any role), in the plan's words."""
+    return [
+        Finding(
+            "ssh",
+            "error",
+            name,
+            words,
+            "verify the host out of band before anything else; hactl plans nothing until then",
+        )
+        for name, words in host_key_problems(observed).items()
+    ]
 
 
 def _check_api(cluster: Cluster, data: CheckData) -> list[Finding]:

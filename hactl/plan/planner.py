@@ -20,6 +20,7 @@ from datetime import datetime
 
 from hactl.diff import Change, Diff, Op, diff
 from hactl.errors import PlanError
+from hactl.facts.host_keys import host_key_problems
 from hactl.facts.model import Observed
 from hactl.plan import refusals
 from hactl.plan import steps as kinds
@@ -53,11 +54,28 @@ class Plan:
 
 def build_plan(cluster: Cluster, observed: Observed, *, now: datetime) -> Plan:
     """Diff, refuse what breaks a safety rule, and order the steps."""
+    _changed_host_keys(observed)
     changes = diff(cluster, observed, now=now)
     refusals.check(cluster, observed, changes)
     unreachable = _unreachable(cluster, observed)
     return Plan(cluster, changes, _Builder(cluster, observed, changes).build(),
                 observed.fingerprint(), unreachable)
+
+
+# -- hosts that cannot be trusted ----------------------------------------------------------
+
+
+def _changed_host_keys(observed: Observed) -> None:
+    """Refuse the whole plan when any spec host offered another SSH host key than known_hosts
+    records: unlike an unreachable host (left out when no step needs it), it may be someone
+    else's machine, so nothing is planned (and an apply does nothing) until a person checks it."""
+    problems = host_key_problems(observed)
+    if problems:
+        raise PlanError(
+            "the plan is refused: the SSH host key of "
+            f"{', '.join(problems)} changed; hactl plans nothing and changes no host while a "
+            "host's identity is in doubt:\n  - " + "\n  - ".join(problems.values())
+        )
 
 
 # -- unreachable hosts ---------------------------------------------------------------------

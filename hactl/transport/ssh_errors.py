@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import asyncssh
 
-from hactl.errors import AuthError, CommandError, HostKeyError, TransportError, UnreachableError
+from hactl.errors import (
+    AuthError,
+    CommandError,
+    HostKeyChangedError,
+    HostKeyError,
+    TransportError,
+    UnreachableError,
+)
 from hactl.transport.base import Command, display_argv, display_command
 from hactl.transport.known_hosts import host_pattern
 
@@ -22,12 +29,19 @@ def host_key_error(name: str, target: SSHTarget, client: _Client | None, via: st
     where = host_pattern(target.address, target.port)
     offered = f" (offered {client.offered})" if client and client.offered else ""
     if client is not None and client.problem == "changed":
-        return HostKeyError(
+        shown = client.offered or "the new key's fingerprint"
+        return HostKeyChangedError(
             f"the SSH host key of {via}{where} CHANGED{offered}: possible man-in-the-middle "
             f"attack, refusing to connect",
             host=name,
-            hint=f"if the host was reinstalled on purpose, remove its old line with "
-            f"`ssh-keygen -R '{where}' -f {target.known_hosts_file}` and connect again",
+            hint=f"verify the new key out of band (on the host's console `ssh-keygen -lf "
+            f"/etc/ssh/ssh_host_ed25519_key.pub`, or the .pub of the offered key's type, must "
+            f"print {shown}); only if it matches, remove the old line with "
+            f"`ssh-keygen -R '{where}' -f {target.known_hosts_file}` (ssh.knownHostsFile) and "
+            f"run hactl again",
+            address=where,
+            offered=client.offered,
+            known_hosts_file=target.known_hosts_file,
         )
     return HostKeyError(
         f"the SSH host key of {via}{where} is not in {target.known_hosts_file}{offered}",
