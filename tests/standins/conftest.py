@@ -282,14 +282,27 @@ class Apiserver:
         ]
         self.log = d / f"apiserver-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.admin_conf = pki.kubeconfig("admin", self.url, pki.admin)
+        # one kubeconfig per server: the PKI (and its folder) is shared by the whole session
+        self.admin_conf = pki.kubeconfig(f"admin-{self.port}", self.url, pki.admin)
 
     def start(self) -> None:
         env = dict(os.environ, PYTHONPATH=str(REPO), HACTL_LAB_K8S_VERSION="v1.30.4")
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          cwd="/")
-        wait_for(lambda: self.get("/livez")[0] != 0, 60, "apiserver answering")
+        wait_for(self.serving, 60, f"the stand-in apiserver on port {self.port} ({self.log})")
+
+    def serving(self) -> bool:
+        """This process listens on its port (its own log line says so, written after listen())
+        and answers /livez. Another process that took the port does not count; a server that
+        exited (e.g. the port was taken) fails at once with its log."""
+        proc = self.proc
+        assert proc is not None
+        if proc.poll() is not None:
+            raise AssertionError(f"the stand-in apiserver on port {self.port} exited with "
+                                 f"{proc.returncode}: {self.log.read_text()[-2000:]}")
+        listening = f"{proc.pid} Serving securely on 127.0.0.1:{self.port} "
+        return listening in self.log.read_text() and self.get("/livez")[0] != 0
 
     def stop(self) -> None:
         if self.proc is not None:

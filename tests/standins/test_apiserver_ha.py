@@ -17,10 +17,11 @@ LEASES = "coordination.k8s.io/v1"
 
 @pytest.fixture
 def three(apiserver3: Apiserver, etcd3: Etcd, tmp_path: Path) -> Iterator[list[Apiserver]]:
-    extra = [Apiserver(apiserver3.pki, etcd3, tmp_path) for _ in range(2)]
+    extra: list[Apiserver] = []
     try:
-        for api in extra:
-            api.start()
+        for _ in range(2):  # each picks its free port while the ones before it already listen
+            extra.append(Apiserver(apiserver3.pki, etcd3, tmp_path))
+            extra[-1].start()
         yield [apiserver3, *extra]
     finally:
         for api in extra:
@@ -30,6 +31,10 @@ def three(apiserver3: Apiserver, etcd3: Etcd, tmp_path: Path) -> Iterator[list[A
 def test_shared_state_and_cross_server_conflicts(three: list[Apiserver],
                                                  components: Callable[..., Component]) -> None:
     clients = [Client.from_kubeconfig(str(a.admin_conf)) for a in three]
+    # each client talks to its own server (one shared admin.conf once pointed all three at the
+    # last one started, and reading through it after that server was stopped was refused)
+    assert [c.port for c in clients] == [a.port for a in three]
+    assert len({a.port for a in three}) == 3
     try:
         a, b, c = clients
         a.create(ns_path("configmaps", "default"), {"metadata": {"name": "x"}, "data": {"v": "1"}})
