@@ -29,6 +29,7 @@ from hactl.plan import remote
 from hactl.plan.output import render_json, render_text
 from hactl.plan.planner import build_plan
 from hactl.plan.steps import InitControlPlane, JoinControlPlane, JoinWorker
+from hactl.plan.steps.complete_init import APISERVER_MANIFEST
 from hactl.plan.synthetic import PROBED_AT, Synthetic
 from hactl.render import etcd_pki, pki
 from hactl.render import kubeadm_config as kc
@@ -111,6 +112,8 @@ def init_world(ctx: Ctx, *, init: Result) -> Host:
     m.on(("rm", "-f"))
     m.on(("systemctl", "enable", "kubelet"))
     m.on(("kubeadm", "init"), respond=lambda _c: init)
+    m.on(("test", "-e", APISERVER_MANIFEST))  # written by the init
+    m.on(("systemctl", "is-active", "kubelet"), stdout="active\n")
     m.on(re.compile("/readyz"), stdout="ok")
     host(ctx, "etcd01").on(re.compile("get /registry"), stdout='{"count": 0}')
     return m

@@ -27,6 +27,7 @@ from hactl.plan.steps import (
     RemoveEtcdMember,
     StartEtcdMember,
 )
+from hactl.plan.steps.complete_init import APISERVER_MANIFEST
 from hactl.render import etcd_pki, pki
 from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
@@ -313,7 +314,8 @@ def node_json(name: str, cp: bool) -> str:
 async def test_init_is_never_rerun(lab: Cluster) -> None:
     ctx = Ctx(lab)
     ctx.transport("master01").on(("test", "-e", cmd.ADMIN_CONF))
-    await step_args(InitControlPlane, host="master01").run(ctx)
+    with pytest.raises(CommandError, match="did not finish in this run"):
+        await step_args(InitControlPlane, host="master01").run(ctx)
     assert ctx.argvs("master01") == [("test", "-e", cmd.ADMIN_CONF)]
 
 
@@ -337,6 +339,8 @@ async def test_init_keeps_key_and_token_in_memory_only(lab: Cluster, kubeadm_con
            f"  --discovery-token-ca-cert-hash {pki.spki_sha256(ca.cert)} --control-plane --certificate-key {KEY}\n")
     m.on(("systemctl", "enable", "kubelet"))
     m.on(("kubeadm", "init"), stdout=out)
+    m.on(("test", "-e", APISERVER_MANIFEST))  # written by the init
+    m.on(("systemctl", "is-active", "kubelet"), stdout="active\n")
     m.on(re.compile("/readyz"), stdout="ok")
     await step_args(InitControlPlane, host="master01").run(ctx)
     init = next(c for c in m.calls if c.argv[:2] == ("kubeadm", "init"))

@@ -26,6 +26,7 @@ from hactl.plan.join_ops import (
 )
 from hactl.plan.remote import parse_json, put, run, wait_for
 from hactl.plan.step import Step, StepContext
+from hactl.plan.steps.complete_init import APISERVER_MANIFEST, api_can_come
 from hactl.sensitive import MASK, Sensitive
 from hactl.transport.base import display_command
 
@@ -44,6 +45,7 @@ class InitControlPlane(Step):
             display_command(cmd.kubeadm_init()),
             f"{display_command(cmd.remove(cmd.KUBEADM_INIT_CONFIG))}  # also when init fails",
             "keep the certificate key, token and CA hash in memory",
+            f"check {APISERVER_MANIFEST} exists and kubelet is active (else fail at once)",
             "wait for /readyz through the load balancer",
         ]
 
@@ -51,8 +53,12 @@ class InitControlPlane(Step):
         assert self.host is not None
         cluster = ctx.cluster
         if (await run(ctx, self.host, cmd.file_exists(cmd.ADMIN_CONF), check=False)).ok:
-            ctx.log("already initialised; kubeadm init is never re-run")
-            return
+            # kubeadm init is never re-run, and a run that did not see it finish must not pass
+            # for done (the plan saw no admin.conf: an init of this apply stopped after it).
+            raise CommandError(
+                "admin.conf exists but kubeadm init did not finish in this run (an earlier attempt "
+                "stopped half-way)", host=self.host, step=self.id,
+                hint="run `hactl plan` again: it completes an interrupted init phase by phase")
         if cluster.etcd.topology == "external":
             await self._refuse_foreign_registry(ctx)
         await run(ctx, self.host, cmd.mkdir("/etc/hactl"))
@@ -71,6 +77,8 @@ class InitControlPlane(Step):
         ctx.secrets.ca_cert_hash = parse_ca_hash(result.stdout)
         await ensure_ca_hash(ctx, self.host)
         ctx.log("kubeadm init done", token_captured=token is not None)
+        # fail at once (not after the whole /readyz wait) when nothing can start the API server
+        await api_can_come(ctx, self.host, self.id)
 
         async def ready() -> str | None:
             res = await run(ctx, self.host or "", cmd.readyz(), check=False)
