@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from hactl.facts.model import ClusterView, EtcdFacts, EtcdMember, Observed
+from hactl.facts.etcd import MEMBER_FILES
+from hactl.facts.model import ClusterView, EtcdFacts, EtcdMember, KubernetesFacts, Observed
 from hactl.spec.models import Cluster, Host
 
 #: The certificate key's Secret lives 2 h; a key older than TTL - margin is refreshed.
@@ -164,7 +165,16 @@ def _pki(cluster: Cluster, observed: Observed) -> Iterator[Change]:
     for host in cluster.etcd_members:
         if host.name not in fingerprints:
             continue  # unreachable: the planner decides
-        if fingerprints[host.name]:
+        missing = facts.pki_missing if (facts := observed.etcd(host.name)) is not None else ()
+        if fingerprints[host.name] and missing:
+            yield Change(
+                Op.CREATE, f"pki.etcd[{host.name}]", {"missing": list(missing)},
+                {"files": ["ca.crt", *MEMBER_FILES]},
+                f"{host.name} has the etcd CA but not {', '.join(missing)} under /etc/etcd/pki (an "
+                "earlier run stopped while installing them); issue its certificates again",
+                host=host.name,
+            )
+        elif fingerprints[host.name]:
             yield Change(Op.NOOP, f"pki.etcd[{host.name}]", {"ca": "present"}, {"ca": "present"},
                          "CA and member certificates present", host=host.name)
         else:
@@ -442,6 +452,9 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
             yield Change(Op.CREATE, address, None, {"control_plane": True, "init": True},
                          "no control plane yet; kubeadm init --upload-certs on the first master",
                          host=host.name, detail={"mode": "init"})
+        elif (left := join_leftovers(facts)) and not nodes.registered(host.name):
+            cp_joins += 1
+            yield _interrupted_join(address, host.name, left, nodes, {"control_plane": True})
         else:
             cp_joins += 1
             yield Change(Op.CREATE, address, None, {"control_plane": True},
@@ -462,6 +475,9 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
             yield Change(Op.NOOP, address, {"joined": True}, {"joined": True}, "joined",
                          host=host.name)
             yield _kubelet_service(address, host.name, facts.kubelet_enabled, facts.kubelet_active)
+        elif (left := join_leftovers(facts)) and not nodes.registered(host.name):
+            worker_joins += 1
+            yield _interrupted_join(address, host.name, left, nodes, {"joined": True})
         else:
             worker_joins += 1
             yield Change(Op.CREATE, address, None, {"joined": True},
@@ -497,6 +513,38 @@ def _complete_init(host: str, phases: tuple[str, ...]) -> Change:
                   host=host, detail={"mode": "complete-init", "phases": list(phases)})
 
 
+EXTERNAL_ETCD_CLIENT_FILES = frozenset({"etcd/ca.crt", "apiserver-etcd-client.crt", "apiserver-etcd-client.key"})
+"""What hactl itself puts under /etc/kubernetes/pki for external etcd (not kubeadm's)."""
+
+
+def join_leftovers(facts: KubernetesFacts) -> list[str]:
+    """kubeadm's files on a node that has no kubelet.conf: what a ``kubeadm join`` stopped
+    after its download-certs (or a later) phase leaves behind, and what the next join's
+    preflight refuses (FileAvailable pki/ca.crt, DirAvailable manifests, bootstrap-kubelet.conf,
+    the control-plane manifests). Empty when the node holds kubelet.conf (a joined kubelet: not
+    this case) or none of kubeadm's files (hactl's own etcd client files are not kubeadm's)."""
+    if facts.kubelet_conf:
+        return []
+    pki = [f"pki/{p}" for p in facts.pki_files if p not in EXTERNAL_ETCD_CLIENT_FILES]
+    confs = sorted(set(facts.kubeconfigs or ()) | ({"admin.conf"} if facts.admin_conf else set()))
+    return [*pki, *confs, *(f"manifests/{m}" for m in facts.manifests)]
+
+
+def _interrupted_join(address: str, host: str, leftovers: list[str], nodes: _Nodes,
+                      after: Mapping[str, Any]) -> Change:
+    """A join that stopped after kubeadm wrote its files, before kubelet.conf: a plain join
+    would be refused by kubeadm's preflight for ever, so the node is reset and joined again
+    (the step checks again, just before ``kubeadm reset -f``, that no Node registered)."""
+    shown = ", ".join(f"/etc/kubernetes/{f}" for f in leftovers[:4])
+    more = f" and {len(leftovers) - 4} more" if len(leftovers) > 4 else ""
+    node = "no Node" if nodes.known else "no Node known (the API did not answer; checked again before the reset)"
+    return Change(Op.REPLACE, address, {"kubeadm_files": "from an interrupted join", "kubelet_conf": False},
+                  after, f"{host} holds kubeadm files from an interrupted join, no kubelet.conf, "
+                  f"{node}: reset then join (kubeadm reset -f, then kubeadm join: a plain join's "
+                  f"preflight refuses {shown}{more})", host=host,
+                  detail={"mode": "rejoin", "interrupted": True})
+
+
 def _kubelet_service(node: str, host: str, enabled: bool, active: bool) -> Change:
     """A joined node's kubelet must run and be enabled, or the node stays down after a reboot."""
     address = f"{node}.kubelet"
@@ -519,6 +567,10 @@ class _Nodes:
         self.names = {n.name for n in nodes}
         wanted = set(masters)
         self.control_plane = {n.name for n in nodes if n.control_plane and n.name in wanted}
+
+    def registered(self, name: str) -> bool:
+        """The API answered and has a Node called ``name``."""
+        return self.known and name in self.names
 
     def lost(self, name: str) -> bool:
         """Joined files on ``name`` but the API (answering, with other control-plane Nodes)

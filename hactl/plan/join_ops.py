@@ -12,12 +12,14 @@ import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
-from hactl.diff import CERTIFICATE_KEY_MARGIN, CERTIFICATE_KEY_TTL
+from hactl.diff import CERTIFICATE_KEY_MARGIN, CERTIFICATE_KEY_TTL, peer_url, url
 from hactl.errors import CommandError, HactlError
 from hactl.plan import commands as cmd
 from hactl.plan import desired
-from hactl.plan.remote import put, run, wait_for
+from hactl.plan.etcd_ops import STACKED_CA, STACKED_CERT, STACKED_KEY, stacked_etcdctl
+from hactl.plan.remote import parse_json, put, run, wait_for
 from hactl.plan.step import StepContext
 from hactl.sensitive import Sensitive
 from hactl.transport.base import Argv, Result, check_result
@@ -28,6 +30,9 @@ HASH_RE = re.compile(r"\bsha256:[0-9a-f]{64}\b")
 TOKEN_MAX_AGE = 60 * 60.0  # tokens are made with a 2 h TTL; renew after 1 h
 READY_TIMEOUT = 180.0
 """Seconds a control-plane join waits for the first master's ``/readyz`` through the LB."""
+ETCD_MANIFEST = "/etc/kubernetes/manifests/etcd.yaml"
+KUBEADM_ETCD_PEER_PORT = 2380
+"""kubeadm's stacked etcd always listens for peers on 2380."""
 
 
 def clock() -> float:
@@ -167,3 +172,71 @@ async def run_with_secrets(ctx: StepContext, host: str, argv: Argv, secrets: Seq
     has them masked, in case kubeadm echoes one on stderr."""
     result = await run(ctx, host, argv, timeout=timeout, check=False)
     return check_result(host, argv, result, [s for s in secrets if s is not None])
+
+
+# -- stacked etcd: the member a half-done control-plane join may have added ------------------
+
+
+async def stacked_member_of(ctx: StepContext, via: str, host: str) -> dict[str, Any] | None:
+    """The stacked etcd's member that is ``host`` (by name or peer URL), listed through the
+    local member on ``via``; None when there is none. A list that fails raises (transient): a
+    member that cannot be seen cannot be ruled out."""
+    listed = await run(ctx, via, stacked_etcdctl(["https://127.0.0.1:2379"], "member", "list", "-w", "json"),
+                       check=False)
+    raw = parse_json(listed.stdout) if listed.ok else None
+    if not isinstance(raw, dict):
+        raise CommandError(f"could not list the stacked etcd members on {via} to see whether {host} is one: "
+                           + (listed.stderr.strip() or listed.stdout.strip() or f"exit {listed.exit_status}"),
+                           host=via, transient=True)
+    spec = ctx.cluster.host(host)
+    urls = {peer_url(ctx.cluster, spec), url(spec.address, KUBEADM_ETCD_PEER_PORT)}
+    for member in raw.get("members") or []:
+        if not isinstance(member, dict):
+            continue
+        if member.get("name") == host or urls & set(member.get("peerURLs") or []):
+            return member
+    return None
+
+
+def member_hex_id(member: dict[str, Any]) -> str:
+    """etcdctl's JSON gives IDs as decimal numbers; ``member remove`` takes hex."""
+    raw = member.get("ID", 0)
+    return format(int(raw), "x") if isinstance(raw, (int, str)) and str(raw).isdigit() else str(raw)
+
+
+def member_remove_hint(via: str, member: dict[str, Any]) -> str:
+    mid = member_hex_id(member)
+    return (f"remove the member by hand through a healthy member, e.g. on {via}: `etcdctl "
+            f"--endpoints=https://127.0.0.1:2379 --cacert={STACKED_CA} --cert={STACKED_CERT} "
+            f"--key={STACKED_KEY} member remove {mid}` (once `member list` shows it is not a "
+            "started voter the cluster needs for quorum), then `hactl plan` again")
+
+
+async def guard_stacked_member(ctx: StepContext, via: str, host: str, step: str) -> dict[str, Any] | None:
+    """Before ``kubeadm reset -f`` of a control-plane node in a stacked etcd: a member this node's
+    interrupted join added must be one kubeadm reset removes (it does so only when the node
+    holds the etcd manifest); otherwise refuse before touching anything — a member left behind
+    with its node reset (or a second one added next to it by the join) costs the quorum."""
+    member = await stacked_member_of(ctx, via, host)
+    if member is None:
+        return None
+    if not (await run(ctx, host, cmd.file_exists(ETCD_MANIFEST), check=False)).ok:
+        mid = member_hex_id(member)
+        state = "started" if member.get("name") else "added but never started"
+        raise CommandError(
+            f"{host} is to be reset and joined again, but its interrupted join left etcd member {mid} "
+            f"({state}, {', '.join(str(u) for u in member.get('peerURLs') or [])}) in the stacked etcd "
+            f"and {host} has no {ETCD_MANIFEST}, so `kubeadm reset -f` would not remove it; refusing to "
+            "reset and join next to it (that could break the etcd quorum)",
+            host=host, step=step, hint=member_remove_hint(via, member))
+    return member
+
+
+async def check_member_removed(ctx: StepContext, via: str, host: str, step: str,
+                               member: dict[str, Any]) -> None:
+    """After ``kubeadm reset -f``: the node's member is gone from the stacked etcd."""
+    if await stacked_member_of(ctx, via, host) is not None:
+        raise CommandError(
+            f"`kubeadm reset -f` on {host} did not remove its etcd member {member_hex_id(member)} from the "
+            "stacked etcd; refusing to join again next to it (that could break the etcd quorum)",
+            host=host, step=step, hint=member_remove_hint(via, member))

@@ -7,13 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from hactl.errors import CommandError
 from hactl.plan import commands as cmd
 from hactl.plan import desired
 from hactl.plan.etcd_ops import wait_stacked_etcd_settled
 from hactl.plan.join_ops import (
+    check_member_removed,
     ensure_ca_hash,
     ensure_certificate_key,
     ensure_token,
+    guard_stacked_member,
     run_with_secrets,
     secret_file,
     wait_api_ready,
@@ -38,8 +41,13 @@ class JoinControlPlane(Step):
 
     def commands(self) -> list[str]:
         return [
-            *(["kubeadm reset -f  # files of a failed join, no Node"] if self.reset_first else []),
             "wait for /readyz of the first master through the load balancer",
+            *(["check again that no Node is registered for this host (else nothing to redo)",
+               *(["refuse if the stacked etcd lists a member for this host that kubeadm reset "
+                  "would not remove (no etcd manifest on it)"] if self.stacked_etcd else []),
+               "kubeadm reset -f  # files of a failed join, no Node",
+               *(["check its etcd member is gone"] if self.stacked_etcd else [])]
+              if self.reset_first else []),
             *(["wait until the stacked etcd is healthy and settled"] if self.stacked_etcd else []),
             "systemctl enable kubelet",
             *join_commands(f"token: {MASK}, caCertHashes: [sha256:…], "
@@ -49,18 +57,28 @@ class JoinControlPlane(Step):
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None
+        stacked = ctx.cluster.etcd.topology == "stacked"
+        # Rule 6: only after the first master is fully up (also when it was initialised in an
+        # earlier run): /readyz through the load balancer, checked before every join — and
+        # before the Node check that decides a reset (it needs the API).
+        await wait_api_ready(ctx, self.via)
         if self.reset_first:
             if await node_registered(ctx, self.via, self.host):
                 ctx.log("Node registered meanwhile; nothing to redo")
                 return
+            member = await guard_stacked_member(ctx, self.via, self.host, self.id) if stacked else None
             await run(ctx, self.host, cmd.kubeadm_reset(), timeout=300.0)
+            if member is not None:
+                await check_member_removed(ctx, self.via, self.host, self.id, member)
         elif (await run(ctx, self.host, cmd.file_exists(cmd.ADMIN_CONF), check=False)).ok:
-            ctx.log("already a control-plane node")
-            return
-        # Rule 6: only after the first master is fully up (also when it was initialised in an
-        # earlier run): /readyz through the load balancer, checked before every join.
-        await wait_api_ready(ctx, self.via)
-        if ctx.cluster.etcd.topology == "stacked":
+            if await node_registered(ctx, self.via, self.host):
+                ctx.log("already a control-plane node")
+                return
+            raise CommandError(
+                f"{self.host} holds {cmd.ADMIN_CONF} but no Node {self.host} is registered: kubeadm files "
+                "from an interrupted join appeared after the plan was made", host=self.host, step=self.id,
+                hint="run `hactl plan` again: it plans `kubeadm reset -f` then the join for such a node")
+        if stacked:
             # the join adds an etcd member: only into a settled cluster (one change at a time)
             await wait_stacked_etcd_settled(ctx, self.via)
         # Rule 5: check token and key before every control-plane join.

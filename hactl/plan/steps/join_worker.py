@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from hactl.errors import CommandError
 from hactl.plan import commands as cmd
 from hactl.plan import desired
 from hactl.plan.join_ops import ensure_ca_hash, ensure_token, run_with_secrets, secret_file
@@ -84,6 +85,14 @@ async def wait_for_node(ctx: StepContext, via: str, name: str, *, control_plane:
 
 
 async def node_registered(ctx: StepContext, via: str, name: str) -> bool:
-    """Fresh precondition for a re-join: is the Node object there after all?"""
+    """Fresh precondition for a re-join (a reset): is the Node object there after all? Only the
+    API's NotFound counts as "no Node"; any other failure raises (transient), so a node is
+    never reset because the API could not be asked."""
     res = await run(ctx, via, cmd.get_node(name), check=False)
-    return res.ok
+    if res.ok:
+        return True
+    said = res.stderr.strip() or res.stdout.strip() or f"exit {res.exit_status}"
+    if "notfound" in said.lower().replace(" ", ""):
+        return False
+    raise CommandError(f"could not ask the API on {via} whether Node {name} is registered "
+                       f"(needed before kubeadm reset -f on {name}): {said}", host=via, transient=True)
