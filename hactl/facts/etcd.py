@@ -34,6 +34,9 @@ CA_CERT = f"{PKI_DIR}/ca.crt"
 CA_KEY = f"{PKI_DIR}/ca.key"
 CLIENT_CERT = f"{PKI_DIR}/healthcheck-client.crt"
 CLIENT_KEY = f"{PKI_DIR}/healthcheck-client.key"
+MEMBER_FILES = ("server.crt", "server.key", "peer.crt", "peer.key", "healthcheck-client.crt",
+                "healthcheck-client.key")
+"""A member's own certificate files under PKI_DIR, next to the CA (hactl issues them together)."""
 DIAL_TIMEOUT = "2s"
 COMMAND_TIMEOUT = "5s"
 ACTIVE_VAR = active_var("etcd")
@@ -62,6 +65,7 @@ if [ "${active}" = active ]; then
   fi
 fi
 if [ -f {ca_key} ]; then echo ca_key=1; fi
+for __hactl_f in {member_files}; do [ -f "{pki}/$__hactl_f" ] || echo "pki_missing=$__hactl_f"; done
 if [ -f {ca} ]; then
   if command -v openssl >/dev/null 2>&1; then
     echo "ca_sha256=$(openssl x509 -in {ca} -noout -fingerprint -sha256 2>/dev/null)"
@@ -87,6 +91,8 @@ class EtcdFileInfo:
     running_env: dict[str, str] | None = None
     """The ``ETCD_*`` environment of the running etcd process (``/proc/MAINPID/environ``);
     None when etcd is not active or its environment could not be read."""
+    pki_missing: tuple[str, ...] = ()
+    """Which of :data:`MEMBER_FILES` are absent (an install stopped half-way leaves some)."""
 
 
 ENTRY_NAMES = 10
@@ -105,6 +111,8 @@ class EtcdFiles(Fact[EtcdFileInfo]):
             data=shlex.quote(self.data_dir.rstrip("/") or "/"),
             ca=shlex.quote(CA_CERT),
             ca_key=shlex.quote(CA_KEY),
+            pki=PKI_DIR,
+            member_files=" ".join(MEMBER_FILES),
             names=ENTRY_NAMES,
             active=ACTIVE_VAR,
         )
@@ -124,6 +132,7 @@ class EtcdFiles(Fact[EtcdFileInfo]):
             data_dir_entries=_count(kv.get("data_dir_entries")),
             data_dir_names=tuple(_lines_with(stdout, "data_dir_entry=")[:ENTRY_NAMES]),
             running_env=_running_env(stdout),
+            pki_missing=tuple(f for f in _lines_with(stdout, "pki_missing=") if f in MEMBER_FILES),
         )
 
 
@@ -339,4 +348,5 @@ def assemble(
         data_dir_entries=files.data_dir_entries,
         data_dir_names=files.data_dir_names,
         running_env=files.running_env,
+        pki_missing=files.pki_missing,
     )

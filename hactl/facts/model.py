@@ -176,6 +176,9 @@ class EtcdFacts:
     """The ``ETCD_*`` environment of the running etcd process (``/proc/<MainPID>/environ``):
     what is *active*, against ``env`` (what is *written*). None when etcd is not active or the
     environment could not be read (then nothing is compared)."""
+    pki_missing: tuple[str, ...] = ()
+    """The member's own certificate files (server, peer, healthcheck-client: .crt and .key) that
+    are absent under /etc/etcd/pki; an install that stopped half-way leaves some."""
 
     @property
     def initial_cluster(self) -> str | None:

@@ -4,12 +4,14 @@ arithmetic or the command that gets the user out. Pure (facts in, messages out).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 from urllib.parse import urlsplit
 
 from hactl.diff import Diff, Op, client_url, matching_member
 from hactl.errors import PlanError
-from hactl.facts.model import CA_PAIRS, Observed
+from hactl.facts.model import CA_PAIRS, EtcdFacts, Observed
+from hactl.plan import desired
 from hactl.spec.checks import MIN_ETCD_FOR_K8S_131, quorum
 from hactl.spec.models import Cluster, parse_version
 from hactl.spec.values import normalise_endpoint
@@ -145,13 +147,16 @@ def etcd_in_the_way(cluster: Cluster, observed: Observed, diff: Diff) -> list[st
     replace) is refused on a host whose etcd service runs while hactl cannot read it (an etcd
     built by hand, or the distro's default one), or whose data dir holds another etcd's member
     data one level down (e.g. Debian's /var/lib/etcd/default/member): either would be lost."""
-    fresh = {c.host for c in diff.changes
-             if c.address.startswith("etcd.member[") and c.detail.get("mode") in ("bootstrap", "add", "replace")}
+    modes = {c.host: c.detail.get("mode") for c in diff.changes if c.address.startswith("etcd.member[")}
+    fresh = {h for h, mode in modes.items() if mode in ("bootstrap", "add", "replace")}
     out = []
     for host in cluster.etcd_members:
         facts = observed.etcd(host.name)
         if host.name not in fresh or facts is None:
             continue
+        if facts.active and facts.members is None and modes[host.name] == "bootstrap" \
+                and own_bootstrap(cluster, host.name, facts):
+            continue  # hactl's own member of this bootstrap, started by a run that stopped early
         if facts.active and facts.members is None:
             why = facts.query_error or "no answer"
             out.append(
@@ -165,6 +170,19 @@ def etcd_in_the_way(cluster: Cluster, observed: Observed, diff: Diff) -> list[st
             found = facts.nested_member or f"{facts.data_dir}/*/member"
             out.append(f"{host.name}: the data dir {nested_member_data(facts.data_dir, found)}")
     return out
+
+
+def own_bootstrap(cluster: Cluster, name: str, facts: EtcdFacts) -> bool:
+    """The running etcd on ``name`` is the member hactl bootstraps for this spec: its env file
+    and unit are exactly hactl's renders for it (``initial-cluster-state=new``). A run killed
+    after starting it (and before the health wait, or before every member's certificates were
+    in place) leaves it running while hactl may not read it yet (no quorum, or its client
+    certificate not written): that is the bootstrap to finish, not an etcd in the way."""
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    return (facts.env_sha256 == sha(desired.etcd_env(cluster, name, state="new"))
+            and facts.unit_sha256 == sha(desired.etcd_unit(cluster)))
 
 
 def nested_member_data(data_dir: str, found: str) -> str:

@@ -12,7 +12,9 @@ from hactl.plan.etcd_ops import NO_CA_KEY, NO_CA_KEY_HINT, find_ca_host, read_ca
 from hactl.plan.remote import put, run
 from hactl.plan.step import Step, StepContext
 
-REQUIRED = (cmd.ETCD_CA_CERT, cmd.ETCD_SERVER_CERT, cmd.ETCD_PEER_CERT, cmd.ETCD_CLIENT_CERT)
+REQUIRED = (cmd.ETCD_CA_CERT, cmd.ETCD_SERVER_CERT, cmd.ETCD_SERVER_KEY, cmd.ETCD_PEER_CERT,
+            cmd.ETCD_PEER_KEY, cmd.ETCD_CLIENT_CERT, cmd.ETCD_CLIENT_KEY)
+"""All present: nothing to do. Any absent (an install killed half-way): issue them all again."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,81 @@
+"""An etcd bootstrap that hactl's own earlier run left half-done (found by the SIGKILL walk of
+tests/lab/test_faults_lab.py: killed at a step boundary while another member's certificate
+install ran): the next plan finishes it instead of refusing "an etcd service is running but hactl
+cannot read it", and a member whose certificate files are only partly written gets them again."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from hactl.errors import PlanError
+from hactl.facts.etcd import MEMBER_FILES, EtcdFiles
+from hactl.plan import desired
+from hactl.plan.planner import build_plan
+from hactl.plan.synthetic import CA_FP, PROBED_AT, Synthetic
+from hactl.spec.load import load_file
+from hactl.spec.models import Cluster
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+NO_CLIENT_CERT = "Error: open /etc/etcd/pki/healthcheck-client.crt: no such file or directory"
+NO_QUORUM = "context deadline exceeded"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Cluster:
+    return load_file(str(SPECS / "lab.yaml")).cluster
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def half_bootstrapped(lab: Cluster, *, own: bool = True) -> Synthetic:
+    """Every member holds the CA and runs etcd from hactl's renders (``own``) or another env,
+    just started (no member data written yet: the plan is still a bootstrap); etcd01 lacks its
+    client certificate (its install was killed), the others wait for a quorum."""
+    s = Synthetic(lab).lb()
+    for host in lab.etcd_members:
+        env = desired.etcd_env(lab, host.name, state="new") if own else "ETCD_NAME=default\n"
+        s.etcd_facts(host.name, active=True, enabled=True, unit_present=True, env_present=True,
+                     env_sha256=sha(env), unit_sha256=sha(desired.etcd_unit(lab)),
+                     ca_fingerprint=CA_FP, ca_key_present=host.name == "etcd01",
+                     data_dir_state="empty", query_error=NO_QUORUM)
+    s.etcd_facts("etcd01", pki_missing=("healthcheck-client.crt", "healthcheck-client.key"),
+                 query_error=NO_CLIENT_CERT)
+    return s
+
+
+def test_own_half_done_bootstrap_is_finished_not_refused(lab: Cluster) -> None:
+    plan = build_plan(lab, half_bootstrapped(lab).observed(), now=PROBED_AT)
+    changes = {c.address: c for c in plan.diff.changes}
+    certs = changes["pki.etcd[etcd01]"]
+    assert certs.op.value == "create"
+    assert "not healthcheck-client.crt, healthcheck-client.key" in certs.reason
+    for name in ("etcd02", "etcd03"):
+        assert changes[f"pki.etcd[{name}]"].op.value == "no-op"
+    ids = [s.id for s in plan.steps()]
+    boot = "etcd.member[etcd01].bootstrap"
+    assert ids.index("pki.etcd[etcd01]") < ids.index(boot)
+    assert ("pki.etcd[etcd01]", boot) in set(plan.graph.edges())
+    assert not any(i.startswith(("pki.etcd[etcd02]", "pki.etcd[etcd03]")) for i in ids)
+
+
+def test_a_running_etcd_from_another_env_is_still_refused(lab: Cluster) -> None:
+    with pytest.raises(PlanError) as info:
+        build_plan(lab, half_bootstrapped(lab, own=False).observed(), now=PROBED_AT)
+    assert "etcd01: an etcd service is running but hactl cannot read it" in str(info.value)
+
+
+def test_the_probe_names_the_missing_member_files() -> None:
+    fact = EtcdFiles()
+    assert "healthcheck-client.key" in fact.script()
+    out = ("data_dir=member\ndata_dir_entries=1\ndata_dir_entry=member\n"
+           "pki_missing=healthcheck-client.crt\npki_missing=healthcheck-client.key\n"
+           "pki_missing=../../etc/shadow\n")
+    info = fact.parse(out)
+    assert info.pki_missing == ("healthcheck-client.crt", "healthcheck-client.key")
+    assert fact.parse("data_dir=member\n").pki_missing == ()
+    assert set(MEMBER_FILES) >= set(info.pki_missing)
