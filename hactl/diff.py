@@ -538,8 +538,9 @@ def _interrupted_join(address: str, host: str, leftovers: list[str], nodes: _Nod
     shown = ", ".join(f"/etc/kubernetes/{f}" for f in leftovers[:4])
     more = f" and {len(leftovers) - 4} more" if len(leftovers) > 4 else ""
     node = "no Node" if nodes.known else "no Node known (the API did not answer; checked again before the reset)"
-    return Change(Op.REPLACE, address, {"kubeadm_files": "from an interrupted join", "kubelet_conf": False},
-                  after, f"{host} holds kubeadm files from an interrupted join, no kubelet.conf, "
+    before = {key: "kubeadm files of an interrupted join, no kubelet.conf" for key in after}
+    return Change(Op.REPLACE, address, before, after,
+                  f"{host} holds kubeadm files from an interrupted join, no kubelet.conf, "
                   f"{node}: reset then join (kubeadm reset -f, then kubeadm join: a plain join's "
                   f"preflight refuses {shown}{more})", host=host,
                   detail={"mode": "rejoin", "interrupted": True})
