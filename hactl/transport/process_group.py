@@ -9,8 +9,11 @@ small POSIX ``sh`` wrapper (:func:`wrap`) that
    does (sshd calls ``setsid()`` for every non-pty session; the wrapper checks it in
    ``/proc/self/stat`` with the ``read`` built-in, no process), otherwise (``sudo``, another
    server) it re-executes itself under ``setsid -w``;
-2. prints ``hactl-pgid=<PGID>`` as the FIRST line on stderr (the transport takes that line
-   out again), so no extra round trip is needed to learn whom to kill;
+2. prints ``hactl-pgid=<PGID> <START>`` as the FIRST line on stderr (the transport takes that
+   line out again), so no extra round trip is needed to learn whom to kill; ``START`` is the
+   group leader's start time (``/proc/self/stat`` field 22, clock ticks since the host booted),
+   so that after a lost connection the group can be told from a later one with the same
+   number (the host may have rebooted);
 3. runs the command: ``eval`` in the same shell (no extra process), or, when the caller asked
    for a backstop, under ``timeout -k 10 T+30`` so that even a dead hactl (SIGKILL, a lost
    connection) leaves nothing running for long.
@@ -20,6 +23,13 @@ SIGKILL to the whole group and waits until no process of the group is left (zomb
 re-sending the signal, for at most :data:`KILL_WAIT` seconds; it exits 0 only when the group
 is gone. It never signals a group below 2 (``kill -KILL -1`` would hit every process). ``kill -KILL
 -PGID`` without ``--``: dash's built-in refuses ``--``.
+
+A command whose SSH connection died while it ran is stopped later, over a new connection, by
+:func:`lost_script`: only when the leader of its group is still the same process (same PID and
+start time); a leader with another start time means the group is gone (the kernel does not reuse
+a PID while a group of that number exists: the host rebooted, or the PID was reused after the
+command ended); with the leader gone, only group members started after it are killed, one by
+one.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ import shlex
 
 TAG = "hactl-pgid="
 """Prefix of the wrapper's first stderr line."""
-_TAG_LINE = re.compile(rb"^hactl-pgid=(\d+)\n")
+_TAG_LINE = re.compile(rb"^hactl-pgid=(\d+)(?: (\d+))?\n")
 BACKSTOP_GRACE = 30.0
 """Seconds after the caller's own timeout at which the host's ``timeout`` stops the command."""
 BACKSTOP_KILL_AFTER = 10
@@ -48,7 +58,11 @@ def wrap(wire: str, *, backstop: float | None = None) -> str:
         body = f'exec timeout -k {BACKSTOP_KILL_AFTER} {limit} sh -c "$1"'
     else:
         body = '__hactl_wc=$1; set --; eval "$__hactl_wc"'
-    inner = f"printf '{TAG}%s\\n' \"$$\" >&2; {body}"
+    fields = " ".join(["__hactl_wx"] * 21)  # starttime is field 22 (comm is sh: no spaces)
+    inner = (
+        f"__hactl_ws=; read -r {fields} __hactl_ws __hactl_wx < /proc/self/stat 2>/dev/null; "
+        f'printf \'{TAG}%s %s\\n\' "$$" "$__hactl_ws" >&2; {body}'
+    )
     return (
         f"set -- {shlex.quote(wire)}\n"
         "__hactl_wg=; read -r __hactl_wx __hactl_wx __hactl_wx __hactl_wx __hactl_wg __hactl_wx"
@@ -58,13 +72,23 @@ def wrap(wire: str, *, backstop: float | None = None) -> str:
     )
 
 
-def take_pgid(stderr: bytes) -> tuple[int | None, bytes]:
-    """``(pgid, rest)`` when ``stderr`` starts with the wrapper's line; ``(None, stderr)`` else."""
+def take_tag(stderr: bytes) -> tuple[int | None, int | None, bytes]:
+    """``(pgid, leader start time, rest)`` when ``stderr`` starts with the wrapper's line;
+    ``(None, None, stderr)`` else (the start time is None when /proc could not be read)."""
     match = _TAG_LINE.match(stderr)
     if match is None:
-        return None, stderr
+        return None, None, stderr
     pgid = int(match.group(1))
-    return (pgid if pgid >= 2 else None), stderr[match.end() :]
+    start = int(match.group(2)) if match.group(2) else None
+    if pgid < 2:
+        return None, None, stderr[match.end() :]
+    return pgid, start, stderr[match.end() :]
+
+
+def take_pgid(stderr: bytes) -> tuple[int | None, bytes]:
+    """``(pgid, rest)`` when ``stderr`` starts with the wrapper's line; ``(None, stderr)`` else."""
+    pgid, _, rest = take_tag(stderr)
+    return pgid, rest
 
 
 def kill_script(pgid: int) -> str:
@@ -91,4 +115,55 @@ while __hactl_alive; do
   sleep 0.1
 done
 exit 0
+"""
+
+
+def lost_script(pgid: int, start: int) -> str:
+    """sh that stops what is left of process group ``pgid`` whose leader started at ``start``
+    (clock ticks since boot), after the connection that ran it died. Exits 0 once nothing of it
+    is left (or it is known to be gone), 1 when some of it survives SIGKILL for
+    :data:`KILL_WAIT` seconds. Prints what it found on stdout (``same``, ``other``, ``none``)."""
+    if pgid < 2:
+        raise ValueError(f"refusing to signal process group {pgid}")
+    rounds = int(KILL_WAIT / 0.1)
+    return f"""g={pgid}; s={start}
+__hactl_fields() {{
+  {{ read -r l < "$1"; }} 2>/dev/null || return 1
+  l=${{l##*") "}}
+  set -f; set -- $l; set +f
+  st=$1 pg=$3 t=${{20}}
+}}
+__hactl_leader() {{
+  __hactl_fields "/proc/$g/stat" || return 1
+  [ "$st" != Z ] && [ "$st" != X ] && [ "$t" = "$s" ]
+}}
+__hactl_members() {{
+  m=
+  for f in /proc/[0-9]*/stat; do
+    __hactl_fields "$f" || continue
+    if [ "$pg" = "$g" ] && [ "$st" != Z ] && [ "$st" != X ] && [ "$t" -ge "$s" ]; then
+      p=${{f#/proc/}}; m="$m ${{p%/stat}}"
+    fi
+  done
+  [ -n "$m" ]
+}}
+if __hactl_leader; then found=same
+elif [ -e "/proc/$g" ]; then echo other; exit 0
+elif __hactl_members; then found=members
+else echo none; exit 0
+fi
+echo "$found"
+i=0
+while :; do
+  if [ "$found" = same ]; then
+    __hactl_leader || __hactl_members || exit 0
+    kill -KILL "-$g" 2>/dev/null
+  else
+    __hactl_members || exit 0
+    kill -KILL $m 2>/dev/null
+  fi
+  i=$((i + 1))
+  if [ "$i" -gt {rounds} ]; then echo "process group $g is still there after SIGKILL" >&2; exit 1; fi
+  sleep 0.1
+done
 """

@@ -9,13 +9,22 @@
   options (keys loaded once) are shared by every host with the same settings.
 - asyncssh and OS errors become :mod:`hactl.errors` (UnreachableError is transient, AuthError
   and HostKeyError are not), each naming the host and what to do next.
+- A connection that closed (the host rebooted, sshd restarted, keepalives unanswered) is
+  opened again by the next command, with the same settings and the same known_hosts check (a
+  changed key is a HostKeyError, never retried); concurrent commands share one reconnect. A
+  command whose session could not be opened on the closed connection (nothing was sent) is sent
+  once more on the new one. A command that was running when the connection died is never sent
+  again by the transport: it raises (transient when its process group is known: the step's
+  retry decides) and the next command on that host, over the new connection, first stops what
+  is left of it (:func:`~hactl.transport.process_group.lost_script`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +33,7 @@ import asyncssh
 
 from hactl.concurrency import gather_each
 from hactl.errors import (
+    CommandError,
     HactlError,
     TransportError,
     UnreachableError,
@@ -42,12 +52,15 @@ from hactl.transport.base import (
     with_sudo,
 )
 from hactl.transport.known_hosts import KnownHosts, KnownHostsCache, host_pattern
-from hactl.transport.process_group import wrap
-from hactl.transport.ssh_errors import map_connect_error, timeout_error
+from hactl.transport.process_group import lost_script, wrap
+from hactl.transport.ssh_errors import lost_error, map_connect_error, timeout_error
 from hactl.transport.ssh_session import (
     STOP_TIMEOUT,
     CommandTimeout,
     OutputLimitError,
+    SessionLost,
+    SessionNotOpened,
+    connection_gone,
     run_session,
 )
 
@@ -148,18 +161,102 @@ class _Client(asyncssh.SSHClient):
         return False
 
 
-class SSHTransport:
-    """:class:`~hactl.transport.base.Transport` over one asyncssh connection."""
+@dataclass(frozen=True)
+class LostCommand:
+    """A command that was running when its connection died: stopped before the next one runs."""
 
-    def __init__(self, host: str, conn: Any, user: str, max_channels: int = MAX_CHANNELS) -> None:
+    shown: str
+    pgid: int
+    start: int
+
+
+Reopen = Callable[[], Awaitable[Any]]
+
+
+class SSHTransport:
+    """:class:`~hactl.transport.base.Transport` over one asyncssh connection, reopened (by
+    ``reopen``) when it closed."""
+
+    def __init__(
+        self,
+        host: str,
+        conn: Any,
+        user: str,
+        max_channels: int = MAX_CHANNELS,
+        reopen: Reopen | None = None,
+    ) -> None:
         self.host = host
         self.user = user
         self._conn = conn
+        self._reopen = reopen
+        self._dead: Any = None
+        """The connection a session found closed (asyncssh may not have marked it closed yet)."""
+        self._reconnecting = asyncio.Lock()
+        self.reconnects = 0
+        self.lost: list[LostCommand] = []
+        """Commands that were running when a connection died, not yet known to be stopped."""
         self._sem = asyncio.Semaphore(max_channels)
         self.max_in_flight = 0
         self._in_flight = 0
         self._kills = asyncio.Semaphore(KILL_CHANNELS)
         self._stopping: set[asyncio.Task[bool]] = set()
+
+    def _closed(self, conn: Any) -> bool:
+        return conn is self._dead or connection_gone(conn)
+
+    async def _connection(self) -> Any:
+        """The open connection: a closed one is replaced first (one reconnect shared by every
+        caller), and commands lost with an earlier one are stopped first."""
+        if not self._closed(self._conn) and not self.lost:
+            return self._conn
+        async with self._reconnecting:
+            if self._closed(self._conn):
+                if self._reopen is None:
+                    raise UnreachableError("the SSH connection is closed", host=self.host)
+                old = self._conn
+                with contextlib.suppress(Exception):
+                    old.close()
+                self._conn = await self._reopen()  # known_hosts checked as on the first connect
+                self.reconnects += 1
+                _log.info("ssh.reconnected", host=self.host, reconnects=self.reconnects)
+            if self.lost:
+                await self._stop_lost(self._conn)
+            return self._conn
+
+    async def _stop_lost(self, conn: Any) -> None:
+        """Make sure the commands lost with the old connection are no longer running."""
+        for lost in list(self.lost):
+            try:
+                async with self._kills:
+                    done = await asyncio.wait_for(
+                        conn.run(self._admin(lost_script(lost.pgid, lost.start)), check=False),
+                        STOP_TIMEOUT,
+                    )
+            except (TimeoutError, asyncssh.Error, OSError) as exc:
+                self._dead = conn if connection_gone(conn) else self._dead
+                raise UnreachableError(
+                    f"could not check whether `{lost.shown}` (process group {lost.pgid}), "
+                    f"running when the SSH connection was lost, is stopped: {exc}",
+                    host=self.host,
+                ) from exc
+            found = str(done.stdout).strip() or "?"
+            if done.exit_status != 0:
+                raise CommandError(
+                    f"`{lost.shown}` was running when the SSH connection was lost and is still "
+                    f"there after SIGKILL (process group {lost.pgid}): {str(done.stderr).strip()}",
+                    host=self.host,
+                    transient=False,
+                    hint="check with `ps -e -o pid,pgid,stat,args` on the host (a process stuck "
+                    "in the kernel?) before running hactl again",
+                )
+            self.lost.remove(lost)
+            _log.info(
+                "ssh.lost_command_stopped",
+                host=self.host,
+                command=lost.shown,
+                pgid=lost.pgid,
+                found={"same": "killed", "members": "killed (leader gone)"}.get(found, "gone"),
+            )
 
     async def run(
         self,
@@ -178,10 +275,7 @@ class SSHTransport:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             try:
-                status, out, err = await run_session(
-                    self._conn, wire, data, timeout,
-                    wrap_admin=self._admin, kills=self._kills, pending=self._stopping,
-                )  # fmt: skip
+                status, out, err = await self._session(shown, wire, data, timeout)
             except CommandTimeout as exc:
                 raise timeout_error(self.host, shown, timeout, exc) from None
             except OutputLimitError as exc:
@@ -208,6 +302,32 @@ class SSHTransport:
             seconds=round(time.monotonic() - started, 3),
         )
         return check_result(self.host, shown, result, secrets_of(command)) if check else result
+
+    async def _session(
+        self, shown: Command, wire: str, data: bytes | None, timeout: float | None
+    ) -> tuple[int, bytes, bytes]:
+        """One session on the open connection; when the connection turns out to be closed
+        before anything was sent, once more on a new one. Never sends a command twice."""
+        for fresh in (False, True):
+            conn = await self._connection()
+            try:
+                return await run_session(
+                    conn, wire, data, timeout,
+                    wrap_admin=self._admin, kills=self._kills, pending=self._stopping,
+                )  # fmt: skip
+            except SessionNotOpened as exc:
+                self._dead = conn
+                if fresh or self._reopen is None:
+                    raise UnreachableError(
+                        f"could not open an SSH session: {exc.reason}", host=self.host
+                    ) from None
+                _log.info("ssh.connection_closed", host=self.host, reason=exc.reason)
+            except SessionLost as exc:
+                self._dead = conn
+                if exc.pgid is not None and exc.start is not None:
+                    self.lost.append(LostCommand(display_command(shown), exc.pgid, exc.start))
+                raise lost_error(self.host, shown, exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _admin(self, script: str) -> str:
         """A script as the line to send: as is for root, under ``sudo -n sh -c`` otherwise."""
@@ -317,11 +437,18 @@ class Connections:
             bastion=None,
         )
         key = (user, address, port, target.identity_file, target.known_hosts_file)
-        if key not in self._jumps:
-            self._jumps[key] = asyncio.ensure_future(
-                self._open(name, jump, user, None, via="bastion ")
-            )
-        return await asyncio.shield(self._jumps[key])
+        task = self._jumps.get(key)
+        if (
+            task is not None
+            and task.done()
+            and not task.cancelled()
+            and (task.exception() is not None or connection_gone(task.result()))
+        ):
+            task = None  # a failed or closed bastion connection is opened again
+        if task is None:
+            task = asyncio.ensure_future(self._open(name, jump, user, None, via="bastion "))
+            self._jumps[key] = task
+        return await asyncio.shield(task)
 
     async def connect(self, host: Host) -> SSHTransport:
         """The host's transport, opening the connection on first use (concurrent callers for
@@ -336,9 +463,14 @@ class Connections:
 
     async def _connect(self, host: Host) -> SSHTransport:
         target = resolve_target(self.cluster, host, self.spec_dir)
-        tunnel = await self._jump(host.name, target) if target.bastion else None
-        conn = await self._open(host.name, target, target.user, tunnel)
-        transport = SSHTransport(host.name, conn, target.user, self.max_channels)
+
+        async def reopen() -> Any:
+            tunnel = await self._jump(host.name, target) if target.bastion else None
+            return await self._open(host.name, target, target.user, tunnel)
+
+        transport = SSHTransport(
+            host.name, await reopen(), target.user, self.max_channels, reopen=reopen
+        )
         self._transports[host.name] = transport
         return transport
 

@@ -22,7 +22,7 @@ from hactl.transport.known_hosts import host_pattern
 
 if TYPE_CHECKING:
     from hactl.transport.ssh import SSHTarget, _Client
-    from hactl.transport.ssh_session import CommandTimeout
+    from hactl.transport.ssh_session import CommandTimeout, SessionLost
 
 
 def host_key_error(name: str, target: SSHTarget, client: _Client | None, via: str) -> HostKeyError:
@@ -118,4 +118,26 @@ def timeout_error(
         transient=False,
         hint="the command may still be running on the host: check with `ps -e -o pid,pgid,args` "
         "and wait for it (or kill it) before running hactl again",
+    )
+
+
+def lost_error(host: str, command: Command, exc: SessionLost) -> TransportError:
+    """The connection died while ``command`` ran. Never sent again by the transport: transient
+    when its process group is known (the next command on the host stops what is left of it
+    first, over a new connection), permanent when it is not (it may be running, unseen)."""
+    shown = display_command(command)
+    if exc.pgid is not None and exc.start is not None:
+        return UnreachableError(
+            f"the SSH connection was lost while `{shown}` ran ({exc.reason}); the next command "
+            f"on this host reconnects and first stops what is left of it (process group "
+            f"{exc.pgid})",
+            host=host,
+            hint="the host may have rebooted or the network dropped; a retry reconnects",
+        )
+    return TransportError(
+        f"the SSH connection was lost while `{shown}` was starting ({exc.reason}): hactl cannot "
+        "tell whether it runs on the host",
+        host=host,
+        hint="check with `ps -e -o pid,pgid,args` on the host and wait for it (or kill it) "
+        "before running hactl again",
     )

@@ -10,6 +10,14 @@ is killed over a fresh channel and the kill is confirmed before anything is rais
 - cap passed → :class:`OutputLimitError` (a permanent :class:`~hactl.errors.CommandError`);
 - cancelled → the kill runs shielded (a second cancel does not stop it: the transport's
   ``aclose`` waits for it), then ``CancelledError`` propagates as it must.
+
+When the connection itself is gone nothing can be killed over it:
+
+- the channel could not be opened because the connection was already closed →
+  :class:`SessionNotOpened` (nothing was sent: the command never started);
+- the connection died once the session was open (the exec request may have gone out) →
+  :class:`SessionLost` with the process group and its leader's start time when the wrapper's
+  first line had arrived (the transport stops that group over its next connection).
 """
 
 from __future__ import annotations
@@ -20,9 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncssh
+
 from hactl.errors import CommandError
 from hactl.log import get_logger
-from hactl.transport.process_group import KILL_WAIT, kill_script, take_pgid
+from hactl.transport.process_group import KILL_WAIT, kill_script, take_tag
 
 MAX_OUTPUT = 8 * 1024 * 1024
 """Bytes of stdout (and of stderr) one command may print; hactl's largest honest answer (the
@@ -47,6 +57,41 @@ class CommandTimeout(Exception):
 
 
 @dataclass
+class SessionNotOpened(Exception):
+    """The channel could not be opened because the connection is closed: nothing was sent."""
+
+    reason: str
+
+
+@dataclass
+class SessionLost(Exception):
+    """The connection died after the session was opened: the command may have started (and may
+    still run, if only the connection died). ``pgid``/``start`` identify its process group when
+    the wrapper's first line had arrived."""
+
+    reason: str
+    pgid: int | None
+    start: int | None
+
+
+LOST_ERRORS = (asyncssh.DisconnectError, asyncssh.ConnectionLost, BrokenPipeError, ConnectionError)
+"""What asyncssh raises on a channel whose connection died (ConnectionLost is a DisconnectError;
+writing to a closed channel gives BrokenPipeError)."""
+
+
+def connection_gone(conn: Any) -> bool:
+    """True once asyncssh knows the connection is closed (or closing)."""
+    closed = getattr(conn, "is_closed", None)
+    return bool(closed()) if callable(closed) else False
+
+
+def _not_opened(conn: Any, exc: asyncssh.ChannelOpenError) -> bool:
+    """A channel refused because the connection is closed (not by the server, e.g. MaxSessions):
+    asyncssh raises this before sending anything."""
+    return exc.reason == "SSH connection closed" or connection_gone(conn)
+
+
+@dataclass
 class _Overflow(Exception):
     stream: str
 
@@ -58,6 +103,8 @@ class _Session:
     out: bytearray = field(default_factory=bytearray)
     err: bytearray = field(default_factory=bytearray)
     pgid: int | None = None
+    start: int | None = None
+    """The process group leader's start time (clock ticks since the host booted)."""
     tagged: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the first stderr line was seen (or stderr ended): only the stderr pump sets it."""
 
@@ -71,7 +118,7 @@ class _Session:
                 return
             buf += chunk
             if name == "stderr" and not self.tagged.is_set() and b"\n" in buf:
-                self.pgid, rest = take_pgid(bytes(buf))
+                self.pgid, self.start, rest = take_tag(bytes(buf))
                 buf[:] = rest
                 self.tagged.set()
             if len(buf) > self.limit:
@@ -126,7 +173,12 @@ async def run_session(
     tasks: list[asyncio.Task[None]] = []
     try:
         async with asyncio.timeout(timeout):
-            proc = await conn.create_process(wire, encoding=None)
+            try:
+                proc = await conn.create_process(wire, encoding=None)
+            except asyncssh.ChannelOpenError as refused:
+                if _not_opened(conn, refused):
+                    raise SessionNotOpened(refused.reason) from refused
+                raise
             session = _Session(proc, limit)
             tasks = [
                 asyncio.create_task(session._pump(proc.stdout, "stdout"), name="ssh:stdout"),
@@ -137,9 +189,11 @@ async def run_session(
             proc.stdin.write_eof()
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
-                if (exc := task.exception()) is not None:
-                    raise exc
+                if (failure := task.exception()) is not None:
+                    raise failure
             await proc.wait_closed()
+            if proc.exit_status is None and proc.exit_signal is None and connection_gone(conn):
+                raise SessionLost("the channel closed without an exit status", None, None)
     except TimeoutError:
         # no session yet: the exec request may have gone out, with no process group known
         stopped = session is not None and await stop_group(conn, session, wrap_admin, kills)
@@ -153,6 +207,16 @@ async def run_session(
             transient=False,
             hint="look at what the command reads on the host (a huge or wrong file?)",
         ) from None
+    except SessionLost as lost:
+        if session is None:
+            raise
+        raise SessionLost(lost.reason, session.pgid, session.start) from None
+    except LOST_ERRORS as exc:
+        raise SessionLost(
+            str(exc) or type(exc).__name__,
+            session.pgid if session else None,
+            session.start if session else None,
+        ) from exc
     except asyncio.CancelledError:
         if session is not None:
             stopping = asyncio.ensure_future(stop_group(conn, session, wrap_admin, kills))
