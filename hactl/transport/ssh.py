@@ -192,6 +192,8 @@ class SSHTransport:
         self._dead: Any = None
         """The connection a session found closed (asyncssh may not have marked it closed yet)."""
         self._reconnecting = asyncio.Lock()
+        self._reconnect_failed: tuple[float, HactlError] | None = None
+        """When the last reconnect failed, and how: shared with the commands that waited on it."""
         self.reconnects = 0
         self.lost: list[LostCommand] = []
         """Commands that were running when a connection died, not yet known to be stopped."""
@@ -209,14 +211,22 @@ class SSHTransport:
         caller), and commands lost with an earlier one are stopped first."""
         if not self._closed(self._conn) and not self.lost:
             return self._conn
+        asked = time.monotonic()
         async with self._reconnecting:
             if self._closed(self._conn):
                 if self._reopen is None:
                     raise UnreachableError("the SSH connection is closed", host=self.host)
-                old = self._conn
+                failed = self._reconnect_failed
+                if failed is not None and failed[0] >= asked:
+                    raise failed[1]  # the attempt made while this one waited failed
                 with contextlib.suppress(Exception):
-                    old.close()
-                self._conn = await self._reopen()  # known_hosts checked as on the first connect
+                    self._conn.close()
+                try:
+                    self._conn = await self._reopen()  # known_hosts checked as the first time
+                except HactlError as exc:
+                    self._reconnect_failed = (time.monotonic(), exc)
+                    raise
+                self._reconnect_failed = None
                 self.reconnects += 1
                 _log.info("ssh.reconnected", host=self.host, reconnects=self.reconnects)
             if self.lost:

@@ -379,3 +379,29 @@ async def test_without_a_way_to_reopen_a_closed_connection_is_unreachable(server
         await asyncio.wait_for(bare._conn.wait_closed(), 10)
         with pytest.raises(TransportError, match="closed"):
             await bare.run(("true",))
+
+
+async def test_commands_waiting_on_a_failed_reconnect_share_its_error(server: Server) -> None:
+    """While the host is down, commands queued behind one reconnect attempt get its answer
+    instead of each trying (and waiting out a connect timeout) in turn."""
+    cluster = server.sshd.cluster()
+    async with Connections(cluster) as conns:
+        transport = await conns.connect(cluster.masters[0])
+        first = transport._conn
+        server.stop()
+        await asyncio.wait_for(first.wait_closed(), 10)
+        reopen, tries = transport._reopen, []
+        assert reopen is not None
+
+        async def counted() -> object:
+            tries.append(1)
+            return await reopen()
+
+        transport._reopen = counted
+        outcomes = await asyncio.gather(
+            *(transport.run(("true",)) for _ in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(o, UnreachableError) for o in outcomes), outcomes
+        assert len(tries) == 1
+        server.start()
+        assert (await transport.run(("true",))).ok and len(tries) == 2
