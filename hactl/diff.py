@@ -219,7 +219,12 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
         before = {"name": member.name or "(unstarted)", "id": member.id,
                   "peer_url": ",".join(member.peer_urls), "voter": not member.is_learner}
         moved_from = data_dir_move(cluster, facts)
-        if (facts.data_dir_state in ("absent", "empty") and not facts.active) or moved_from:
+        # An empty data dir is a rebuilt host only for a member that once ran: a member added
+        # (or listed in a new cluster's initial set) but never started has no data yet — it is
+        # started (``existing``), not removed and added again, which a run killed between the
+        # two would repeat for ever.
+        if (facts.data_dir_state in ("absent", "empty") and not facts.active and member.started) \
+                or moved_from:
             why = (f"its data dir moves from {moved_from} to {facts.data_dir} (etcd keeps a "
                    "member's identity in its data dir: a restart on a new one would crash it; "
                    f"the old {moved_from} is left as it is)" if moved_from

@@ -6,6 +6,7 @@ cannot read it", and a member whose certificate files are only partly written ge
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,33 @@ def test_the_probe_names_the_missing_member_files() -> None:
     assert info.pki_missing == ("healthcheck-client.crt", "healthcheck-client.key")
     assert fact.parse("data_dir=member\n").pki_missing == ()
     assert set(MEMBER_FILES) >= set(info.pki_missing)
+
+
+def unstarted(lab: Cluster, *, learner: bool) -> Synthetic:
+    """etcd03 is in the member list but never started (name and client URLs empty), its data dir
+    empty, its service stopped: what `member add` leaves (learner), or a new cluster's initial
+    member whose bootstrap was killed before it started (voter)."""
+    s = Synthetic(lab).converged()
+    listed = []
+    for m in s.hosts["etcd01"].etcd.members:  # type: ignore[union-attr]
+        listed.append(replace(m, name="", client_urls=(), is_learner=learner)
+                      if m.peer_urls[0].startswith(f"https://{lab.host('etcd03').address}") else m)
+    for name in ("etcd01", "etcd02"):
+        s.etcd_facts(name, members=tuple(listed))
+    s.etcd_facts("etcd03", active=False, data_dir_state="empty", members=None, status=None,
+                 health=None, data_dir_entries=0, data_dir_names=())
+    return s
+
+
+@pytest.mark.parametrize("learner", [True, False], ids=["learner", "voter"])
+def test_a_member_added_but_never_started_is_started_not_replaced(lab: Cluster,
+                                                                  learner: bool) -> None:
+    # A run killed after `member add` (or inside a bootstrap) must be finished by the next plan:
+    # replacing it (remove, add) again would loop for ever under repeated kills.
+    plan = build_plan(lab, unstarted(lab, learner=learner).observed(), now=PROBED_AT)
+    ids = [s.id for s in plan.steps()]
+    etcd_steps = [i for i in ids if i.startswith("etcd.member[")]
+    assert etcd_steps == ["etcd.member[etcd03].start",
+                          *(["etcd.member[etcd03].promote"] if learner else [])]
+    change = next(c for c in plan.diff.changes if c.address == "etcd.member[etcd03]")
+    assert "the member was added but never started" in change.reason
