@@ -63,6 +63,10 @@ __all__ = [
 LOCK_ROOT = "/var/lib/hactl"
 MEMBER_STEP = re.compile(r".*etcd_member.*")
 """Step kinds re-checked against the lock right before they start (etcd membership and restarts)."""
+RELEASE_TRIES = 3
+"""Tries to release the lock on a host that could not be reached (then it is left to expire)."""
+RELEASE_PAUSE = 3.0
+"""Seconds between those tries."""
 Op = Literal["acquire", "takeover", "refresh", "release", "read", "break"]
 
 _SCRIPT = r"""set -u
@@ -189,6 +193,7 @@ class ClusterLock:
         self._log = get_logger(cluster=cluster.metadata.name, lock_token=self.owner.token[:8])
         self._refresher: asyncio.Task[None] | None = None
         self._clock = clock
+        self.release_pause = RELEASE_PAUSE
         self._confirmed = clock()
         """When a majority last confirmed our record (``clock()``)."""
         self.lost: str | None = None
@@ -289,17 +294,37 @@ class ClusterLock:
                 raise self._held_error(state)
 
     async def release(self) -> None:
-        """Remove our lock from every host we took it on (others are left alone)."""
+        """Remove our lock from every host we took it on (others are left alone).
+
+        A host that could not be reached (it may be rebooting: the transport reconnects on the
+        next try) is tried again, :data:`RELEASE_TRIES` times in all, :data:`RELEASE_PAUSE`
+        seconds apart; what still fails is logged (the record then expires with its TTL, or
+        ``hactl unlock`` removes it)."""
         self._stop_refresher()
         held, self.held_on = self.held_on, []
-        results = await asyncio.gather(
-            *(self._op(h, "release") for h in held), return_exceptions=True
-        )
-        for host, res in zip(held, results, strict=True):
-            if isinstance(res, BaseException):
-                self._log.warning("lock.release_failed", host=host, error=str(res))
-        if held:
-            self._log.info("lock.released", hosts=held)
+        pending, done = list(held), []
+        for attempt in range(1, RELEASE_TRIES + 1):
+            results = await asyncio.gather(
+                *(self._op(h, "release") for h in pending), return_exceptions=True
+            )
+            again = []
+            for host, res in zip(pending, results, strict=True):
+                if not isinstance(res, BaseException):
+                    done.append(host)
+                    continue
+                retry = isinstance(res, HactlError) and res.transient and attempt < RELEASE_TRIES
+                self._log.warning(
+                    "lock.release_failed", host=host, error=str(res), attempt=attempt,
+                    retry=retry,
+                )  # fmt: skip
+                if retry:
+                    again.append(host)
+            if not again:
+                break
+            pending = again
+            await asyncio.sleep(self.release_pause)
+        if done:
+            self._log.info("lock.released", hosts=done)
 
     async def refresh(self) -> None:
         """Rewrite our owner record (renews the expiry) on the hosts we hold, all at once.
