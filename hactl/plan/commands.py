@@ -107,6 +107,11 @@ def file_exists(path: str) -> Argv:
     return ("test", "-e", path)
 
 
+def etcd_ca_present() -> Argv:
+    """Exit 0 when this host holds the etcd CA: its key and its certificate."""
+    return ("test", "-e", ETCD_CA_KEY, "-a", "-e", ETCD_CA_CERT)
+
+
 _PREPARE_DATA_DIR = """d=$1; aside=$2
 if [ ! -e "$d" ]; then exec install -d -m 0700 "$d"; fi
 if [ ! -d "$d" ]; then echo "$d exists and is not a directory" >&2; exit 1; fi

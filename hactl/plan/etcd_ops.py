@@ -87,14 +87,16 @@ NO_CA_KEY_HINT = ("if the members hold no CA yet, plan again: the plan generates
 
 
 async def find_ca_host(ctx: StepContext, preferred: str | None = None) -> str | None:
-    """The first etcd member (``preferred`` first) that holds the CA key."""
+    """The first etcd member (``preferred`` first) that holds the CA: its key AND its
+    certificate (GenerateEtcdCA writes the key first: a run killed between the two leaves a key
+    alone, which is no CA — the next GenerateEtcdCA makes one again)."""
     names = [h.name for h in ctx.cluster.etcd_members]
     if preferred in names:
         names.remove(preferred)
         names.insert(0, preferred)
     for name in names:
         try:
-            result = await run(ctx, name, cmd.file_exists(cmd.ETCD_CA_KEY), check=False)
+            result = await run(ctx, name, cmd.etcd_ca_present(), check=False)
         except CommandError:
             continue
         except Exception:  # an unreachable member: try the next one

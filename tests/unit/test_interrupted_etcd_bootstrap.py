@@ -6,6 +6,7 @@ cannot read it", and a member whose certificate files are only partly written ge
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from hactl.errors import PlanError
 from hactl.facts.etcd import MEMBER_FILES, EtcdFiles
+from hactl.plan import commands as cmd
 from hactl.plan import desired
 from hactl.plan.planner import build_plan
 from hactl.plan.synthetic import CA_FP, PROBED_AT, Synthetic
@@ -110,3 +112,15 @@ def test_a_member_added_but_never_started_is_started_not_replaced(lab: Cluster,
                           *(["etcd.member[etcd03].promote"] if learner else [])]
     change = next(c for c in plan.diff.changes if c.address == "etcd.member[etcd03]")
     assert "the member was added but never started" in change.reason
+
+
+def test_a_ca_key_alone_is_no_ca(tmp_path: Path) -> None:
+    # GenerateEtcdCA writes ca.key, then ca.crt: a run killed between the two leaves the key
+    # alone. That must not count as "the CA is here" (InstallEtcdCerts would then fail reading
+    # ca.crt on every later apply): the next GenerateEtcdCA makes the CA again.
+    argv = [a.replace(cmd.ETCD_PKI_DIR, str(tmp_path)) for a in cmd.etcd_ca_present()]
+    assert str(tmp_path / "ca.key") in argv and str(tmp_path / "ca.crt") in argv
+    (tmp_path / "ca.key").write_text("key")
+    assert subprocess.run(argv, check=False).returncode == 1
+    (tmp_path / "ca.crt").write_text("cert")
+    assert subprocess.run(argv, check=False).returncode == 0

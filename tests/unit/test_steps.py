@@ -142,7 +142,7 @@ async def test_haproxy_not_running_is_enabled_and_started(lab: Cluster) -> None:
 async def test_generate_ca_only_when_no_member_has_one(lab: Cluster) -> None:
     ctx = Ctx(lab)
     for name in ("etcd01", "etcd02", "etcd03"):
-        ctx.transport(name).on(("test", "-e", cmd.ETCD_CA_KEY), exit_status=1)
+        ctx.transport(name).on(cmd.etcd_ca_present(), exit_status=1)
     ctx.transport("etcd01").on(("install",))
     await step_args(GenerateEtcdCA, host="etcd01").run(ctx)
     files = ctx.transport("etcd01").files
@@ -154,8 +154,8 @@ async def test_generate_ca_only_when_no_member_has_one(lab: Cluster) -> None:
     assert "PRIVATE" not in repr(ctx.events)
 
     again = Ctx(lab)
-    again.transport("etcd01").on(("test", "-e", cmd.ETCD_CA_KEY), exit_status=1)
-    again.transport("etcd02").on(("test", "-e", cmd.ETCD_CA_KEY))
+    again.transport("etcd01").on(cmd.etcd_ca_present(), exit_status=1)
+    again.transport("etcd02").on(cmd.etcd_ca_present())
     await step_args(GenerateEtcdCA, host="etcd01").run(again)
     assert again.transport("etcd01").files == {}
 
@@ -164,7 +164,7 @@ async def test_member_certs_are_issued_from_the_ca_read_off_a_member(lab: Cluste
     ctx = Ctx(lab)
     ctx.transport("etcd03").on(("test", "-e"), exit_status=1)
     ctx.transport("etcd03").on(("install",))
-    ctx.transport("etcd01").on(("test", "-e", cmd.ETCD_CA_KEY))
+    ctx.transport("etcd01").on(cmd.etcd_ca_present())
     ctx.transport("etcd01").on(("cat", cmd.ETCD_CA_CERT, cmd.ETCD_CA_KEY),
                                stdout=(ca.cert_pem() + ca.key_pem()).decode())
     await step_args(InstallEtcdCerts, host="etcd03", ca_host="etcd01").run(ctx)
