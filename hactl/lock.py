@@ -7,7 +7,9 @@ How: the lock is held when it is taken on a **majority** of those hosts. They ar
 one **in name order** (never spec order: two operators whose specs list the same members in
 different orders must meet on the same first host); on each host a small ``sh`` script,
 serialised by ``flock`` on ``/var/lib/hactl/lock.mutex``, creates ``lock.d`` with ``mkdir``
-(atomic) and writes the owner record. The first host where someone else holds an unexpired lock
+(atomic) and writes the owner record, which travels inside the script (never on stdin, so the
+host has all of it before it creates ``lock.d``: a hactl killed mid-acquire leaves a complete
+record of a gone holder, never an ownerless ``lock.d``). The first host where someone else holds an unexpired lock
 ends the attempt: what we took is released and :class:`~hactl.errors.LockError` names the holder
 and the lock id. Trying in a fixed order means two applies started together meet on the first
 reachable host and exactly one wins; requiring a majority means a host that is down (or cut off
@@ -70,12 +72,12 @@ RELEASE_PAUSE = 3.0
 Op = Literal["acquire", "takeover", "refresh", "release", "read", "break"]
 
 _SCRIPT = r"""set -u
-root={root}; lock="$root/lock.d"; op={op}; mine={mine}; expect={expect}
+root={root}; lock="$root/lock.d"; op={op}; mine={mine}; expect={expect}; owner={owner}
 mkdir -p "$root" || exit 70
 exec 9>>"$root/lock.mutex"
 flock -w {wait} 9 || {{ echo "hactl-lock: $root/lock.mutex is busy" >&2; exit 75; }}
 owned() {{ [ -n "$1" ] && grep -q "\"token\": \"$1\"" "$lock/owner.json" 2>/dev/null; }}
-take() {{ cat > "$lock/owner.json.tmp" && mv -f "$lock/owner.json.tmp" "$lock/owner.json"; }}
+take() {{ printf '%s\n' "$owner" > "$lock/owner.json.tmp" && mv -f "$lock/owner.json.tmp" "$lock/owner.json"; }}
 res=held
 case "$op" in
   acquire) if mkdir "$lock" 2>/dev/null; then take && res=acquired; fi ;;
@@ -210,11 +212,12 @@ class ClusterLock:
             mine=shlex.quote(self.owner.token),
             expect=shlex.quote(expect),
             wait=int(self.wait),
+            # In the script, not on stdin: the host gets the whole record in the one request
+            # that starts the script, so a hactl killed (or a connection lost) while it runs can
+            # never leave a lock.d with a missing or cut owner.json. Nothing in it is secret.
+            owner=shlex.quote(self.owner.to_json() if op in ("acquire", "takeover", "refresh") else ""),
         )
-        stdin = self.owner.to_json() if op in ("acquire", "takeover", "refresh") else None
-        result = await self.transports(host).run(
-            script, stdin=stdin, timeout=self.wait + 20, check=False
-        )
+        result = await self.transports(host).run(script, timeout=self.wait + 20, check=False)
         if result.exit_status == 75:
             raise LockError(
                 f"the lock mutex on {host} stayed busy for {self.wait:g}s",

@@ -4,8 +4,10 @@ with /bin/sh (real mkdir, flock, stat) in a folder per fake host."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lockhosts import PLACEHOLDER, Hosts
@@ -14,6 +16,8 @@ from hactl.errors import LockError, UnreachableError
 from hactl.lock import ClusterLock, HostLock, LockOwner, lock_hosts, parse_output
 from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
+from hactl.transport.base import Result
+from hactl.transport.fake import Call
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -213,4 +217,27 @@ async def test_a_stale_lock_without_owner_record_is_taken_over(
     lock = make_lock(cluster, hosts, "bob@ci")
     await lock.acquire()
     assert hosts.owner("etcd01")["who"] == "bob@ci"
+    await lock.release()
+
+
+async def test_the_owner_record_travels_in_the_script_not_on_stdin(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    # A hactl killed (or a connection lost) after the script started but before stdin was sent
+    # left lock.d with an empty owner.json: an "unknown owner" that `hactl unlock LOCK_ID` could
+    # not match (found by tests/lab/test_faults_lab's SIGKILL walk). Here the hosts never get any
+    # stdin: the record must still be whole.
+    hosts = Hosts(tmp_path, lock_hosts(cluster))
+    lock = make_lock(cluster, hosts, "alice")
+    for name, fake in hosts.fakes.items():
+        runner = hosts._runner(name)  # the real script, run by /bin/sh in the host's folder
+
+        def no_stdin(call: Call, runner: Any = runner) -> Result:
+            return runner(dataclasses.replace(call, stdin=None))
+
+        fake.on(lambda wire: True, respond=no_stdin)  # the last rule wins
+    await lock.acquire()
+    assert lock.held_on
+    for host in lock.held_on:
+        assert hosts.owner(host)["token"] == lock.owner.token
     await lock.release()
