@@ -4,15 +4,15 @@
 One lab of 8 nodes (3 etcd, 1 LB, 3 masters, 1 worker) serves every scenario, in an order where
 each starts from the state the previous one left:
 
-1. **SIGKILL chain** (spec A: etcd, LB, master01, master02). ``hactl apply`` runs as a
-   subprocess with JSON logs; at each kill point it is SIGKILLed (by the PID this test started):
-   1.0 s into an etcd bootstrap, at the boundary before ``kubeadm init``, inside init once its
-   static Pod manifests are written, at the end of the init (or of the completion of the
-   interrupted one), inside master02's control-plane join once its certificates are downloaded,
-   at the end of that join. After each
-   kill: ``hactl plan`` must work, the lock the dead run left is broken with ``hactl unlock``, and
-   the next apply must get past the killed point without a failed step: it is the run killed at
-   the next point. The last one must finish, and the plan after it say "No changes".
+1. **SIGKILL walk** (spec A: etcd, LB, master01, master02) from a fresh lab. ``hactl apply``
+   runs as a subprocess with JSON logs and is SIGKILLed (by the PID this test started) at EVERY
+   step boundary of the bring-up — each apply the moment its first step ends — and inside the
+   longest steps: 1.0 s into an etcd bootstrap, inside ``kubeadm init`` once its static Pod
+   manifests are written, inside master02's control-plane join once its certificates are
+   downloaded. After each kill: ``hactl plan`` must work, the lock the dead run left is broken
+   with ``hactl unlock`` (which must call it STALE), and the next apply must get to its own kill
+   without a failed step. The walk ends with an apply that has nothing left to do; the plan after
+   it says "No changes".
 2. **etcd member down mid-apply** (spec B adds worker01): etcd02 powered off when worker01's
    join starts, powered on 20 s later while the apply still runs; then converge.
 3. **partition during a control-plane join** (spec C adds master03): master03's cable cut 1.5 s
@@ -20,11 +20,14 @@ each starts from the state the previous one left:
 4. **power-off during a control-plane join**: master03 taken back out by hand (``kubeadm reset``
    and ``kubectl delete node``), then powered off inside its new join, the moment kubeadm has
    fetched the certificates; powered on; converge.
-5. **SIGKILL between writing haproxy.cfg and its reload** (spec D = C with ``balance:
+5. **SSH connection dropped mid-command**: master03 taken out by hand again, and inside its new
+   join (once kubeadm fetched the certificates) the sshd processes serving hactl's connection
+   to it are SIGKILLed (the host stays up); converge.
+6. **SIGKILL between writing haproxy.cfg and its reload** (spec D = C with ``balance:
    leastconn``, a new haproxy.cfg content; hactl is killed the moment the new file is in
    place): unless the reload already happened (hactl's loaded marker matches the file), the
    next plan must plan it.
-6. **host key regenerated** on worker01, with a hand edit of haproxy.cfg pending: the apply must
+7. **host key regenerated** on worker01, with a hand edit of haproxy.cfg pending: the apply must
    fail with the host-key error and change nothing (the edit stays, no step starts, no lock is
    left); the old key back, the next apply converges.
 
@@ -37,8 +40,10 @@ impossible, starts on a fresh lab), and the test fails at the end listing every 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -174,30 +179,26 @@ def run_to_end(run: ApplyRun, facts: dict[str, Any]) -> int:
 
 @dataclass(frozen=True)
 class KillPoint:
+    """A kill inside a step: ``delay`` seconds after it started, or as soon as ``appears``."""
+
     name: str
-    event: str  # step.start (kill inside the step) | step.end (kill at the boundary)
     step: str  # regex on the step id
-    delay: float = 0.0  # inside: seconds after the step started …
-    appears: tuple[str, str] | None = None  # … or as soon as (node, path) exists
-    api_up: bool = False  # the API answers through the LB from here on
+    delay: float = 0.0
+    appears: tuple[str, str] | None = None  # (node, path)
 
 
-KILL_POINTS = (
-    KillPoint("SIGKILL 1.0 s into an etcd bootstrap", "step.start", r"\.bootstrap$", 1.0),
-    KillPoint("SIGKILL at the step boundary before kubeadm init", "step.start", r"master01\]?\.init$"),
+INSIDE_POINTS = (
+    KillPoint("SIGKILL 1.0 s into an etcd bootstrap", r"\.bootstrap$", 1.0),
     KillPoint("SIGKILL inside kubeadm init, once the static Pod manifests are written",
-              "step.start", r"master01\]?\.init$",
-              appears=("master01", "/etc/kubernetes/manifests/kube-apiserver.yaml")),
-    KillPoint("SIGKILL at the end of the init (or of its completion)", "step.end",
-              r"master01\]?\.(init|complete-init)$", api_up=True),
+              r"master01\]?\.init$", appears=("master01", "/etc/kubernetes/manifests/kube-apiserver.yaml")),
     KillPoint("SIGKILL inside a control-plane join, once the certificates are downloaded",
-              "step.start", r"master02\]?\.join$", appears=("master02", "/etc/kubernetes/pki/ca.key"),
-              api_up=True),
-    KillPoint("SIGKILL at the end of a control-plane join", "step.end", r"master02\]?\.join$",
-              api_up=True),
+              r"master02\]?\.join$", appears=("master02", "/etc/kubernetes/pki/ca.key")),
 )
-"""In bring-up order: the apply after each kill must get to the next one (or finish); each next
-point lies beyond the end of the step killed before it, so reaching it proves that step done."""
+"""In bring-up order. Besides these, the walk kills hactl at EVERY step boundary: each apply is
+killed the moment its first step ends (unless one of these points comes first)."""
+API_UP = re.compile(r"master01\]?\.(init|complete-init)$")
+"""Once a step matching this ended ok, the API answers through the LB: errors count from then."""
+MAX_KILLS = 40
 
 
 def wait_for_file(stage: Stage, run: ApplyRun, step: str, node: str, path: str,
@@ -235,100 +236,136 @@ class Suite:
 
 @dataclass
 class Killed:
-    point: KillPoint
+    name: str
     at: float
     reader: ApiReader
+    api_up: bool
     plan: str = ""
     unlock: str = ""
 
 
-def reach(stage: Stage, point: KillPoint) -> tuple[ApplyRun, dict[str, Any] | None, str]:
-    """Start an apply of spec A and wait for ``point``: (run, the event, "") when reached, else
-    (run, None, "finished") when the apply converged without passing it, or (run, None, why)."""
-    run = stage.apply("A")
-    try:
-        event = run.step_event(point.event, point.step, timeout=APPLY_LIMIT)
-    except TimeoutError:
-        run.kill()
-        return run, None, f"not reached in {APPLY_LIMIT:g}s\n{run.human()}"
-    failed = {s: o for s, o in run.ended_steps().items() if o != "ok"}
-    if event is not None and point.event == "step.end" and event.get("outcome") != "ok":
-        event = None
-    if event is None and not failed and run.finish(60) == 0:
-        return run, None, "finished"
-    if event is None or failed:
-        run.kill()
-        return run, None, f"the apply failed before it: {failed}\n{run.human()}"
-    return run, event, ""
-
-
-def kill_chain(suite: Suite) -> None:
+def kill_walk(suite: Suite) -> None:
+    """From a fresh lab, bring up spec A by applies that are each SIGKILLed: at the first step
+    boundary the run reaches (the moment a step ends ok), or inside the next of
+    :data:`INSIDE_POINTS` when that step starts first. After each kill ``hactl plan`` must work
+    and ``hactl unlock`` must see the dead holder (STALE) and remove its lock; the next apply must
+    get to its own kill without a failed step. The walk ends when an apply finds nothing to do
+    (exit 0); the plan then says "No changes" and the marker written once the API was up is kept."""
+    stage = suite.fresh()
+    pending = list(INSIDE_POINTS)
     previous: Killed | None = None
+    api_up = False
+    boundaries = 0
 
     def settle(ok: bool, detail: str) -> None:
         assert previous is not None
         previous.reader.stop()
-        api = previous.reader.summary() if previous.point.api_up else {}
-        record(previous.point.name, outcome="recovered" if ok else "FAILED", detail=clip(detail),
+        api = previous.reader.summary() if previous.api_up else {}
+        record(previous.name, outcome="recovered" if ok else "FAILED", detail=clip(detail),
                seconds_to_recover=round(time.monotonic() - previous.at, 1),
                plan_after_kill=previous.plan, unlock=previous.unlock, **api)
         if not ok:
-            suite.fail(previous.point.name, clip(detail))
+            suite.fail(previous.name, clip(detail))
 
-    def after_kill(stage: Stage) -> bool:
-        assert previous is not None
-        try:
-            previous.plan = f"exit {plan_ok(stage, 'A')}"
-            previous.unlock = unlock(stage, "A")
-        except AssertionError as exc:
-            settle(False, f"after the kill: {exc}")
-            return False
-        return True
-
-    for point in KILL_POINTS:
-        stage = suite.stage or suite.fresh()
-        if previous is not None and not after_kill(stage):
-            previous, stage = None, suite.fresh()
-        run, event, why = reach(stage, point)
-        if event is None and previous is not None:
-            if why == "finished":
-                settle(True, "the next apply converged (without passing the next kill point)")
-            else:
-                settle(False, f"the next apply did not get to '{point.name}': {why}")
-            previous, stage = None, suite.fresh()
-            run, event, why = reach(stage, point)  # this point, from a fresh lab
-        if event is None:
-            suite.fail(f"bring-up to '{point.name}'", clip(why))
-            record(point.name, outcome="FAILED", detail=f"bring-up did not reach it: {clip(why)}")
-            suite.fresh()
-            continue
+    for _ in range(MAX_KILLS):
         if previous is not None:
-            settle(True, f"the next apply got past it (to '{point.name}')")
-        if point.delay:
-            time.sleep(max(0.0, point.delay - (time.monotonic() - event["_t"])))
-        if point.appears and not wait_for_file(stage, run, point.step, *point.appears):
-            suite.fail(point.name, f"{point.appears} never appeared while the step ran\n{run.human()}")
+            try:
+                previous.plan = f"exit {plan_ok(stage, 'A')}"
+                previous.unlock = unlock(stage, "A")
+            except AssertionError as exc:
+                settle(False, f"after the kill: {exc}")
+                suite.fresh()
+                return
+        run = stage.apply("A")
+        inside = pending[0] if pending else None
+        rx = re.compile(inside.step) if inside else None
+
+        def due(e: dict[str, Any], rx: re.Pattern[str] | None = rx) -> bool:
+            return e.get("event") == "step.end" or (
+                rx is not None and e.get("event") == "step.start" and bool(rx.search(str(e.get("step")))))
+
+        try:
+            event = run.wait_event(due, timeout=APPLY_LIMIT)
+        except TimeoutError:
+            run.kill()
+            event, why = None, f"no step ended in {APPLY_LIMIT:g}s\n{run.human()}"
+        else:
+            why = ""
+        if event is None:
+            rc = run.finish(120) if not why else -9
+            if rc == 0:  # no step to run: the bring-up is complete
+                if previous is not None:
+                    settle(True, "the next apply found nothing left to do")
+                    previous = None
+            else:
+                why = why or f"the apply ended (exit {rc}) without ending a step\n{run.human()}"
+                if previous is not None:
+                    settle(False, f"the next apply: {why}")
+                else:
+                    suite.fail("kill walk", clip(why))
+                suite.fresh()
+                return
+            break
+        step = str(event.get("step"))
+        if event["event"] == "step.end" and event.get("outcome") != "ok":
+            run.kill()
+            why = f"step {step} failed: {event.get('outcome')}\n{run.human()}"
+            if previous is not None:
+                settle(False, f"the next apply: {why}")
+            else:
+                suite.fail("kill walk", clip(why))
+            suite.fresh()
+            return
+        if previous is not None:
+            settle(True, f"the next apply got past it (to {event['event']} of {step})")
+            previous = None
+        if event["event"] == "step.start":
+            assert inside is not None
+            pending.pop(0)
+            name = inside.name
+            if inside.delay:
+                time.sleep(max(0.0, inside.delay - (time.monotonic() - event["_t"])))
+            if inside.appears and not wait_for_file(stage, run, inside.step, *inside.appears):
+                suite.fail(name, f"{inside.appears} never appeared while the step ran\n{run.human()}")
+                record(name, outcome="FAILED", detail=f"{inside.appears} never appeared")
+                run.kill()
+                suite.fresh()
+                return
+        else:
+            boundaries += 1
+            name = f"SIGKILL at the step boundary after {step}"
         if run.proc.poll() is not None:
             why = f"the apply ended by itself before it was killed\n{run.human()}"
-            suite.fail(point.name, clip(why))
-            record(point.name, outcome="FAILED", detail=clip(why))
-            previous = None
+            suite.fail(name, clip(why))
+            record(name, outcome="FAILED", detail=clip(why))
             suite.fresh()
-            continue
+            return
         reader = stage.reader().__enter__()
         run.kill()
-        print(f"killed hactl (pid {run.pid}) at '{point.name}'")
-        previous = Killed(point, time.monotonic(), reader)
+        api_up = api_up or any(API_UP.search(s) and o == "ok" for s, o in run.ended_steps().items())
+        if api_up and not stage.marker:
+            write_marker(stage)
+        print(f"killed hactl (pid {run.pid}) at '{name}'")
+        previous = Killed(name, time.monotonic(), reader, api_up)
+    else:
+        suite.fail("kill walk", f"not converged after {MAX_KILLS} kills")
+        suite.fresh()
+        return
+    if pending:
+        suite.fail("kill walk", f"never reached: {[p.name for p in pending]}")
+    try:
+        converge(stage, "A")
+    except AssertionError as exc:
+        suite.fail("kill walk", f"after the last kill: {clip(str(exc))}")
+        suite.fresh()
+        return
+    record(f"SIGKILL at each step boundary of a bring-up ({boundaries} boundaries)",
+           outcome="converged after every kill" if not suite.failures else "see the failures",
+           kills=boundaries + len(INSIDE_POINTS) - len(pending))
+    print(f"kill walk: {boundaries} boundaries and {len(INSIDE_POINTS) - len(pending)} inside points")
 
-    if previous is not None and suite.stage is not None and after_kill(suite.stage):
-        try:
-            converge(suite.stage, "A")
-            settle(True, "the next apply converged; then No changes")
-        except AssertionError as exc:
-            settle(False, str(exc))
 
-
-# -- 2.–5. the hosts fail --------------------------------------------------------------------
+# -- 2.–7. the hosts fail --------------------------------------------------------------------
 
 
 def scenario(suite: Suite, name: str, pre: str, spec: str,
@@ -413,6 +450,50 @@ def power_off_join(stage: Stage, facts: dict[str, Any]) -> None:
     facts["_fault_to_end"] = time.monotonic() - fault
 
 
+def ssh_sessions(stage: Stage, node: str) -> list[int]:
+    """PIDs (as this machine sees them) of the node's sshd processes that serve a connection:
+    every ``sshd:`` / ``sshd-session:`` process in the node's PID namespace but the listener.
+    The lab itself enters nodes without SSH, so during an apply these are hactl's."""
+    ns = os.readlink(f"/proc/{stage.lab.pid(node)}/ns/pid")
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") != ns:
+                continue
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if argv.startswith((b"sshd:", b"sshd-session:")) and b"[listener]" not in argv:
+            found.append(int(entry))
+    return found
+
+
+def ssh_dropped_mid_command(stage: Stage, facts: dict[str, Any]) -> None:
+    """master03 taken out by hand as in the power-off scenario, then, inside its new join (the
+    moment kubeadm has fetched the certificates), the sshd processes serving hactl's connection
+    to master03 are SIGKILLed: the connection drops mid-command while the host stays up."""
+    reset = stage.lab.run("master03", "kubeadm reset -f", timeout=120)
+    assert reset.returncode == 0, reset.stderr
+    gone = kubectl(stage, "delete", "node", "master03")
+    assert gone.returncode == 0, gone.stderr
+    run = stage.apply("C")
+    event = run.step_event("step.start", r"master03\]?\.join$", timeout=APPLY_LIMIT)
+    assert event is not None, "master03's join never started:\n" + run.text()
+    fetched = wait_for_file(stage, run, r"master03\]?\.join$", "master03", "/etc/kubernetes/pki/ca.key")
+    assert fetched, "master03's join ended before its certificates were fetched:\n" + run.human()
+    sessions = ssh_sessions(stage, "master03")
+    assert sessions, "no sshd process serves hactl's connection to master03"
+    for pid in sessions:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    fault = time.monotonic()
+    facts["sshd_killed"] = len(sessions)
+    run_to_end(run, facts)
+    facts["_fault_to_end"] = time.monotonic() - fault
+
+
 def haproxy_written_not_loaded(stage: Stage, facts: dict[str, Any]) -> None:
     """Spec D changes haproxy.cfg's content (balance leastconn); hactl is killed the moment the
     new file is moved in place, before (or just after) its reload. Unless the reload was done
@@ -485,6 +566,8 @@ SCENARIOS = (
     ("etcd", "etcd member powered off 20 s mid-apply (worker join)", "A", "B", etcd_member_down),
     ("partition", "control-plane node partitioned 20 s during its join", "B", "C", partition_join),
     ("poweroff", "control-plane node powered off during its join", "C", "C", power_off_join),
+    ("sshdrop", "SSH connection dropped mid-command (inside a control-plane join)", "C", "C",
+     ssh_dropped_mid_command),
     ("haproxy", "SIGKILL between writing haproxy.cfg and reloading it", "C", "D",
      haproxy_written_not_loaded),
     ("hostkey", "host key regenerated on a node (must be refused)", "C", "C", host_key_changed),
@@ -501,8 +584,8 @@ def test_faults_converge(lab_factory: Any, tmp_path: Path) -> None:
     t0 = time.monotonic()
     try:
         if not only or "chain" in only:
-            kill_chain(suite)
-            print(f"kill chain: {time.monotonic() - t0:.0f}s")
+            kill_walk(suite)
+            print(f"kill walk: {time.monotonic() - t0:.0f}s")
         for key, name, pre, spec, body in SCENARIOS:
             if only and key not in only:
                 continue
