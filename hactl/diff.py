@@ -235,6 +235,25 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                          + data_dir_note(facts),
                          host=host.name, detail={"mode": "replace", "member_id": member.id})
             continue
+        if not member.started:
+            # Added (or in a new cluster's initial set) but never started: no data of its own
+            # anywhere. StartEtcdMember writes the existing-cluster env from the live member list
+            # and starts it; member data on its host is an earlier identity's (a member that was
+            # removed): etcd would refuse to start on it, so it is moved aside.
+            old_data = facts.data_dir_state == "member"
+            note = (f"; its data dir {facts.data_dir} holds member data of an earlier identity "
+                    "(this member has never run): it will be moved aside into "
+                    f"{facts.data_dir.rstrip('/')}.hactl-old-<UTC time> (nothing is deleted) and "
+                    "the member starts on the emptied directory" if old_data else data_dir_note(facts))
+            yield Change(Op.UPDATE, address, before, after,
+                         "the member was added but never started; start it with "
+                         "initial-cluster-state=existing"
+                         + ("; the member is still a learner" if member.is_learner else "") + note,
+                         host=host.name,
+                         detail={"mode": "start-added" + ("+promote" if member.is_learner else ""),
+                                 "member_id": member.id, "running": False,
+                                 "learner": member.is_learner, "stale_data": old_data})
+            continue
         reasons = []
         mode = []
         running = member.started and facts.active

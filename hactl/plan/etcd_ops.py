@@ -120,10 +120,15 @@ async def data_dir_has_member(ctx: StepContext, host: str, data_dir: str) -> boo
     return False
 
 
-async def prepare_data_dir(ctx: StepContext, host: str, data_dir: str) -> None:
+async def prepare_data_dir(ctx: StepContext, host: str, data_dir: str, *,
+                           stale_member: bool = False) -> None:
     """A new member starts on an empty data dir (C1): refuse member data in or below it, then
-    move whatever else it holds aside into ``<dir>.hactl-old-<UTC time>`` (never deleted)."""
-    if await data_dir_has_member(ctx, host, data_dir):
+    move whatever else it holds aside into ``<dir>.hactl-old-<UTC time>`` (never deleted).
+
+    ``stale_member``: member data directly in the data dir belongs to an earlier identity of a
+    member that has never run (the caller checked the live member list): moved aside too.
+    Member data one level down (another etcd's) is still refused."""
+    if await data_dir_has_member(ctx, host, data_dir) and not stale_member:
         return
     aside = f"{data_dir.rstrip('/')}.hactl-old-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     result = await run(ctx, host, cmd.prepare_data_dir(data_dir, aside))

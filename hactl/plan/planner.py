@@ -258,6 +258,13 @@ class _Builder:
                 reason=c.reason, address=c.address, action="update", member=name), [start])
         step: Step | None = None
         modes = mode.split("+")
+        if "start-added" in modes:
+            step = self.g.add(kinds.StartEtcdMember(
+                id=f"{c.address}.start", host=name,
+                title=f"Start etcd member {name} (initial-cluster-state=existing)",
+                reason=c.reason, address=c.address, via=via,
+                stale_data=bool(c.detail.get("stale_data"))), deps)
+            deps = [step]
         if "update-peer" in modes:
             step = self.g.add(kinds.UpdateEtcdMember(
                 id=f"{c.address}.update-peer", host=via,

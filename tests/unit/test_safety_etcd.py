@@ -22,6 +22,7 @@ from hactl.plan.steps import RemoveEtcdMember, StartEtcdMember, WaitEtcdHealthy
 from hactl.plan.synthetic import PROBED_AT, Synthetic, member_id
 from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
+from hactl.transport.base import Result
 
 ROOT = Path(__file__).resolve().parents[2]
 URL = {n: f"https://198.18.0.2{i}:2379" for i, n in ((1, "etcd01"), (2, "etcd02"), (3, "etcd03"))}
@@ -254,3 +255,56 @@ async def test_wait_etcd_healthy_returns_once_rule_2_holds(lab: Cluster) -> None
     fake.on(re.compile(r"endpoint health"), stdout=health_json(etcd01=True, etcd02=True, etcd03=True))
     await WaitEtcdHealthy(id="s", host="etcd01", title="t", reason="r", timeout=5.0).run(ctx)
     assert ("etcd healthy", {"members": 3}) in ctx.events
+
+
+@pytest.mark.parametrize("still_unstarted", [True, False])
+async def test_start_moves_an_earlier_identitys_member_data_aside_only_when_still_unstarted(
+    lab: Cluster, still_unstarted: bool
+) -> None:
+    # A replacement killed between its remove and its start leaves the old member's data on the
+    # host and a learner that never ran: etcd refuses to start on the removed identity's data
+    # ("the member has been permanently removed"), so the start moves it aside (never deletes).
+    ctx = Ctx(lab)
+    name = "" if still_unstarted else "etcd03"
+    listing = [members_json(*THREE[:2], (3, name, "etcd03", True)),
+               members_json(*THREE[:2], (3, "etcd03", "etcd03", True))]
+    lists = {"n": 0}
+
+    def answer(_call: object) -> Result:
+        lists["n"] += 1  # the first answer is the step's check; then the member runs
+        return Result(0, listing[min(lists["n"], 2) - 1], "")
+
+    ctx.transport("etcd01").on(re.compile(r"member list"), respond=answer)  # type: ignore[arg-type]
+    m3 = ctx.transport("etcd03")
+    m3.on(("sh",), stdout=f"{lab.etcd.data_dir}/member\n")  # member data in the data dir
+    m3.on(("systemctl",))
+    step = StartEtcdMember(id="s", host="etcd03", title="t", reason="r", via="etcd01", stale_data=True)
+    assert "member data (an earlier identity's) aside" in " ".join(step.commands())
+    await step.run(ctx)
+    argvs = ctx.argvs("etcd03")
+    moved = [a for a in argvs if a[:2] == ("sh", "-c") and "aside" in a[2]]
+    if still_unstarted:
+        assert ("systemctl", "stop", "etcd") in argvs
+        assert argvs.index(("systemctl", "stop", "etcd")) < argvs.index(moved[0])
+    else:  # it ran meanwhile: its data is its own
+        assert ("systemctl", "stop", "etcd") not in argvs and not moved
+
+
+def test_a_never_started_member_with_member_data_is_planned_as_a_start_that_moves_it(
+    lab: Cluster,
+) -> None:
+    s = Synthetic(lab).converged()
+    listed = tuple(replace(m, name="", client_urls=(), is_learner=True)
+                   if m.name == "etcd03" else m for m in s.hosts["etcd01"].etcd.members)  # type: ignore[union-attr]
+    for n in ("etcd01", "etcd02"):
+        s.etcd_facts(n, members=listed)
+    s.etcd_facts("etcd03", active=False, data_dir_state="member", members=None, status=None,
+                 health=None)
+    plan = build_plan(lab, s.observed(), now=PROBED_AT)
+    steps = {st.id: st for st in plan.steps()}
+    start = steps["etcd.member[etcd03].start"]
+    assert isinstance(start, StartEtcdMember) and start.stale_data
+    assert "etcd.member[etcd03].promote" in steps and "etcd.member[etcd03].remove" not in steps
+    change = next(c for c in plan.diff.changes if c.address == "etcd.member[etcd03]")
+    assert "holds member data of an earlier identity" in change.reason
+    assert "moved aside" in change.reason and "nothing is deleted" in change.reason

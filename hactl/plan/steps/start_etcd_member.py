@@ -20,12 +20,19 @@ class StartEtcdMember(Step):
     order: ClassVar[int] = 23
     via: str = ""
     """A running member to ask for the member list."""
+    stale_data: bool = False
+    """The plan saw member data on the host of a member that has never run (an earlier
+    identity's, e.g. a replacement killed between its remove and its start): moved aside too,
+    if the fresh member list still shows the member as never started."""
     timeout: float = 180.0
 
     def commands(self) -> list[str]:
         return [
-            "data dir: created empty (0700), or its entries moved aside into "
-            "<dataDir>.hactl-old-<UTC time> (nothing deleted; member data refused)",
+            *(["systemctl stop etcd; move the data dir's member data (an earlier identity's) "
+               "aside into <dataDir>.hactl-old-<UTC time> (nothing deleted)"]
+              if self.stale_data else
+              ["data dir: created empty (0700), or its entries moved aside into "
+               "<dataDir>.hactl-old-<UTC time> (nothing deleted; member data refused)"]),
             f"put {cmd.ETCD_ENV} (initial-cluster-state=existing), {cmd.ETCD_UNIT}",
             "systemctl daemon-reload", "systemctl enable etcd",
             "systemctl restart --no-block etcd (a replaced member's old process stops)",
@@ -38,10 +45,17 @@ class StartEtcdMember(Step):
         via = cluster.host(self.via)
         members = await list_members(ctx, via)
         me = cluster.host(self.host)
-        if not any(m.name == me.name or (m.peer_urls and _same(m, cluster, me)) for m in members):
+        mine = [m for m in members if m.name == me.name or (m.peer_urls and _same(m, cluster, me))]
+        if not mine:
             raise CommandError(f"{self.host} is not in the member list; add it first", host=self.host)
         env = member_env(ctx, me, members)  # refuses what etcd.env cannot quote, before any change
-        await prepare_data_dir(ctx, self.host, cluster.etcd.data_dir)
+        if self.stale_data and not any(m.started for m in mine):
+            # Still never started on fresh facts: whatever member data the host holds is not
+            # this member's. Stop etcd (it cannot run on it) and move the data aside.
+            await run(ctx, self.host, cmd.systemctl("stop", "etcd"))
+            await prepare_data_dir(ctx, self.host, cluster.etcd.data_dir, stale_member=True)
+        else:
+            await prepare_data_dir(ctx, self.host, cluster.etcd.data_dir)
         await put(ctx, self.host, cmd.ETCD_ENV, env)
         await put(ctx, self.host, cmd.ETCD_UNIT, desired.etcd_unit(cluster))
         await run(ctx, self.host, cmd.systemctl("daemon-reload"))
