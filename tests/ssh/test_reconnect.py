@@ -105,6 +105,19 @@ async def _started(token: str) -> None:
     raise AssertionError(f"no process with {token} started")
 
 
+def _holding(token: str) -> list[int]:
+    """Live processes whose argv contains ``token`` (a number only this test uses)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid() and _alive(int(entry.name)):
+            try:
+                if token.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def _kill(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -362,8 +375,13 @@ async def test_the_engine_retries_a_step_after_the_host_rebooted(
             server.reboot()
 
         rebooting = asyncio.create_task(reboot_once_running())
-        result = await engine.run()
-        await rebooting
+        try:
+            result = await engine.run()
+            await rebooting
+        finally:
+            left = _holding(token)  # the "power-off" must have ended the first attempt
+            _kill(left)  # by PID, only processes whose argv holds this test's token
+    assert not left, f"the first attempt outlived the reboot: {left}"
     assert result.ok, result.results["s"].error
     assert result.results["s"].attempts == 2  # the step's retry, not the transport, re-ran it
     assert marker.read_text() == "x\nx\n"
