@@ -338,12 +338,15 @@ class _Builder:
                     title=f"Complete the interrupted kubeadm init on {c.host}", reason=c.reason,
                     address=c.address, action="update",
                     phases=tuple(str(p) for p in c.detail.get("phases", ()))), list(infra)))
+        # A token and a certificate key need a working control plane: after an init that is
+        # being completed, never alongside it (they would also write the same kubeadm config).
+        after_init: list[Step | None] = [*infra, *ready]
         token = self.changes.get("cluster.bootstrap-token")
         token_step: Step | None = None
         if token is not None and token.op is not Op.NOOP:
             token_step = self.g.add(kinds.CreateJoinToken(
                 id=token.address, host=via, title=f"Create a bootstrap token on {via}",
-                reason=token.reason, address=token.address), infra)
+                reason=token.reason, address=token.address), after_init)
             ready.append(token_step)
         inits = list(ready)
         key = self.changes.get("cluster.certificate-key")
@@ -351,7 +354,7 @@ class _Builder:
             ready.append(self.g.add(kinds.RefreshCertificateKey(
                 id=key.address, host=via,
                 title=f"Upload control-plane certificates under a fresh key on {via}",
-                reason=key.reason, address=key.address), infra))
+                reason=key.reason, address=key.address), after_init))
         prev: list[Step | None] = list(ready) or list(infra)
         for c in effective:
             if c.address.startswith("master[") and c.detail.get("mode") in ("join", "rejoin"):

@@ -168,6 +168,11 @@ def test_the_lab_repro_admin_conf_and_pki_without_manifests_is_completed(lab: Cl
     # joins wait for the completion; the token and key are made on master01 after it
     assert ("master[master01].complete-init", "worker[worker01].join") in edges
     assert ("cluster.bootstrap-token", "master[master02].join") in edges
+    # ... after it, never alongside it: they need the API, and both steps rewrite the kubeadm
+    # config on master01 (run together, one's `mv` of the shared temporary file failed: seen by
+    # the SIGKILL walk of tests/lab/test_faults_lab.py)
+    assert ("master[master01].complete-init", "cluster.bootstrap-token") in edges
+    assert ("master[master01].complete-init", "cluster.certificate-key") in edges
     assert ("lb[lb01].haproxy", "master[master01].complete-init") not in edges  # the LB is up already
     assert plan.diff.get("cluster.bootstrap-token") is not None
     assert plan.diff.get("cluster.certificate-key") is not None
