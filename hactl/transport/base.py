@@ -137,12 +137,23 @@ def mask_result(result: Result, secrets: Sequence[Sensitive]) -> Result:
     )
 
 
-def put_script(path: str, mode: int) -> str:
-    """sh that writes stdin to ``path`` atomically with ``mode`` (used by real transports)."""
+def put_script(path: str, mode: int, size: int | None = None) -> str:
+    """sh that writes stdin to ``path`` atomically with ``mode`` (used by real transports).
+
+    The temporary file is this shell's own (``.hactl-tmp.<pid>``: two writers of one path never
+    share it) and is removed whatever happens. With ``size``, a file that did not arrive whole
+    (hactl killed, the connection lost mid-transfer: ``cat`` sees an early end of input) is
+    never moved in place: a cut certificate or env file must not look installed."""
     folder = path.rsplit("/", 1)[0] or "/"
-    tmp = f"{path}.hactl-tmp"
+    check = (
+        f'n=$(wc -c < "$t"); if [ $((n)) -ne {size} ]; then '
+        f"printf '%s: %s of {size} bytes arrived; not installed\\n' {shlex.quote(path)} $((n)) >&2; "
+        "exit 1; fi; "
+        if size is not None else ""
+    )
     return (
         f"set -e; umask 077; mkdir -p {shlex.quote(folder)}; "
-        f"cat > {shlex.quote(tmp)}; chmod {mode:o} {shlex.quote(tmp)}; "
-        f"mv -f {shlex.quote(tmp)} {shlex.quote(path)}"
+        f"t={shlex.quote(path + '.hactl-tmp')}.$$; trap 'rm -f \"$t\"' EXIT; "
+        f'cat > "$t"; {check}chmod {mode:o} "$t"; '
+        f'mv -f "$t" {shlex.quote(path)}'
     )

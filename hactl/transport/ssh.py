@@ -344,7 +344,7 @@ class SSHTransport:
         return script if self.user == "root" else wire_command(with_sudo(script, self.user))
 
     async def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        await self.run(put_script(path, mode), stdin=data)
+        await self.run(put_script(path, mode, len(data)), stdin=data)
 
     async def aclose(self) -> None:
         """Close the connection, after any kill of a cancelled command has finished."""

@@ -192,7 +192,7 @@ async def test_put_writes_atomically_with_mode(sshd: Sshd, tmp_path: Path) -> No
         await transport.aclose()
     assert target.read_bytes() == b"a=1\n"
     assert target.stat().st_mode & 0o777 == 0o640
-    assert not list(target.parent.glob("*.hactl-tmp"))
+    assert not list(target.parent.glob("*.hactl-tmp*"))
 
 
 async def test_bastion_jump_connection(sshd: Sshd) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -41,10 +43,27 @@ def test_sudo_only_for_non_root() -> None:
 
 def test_put_script_is_atomic_and_quoted() -> None:
     text = put_script("/etc/my dir/f.conf", 0o600)
-    assert "cat > '/etc/my dir/f.conf.hactl-tmp'" in text
-    assert (
-        "chmod 600" in text and "mv -f '/etc/my dir/f.conf.hactl-tmp' '/etc/my dir/f.conf'" in text
-    )
+    assert "t='/etc/my dir/f.conf.hactl-tmp'.$$;" in text  # this shell's own temporary file
+    assert 'cat > "$t"' in text and "trap 'rm -f \"$t\"' EXIT" in text
+    assert 'chmod 600 "$t"' in text and "mv -f \"$t\" '/etc/my dir/f.conf'" in text
+
+
+@pytest.mark.parametrize("sent", [b"hello\n", b"hel", b""], ids=["whole", "cut", "nothing"])
+def test_put_script_installs_only_a_file_that_arrived_whole(tmp_path: Path, sent: bytes) -> None:
+    # hactl killed (or its connection lost) mid-transfer: cat sees an early end of input. A cut
+    # file must never replace the installed one, nor be left behind.
+    target = tmp_path / "my dir" / "f.conf"
+    target.parent.mkdir()
+    target.write_bytes(b"old\n")
+    done = subprocess.run(["/bin/sh", "-c", put_script(str(target), 0o640, len(b"hello\n"))],
+                          input=sent, capture_output=True, check=False)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["f.conf"]
+    if sent == b"hello\n":
+        assert done.returncode == 0 and target.read_bytes() == sent
+        assert target.stat().st_mode & 0o777 == 0o640
+    else:
+        assert done.returncode == 1 and target.read_bytes() == b"old\n"
+        assert f"{len(sent)} of 6 bytes arrived; not installed" in done.stderr.decode()
 
 
 async def test_fake_matches_prefix_regex_and_predicate_newest_first() -> None:
