@@ -246,7 +246,7 @@ class Killed:
 
 def kill_walk(suite: Suite) -> None:
     """From a fresh lab, bring up spec A by applies that are each SIGKILLed: at the first step
-    boundary the run reaches (the moment a step ends ok), or inside the next of
+    boundary the run reaches (the moment a step ends ok, each step's end once), or inside the next of
     :data:`INSIDE_POINTS` when that step starts first. After each kill ``hactl plan`` must work
     and ``hactl unlock`` must see the dead holder (STALE) and remove its lock; the next apply must
     get to its own kill without a failed step. The walk ends when an apply finds nothing to do
@@ -255,7 +255,9 @@ def kill_walk(suite: Suite) -> None:
     pending = list(INSIDE_POINTS)
     previous: Killed | None = None
     api_up = False
-    boundaries = 0
+    boundaries: set[str] = set()
+    """Steps after whose end a run was killed: each boundary once (a step that every apply does
+    again, e.g. a fresh bootstrap token, would otherwise be killed after for ever)."""
 
     def settle(ok: bool, detail: str) -> None:
         assert previous is not None
@@ -281,8 +283,9 @@ def kill_walk(suite: Suite) -> None:
         rx = re.compile(inside.step) if inside else None
 
         def due(e: dict[str, Any], rx: re.Pattern[str] | None = rx) -> bool:
-            return e.get("event") == "step.end" or (
-                rx is not None and e.get("event") == "step.start" and bool(rx.search(str(e.get("step")))))
+            if e.get("event") == "step.end":  # a boundary not killed at yet, or a failure
+                return e.get("step") not in boundaries or e.get("outcome") != "ok"
+            return rx is not None and e.get("event") == "step.start" and bool(rx.search(str(e.get("step"))))
 
         try:
             event = run.wait_event(due, timeout=APPLY_LIMIT)
@@ -332,7 +335,7 @@ def kill_walk(suite: Suite) -> None:
                 suite.fresh()
                 return
         else:
-            boundaries += 1
+            boundaries.add(step)
             name = f"SIGKILL at the step boundary after {step}"
         if run.proc.poll() is not None:
             why = f"the apply ended by itself before it was killed\n{run.human()}"
@@ -359,10 +362,10 @@ def kill_walk(suite: Suite) -> None:
         suite.fail("kill walk", f"after the last kill: {clip(str(exc))}")
         suite.fresh()
         return
-    record(f"SIGKILL at each step boundary of a bring-up ({boundaries} boundaries)",
+    record(f"SIGKILL at each step boundary of a bring-up ({len(boundaries)} boundaries)",
            outcome="converged after every kill" if not suite.failures else "see the failures",
-           kills=boundaries + len(INSIDE_POINTS) - len(pending))
-    print(f"kill walk: {boundaries} boundaries and {len(INSIDE_POINTS) - len(pending)} inside points")
+           kills=len(boundaries) + len(INSIDE_POINTS) - len(pending))
+    print(f"kill walk: {len(boundaries)} boundaries and {len(INSIDE_POINTS) - len(pending)} inside points")
 
 
 # -- 2.–7. the hosts fail --------------------------------------------------------------------
