@@ -244,7 +244,7 @@ class Killed:
     unlock: str = ""
 
 
-def kill_walk(suite: Suite) -> None:
+def kill_walk(suite: Suite, pending: list[KillPoint]) -> None:
     """From a fresh lab, bring up spec A by applies that are each SIGKILLed: at the first step
     boundary the run reaches (the moment a step ends ok, each step's end once), or inside the next of
     :data:`INSIDE_POINTS` when that step starts first. After each kill ``hactl plan`` must work
@@ -252,9 +252,9 @@ def kill_walk(suite: Suite) -> None:
     get to its own kill without a failed step. The walk ends when an apply finds nothing to do
     (exit 0); the plan then says "No changes" and the marker written once the API was up is kept."""
     stage = suite.fresh()
-    pending = list(INSIDE_POINTS)
     previous: Killed | None = None
     api_up = False
+    inside_done = 0
     boundaries: set[str] = set()
     """Steps after whose end a run was killed: each boundary once (a step that every apply does
     again, e.g. a fresh bootstrap token, would otherwise be killed after for ever)."""
@@ -325,6 +325,7 @@ def kill_walk(suite: Suite) -> None:
         if event["event"] == "step.start":
             assert inside is not None
             pending.pop(0)
+            inside_done += 1
             name = inside.name
             if inside.delay:
                 time.sleep(max(0.0, inside.delay - (time.monotonic() - event["_t"])))
@@ -348,14 +349,14 @@ def kill_walk(suite: Suite) -> None:
         api_up = api_up or any(API_UP.search(s) and o == "ok" for s, o in run.ended_steps().items())
         if api_up and not stage.marker:
             write_marker(stage)
-        print(f"killed hactl (pid {run.pid}) at '{name}'")
+        print(f"killed hactl (pid {run.pid}) at '{name}'; steps ended in this run: {run.ended_steps()}")
         previous = Killed(name, time.monotonic(), reader, api_up)
     else:
         suite.fail("kill walk", f"not converged after {MAX_KILLS} kills")
         suite.fresh()
         return
-    if pending:
-        suite.fail("kill walk", f"never reached: {[p.name for p in pending]}")
+    if pending:  # the walk passed them between two kills (they ended while another was due)
+        print(f"kill walk: not reached this time: {[p.name for p in pending]}")
     try:
         converge(stage, "A")
     except AssertionError as exc:
@@ -364,8 +365,8 @@ def kill_walk(suite: Suite) -> None:
         return
     record(f"SIGKILL at each step boundary of a bring-up ({len(boundaries)} boundaries)",
            outcome="converged after every kill" if not suite.failures else "see the failures",
-           kills=len(boundaries) + len(INSIDE_POINTS) - len(pending))
-    print(f"kill walk: {len(boundaries)} boundaries and {len(INSIDE_POINTS) - len(pending)} inside points")
+           kills=len(boundaries) + inside_done)
+    print(f"kill walk: {len(boundaries)} boundaries and {inside_done} inside points")
 
 
 # -- 2.–7. the hosts fail --------------------------------------------------------------------
@@ -587,7 +588,13 @@ def test_faults_converge(lab_factory: Any, tmp_path: Path) -> None:
     t0 = time.monotonic()
     try:
         if not only or "chain" in only:
-            kill_walk(suite)
+            pending = list(INSIDE_POINTS)
+            for _ in range(2):  # a second walk, on a fresh lab, for inside points the first passed
+                kill_walk(suite, pending)
+                if not pending or suite.failures:
+                    break
+            if pending:
+                suite.fail("kill walk", f"never reached: {[p.name for p in pending]}")
             print(f"kill walk: {time.monotonic() - t0:.0f}s")
         for key, name, pre, spec, body in SCENARIOS:
             if only and key not in only:
