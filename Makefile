@@ -44,8 +44,19 @@ unit: setup
 lab: setup
 	$(BIN)/python -m pytest tests -m lab -q
 
+# The lab tests (most of the time: waiting on real sshd, etcd and HAProxy in the lab's nodes)
+# and the other tests run side by side, one pytest each; the other tests' report is printed
+# when both are done. Exit status: non-zero if either failed.
 test: setup lint typecheck
-	$(BIN)/python -m pytest tests -q -p no:cacheprovider
+	@mkdir -p out
+	@$(BIN)/python -m pytest tests -q -p no:cacheprovider -m "not lab" > out/test-not-lab.log 2>&1 & \
+	pid=$$!; \
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider -m lab; lab=$$?; \
+	wait $$pid; rest=$$?; \
+	echo "=== tests outside tests/lab (run alongside the lab tests; exit $$rest) ==="; \
+	cat out/test-not-lab.log; \
+	echo "=== lab tests: exit $$lab; other tests: exit $$rest ==="; \
+	[ $$lab -eq 0 ] && [ $$rest -eq 0 ]
 
 docs: venv
 	$(BIN)/python -m hactl.spec.docgen > docs/spec.md
