@@ -40,6 +40,9 @@ class RunSecrets:
     """``time.monotonic()`` when this run made (or captured) the token."""
     ca_cert_hash: str | None = None  # "sha256:<hex>" is public, but kept here for convenience
     extra: dict[str, Sensitive] = field(default_factory=dict)
+    joins_started: set[str] = field(default_factory=set)
+    """Hosts whose ``kubeadm join`` this run started (not secret: the run's memory). A retry of
+    that join resets what the interrupted attempt left (kubeadm's preflight refuses its files)."""
 
 
 class StepContext(Protocol):

@@ -385,3 +385,21 @@ async def test_init_checks_the_api_can_come_then_waits_for_readyz(lab: Cluster, 
     readyz = next(i for i, w in enumerate(wires) if "/readyz" in w)
     assert manifest < readyz
     assert any(line.startswith(f"check {APISERVER_MANIFEST} exists") for line in init_step().commands())
+
+
+async def test_a_retry_after_this_runs_own_attempt_was_cut_resets_first(lab: Cluster, ca: pki.CertKey) -> None:
+    # The connection dropped while `kubeadm join` ran (tests/lab/test_faults_lab's "SSH connection
+    # dropped mid-command"): the step's retry in the same apply ran a plain join over the first
+    # attempt's files, which kubeadm's preflight refuses. The retry resets first, as the plan would.
+    ctx = Ctx(lab)
+    api_world(ctx, ca, "master02")
+    host = ctx.transport("master02")
+    host.on(("kubeadm", "join"), respond=lambda _c: (_ for _ in ()).throw(
+        CommandError("SSH connection lost while `kubeadm join` ran", host="master02", transient=True)))
+    with pytest.raises(CommandError, match="connection lost"):
+        await cp_step().run(ctx)
+    assert ("kubeadm", "reset") not in heads(ctx, "master02")  # a first attempt resets nothing
+    api_world(ctx, ca, "master02")  # the retry's join goes through
+    await cp_step().run(ctx)
+    tail = heads(ctx, "master02")[-4:]
+    assert tail == [("kubeadm", "reset"), ("systemctl", "enable"), ("kubeadm", "join"), ("rm", "-f")]

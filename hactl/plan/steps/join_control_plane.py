@@ -62,7 +62,9 @@ class JoinControlPlane(Step):
         # earlier run): /readyz through the load balancer, checked before every join — and
         # before the Node check that decides a reset (it needs the API).
         await wait_api_ready(ctx, self.via)
-        if self.reset_first:
+        # A retry after this run's own attempt was cut (its connection dropped, a timeout):
+        # kubeadm's files of that attempt are on the node, so finish it as the plan would.
+        if self.reset_first or self.host in ctx.secrets.joins_started:
             if await node_registered(ctx, self.via, self.host):
                 ctx.log("Node registered meanwhile; nothing to redo")
                 return
@@ -88,6 +90,7 @@ class JoinControlPlane(Step):
         config = desired.kubeadm_join_config(ctx.cluster, ctx.cluster.host(self.host), token, ca_hash,
                                              key)
         await run(ctx, self.host, cmd.systemctl("enable", "kubelet"))  # survive reboots
+        ctx.secrets.joins_started.add(self.host)
         async with secret_file(ctx, self.host, cmd.KUBEADM_JOIN_CONFIG, config) as path:
             await run_with_secrets(ctx, self.host, cmd.kubeadm_join(path), [token, key],
                                    timeout=self.timeout - 120)

@@ -38,7 +38,8 @@ class JoinWorker(Step):
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None
-        if self.reset_first:
+        # A retry after this run's own attempt was cut: reset what it left, as the plan would.
+        if self.reset_first or self.host in ctx.secrets.joins_started:
             if await node_registered(ctx, self.via, self.host):
                 ctx.log("Node registered meanwhile; nothing to redo")
                 return
@@ -50,6 +51,7 @@ class JoinWorker(Step):
         ca_hash = await ensure_ca_hash(ctx, self.via)
         config = desired.kubeadm_join_config(ctx.cluster, ctx.cluster.host(self.host), token, ca_hash)
         await run(ctx, self.host, cmd.systemctl("enable", "kubelet"))  # survive reboots
+        ctx.secrets.joins_started.add(self.host)
         async with secret_file(ctx, self.host, cmd.KUBEADM_JOIN_CONFIG, config) as path:
             await run_with_secrets(ctx, self.host, cmd.kubeadm_join(path), [token],
                                    timeout=self.timeout - 120)
