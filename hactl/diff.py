@@ -165,7 +165,12 @@ def _pki(cluster: Cluster, observed: Observed) -> Iterator[Change]:
     for host in cluster.etcd_members:
         if host.name not in fingerprints:
             continue  # unreachable: the planner decides
-        missing = facts.pki_missing if (facts := observed.etcd(host.name)) is not None else ()
+        facts = observed.etcd(host.name)
+        # hactl's own member files: where hactl configured etcd (its env file), or where no
+        # member ran yet. A cluster adopted from hand (Debian's unit, its certificates elsewhere,
+        # only a CA and a healthcheck client under /etc/etcd/pki) keeps its certificates.
+        ours = facts is not None and (facts.env_present or facts.data_dir_state in ("absent", "empty"))
+        missing = facts.pki_missing if facts is not None and ours else ()
         if fingerprints[host.name] and missing:
             yield Change(
                 Op.CREATE, f"pki.etcd[{host.name}]", {"missing": list(missing)},

@@ -124,3 +124,16 @@ def test_a_ca_key_alone_is_no_ca(tmp_path: Path) -> None:
     assert subprocess.run(argv, check=False).returncode == 1
     (tmp_path / "ca.crt").write_text("cert")
     assert subprocess.run(argv, check=False).returncode == 0
+
+
+def test_an_adopted_members_certificates_elsewhere_are_left_alone(lab: Cluster) -> None:
+    # A cluster built by hand and adopted (tests/lab/test_adopt_lab.py): its etcd runs from
+    # Debian's unit with its own certificates elsewhere; /etc/etcd/pki holds only the CA and the
+    # healthcheck client the operator put there. That is not a half-done install of hactl's.
+    s = Synthetic(lab).converged()
+    for host in lab.etcd_members:
+        s.etcd_facts(host.name, env_present=False, env_sha256=None, env={},
+                     pki_missing=("server.crt", "server.key", "peer.crt", "peer.key"))
+    plan = build_plan(lab, s.observed(), now=PROBED_AT)
+    assert not [c for c in plan.diff.changes
+                if c.address.startswith("pki.etcd[") and c.op.value != "no-op"]
