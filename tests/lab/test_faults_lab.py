@@ -86,8 +86,8 @@ class Stage:
     def hactl(self, *args: str, timeout: float = APPLY_LIMIT) -> Any:
         return hactl(*args, env=self.env, timeout=timeout)
 
-    def apply(self, spec: str) -> ApplyRun:
-        return ApplyRun("-f", self.specs[spec], "--auto-approve", env=self.env)
+    def apply(self, spec: str, *extra: str) -> ApplyRun:
+        return ApplyRun("-f", self.specs[spec], "--auto-approve", *extra, env=self.env)
 
 
 def new_stage(lab_factory: Callable[..., Any], tmp_path: Path) -> Stage:
@@ -245,7 +245,8 @@ class Killed:
 
 
 def kill_walk(suite: Suite, pending: list[KillPoint]) -> None:
-    """From a fresh lab, bring up spec A by applies that are each SIGKILLed: at the first step
+    """From a fresh lab, bring up spec A by applies (``--parallelism 1``: one step at a time, so
+    that every step boundary is a moment of its own) that are each SIGKILLed: at the first step
     boundary the run reaches (the moment a step ends ok, each step's end once), or inside the next of
     :data:`INSIDE_POINTS` when that step starts first. After each kill ``hactl plan`` must work
     and ``hactl unlock`` must see the dead holder (STALE) and remove its lock; the next apply must
@@ -278,7 +279,7 @@ def kill_walk(suite: Suite, pending: list[KillPoint]) -> None:
                 settle(False, f"after the kill: {exc}")
                 suite.fresh()
                 return
-        run = stage.apply("A")
+        run = stage.apply("A", "--parallelism", "1")  # one step at a time: each boundary is one
         inside = pending[0] if pending else None
         rx = re.compile(inside.step) if inside else None
 
@@ -365,7 +366,7 @@ def kill_walk(suite: Suite, pending: list[KillPoint]) -> None:
         return
     record(f"SIGKILL at each step boundary of a bring-up ({len(boundaries)} boundaries)",
            outcome="converged after every kill" if not suite.failures else "see the failures",
-           kills=len(boundaries) + inside_done)
+           kills=len(boundaries) + inside_done, boundaries=sorted(boundaries))
     print(f"kill walk: {len(boundaries)} boundaries and {inside_done} inside points")
 
 
