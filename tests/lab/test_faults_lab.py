@@ -188,7 +188,8 @@ class KillPoint:
 
 
 INSIDE_POINTS = (
-    KillPoint("SIGKILL 1.0 s into an etcd bootstrap", r"\.bootstrap$", 1.0),
+    KillPoint("SIGKILL inside an etcd bootstrap, once its env file is written",
+              r"etcd01\]?\.bootstrap$", appears=("etcd01", "/etc/etcd/etcd.env")),
     KillPoint("SIGKILL inside kubeadm init, once the static Pod manifests are written",
               r"master01\]?\.init$", appears=("master01", "/etc/kubernetes/manifests/kube-apiserver.yaml")),
     KillPoint("SIGKILL inside a control-plane join, once the certificates are downloaded",
