@@ -55,7 +55,7 @@ def check(cluster: Cluster, observed: Observed, diff: Diff) -> None:
                 *worker_joined_masters(diff), *half_init_stuck(cluster, observed, diff),
                 *quorum_refusals(cluster, observed, diff), *removal_routes(cluster, observed, diff),
                 *restart_refusals(cluster, observed, diff), *etcd_endpoints_moved(cluster, observed),
-                *etcd_address_moved(cluster, observed)]
+                *etcd_address_moved(cluster, observed), *half_bootstrap(cluster, observed, diff)]
     if problems:
         raise PlanError("the plan is refused:\n  - " + "\n  - ".join(problems))
 
@@ -183,6 +183,37 @@ def own_bootstrap(cluster: Cluster, name: str, facts: EtcdFacts) -> bool:
 
     return (facts.env_sha256 == sha(desired.etcd_env(cluster, name, state="new"))
             and facts.unit_sha256 == sha(desired.etcd_unit(cluster)))
+
+
+def half_bootstrap(cluster: Cluster, observed: Observed, diff: Diff) -> list[str]:
+    """A new cluster's bootstrap that stopped between members: some members hold data written
+    by hactl's own bootstrap (initial-cluster-state=new), the others never started, and no
+    member answers (the started ones wait for a quorum that cannot come). Starting the ones with
+    data and adding the others cannot work, and hactl cannot tell this state from a cluster
+    whose other members lost their data: refused, with the way out, instead of a wait that
+    never ends."""
+    if observed.etcd_members([h.name for h in cluster.etcd_members]) is not None:
+        return []
+    facts = {h.name: observed.etcd(h.name) for h in cluster.etcd_members}
+    if any(f is None for f in facts.values()):
+        return []  # an unreachable member may answer later
+    with_data = [n for n, f in facts.items() if f is not None and f.data_dir_state == "member"]
+    without = [n for n, f in facts.items() if f is not None and f.data_dir_state in ("absent", "empty")]
+    if not with_data or not without or len(with_data) + len(without) != len(facts):
+        return []
+    if not all(own_bootstrap(cluster, n, facts[n]) for n in with_data):  # type: ignore[arg-type]
+        return []
+    data_dir = cluster.etcd.data_dir.rstrip("/")
+    return [
+        f"etcd: the bootstrap of a new cluster stopped between members: {', '.join(with_data)} "
+        f"hold{'s' if len(with_data) == 1 else ''} member data from hactl's bootstrap "
+        f"(initial-cluster-state=new) but {', '.join(without)} never started, and no member "
+        "answers. hactl cannot tell this from a cluster whose other members lost their data, so "
+        "it does not guess. If this cluster never served (an interrupted first bring-up): on "
+        f"{', '.join(with_data)} run `systemctl stop etcd` and move the data dir aside (`mv "
+        f"{data_dir} {data_dir}.hactl-old`), then plan again (all members are bootstrapped "
+        "together). Otherwise restore the cluster from a snapshot"
+    ]
 
 
 def nested_member_data(data_dir: str, found: str) -> str:

@@ -137,3 +137,35 @@ def test_an_adopted_members_certificates_elsewhere_are_left_alone(lab: Cluster) 
     plan = build_plan(lab, s.observed(), now=PROBED_AT)
     assert not [c for c in plan.diff.changes
                 if c.address.startswith("pki.etcd[") and c.op.value != "no-op"]
+
+
+def test_a_bootstrap_stopped_between_members_is_refused_with_the_way_out(lab: Cluster) -> None:
+    # hactl killed after etcd01's bootstrap, before etcd02's and etcd03's (a kill at that step
+    # boundary with one step at a time): etcd01 runs alone and waits for a quorum that cannot
+    # come. The plan was "start etcd01, add the others", which waited for ever.
+    s = Synthetic(lab).lb()
+    s.etcd_facts("etcd01", active=True, enabled=True, unit_present=True, env_present=True,
+                 env_sha256=sha(desired.etcd_env(lab, "etcd01", state="new")),
+                 unit_sha256=sha(desired.etcd_unit(lab)), ca_fingerprint=CA_FP,
+                 data_dir_state="member", data_dir_entries=1, data_dir_names=("member",),
+                 query_error=NO_QUORUM)
+    with pytest.raises(PlanError) as info:
+        build_plan(lab, s.observed(), now=PROBED_AT)
+    text = str(info.value)
+    assert ("etcd: the bootstrap of a new cluster stopped between members: etcd01 holds member "
+            "data from hactl's bootstrap") in text
+    assert "etcd02, etcd03 never started" in text and "systemctl stop etcd" in text
+    # members that all hold data (a cluster whose members are all down) are started, as before
+    for name in ("etcd02", "etcd03"):
+        s.etcd_facts(name, active=False, env_present=True, data_dir_state="member",
+                     env_sha256=sha(desired.etcd_env(lab, name, state="new")),
+                     unit_sha256=sha(desired.etcd_unit(lab)), ca_fingerprint=CA_FP)
+    build_plan(lab, s.observed(), now=PROBED_AT)
+    # data from another env (a cluster hactl did not bootstrap) is not taken for this case
+    s2 = Synthetic(lab).lb()
+    s2.etcd_facts("etcd01", active=True, env_present=True, env_sha256="0" * 64,
+                  data_dir_state="member", query_error=NO_QUORUM)
+    try:
+        build_plan(lab, s2.observed(), now=PROBED_AT)
+    except PlanError as exc:
+        assert "stopped between members" not in str(exc)
