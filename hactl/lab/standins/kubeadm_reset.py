@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import sys
+import time
 
 import yaml
 
@@ -18,10 +19,12 @@ from .kubeadm_common import (
     PKI_DIR,
     P,
     out,
+    port_in_use,
+    root,
     systemctl,
     warn,
 )
-from .kubelet_pods import stop_all_recorded
+from .kubelet_pods import kill_group, stop_all_recorded
 
 KUBECONFIG_FILES = ["admin.conf", "super-admin.conf", "kubelet.conf", "bootstrap-kubelet.conf",
                     "controller-manager.conf", "scheduler.conf"]
@@ -59,6 +62,40 @@ def _remove_local_etcd_member() -> None:
             out(f"[reset] Removed etcd member {member.get('name', '')} from the cluster")
     except Exception as exc:
         warn(f"[reset] Failed to remove etcd member: {exc}, please manually remove this etcd member using etcdctl")
+
+
+CONTROL_PLANE = (b"hactl.lab.standins.kube_apiserver", b"hactl.lab.standins.kube_controller_manager",
+                 b"hactl.lab.standins.kube_scheduler")
+CONTROL_PLANE_PORTS = (6443, 10257, 10259)
+
+
+def _stop_strays(wait: float = 10.0) -> None:
+    """Real ``kubeadm reset`` removes every Kubernetes container through the CRI, not only those
+    the kubelet has a record of. Inside a lab node (its own PID namespace: no HACTL_LAB_ROOT),
+    a control-plane stand-in left running (started by a kubelet between its last record and
+    its stop) is stopped too, and reset returns only once the control-plane ports are free: a
+    join right after it must not find ``Port 6443 is in use``."""
+    if root():
+        return
+    try:  # only where PID 1 is a lab node's init: never another machine's (or a test's) processes
+        with open("/proc/1/cmdline", "rb") as handle:
+            if b"hactl.lab.nodeinit" not in handle.read():
+                return
+    except OSError:
+        return
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read()
+        except OSError:
+            continue
+        if any(name in argv for name in CONTROL_PLANE):
+            kill_group(int(entry), 2.0)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and any(port_in_use(port) for port in CONTROL_PLANE_PORTS):
+        time.sleep(0.1)
 
 
 def _clear_dir(path: str) -> None:
@@ -100,6 +137,7 @@ def run_reset(force: bool) -> int:
     systemctl("stop", "kubelet")
     out("[reset] Unmounting mounted directories in \"/var/lib/kubelet\"")
     stop_all_recorded()
+    _stop_strays()
     dirs = [MANIFESTS_DIR, KUBELET_DIR, PKI_DIR]
     if stacked:
         data_dir = ETCD_DATA_DIR
