@@ -183,6 +183,11 @@ class _Builder:
         group = [c for c in member_changes if c.detail.get("mode") == "bootstrap"
                  or (c.detail.get("mode") == "start" and c.before and c.before.get("running") is False)]
         parallel: list[Step] = []
+        # Every member of the group starts only once ALL of them have their certificates: a new
+        # cluster forms only when a quorum of its members run, so they start together (a
+        # member started alone waits for peers; a run stopped then leaves a state the next
+        # plan must refuse, see refusals.half_bootstrap).
+        all_certs = [self.certs.get(c.host) for c in group if c.host]
         for c in group:
             assert c.host is not None
             if c.detail.get("mode") == "bootstrap":
@@ -194,7 +199,7 @@ class _Builder:
                 step = kinds.ReconfigureEtcdMember(
                     id=f"{c.address}.start", host=c.host, title=f"Start etcd member {c.host}",
                     reason=c.reason, address=c.address)
-            parallel.append(self.g.add(step, [self.ca, self.certs.get(c.host)]))
+            parallel.append(self.g.add(step, [self.ca, *all_certs]))
         prev: Step | None = None
         if parallel:
             prev = self.g.add(kinds.WaitEtcdHealthy(

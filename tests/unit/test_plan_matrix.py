@@ -66,7 +66,8 @@ def test_empty_hosts_plan_the_full_bring_up(lab: Cluster) -> None:
     assert edges(plan) == {
         *{("pki.etcd-ca", f"pki.etcd[{m}]") for m in members},
         *{("pki.etcd-ca", f"etcd.member[{m}].bootstrap") for m in members},
-        *{(f"pki.etcd[{m}]", f"etcd.member[{m}].bootstrap") for m in members},
+        # every member's certificates before any bootstrap: the members start together
+        *{(f"pki.etcd[{c}]", f"etcd.member[{m}].bootstrap") for m in members for c in members},
         *{(f"etcd.member[{m}].bootstrap", "etcd.health") for m in members},
         ("pki.etcd-ca", "master[master01].etcd-client-certs"),
         ("etcd.health", "master[master01].etcd-client-certs"),
