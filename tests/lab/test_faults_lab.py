@@ -449,13 +449,20 @@ def rejoin_master03(stage: Stage) -> ApplyRun:
     (so the outcome of a fault then does not depend on timing)."""
     reset = stage.lab.run("master03", "kubeadm reset -f", timeout=120)
     assert reset.returncode == 0, reset.stderr
+    # real kubeadm reset removes every control-plane container: nothing may listen on their ports
+    held = stage.lab.run("master03", "ss -Hltnp 'sport = :6443 or sport = :10257 or sport = :10259'",
+                         timeout=60)
+    assert held.returncode == 0 and not held.stdout.strip(), (
+        "a control-plane port is still held on master03 after `kubeadm reset -f`:\n" + held.stdout
+        + stage.lab.run("master03", "ps -eo pid,ppid,pgid,args", timeout=60).stdout
+        + "\n--- reset said\n" + reset.stdout + reset.stderr)
     gone = kubectl(stage, "delete", "node", "master03")
     assert gone.returncode == 0, gone.stderr
     run = stage.apply("C")
     event = run.step_event("step.start", r"master03\]?\.join$", timeout=APPLY_LIMIT)
     assert event is not None, "master03's join never started:\n" + run.text()
     fetched = wait_for_file(stage, run, r"master03\]?\.join$", "master03", "/etc/kubernetes/pki/ca.key")
-    assert fetched, "master03's join ended before its certificates were fetched:\n" + run.human()
+    assert fetched, "master03's join ended before its certificates were fetched:\n" + run.human(6000)
     return run
 
 

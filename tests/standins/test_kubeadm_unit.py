@@ -220,6 +220,25 @@ def test_preflight_messages_exit_and_ignore(tmp_path: Path, monkeypatch: pytest.
         pf.run_checks(checks, {"all"})
 
 
+def test_port_check_ignores_time_wait_like_go_net_listen() -> None:
+    """kubeadm's Port-N check is Go's ``net.Listen`` (SO_REUSEADDR): a port whose server was
+    stopped, with a connection left in TIME_WAIT, is free; a listening port is in use."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert pf.port_check(port)[1]() == f"Port {port} is in use"
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server side closes first: it is the side that keeps TIME_WAIT
+        client.recv(1)
+        client.close()
+    states = subprocess.run(["ss", "-Htan", f"sport = :{port}"], capture_output=True, text=True).stdout
+    assert "TIME-WAIT" in states, states
+    assert pf.port_check(port)[1]() is None
+
+
 def test_external_etcd_version_check_message(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pf, "etcd_version", lambda *a: "3.4.23")
     cfg = _cfg(kubernetesVersion="v1.31.0", etcd={"external": {"endpoints": ["https://198.18.0.21:2379"]}})

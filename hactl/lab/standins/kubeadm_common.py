@@ -151,8 +151,13 @@ def systemctl(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def port_in_use(port: int, host: str = "0.0.0.0") -> bool:
-    """True when something listens on ``port`` (what kubeadm's Port-N check tests by binding)."""
+    """True when something listens on ``port`` (what kubeadm's Port-N check tests by binding).
+
+    kubeadm binds with Go's ``net.Listen``, which sets SO_REUSEADDR: connections of a stopped
+    server still in TIME_WAIT do not make the port "in use" (without it, a join right after a
+    ``kubeadm reset`` failed with ``Port 6443 is in use`` for 60 s; real kubeadm does not)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
     except OSError:
