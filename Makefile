@@ -32,8 +32,10 @@ $(BIN)/hactl: pyproject.toml
 
 venv: $(BIN)/hactl
 
+# ruff, then the import contracts of pyproject.toml [tool.importlinter] (docs/architecture.md, Layering)
 lint: venv
 	$(BIN)/ruff check hactl tests bench
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy hactl
@@ -68,4 +70,4 @@ demo-down: venv
 	$(BIN)/hactl lab down -f $(SPEC)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache out
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache out
