@@ -13,8 +13,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import click
-
 from hactl import __version__
 from hactl.diff import Change, Op
 from hactl.plan.planner import Plan
@@ -23,7 +21,9 @@ from hactl.sensitive import MASK, Sensitive
 FORMAT_VERSION = "1"
 NO_CHANGES = "No changes. The cluster matches the spec."
 
-_COLOURS = {Op.CREATE: "green", Op.UPDATE: "yellow", Op.DELETE: "red", Op.REPLACE: "magenta"}
+# ANSI SGR colours (green, yellow, red, magenta); the bytes click.style(fg=..., bold=True) writes,
+# without importing the CLI toolkit into planning.
+_COLOURS = {Op.CREATE: 32, Op.UPDATE: 33, Op.DELETE: 31, Op.REPLACE: 35}
 _VERBS = {
     Op.CREATE: "will be created",
     Op.UPDATE: "will be updated in place",
@@ -67,7 +67,7 @@ def _change_lines(change: Change, colour: bool) -> list[str]:
     symbol = change.op.symbol
     head = f"{symbol} {change.address}"
     if colour:
-        head = click.style(head, fg=_COLOURS[change.op], bold=True)
+        head = f"\x1b[{_COLOURS[change.op]}m\x1b[1m{head}\x1b[0m"
     lines = [f"  # {change.address} {_VERBS[change.op]}", f"  {head}"]
     if change.host:
         lines.append(f"      host:   {change.host}")
