@@ -279,9 +279,3 @@ def apply(
         reporter=reporter,
     )
     run_async(run_apply(options))
-
-
-def register(group: click.Group) -> None:
-    group.add_command(apply)
-    group.add_command(check)
-    group.add_command(unlock)

@@ -85,7 +85,3 @@ _node_command("stop", "Power a node off: kill every process in it (its files sta
 _node_command("start", "Boot a stopped node (sshd, then its enabled units).")
 _node_command("partition", "Cut a node's network link.")
 _node_command("heal", "Restore a node's network link.")
-
-
-def register(group: click.Group) -> None:
-    group.add_command(lab)

@@ -85,9 +85,3 @@ def graph_cmd(spec_file: str, fmt: str) -> None:
         click.echo(to_mermaid(plan.graph), nl=False)
     else:
         click.echo(to_dot(plan.graph, cluster.metadata.name), nl=False)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(plan_cmd)
-    group.add_command(show_cmd)
-    group.add_command(graph_cmd)

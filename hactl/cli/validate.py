@@ -20,7 +20,3 @@ def validate(spec_file: str) -> None:
     hosts = loaded.cluster.all_hosts()
     names = ", ".join(h.name for h in hosts)
     click.echo(f"{spec_file}: valid ({len(hosts)} hosts: {names})")
-
-
-def register(group: click.Group) -> None:
-    group.add_command(validate)
