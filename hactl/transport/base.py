@@ -125,18 +125,6 @@ def check_result(
     )
 
 
-def mask_result(result: Result, secrets: Sequence[Sensitive]) -> Result:
-    """A command's own output may echo a secret back (e.g. ``kubeadm token create``): callers
-    get it as is, but whatever is logged goes through this."""
-    if not secrets:
-        return result
-    return Result(
-        result.exit_status,
-        mask_text(result.stdout, list(secrets)),
-        mask_text(result.stderr, list(secrets)),
-    )
-
-
 def put_script(path: str, mode: int, size: int | None = None) -> str:
     """sh that writes stdin to ``path`` atomically with ``mode`` (used by real transports).
 
