@@ -18,7 +18,6 @@ from pydantic.functional_validators import PlainValidator
 from hactl.spec import values
 from hactl.spec.values import DEFAULT_API_PORT, normalise_endpoint, show
 
-API_VERSION = "hactl.dev/v1alpha1"
 LAB_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 
 _VERSION_RE = re.compile(r"v?([0-9]{1,4})\.([0-9]{1,4})\.([0-9]{1,6})", re.ASCII)
