@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,11 @@ def test_relative_and_function_level_imports_break_a_contract(tmp_path: Path) ->
     assert result.returncode != 0
     assert "hactl.facts.system -> hactl.plan.graph" in result.stdout
     assert "hactl.lab.units -> hactl.diff" in result.stdout
+
+
+def test_docs_state_every_contract() -> None:
+    """docs/architecture.md ("Layering") names every contract of pyproject.toml."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    docs = " ".join((ROOT / "docs" / "architecture.md").read_text().split())
+    for contract in config["tool"]["importlinter"]["contracts"]:
+        assert f"**{contract['name']}**" in docs, contract["name"]
