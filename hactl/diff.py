@@ -288,6 +288,12 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
             yield Change(Op.UPDATE, address, before, after, "; ".join(reasons), host=host.name,
                          detail={"mode": "+".join(mode), "member_id": member.id,
                                  "running": running, "learner": member.is_learner})
+        elif facts.bootstrap_pending:
+            yield Change(Op.UPDATE, address, before, after,
+                         "hactl's bootstrap-pending marker (/etc/etcd/hactl-bootstrap-pending) is "
+                         "still on it: the run that bootstrapped the cluster stopped before its "
+                         "health wait; wait for a healthy cluster and remove it", host=host.name,
+                         detail={"mode": "formed", "member_id": member.id})
         else:
             yield Change(Op.NOOP, address, before, after, "started voting member", host=host.name)
     for member in extra_members(cluster, members):
@@ -348,13 +354,29 @@ def _etcd_no_cluster(cluster: Cluster, observed: Observed) -> Iterator[Change]:
         if (f := observed.etcd(h.name)) is not None and f.data_dir_state == "member"
     ]
     size = len(cluster.etcd_members)
+    pending = bootstrap_to_finish(cluster, observed)
     for host in cluster.etcd_members:
         facts = observed.etcd(host.name)
         if facts is None:
             continue
         address = f"etcd.member[{host.name}]"
         after = {"name": host.name, "peer_url": peer_url(cluster, host), "voter": True}
-        if not with_data:
+        if pending and host.name in with_data:
+            yield Change(Op.UPDATE, address, {"name": host.name, "running": facts.active}, after,
+                         "started by hactl's bootstrap of this new cluster, which stopped before the "
+                         f"other members started ({'running, waiting for its peers' if facts.active else 'not running'}"
+                         "); start it with them", host=host.name,
+                         detail={"mode": "start", "finish_bootstrap": True})
+        elif pending:
+            yield Change(Op.CREATE, address, None, after,
+                         "the bootstrap of this new cluster stopped before this member started "
+                         f"({', '.join(with_data)} started and wait for a quorum; hactl's "
+                         "bootstrap-pending marker proves the cluster never formed); bootstrap it "
+                         "with initial-cluster-state=new" + data_dir_note(facts),
+                         host=host.name, detail={"mode": "bootstrap", "finish_bootstrap": True,
+                                                 "data_dir_entries": facts.data_dir_entries
+                                                 or int(facts.data_dir_state == "other")})
+        elif not with_data:
             yield Change(Op.CREATE, address, None, after,
                          f"no etcd cluster yet; bootstrap all {size} members together with "
                          "initial-cluster-state=new"
@@ -370,6 +392,28 @@ def _etcd_no_cluster(cluster: Cluster, observed: Observed) -> Iterator[Change]:
             yield Change(Op.CREATE, address, None, after,
                          f"not a member; add it once the members holding data "
                          f"({', '.join(with_data)}) are back", host=host.name, detail={"mode": "add"})
+
+
+def bootstrap_to_finish(cluster: Cluster, observed: Observed) -> list[str]:
+    """The members started by a new cluster's bootstrap that stopped between members, when the
+    next plan can finish it: no member answers, every member was probed, some hold member data
+    and carry hactl's bootstrap-pending marker (written before their start, removed on every
+    member once the cluster was seen healthy), the others have no data at all. The marker is
+    the proof that the cluster never formed: without it (a cluster whose other members lost
+    their data, or a bootstrap by an older hactl) the plan refuses instead
+    (``refusals.half_bootstrap``), as it does when the members' env files are not this spec's."""
+    if observed.etcd_members([h.name for h in cluster.etcd_members]) is not None:
+        return []
+    facts = [(h.name, observed.etcd(h.name)) for h in cluster.etcd_members]
+    if any(f is None for _, f in facts):
+        return []
+    with_data = [n for n, f in facts if f is not None and f.data_dir_state == "member"]
+    without = [n for n, f in facts if f is not None and f.data_dir_state in ("absent", "empty")]
+    if not with_data or not without or len(with_data) + len(without) != len(facts):
+        return []
+    if not all(f is not None and f.bootstrap_pending for n, f in facts if n in with_data):
+        return []
+    return with_data
 
 
 _ENV_KEYS = ("ETCD_NAME", "ETCD_DATA_DIR", "ETCD_INITIAL_ADVERTISE_PEER_URLS", "ETCD_ADVERTISE_CLIENT_URLS")

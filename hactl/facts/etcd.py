@@ -32,6 +32,10 @@ UNIT_PATH = "/etc/systemd/system/etcd.service"
 PKI_DIR = "/etc/etcd/pki"
 CA_CERT = f"{PKI_DIR}/ca.crt"
 CA_KEY = f"{PKI_DIR}/ca.key"
+BOOTSTRAP_MARKER = "/etc/etcd/hactl-bootstrap-pending"
+"""Written by hactl's bootstrap of a new cluster before the member starts, removed on every
+member once the cluster is healthy: its presence proves the cluster never formed (see
+``hactl.diff``'s half-bootstrap case)."""
 CLIENT_CERT = f"{PKI_DIR}/healthcheck-client.crt"
 CLIENT_KEY = f"{PKI_DIR}/healthcheck-client.key"
 MEMBER_FILES = ("server.crt", "server.key", "peer.crt", "peer.key", "healthcheck-client.crt",
@@ -65,6 +69,7 @@ if [ "${active}" = active ]; then
   fi
 fi
 if [ -f {ca_key} ]; then echo ca_key=1; fi
+if [ -f {marker} ]; then echo bootstrap_pending=1; fi
 for __hactl_f in {member_files}; do [ -f "{pki}/$__hactl_f" ] || echo "pki_missing=$__hactl_f"; done
 if [ -f {ca} ]; then
   if command -v openssl >/dev/null 2>&1; then
@@ -93,6 +98,9 @@ class EtcdFileInfo:
     None when etcd is not active or its environment could not be read."""
     pki_missing: tuple[str, ...] = ()
     """Which of :data:`MEMBER_FILES` are absent (an install stopped half-way leaves some)."""
+    bootstrap_pending: bool = False
+    """:data:`BOOTSTRAP_MARKER` exists: hactl's bootstrap started this member and has not yet
+    seen the new cluster healthy."""
 
 
 ENTRY_NAMES = 10
@@ -111,6 +119,7 @@ class EtcdFiles(Fact[EtcdFileInfo]):
             data=shlex.quote(self.data_dir.rstrip("/") or "/"),
             ca=shlex.quote(CA_CERT),
             ca_key=shlex.quote(CA_KEY),
+            marker=shlex.quote(BOOTSTRAP_MARKER),
             pki=PKI_DIR,
             member_files=" ".join(MEMBER_FILES),
             names=ENTRY_NAMES,
@@ -133,6 +142,7 @@ class EtcdFiles(Fact[EtcdFileInfo]):
             data_dir_names=tuple(_lines_with(stdout, "data_dir_entry=")[:ENTRY_NAMES]),
             running_env=_running_env(stdout),
             pki_missing=tuple(f for f in _lines_with(stdout, "pki_missing=") if f in MEMBER_FILES),
+            bootstrap_pending=kv.get("bootstrap_pending") == "1",
         )
 
 
@@ -349,4 +359,5 @@ def assemble(
         data_dir_names=files.data_dir_names,
         running_env=files.running_env,
         pki_missing=files.pki_missing,
+        bootstrap_pending=files.bootstrap_pending,
     )

@@ -179,6 +179,11 @@ class EtcdFacts:
     pki_missing: tuple[str, ...] = ()
     """The member's own certificate files (server, peer, healthcheck-client: .crt and .key) that
     are absent under /etc/etcd/pki; an install that stopped half-way leaves some."""
+    bootstrap_pending: bool = False
+    """/etc/etcd/hactl-bootstrap-pending exists: hactl's bootstrap of a new cluster started this
+    member (the marker is written before the start) and has not yet seen the cluster healthy
+    (the health wait removes it from every member). Proof that a member whose peers never
+    started holds the data of a cluster that never formed, so its bootstrap can be finished."""
 
     @property
     def initial_cluster(self) -> str | None:

@@ -22,6 +22,8 @@ ETCD_CLIENT_CERT = f"{ETCD_PKI_DIR}/healthcheck-client.crt"
 ETCD_CLIENT_KEY = f"{ETCD_PKI_DIR}/healthcheck-client.key"
 ETCD_ENV = "/etc/etcd/etcd.env"
 ETCD_UNIT = "/etc/systemd/system/etcd.service"
+ETCD_BOOTSTRAP_MARKER = "/etc/etcd/hactl-bootstrap-pending"
+"""Written before a new cluster's member starts, removed on every member once it is healthy."""
 
 # HAProxy
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"

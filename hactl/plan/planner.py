@@ -181,7 +181,8 @@ class _Builder:
             return
         first = self.cluster.etcd_members[0].name
         group = [c for c in member_changes if c.detail.get("mode") == "bootstrap"
-                 or (c.detail.get("mode") == "start" and c.before and c.before.get("running") is False)]
+                 or (c.detail.get("mode") == "start" and c.before and c.before.get("running") is False)
+                 or c.detail.get("finish_bootstrap")]
         parallel: list[Step] = []
         # Every member of the group starts only once ALL of them have their certificates: a new
         # cluster forms only when a quorum of its members run, so they start together (a
@@ -207,14 +208,18 @@ class _Builder:
                 host=first, title="Wait for etcd to be healthy",
                 reason="the new members must form a quorum before anything else uses etcd",
                 address="etcd"), parallel)
-        rest = [c for c in member_changes if c not in group]
+        # a formed cluster whose members still carry the bootstrap-pending marker: the health
+        # wait removes it (as every health wait does)
+        formed = [c for c in member_changes if c.detail.get("mode") == "formed"]
+        rest = [c for c in member_changes if c not in group and c not in formed]
         rest.sort(key=lambda c: (_chain_rank(c), c.address))
         for c in rest:
             prev = self._membership_change(c, prev)
-        if rest:
+        if rest or (formed and not parallel):
             prev = self.g.add(kinds.WaitEtcdHealthy(
                 id="etcd.health", host=self._via(None), title="Wait for etcd to be healthy",
-                reason="every membership change must leave a healthy cluster (rule 2)",
+                reason="every membership change must leave a healthy cluster (rule 2)" if rest else
+                "the cluster has formed: remove the bootstrap-pending marker the bootstrap left",
                 address="etcd"), [prev])
         self.etcd_tail = prev
 

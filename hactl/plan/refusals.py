@@ -8,7 +8,7 @@ import hashlib
 import ipaddress
 from urllib.parse import urlsplit
 
-from hactl.diff import Diff, Op, client_url, matching_member
+from hactl.diff import Diff, Op, bootstrap_to_finish, client_url, matching_member
 from hactl.errors import PlanError
 from hactl.facts.model import CA_PAIRS, EtcdFacts, Observed
 from hactl.plan import desired
@@ -188,10 +188,11 @@ def own_bootstrap(cluster: Cluster, name: str, facts: EtcdFacts) -> bool:
 def half_bootstrap(cluster: Cluster, observed: Observed, diff: Diff) -> list[str]:
     """A new cluster's bootstrap that stopped between members: some members hold data written
     by hactl's own bootstrap (initial-cluster-state=new), the others never started, and no
-    member answers (the started ones wait for a quorum that cannot come). Starting the ones with
-    data and adding the others cannot work, and hactl cannot tell this state from a cluster
-    whose other members lost their data: refused, with the way out, instead of a wait that
-    never ends."""
+    member answers (the started ones wait for a quorum that cannot come). When every member
+    with data carries hactl's bootstrap-pending marker the diff finishes the bootstrap
+    (``diff.bootstrap_to_finish``); that needs their env files to be this spec's too. Without
+    the marker hactl cannot tell this state from a cluster whose other members lost their
+    data: refused, with the way out, instead of a wait that never ends."""
     if observed.etcd_members([h.name for h in cluster.etcd_members]) is not None:
         return []
     facts = {h.name: observed.etcd(h.name) for h in cluster.etcd_members}
@@ -201,16 +202,30 @@ def half_bootstrap(cluster: Cluster, observed: Observed, diff: Diff) -> list[str
     without = [n for n, f in facts.items() if f is not None and f.data_dir_state in ("absent", "empty")]
     if not with_data or not without or len(with_data) + len(without) != len(facts):
         return []
-    if not all(own_bootstrap(cluster, n, facts[n]) for n in with_data):  # type: ignore[arg-type]
-        return []
+    ours = all(own_bootstrap(cluster, n, facts[n]) for n in with_data)  # type: ignore[arg-type]
     data_dir = cluster.etcd.data_dir.rstrip("/")
+    if bootstrap_to_finish(cluster, observed):
+        if ours:
+            return []  # planned: the others bootstrap, the started ones join them
+        return [
+            f"etcd: the bootstrap of a new cluster stopped between members ({', '.join(with_data)} "
+            f"started, {', '.join(without)} did not), and the spec changed since: the started "
+            f"member{'s' if len(with_data) > 1 else ''}' /etc/etcd/etcd.env is not what this spec "
+            "renders, so the members would not form one cluster. Plan again with the spec that "
+            "started the bootstrap, or, as this cluster never served (hactl's bootstrap-pending "
+            f"marker is on {', '.join(with_data)}): on {', '.join(with_data)} run `systemctl stop "
+            f"etcd` and move the data dir aside (`mv {data_dir} {data_dir}.hactl-old`), then plan "
+            "again"]
+    if not ours:
+        return []
     return [
         f"etcd: the bootstrap of a new cluster stopped between members: {', '.join(with_data)} "
         f"hold{'s' if len(with_data) == 1 else ''} member data from hactl's bootstrap "
         f"(initial-cluster-state=new) but {', '.join(without)} never started, and no member "
-        "answers. hactl cannot tell this from a cluster whose other members lost their data, so "
-        "it does not guess. If this cluster never served (an interrupted first bring-up): on "
-        f"{', '.join(with_data)} run `systemctl stop etcd` and move the data dir aside (`mv "
+        "answers, and hactl's bootstrap-pending marker (/etc/etcd/hactl-bootstrap-pending) is not "
+        "on them (it proves a cluster never formed). hactl cannot tell this from a cluster whose "
+        "other members lost their data, so it does not guess. If this cluster never served (an "
+        f"interrupted first bring-up): on {', '.join(with_data)} run `systemctl stop etcd` and move the data dir aside (`mv "
         f"{data_dir} {data_dir}.hactl-old`), then plan again (all members are bootstrapped "
         "together). Otherwise restore the cluster from a snapshot"
     ]

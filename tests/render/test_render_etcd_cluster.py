@@ -358,6 +358,9 @@ class LoopbackHost:
             local = [*argv[:4], *(local_path(a, self.lc.member_dir(self.host)) for a in argv[4:])]
             done = subprocess.run(local, capture_output=True, text=True, timeout=30, check=False)
             result = Result(done.returncode, done.stdout, done.stderr)
+        elif argv[:2] == ["rm", "-f"]:  # e.g. the bootstrap-pending marker, in the member's dir
+            (self.lc.member_dir(self.host) / Path(argv[2]).name).unlink(missing_ok=True)
+            result = Result(0, "", "")
         elif argv[0] == "etcdctl":
             pki_dir = f"{self.lc.member_dir(self.host) / 'pki'}/"
             done = subprocess.run([a.replace(etcd.PKI_DIR + "/", pki_dir) for a in argv],

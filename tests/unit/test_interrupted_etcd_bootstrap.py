@@ -169,3 +169,81 @@ def test_a_bootstrap_stopped_between_members_is_refused_with_the_way_out(lab: Cl
         build_plan(lab, s2.observed(), now=PROBED_AT)
     except PlanError as exc:
         assert "stopped between members" not in str(exc)
+
+
+def stopped_after_etcd01(lab: Cluster, *, marker: bool, env: str | None = None) -> Synthetic:
+    """hactl killed after etcd01's bootstrap, before etcd02's and etcd03's: etcd01 runs alone
+    and waits for a quorum; with ``marker`` it carries hactl's bootstrap-pending marker."""
+    s = Synthetic(lab).lb()
+    s.etcd_facts("etcd01", active=True, enabled=True, unit_present=True, env_present=True,
+                 env_sha256=sha(env if env is not None else desired.etcd_env(lab, "etcd01", state="new")),
+                 unit_sha256=sha(desired.etcd_unit(lab)), ca_fingerprint=CA_FP,
+                 data_dir_state="member", data_dir_entries=1, data_dir_names=("member",),
+                 query_error=NO_QUORUM, bootstrap_pending=marker, ca_key_present=True)
+    for name in ("etcd02", "etcd03"):  # every member's certificates were in place (the barrier)
+        s.etcd_facts(name, ca_fingerprint=CA_FP, data_dir_state="absent")
+    return s
+
+
+def test_a_bootstrap_stopped_between_members_with_the_marker_is_finished(lab: Cluster) -> None:
+    # The marker (written before each member's start, removed once the cluster was healthy)
+    # proves the cluster never formed: the others are bootstrapped and etcd01 started with them.
+    plan = build_plan(lab, stopped_after_etcd01(lab, marker=True).observed(), now=PROBED_AT)
+    changes = {c.address: c for c in plan.diff.changes}
+    assert changes["etcd.member[etcd01]"].detail == {"mode": "start", "finish_bootstrap": True}
+    assert "running, waiting for its peers" in changes["etcd.member[etcd01]"].reason
+    for name in ("etcd02", "etcd03"):
+        change = changes[f"etcd.member[{name}]"]
+        assert change.op.value == "create" and change.detail["mode"] == "bootstrap"
+        assert "bootstrap-pending marker proves the cluster never formed" in change.reason
+    steps = {s.id: s for s in plan.steps()}
+    assert {"etcd.member[etcd01].start", "etcd.member[etcd02].bootstrap",
+            "etcd.member[etcd03].bootstrap", "etcd.health"} <= set(steps)
+    # they start together, and the health wait (which removes the markers) follows all three
+    assert {"etcd.member[etcd01].start", "etcd.member[etcd02].bootstrap",
+            "etcd.member[etcd03].bootstrap"} <= set(plan.graph.depends_on("etcd.health"))
+    assert any(cmd.ETCD_BOOTSTRAP_MARKER in line for line in steps["etcd.health"].commands())
+    assert any(cmd.ETCD_BOOTSTRAP_MARKER in line for line in steps["etcd.member[etcd02].bootstrap"].commands())
+
+
+def test_a_bootstrap_stopped_between_members_under_another_spec_is_refused(lab: Cluster) -> None:
+    other = desired.etcd_env(lab, "etcd01", state="new") + "ETCD_EXTRA=1\n"
+    with pytest.raises(PlanError) as info:
+        build_plan(lab, stopped_after_etcd01(lab, marker=True, env=other).observed(), now=PROBED_AT)
+    text = str(info.value)
+    assert "and the spec changed since" in text and "etcd02, etcd03 did not" in text
+    # without the marker the refusal says what is missing
+    with pytest.raises(PlanError) as info:
+        build_plan(lab, stopped_after_etcd01(lab, marker=False).observed(), now=PROBED_AT)
+    assert "bootstrap-pending marker (/etc/etcd/hactl-bootstrap-pending) is not on them" in str(info.value)
+
+
+def test_a_formed_cluster_with_the_marker_left_plans_its_removal(lab: Cluster) -> None:
+    # killed after the cluster formed, before the health wait removed the markers: a marker left
+    # on a formed cluster would later let a member that lost its data be bootstrapped anew, so
+    # it is a difference the plan removes (a health wait), not "No changes".
+    s = Synthetic(lab).converged()
+    assert not [c for c in build_plan(lab, s.observed(), now=PROBED_AT).diff.changes
+                if c.op.value != "no-op" and c.address.startswith("etcd")]
+    s.etcd_facts("etcd02", bootstrap_pending=True)
+    plan = build_plan(lab, s.observed(), now=PROBED_AT)
+    change = next(c for c in plan.diff.changes if c.address == "etcd.member[etcd02]")
+    assert change.op.value == "update" and change.detail["mode"] == "formed"
+    assert "bootstrap-pending marker" in change.reason
+    ids = [st.id for st in plan.steps()]
+    assert "etcd.health" in ids and not [i for i in ids if i.startswith("etcd.member[")]
+
+
+def test_the_probe_reads_the_bootstrap_marker(tmp_path: Path) -> None:
+    fact = EtcdFiles(data_dir="/var/lib/etcd")
+    assert cmd.ETCD_BOOTSTRAP_MARKER in fact.script()
+    assert fact.parse("data_dir=member\nbootstrap_pending=1\n").bootstrap_pending
+    assert not fact.parse("data_dir=member\n").bootstrap_pending
+    # the script run for real: the marker's path as the probe tests it
+    script = fact.script().replace(cmd.ETCD_BOOTSTRAP_MARKER, str(tmp_path / "marker"))
+    script = script.replace("/etc/etcd", str(tmp_path)).replace("/var/lib/etcd", str(tmp_path / "data"))
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
+    assert "bootstrap_pending" not in out
+    (tmp_path / "marker").write_text("x")
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
+    assert fact.parse(out).bootstrap_pending

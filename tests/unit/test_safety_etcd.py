@@ -253,8 +253,13 @@ async def test_wait_etcd_healthy_returns_once_rule_2_holds(lab: Cluster) -> None
     fake = ctx.transport("etcd01")
     fake.on(re.compile(r"member list"), stdout=members_json(*THREE))
     fake.on(re.compile(r"endpoint health"), stdout=health_json(etcd01=True, etcd02=True, etcd03=True))
+    for name in ("etcd01", "etcd02", "etcd03"):
+        ctx.transport(name).on(("rm",))
     await WaitEtcdHealthy(id="s", host="etcd01", title="t", reason="r", timeout=5.0).run(ctx)
     assert ("etcd healthy", {"members": 3}) in ctx.events
+    # the cluster has formed: the bootstrap-pending marker goes from every member
+    for name in ("etcd01", "etcd02", "etcd03"):
+        assert ("rm", "-f", "/etc/etcd/hactl-bootstrap-pending") in [c.argv for c in ctx.transport(name).calls]
 
 
 @pytest.mark.parametrize("still_unstarted", [True, False])
