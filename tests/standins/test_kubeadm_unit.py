@@ -19,7 +19,7 @@ from hactl.lab.standins import kubeadm_preflight as pf
 from hactl.lab.standins import kubeadm_token as tok
 from hactl.lab.standins.kubeadm_common import KubeadmError, duration_seconds, version_tuple
 from hactl.lab.standins.kubeadm_config import Config, cluster_configuration, finish, from_documents
-from hactl.render import pki
+from hactl.lab.standins.pkiutil import ca_cert_hash, new_ca
 
 # -- upload-certs sealing: AES-256-GCM, nonce prepended (Go's gcm.Seal(nonce, nonce, data, nil)) ---
 
@@ -61,13 +61,13 @@ def test_files_to_transfer_names_like_kubeadm() -> None:
 
 
 def test_ca_hash_is_sha256_of_spki_as_openssl_computes_it(tmp_path: Path) -> None:
-    ca = pki.make_ca("kubernetes")
+    ca = new_ca("kubernetes")  # the stand-in's own PKI code (see test_pkiutil.py for more)
     (tmp_path / "ca.crt").write_bytes(ca.cert_pem())
     # the command kubeadm's docs give for computing --discovery-token-ca-cert-hash
     shell = (f"openssl x509 -pubkey -in {tmp_path / 'ca.crt'} | openssl rsa -pubin -outform der 2>/dev/null"
              " | openssl dgst -sha256 -hex | sed 's/^.* //'")
     expected = subprocess.run(["sh", "-c", shell], capture_output=True, text=True, check=True).stdout.strip()
-    assert pki.spki_sha256(ca.cert) == f"sha256:{expected}"
+    assert ca_cert_hash(ca.cert) == f"sha256:{expected}"
 
 
 def test_jws_detached_signature_round_trip() -> None:

@@ -7,8 +7,6 @@ from typing import Any
 
 import yaml
 
-from hactl.render import pki
-
 from .kubeadm_common import (
     ADMIN_GROUP,
     KUBELET_DIR,
@@ -22,6 +20,7 @@ from .kubeadm_common import (
 )
 from .kubeadm_config import Config
 from .kubeadm_pki import etcd_client_files, first_service_ip
+from .pkiutil import Pair, new_signed
 
 # file -> (user name, CN, organizations, "endpoint" | "local")
 KUBECONFIGS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
@@ -58,14 +57,14 @@ def kubeconfig(server: str, ca_pem: bytes, user: str, cluster: str = "kubernetes
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def write_kubeconfigs(cfg: Config, ca: pki.CertKey, names: list[str]) -> None:
+def write_kubeconfigs(cfg: Config, ca: Pair, names: list[str]) -> None:
     out(f'[kubeconfig] Using kubeconfig folder "{KUBERNETES_DIR}"')
     for name in names:
         user, cn, orgs, where = KUBECONFIGS[name]
         user, cn = user.format(node=cfg.node_name), cn.format(node=cfg.node_name)
         server = f"https://{cfg.endpoint()}" if where == "endpoint" else \
             f"https://{cfg.advertise_address}:{cfg.bind_port}"
-        pair = pki.issue(ca, cn, usage="client", organizations=orgs, key_type=cfg.key_type)  # type: ignore[arg-type]
+        pair = new_signed(ca, cn, role="client", organizations=orgs, kind=cfg.key_type)
         out(f'[kubeconfig] Writing "{name}" kubeconfig file')
         text = kubeconfig(server, ca.cert_pem(), user, cfg.cluster_name,
                           cert_pem=pair.cert_pem(), key_pem=pair.key_pem())

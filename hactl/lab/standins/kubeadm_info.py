@@ -7,8 +7,6 @@ import os
 
 import yaml
 
-from hactl.render import pki
-
 from .binversion import kubeadm_version_text, version_info
 from .kubeadm_common import (
     KUBERNETES_DIR,
@@ -20,13 +18,13 @@ from .kubeadm_common import (
 )
 from .kubeadm_reset import _cluster_doc
 from .kubeadm_token import short_duration, tabulate
+from .pkiutil import expiry, load_cert
 
 
 def _expiry_row(name: str, cert_bytes: bytes | None, ca: str) -> list[str]:
     if cert_bytes is None:
         return [name, "", "", ca, "!MISSING! " + name]
-    cert = pki.cert_from_pem(cert_bytes)
-    when = pki.not_after(cert)
+    when = expiry(load_cert(cert_bytes))
     left = (when - dt.datetime.now(dt.UTC)).total_seconds()
     return [name, when.strftime("%b %d, %Y %H:%M UTC"), short_duration(left), ca, "no".ljust(8)]
 

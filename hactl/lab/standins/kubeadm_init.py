@@ -8,8 +8,6 @@ from typing import Any
 
 import yaml
 
-from hactl.render import pki
-
 from .kubeadm_api import Api, ApiError, ns_path
 from .kubeadm_certs import generate_certificate_key, upload_certs
 from .kubeadm_common import (
@@ -42,6 +40,7 @@ from .kubeadm_token import (
     generate_token,
     join_command,
 )
+from .pkiutil import Pair, ca_cert_hash, load_cert
 
 CP_LABEL = "node-role.kubernetes.io/control-plane"
 EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
@@ -171,8 +170,8 @@ def run_init(cfg: Config) -> int:
     if not skipped(cfg, "preflight"):
         preflight(init_checks(cfg), cfg.ignore_preflight)
     cas = create_pki(cfg) if not skipped(cfg, "certs") else {}
-    ca = cas.get("ca") or pki.CertKey.from_pem(read_file(f"{KUBERNETES_DIR}/pki/ca.crt"),
-                                                read_file(f"{KUBERNETES_DIR}/pki/ca.key"))
+    ca = cas.get("ca") or Pair.from_pem(read_file(f"{KUBERNETES_DIR}/pki/ca.crt"),
+                                         read_file(f"{KUBERNETES_DIR}/pki/ca.key"))
     if not skipped(cfg, "kubeconfig"):
         write_kubeconfigs(cfg, ca, ["admin.conf", "super-admin.conf", "kubelet.conf",
                                     "controller-manager.conf", "scheduler.conf"])
@@ -205,7 +204,7 @@ def run_init(cfg: Config) -> int:
     out(f'[kubelet-finalize] Updating "{KUBERNETES_DIR}/kubelet.conf" to point to a rotatable kubelet '
         "client certificate and key")
     if not skipped(cfg, "show-join-command"):
-        print_success(cfg, token, pki.spki_sha256(ca.cert), key)
+        print_success(cfg, token, ca_cert_hash(ca.cert), key)
     return 0
 
 
@@ -251,6 +250,6 @@ def run_upload_certs_phase(cfg: Config, kubeconfig: str, skip_print: bool) -> in
 
 
 def print_join_command(api: Api, token: str, key: str, server: str) -> str:
-    ca = pki.cert_from_pem(read_file(f"{KUBERNETES_DIR}/pki/ca.crt"))
+    ca = load_cert(read_file(f"{KUBERNETES_DIR}/pki/ca.crt"))
     endpoint = server.removeprefix("https://")
-    return join_command(endpoint, token, pki.spki_sha256(ca), key)
+    return join_command(endpoint, token, ca_cert_hash(ca), key)

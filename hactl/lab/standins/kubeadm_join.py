@@ -10,8 +10,6 @@ from typing import Any
 
 import yaml
 
-from hactl.render import pki
-
 from .kubeadm_api import Api, ApiError, ns_path, parse_kubeconfig
 from .kubeadm_certs import download_certs
 from .kubeadm_common import (
@@ -45,6 +43,7 @@ from .kubeadm_preflight import (
     run_checks,
 )
 from .kubeadm_token import jws_verify, parse_token
+from .pkiutil import Pair, ca_cert_hash, load_cert
 
 CLUSTER_INFO = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
 
@@ -88,8 +87,7 @@ def discover(cfg: Config) -> tuple[str, bytes]:
     ca_pem: bytes = info.get("ca") or b""
     if not ca_pem:
         raise _identity_error("cluster-info kubeconfig has no certificate-authority-data")
-    ca = pki.cert_from_pem(ca_pem)
-    actual = pki.spki_sha256(ca)
+    actual = ca_cert_hash(load_cert(ca_pem))
     if not cfg.unsafe_skip_ca and actual not in cfg.ca_cert_hashes:
         raise _identity_error(f'cluster CA found in cluster-info ConfigMap is invalid: none of the public keys '
                               f'"{actual}" are pinned')
@@ -179,8 +177,8 @@ def write_kubelet_credentials(cfg: Config, server: str, ca_pem: bytes) -> None:
     if cfg.control_plane:
         # Deviation: a joining control-plane node holds the cluster CA key, so the stand-in signs the
         # kubelet's client certificate itself instead of going through the CSR TLS bootstrap.
-        ca = pki.CertKey.from_pem(read_file(f"{KUBERNETES_DIR}/pki/ca.crt"),
-                                  read_file(f"{KUBERNETES_DIR}/pki/ca.key"))
+        ca = Pair.from_pem(read_file(f"{KUBERNETES_DIR}/pki/ca.crt"),
+                           read_file(f"{KUBERNETES_DIR}/pki/ca.key"))
         write_kubeconfigs(cfg, ca, ["kubelet.conf"])
         return
     text = kubeconfig(server, ca_pem, "tls-bootstrap-token-user", cfg.cluster_name,
@@ -232,7 +230,7 @@ def run_join(cfg: Config) -> int:
         except FileNotFoundError as exc:
             raise KubeadmError(f"couldn't load the CA certificate authority: {exc}: no such file or directory",
                                phase="control-plane-prepare/certs") from exc
-        ca = pki.CertKey.from_pem(read_file(f"{KUBERNETES_DIR}/pki/ca.crt"), read_file(f"{KUBERNETES_DIR}/pki/ca.key"))
+        ca = Pair.from_pem(read_file(f"{KUBERNETES_DIR}/pki/ca.crt"), read_file(f"{KUBERNETES_DIR}/pki/ca.key"))
         write_kubeconfigs(cfg, ca, ["admin.conf", "controller-manager.conf", "scheduler.conf"])
         write_control_plane_manifests(cfg)
     out('[kubelet-start] Downloading configuration for the kubelet from the "kubelet-config" ConfigMap in the '

@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from hactl.render import pki
-
 from .kubeadm_api import Api, ApiError
 from .kubeadm_common import KUBERNETES_DIR, MANIFESTS_DIR, KubeadmError, out, read_file
 from .kubeadm_config import Config, finish, from_documents, load_documents
@@ -117,8 +115,9 @@ def _certs(cfg: Config, args: argparse.Namespace) -> int:
 
 def _kubeconfig(cfg: Config, args: argparse.Namespace) -> int:
     from .kubeadm_files import write_kubeconfigs
+    from .pkiutil import Pair
 
-    ca = pki.CertKey.from_pem(read_file(f"{KUBERNETES_DIR}/pki/ca.crt"), read_file(f"{KUBERNETES_DIR}/pki/ca.key"))
+    ca = Pair.from_pem(read_file(f"{KUBERNETES_DIR}/pki/ca.crt"), read_file(f"{KUBERNETES_DIR}/pki/ca.key"))
     write_kubeconfigs(cfg, ca, KUBECONFIGS)
     return 0
 

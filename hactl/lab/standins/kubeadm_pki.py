@@ -1,4 +1,4 @@
-"""kubeadm's ``certs`` phase: the real PKI tree under /etc/kubernetes/pki (via hactl.render.pki)."""
+"""kubeadm's ``certs`` phase: the real PKI tree under /etc/kubernetes/pki (made by :mod:`.pkiutil`)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import ipaddress
 import os
 from typing import Any
 
-from hactl.render import pki
-
 from .kubeadm_common import PKI_DIR, P, out, read_file, split_hostport, write_file
 from .kubeadm_config import Config
+from .pkiutil import Pair, key_pem, new_ca, new_key, new_signed, public_pem, signed_by
 
 ADMINS = "kubeadm:cluster-admins"
 
@@ -30,14 +29,14 @@ def pki_path(name: str, ext: str) -> str:
     return f"{PKI_DIR}/{name}.{ext}"
 
 
-def load_pair(name: str) -> pki.CertKey | None:
+def load_pair(name: str) -> Pair | None:
     try:
-        return pki.CertKey.from_pem(read_file(pki_path(name, "crt")), read_file(pki_path(name, "key")))
+        return Pair.from_pem(read_file(pki_path(name, "crt")), read_file(pki_path(name, "key")))
     except (OSError, ValueError):
         return None
 
 
-def write_pair(name: str, pair: pki.CertKey) -> None:
+def write_pair(name: str, pair: Pair) -> None:
     write_file(pki_path(name, "crt"), pair.cert_pem(), 0o644)
     write_file(pki_path(name, "key"), pair.key_pem(), 0o600)
 
@@ -73,7 +72,7 @@ def sans_for(name: str, cfg: Config) -> tuple[list[str], list[str]]:
     return [], []
 
 
-def ensure_ca(name: str, cfg: Config, *, create: bool = True) -> pki.CertKey:
+def ensure_ca(name: str, cfg: Config, *, create: bool = True) -> Pair:
     pair = load_pair(name)
     label = name.replace("/", "-")
     if pair is not None:
@@ -82,7 +81,7 @@ def ensure_ca(name: str, cfg: Config, *, create: bool = True) -> pki.CertKey:
     if not create:
         raise FileNotFoundError(pki_path(name, "key"))
     out(f'[certs] Generating "{label}" certificate and key')
-    pair = pki.make_ca(CA_NAMES[name], key_type=cfg.key_type)  # type: ignore[arg-type]
+    pair = new_ca(CA_NAMES[name], kind=cfg.key_type)
     write_pair(name, pair)
     return pair
 
@@ -92,16 +91,16 @@ def ensure_sa(cfg: Config) -> None:
         out('[certs] Using the existing "sa" key')
         return
     out('[certs] Generating "sa" key and public key')
-    key = pki.generate_key("rsa")
-    write_file(f"{PKI_DIR}/sa.key", pki.key_to_pem(key), 0o600)
-    write_file(f"{PKI_DIR}/sa.pub", pki.public_key_pem(key), 0o644)
+    key = new_key("rsa")
+    write_file(f"{PKI_DIR}/sa.key", key_pem(key), 0o600)
+    write_file(f"{PKI_DIR}/sa.pub", public_pem(key), 0o644)
 
 
-def ensure_leaf(name: str, cas: dict[str, pki.CertKey], cfg: Config) -> None:
+def ensure_leaf(name: str, cas: dict[str, Pair], cfg: Config) -> None:
     ca_name, cn, orgs, usage = LEAVES[name]
     label = name.replace("/", "-")
     existing = load_pair(name)
-    if existing is not None and pki.issued_by(existing.cert, cas[ca_name].cert):
+    if existing is not None and signed_by(existing.cert, cas[ca_name].cert):
         out(f"[certs] Using existing {label} certificate and key on disk")
         return
     dns, ips = sans_for(name, cfg)
@@ -109,16 +108,16 @@ def ensure_leaf(name: str, cas: dict[str, pki.CertKey], cfg: Config) -> None:
     if dns or ips:
         out(f"[certs] {label} serving cert is signed for DNS names [{' '.join(dict.fromkeys(dns))}]"
             f" and IPs [{' '.join(dict.fromkeys(ips))}]")
-    pair = pki.issue(cas[ca_name], cn or cfg.node_name, usage=usage,  # type: ignore[arg-type]
-                     organizations=orgs, dns_names=dns, ip_addresses=ips, key_type=cfg.key_type)  # type: ignore[arg-type]
+    pair = new_signed(cas[ca_name], cn or cfg.node_name, role=usage, organizations=orgs,
+                      dns_names=dns, ips=ips, kind=cfg.key_type)
     write_pair(name, pair)
 
 
-def create_pki(cfg: Config, *, have_cas: bool = False) -> dict[str, pki.CertKey]:
+def create_pki(cfg: Config, *, have_cas: bool = False) -> dict[str, Pair]:
     """Every certificate kubeadm writes for a control-plane node; CAs are created unless
     ``have_cas`` (a joining control-plane node, whose CAs came from the kubeadm-certs Secret)."""
     out(f'[certs] Using certificateDir folder "{PKI_DIR}"')
-    cas: dict[str, pki.CertKey] = {}
+    cas: dict[str, Pair] = {}
     for ca in ("ca", "front-proxy-ca") + (() if cfg.external else ("etcd/ca",)):
         cas[ca] = ensure_ca(ca, cfg, create=not have_cas)
     leaves = ["apiserver", "apiserver-kubelet-client", "front-proxy-client"]

@@ -14,11 +14,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from hactl.render import pki
-
 from .kubeadm_api import Api, ApiError, load_kubeconfig, ns_path
 from .kubeadm_common import P, kubernetes_version, write_file
 from .kubelet_pods import PodProc
+from .pkiutil import key_pem, new_key
 
 PKI = "/var/lib/kubelet/pki"
 CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
@@ -35,7 +34,7 @@ def tls_bootstrap(bootstrap_conf: str, kubeconfig_path: str, node: str, timeout:
     /var/lib/kubelet/pki/kubelet-client-current.pem."""
     cfg = load_kubeconfig(bootstrap_conf)
     api = Api(cfg["server"], ca_pem=cfg["ca"], token=cfg.get("token"))
-    key = pki.generate_key("ecdsa")
+    key = new_key("ecdsa")
     csr = (x509.CertificateSigningRequestBuilder()
            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
                                     x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node}")]))
@@ -54,7 +53,7 @@ def tls_bootstrap(bootstrap_conf: str, kubeconfig_path: str, node: str, timeout:
             cert_pem = base64.b64decode(status["certificate"])
             stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d-%H-%M-%S")
             pem_path = f"{PKI}/kubelet-client-{stamp}.pem"
-            write_file(pem_path, cert_pem + pki.key_to_pem(key), 0o600)
+            write_file(pem_path, cert_pem + key_pem(key), 0o600)
             current = P(f"{PKI}/kubelet-client-current.pem")
             if os.path.lexists(current):
                 os.unlink(current)
