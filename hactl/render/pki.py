@@ -1,10 +1,12 @@
-"""X.509 PKI for hactl and the lab's kubeadm stand-in: keys, CAs, leaf certificates, PEM, hashes.
+"""X.509 PKI for hactl: keys, CAs, leaf certificates, PEM, hashes.
 
-Only ``cryptography`` and the standard library: this module must import under Debian's
-``/usr/bin/python3`` with python3-cryptography 38 (the lab's stand-ins) as well as under the
-project's venv (cryptography 50). It imports nothing else of hactl.
+A product module, run by hactl in the project's environment only. The lab's stand-ins do not use
+it: they have their own implementation of kubeadm's contract
+(:mod:`hactl.lab.standins.pkiutil`), so that a bug here cannot pass the lab's tests unseen
+(docs/lab.md, "The stand-ins stand apart"); ``tests/standins/test_pkiutil.py`` checks the two
+against each other and against ``openssl``. It imports nothing else of hactl.
 
-Choices (the same as kubeadm's defaults, so the lab behaves like a real cluster):
+Choices (the same as kubeadm's defaults, so that what hactl makes fits a kubeadm cluster):
 
 - Keys are **RSA 2048** by default (kubeadm's ``encryptionAlgorithm: RSA-2048``); ECDSA P-256 is
   available with ``key_type="ecdsa"`` (kubeadm's ``ECDSA-P256``). Private keys are PEM in the
