@@ -106,14 +106,16 @@ def foreign_registry(cluster: Cluster, observed: Observed, diff: Diff) -> list[s
 
 def endpoint_mismatch(cluster: Cluster, observed: Observed) -> list[str]:
     """The running cluster's controlPlaneEndpoint, normalised like the spec's (6443 when left
-    out, IPv6 compressed in brackets), must be the spec's: hactl never moves an endpoint."""
+    out, IPv6 compressed in brackets) and compared without regard to case (a DNS name's case
+    does not matter), must be the spec's: hactl never moves an endpoint."""
     view = observed.cluster_view([h.name for h in cluster.masters])
     if view is None or view.control_plane_endpoint is None:
         return []
     running = view.control_plane_endpoint
     with contextlib.suppress(ValueError):  # what does not parse is compared as it is
         running = normalise_endpoint(running)
-    if running == cluster.control_plane_endpoint:  # the spec's is normalised by the model
+    # the spec's is normalised by the model; DNS names are case-insensitive (RFC 4343)
+    if running.lower() == cluster.control_plane_endpoint.lower():
         return []
     return [
         f"the running cluster's controlPlaneEndpoint is {view.control_plane_endpoint}, the spec "

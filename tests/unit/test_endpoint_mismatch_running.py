@@ -29,6 +29,8 @@ def _cluster(endpoint: str, vip: str | None = None) -> Cluster:
     ("loadbalancer.example.com", "loadbalancer.example.com", None),
     ("[fd00::10]:6443", "[FD00:0::10]", "fd00::10"),  # IPv6 case, zeros, port left out
     ("[fd00::10]", "[fd00:0:0::10]:6443", "fd00::10"),
+    ("LoadBalancer.Example.com:6443", "loadbalancer.example.com", None),  # DNS names: no case
+    ("loadbalancer.example.com", "LOADBALANCER.EXAMPLE.COM:6443", None),
 ])
 def test_same_endpoint_in_another_form_is_not_refused(spec: str, running: str, vip: str | None) -> None:
     cluster = _cluster(spec, vip)
