@@ -189,8 +189,8 @@ class KillPoint:
 
 INSIDE_POINTS = (
     # 1.0 s into the first bootstrap: the bootstraps (each a `systemctl start --no-block`) have
-    # all started by then. A kill between one member's start and the others' leaves a state the
-    # next plan cannot finish yet (docs/reliability.md, "Not covered yet").
+    # all started by then. A kill between one member's start and the others' is the subject of
+    # tests/lab/test_half_bootstrap_lab.py (made certain there, not left to timing).
     KillPoint("SIGKILL 1.0 s into an etcd bootstrap", r"\.bootstrap$", 1.0),
     KillPoint("SIGKILL inside kubeadm init, once the static Pod manifests are written",
               r"master01\]?\.init$", appears=("master01", "/etc/kubernetes/manifests/kube-apiserver.yaml")),
@@ -283,8 +283,8 @@ def kill_walk(suite: Suite, pending: list[KillPoint]) -> None:
                 return
         # The spec's parallelism, as users run it: steps running beside the one that ended are
         # cut wherever they are. (One step at a time would give each boundary a moment of its
-        # own, but a kill between two members' bootstraps is then certain: see "Not covered yet"
-        # in docs/reliability.md.)
+        # own; a kill between two members' bootstraps, certain then, has a test of its own:
+        # tests/lab/test_half_bootstrap_lab.py.)
         run = stage.apply("A")
         inside = pending[0] if pending else None
         rx = re.compile(inside.step) if inside else None
