@@ -192,6 +192,12 @@ class KubeadmClusterConfig:
     control_plane_endpoint: str | None
     etcd_endpoints: tuple[str, ...]
     kubernetes_version: str | None
+    pod_subnet: str | None = None
+    """``networking.podSubnet`` (None: not set, e.g. a cluster initialised without one)."""
+    service_subnet: str | None = None
+    """``networking.serviceSubnet``."""
+    dns_domain: str | None = None
+    """``networking.dnsDomain``."""
 
 
 @dataclass(frozen=True)
@@ -247,11 +253,30 @@ def cluster_config(text: str) -> KubeadmClusterConfig:
     if not isinstance(data, dict):
         raise FactParseError("ClusterConfiguration is not a mapping")
     external = (data.get("etcd") or {}).get("external") or {}
+    networking = data.get("networking")
+    if not isinstance(networking, dict):
+        networking = {}  # tolerant: no (or an odd) networking stanza compares nothing
     return KubeadmClusterConfig(
         control_plane_endpoint=data.get("controlPlaneEndpoint"),
         etcd_endpoints=tuple(external.get("endpoints") or ()),
         kubernetes_version=data.get("kubernetesVersion"),
+        pod_subnet=_scalar(networking.get("podSubnet")),
+        service_subnet=_scalar(networking.get("serviceSubnet")),
+        dns_domain=_scalar(networking.get("dnsDomain")),
     )
+
+
+MAX_SCALAR = 256
+"""Longest ``networking.*`` value kept (a CIDR list or a DNS name is far shorter)."""
+
+
+def _scalar(value: Any) -> str | None:
+    """A ``networking.*`` value as text; None when absent, empty, not a scalar or too long
+    (tolerant: a value hactl cannot read is not compared rather than failing the probe)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    text = str(value).strip()
+    return text if text and len(text) <= MAX_SCALAR else None
 
 
 @dataclass(frozen=True)
@@ -323,6 +348,9 @@ def cluster_view(answer: ApiAnswer | None, error: str | None) -> ClusterView:
         control_plane_endpoint=config.control_plane_endpoint if config else None,
         etcd_endpoints=config.etcd_endpoints if config else (),
         kubernetes_version=config.kubernetes_version if config else None,
+        pod_subnet=config.pod_subnet if config else None,
+        service_subnet=config.service_subnet if config else None,
+        dns_domain=config.dns_domain if config else None,
         configmaps=answer.configmaps,
         public_configmaps=answer.public_configmaps,
     )

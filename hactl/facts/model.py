@@ -278,6 +278,7 @@ class ClusterView:
     etcd_endpoints: tuple[str, ...] = ()
     """ClusterConfiguration.etcd.external.endpoints (empty for stacked etcd)."""
     kubernetes_version: str | None = None
+    """ClusterConfiguration.kubernetesVersion (``v1.30.4``)."""
     errors: Mapping[str, str] = field(default_factory=dict)
     """``{"api": why}`` when the API query failed (then the other fields are empty)."""
     configmaps: tuple[str, ...] | None = None
@@ -285,6 +286,12 @@ class ClusterView:
     None = not asked (then kubeadm init's API phases are taken as done)."""
     public_configmaps: tuple[str, ...] | None = None
     """Names of the kube-public ConfigMaps (``cluster-info``), sorted; None = not asked."""
+    pod_subnet: str | None = None
+    """ClusterConfiguration.networking.podSubnet; None when not set or not read."""
+    service_subnet: str | None = None
+    """ClusterConfiguration.networking.serviceSubnet; None when not read."""
+    dns_domain: str | None = None
+    """ClusterConfiguration.networking.dnsDomain; None when not read."""
 
     def node(self, name: str) -> NodeInfo | None:
         return next((n for n in self.nodes if n.name == name), None)

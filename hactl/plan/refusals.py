@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from hactl.diff import Diff, Op, bootstrap_to_finish, client_url, matching_member
 from hactl.errors import PlanError
 from hactl.facts.model import CA_PAIRS, EtcdFacts, Observed
-from hactl.plan import desired
+from hactl.plan import desired, refusals_drift
 from hactl.spec.checks import MIN_ETCD_FOR_K8S_131, quorum
 from hactl.spec.models import Cluster, parse_version
 from hactl.spec.values import normalise_endpoint
@@ -55,7 +55,8 @@ def check(cluster: Cluster, observed: Observed, diff: Diff) -> None:
                 *worker_joined_masters(diff), *half_init_stuck(cluster, observed, diff),
                 *quorum_refusals(cluster, observed, diff), *removal_routes(cluster, observed, diff),
                 *restart_refusals(cluster, observed, diff), *etcd_endpoints_moved(cluster, observed),
-                *etcd_address_moved(cluster, observed), *half_bootstrap(cluster, observed, diff)]
+                *etcd_address_moved(cluster, observed), *half_bootstrap(cluster, observed, diff),
+                *refusals_drift.check(cluster, observed)]
     if problems:
         raise PlanError("the plan is refused:\n  - " + "\n  - ".join(problems))
 

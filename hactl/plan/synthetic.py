@@ -171,6 +171,9 @@ class Synthetic:
                 etcd_endpoints=tuple(client_url(self.cluster, h) for h in self.cluster.etcd_members)
                 if self.cluster.etcd.topology == "external" else (),
                 kubernetes_version=self.cluster.kubernetes.version,
+                pod_subnet=str(self.cluster.kubernetes.pod_subnet),
+                service_subnet=str(self.cluster.kubernetes.service_subnet),
+                dns_domain=self.cluster.kubernetes.dns_domain,
             )
             for h in self.cluster.masters:
                 k = hosts[h.name].kubernetes if hosts[h.name].reachable else None

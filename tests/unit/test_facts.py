@@ -224,6 +224,7 @@ CLUSTER_CONFIG = kubernetes.KubeadmClusterConfig(
     "k8s-api.lab:6443",
     ("https://198.18.0.21:2379", "https://198.18.0.22:2379", "https://198.18.0.23:2379"),
     "v1.30.4",
+    pod_subnet="10.244.0.0/16",
 )
 
 
@@ -264,6 +265,35 @@ def test_api_state_of_an_empty_cluster() -> None:
 def test_api_state_rejects_what_it_cannot_read(line: str) -> None:
     with pytest.raises(FactParseError):
         kubernetes.ApiState().parse(line)
+
+
+def test_cluster_configuration_networking_is_read() -> None:
+    """kubeadm's stored ClusterConfiguration (as real kubeadm 1.30 writes it in kubeadm-config)."""
+    text = (
+        "apiServer: {}\napiVersion: kubeadm.k8s.io/v1beta3\ncertificatesDir: /etc/kubernetes/pki\n"
+        "clusterName: kubernetes\ncontrolPlaneEndpoint: k8s-api.lab:6443\ncontrollerManager: {}\n"
+        "dns: {}\netcd:\n  external:\n    caFile: /etc/kubernetes/pki/etcd/ca.crt\n"
+        "    endpoints:\n    - https://198.18.0.21:2379\nimageRepository: registry.k8s.io\n"
+        "kind: ClusterConfiguration\nkubernetesVersion: v1.30.4\nnetworking:\n"
+        "  dnsDomain: cluster.local\n  podSubnet: 10.244.0.0/16\n  serviceSubnet: 10.96.0.0/12\n"
+        "scheduler: {}\n")
+    config = kubernetes.cluster_config(text)
+    assert (config.pod_subnet, config.service_subnet, config.dns_domain) == (
+        "10.244.0.0/16", "10.96.0.0/12", "cluster.local")
+    view = kubernetes.cluster_view(kubernetes.ApiAnswer((), kubernetes.KubeSystemSecrets(None, ()), config),
+                                   None)
+    assert (view.pod_subnet, view.service_subnet, view.dns_domain) == (
+        "10.244.0.0/16", "10.96.0.0/12", "cluster.local")
+
+
+@pytest.mark.parametrize("networking", [
+    "", "networking: null\n", "networking: [a, b]\n", "networking: {podSubnet: [1, 2]}\n",
+    "networking: {podSubnet: ''}\n", f"networking: {{dnsDomain: {'a' * 300}}}\n",
+    "networking: {podSubnet: true}\n",
+])
+def test_cluster_configuration_networking_is_read_tolerantly(networking: str) -> None:
+    config = kubernetes.cluster_config("kind: ClusterConfiguration\n" + networking)
+    assert (config.pod_subnet, config.service_subnet, config.dns_domain) == (None, None, None)
 
 
 def host_labels(name: str) -> dict[str, str]:

@@ -1,0 +1,100 @@
+"""Refusals for differences hactl cannot plan yet (issue 12: every difference between the spec
+and the running cluster is a change or a refusal, never a silent "No changes").
+
+Each message names the field as the spec writes it (``kubernetes.podSubnet``), the live value,
+the wanted value and what to do. Pure (facts in, messages out); wired into
+:func:`hactl.plan.refusals.check`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from hactl.facts.model import ClusterView, Observed
+from hactl.spec.models import Cluster, parse_version
+
+
+def check(cluster: Cluster, observed: Observed) -> list[str]:
+    """Every drift refusal of this module, in a fixed order."""
+    view = observed.cluster_view([h.name for h in cluster.masters])
+    if view is None:
+        return []  # no initialised cluster answered: nothing live to compare
+    return [*kubernetes_settings(cluster, view)]
+
+
+def _plain_version(text: str) -> str:
+    """``v1.30.4`` → ``1.30.4`` (how the spec's docs write it)."""
+    return text[1:] if text.startswith("v") else text
+
+
+def _version(text: object) -> tuple[int, int, int] | None:
+    try:
+        return parse_version(str(text).strip())
+    except ValueError:
+        return None
+
+
+def _same_network(live: str, wanted: str) -> bool:
+    """Two CIDRs (or comma-separated dual-stack lists) name the same networks."""
+    def parse(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None:
+        try:
+            return sorted((ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",")),
+                          key=lambda n: (n.version, n))
+        except ValueError:
+            return None
+
+    a, b = parse(live), parse(wanted)
+    return a == b if a is not None and b is not None else live.strip() == wanted.strip()
+
+
+def kubernetes_settings(cluster: Cluster, view: ClusterView) -> list[str]:
+    """``kubernetes.version``, ``podSubnet``, ``serviceSubnet``, ``dnsDomain`` against kubeadm's
+    stored ClusterConfiguration, and each spec Node's kubelet version against the spec's: none
+    of them can be changed by hactl after ``kubeadm init``. A live value the probe could not read
+    is not compared."""
+    out: list[str] = []
+    k8s = cluster.kubernetes
+    wanted = _plain_version(k8s.version)
+    if view.kubernetes_version:
+        live_text = _plain_version(str(view.kubernetes_version).strip())
+        live = _version(live_text)
+        if live is None or live != k8s.version_tuple:
+            if live is not None and k8s.version_tuple < live:
+                out.append(
+                    f"kubernetes.version: live {live_text}, spec {wanted}: that is a downgrade, "
+                    "which kubeadm does not do; put "
+                    f"{live_text} back in the spec")
+            else:
+                out.append(
+                    f"kubernetes.version: live {live_text}, spec {wanted}: hactl cannot upgrade a "
+                    f"cluster yet (a later issue builds it); put {live_text} back in the spec, or "
+                    "upgrade by hand with kubeadm upgrade")
+    for field, live_value, want in (
+        ("podSubnet", view.pod_subnet, str(k8s.pod_subnet)),
+        ("serviceSubnet", view.service_subnet, str(k8s.service_subnet)),
+    ):
+        if live_value and not _same_network(live_value, want):
+            what = "pod network" if field == "podSubnet" else "service network"
+            out.append(
+                f"kubernetes.{field} cannot change after kubeadm init: live {live_value}, spec "
+                f"{want}; put the live value back in the spec (a new {what} needs a new cluster)")
+    if view.dns_domain and view.dns_domain.rstrip(".").lower() != k8s.dns_domain.rstrip(".").lower():
+        out.append(
+            f"kubernetes.dnsDomain cannot change after kubeadm init: live {view.dns_domain}, spec "
+            f"{k8s.dns_domain}; put the live value back in the spec (Services and Pods resolve "
+            "names under it; a new DNS domain needs a new cluster)")
+    if out and out[0].startswith("kubernetes.version"):
+        return out  # the cluster's own version differs: that refusal covers the kubelets too
+    spec_nodes = {h.name for h in (*cluster.masters, *cluster.workers)}
+    stale = sorted(
+        (n.name, _plain_version(n.kubelet_version)) for n in view.nodes
+        if n.name in spec_nodes and n.kubelet_version
+        and _version(n.kubelet_version) not in (None, k8s.version_tuple))
+    if stale:
+        listing = ", ".join(f"{name} {version}" for name, version in stale)
+        out.append(
+            f"kubernetes.version: the kubelet of {listing} (Node status) is not the spec's "
+            f"{wanted}; hactl cannot upgrade or downgrade a kubelet yet (a later issue builds "
+            "it); upgrade it by hand (kubeadm upgrade node, then the kubelet package) or put "
+            "the running version in the spec")
+    return out

@@ -1,0 +1,136 @@
+"""Issue 12: every difference between the spec and a converged cluster is a change or a refusal.
+Spec edits on the facts of a converged cluster (Synthetic) that used to plan "No changes"."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hactl.errors import PlanError
+from hactl.facts.model import NodeInfo
+from hactl.plan.planner import build_plan
+from hactl.plan.synthetic import PROBED_AT, Synthetic
+from hactl.spec.load import load_file
+from hactl.spec.models import Cluster
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Cluster:
+    return load_file(str(SPECS / "lab.yaml")).cluster
+
+
+def edited(cluster: Cluster, **kubernetes: Any) -> Cluster:
+    doc = cluster.model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc["kubernetes"].update(kubernetes)
+    return Cluster.model_validate(doc)
+
+
+def refusal(cluster: Cluster, synthetic: Synthetic) -> str:
+    with pytest.raises(PlanError) as caught:
+        build_plan(cluster, synthetic.observed(), now=PROBED_AT)
+    return str(caught.value)
+
+
+def test_converged_cluster_still_plans_no_changes(lab: Cluster) -> None:
+    plan = build_plan(lab, Synthetic(lab).converged().observed(), now=PROBED_AT)
+    assert plan.counts() == (0, 0, 0)
+
+
+@pytest.mark.parametrize("version", ["1.30.9", "1.31.2", "v1.30.9"])
+def test_version_upgrade_is_refused(lab: Cluster, version: str) -> None:
+    message = refusal(edited(lab, version=version), Synthetic(lab).converged())
+    wanted = version.lstrip("v")
+    assert (f"kubernetes.version: live 1.30.4, spec {wanted}: hactl cannot upgrade a cluster yet "
+            "(a later issue builds it); put 1.30.4 back in the spec, or upgrade by hand with "
+            "kubeadm upgrade") in message
+
+
+def test_version_downgrade_is_refused_as_such(lab: Cluster) -> None:
+    message = refusal(edited(lab, version="1.29.0"), Synthetic(lab).converged())
+    assert "kubernetes.version: live 1.30.4, spec 1.29.0: that is a downgrade" in message
+    assert "put 1.30.4 back in the spec" in message
+    assert "upgrade" not in message.split("downgrade", 1)[1]
+
+
+def test_version_written_with_or_without_v_is_the_same(lab: Cluster) -> None:
+    for version in ("1.30.4", "v1.30.4"):
+        plan = build_plan(edited(lab, version=version), Synthetic(lab).converged().observed(),
+                          now=PROBED_AT)
+        assert plan.counts() == (0, 0, 0)
+
+
+@pytest.mark.parametrize(("field", "value", "live"), [
+    ("podSubnet", "10.245.0.0/16", "10.244.0.0/16"),
+    ("serviceSubnet", "10.97.0.0/16", "10.96.0.0/12"),
+])
+def test_networks_cannot_change_after_init(lab: Cluster, field: str, value: str, live: str) -> None:
+    message = refusal(edited(lab, **{field: value}), Synthetic(lab).converged())
+    what = "pod network" if field == "podSubnet" else "service network"
+    assert (f"kubernetes.{field} cannot change after kubeadm init: live {live}, spec {value}; put "
+            f"the live value back in the spec (a new {what} needs a new cluster)") in message
+
+
+def test_dns_domain_cannot_change_after_init(lab: Cluster) -> None:
+    message = refusal(edited(lab, dnsDomain="corp.local"), Synthetic(lab).converged())
+    assert ("kubernetes.dnsDomain cannot change after kubeadm init: live cluster.local, spec "
+            "corp.local") in message
+
+
+def test_all_kubernetes_fields_are_listed_at_once(lab: Cluster) -> None:
+    message = refusal(edited(lab, version="1.31.2", podSubnet="10.245.0.0/16",
+                             serviceSubnet="10.97.0.0/16", dnsDomain="corp.local"),
+                      Synthetic(lab).converged())
+    for field in ("version", "podSubnet", "serviceSubnet", "dnsDomain"):
+        assert f"kubernetes.{field}" in message
+
+
+def test_live_values_written_another_way_are_not_differences(lab: Cluster) -> None:
+    synthetic = Synthetic(lab).converged()
+    observed = synthetic.observed()
+    master = observed.hosts["master01"]
+    assert master.kubernetes is not None and master.kubernetes.cluster is not None
+    view = replace(master.kubernetes.cluster, pod_subnet="10.244.0.0/16", dns_domain="Cluster.Local.")
+    hosts = dict(observed.hosts)
+    hosts["master01"] = replace(master, kubernetes=replace(master.kubernetes, cluster=view))
+    plan = build_plan(lab, replace(observed, hosts=hosts), now=PROBED_AT)
+    assert plan.counts() == (0, 0, 0)
+
+
+def test_networks_the_probe_could_not_read_are_not_compared(lab: Cluster) -> None:
+    observed = Synthetic(lab).converged().observed()
+    master = observed.hosts["master01"]
+    assert master.kubernetes is not None and master.kubernetes.cluster is not None
+    view = replace(master.kubernetes.cluster, pod_subnet=None, service_subnet=None, dns_domain=None,
+                   kubernetes_version=None)
+    hosts = dict(observed.hosts)
+    hosts["master01"] = replace(master, kubernetes=replace(master.kubernetes, cluster=view))
+    plan = build_plan(edited(lab, podSubnet="10.245.0.0/16"), replace(observed, hosts=hosts),
+                      now=PROBED_AT)
+    assert plan.counts() == (0, 0, 0)
+
+
+def test_a_kubelet_of_another_version_is_refused(lab: Cluster) -> None:
+    synthetic = Synthetic(lab).converged()
+    synthetic.nodes = [replace(n, kubelet_version="v1.30.2") if n.name == "worker02" else n
+                       for n in synthetic.nodes]
+    message = refusal(lab, synthetic)
+    assert "kubernetes.version: the kubelet of worker02 1.30.2 (Node status) is not the spec's 1.30.4" in message
+    assert "kubeadm upgrade node" in message
+
+
+def test_a_node_without_a_kubelet_version_is_not_compared(lab: Cluster) -> None:
+    synthetic = Synthetic(lab).converged()
+    synthetic.nodes = [NodeInfo(n.name, n.ready, n.labels, None) for n in synthetic.nodes]
+    plan = build_plan(lab, synthetic.observed(), now=PROBED_AT)
+    assert plan.counts() == (0, 0, 0)
+
+
+def test_before_init_nothing_is_compared(lab: Cluster) -> None:
+    plan = build_plan(edited(lab, version="1.30.9"), Synthetic(lab).etcd().lb().observed(),
+                      now=PROBED_AT)
+    assert "master[master01].init" in [s.id for s in plan.steps()]
