@@ -134,3 +134,50 @@ def test_before_init_nothing_is_compared(lab: Cluster) -> None:
     plan = build_plan(edited(lab, version="1.30.9"), Synthetic(lab).etcd().lb().observed(),
                       now=PROBED_AT)
     assert "master[master01].init" in [s.id for s in plan.steps()]
+
+
+def without(cluster: Cluster, role: str, name: str) -> Cluster:
+    doc = cluster.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if role == "etcd":
+        doc["etcd"]["members"] = [h for h in doc["etcd"]["members"] if h["name"] != name]
+    else:
+        doc[role] = [h for h in doc[role] if h["name"] != name]
+    return Cluster.model_validate(doc)
+
+
+def test_a_worker_taken_out_of_the_spec_is_refused_with_the_manual_way(lab: Cluster) -> None:
+    message = refusal(without(lab, "workers", "worker02"), Synthetic(lab).converged())
+    assert ("worker02 is a Node of the cluster but not in the spec's masters or workers: hactl "
+            "cannot remove a node yet (a later issue builds it). Put it back in the spec, or remove "
+            "it by hand: `kubectl drain worker02 --ignore-daemonsets --delete-emptydir-data`, "
+            "`kubectl delete node worker02`, then `kubeadm reset -f` on worker02") in message
+    assert "worker01" not in message
+
+
+def test_a_master_taken_out_of_the_spec_is_refused_not_only_a_haproxy_edit(lab: Cluster) -> None:
+    message = refusal(without(lab, "masters", "master03"), Synthetic(lab).converged())
+    assert "master03 is a control-plane Node of the cluster but not in the spec's masters" in message
+    assert "`kubeadm reset -f` on master03" in message
+    assert "The next plan then takes it out of haproxy.cfg" in message
+
+
+def test_a_node_joined_by_hand_is_refused(lab: Cluster) -> None:
+    synthetic = Synthetic(lab).converged()
+    synthetic.nodes.append(NodeInfo("stray01", True, {}, "v1.30.4"))
+    assert "stray01 is a Node of the cluster but not in the spec" in refusal(lab, synthetic)
+
+
+def test_a_master_removed_by_hand_and_from_the_spec_is_a_haproxy_change(lab: Cluster) -> None:
+    """Once its Node is gone, what is left of a removed master is its haproxy backend: a change."""
+    synthetic = Synthetic(lab).converged()
+    synthetic.nodes = [n for n in synthetic.nodes if n.name != "master03"]
+    plan = build_plan(without(lab, "masters", "master03"), synthetic.observed(), now=PROBED_AT)
+    assert [s.id for s in plan.steps()] == ["lb[lb01].haproxy", "cluster.verify"]
+    assert plan.counts() == (0, 1, 0)
+
+
+def test_an_etcd_member_taken_out_of_the_spec_is_a_planned_removal(lab: Cluster) -> None:
+    plan = build_plan(without(lab, "etcd", "etcd03"), Synthetic(lab).converged().observed(),
+                      now=PROBED_AT)
+    assert "etcd.member[etcd03].remove" in [s.id for s in plan.steps()]
+    assert plan.counts()[2] == 1
