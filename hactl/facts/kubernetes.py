@@ -45,6 +45,9 @@ if [ -f {KUBELET_CONFIG} ]; then echo kubelet_config=1; fi
 for f in {K8S_DIR}/*.conf; do if [ -f "$f" ]; then echo "conf=${{f##*/}}"; fi; done
 for f in {MANIFESTS}/*; do if [ -f "$f" ]; then echo "manifest=${{f##*/}}"; fi; done
 for f in {PKI}/* {PKI}/*/*; do if [ -f "$f" ]; then echo "pki=${{f#{PKI}/}}"; fi; done
+if [ -f {MANIFESTS}/kube-apiserver.yaml ]; then
+  grep -o -e '--etcd-servers=[^[:space:]]*' {MANIFESTS}/kube-apiserver.yaml | head -n 1 | sed 's/^--/flag=/' || :
+fi
 :"""
 
 _CERTS = rf"""if [ ! -d {PKI} ]; then echo "no {PKI}" >&2; return 100; fi
@@ -67,6 +70,28 @@ class K8sFileInfo:
     """``/etc/kubernetes/*.conf`` names (what kubeadm's kubeconfig phase wrote)."""
     kubelet_config: bool = False
     """/var/lib/kubelet/config.yaml (kubeadm's kubelet-start phase)."""
+    etcd_servers: tuple[str, ...] | None = None
+    """``--etcd-servers`` of kube-apiserver.yaml (None: no manifest, or no such flag)."""
+
+
+MAX_ETCD_SERVERS = 64
+"""More URLs than this in ``--etcd-servers`` are not read (the flag is then taken as unread)."""
+
+
+def etcd_servers_flag(values: list[str]) -> tuple[str, ...] | None:
+    """``etcd-servers=https://a:2379,https://b:2379`` (the first ``flag=`` line; quotes a YAML
+    writer may have put around the argument, and a JSON list's comma, are dropped) → the URLs; None when absent, empty,
+    longer than 8 KiB or holding more than :data:`MAX_ETCD_SERVERS` URLs."""
+    for value in values:
+        name, _, urls = value.partition("=")
+        if name != "etcd-servers":
+            continue
+        urls = urls.strip().strip("'\",").strip()  # also a JSON-style ``"--flag=…",``
+        found = tuple(u.strip() for u in urls.split(",") if u.strip())
+        if not found or len(urls) > 8192 or len(found) > MAX_ETCD_SERVERS:
+            return None
+        return found
+    return None
 
 
 @dataclass(frozen=True)
@@ -78,7 +103,7 @@ class K8sFiles(Fact[K8sFileInfo]):
 
     def parse(self, stdout: str) -> K8sFileInfo:
         values = multi_values(
-            stdout, ("admin_conf", "kubelet_conf", "manifest", "pki", "conf", "kubelet_config")
+            stdout, ("admin_conf", "kubelet_conf", "manifest", "pki", "conf", "kubelet_config", "flag")
         )
         return K8sFileInfo(
             admin_conf=bool(values["admin_conf"]),
@@ -87,6 +112,7 @@ class K8sFiles(Fact[K8sFileInfo]):
             pki_files=tuple(sorted(values["pki"])),
             kubeconfigs=tuple(sorted(values["conf"])),
             kubelet_config=bool(values["kubelet_config"]),
+            etcd_servers=etcd_servers_flag(values["flag"]),
         )
 
 
@@ -374,4 +400,5 @@ def assemble(
         cluster=cluster,
         kubeconfigs=files.kubeconfigs,
         kubelet_config=files.kubelet_config,
+        etcd_servers=files.etcd_servers,
     )

@@ -359,6 +359,10 @@ class KubernetesFacts:
     are not checked on this host)."""
     kubelet_config: bool = False
     """/var/lib/kubelet/config.yaml exists (written by kubeadm's kubelet-start phase)."""
+    etcd_servers: tuple[str, ...] | None = None
+    """``--etcd-servers`` of /etc/kubernetes/manifests/kube-apiserver.yaml: the etcd client URLs
+    this master's API server uses. None when there is no manifest, no such flag, or it was not
+    probed (then nothing is compared)."""
 
     @property
     def initialised(self) -> bool:

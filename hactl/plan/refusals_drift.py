@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from hactl.diff import client_url, matching_member
 from hactl.facts.model import ClusterView, Observed
 from hactl.spec.models import Cluster, parse_version
 
@@ -19,7 +20,8 @@ def check(cluster: Cluster, observed: Observed) -> list[str]:
     view = observed.cluster_view([h.name for h in cluster.masters])
     if view is None:
         return []  # no initialised cluster answered: nothing live to compare
-    return [*kubernetes_settings(cluster, view), *nodes_not_in_spec(cluster, view)]
+    return [*kubernetes_settings(cluster, view), *nodes_not_in_spec(cluster, view),
+            *etcd_consumers(cluster, observed, view)]
 
 
 def _plain_version(text: str) -> str:
@@ -118,4 +120,54 @@ def nodes_not_in_spec(cluster: Cluster, view: ClusterView) -> list[str]:
             f"or remove it by hand: `kubectl drain {node.name} --ignore-daemonsets "
             f"--delete-emptydir-data`, `kubectl delete node {node.name}`, then `kubeadm reset -f` "
             f"on {node.name}{extra}")
+    return out
+
+
+def _url_key(url: str) -> str:
+    return url.strip().rstrip("/").lower()
+
+
+def etcd_consumers(cluster: Cluster, observed: Observed, view: ClusterView) -> list[str]:
+    """External etcd: the client URLs the API servers use — each master's kube-apiserver
+    ``--etcd-servers`` and kubeadm's stored ``etcd.external.endpoints`` (what the next join or
+    ``kubeadm upgrade`` writes into the manifests) — must all be client URLs of the spec's etcd
+    members. A URL of a member taken out of the spec (about to be removed, or removed already)
+    leaves the API servers depending on a member that is gone; hactl does not rewrite them yet,
+    so it is refused. URLs a spec member moves away from (``etcd.clientPort``, an address) are
+    refused by :func:`hactl.plan.refusals.etcd_endpoints_moved`; spec members the API servers
+    do not list yet (a grown etcd) are not refused: the API servers still reach a quorum."""
+    if cluster.etcd.topology != "external":
+        return []
+    members = observed.etcd_members([h.name for h in cluster.etcd_members]) or ()
+    known = {_url_key(client_url(cluster, h)) for h in cluster.etcd_members}
+    for host in cluster.etcd_members:
+        member = matching_member(cluster, host, members)
+        known |= {_url_key(u) for u in (member.client_urls if member is not None else ())}
+    spec_urls = ",".join(client_url(cluster, h) for h in cluster.etcd_members)
+
+    def stale(urls: tuple[str, ...]) -> list[str]:
+        return sorted({u for u in urls if _url_key(u) not in known})
+
+    way = ("hactl does not rewrite them yet (planning that rewrite one master at a time is a "
+           "later step). By hand, one master at a time: set --etcd-servers in "
+           f"/etc/kubernetes/manifests/kube-apiserver.yaml to {spec_urls} (the kubelet restarts "
+           "the API server) and wait for it to be ready; then the same in kube-system/kubeadm-config "
+           "(ClusterConfiguration etcd.external.endpoints); then plan again")
+    out = []
+    for host in cluster.masters:
+        facts = observed.kubernetes(host.name)
+        if facts is None or facts.etcd_servers is None:
+            continue
+        if gone := stale(facts.etcd_servers):
+            out.append(
+                f"{host.name}: kube-apiserver --etcd-servers lists {', '.join(gone)}, which "
+                f"{'is' if len(gone) == 1 else 'are'} not the client URL of any etcd member of the "
+                "spec (etcd.members): the API server would depend on members that are gone; " + way)
+    if gone := stale(view.etcd_endpoints):
+        out.append(
+            f"kubeadm-config (ClusterConfiguration etcd.external.endpoints) lists {', '.join(gone)}, "
+            f"which {'is' if len(gone) == 1 else 'are'} not the client URL of any etcd member of "
+            "the spec (etcd.members): the next join or kubeadm upgrade would write them into a "
+            "kube-apiserver manifest, and the API servers would depend on members that are gone; "
+            + way)
     return out

@@ -139,9 +139,15 @@ class Synthetic:
             self._set(name, kubernetes=KubernetesFacts(
                 admin_conf=cp, kubelet_conf=True, manifests=CP_MANIFESTS if cp else (),
                 pki_files=("ca.crt",), kubelet_active=True, cert_expiry={},
-                kubelet_enabled=True))
+                kubelet_enabled=True, etcd_servers=self._etcd_servers() if cp else None))
         self._endpoint = endpoint or getattr(self, "_endpoint", None) or self.cluster.control_plane_endpoint
         return self
+
+    def _etcd_servers(self) -> tuple[str, ...] | None:
+        """kube-apiserver ``--etcd-servers`` as kubeadm writes it (external etcd only)."""
+        if self.cluster.etcd.topology != "external":
+            return None
+        return tuple(client_url(self.cluster, h) for h in self.cluster.etcd_members)
 
     def converged(self) -> Synthetic:
         if self.cluster.etcd.topology == "external":
