@@ -14,7 +14,6 @@ gated on quorum and followed by a whole-cluster health wait). The load balancers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -402,7 +401,3 @@ def _chain_rank(c: Change) -> int:
         restarts = c.detail.get("running") and {"reconfigure", "restart", "update-peer"} & set(modes)
         return 4 if restarts else 1
     return {Op.REPLACE: 0, Op.CREATE: 2, Op.DELETE: 3}.get(c.op, 5)
-
-
-def step_ids(steps: Sequence[Step]) -> list[str]:
-    return [s.id for s in steps]

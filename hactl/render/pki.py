@@ -82,10 +82,6 @@ class CertKey:
         return cls(cert, key)
 
 
-# Kept for callers that think in key pairs; a CertKey is exactly that plus its certificate.
-KeyPair = CertKey
-
-
 # -- keys --------------------------------------------------------------------------------------
 
 

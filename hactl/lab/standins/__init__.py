@@ -28,7 +28,6 @@ as a script with ``python3 -S -E`` (no site, no package imports), which saves ~2
 IMAGE_MODULES = (
     "kubeadm",
     "kubelet",
-    "apiserver",
     "kube_apiserver",
     "kube_controller_manager",
     "kube_scheduler",
@@ -61,15 +60,10 @@ def available_shims() -> dict[str, str]:
 
 
 def image_files() -> dict[str, tuple[str, int]]:
-    """Every stand-in's ``IMAGE_FILES`` merged; modules not written yet are skipped."""
+    """Every stand-in's ``IMAGE_FILES`` merged (a module of the list that is missing is an error,
+    not skipped)."""
     files: dict[str, tuple[str, int]] = {}
     for short in IMAGE_MODULES:
-        name = f"{__name__}.{short}"
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
+        module = importlib.import_module(f"{__name__}.{short}")
         files.update(getattr(module, "IMAGE_FILES", {}))
     return files

@@ -263,9 +263,6 @@ class EtcdClient:
         doc = self.call("/v3/lease/grant", {"TTL": str(ttl)})
         return int(doc["ID"])
 
-    def lease_revoke(self, lease_id: int) -> None:
-        self.call("/v3/kv/lease/revoke", {"ID": str(lease_id)})
-
     def status(self, endpoint: str, timeout: float = 2.0) -> dict[str, Any]:
         """``/v3/maintenance/status`` of one endpoint (no failover)."""
         single = EtcdClient.__new__(EtcdClient)

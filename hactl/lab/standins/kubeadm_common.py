@@ -206,8 +206,3 @@ def duration_seconds(value: str | int | float | None, default: float) -> float:
     for number, unit in parts:
         total += float(number) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[unit]
     return total
-
-
-def go_duration(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}h{(s % 3600) // 60}m{s % 60}s"
