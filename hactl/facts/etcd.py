@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from hactl.facts.base import (
@@ -71,6 +72,11 @@ fi
 if [ -f {ca_key} ]; then echo ca_key=1; fi
 if [ -f {marker} ]; then echo bootstrap_pending=1; fi
 for __hactl_f in {member_files}; do [ -f "{pki}/$__hactl_f" ] || echo "pki_missing=$__hactl_f"; done
+if command -v openssl >/dev/null 2>&1; then
+  for __hactl_f in {pki}/*.crt; do
+    if [ -f "$__hactl_f" ]; then echo "cert_end=$__hactl_f $(openssl x509 -in "$__hactl_f" -noout -enddate 2>/dev/null)"; fi
+  done | head -n {certs}
+fi
 if [ -f {ca} ]; then
   if command -v openssl >/dev/null 2>&1; then
     echo "ca_sha256=$(openssl x509 -in {ca} -noout -fingerprint -sha256 2>/dev/null)"
@@ -101,6 +107,8 @@ class EtcdFileInfo:
     bootstrap_pending: bool = False
     """:data:`BOOTSTRAP_MARKER` exists: hactl's bootstrap started this member and has not yet
     seen the new cluster healthy."""
+    cert_expiry: dict[str, datetime] = field(default_factory=dict)
+    """``/etc/etcd/pki/*.crt`` → notAfter (``openssl x509 -enddate``)."""
 
 
 ENTRY_NAMES = 10
@@ -123,6 +131,7 @@ class EtcdFiles(Fact[EtcdFileInfo]):
             pki=PKI_DIR,
             member_files=" ".join(MEMBER_FILES),
             names=ENTRY_NAMES,
+            certs=MAX_CERTS,
             active=ACTIVE_VAR,
         )
 
@@ -143,7 +152,27 @@ class EtcdFiles(Fact[EtcdFileInfo]):
             running_env=_running_env(stdout),
             pki_missing=tuple(f for f in _lines_with(stdout, "pki_missing=") if f in MEMBER_FILES),
             bootstrap_pending=kv.get("bootstrap_pending") == "1",
+            cert_expiry=cert_ends(_lines_with(stdout, "cert_end=")),
         )
+
+
+MAX_CERTS = 32
+"""How many certificates under /etc/etcd/pki the probe dates (hactl puts four there)."""
+
+
+def cert_ends(lines: list[str]) -> dict[str, datetime]:
+    """``/etc/etcd/pki/ca.crt notAfter=Jan  1 12:00:00 2036 GMT`` (openssl x509 -enddate) →
+    path → notAfter (UTC). A line openssl could not date (not a certificate) is left out."""
+    out: dict[str, datetime] = {}
+    for line in lines[:MAX_CERTS]:
+        path, found, end = line.partition(" notAfter=")
+        if not found or not path.startswith("/") or len(path) > 4096:
+            continue
+        try:
+            out[path] = datetime.strptime(" ".join(end.split()), "%b %d %H:%M:%S %Y GMT").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    return out
 
 
 def _count(text: str | None) -> int:
@@ -360,4 +389,5 @@ def assemble(
         running_env=files.running_env,
         pki_missing=files.pki_missing,
         bootstrap_pending=files.bootstrap_pending,
+        cert_expiry=dict(files.cert_expiry),
     )

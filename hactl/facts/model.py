@@ -184,6 +184,9 @@ class EtcdFacts:
     member (the marker is written before the start) and has not yet seen the cluster healthy
     (the health wait removes it from every member). Proof that a member whose peers never
     started holds the data of a cluster that never formed, so its bootstrap can be finished."""
+    cert_expiry: Mapping[str, datetime] = field(default_factory=dict)
+    """Certificate path (``/etc/etcd/pki/*.crt``: the CA, server, peer, healthcheck-client) →
+    notAfter (UTC), read with ``openssl x509 -enddate``; empty without openssl."""
 
     @property
     def initial_cluster(self) -> str | None:

@@ -9,6 +9,9 @@ the wanted value and what to do. Pure (facts in, messages out); wired into
 from __future__ import annotations
 
 import ipaddress
+import math
+from collections.abc import Mapping
+from datetime import datetime
 
 from hactl.diff import client_url, matching_member
 from hactl.facts.model import ClusterView, Observed
@@ -17,11 +20,12 @@ from hactl.spec.models import Cluster, parse_version
 
 def check(cluster: Cluster, observed: Observed) -> list[str]:
     """Every drift refusal of this module, in a fixed order."""
+    expiring = certificates_expiring(cluster, observed)
     view = observed.cluster_view([h.name for h in cluster.masters])
     if view is None:
-        return []  # no initialised cluster answered: nothing live to compare
+        return expiring  # no initialised cluster answered: nothing else live to compare
     return [*kubernetes_settings(cluster, view), *nodes_not_in_spec(cluster, view),
-            *etcd_consumers(cluster, observed, view)]
+            *etcd_consumers(cluster, observed, view), *expiring]
 
 
 def _plain_version(text: str) -> str:
@@ -170,4 +174,64 @@ def etcd_consumers(cluster: Cluster, observed: Observed, view: ClusterView) -> l
             "the spec (etcd.members): the next join or kubeadm upgrade would write them into a "
             "kube-apiserver manifest, and the API servers would depend on members that are gone; "
             + way)
+    return out
+
+
+_KUBEADM_CAS = ("/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/pki/front-proxy-ca.crt",
+                "/etc/kubernetes/pki/etcd/ca.crt")
+
+
+def _soon(host: str, certs: Mapping[str, datetime], now: datetime, days: int) -> list[tuple[str, str, datetime]]:
+    return [(host, path, end) for path, end in certs.items()
+            if (end - now).total_seconds() < days * 86400]
+
+
+def _when(end: datetime, now: datetime) -> str:
+    left = (end - now).total_seconds() / 86400
+    date = end.strftime("%Y-%m-%d %H:%M UTC")
+    if left < 0:
+        ago = math.floor(-left)
+        return f"expired {date} ({ago} day{'' if ago == 1 else 's'} ago)"
+    whole = math.floor(left)
+    return f"expires {date} ({whole} day{'' if whole == 1 else 's'} left)"
+
+
+def certificates_expiring(cluster: Cluster, observed: Observed) -> list[str]:
+    """Certificates that expire within ``certificates.renewBeforeDays`` of the probe (or have
+    expired): kubeadm's (every .crt under /etc/kubernetes/pki of the masters and workers) and
+    the etcd members' (/etc/etcd/pki/*.crt, external etcd). hactl renews none yet: each kind is
+    refused with the way to renew it by hand."""
+    days = cluster.certificates.renew_before_days
+    now = observed.probed_at
+    kube = sorted(
+        item for h in (*cluster.masters, *cluster.workers)
+        if (facts := observed.kubernetes(h.name)) is not None
+        for item in _soon(h.name, facts.cert_expiry, now, days))
+    etcd = sorted(
+        item for h in (cluster.etcd_members if cluster.etcd.topology == "external" else ())
+        if (member := observed.etcd(h.name)) is not None
+        for item in _soon(h.name, member.cert_expiry, now, days))
+    head = f"within certificates.renewBeforeDays ({days} day{'' if days == 1 else 's'}) of now"
+    out = []
+    if kube:
+        listing = "; ".join(f"{host} {path} {_when(end, now)}" for host, path, end in kube)
+        hosts = sorted({host for host, _, _ in kube})
+        cas = sorted({path for _, path, _ in kube if path in _KUBEADM_CAS})
+        ca_note = (f" `kubeadm certs renew` does not renew a CA ({', '.join(cas)}): that needs "
+                   "kubeadm's manual CA rotation." if cas else "")
+        out.append(
+            f"kubeadm certificates expire {head}: {listing}. hactl does not renew certificates "
+            f"yet (a later issue builds it); renew them by hand: on {', '.join(hosts)} run "
+            "`kubeadm certs renew all` (masters), then restart the control-plane static Pods "
+            "(move the manifests out of /etc/kubernetes/manifests and back) one master at a "
+            f"time; a worker's kubelet certificates rotate on their own.{ca_note} Then plan again")
+    if etcd:
+        listing = "; ".join(f"{host} {path} {_when(end, now)}" for host, path, end in etcd)
+        out.append(
+            f"etcd certificates expire {head}: {listing}. hactl issued them and cannot re-issue "
+            "them yet (a later issue builds it): re-issue them by hand from the etcd CA "
+            "(/etc/etcd/pki/ca.crt and ca.key, same subject and SANs, e.g. with openssl) and "
+            "restart etcd one member at a time, waiting for `etcdctl endpoint health` between "
+            "members; an expiring etcd CA means new certificates for every member and for the "
+            "API servers' etcd client (/etc/kubernetes/pki/apiserver-etcd-client.crt)")
     return out

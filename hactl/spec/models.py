@@ -230,6 +230,16 @@ class LoadBalancerSettings(Model):
         return None if value is None else values.dns_name(value)
 
 
+class CertificateSettings(Model):
+    """How early ``hactl plan`` refuses to go on with certificates about to expire."""
+
+    renew_before_days: Annotated[int, Field(ge=1, le=3650, strict=True)] = 30
+    """Days before a certificate's expiry from which ``hactl plan`` refuses to go on until it is
+    renewed (a whole number, 1 to 3650): kubeadm's certificates under /etc/kubernetes/pki on the
+    masters and workers, and the etcd CA and member certificates under /etc/etcd/pki. hactl does
+    not renew certificates yet; the refusal says how to by hand."""
+
+
 class ApplySettings(Model):
     parallelism: Annotated[int, Field(ge=1, le=1000, strict=True)] = 10
     """How many steps run at once (``--parallelism`` overrides it)."""
@@ -286,6 +296,8 @@ class Cluster(Model):
     """Worker hosts."""
     ssh: SSHSettings = SSHSettings()
     """SSH defaults for every host."""
+    certificates: CertificateSettings = CertificateSettings()
+    """Certificate expiry: how early ``hactl plan`` refuses to go on until they are renewed."""
     apply: ApplySettings = ApplySettings()
     """Settings for ``hactl apply``."""
     lab: LabSettings | None = None

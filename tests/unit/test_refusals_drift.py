@@ -4,6 +4,7 @@ Spec edits on the facts of a converged cluster (Synthetic) that used to plan "No
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +277,74 @@ def test_an_extra_member_not_used_by_the_api_servers_is_still_a_planned_removal(
         synthetic.etcd_facts(h.name, members=(*facts.members, extra))
     plan = build_plan(lab, synthetic.observed(), now=PROBED_AT)
     assert "etcd.member[etcd04].remove" in [s.id for s in plan.steps()]
+
+
+# -- §4: certificates expiring inside certificates.renewBeforeDays --------------------------
+
+
+def test_a_kubeadm_certificate_12_hours_from_expiry_is_refused(lab: Cluster) -> None:
+    synthetic = Synthetic(lab).converged()
+    facts = synthetic.hosts["master02"].kubernetes
+    assert facts is not None
+    synthetic._set("master02", kubernetes=replace(facts, cert_expiry={
+        "/etc/kubernetes/pki/apiserver.crt": PROBED_AT + timedelta(hours=12),
+        "/etc/kubernetes/pki/ca.crt": PROBED_AT + timedelta(days=3650)}))
+    message = refusal(lab, synthetic)
+    assert ("kubeadm certificates expire within certificates.renewBeforeDays (30 days) of now: "
+            "master02 /etc/kubernetes/pki/apiserver.crt expires 2026-01-02 00:00 UTC (0 days left). "
+            "hactl does not renew certificates yet") in message
+    assert "on master02 run `kubeadm certs renew all`" in message
+    assert "ca.crt" not in message and "etcd certificates" not in message
+
+
+def test_expired_and_ca_certificates_say_so(lab: Cluster) -> None:
+    synthetic = Synthetic(lab).converged()
+    facts = synthetic.hosts["master01"].kubernetes
+    assert facts is not None
+    synthetic._set("master01", kubernetes=replace(facts, cert_expiry={
+        "/etc/kubernetes/pki/front-proxy-ca.crt": PROBED_AT + timedelta(days=29, hours=23),
+        "/etc/kubernetes/pki/apiserver.crt": PROBED_AT - timedelta(days=1, hours=2)}))
+    message = refusal(lab, synthetic)
+    assert ("master01 /etc/kubernetes/pki/apiserver.crt expired 2025-12-31 10:00 UTC (1 day ago); "
+            "master01 /etc/kubernetes/pki/front-proxy-ca.crt expires 2026-01-31 11:00 UTC (29 days left)") in message
+    assert "`kubeadm certs renew` does not renew a CA (/etc/kubernetes/pki/front-proxy-ca.crt)" in message
+
+
+def test_etcd_certificates_expiring_are_refused_with_no_reissue_built(lab: Cluster) -> None:
+    synthetic = Synthetic(lab).converged()
+    synthetic.etcd_facts("etcd02", cert_expiry={
+        "/etc/etcd/pki/server.crt": PROBED_AT + timedelta(days=3),
+        "/etc/etcd/pki/ca.crt": PROBED_AT + timedelta(days=3000)})
+    message = refusal(lab, synthetic)
+    assert ("etcd certificates expire within certificates.renewBeforeDays (30 days) of now: "
+            "etcd02 /etc/etcd/pki/server.crt expires 2026-01-04 12:00 UTC (3 days left). hactl "
+            "issued them and cannot re-issue them yet") in message
+    assert "kubeadm certificates" not in message
+
+
+def test_the_window_is_the_spec_s(lab: Cluster) -> None:
+    doc = lab.model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc["certificates"] = {"renewBeforeDays": 2}
+    narrow = Cluster.model_validate(doc)
+    synthetic = Synthetic(lab).converged()
+    synthetic.etcd_facts("etcd01", cert_expiry={"/etc/etcd/pki/peer.crt": PROBED_AT + timedelta(days=3)})
+    assert build_plan(narrow, synthetic.observed(), now=PROBED_AT).counts() == (0, 0, 0)
+    assert "(30 days)" in refusal(lab, synthetic)
+    doc["certificates"] = {"renewBeforeDays": 4}
+    assert "renewBeforeDays (4 days)" in refusal(Cluster.model_validate(doc), synthetic)
+
+
+@pytest.mark.parametrize("value", [0, -1, "30", 30.0, 3651, True])
+def test_renew_before_days_is_a_strict_whole_number_from_1(lab: Cluster, value: object) -> None:
+    from pydantic import ValidationError
+
+    doc = lab.model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc["certificates"] = {"renewBeforeDays": value}
+    with pytest.raises(ValidationError):
+        Cluster.model_validate(doc)
+
+
+def test_certificates_are_checked_before_kubernetes_is_initialised(lab: Cluster) -> None:
+    synthetic = Synthetic(lab).etcd().lb()
+    synthetic.etcd_facts("etcd01", cert_expiry={"/etc/etcd/pki/ca.crt": PROBED_AT + timedelta(days=1)})
+    assert "etcd01 /etc/etcd/pki/ca.crt expires" in refusal(lab, synthetic)
