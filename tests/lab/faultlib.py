@@ -111,6 +111,11 @@ class ApplyRun:
                     raise TimeoutError(f"no matching event in {timeout:g}s\n{self.text()}")
                 self._cond.wait(min(left, 0.5))
 
+    def seen(self) -> list[dict[str, Any]]:
+        """Every event read so far."""
+        with self._cond:
+            return list(self.events)
+
     def step_event(self, name: str, pattern: str, timeout: float = 600) -> dict[str, Any] | None:
         """The first ``step.start``/``step.end`` (``name``) of a step whose id matches ``pattern``."""
         rx = re.compile(pattern)
@@ -324,6 +329,38 @@ class SecretSampler:
                 self.found |= scan_for_secrets(self.node_pids())
             self.samples += 1
             self._stop.wait(self.period)
+
+
+HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
+
+
+def restart_sshd(lab: Any, node: str, timeout: float = 30.0) -> None:
+    """``systemctl restart ssh`` in ``node``, then wait until sshd listens again. Debian's
+    ssh.service is Type=notify: the real systemctl returns once sshd says it is ready; the
+    lab's runs notify units as simple and returns at once (a connection right after it was
+    refused in a CI run)."""
+    res = lab.run(node, "systemctl restart ssh")
+    assert res.returncode == 0, res.stderr
+    deadline = time.monotonic() + timeout
+    while '"sshd' not in lab.run(node, "ss -Hltnp").stdout:
+        assert time.monotonic() < deadline, f"sshd on {node} does not listen {timeout:g}s after its restart"
+        time.sleep(0.1)
+
+
+def regenerate_host_key(lab: Any, node: str) -> dict[str, str]:
+    """A new ed25519 host key on ``node`` (sshd restarted, listening again); the old key files'
+    contents are returned for :func:`restore_host_key`."""
+    old = {p: lab.read(node, p) for p in (HOST_KEY, HOST_KEY + ".pub")}
+    regen = lab.run(node, f"rm -f {HOST_KEY} {HOST_KEY}.pub && ssh-keygen -q -t ed25519 -N '' -f {HOST_KEY}")
+    assert regen.returncode == 0, regen.stderr
+    restart_sshd(lab, node)
+    return old
+
+
+def restore_host_key(lab: Any, node: str, old: dict[str, str]) -> None:
+    for path, content in old.items():
+        lab.put(node, path, content, 0o644 if path.endswith(".pub") else 0o600)
+    restart_sshd(lab, node)
 
 
 def pem_bodies(pem: str) -> list[str]:

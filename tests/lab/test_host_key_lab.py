@@ -19,9 +19,11 @@ from typing import Any
 
 import yaml
 
+from tests.lab.faultlib import HOST_KEY as KEY
+from tests.lab.faultlib import regenerate_host_key, restore_host_key
+
 REPO = Path(__file__).resolve().parents[2]
 HACTL = [sys.executable, "-c", "from hactl.cli import main; main(prog_name='hactl')"]
-KEY = "/etc/ssh/ssh_host_ed25519_key"
 WATCHED = "/etc/haproxy /etc/kubernetes /etc/systemd /var/lib/hactl /var/lib/kubelet /run/hactl"
 """What hactl writes on the nodes: must not change while a host key is in doubt."""
 
@@ -63,10 +65,7 @@ def test_a_changed_host_key_refuses_plan_apply_and_check(lab_factory: Any, tmp_p
     assert res.returncode == 0, show(res)
     assert [s["id"] for s in json.loads(res.stdout)["steps"]][:1] == ["lb[lb01].haproxy"], res.stdout
 
-    old = {p: lab.read("worker01", p) for p in (KEY, KEY + ".pub")}
-    regen = lab.run("worker01", f"rm -f {KEY} {KEY}.pub && ssh-keygen -q -t ed25519 -N '' -f {KEY} "
-                    "&& systemctl restart ssh")
-    assert regen.returncode == 0, regen.stderr
+    old = regenerate_host_key(lab, "worker01")
     try:
         ssh = lab.run("worker01", "true", via="ssh")  # OpenSSH with the same known_hosts refuses
         assert ssh.returncode != 0 and "Host key verification failed" in ssh.stderr, ssh.stderr
@@ -106,10 +105,7 @@ def test_a_changed_host_key_refuses_plan_apply_and_check(lab_factory: Any, tmp_p
         assert {n: snapshot(lab, n) for n in others} == before
         assert sorted((tmp_path / "state").rglob("*.jsonl")) == journals, "a step journal was written"
     finally:
-        for path, content in old.items():
-            lab.put("worker01", path, content, 0o644 if path.endswith(".pub") else 0o600)
-        restore = lab.run("worker01", "systemctl restart ssh")
-        assert restore.returncode == 0, restore.stderr
+        restore_host_key(lab, "worker01", old)
 
     # the old key back: the plan goes on (the hand edit is still there to fix)
     res = hactl("plan", "-f", lab.spec_file, "--detailed-exitcode", env=env, timeout=240)
