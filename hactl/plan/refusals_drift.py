@@ -20,12 +20,12 @@ from hactl.spec.models import Cluster, parse_version
 
 def check(cluster: Cluster, observed: Observed) -> list[str]:
     """Every drift refusal of this module, in a fixed order."""
-    expiring = certificates_expiring(cluster, observed)
+    early = [*etcd_version(cluster, observed), *certificates_expiring(cluster, observed)]
     view = observed.cluster_view([h.name for h in cluster.masters])
     if view is None:
-        return expiring  # no initialised cluster answered: nothing else live to compare
-    return [*kubernetes_settings(cluster, view), *nodes_not_in_spec(cluster, view),
-            *etcd_consumers(cluster, observed, view), *expiring]
+        return early  # no initialised cluster answered: nothing else live to compare
+    return [*kubernetes_settings(cluster, view), *etcd_topology(cluster, observed, view),
+            *nodes_not_in_spec(cluster, view), *etcd_consumers(cluster, observed, view), *early]
 
 
 def _plain_version(text: str) -> str:
@@ -235,3 +235,47 @@ def certificates_expiring(cluster: Cluster, observed: Observed) -> list[str]:
             "members; an expiring etcd CA means new certificates for every member and for the "
             "API servers' etcd client (/etc/kubernetes/pki/apiserver-etcd-client.crt)")
     return out
+
+
+def etcd_topology(cluster: Cluster, observed: Observed, view: ClusterView) -> list[str]:
+    """``etcd.topology`` against the running cluster: external when kubeadm-config lists
+    ``etcd.external.endpoints``, stacked when it does not and a master runs kubeadm's etcd
+    (``manifests/etcd.yaml``). hactl does not move a cluster's etcd between the two."""
+    if view.etcd_endpoints:
+        live = "external"
+    elif any((k := observed.kubernetes(h.name)) is not None and "etcd.yaml" in k.manifests
+             for h in cluster.masters):
+        live = "stacked"
+    else:
+        return []  # not known
+    if live == cluster.etcd.topology:
+        return []
+    where = ("kubeadm-config lists etcd.external.endpoints" if live == "external"
+             else "kubeadm runs etcd on the masters, kubeadm-config lists no external endpoints")
+    return [
+        f"etcd.topology: live {live} ({where}), spec {cluster.etcd.topology}: hactl does not "
+        f"move a cluster's etcd between external and stacked (the API servers' data lives in "
+        f"it); put {live} back in the spec{' with its members' if live == 'external' else ''}"]
+
+
+def etcd_version(cluster: Cluster, observed: Observed) -> list[str]:
+    """``etcd.version`` (when the spec gives one) against the version each external member runs
+    (``endpoint status``, else ``etcd --version``): hactl installs and upgrades no etcd."""
+    if cluster.etcd.topology != "external" or cluster.etcd.version is None:
+        return []
+    want = cluster.etcd.version
+    running: dict[str, list[str]] = {}
+    for host in cluster.etcd_members:
+        facts = observed.get(host.name)
+        if facts is None or not facts.reachable:
+            continue
+        seen = (facts.etcd.server_version if facts.etcd else None) or (
+            facts.binaries.version("etcd") if facts.binaries else None)
+        if seen and _version(seen) is not None and _version(seen) != _version(want):
+            running.setdefault(_plain_version(seen), []).append(host.name)
+    return [
+        f"etcd.version: {', '.join(names)} run{'s' if len(names) == 1 else ''} etcd {seen}, spec "
+        f"{want}: hactl does not install or upgrade etcd (it runs the etcd installed on the "
+        f"members); put {seen} back in the spec (or leave etcd.version out), or upgrade etcd on "
+        "the members by hand, one member at a time"
+        for seen, names in sorted(running.items())]

@@ -348,3 +348,40 @@ def test_certificates_are_checked_before_kubernetes_is_initialised(lab: Cluster)
     synthetic = Synthetic(lab).etcd().lb()
     synthetic.etcd_facts("etcd01", cert_expiry={"/etc/etcd/pki/ca.crt": PROBED_AT + timedelta(days=1)})
     assert "etcd01 /etc/etcd/pki/ca.crt expires" in refusal(lab, synthetic)
+
+
+# -- found by the field matrix (tests/unit/test_field_matrix.py) ---------------------------
+
+
+def test_etcd_topology_cannot_move_after_init(lab: Cluster) -> None:
+    doc = lab.model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc["etcd"].update(topology="stacked", members=[])
+    message = refusal(Cluster.model_validate(doc), Synthetic(lab).converged())
+    assert ("etcd.topology: live external (kubeadm-config lists etcd.external.endpoints), spec "
+            "stacked: hactl does not move a cluster's etcd between external and stacked") in message
+    assert "put external back in the spec with its members" in message
+
+
+def test_a_stacked_cluster_spec_made_external_is_refused() -> None:
+    stacked = load_file(str(SPECS / "stacked.yaml")).cluster
+    doc = stacked.model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc["etcd"].update(topology="external", members=[{"name": "etcd01", "address": "198.18.0.21"}])
+    external = Cluster.model_validate(doc)
+    observed = Synthetic(stacked).converged().observed()
+    hosts = dict(observed.hosts)
+    hosts["etcd01"] = Synthetic(external).hosts["etcd01"]
+    with pytest.raises(PlanError) as caught:
+        build_plan(external, replace(observed, hosts=hosts), now=PROBED_AT)
+    assert "etcd.topology: live stacked (kubeadm runs etcd on the masters" in str(caught.value)
+
+
+def test_etcd_version_other_than_the_members_run_is_refused(lab: Cluster) -> None:
+    doc = lab.model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc["etcd"]["version"] = "3.5.15"
+    message = refusal(Cluster.model_validate(doc), Synthetic(lab).converged())
+    assert ("etcd.version: etcd01, etcd02, etcd03 run etcd 3.4.23, spec 3.5.15: hactl does not "
+            "install or upgrade etcd") in message
+    assert "put 3.4.23 back in the spec (or leave etcd.version out)" in message
+    doc["etcd"].pop("version")
+    plan = build_plan(Cluster.model_validate(doc), Synthetic(lab).converged().observed(), now=PROBED_AT)
+    assert plan.counts() == (0, 0, 0)
