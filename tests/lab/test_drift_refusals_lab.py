@@ -4,7 +4,8 @@ are each refused, naming the field or the host — kubernetes.version, kubernete
 worker taken out of the spec, a master taken out of the spec. The lab is converged once and
 every edit is planned against it (plans change nothing). And §3: etcd members the API servers
 use, taken out of the spec, is refused naming each master's --etcd-servers (read over SSH off the
-manifests) and kubeadm-config."""
+manifests) and kubeadm-config. And §4: certificates inside certificates.renewBeforeDays (kubeadm's
+and the etcd members', dated by the real probe) are refused."""
 
 from __future__ import annotations
 
@@ -53,6 +54,12 @@ def test_spec_edits_on_a_converged_lab_are_refused_naming_the_field(lab_factory:
                         [f"{m}: kube-apiserver --etcd-servers lists {gone}, which are not the "
                          "client URL of any etcd member of the spec" for m in ("master01", "master02", "master03")]
                         + [f"kubeadm-config (ClusterConfiguration etcd.external.endpoints) lists {gone}"]),
+        # §4: a window wider than the certificates' life: the real probe dates them over SSH
+        "renew-3650": (lambda d: d.update(certificates={"renewBeforeDays": 3650}),
+                       ["kubeadm certificates expire within certificates.renewBeforeDays (3650 days)",
+                        "/etc/kubernetes/pki/apiserver.crt expires",
+                        "etcd certificates expire within certificates.renewBeforeDays (3650 days)",
+                        "/etc/etcd/pki/server.crt expires", "kubeadm certs renew all"]),
     }
     for name, (edit, expected) in edits.items():
         spec = _write(base, tmp_path / f"{name}.yaml", edit)
