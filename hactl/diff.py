@@ -1,7 +1,8 @@
 """Cluster × Observed → changes. Pure: no I/O, no clock (``now`` is passed in).
 
 The diff is data (after kopf's ``structs/diffs.py``): an enum of operations :class:`Op`, a small
-record :class:`Change` ``(op, address, before, after, reason, host)``, a generator
+record :class:`Change` ``(op, addr, before, after, reason, host)`` (``addr`` a typed
+:class:`~hactl.vocabulary.Address`), a generator
 :func:`iter_changes` and a collecting wrapper :func:`diff`. Addresses name what changes:
 
     pki.etcd-ca                 the etcd CA (kept on the etcd members, never on the operator)
@@ -32,6 +33,7 @@ from typing import Any
 from hactl.facts.etcd import MEMBER_FILES
 from hactl.facts.model import ClusterView, EtcdFacts, EtcdMember, KubernetesFacts, Observed
 from hactl.spec.models import Cluster, Host
+from hactl.vocabulary import BOOTSTRAP_TOKEN, CERTIFICATE_KEY, ETCD_CA, Address, Aspect, Component
 
 #: The certificate key's Secret lives 2 h; a key older than TTL - margin is refreshed.
 CERTIFICATE_KEY_TTL = 2 * 3600.0
@@ -56,13 +58,18 @@ _SYMBOLS = {Op.CREATE: "+", Op.UPDATE: "~", Op.DELETE: "-", Op.REPLACE: "-/+", O
 @dataclass(frozen=True)
 class Change:
     op: Op
-    address: str
+    addr: Address
     before: Mapping[str, Any] | None
     after: Mapping[str, Any] | None
     reason: str
     host: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
     """Planner hints that are not shown as before/after (e.g. ``{"mode": "bootstrap"}``)."""
+
+    @property
+    def address(self) -> str:
+        """The address as the plan prints and saves it (``etcd.member[etcd02]``)."""
+        return str(self.addr)
 
     @property
     def actions(self) -> list[str]:
@@ -78,8 +85,10 @@ class Diff:
     def effective(self) -> tuple[Change, ...]:
         return tuple(c for c in self.changes if c.op is not Op.NOOP)
 
-    def get(self, address: str) -> Change | None:
-        return next((c for c in self.changes if c.address == address), None)
+    def get(self, address: Address | str) -> Change | None:
+        if isinstance(address, str):
+            return next((c for c in self.changes if c.address == address), None)
+        return next((c for c in self.changes if c.addr == address), None)
 
     def counts(self) -> tuple[int, int, int]:
         """(add, change, remove) like Terraform: a replace counts as one add and one remove."""
@@ -156,11 +165,11 @@ def _pki(cluster: Cluster, observed: Observed) -> Iterator[Change]:
     present = sorted({fp for fp in fingerprints.values() if fp})
     if not present:
         yield Change(
-            Op.CREATE, "pki.etcd-ca", None, {"kept_on": "etcd members"},
+            Op.CREATE, ETCD_CA, None, {"kept_on": "etcd members"},
             "no etcd member holds an etcd CA yet; generate one (in memory) and keep it on the members",
         )
     else:
-        yield Change(Op.NOOP, "pki.etcd-ca", {"fingerprint": present[0]}, {"fingerprint": present[0]},
+        yield Change(Op.NOOP, ETCD_CA, {"fingerprint": present[0]}, {"fingerprint": present[0]},
                      "the etcd members hold the CA")
     for host in cluster.etcd_members:
         if host.name not in fingerprints:
@@ -173,18 +182,18 @@ def _pki(cluster: Cluster, observed: Observed) -> Iterator[Change]:
         missing = facts.pki_missing if facts is not None and ours else ()
         if fingerprints[host.name] and missing:
             yield Change(
-                Op.CREATE, f"pki.etcd[{host.name}]", {"missing": list(missing)},
+                Op.CREATE, Address(Component.PKI_ETCD, host.name), {"missing": list(missing)},
                 {"files": ["ca.crt", *MEMBER_FILES]},
                 f"{host.name} has the etcd CA but not {', '.join(missing)} under /etc/etcd/pki (an "
                 "earlier run stopped while installing them); issue its certificates again",
                 host=host.name,
             )
         elif fingerprints[host.name]:
-            yield Change(Op.NOOP, f"pki.etcd[{host.name}]", {"ca": "present"}, {"ca": "present"},
+            yield Change(Op.NOOP, Address(Component.PKI_ETCD, host.name), {"ca": "present"}, {"ca": "present"},
                          "CA and member certificates present", host=host.name)
         else:
             yield Change(
-                Op.CREATE, f"pki.etcd[{host.name}]", None,
+                Op.CREATE, Address(Component.PKI_ETCD, host.name), None,
                 {"files": ["ca.crt", "server.crt", "server.key", "peer.crt", "peer.key"]},
                 f"{host.name} has no /etc/etcd/pki/ca.crt; install the CA and issue its server and peer certificates",
                 host=host.name,
@@ -203,7 +212,7 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
     for host in cluster.etcd_members:
         facts = observed.etcd(host.name)
         member = matching_member(cluster, host, members)
-        address = f"etcd.member[{host.name}]"
+        address = Address(Component.ETCD_MEMBER, host.name)
         after = {"name": host.name, "peer_url": peer_url(cluster, host), "voter": True}
         if facts is None:
             continue  # unreachable: the planner decides
@@ -298,7 +307,7 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
             yield Change(Op.NOOP, address, before, after, "started voting member", host=host.name)
     for member in extra_members(cluster, members):
         name = member.name or member.id
-        yield Change(Op.DELETE, f"etcd.member[{name}]",
+        yield Change(Op.DELETE, Address(Component.ETCD_MEMBER, name),
                      {"name": member.name or "(unstarted)", "id": member.id,
                       "peer_url": ",".join(member.peer_urls), "voter": not member.is_learner},
                      None, f"member {name} ({member.id}) is not in the spec; remove it through "
@@ -359,7 +368,7 @@ def _etcd_no_cluster(cluster: Cluster, observed: Observed) -> Iterator[Change]:
         facts = observed.etcd(host.name)
         if facts is None:
             continue
-        address = f"etcd.member[{host.name}]"
+        address = Address(Component.ETCD_MEMBER, host.name)
         after = {"name": host.name, "peer_url": peer_url(cluster, host), "voter": True}
         if pending and host.name in with_data:
             yield Change(Op.UPDATE, address, {"name": host.name, "running": facts.active}, after,
@@ -443,7 +452,7 @@ def _load_balancers(cluster: Cluster, observed: Observed) -> Iterator[Change]:
         facts = observed.haproxy(host.name)
         if facts is None:
             continue
-        address = f"lb[{host.name}].haproxy_cfg"
+        address = Address(Component.LB, host.name, Aspect.HAPROXY_CFG)
         after = {"sha256": want}
         if not facts.config_present:
             yield Change(Op.CREATE, address, None, after,
@@ -456,7 +465,7 @@ def _load_balancers(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                          detail={"diff": _unified(facts.config or "", desired)})
         else:
             yield Change(Op.NOOP, address, after, after, "configuration matches", host=host.name)
-        service = f"lb[{host.name}].service"
+        service = Address(Component.LB, host.name, Aspect.SERVICE)
         if not facts.config_present or facts.config_sha256 != want:
             continue  # installing the config starts (or reloads) the service
         if not facts.active:
@@ -502,7 +511,7 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
     cp_joins = worker_joins = 0
     for index, host in enumerate(cluster.masters):
         facts = observed.kubernetes(host.name)
-        address = f"master[{host.name}]"
+        address = Address(Component.MASTER, host.name)
         if facts is None:
             continue
         if half is not None and half[0] == host.name:
@@ -535,7 +544,7 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
                          detail={"mode": "join"})
     for host in cluster.workers:
         facts = observed.kubernetes(host.name)
-        address = f"worker[{host.name}]"
+        address = Address(Component.WORKER, host.name)
         if facts is None:
             continue
         if facts.joined and nodes.lost(host.name):
@@ -557,7 +566,7 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
                          "not part of the cluster; join as a worker", host=host.name)
     if initialised is None or not (cp_joins or worker_joins):
         return  # an init makes a token and a key; no join → nothing to prepare
-    yield Change(Op.CREATE, "cluster.bootstrap-token", None, {"token": "(sensitive value)", "ttl": "2h"},
+    yield Change(Op.CREATE, BOOTSTRAP_TOKEN, None, {"token": "(sensitive value)", "ttl": "2h"},
                  "bootstrap token secrets are never read back from the cluster; create one for "
                  "this run's joins", host=initialised)
     if cp_joins:
@@ -569,7 +578,7 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
         else:
             why = (f"the kubeadm-certs Secret is {int(age // 60)} min old, but its key is never read "
                    "back from the cluster")
-        yield Change(Op.UPDATE, "cluster.certificate-key", {"key": "(sensitive value)"},
+        yield Change(Op.UPDATE, CERTIFICATE_KEY, {"key": "(sensitive value)"},
                      {"key": "(sensitive value)"},
                      f"{why}; upload the control-plane certificates under a fresh key for this "
                      "join batch", host=initialised)
@@ -578,7 +587,7 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
 def _complete_init(host: str, phases: tuple[str, ...]) -> Change:
     """A ``kubeadm init`` that stopped half-way (M4): the phases whose results are missing, and
     every phase after them, are run one by one (``kubeadm init phase …``); init is never re-run."""
-    return Change(Op.UPDATE, f"master[{host}]", {"control_plane": "half-initialised", "missing": list(phases)},
+    return Change(Op.UPDATE, Address(Component.MASTER, host), {"control_plane": "half-initialised", "missing": list(phases)},
                   {"control_plane": True},
                   f"kubeadm init on {host} stopped half-way (nothing shows that its {phases[0]} "
                   f"phase ran); run init's phases from there on, one by one: {', '.join(phases)} "
@@ -603,7 +612,7 @@ def join_leftovers(facts: KubernetesFacts) -> list[str]:
     return [*pki, *confs, *(f"manifests/{m}" for m in facts.manifests)]
 
 
-def _interrupted_join(address: str, host: str, leftovers: list[str], nodes: _Nodes,
+def _interrupted_join(address: Address, host: str, leftovers: list[str], nodes: _Nodes,
                       after: Mapping[str, Any]) -> Change:
     """A join that stopped after kubeadm wrote its files, before kubelet.conf: a plain join
     would be refused by kubeadm's preflight for ever, so the node is reset and joined again
@@ -619,9 +628,9 @@ def _interrupted_join(address: str, host: str, leftovers: list[str], nodes: _Nod
                   detail={"mode": "rejoin", "interrupted": True})
 
 
-def _kubelet_service(node: str, host: str, enabled: bool, active: bool) -> Change:
+def _kubelet_service(node: Address, host: str, enabled: bool, active: bool) -> Change:
     """A joined node's kubelet must run and be enabled, or the node stays down after a reboot."""
-    address = f"{node}.kubelet"
+    address = Address(node.component, node.host, Aspect.KUBELET)
     state = {"enabled": enabled, "active": active}
     want = {"enabled": True, "active": True}
     if enabled and active:

@@ -21,6 +21,7 @@ from hactl.plan.output import FORMAT_VERSION, jsonable, plan_data
 from hactl.plan.planner import Plan
 from hactl.plan.step import Step
 from hactl.spec.models import Cluster
+from hactl.vocabulary import Address
 
 MAX_PLAN_BYTES = 64 * 2**20
 """A saved plan larger than this is refused unread (hactl's own are far smaller)."""
@@ -204,12 +205,16 @@ def _change(data: object, i: int, details: dict[str, Any]) -> Change:
     for key in ("before", "after"):
         if not isinstance(data.get(key), dict | None):
             raise _Bad(f"{where}.{key}", f"must be an object or null, not {_short(data.get(key))}")
+    try:
+        addr = Address.parse(data["address"])
+    except ValueError as exc:
+        raise _Bad(f"{where}.address", str(exc)) from None
     detail = details.get(data["address"], {})
     if not isinstance(detail, dict):
         raise _Bad(f"saved.details.{data['address']}", "must be an object")
     return Change(
         op=op,
-        address=data["address"],
+        addr=addr,
         before=data.get("before"),
         after=data.get("after"),
         reason=data["reason"],

@@ -26,6 +26,7 @@ from hactl.plan import steps as kinds
 from hactl.plan.graph import StepGraph
 from hactl.plan.step import Action, Step
 from hactl.spec.models import Cluster
+from hactl.vocabulary import BOOTSTRAP_TOKEN, CERTIFICATE_KEY, ETCD_CA, Aspect, Component
 
 CLIENT_CERTS = {"etcd/ca.crt", "apiserver-etcd-client.crt", "apiserver-etcd-client.key"}
 """What a first master needs under /etc/kubernetes/pki for external etcd."""
@@ -162,20 +163,20 @@ class _Builder:
 
     def _pki(self) -> None:
         ca_host = self._ca_host()
-        change = self.changes.get("pki.etcd-ca")
+        change = self.changes.get(ETCD_CA)
         if change is not None and change.op is Op.CREATE:
             self.ca = self.g.add(kinds.GenerateEtcdCA(
                 id="pki.etcd-ca", host=ca_host, title=f"Generate the etcd CA on {ca_host}",
                 reason=change.reason, address=change.address))
         for c in self.changes.effective():
-            if c.address.startswith("pki.etcd[") and c.host:
+            if c.addr.component is Component.PKI_ETCD and c.host:
                 self.certs[c.host] = self.g.add(kinds.InstallEtcdCerts(
                     id=c.address, host=c.host, title=f"Install etcd certificates on {c.host}",
                     reason=c.reason, address=c.address, ca_host=ca_host), [self.ca])
 
     # etcd
     def _etcd(self) -> None:
-        member_changes = [c for c in self.changes.effective() if c.address.startswith("etcd.member[")]
+        member_changes = [c for c in self.changes.effective() if c.addr.component is Component.ETCD_MEMBER]
         if not member_changes:
             return
         first = self.cluster.etcd_members[0].name
@@ -241,7 +242,7 @@ class _Builder:
 
     def _membership_change(self, c: Change, prev: Step | None) -> Step:
         mode = str(c.detail.get("mode", ""))
-        name = c.host or c.address[len("etcd.member["):-1]
+        name = c.host or c.addr.host or ""
         via = self._via(name)
         deps: list[Step | None] = [prev, self.ca, self.certs.get(name)]
         if mode in ("replace", "remove"):
@@ -302,11 +303,11 @@ class _Builder:
     def _load_balancers(self) -> None:
         by_host: dict[str, list[Change]] = {}
         for c in self.changes.effective():
-            if c.address.startswith("lb[") and c.host:
+            if c.addr.component is Component.LB and c.host:
                 by_host.setdefault(c.host, []).append(c)
         for host in sorted(by_host):
             cs = by_host[host]
-            cfg = next((c for c in cs if c.address.endswith(".haproxy_cfg")), cs[0])
+            cfg = next((c for c in cs if c.addr.aspect is Aspect.HAPROXY_CFG), cs[0])
             self.lbs.append(self.g.add(kinds.ConfigureHAProxy(
                 id=f"lb[{host}].haproxy", host=host, title=f"Configure HAProxy on {host}",
                 reason="; ".join(c.reason for c in cs), address=cfg.address, action=_action(cfg))))
@@ -350,7 +351,7 @@ class _Builder:
         # A token and a certificate key need a working control plane: after an init that is
         # being completed, never alongside it (they would also write the same kubeadm config).
         after_init: list[Step | None] = [*infra, *ready]
-        token = self.changes.get("cluster.bootstrap-token")
+        token = self.changes.get(BOOTSTRAP_TOKEN)
         token_step: Step | None = None
         if token is not None and token.op is not Op.NOOP:
             token_step = self.g.add(kinds.CreateJoinToken(
@@ -358,7 +359,7 @@ class _Builder:
                 reason=token.reason, address=token.address), after_init)
             ready.append(token_step)
         inits = list(ready)
-        key = self.changes.get("cluster.certificate-key")
+        key = self.changes.get(CERTIFICATE_KEY)
         if key is not None and key.op is not Op.NOOP:
             ready.append(self.g.add(kinds.RefreshCertificateKey(
                 id=key.address, host=via,
@@ -366,7 +367,7 @@ class _Builder:
                 reason=key.reason, address=key.address), after_init))
         prev: list[Step | None] = list(ready) or list(infra)
         for c in effective:
-            if c.address.startswith("master[") and c.detail.get("mode") in ("join", "rejoin"):
+            if c.addr.component is Component.MASTER and c.addr.aspect is None and c.detail.get("mode") in ("join", "rejoin"):
                 assert c.host is not None
                 again = c.detail.get("mode") == "rejoin"
                 step = self.g.add(kinds.JoinControlPlane(
@@ -376,14 +377,14 @@ class _Builder:
                     reset_first=again, stacked_etcd=self.cluster.etcd.topology == "stacked"), prev)
                 prev = [step]  # one at a time (rule 6)
         for c in effective:
-            if c.address.endswith(".kubelet"):
+            if c.addr.aspect is Aspect.KUBELET:
                 assert c.host is not None
                 self.g.add(kinds.EnableKubelet(
                     id=c.address, host=c.host, title=f"Enable and start kubelet on {c.host}",
                     reason=c.reason, address=c.address, action=_action(c)))
         base = inits or list(infra)  # workers need the token, not the certificate key
         for c in effective:
-            if c.address.startswith("worker["):
+            if c.addr.component is Component.WORKER and c.addr.aspect is None:
                 assert c.host is not None
                 again = c.detail.get("mode") == "rejoin"
                 self.g.add(kinds.JoinWorker(

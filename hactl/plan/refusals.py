@@ -15,6 +15,7 @@ from hactl.plan import desired, refusals_drift
 from hactl.spec.checks import MIN_ETCD_FOR_K8S_131, quorum
 from hactl.spec.models import Cluster, parse_version
 from hactl.spec.values import normalise_endpoint
+from hactl.vocabulary import ETCD_CA, Component
 
 
 def removal_problem(
@@ -150,7 +151,7 @@ def etcd_in_the_way(cluster: Cluster, observed: Observed, diff: Diff) -> list[st
     replace) is refused on a host whose etcd service runs while hactl cannot read it (an etcd
     built by hand, or the distro's default one), or whose data dir holds another etcd's member
     data one level down (e.g. Debian's /var/lib/etcd/default/member): either would be lost."""
-    modes = {c.host: c.detail.get("mode") for c in diff.changes if c.address.startswith("etcd.member[")}
+    modes = {c.host: c.detail.get("mode") for c in diff.changes if c.addr.component is Component.ETCD_MEMBER}
     fresh = {h for h, mode in modes.items() if mode in ("bootstrap", "add", "replace")}
     out = []
     for host in cluster.etcd_members:
@@ -246,10 +247,10 @@ def ca_key_missing(cluster: Cluster, observed: Observed, diff: Diff) -> list[str
     """A member needs certificates issued by the existing etcd CA, but every member answered and
     none holds its key (/etc/etcd/pki/ca.key): an etcd built by hand, whose CA key lives elsewhere.
     Refused at plan time, rather than failing the apply half-way."""
-    if any(c.address == "pki.etcd-ca" and c.op is Op.CREATE for c in diff.changes):
+    if any(c.addr == ETCD_CA and c.op is Op.CREATE for c in diff.changes):
         return []  # no CA yet: the plan generates one
     needing = sorted(c.host for c in diff.changes
-                     if c.address.startswith("pki.etcd[") and c.op is Op.CREATE and c.host)
+                     if c.addr.component is Component.PKI_ETCD and c.op is Op.CREATE and c.host)
     if not needing:
         return []
     facts = [observed.etcd(h.name) for h in cluster.etcd_members]
@@ -320,13 +321,13 @@ def quorum_refusals(cluster: Cluster, observed: Observed, diff: Diff) -> list[st
         and observed.etcd_healthy(m.name)
     }
     removals = sorted(
-        (c for c in diff.changes if c.op in (Op.REPLACE, Op.DELETE) and c.address.startswith("etcd.member[")),
+        (c for c in diff.changes if c.op in (Op.REPLACE, Op.DELETE) and c.addr.component is Component.ETCD_MEMBER),
         key=lambda c: (c.op is Op.DELETE, c.address),
     )
     out = []
     for change in removals:
         member_id = str(change.detail.get("member_id", ""))
-        name = change.address[len("etcd.member["):-1]
+        name = change.addr.host or ""
         problem = removal_problem(name, len(voters), len(healthy),
                                   removing_healthy=member_id in healthy,
                                   removing_voter=member_id in voters)
@@ -358,9 +359,9 @@ def removal_routes(cluster: Cluster, observed: Observed, diff: Diff) -> list[str
         return []
     out = []
     for change in diff.changes:
-        if change.op not in (Op.REPLACE, Op.DELETE) or not change.address.startswith("etcd.member["):
+        if change.op not in (Op.REPLACE, Op.DELETE) or change.addr.component is not Component.ETCD_MEMBER:
             continue
-        name = change.address[len("etcd.member["):-1]
+        name = change.addr.host or ""
         if removal_route(cluster, observed, name, str(change.detail.get("member_id", ""))) is None:
             out.append(
                 f"refusing to remove etcd member {name}: no other started, healthy member to run "
@@ -404,7 +405,7 @@ def restart_refusals(cluster: Cluster, observed: Observed, diff: Diff) -> list[s
     if cluster.etcd.topology != "external" or observed.etcd_members(
             [h.name for h in cluster.etcd_members]) is None:
         return []
-    members = [c for c in diff.changes if c.address.startswith("etcd.member[")]
+    members = [c for c in diff.changes if c.addr.component is Component.ETCD_MEMBER]
     restarts = [c for c in members if c.op is Op.UPDATE and c.detail.get("running")
                 and any(m in str(c.detail.get("mode", "")).split("+") for m in _RESTARTS)]
     if not restarts:

@@ -33,6 +33,7 @@ from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
 from hactl.transport.base import Result
 from hactl.transport.fake import Call, FakeTransport
+from hactl.vocabulary import Address, Component
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "specs" / "lab.yaml"
@@ -133,13 +134,13 @@ class Fake(Step):
 
 def fake_plan(cluster: Cluster, seen: list[str], fail: str | None = None) -> Plan:
     graph = StepGraph()
-    a = graph.add(Fake("a", "etcd01", "Do a", "r", address="x[a]", seen=seen))
+    a = graph.add(Fake("a", "etcd01", "Do a", "r", address="worker[a]", seen=seen))
     b = graph.add(
-        Fake("b", "master02", "Do b", "r", address="x[b]", fail=fail == "b", seen=seen), [a]
+        Fake("b", "master02", "Do b", "r", address="worker[b]", fail=fail == "b", seen=seen), [a]
     )
-    graph.add(Fake("c", "worker01", "Do c", "r", address="x[c]", seen=seen), [a])
+    graph.add(Fake("c", "worker01", "Do c", "r", address="worker[c]", seen=seen), [a])
     graph.add(Fake("d", None, "Verify", "r", action="read", seen=seen), [b])
-    changes = tuple(Change(Op.CREATE, f"x[{n}]", None, {}, "new", "h") for n in "abc")
+    changes = tuple(Change(Op.CREATE, Address(Component.WORKER, n), None, {}, "new", "h") for n in "abc")
     return Plan(cluster, Diff(changes), graph, {})
 
 

@@ -19,6 +19,7 @@ from hactl.plan.synthetic import PROBED_AT, Synthetic
 from hactl.sensitive import Sensitive
 from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
+from hactl.vocabulary import Address
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -96,8 +97,8 @@ def test_symbols_and_colour_only_when_asked(lab: Cluster) -> None:
     assert "  ~ lb[lb01].haproxy_cfg" in output.render_text(plan)
     coloured = output.render_text(plan, colour=True)
     assert "\x1b[33m" in coloured  # yellow for an in-place update
-    replace = Change(Op.REPLACE, "etcd.member[etcd03]", {"id": "1"}, {"id": None}, "rebuilt", "etcd03")
-    delete = Change(Op.DELETE, "etcd.member[etcd04]", {"id": "4"}, None, "extra")
+    replace = Change(Op.REPLACE, Address.parse("etcd.member[etcd03]"), {"id": "1"}, {"id": None}, "rebuilt", "etcd03")
+    delete = Change(Op.DELETE, Address.parse("etcd.member[etcd04]"), {"id": "4"}, None, "extra")
     fake = Plan(lab, Diff((replace, delete)), StepGraph(), {})
     text = output.render_text(fake)
     assert "  -/+ etcd.member[etcd03]" in text and "  - etcd.member[etcd04]" in text
@@ -105,7 +106,7 @@ def test_symbols_and_colour_only_when_asked(lab: Cluster) -> None:
 
 
 def test_sensitive_values_print_as_the_mask(lab: Cluster) -> None:
-    change = Change(Op.UPDATE, "cluster.certificate-key", {"key": Sensitive("a" * 64)},
+    change = Change(Op.UPDATE, Address.parse("cluster.certificate-key"), {"key": Sensitive("a" * 64)},
                     {"key": Sensitive("b" * 64)}, "fresh key")
     plan = Plan(lab, Diff((change,)), StepGraph(), {})
     for text in (output.render_text(plan), output.render_json(plan), output.render_markdown(plan)):
