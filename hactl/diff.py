@@ -33,7 +33,15 @@ from typing import Any
 from hactl.facts.etcd import MEMBER_FILES
 from hactl.facts.model import ClusterView, EtcdFacts, EtcdMember, KubernetesFacts, Observed
 from hactl.spec.models import Cluster, Host
-from hactl.vocabulary import BOOTSTRAP_TOKEN, CERTIFICATE_KEY, ETCD_CA, Address, Aspect, Component
+from hactl.vocabulary import (
+    BOOTSTRAP_TOKEN,
+    CERTIFICATE_KEY,
+    ETCD_CA,
+    Address,
+    Aspect,
+    Component,
+    Intent,
+)
 
 #: The certificate key's Secret lives 2 h; a key older than TTL - margin is refreshed.
 CERTIFICATE_KEY_TTL = 2 * 3600.0
@@ -64,7 +72,10 @@ class Change:
     reason: str
     host: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
-    """Planner hints that are not shown as before/after (e.g. ``{"mode": "bootstrap"}``)."""
+    """Planner hints that are not shown as before/after (e.g. ``{"member_id": "8e9e…"}``)."""
+    intents: frozenset[Intent] = frozenset()
+    """What the change means to do (:class:`~hactl.vocabulary.Intent`): the planner and the
+    refusals decide on these, never on the reason text."""
 
     @property
     def address(self) -> str:
@@ -222,13 +233,14 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                 yield Change(Op.CREATE, address, None, after,
                              f"{host.name} is not a member; its data dir {facts.data_dir} holds "
                              "another cluster's member data", host=host.name,
-                             detail={"mode": "add", "foreign_data": True})
+                             detail={"foreign_data": True}, intents=frozenset({Intent.ADD}))
                 continue
             yield Change(Op.CREATE, address, None, after,
                          f"{host.name} is not in the member list of the running cluster; add it "
                          "as a learner, start it with initial-cluster-state=existing, promote it"
                          + data_dir_note(facts),
-                         host=host.name, detail={"mode": "add"})
+                         host=host.name,
+                         intents=frozenset({Intent.ADD}))
             continue
         before = {"name": member.name or "(unstarted)", "id": member.id,
                   "peer_url": ",".join(member.peer_urls), "voter": not member.is_learner}
@@ -247,7 +259,8 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                          f"{host.name} is listed as member {member.id} but {why}; remove the member "
                          "through another member, then add it back"
                          + data_dir_note(facts),
-                         host=host.name, detail={"mode": "replace", "member_id": member.id})
+                         host=host.name, detail={"member_id": member.id},
+                         intents=frozenset({Intent.REPLACE}))
             continue
         if not member.started:
             # Added (or in a new cluster's initial set) but never started: no data of its own
@@ -264,45 +277,47 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                          "initial-cluster-state=existing"
                          + ("; the member is still a learner" if member.is_learner else "") + note,
                          host=host.name,
-                         detail={"mode": "start-added" + ("+promote" if member.is_learner else ""),
-                                 "member_id": member.id, "running": False,
-                                 "learner": member.is_learner, "stale_data": old_data})
+                         detail={"member_id": member.id, "running": False,
+                                 "learner": member.is_learner, "stale_data": old_data},
+                         intents=frozenset({Intent.START_ADDED}
+                                           | ({Intent.PROMOTE} if member.is_learner else set())))
             continue
         reasons = []
-        mode = []
+        intents: set[Intent] = set()
         running = member.started and facts.active
         if not running:
             reasons.append("the etcd service is not running" if member.started
                            else "the member was added but never started")
-            mode.append("start")
+            intents.add(Intent.START)
         if member.is_learner:
             reasons.append("the member is still a learner")
-            mode.append("promote")
+            intents.add(Intent.PROMOTE)
         if member.started and facts.env_present and peer_url(cluster, host) not in member.peer_urls:
             # (an etcd set up by other means, without hactl's env file, is left as it runs)
             reasons.append(f"the member list has its peer URL as {','.join(member.peer_urls)}, the "
                            f"spec says {peer_url(cluster, host)}: `etcdctl member update` through "
                            "another member, then rewrite etcd.env and restart it")
-            mode.append("update-peer")
+            intents.add(Intent.UPDATE_PEER)
         drift = _env_drift(cluster, host, facts.env) if facts.env_present else []
         if drift:
             reasons.append("configuration differs: " + ", ".join(drift))
-            mode.append("reconfigure")
+            intents.add(Intent.RECONFIGURE)
         stale = stale_env(facts) if running else []
         if stale and not drift:
             reasons.append("the running etcd was started before /etc/etcd/etcd.env was last "
                            f"written (it runs with other {', '.join(stale)}); restart it")
-            mode.append("restart")
+            intents.add(Intent.RESTART)
         if reasons:
             yield Change(Op.UPDATE, address, before, after, "; ".join(reasons), host=host.name,
-                         detail={"mode": "+".join(mode), "member_id": member.id,
-                                 "running": running, "learner": member.is_learner})
+                         detail={"member_id": member.id, "running": running,
+                                 "learner": member.is_learner}, intents=frozenset(intents))
         elif facts.bootstrap_pending:
             yield Change(Op.UPDATE, address, before, after,
                          "hactl's bootstrap-pending marker (/etc/etcd/hactl-bootstrap-pending) is "
                          "still on it: the run that bootstrapped the cluster stopped before its "
                          "health wait; wait for a healthy cluster and remove it", host=host.name,
-                         detail={"mode": "formed", "member_id": member.id})
+                         detail={"member_id": member.id},
+                         intents=frozenset({Intent.FORMED}))
         else:
             yield Change(Op.NOOP, address, before, after, "started voting member", host=host.name)
     for member in extra_members(cluster, members):
@@ -311,11 +326,8 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                      {"name": member.name or "(unstarted)", "id": member.id,
                       "peer_url": ",".join(member.peer_urls), "voter": not member.is_learner},
                      None, f"member {name} ({member.id}) is not in the spec; remove it through "
-                     "another member", detail={"mode": "remove", "member_id": member.id})
-
-
-RESTART_MODES = ("reconfigure", "restart", "update-peer")
-"""Modes of an etcd member change that restart a member that may be running."""
+                     "another member", detail={"member_id": member.id},
+                     intents=frozenset({Intent.REMOVE}))
 
 
 def data_dir_note(facts: EtcdFacts) -> str:
@@ -375,32 +387,37 @@ def _etcd_no_cluster(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                          "started by hactl's bootstrap of this new cluster, which stopped before the "
                          f"other members started ({'running, waiting for its peers' if facts.active else 'not running'}"
                          "); start it with them", host=host.name,
-                         detail={"mode": "start", "finish_bootstrap": True})
+                         detail={"finish_bootstrap": True, "together": True},
+                         intents=frozenset({Intent.START}))
         elif pending:
             yield Change(Op.CREATE, address, None, after,
                          "the bootstrap of this new cluster stopped before this member started "
                          f"({', '.join(with_data)} started and wait for a quorum; hactl's "
                          "bootstrap-pending marker proves the cluster never formed); bootstrap it "
                          "with initial-cluster-state=new" + data_dir_note(facts),
-                         host=host.name, detail={"mode": "bootstrap", "finish_bootstrap": True,
+                         host=host.name, detail={"finish_bootstrap": True, "together": True,
                                                  "data_dir_entries": facts.data_dir_entries
-                                                 or int(facts.data_dir_state == "other")})
+                                                 or int(facts.data_dir_state == "other")},
+                         intents=frozenset({Intent.BOOTSTRAP}))
         elif not with_data:
             yield Change(Op.CREATE, address, None, after,
                          f"no etcd cluster yet; bootstrap all {size} members together with "
                          "initial-cluster-state=new"
                          + data_dir_note(facts),
-                         host=host.name, detail={"mode": "bootstrap",
+                         host=host.name, detail={"together": True,
                                                  "data_dir_entries": facts.data_dir_entries
-                                                 or int(facts.data_dir_state == "other")})
+                                                 or int(facts.data_dir_state == "other")},
+                         intents=frozenset({Intent.BOOTSTRAP}))
         elif host.name in with_data:
             yield Change(Op.UPDATE, address, {"name": host.name, "running": False}, after,
                          "holds member data but no member answers; start the etcd service",
-                         host=host.name, detail={"mode": "start"})
+                         host=host.name, detail={"together": True},
+                         intents=frozenset({Intent.START}))
         else:
             yield Change(Op.CREATE, address, None, after,
                          f"not a member; add it once the members holding data "
-                         f"({', '.join(with_data)}) are back", host=host.name, detail={"mode": "add"})
+                         f"({', '.join(with_data)}) are back", host=host.name,
+                         intents=frozenset({Intent.ADD}))
 
 
 def bootstrap_to_finish(cluster: Cluster, observed: Observed) -> list[str]:
@@ -521,7 +538,7 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
             yield Change(Op.REPLACE, address, {"control_plane": "files only, no Node"},
                          {"control_plane": True}, f"{host.name} has control-plane files but no "
                          "registered Node (a failed join?); kubeadm reset -f, then join again",
-                         host=host.name, detail={"mode": "rejoin"})
+                         host=host.name, intents=frozenset({Intent.REJOIN}))
         elif facts.initialised:
             yield Change(Op.NOOP, address, {"control_plane": True}, {"control_plane": True},
                          "control plane running", host=host.name)
@@ -529,11 +546,12 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
         elif facts.joined:
             yield Change(Op.UPDATE, address, {"control_plane": False, "joined": True},
                          {"control_plane": True}, f"{host.name} is joined as a worker, not as a "
-                         "control-plane node", host=host.name, detail={"mode": "worker-joined"})
+                         "control-plane node", host=host.name,
+                         intents=frozenset({Intent.WORKER_JOINED}))
         elif initialised is None and half is None and index == 0:
             yield Change(Op.CREATE, address, None, {"control_plane": True, "init": True},
                          "no control plane yet; kubeadm init --upload-certs on the first master",
-                         host=host.name, detail={"mode": "init"})
+                         host=host.name, intents=frozenset({Intent.INIT}))
         elif (left := join_leftovers(facts)) and not nodes.registered(host.name):
             cp_joins += 1
             yield _interrupted_join(address, host.name, left, nodes, {"control_plane": True})
@@ -541,7 +559,7 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
             cp_joins += 1
             yield Change(Op.CREATE, address, None, {"control_plane": True},
                          "not part of the cluster; join as a control-plane node", host=host.name,
-                         detail={"mode": "join"})
+                         intents=frozenset({Intent.JOIN}))
     for host in cluster.workers:
         facts = observed.kubernetes(host.name)
         address = Address(Component.WORKER, host.name)
@@ -552,7 +570,7 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
             yield Change(Op.REPLACE, address, {"joined": "files only, no Node"}, {"joined": True},
                          f"{host.name} has kubelet.conf but no registered Node (a failed join?); "
                          "kubeadm reset -f, then join again", host=host.name,
-                         detail={"mode": "rejoin"})
+                         intents=frozenset({Intent.REJOIN}))
         elif facts.joined:
             yield Change(Op.NOOP, address, {"joined": True}, {"joined": True}, "joined",
                          host=host.name)
@@ -563,7 +581,8 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
         else:
             worker_joins += 1
             yield Change(Op.CREATE, address, None, {"joined": True},
-                         "not part of the cluster; join as a worker", host=host.name)
+                         "not part of the cluster; join as a worker", host=host.name,
+                         intents=frozenset({Intent.JOIN}))
     if initialised is None or not (cp_joins or worker_joins):
         return  # an init makes a token and a key; no join → nothing to prepare
     yield Change(Op.CREATE, BOOTSTRAP_TOKEN, None, {"token": "(sensitive value)", "ttl": "2h"},
@@ -592,7 +611,8 @@ def _complete_init(host: str, phases: tuple[str, ...]) -> Change:
                   f"kubeadm init on {host} stopped half-way (nothing shows that its {phases[0]} "
                   f"phase ran); run init's phases from there on, one by one: {', '.join(phases)} "
                   "(kubeadm init phase … --config; init itself is never re-run)",
-                  host=host, detail={"mode": "complete-init", "phases": list(phases)})
+                  host=host, detail={"phases": list(phases)},
+                  intents=frozenset({Intent.COMPLETE_INIT}))
 
 
 EXTERNAL_ETCD_CLIENT_FILES = frozenset({"etcd/ca.crt", "apiserver-etcd-client.crt", "apiserver-etcd-client.key"})
@@ -625,7 +645,8 @@ def _interrupted_join(address: Address, host: str, leftovers: list[str], nodes: 
                   f"{host} holds kubeadm files from an interrupted join, no kubelet.conf, "
                   f"{node}: reset then join (kubeadm reset -f, then kubeadm join: a plain join's "
                   f"preflight refuses {shown}{more})", host=host,
-                  detail={"mode": "rejoin", "interrupted": True})
+                  detail={"interrupted": True},
+                  intents=frozenset({Intent.REJOIN}))
 
 
 def _kubelet_service(node: Address, host: str, enabled: bool, active: bool) -> Change:

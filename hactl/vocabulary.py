@@ -84,3 +84,50 @@ class Address:
 ETCD_CA = Address(Component.PKI_ETCD_CA)
 BOOTSTRAP_TOKEN = Address(Component.CLUSTER, aspect=Aspect.BOOTSTRAP_TOKEN)
 CERTIFICATE_KEY = Address(Component.CLUSTER, aspect=Aspect.CERTIFICATE_KEY)
+
+
+class Intent(enum.StrEnum):
+    """What a change means to do, beyond its action: the planner builds its steps and the
+    refusals check their rules from these (a change may carry several: a stopped learner is
+    ``{START, PROMOTE}``)."""
+
+    # etcd members
+    BOOTSTRAP = "bootstrap"
+    """start a member of a new cluster (initial-cluster-state=new), all members together"""
+    ADD = "add"
+    """add a member to the running cluster as a learner, start it, promote it"""
+    START = "start"
+    """start the etcd service of a listed member"""
+    START_ADDED = "start-added"
+    """start a member that was added but never started (initial-cluster-state=existing)"""
+    PROMOTE = "promote"
+    """promote a learner to a voter"""
+    UPDATE_PEER = "update-peer"
+    """``etcdctl member update`` the peer URL, then rewrite etcd.env and restart"""
+    RECONFIGURE = "reconfigure"
+    """rewrite etcd.env (its configuration differs) and restart"""
+    RESTART = "restart"
+    """restart a member that runs with another configuration than its env file's"""
+    FORMED = "formed"
+    """the cluster formed: remove hactl's bootstrap-pending marker"""
+    REMOVE = "remove"
+    """remove a member that is not in the spec"""
+    REPLACE = "replace"
+    """remove a member and add it back (its data dir is gone or moves)"""
+    # Kubernetes nodes
+    INIT = "init"
+    """``kubeadm init`` on the first master"""
+    COMPLETE_INIT = "complete-init"
+    """run the phases of an interrupted ``kubeadm init``"""
+    JOIN = "join"
+    """``kubeadm join`` (control plane or worker)"""
+    REJOIN = "rejoin"
+    """``kubeadm reset -f``, then join again"""
+    WORKER_JOINED = "worker-joined"
+    """a master joined as a worker (refused)"""
+
+
+RESTARTS = frozenset({Intent.RECONFIGURE, Intent.RESTART, Intent.UPDATE_PEER})
+"""Intents of an etcd member change that restart a member that may be running."""
+FRESH_MEMBER = frozenset({Intent.BOOTSTRAP, Intent.ADD, Intent.REPLACE})
+"""Intents that start an etcd member from scratch (a new identity, an empty data dir)."""

@@ -26,7 +26,15 @@ from hactl.plan import steps as kinds
 from hactl.plan.graph import StepGraph
 from hactl.plan.step import Action, Step
 from hactl.spec.models import Cluster
-from hactl.vocabulary import BOOTSTRAP_TOKEN, CERTIFICATE_KEY, ETCD_CA, Aspect, Component
+from hactl.vocabulary import (
+    BOOTSTRAP_TOKEN,
+    CERTIFICATE_KEY,
+    ETCD_CA,
+    RESTARTS,
+    Aspect,
+    Component,
+    Intent,
+)
 
 CLIENT_CERTS = {"etcd/ca.crt", "apiserver-etcd-client.crt", "apiserver-etcd-client.key"}
 """What a first master needs under /etc/kubernetes/pki for external etcd."""
@@ -180,9 +188,8 @@ class _Builder:
         if not member_changes:
             return
         first = self.cluster.etcd_members[0].name
-        group = [c for c in member_changes if c.detail.get("mode") == "bootstrap"
-                 or (c.detail.get("mode") == "start" and c.before and c.before.get("running") is False)
-                 or c.detail.get("finish_bootstrap")]
+        # members of a new cluster, or of one no member of which answers: they start together
+        group = [c for c in member_changes if Intent.BOOTSTRAP in c.intents or c.detail.get("together")]
         parallel: list[Step] = []
         # Every member of the group starts only once ALL of them have their certificates: a new
         # cluster forms only when a quorum of its members run, so they start together (a
@@ -191,7 +198,7 @@ class _Builder:
         all_certs = [self.certs.get(c.host) for c in group if c.host]
         for c in group:
             assert c.host is not None
-            if c.detail.get("mode") == "bootstrap":
+            if Intent.BOOTSTRAP in c.intents:
                 step: Step = kinds.BootstrapEtcdMember(
                     id=f"{c.address}.bootstrap", host=c.host, title=f"Bootstrap etcd member {c.host}",
                     reason=c.reason, address=c.address,
@@ -210,7 +217,7 @@ class _Builder:
                 address="etcd"), parallel)
         # a formed cluster whose members still carry the bootstrap-pending marker: the health
         # wait removes it (as every health wait does)
-        formed = [c for c in member_changes if c.detail.get("mode") == "formed"]
+        formed = [c for c in member_changes if Intent.FORMED in c.intents]
         rest = [c for c in member_changes if c not in group and c not in formed]
         rest.sort(key=lambda c: (_chain_rank(c), c.address))
         for c in rest:
@@ -241,21 +248,21 @@ class _Builder:
         return next((m.client_urls for m in members if m.name == name), ())
 
     def _membership_change(self, c: Change, prev: Step | None) -> Step:
-        mode = str(c.detail.get("mode", ""))
+        intents = c.intents
         name = c.host or c.addr.host or ""
         via = self._via(name)
         deps: list[Step | None] = [prev, self.ca, self.certs.get(name)]
-        if mode in ("replace", "remove"):
+        if intents & {Intent.REPLACE, Intent.REMOVE}:
             member_id = str(c.detail.get("member_id", ""))
             via = refusals.removal_route(self.cluster, self.observed, name, member_id) or via
             prev = self.g.add(kinds.RemoveEtcdMember(
                 id=f"{c.address}.remove", host=via, title=f"Remove etcd member {name} via {via}",
                 reason=c.reason, address=c.address, action="delete", member=name,
                 member_id=member_id), deps)
-            if mode == "remove":
+            if Intent.REMOVE in intents:
                 return prev
             deps = [prev]
-        if mode in ("replace", "add"):
+        if intents & {Intent.REPLACE, Intent.ADD}:
             add = self.g.add(kinds.AddEtcdMember(
                 id=f"{c.address}.add", host=via, title=f"Add etcd member {name} as a learner via {via}",
                 reason=c.reason, address=c.address, member=name), deps)
@@ -267,22 +274,21 @@ class _Builder:
                 id=f"{c.address}.promote", host=via, title=f"Promote etcd member {name} to voter",
                 reason=c.reason, address=c.address, action="update", member=name), [start])
         step: Step | None = None
-        modes = mode.split("+")
-        if "start-added" in modes:
+        if Intent.START_ADDED in intents:
             step = self.g.add(kinds.StartEtcdMember(
                 id=f"{c.address}.start", host=name,
                 title=f"Start etcd member {name} (initial-cluster-state=existing)",
                 reason=c.reason, address=c.address, via=via,
                 stale_data=bool(c.detail.get("stale_data"))), deps)
             deps = [step]
-        if "update-peer" in modes:
+        if Intent.UPDATE_PEER in intents:
             step = self.g.add(kinds.UpdateEtcdMember(
                 id=f"{c.address}.update-peer", host=via,
                 title=f"Update the peer URL of etcd member {name} via {via}",
                 reason=c.reason, address=c.address, member=name, via_urls=self._listed_urls(via)), deps)
             deps = [step]
-        if {"start", "reconfigure", "restart", "update-peer"} & set(modes):
-            rewrite = bool({"reconfigure", "update-peer"} & set(modes))
+        if intents & {Intent.START, *RESTARTS}:
+            rewrite = bool(intents & {Intent.RECONFIGURE, Intent.UPDATE_PEER})
             restart = bool(c.detail.get("running"))
             verb = "reconfigure" if rewrite else "restart" if restart else "start"
             title = {"reconfigure": "Reconfigure and restart", "restart": "Restart",
@@ -292,11 +298,11 @@ class _Builder:
                 reason=c.reason, address=c.address, via=via, rewrite=rewrite, restart=restart,
                 learner=bool(c.detail.get("learner")), via_urls=self._listed_urls(via)), deps)
             deps = [step]
-        if "promote" in mode:
+        if Intent.PROMOTE in intents:
             step = self.g.add(kinds.PromoteEtcdMember(
                 id=f"{c.address}.promote", host=via, title=f"Promote etcd member {name} to voter",
                 reason=c.reason, address=c.address, action="update", member=name), deps)
-        assert step is not None, f"unplanned etcd change {c.address} ({mode})"
+        assert step is not None, f"unplanned etcd change {c.address} ({sorted(intents)})"
         return step
 
     # load balancers
@@ -316,7 +322,7 @@ class _Builder:
     def _api_master(self) -> str | None:
         masters = [h.name for h in self.cluster.masters]
         init = next((c for c in self.changes.effective()
-                     if c.detail.get("mode") in ("init", "complete-init")), None)
+                     if c.intents & {Intent.INIT, Intent.COMPLETE_INIT}), None)
         return init.host if init else self.observed.first_initialised_master(masters)
 
     def _kubernetes(self) -> None:
@@ -325,7 +331,7 @@ class _Builder:
         ready: list[Step | None] = []
         via = self._api_master() or ""
         for c in effective:
-            if c.detail.get("mode") == "init":
+            if Intent.INIT in c.intents:
                 assert c.host is not None
                 deps = list(infra)
                 facts = self.observed.kubernetes(c.host)
@@ -341,7 +347,7 @@ class _Builder:
                     id=f"{c.address}.init", host=c.host,
                     title=f"Initialise the control plane on {c.host}", reason=c.reason,
                     address=c.address), deps))
-            elif c.detail.get("mode") == "complete-init":
+            elif Intent.COMPLETE_INIT in c.intents:
                 assert c.host is not None
                 ready.append(self.g.add(kinds.CompleteInit(
                     id=f"{c.address}.complete-init", host=c.host,
@@ -367,9 +373,10 @@ class _Builder:
                 reason=key.reason, address=key.address), after_init))
         prev: list[Step | None] = list(ready) or list(infra)
         for c in effective:
-            if c.addr.component is Component.MASTER and c.addr.aspect is None and c.detail.get("mode") in ("join", "rejoin"):
+            if c.addr.component is Component.MASTER and c.addr.aspect is None \
+                    and c.intents & {Intent.JOIN, Intent.REJOIN}:
                 assert c.host is not None
-                again = c.detail.get("mode") == "rejoin"
+                again = Intent.REJOIN in c.intents
                 step = self.g.add(kinds.JoinControlPlane(
                     id=f"{c.address}.join", host=c.host,
                     title=f"{'Reset and re-join' if again else 'Join'} control-plane node {c.host}",
@@ -386,7 +393,7 @@ class _Builder:
         for c in effective:
             if c.addr.component is Component.WORKER and c.addr.aspect is None:
                 assert c.host is not None
-                again = c.detail.get("mode") == "rejoin"
+                again = Intent.REJOIN in c.intents
                 self.g.add(kinds.JoinWorker(
                     id=f"{c.address}.join", host=c.host,
                     title=f"{'Reset and re-join' if again else 'Join'} worker node {c.host}",
@@ -398,7 +405,6 @@ def _chain_rank(c: Change) -> int:
     """Order of the etcd chain: replacements, repairs (start, promote), additions, removals,
     then restarts of running members (each on the membership the others left, rule 1)."""
     if c.op is Op.UPDATE:
-        modes = str(c.detail.get("mode", "")).split("+")
-        restarts = c.detail.get("running") and {"reconfigure", "restart", "update-peer"} & set(modes)
+        restarts = c.detail.get("running") and RESTARTS & c.intents
         return 4 if restarts else 1
     return {Op.REPLACE: 0, Op.CREATE: 2, Op.DELETE: 3}.get(c.op, 5)

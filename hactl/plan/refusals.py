@@ -15,7 +15,7 @@ from hactl.plan import desired, refusals_drift
 from hactl.spec.checks import MIN_ETCD_FOR_K8S_131, quorum
 from hactl.spec.models import Cluster, parse_version
 from hactl.spec.values import normalise_endpoint
-from hactl.vocabulary import ETCD_CA, Component
+from hactl.vocabulary import ETCD_CA, FRESH_MEMBER, RESTARTS, Component, Intent
 
 
 def removal_problem(
@@ -86,7 +86,7 @@ def etcd_version(cluster: Cluster, observed: Observed) -> list[str]:
 
 def foreign_registry(cluster: Cluster, observed: Observed, diff: Diff) -> list[str]:
     """Rule 4: never init against an etcd that already holds /registry data."""
-    init = [c for c in diff.changes if c.detail.get("mode") == "init"]
+    init = [c for c in diff.changes if Intent.INIT in c.intents]
     if not init or cluster.etcd.topology != "external":
         return []
     holders = sorted(
@@ -151,14 +151,14 @@ def etcd_in_the_way(cluster: Cluster, observed: Observed, diff: Diff) -> list[st
     replace) is refused on a host whose etcd service runs while hactl cannot read it (an etcd
     built by hand, or the distro's default one), or whose data dir holds another etcd's member
     data one level down (e.g. Debian's /var/lib/etcd/default/member): either would be lost."""
-    modes = {c.host: c.detail.get("mode") for c in diff.changes if c.addr.component is Component.ETCD_MEMBER}
-    fresh = {h for h, mode in modes.items() if mode in ("bootstrap", "add", "replace")}
+    intents = {c.host: c.intents for c in diff.changes if c.addr.component is Component.ETCD_MEMBER}
+    fresh = {h for h, want in intents.items() if want & FRESH_MEMBER}
     out = []
     for host in cluster.etcd_members:
         facts = observed.etcd(host.name)
         if host.name not in fresh or facts is None:
             continue
-        if facts.active and facts.members is None and modes[host.name] == "bootstrap" \
+        if facts.active and facts.members is None and Intent.BOOTSTRAP in intents[host.name] \
                 and own_bootstrap(cluster, host.name, facts):
             continue  # hactl's own member of this bootstrap, started by a run that stopped early
         if facts.active and facts.members is None:
@@ -271,7 +271,7 @@ def half_init_stuck(cluster: Cluster, observed: Observed, diff: Diff) -> list[st
     start over (nothing joined it yet) or what to restore (something did)."""
     out = []
     for change in diff.changes:
-        if change.detail.get("mode") != "complete-init" or change.host is None:
+        if Intent.COMPLETE_INIT not in change.intents or change.host is None:
             continue
         host = change.host
         facts = observed.kubernetes(host)
@@ -302,7 +302,7 @@ def half_init_stuck(cluster: Cluster, observed: Observed, diff: Diff) -> list[st
 def worker_joined_masters(diff: Diff) -> list[str]:
     return [
         f"{c.host} is in masters but is joined as a worker; run `kubeadm reset -f` on it and plan again"
-        for c in diff.changes if c.op is Op.UPDATE and c.detail.get("mode") == "worker-joined"
+        for c in diff.changes if c.op is Op.UPDATE and Intent.WORKER_JOINED in c.intents
     ]
 
 
@@ -394,9 +394,6 @@ def restart_problem(
     return None
 
 
-_RESTARTS = ("reconfigure", "restart", "update-peer")
-
-
 def restart_refusals(cluster: Cluster, observed: Observed, diff: Diff) -> list[str]:
     """Rule 1 for the restarts the plan would make of running members (configuration drift,
     a stale process, a peer URL change). They run after the plan's membership changes, so the
@@ -407,7 +404,7 @@ def restart_refusals(cluster: Cluster, observed: Observed, diff: Diff) -> list[s
         return []
     members = [c for c in diff.changes if c.addr.component is Component.ETCD_MEMBER]
     restarts = [c for c in members if c.op is Op.UPDATE and c.detail.get("running")
-                and any(m in str(c.detail.get("mode", "")).split("+") for m in _RESTARTS)]
+                and RESTARTS & c.intents]
     if not restarts:
         return []
     mended = {c.host for c in members if c.host and c.op is not Op.DELETE and c not in restarts}

@@ -11,6 +11,7 @@ from hactl.diff import Change, Op, diff, iter_changes
 from hactl.plan.synthetic import PROBED_AT, Synthetic
 from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
+from hactl.vocabulary import Intent
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,9 +40,9 @@ def test_fresh_hosts_every_address(lab: Cluster) -> None:
         "worker[worker01]", "worker[worker02]",
     ]
     assert all(c.op is Op.CREATE and c.before is None for c in changes.values())
-    assert changes["master[master01]"].detail["mode"] == "init"
-    assert changes["master[master02]"].detail["mode"] == "join"
-    assert changes["etcd.member[etcd02]"].detail["mode"] == "bootstrap"
+    assert changes["master[master01]"].intents == {Intent.INIT}
+    assert changes["master[master02]"].intents == {Intent.JOIN}
+    assert changes["etcd.member[etcd02]"].intents == {Intent.BOOTSTRAP}
     assert changes["etcd.member[etcd02]"].after == {
         "name": "etcd02", "peer_url": "https://198.18.0.22:2380", "voter": True}
 
@@ -86,7 +87,7 @@ def test_etcd_env_drift_is_an_update(lab: Cluster) -> None:
     change = diff(lab, s.observed(), now=PROBED_AT).get("etcd.member[etcd02]")
     assert change is not None and change.op is Op.UPDATE
     assert change.reason == "configuration differs: ETCD_DATA_DIR"
-    assert change.detail["mode"] == "reconfigure"
+    assert change.intents == {Intent.RECONFIGURE}
 
 
 def test_replace_counts_as_add_and_remove(lab: Cluster) -> None:

@@ -20,6 +20,7 @@ from hactl.plan.planner import build_plan
 from hactl.plan.synthetic import CA_FP, PROBED_AT, Synthetic
 from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
+from hactl.vocabulary import Intent
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 NO_CLIENT_CERT = "Error: open /etc/etcd/pki/healthcheck-client.crt: no such file or directory"
@@ -190,11 +191,12 @@ def test_a_bootstrap_stopped_between_members_with_the_marker_is_finished(lab: Cl
     # proves the cluster never formed: the others are bootstrapped and etcd01 started with them.
     plan = build_plan(lab, stopped_after_etcd01(lab, marker=True).observed(), now=PROBED_AT)
     changes = {c.address: c for c in plan.diff.changes}
-    assert changes["etcd.member[etcd01]"].detail == {"mode": "start", "finish_bootstrap": True}
+    assert changes["etcd.member[etcd01]"].detail == {"finish_bootstrap": True, "together": True}
+    assert changes["etcd.member[etcd01]"].intents == {Intent.START}
     assert "running, waiting for its peers" in changes["etcd.member[etcd01]"].reason
     for name in ("etcd02", "etcd03"):
         change = changes[f"etcd.member[{name}]"]
-        assert change.op.value == "create" and change.detail["mode"] == "bootstrap"
+        assert change.op.value == "create" and change.intents == {Intent.BOOTSTRAP}
         assert "bootstrap-pending marker proves the cluster never formed" in change.reason
     steps = {s.id: s for s in plan.steps()}
     assert {"etcd.member[etcd01].start", "etcd.member[etcd02].bootstrap",
@@ -228,7 +230,7 @@ def test_a_formed_cluster_with_the_marker_left_plans_its_removal(lab: Cluster) -
     s.etcd_facts("etcd02", bootstrap_pending=True)
     plan = build_plan(lab, s.observed(), now=PROBED_AT)
     change = next(c for c in plan.diff.changes if c.address == "etcd.member[etcd02]")
-    assert change.op.value == "update" and change.detail["mode"] == "formed"
+    assert change.op.value == "update" and change.intents == {Intent.FORMED}
     assert "bootstrap-pending marker" in change.reason
     ids = [st.id for st in plan.steps()]
     assert "etcd.health" in ids and not [i for i in ids if i.startswith("etcd.member[")]

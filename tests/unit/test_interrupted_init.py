@@ -31,6 +31,7 @@ from hactl.plan.steps.complete_init import CompleteInit, phase_argv
 from hactl.plan.synthetic import PROBED_AT, Synthetic
 from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
+from hactl.vocabulary import Intent
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 EXTERNAL_CLIENT = ("apiserver-etcd-client.crt", "apiserver-etcd-client.key", "etcd/ca.crt")
@@ -144,7 +145,7 @@ def test_the_lab_repro_admin_conf_and_pki_without_manifests_is_completed(lab: Cl
     master01 = facts(pki=INIT_CERTS + EXTERNAL_CLIENT, confs=(*INIT_KUBECONFIGS, "super-admin.conf"))
     plan = plan_of(lab, half(lab, master01))
     change = plan.diff.get("master[master01]")
-    assert change is not None and change.detail["mode"] == "complete-init"
+    assert change is not None and change.intents == {Intent.COMPLETE_INIT}
     assert "stopped half-way" in change.reason
     ids = [s.id for s in plan.steps()]
     assert "master[master01].init" not in ids
@@ -192,7 +193,7 @@ def test_a_finished_init_plans_no_completion(lab: Cluster) -> None:
     plan = plan_of(lab, half(lab, facts(**FULL_FILES), done))  # type: ignore[arg-type]
     assert not any(isinstance(s, CompleteInit) for s in plan.steps())
     change = plan.diff.get("master[master01]")
-    assert change is not None and change.detail.get("mode") != "complete-init"
+    assert change is not None and Intent.COMPLETE_INIT not in change.intents
     # and a converged synthetic cluster (facts without the new fields) is untouched
     assert not plan_of(lab, Synthetic(lab).converged()).has_changes
 

@@ -34,6 +34,7 @@ from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
 from hactl.transport.base import Result
 from hactl.transport.fake import Call, FakeTransport
+from hactl.vocabulary import Intent
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "abcdef.0123456789abcdef"
@@ -101,7 +102,7 @@ def test_certificates_downloaded_no_kubelet_conf_no_node_is_reset_then_joined(la
     syn = up(lab)._set("master02", kubernetes=leftovers())
     plan = plan_of(lab, syn)
     change = plan.diff.get("master[master02]")
-    assert change is not None and change.op is Op.REPLACE and change.detail["mode"] == "rejoin"
+    assert change is not None and change.op is Op.REPLACE and change.intents == {Intent.REJOIN}
     assert PHRASE in change.reason
     assert "/etc/kubernetes/pki/ca.crt" in change.reason  # what the plain join's preflight refuses
     join = step(plan, "master[master02].join")
@@ -141,7 +142,7 @@ def test_fresh_hosts_and_hactls_own_etcd_client_files_are_a_plain_join(lab: Clus
     assert join_leftovers(leftovers(client)) == []
     plan = plan_of(lab, up(lab)._set("master02", kubernetes=leftovers(client)))
     change = plan.diff.get("master[master02]")
-    assert change is not None and change.op is Op.CREATE and change.detail["mode"] == "join"
+    assert change is not None and change.op is Op.CREATE and change.intents == {Intent.JOIN}
     assert not step(plan, "master[master02].join").reset_first
 
 

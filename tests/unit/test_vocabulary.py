@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from hactl.diff import Diff, Op
 from hactl.plan.planner import build_plan
 from hactl.plan.synthetic import PROBED_AT, Synthetic
 from hactl.spec.load import load_file
-from hactl.vocabulary import Address, Aspect, Component
+from hactl.vocabulary import Address, Aspect, Component, Intent
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 
@@ -46,3 +49,49 @@ def test_the_bring_up_addresses_round_trip() -> None:
         assert Address.parse(change.address) == change.addr
         if change.addr.component is not Component.CLUSTER:
             assert change.addr.host == change.host
+
+
+def _matrix_diffs(monkeypatch: pytest.MonkeyPatch) -> list[Diff]:
+    """Every diff the planner computes while each scenario of test_plan_matrix runs (refused
+    plans too: the diff comes before the refusals)."""
+    from hactl.plan import planner
+    from tests.unit import test_plan_matrix as matrix
+
+    seen: list[Diff] = []
+    real = planner.diff
+
+    def recording(*args: Any, **kwargs: Any) -> Diff:
+        seen.append(real(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(planner, "diff", recording)
+    lab = load_file(str(SPECS / "lab.yaml")).cluster
+    tests = [f for name, f in vars(matrix).items() if name.startswith("test_") and callable(f)]
+    assert len(tests) >= 30
+    for test in tests:
+        test(*([lab] if inspect.signature(test).parameters else []))
+    return seen
+
+
+def test_no_change_of_any_matrix_scenario_carries_a_mode_string(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 §2: intents are typed; nothing decides on a "mode" string in detail."""
+    diffs = _matrix_diffs(monkeypatch)
+    changes = [c for d in diffs for c in d.changes]
+    assert len(diffs) >= 30 and changes
+    for change in changes:
+        assert "mode" not in change.detail, change
+        assert not [k for k, v in change.detail.items() if isinstance(v, str) and k not in TEXT_DETAIL]
+        assert all(isinstance(i, Intent) for i in change.intents), change
+        assert Address.parse(change.address) == change.addr
+    # every etcd member or node change that is planned says what it means to do
+    for change in changes:
+        if change.op is not Op.NOOP and change.addr.component in NEEDS_INTENT and change.addr.aspect is None:
+            assert change.intents, change
+    seen = {i for c in changes for i in c.intents}
+    assert seen >= {Intent.BOOTSTRAP, Intent.ADD, Intent.START, Intent.PROMOTE, Intent.REMOVE,
+                    Intent.REPLACE, Intent.INIT, Intent.JOIN, Intent.REJOIN}
+
+
+TEXT_DETAIL = {"member_id", "diff"}
+"""Detail keys that hold text (an id, a unified diff shown by the plan): no mode, no decision."""
+NEEDS_INTENT = {Component.ETCD_MEMBER, Component.MASTER, Component.WORKER}
