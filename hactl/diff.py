@@ -23,7 +23,6 @@ whether the plan needs them.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from hactl.vocabulary import (
     BOOTSTRAP_TOKEN,
     CERTIFICATE_KEY,
     ETCD_CA,
+    Action,
     Address,
     Aspect,
     Component,
@@ -48,19 +48,9 @@ CERTIFICATE_KEY_TTL = 2 * 3600.0
 CERTIFICATE_KEY_MARGIN = 45 * 60.0
 
 
-class Op(enum.Enum):
-    CREATE = "create"
-    UPDATE = "update"
-    DELETE = "delete"
-    REPLACE = "replace"
-    NOOP = "no-op"
-
-    @property
-    def symbol(self) -> str:
-        return _SYMBOLS[self]
-
-
-_SYMBOLS = {Op.CREATE: "+", Op.UPDATE: "~", Op.DELETE: "-", Op.REPLACE: "-/+", Op.NOOP: " "}
+Op = Action
+"""A change's action (create, update, delete, replace, no-op): the one
+:class:`~hactl.vocabulary.Action` enum that steps share; ``Op`` names it where the diff uses it."""
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,28 @@ class Aspect(enum.StrEnum):
     CERTIFICATE_KEY = "certificate-key"
 
 
+class Action(enum.StrEnum):
+    """What a change or a step does: one enum for both (a change's action is its ``op``; a
+    step's is ``Step.action``). ``READ`` is a step's only (a wait, a check); ``NOOP`` a
+    change's only (what matches the spec, left out of the plan's changes)."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    REPLACE = "replace"
+    READ = "read"
+    NOOP = "no-op"
+
+    @property
+    def symbol(self) -> str:
+        """The plan's sign: ``+`` create, ``~`` update, ``-`` delete, ``-/+`` replace."""
+        return _SYMBOLS[self]
+
+
+_SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-", Action.REPLACE: "-/+",
+            Action.READ: " ", Action.NOOP: " "}
+
+
 @dataclass(frozen=True, order=True)
 class Address:
     component: Component

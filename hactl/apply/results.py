@@ -12,6 +12,7 @@ from typing import Literal, Protocol
 from hactl.errors import ApplyError, CommandError, HactlError
 from hactl.plan.step import RunSecrets, Step
 from hactl.sensitive import Sensitive, mask_text
+from hactl.vocabulary import Action
 
 Outcome = Literal["ok", "failed", "skipped"]
 STDERR_LINES = 20
@@ -161,20 +162,20 @@ def count_changes(results: Mapping[str, StepResult]) -> tuple[int, int, int]:
     ``read`` steps (verification) count nothing. Steps without an address count by id."""
     by_address: dict[str, list[StepResult]] = {}
     for result in results.values():
-        if result.step.action != "read":
+        if result.step.action is not Action.READ:
             by_address.setdefault(result.step.address or result.step.id, []).append(result)
     added = changed = removed = 0
     for group in by_address.values():
         if any(r.outcome != "ok" for r in group):
             continue
         actions = {r.step.action for r in group}
-        if "replace" in actions or {"create", "delete"} <= actions:
+        if Action.REPLACE in actions or {Action.CREATE, Action.DELETE} <= actions:
             added, removed = added + 1, removed + 1
-        elif "create" in actions:
+        elif Action.CREATE in actions:
             added += 1
-        elif "delete" in actions:
+        elif Action.DELETE in actions:
             removed += 1
-        elif "update" in actions:
+        elif Action.UPDATE in actions:
             changed += 1
     return added, changed, removed
 

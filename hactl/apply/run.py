@@ -149,7 +149,6 @@ def stale_report(saved: Plan, fresh: Plan, observed: Observed | None = None) -> 
         return None
     was = {(c.address, c.op) for c in saved.diff.effective()}
     is_ = {(c.address, c.op) for c in fresh.diff.effective()}
-    sym = {Op.CREATE: "+", Op.UPDATE: "~", Op.DELETE: "-", Op.REPLACE: "-/+"}
     lines = []
     for host in hosts:
         if host not in now:
@@ -169,9 +168,9 @@ def stale_report(saved: Plan, fresh: Plan, observed: Observed | None = None) -> 
         if not new and not gone:
             lines.append(f"  {host}: its facts changed (same actions would be planned)")
         for c in new:
-            lines.append(f"  {host}: now needs {sym.get(c.op, '?')} {c.address}: {c.reason}")
+            lines.append(f"  {host}: now needs {c.op.symbol} {c.address}: {c.reason}")
         for c in gone:
-            lines.append(f"  {host}: no longer needs {sym.get(c.op, '?')} {c.address}")
+            lines.append(f"  {host}: no longer needs {c.op.symbol} {c.address}")
     return "\n".join(lines)
 
 

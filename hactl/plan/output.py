@@ -18,7 +18,7 @@ from hactl.diff import Change, Op
 from hactl.plan.planner import Plan
 from hactl.sensitive import MASK, Sensitive
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 NO_CHANGES = "No changes. The cluster matches the spec."
 
 # ANSI SGR colours (green, yellow, red, magenta); the bytes click.style(fg=..., bold=True) writes,
@@ -123,6 +123,8 @@ def change_data(change: Change) -> dict[str, Any]:
     return {
         "address": change.address,
         "actions": change.actions,
+        "action": change.op.value,
+        "intents": sorted(i.value for i in change.intents),
         "host": change.host,
         "before": jsonable(change.before),
         "after": jsonable(change.after),
@@ -145,7 +147,7 @@ def plan_data(plan: Plan) -> dict[str, Any]:
                 "kind": s.kind,
                 "title": s.title,
                 "host": s.host,
-                "action": s.action,
+                "action": str(s.action),
                 "address": s.address,
                 "reason": s.reason,
                 "depends_on": plan.graph.depends_on(s.id),

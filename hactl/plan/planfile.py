@@ -21,7 +21,7 @@ from hactl.plan.output import FORMAT_VERSION, jsonable, plan_data
 from hactl.plan.planner import Plan
 from hactl.plan.step import Step
 from hactl.spec.models import Cluster
-from hactl.vocabulary import Address
+from hactl.vocabulary import Address, Intent
 
 MAX_PLAN_BYTES = 64 * 2**20
 """A saved plan larger than this is refused unread (hactl's own are far smaller)."""
@@ -205,6 +205,12 @@ def _change(data: object, i: int, details: dict[str, Any]) -> Change:
     for key in ("before", "after"):
         if not isinstance(data.get(key), dict | None):
             raise _Bad(f"{where}.{key}", f"must be an object or null, not {_short(data.get(key))}")
+    if data.get("action") != op.value:
+        raise _Bad(f"{where}.action", f"must be {op.value!r} (as actions say), not {_short(data.get('action'))}")
+    intents = data.get("intents")
+    known = [i.value for i in Intent]
+    if not isinstance(intents, list) or not all(isinstance(i, str) and i in known for i in intents):
+        raise _Bad(f"{where}.intents", f"must be a list of {', '.join(known)}; not {_short(intents)}")
     try:
         addr = Address.parse(data["address"])
     except ValueError as exc:
@@ -220,6 +226,7 @@ def _change(data: object, i: int, details: dict[str, Any]) -> Change:
         reason=data["reason"],
         host=data.get("host"),
         detail=detail,
+        intents=frozenset(Intent(i) for i in intents),
     )
 
 

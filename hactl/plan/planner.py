@@ -24,13 +24,14 @@ from hactl.facts.model import Observed
 from hactl.plan import refusals
 from hactl.plan import steps as kinds
 from hactl.plan.graph import StepGraph
-from hactl.plan.step import Action, Step
+from hactl.plan.step import Step
 from hactl.spec.models import Cluster
 from hactl.vocabulary import (
     BOOTSTRAP_TOKEN,
     CERTIFICATE_KEY,
     ETCD_CA,
     RESTARTS,
+    Action,
     Aspect,
     Component,
     Intent,
@@ -126,10 +127,6 @@ def _unreachable(cluster: Cluster, observed: Observed) -> dict[str, str]:
 
 
 # -- steps ---------------------------------------------------------------------------------
-
-
-def _action(change: Change) -> Action:
-    return "replace" if change.op is Op.REPLACE else change.op.value  # type: ignore[return-value,unused-ignore]
 
 
 class _Builder:
@@ -257,7 +254,7 @@ class _Builder:
             via = refusals.removal_route(self.cluster, self.observed, name, member_id) or via
             prev = self.g.add(kinds.RemoveEtcdMember(
                 id=f"{c.address}.remove", host=via, title=f"Remove etcd member {name} via {via}",
-                reason=c.reason, address=c.address, action="delete", member=name,
+                reason=c.reason, address=c.address, action=Action.DELETE, member=name,
                 member_id=member_id), deps)
             if Intent.REMOVE in intents:
                 return prev
@@ -272,7 +269,7 @@ class _Builder:
                 reason=c.reason, address=c.address, via=via), [add])
             return self.g.add(kinds.PromoteEtcdMember(
                 id=f"{c.address}.promote", host=via, title=f"Promote etcd member {name} to voter",
-                reason=c.reason, address=c.address, action="update", member=name), [start])
+                reason=c.reason, address=c.address, action=Action.UPDATE, member=name), [start])
         step: Step | None = None
         if Intent.START_ADDED in intents:
             step = self.g.add(kinds.StartEtcdMember(
@@ -301,7 +298,7 @@ class _Builder:
         if Intent.PROMOTE in intents:
             step = self.g.add(kinds.PromoteEtcdMember(
                 id=f"{c.address}.promote", host=via, title=f"Promote etcd member {name} to voter",
-                reason=c.reason, address=c.address, action="update", member=name), deps)
+                reason=c.reason, address=c.address, action=Action.UPDATE, member=name), deps)
         assert step is not None, f"unplanned etcd change {c.address} ({sorted(intents)})"
         return step
 
@@ -316,7 +313,7 @@ class _Builder:
             cfg = next((c for c in cs if c.addr.aspect is Aspect.HAPROXY_CFG), cs[0])
             self.lbs.append(self.g.add(kinds.ConfigureHAProxy(
                 id=f"lb[{host}].haproxy", host=host, title=f"Configure HAProxy on {host}",
-                reason="; ".join(c.reason for c in cs), address=cfg.address, action=_action(cfg))))
+                reason="; ".join(c.reason for c in cs), address=cfg.address, action=cfg.op)))
 
     # kubernetes
     def _api_master(self) -> str | None:
@@ -352,7 +349,7 @@ class _Builder:
                 ready.append(self.g.add(kinds.CompleteInit(
                     id=f"{c.address}.complete-init", host=c.host,
                     title=f"Complete the interrupted kubeadm init on {c.host}", reason=c.reason,
-                    address=c.address, action="update",
+                    address=c.address, action=Action.UPDATE,
                     phases=tuple(str(p) for p in c.detail.get("phases", ()))), list(infra)))
         # A token and a certificate key need a working control plane: after an init that is
         # being completed, never alongside it (they would also write the same kubeadm config).
@@ -380,7 +377,7 @@ class _Builder:
                 step = self.g.add(kinds.JoinControlPlane(
                     id=f"{c.address}.join", host=c.host,
                     title=f"{'Reset and re-join' if again else 'Join'} control-plane node {c.host}",
-                    reason=c.reason, address=c.address, action=_action(c), via=via,
+                    reason=c.reason, address=c.address, action=c.op, via=via,
                     reset_first=again, stacked_etcd=self.cluster.etcd.topology == "stacked"), prev)
                 prev = [step]  # one at a time (rule 6)
         for c in effective:
@@ -388,7 +385,7 @@ class _Builder:
                 assert c.host is not None
                 self.g.add(kinds.EnableKubelet(
                     id=c.address, host=c.host, title=f"Enable and start kubelet on {c.host}",
-                    reason=c.reason, address=c.address, action=_action(c)))
+                    reason=c.reason, address=c.address, action=c.op))
         base = inits or list(infra)  # workers need the token, not the certificate key
         for c in effective:
             if c.addr.component is Component.WORKER and c.addr.aspect is None:
@@ -397,7 +394,7 @@ class _Builder:
                 self.g.add(kinds.JoinWorker(
                     id=f"{c.address}.join", host=c.host,
                     title=f"{'Reset and re-join' if again else 'Join'} worker node {c.host}",
-                    reason=c.reason, address=c.address, action=_action(c), via=via,
+                    reason=c.reason, address=c.address, action=c.op, via=via,
                     reset_first=again), base)
 
 

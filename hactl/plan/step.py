@@ -12,22 +12,21 @@ run (certificate key, bootstrap token, CA hash) live in ``ctx.secrets`` as
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from hactl.errors import HactlError
 from hactl.sensitive import Sensitive
+from hactl.vocabulary import Action as Action
 
 if TYPE_CHECKING:
     from hactl.spec.models import Cluster
     from hactl.transport.base import Transport
-
-Action = Literal["create", "update", "delete", "replace", "read"]
-
 
 @dataclass
 class RunSecrets:
@@ -75,7 +74,7 @@ class Step:
     """Human title, e.g. ``Join control-plane node master02``."""
     reason: str
     """Why it is needed (or why not), in words."""
-    action: Action = "create"
+    action: Action = Action.CREATE
     address: str = ""
     """The change address it realises, e.g. ``master[master02]``."""
     timeout: float = 600.0
@@ -103,6 +102,8 @@ class Step:
         data: dict[str, Any] = {"kind": self.kind}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if isinstance(value, enum.Enum):
+                value = value.value
             data[f.name] = list(value) if isinstance(value, tuple) else value
         return data
 
@@ -169,6 +170,11 @@ def _typed(value: object, hint: Any) -> Any:
     if hint is type(None) or hint is None:
         if value is None:
             return None
+    elif isinstance(hint, type) and issubclass(hint, enum.Enum):
+        values = [m.value for m in hint]
+        if isinstance(value, str) and value in values:
+            return hint(value)
+        raise _WrongType(f"must be one of {', '.join(map(repr, values))}, not {_short(value)}")
     elif origin is typing.Literal:
         if value in args and all(type(value) is type(a) for a in args if a == value):
             return value

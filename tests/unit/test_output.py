@@ -19,7 +19,7 @@ from hactl.plan.synthetic import PROBED_AT, Synthetic
 from hactl.sensitive import Sensitive
 from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
-from hactl.vocabulary import Address
+from hactl.vocabulary import Action, Address
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -120,13 +120,31 @@ def test_json_validates_against_the_schema(lab: Cluster, case: str) -> None:
     doc = json.loads(output.render_json(plan))
     jsonschema.validate(doc, SCHEMA)
     jsonschema.validate(json.loads(planfile.dumps(plan)), SCHEMA)
-    assert doc["format_version"] == "1"
+    assert doc["format_version"] == "2"
     assert doc["spec"]["name"] == "lab"
     assert set(doc["fingerprint"]) == {h.name for h in lab.all_hosts()}
     assert doc["summary"]["text"] == output.summary_line(plan)
     ids = [s["id"] for s in doc["steps"]]
     for step in doc["steps"]:
         assert all(ids.index(d) < ids.index(step["id"]) for d in step["depends_on"])
+        assert step["action"] in {a.value for a in Action}
+    # each change carries its typed action and intents (issue 12 §2)
+    for data, change in zip(doc["changes"], plan.diff.effective(), strict=True):
+        assert data["action"] == change.op.value
+        assert data["actions"] == (["delete", "create"] if data["action"] == "replace" else [data["action"]])
+        assert data["intents"] == sorted(i.value for i in change.intents)
+
+
+def test_json_carries_the_intents_of_a_bring_up(lab: Cluster) -> None:
+    doc = json.loads(output.render_json(cases(lab)["fresh"]))
+    by_address = {c["address"]: c for c in doc["changes"]}
+    assert by_address["etcd.member[etcd01]"]["action"] == "create"
+    assert by_address["etcd.member[etcd01]"]["intents"] == ["bootstrap"]
+    assert by_address["master[master01]"]["intents"] == ["init"]
+    assert by_address["master[master02]"]["intents"] == ["join"]
+    assert by_address["pki.etcd-ca"]["intents"] == []
+    actions = {s["id"]: s["action"] for s in doc["steps"]}
+    assert actions["etcd.health"] == "read" and actions["master[master01].init"] == "create"
 
 
 def test_no_secrets_in_any_output(lab: Cluster) -> None:

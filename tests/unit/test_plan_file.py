@@ -52,7 +52,7 @@ def test_saved_plan_holds_no_secrets(plan, tmp_path: Path) -> None:  # type: ign
     assert "PRIVATE KEY" not in text
     doc = json.loads(text)
     assert doc["saved"]["spec"]["metadata"]["name"] == "lab"
-    assert doc["hactl_version"] and doc["format_version"] == "1"
+    assert doc["hactl_version"] and doc["format_version"] == "2"
 
 
 def test_not_a_plan_is_a_clear_error(tmp_path: Path) -> None:
@@ -62,6 +62,10 @@ def test_not_a_plan_is_a_clear_error(tmp_path: Path) -> None:
         planfile.load(str(bad))
     bad.write_text('{"format_version": "99", "saved": {}}')
     with pytest.raises(HactlError, match="plan format '99'"):
+        planfile.load(str(bad))
+    # a plan saved before the typed actions and intents (format 1) is refused, never guessed at
+    bad.write_text('{"format_version": "1", "saved": {}, "changes": [{"actions": ["create"]}]}')
+    with pytest.raises(HactlError, match=r"plan format '1'; this hactl .* reads format '2'"):
         planfile.load(str(bad))
     with pytest.raises(HactlError, match="cannot read saved plan"):
         planfile.load(str(tmp_path / "missing.json"))
@@ -147,6 +151,21 @@ def _mutations(plan):  # type: ignore[no-untyped-def]
         "bad action",
         edit(lambda d: d["changes"][0].update(actions=["explode"])),
         "changes[0].actions: must be one of",
+    )
+    yield (
+        "action unlike actions",
+        edit(lambda d: d["changes"][0].update(action="delete")),
+        "changes[0].action: must be",
+    )
+    yield (
+        "unknown intent",
+        edit(lambda d: d["changes"][0].update(intents=["explode"])),
+        "changes[0].intents: must be a list of",
+    )
+    yield (
+        "not an address",
+        edit(lambda d: d["changes"][0].update(address="x[a]")),
+        "changes[0].address: 'x[a]' is not a plan address",
     )
 
 

@@ -19,14 +19,15 @@ from hactl.facts.haproxy import ACTIVE_VAR, LOADED_MARKER, HAProxyFiles
 from hactl.plan import commands as cmd
 from hactl.plan import desired
 from hactl.plan.remote import put, run
-from hactl.plan.step import Action, Step, StepContext
+from hactl.plan.step import Step, StepContext
+from hactl.vocabulary import Action
 
 
 @dataclass(frozen=True)
 class ConfigureHAProxy(Step):
     kind: ClassVar[str] = "configure_haproxy"
     order: ClassVar[int] = 30
-    action: Action = "update"
+    action: Action = Action.UPDATE
     timeout: float = 60.0
 
     def commands(self) -> list[str]:

@@ -13,14 +13,15 @@ from typing import ClassVar
 from hactl.errors import CommandError
 from hactl.plan import commands as cmd
 from hactl.plan.remote import run
-from hactl.plan.step import Action, Step, StepContext
+from hactl.plan.step import Step, StepContext
+from hactl.vocabulary import Action
 
 
 @dataclass(frozen=True)
 class EnableKubelet(Step):
     kind: ClassVar[str] = "enable_kubelet"
     order: ClassVar[int] = 55
-    action: Action = "update"
+    action: Action = Action.UPDATE
     timeout: float = 60.0
 
     def commands(self) -> list[str]:

@@ -24,7 +24,8 @@ from hactl.plan.etcd_ops import (
     wait_started,
 )
 from hactl.plan.remote import put, run, wait_for
-from hactl.plan.step import Action, Step, StepContext
+from hactl.plan.step import Step, StepContext
+from hactl.vocabulary import Action
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class ReconfigureEtcdMember(Step):
     via_urls: tuple[str, ...] = ()
     """The client URLs ``via`` published at plan time (asked too, after the spec's: in a chain
     of restarts for a client-port change, ``via`` may not have moved yet)."""
-    action: Action = "update"
+    action: Action = Action.UPDATE
     timeout: float = 240.0
 
     def commands(self) -> list[str]:

@@ -7,15 +7,16 @@ from typing import ClassVar
 
 from hactl.plan import commands as cmd
 from hactl.plan.join_ops import key_is_fresh, upload_certificate_key
-from hactl.plan.step import Action, Step, StepContext
+from hactl.plan.step import Step, StepContext
 from hactl.transport.base import display_command
+from hactl.vocabulary import Action
 
 
 @dataclass(frozen=True)
 class RefreshCertificateKey(Step):
     kind: ClassVar[str] = "refresh_certificate_key"
     order: ClassVar[int] = 46
-    action: Action = "update"
+    action: Action = Action.UPDATE
     timeout: float = 180.0
 
     def commands(self) -> list[str]:

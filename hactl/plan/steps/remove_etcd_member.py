@@ -13,8 +13,9 @@ from hactl.plan import commands as cmd
 from hactl.plan.etcd_ops import list_members, parse_health
 from hactl.plan.refusals import removal_problem
 from hactl.plan.remote import run
-from hactl.plan.step import Action, Step, StepContext
+from hactl.plan.step import Step, StepContext
 from hactl.transport.base import check_result
+from hactl.vocabulary import Action
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class RemoveEtcdMember(Step):
     member: str = ""
     """Name of the member to remove (or its id when it never started)."""
     member_id: str = ""
-    action: Action = "delete"
+    action: Action = Action.DELETE
     timeout: float = 60.0
 
     def commands(self) -> list[str]:

@@ -19,7 +19,8 @@ from hactl.errors import CommandError
 from hactl.plan import commands as cmd
 from hactl.plan.etcd_ops import list_members, restart_check
 from hactl.plan.remote import run
-from hactl.plan.step import Action, Step, StepContext
+from hactl.plan.step import Step, StepContext
+from hactl.vocabulary import Action
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class UpdateEtcdMember(Step):
     """The member whose peer URL changes (the step runs on ``host``, another member)."""
     via_urls: tuple[str, ...] = ()
     """The client URLs ``host`` published at plan time (asked after the spec's)."""
-    action: Action = "update"
+    action: Action = Action.UPDATE
     timeout: float = 60.0
 
     def commands(self) -> list[str]:

@@ -10,7 +10,8 @@ from hactl.errors import CommandError
 from hactl.plan import commands as cmd
 from hactl.plan.etcd_ops import wait_healthy
 from hactl.plan.remote import parse_json, run, wait_for
-from hactl.plan.step import Action, Step, StepContext
+from hactl.plan.step import Step, StepContext
+from hactl.vocabulary import Action
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class Verify(Step):
     order: ClassVar[int] = 90
     via: str = ""
     """An initialised master to ask."""
-    action: Action = "read"
+    action: Action = Action.READ
     timeout: float = 300.0
 
     def commands(self) -> list[str]:

@@ -9,14 +9,15 @@ from typing import ClassVar
 from hactl.plan import commands as cmd
 from hactl.plan.etcd_ops import wait_healthy
 from hactl.plan.remote import run
-from hactl.plan.step import Action, Step, StepContext
+from hactl.plan.step import Step, StepContext
+from hactl.vocabulary import Action
 
 
 @dataclass(frozen=True)
 class WaitEtcdHealthy(Step):
     kind: ClassVar[str] = "wait_etcd_healthy"
     order: ClassVar[int] = 21
-    action: Action = "read"
+    action: Action = Action.READ
     timeout: float = 180.0
 
     def commands(self) -> list[str]:
