@@ -375,8 +375,10 @@ def _etcd_no_cluster(cluster: Cluster, observed: Observed) -> Iterator[Change]:
         if pending and host.name in with_data:
             yield Change(Op.UPDATE, address, {"name": host.name, "running": facts.active}, after,
                          "started by hactl's bootstrap of this new cluster, which stopped before the "
-                         f"other members started ({'running, waiting for its peers' if facts.active else 'not running'}"
-                         "); start it with them", host=host.name,
+                         "other members started; start it with them (" + (
+                             "it runs" if facts.active else
+                             "systemd shows a member of a new cluster as activating until a quorum "
+                             "runs, or it is stopped") + ")", host=host.name,
                          detail={"finish_bootstrap": True, "together": True},
                          intents=frozenset({Intent.START}))
         elif pending:

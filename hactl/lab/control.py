@@ -118,7 +118,11 @@ def dispatch(sup: Supervisor, argv: list[str]) -> Result:
     if not names:
         return 1, "", "Too few arguments.\n"
     if verb in {"start", "stop", "restart", "reload", "try-restart", "reload-or-restart", "try-reload-or-restart"}:
-        if "no-block" in opts:
+        if "no-block" in opts:  # the job is queued, not waited for; an unknown unit fails still
+            for name in names:
+                svc = sup.service(name)
+                if not svc.unit.found and verb != "stop":
+                    return 5, "", f"Failed to {verb} {svc.name}: Unit {svc.name} not found.\n"
             threading.Thread(target=_jobs, args=(sup, verb, names), daemon=True).start()
             return 0, "", ""
         return _jobs(sup, verb, names)
@@ -127,7 +131,10 @@ def dispatch(sup: Supervisor, argv: list[str]) -> Result:
         for name in names:
             code, text = _unit_file_op(sup, verb, name)
             rc, err = max(rc, code), err + text
-        if "now" in opts and rc == 0:
+        if "now" in opts and rc == 0 and "no-block" in opts:
+            threading.Thread(target=_jobs, args=(sup, "start" if verb == "enable" else "stop", names),
+                             daemon=True).start()
+        elif "now" in opts and rc == 0:
             code, _, text = _jobs(sup, "start" if verb == "enable" else "stop", names)
             rc, err = code, err + text
         return rc, "", err
@@ -286,7 +293,23 @@ def properties(svc: Service) -> dict[str, str]:
         "Restart": unit.get("Service", "Restart", "no"),
         "Type": unit.get("Service", "Type", "simple"),
         "ActiveEnterTimestamp": _ts(svc.since) if svc.state == "active" else "",
+        "StatusText": svc.status_text,
+        "NotifyAccess": svc.notify_access(),
+        "TimeoutStartUSec": _usec(svc.timeout_start()),
     }
+
+
+def _usec(seconds: float | None) -> str:
+    """systemd's timespan display: ``1min 30s``, ``5s``, ``100ms``, ``infinity``."""
+    if seconds is None:
+        return "infinity"
+    ms = round(seconds * 1000)
+    parts = []
+    for size, unit in ((3_600_000, "h"), (60_000, "min"), (1000, "s"), (1, "ms")):
+        if ms >= size:
+            parts.append(f"{ms // size}{unit}")
+            ms %= size
+    return " ".join(parts) or "0"
 
 
 def show(sup: Supervisor, names: list[str], opts: dict[str, list[str]]) -> Result:
@@ -318,6 +341,8 @@ def status(sup: Supervisor, names: list[str]) -> Result:
         out += f"     Active: {active}\n"
         if svc.main_pid:
             out += f"   Main PID: {svc.main_pid} ({_comm(svc.main_pid)})\n"
+        if svc.status_text:
+            out += f'     Status: "{svc.status_text}"\n'
         if props["NeedDaemonReload"] == "yes":
             out += f"Warning: The unit file of {svc.name} changed on disk. Run 'systemctl daemon-reload'.\n"
         try:

@@ -4,7 +4,8 @@ Runs inside lab nodes under Debian's ``/usr/bin/python3``: standard library only
 
 What is understood (everything else is read and ignored, as a sandbox-less systemd would):
 ``[Unit]`` Description, ConditionPathExists, StartLimitIntervalSec, StartLimitBurst;
-``[Service]`` Type (simple/exec/notify/forking run as simple; oneshot), ExecStartPre, ExecStart,
+``[Service]`` Type (notify waited for, see :mod:`hactl.lab.supervisor`; simple/exec/forking run as
+simple; oneshot), TimeoutStartSec, TimeoutSec, NotifyAccess, ExecStartPre, ExecStart,
 ExecStartPost, ExecReload, ExecStop, ExecStopPost, Environment, EnvironmentFile, User, Group,
 WorkingDirectory, Restart, RestartSec, RestartPreventExitStatus, SuccessExitStatus, KillMode,
 KillSignal, TimeoutStopSec, RemainAfterExit, RuntimeDirectory, RuntimeDirectoryMode;

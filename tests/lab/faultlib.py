@@ -335,10 +335,9 @@ HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
 
 
 def restart_sshd(lab: Any, node: str, timeout: float = 30.0) -> None:
-    """``systemctl restart ssh`` in ``node``, then wait until sshd listens again. Debian's
-    ssh.service is Type=notify: the real systemctl returns once sshd says it is ready; the
-    lab's runs notify units as simple and returns at once (a connection right after it was
-    refused in a CI run)."""
+    """``systemctl restart ssh`` in ``node``, then make sure sshd listens again. Debian's
+    ssh.service is Type=notify: systemctl (the real one and the lab's) returns once sshd has
+    sent READY=1, which it does once it listens; the check stays as a guard."""
     res = lab.run(node, "systemctl restart ssh")
     assert res.returncode == 0, res.stderr
     deadline = time.monotonic() + timeout

@@ -121,3 +121,57 @@ def test_systemctl_stand_in(lab_factory: Any) -> None:
     files = _sh(lab, node, "systemctl list-unit-files --no-legend").stdout.splitlines()
     assert "etcd.service disabled enabled" in files and "ssh.service enabled enabled" in files
     assert _sh(lab, node, "systemctl is-system-running").stdout == "running\n"
+
+
+NOTIFY_UNIT = """\
+[Service]
+Type=notify
+ExecStart=/usr/bin/python3 -c "import os, socket, time; time.sleep(SECONDS); s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.connect(os.environ['NOTIFY_SOCKET']); s.send(b'READY=1'); time.sleep(1000)"
+TimeoutStartSec=3
+"""
+
+
+def test_type_notify_waits_for_ready(lab_factory: Any) -> None:
+    """Type=notify units as systemd runs them: start waits for READY=1 from the real programs
+    (sshd: Debian's sd_notify patch; etcd: once it serves, i.e. with quorum), fails after
+    TimeoutStartSec= with systemd's message, and --no-block leaves the unit activating."""
+    lab = lab_factory()
+    node = "etcd01"
+    # sshd says READY=1 once it listens: right after `systemctl restart ssh` it does
+    restart = _sh(lab, node, "systemctl restart ssh && ss -Hltnp | grep -c '\"sshd'")
+    assert restart.returncode == 0 and int(restart.stdout) >= 1, restart.stderr
+
+    lab.put(node, "/etc/systemd/system/fast.service", NOTIFY_UNIT.replace("SECONDS", "1.5"))
+    lab.put(node, "/etc/systemd/system/slow.service", NOTIFY_UNIT.replace("SECONDS", "30"))
+    began = time.monotonic()
+    assert _sh(lab, node, "systemctl start fast").returncode == 0
+    assert time.monotonic() - began >= 1.5
+    assert _sh(lab, node, "systemctl is-active fast").stdout == "active\n"
+    slow = _sh(lab, node, "systemctl start slow")
+    assert slow.returncode == 1
+    assert slow.stderr == (
+        "Job for slow.service failed because a timeout was exceeded.\n"
+        'See "systemctl status slow.service" and "journalctl -xeu slow.service" for details.\n'
+    )
+    assert _sh(lab, node, "systemctl show -p MainPID -p Result slow").stdout == "MainPID=0\nResult=timeout\n"
+    queued = _sh(lab, node, "systemctl start --no-block slow; systemctl is-active slow")
+    assert (queued.returncode, queued.stdout) == (3, "activating\n")
+    assert _sh(lab, node, "systemctl stop slow fast").returncode == 0
+
+    # etcd 3.4 (Debian's unit, Type=notify) is ready only with a quorum: a member of a new
+    # three-member cluster started alone is still activating, and a start waits until timeout
+    lab.put(node, "/etc/default/etcd", "\n".join([
+        "ETCD_NAME=etcd01",
+        "ETCD_LISTEN_PEER_URLS=http://127.0.0.1:2380",
+        "ETCD_INITIAL_ADVERTISE_PEER_URLS=http://127.0.0.1:2380",
+        "ETCD_INITIAL_CLUSTER=etcd01=http://127.0.0.1:2380,b=http://127.0.0.1:2390,c=http://127.0.0.1:2391",
+    ]) + "\n")
+    lab.put(node, "/etc/systemd/system/etcd.service.d/timeout.conf", "[Service]\nTimeoutStartSec=4\nRestart=no\n")
+    alone = _sh(lab, node, "systemctl daemon-reload && systemctl start etcd")
+    assert alone.returncode == 1 and "because a timeout was exceeded" in alone.stderr
+    assert _sh(lab, node, "systemctl show -p Result --value etcd").stdout == "timeout\n"
+    # a single-member cluster serves at once: start returns with etcd ready
+    lab.put(node, "/etc/default/etcd", "ETCD_NAME=etcd01\nETCD_DATA_DIR=/var/lib/etcd/single\n")
+    single = _sh(lab, node, "systemctl start etcd && systemctl is-active etcd")
+    assert (single.returncode, single.stdout) == (0, "active\n"), single.stderr
+    assert _sh(lab, node, "ETCDCTL_API=3 etcdctl endpoint health").returncode == 0

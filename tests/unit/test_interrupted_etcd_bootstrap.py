@@ -193,7 +193,7 @@ def test_a_bootstrap_stopped_between_members_with_the_marker_is_finished(lab: Cl
     changes = {c.address: c for c in plan.diff.changes}
     assert changes["etcd.member[etcd01]"].detail == {"finish_bootstrap": True, "together": True}
     assert changes["etcd.member[etcd01]"].intents == {Intent.START}
-    assert "running, waiting for its peers" in changes["etcd.member[etcd01]"].reason
+    assert "start it with them (it runs)" in changes["etcd.member[etcd01]"].reason
     for name in ("etcd02", "etcd03"):
         change = changes[f"etcd.member[{name}]"]
         assert change.op.value == "create" and change.intents == {Intent.BOOTSTRAP}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -90,3 +91,52 @@ def test_status_sets_and_cli_options() -> None:
     words, opts = _split(["show", "-p", "MainPID", "--property=ActiveState", "--value", "etcd", "-q"])
     assert words == ["show", "etcd"]
     assert opts["property"] == ["MainPID", "ActiveState"] and "value" in opts and "quiet" in opts
+
+
+@pytest.mark.parametrize(
+    ("policy", "result", "restarts"),
+    [("on-failure", "timeout", True), ("on-abnormal", "timeout", True), ("on-abort", "timeout", False),
+     ("always", "protocol", True), ("on-failure", "protocol", True), ("on-abnormal", "protocol", False),
+     ("no", "timeout", False), ("on-success", "timeout", False)],
+)
+def test_restart_policy_for_results_without_exit_status(policy: str, result: str, restarts: bool) -> None:
+    svc = Service("x.service", _unit(f"[Service]\nType=notify\nRestart={policy}\n"))
+    assert Supervisor()._should_restart(svc, None, False, result) is restarts
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("", 90.0), ("TimeoutStartSec=5s", 5.0), ("TimeoutSec=2min", 120.0), ("TimeoutStartSec=0", None),
+     ("TimeoutStartSec=infinity", None), ("TimeoutSec=1\nTimeoutStartSec=3", 3.0)],
+)
+def test_timeout_start_sec(text: str, seconds: float | None) -> None:
+    assert Service("x.service", _unit(f"[Service]\nType=notify\n{text}\n")).timeout_start() == seconds
+
+
+def test_notify_messages_as_systemd_reads_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hactl.lab.supervisor as sup_mod
+
+    monkeypatch.setattr(sup_mod, "LOG_DIR", str(tmp_path))
+    sup = Supervisor(notify_path=str(tmp_path / "notify"))
+    svc = sup.services["n.service"] = Service("n.service", _unit("[Service]\nType=notify\n", "n.service"))
+    plain = sup.services["p.service"] = Service("p.service", _unit("[Service]\n", "p.service"))
+    main = os.getpid()  # a live PID of a session the test process is in
+    svc.main_pid, svc.sid, svc.state, svc.sub = main, os.getsid(0), "activating", "start"
+    sup.by_main[main] = svc
+    assert svc.notify_access() == "main" and plain.notify_access() == "none"
+
+    sup.notify(main, 0, b"STATUS=warming up\nRELOADING=1\nREADY=1\n")  # the last of the three wins
+    assert (svc.notify_state, svc.status_text) == ("ready", "warming up")
+    sup.notify(main, 0, b"READY=1\nSTOPPING=1")
+    assert svc.notify_state == "stopping"
+    svc.notify_state = ""
+    sup.notify(424242, 0, b"READY=1")  # no unit has this PID: dropped
+    assert svc.notify_state == ""
+    svc.sid = None
+    svc.control_pid = 4242
+    sup.notify(4242, 0, b"READY=1")  # NotifyAccess=main: a control process is refused, and logged
+    assert svc.notify_state == ""
+    assert "n.service: Got notification message from PID 4242, but reception only permitted for main PID " \
+        f"{main}" in (tmp_path / "n.service.log").read_text()
+    sup.notify(main, 0, b"MAINPID=x")
+    assert "Failed to parse MAINPID= field" in (tmp_path / "n.service.log").read_text()
