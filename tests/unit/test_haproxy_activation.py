@@ -16,6 +16,7 @@ import pytest
 from stepctx import Ctx
 
 from hactl.diff import Op, diff
+from hactl.errors import CommandError
 from hactl.facts import haproxy
 from hactl.facts.haproxy_loaded import _FILES
 from hactl.plan import commands as cmd
@@ -27,6 +28,7 @@ from hactl.plan.synthetic import PROBED_AT, Synthetic
 from hactl.probe import _PREAMBLE, split_sections
 from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
+from hactl.transport.base import Result
 from hactl.transport.process_group import wrap
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,3 +182,29 @@ async def test_the_step_leaves_a_loaded_file_alone(lab: Cluster) -> None:
     await ConfigureHAProxy(id="s", host="lb01", title="t", reason="r").run(ctx)
     assert not any(a[:2] == ("systemctl", "reload") for a in ctx.argvs("lb01"))
     assert fake.files == {}
+
+
+async def test_the_step_waits_out_reloading_after_the_reload(lab: Cluster) -> None:
+    # haproxy -Ws under Type=notify sends RELOADING=1, then READY=1 once the new workers run:
+    # systemd shows the unit as "reloading" in between, which is not a failure.
+    ctx = Ctx(lab)
+    fake = ctx.transport("lb01")
+    fake.on(("sha256sum",), stdout=f"{'0' * 64}  {cmd.HAPROXY_CFG}\n")
+    states = iter(["active\n", "reloading\n", "reloading\n", "active\n"])
+    fake.on(("systemctl", "is-active"), respond=lambda _call: Result(0, next(states), ""))
+    for argv in (("haproxy",), ("mv",), ("systemctl", "reload")):
+        fake.on(argv)
+    await ConfigureHAProxy(id="s", host="lb01", title="t", reason="r").run(ctx)
+    assert len([a for a in ctx.argvs("lb01") if a[:2] == ("systemctl", "is-active")]) == 4
+    assert haproxy.LOADED_MARKER in fake.files
+    # a state other than active or reloading fails at once
+    ctx = Ctx(lab)
+    fake = ctx.transport("lb01")
+    fake.on(("sha256sum",), stdout=f"{'0' * 64}  {cmd.HAPROXY_CFG}\n")
+    states = iter(["active\n", "failed\n"])
+    fake.on(("systemctl", "is-active"), respond=lambda _call: Result(0, next(states), ""))
+    for argv in (("haproxy",), ("mv",), ("systemctl", "reload")):
+        fake.on(argv)
+    with pytest.raises(CommandError, match="haproxy is failed after the change"):
+        await ConfigureHAProxy(id="s", host="lb01", title="t", reason="r").run(ctx)
+    assert haproxy.LOADED_MARKER not in fake.files
