@@ -68,11 +68,7 @@ def etcd_version(cluster: Cluster, observed: Observed) -> list[str]:
         return []
     old: dict[str, list[str]] = {}
     for host in cluster.etcd_members:
-        facts = observed.get(host.name)
-        if facts is None or not facts.reachable:
-            continue
-        seen = (facts.etcd.server_version if facts.etcd else None) or (
-            facts.binaries.version("etcd") if facts.binaries else None)
+        seen = refusals_drift.running_etcd_version(observed, host.name)
         version = _version(seen)
         if seen and version is not None and version < MIN_ETCD_FOR_K8S_131:
             old.setdefault(seen, []).append(host.name)

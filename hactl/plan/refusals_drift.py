@@ -28,6 +28,15 @@ def check(cluster: Cluster, observed: Observed) -> list[str]:
             *nodes_not_in_spec(cluster, view), *etcd_consumers(cluster, observed, view), *early]
 
 
+def running_etcd_version(observed: Observed, name: str) -> str | None:
+    """The etcd version a reachable member runs: ``endpoint status``, else ``etcd --version``."""
+    facts = observed.get(name)
+    if facts is None or not facts.reachable:
+        return None
+    return (facts.etcd.server_version if facts.etcd else None) or (
+        facts.binaries.version("etcd") if facts.binaries else None)
+
+
 def _plain_version(text: str) -> str:
     """``v1.30.4`` → ``1.30.4`` (how the spec's docs write it)."""
     return text[1:] if text.startswith("v") else text
@@ -266,11 +275,7 @@ def etcd_version(cluster: Cluster, observed: Observed) -> list[str]:
     want = cluster.etcd.version
     running: dict[str, list[str]] = {}
     for host in cluster.etcd_members:
-        facts = observed.get(host.name)
-        if facts is None or not facts.reachable:
-            continue
-        seen = (facts.etcd.server_version if facts.etcd else None) or (
-            facts.binaries.version("etcd") if facts.binaries else None)
+        seen = running_etcd_version(observed, host.name)
         if seen and _version(seen) is not None and _version(seen) != _version(want):
             running.setdefault(_plain_version(seen), []).append(host.name)
     return [
