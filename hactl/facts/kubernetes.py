@@ -9,13 +9,20 @@ come from ONE kubectl call (:class:`ApiState`). kubectl runs with ``--kubeconfig
 ``/dev/null`` so its discovery cache is never written. Secrets are
 read through ``-o jsonpath`` naming only metadata, ``type`` and the token's ``expiration`` and
 ``usage-*`` keys: a bootstrap token's secret part never leaves the host.
+
+Two certificates are read with ``openssl x509`` on the host (``k8s.files``; nothing without
+openssl): the kubelet's client certificate (its dates only: the file holds the private key
+too, which never leaves the host) and the subjectAltName of the API server's serving
+certificate. Each Node's InternalIP addresses come with the API's Node list.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,15 +31,27 @@ import yaml
 from cryptography import x509
 
 from hactl.facts.base import Fact, FactParseError, multi_values, sh
-from hactl.facts.model import BootstrapToken, ClusterView, KubernetesFacts, NodeInfo
+from hactl.facts.model import (
+    BootstrapToken,
+    CertDates,
+    ClusterView,
+    KubernetesFacts,
+    NodeInfo,
+    ServingNames,
+)
 from hactl.facts.services import UnitState
+from hactl.hostlayout import ADMIN_CONF as ADMIN_CONF
+from hactl.hostlayout import APISERVER_MANIFEST
+from hactl.hostlayout import K8S_DIR as K8S_DIR
+from hactl.hostlayout import K8S_MANIFESTS as MANIFESTS
+from hactl.hostlayout import K8S_PKI as PKI
+from hactl.hostlayout import KUBELET_CLIENT_CERT as KUBELET_CLIENT_CERT
+from hactl.hostlayout import KUBELET_CONF as KUBELET_CONF
+from hactl.hostlayout import KUBELET_CONFIG as KUBELET_CONFIG
 
-K8S_DIR = "/etc/kubernetes"
-ADMIN_CONF = f"{K8S_DIR}/admin.conf"
-KUBELET_CONF = f"{K8S_DIR}/kubelet.conf"
-MANIFESTS = f"{K8S_DIR}/manifests"
-PKI = f"{K8S_DIR}/pki"
-KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
+APISERVER_CERT = f"{PKI}/apiserver.crt"
+"""The API server's serving certificate (kubeadm's ``certs apiserver`` phase); not in
+:mod:`hactl.hostlayout` yet."""
 REQUEST_TIMEOUT = "5s"
 NO_CACHE = "/dev/null/hactl-no-cache"
 """A cache dir that cannot be created: kubectl then writes no discovery cache."""
@@ -41,12 +60,23 @@ CERT_FILE_MARK = "#hactl-file "
 
 _FILES = rf"""if [ -f {ADMIN_CONF} ]; then echo admin_conf=1; fi
 if [ -f {KUBELET_CONF} ]; then echo kubelet_conf=1; fi
-if [ -f {KUBELET_CONFIG} ]; then echo kubelet_config=1; fi
+if [ -f {KUBELET_CONFIG} ]; then
+  echo kubelet_config=1
+  sed -n 's/^rotateCertificates:/rotate=/p' {KUBELET_CONFIG} | head -n 1
+fi
+if command -v openssl >/dev/null 2>&1; then
+  if [ -f {KUBELET_CLIENT_CERT} ]; then
+    echo "kubelet_cert=$(openssl x509 -in {KUBELET_CLIENT_CERT} -noout -startdate -enddate 2>/dev/null | tr '\n' ' ')"
+  fi
+  if [ -f {APISERVER_CERT} ]; then
+    openssl x509 -in {APISERVER_CERT} -noout -enddate -text 2>/dev/null | awk '/^notAfter=/ {{ print "apiserver_cert=" $0 }} /X509v3 Subject Alternative Name/ {{ if ((getline line) > 0) print "apiserver_san=" line }}'
+  fi
+fi
 for f in {K8S_DIR}/*.conf; do if [ -f "$f" ]; then echo "conf=${{f##*/}}"; fi; done
 for f in {MANIFESTS}/*; do if [ -f "$f" ]; then echo "manifest=${{f##*/}}"; fi; done
 for f in {PKI}/* {PKI}/*/*; do if [ -f "$f" ]; then echo "pki=${{f#{PKI}/}}"; fi; done
-if [ -f {MANIFESTS}/kube-apiserver.yaml ]; then
-  grep -o -e '--etcd-servers=[^[:space:]]*' {MANIFESTS}/kube-apiserver.yaml | head -n 1 | sed 's/^--/flag=/' || :
+if [ -f {APISERVER_MANIFEST} ]; then
+  grep -o -e '--etcd-servers=[^[:space:]]*' {APISERVER_MANIFEST} | head -n 1 | sed 's/^--/flag=/' || :
 fi
 :"""
 
@@ -72,6 +102,12 @@ class K8sFileInfo:
     """/var/lib/kubelet/config.yaml (kubeadm's kubelet-start phase)."""
     etcd_servers: tuple[str, ...] | None = None
     """``--etcd-servers`` of kube-apiserver.yaml (None: no manifest, or no such flag)."""
+    rotates_certificates: bool | None = None
+    """``rotateCertificates`` of /var/lib/kubelet/config.yaml (see :func:`rotate_flag`)."""
+    kubelet_client_cert: CertDates | None = None
+    """The dates of the kubelet's client certificate (see :func:`cert_dates`)."""
+    apiserver_sans: ServingNames | None = None
+    """The API server certificate's subjectAltName (see :func:`serving_names`)."""
 
 
 MAX_ETCD_SERVERS = 64
@@ -103,17 +139,87 @@ class K8sFiles(Fact[K8sFileInfo]):
 
     def parse(self, stdout: str) -> K8sFileInfo:
         values = multi_values(
-            stdout, ("admin_conf", "kubelet_conf", "manifest", "pki", "conf", "kubelet_config", "flag")
+            stdout, ("admin_conf", "kubelet_conf", "manifest", "pki", "conf", "kubelet_config", "flag",
+                     "rotate", "kubelet_cert", "apiserver_cert", "apiserver_san")
         )
+        kubelet_config = bool(values["kubelet_config"])
         return K8sFileInfo(
             admin_conf=bool(values["admin_conf"]),
             kubelet_conf=bool(values["kubelet_conf"]),
             manifests=tuple(sorted(values["manifest"])),
             pki_files=tuple(sorted(values["pki"])),
             kubeconfigs=tuple(sorted(values["conf"])),
-            kubelet_config=bool(values["kubelet_config"]),
+            kubelet_config=kubelet_config,
             etcd_servers=etcd_servers_flag(values["flag"]),
+            rotates_certificates=rotate_flag(values["rotate"]) if kubelet_config else None,
+            kubelet_client_cert=cert_dates(values["kubelet_cert"][0]) if values["kubelet_cert"] else None,
+            apiserver_sans=serving_names(values["apiserver_san"])
+            if values["apiserver_cert"] and openssl_time(values["apiserver_cert"][0].partition("=")[2])
+            else None,
         )
+
+
+def rotate_flag(values: list[str]) -> bool | None:
+    """``rotateCertificates:`` of the kubelet's config.yaml (the first line's value, a comment
+    and quotes dropped) → True/False; no such line → False (KubeletConfiguration's default);
+    a value that is not a YAML boolean → None (not known)."""
+    if not values:
+        return False
+    text = values[0].partition("#")[0].strip().strip("'\"").strip().lower()
+    return {"true": True, "false": False}.get(text)
+
+
+def openssl_time(text: str) -> datetime | None:
+    """``Jan  1 12:00:00 2036 GMT`` (openssl's ``-startdate``/``-enddate`` after the ``=``) →
+    aware UTC datetime; None when it is not one."""
+    try:
+        return datetime.strptime(" ".join(text.split()), "%b %d %H:%M:%S %Y GMT").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+_DATES = re.compile(r"(?:notBefore=(?P<start>.*?)\s*)?notAfter=(?P<end>.*)")
+
+
+def cert_dates(line: str) -> CertDates | None:
+    """``notBefore=Dec  7 10:00:00 2026 GMT notAfter=Dec  7 10:00:00 2027 GMT`` (openssl
+    ``-startdate -enddate`` on one line) → :class:`CertDates`; None without a readable
+    notAfter (openssl could not read a certificate: empty output). A start it cannot read is
+    left None."""
+    match = _DATES.search(line[:512])
+    if match is None:
+        return None
+    end = openssl_time(match.group("end"))
+    if end is None:
+        return None
+    start = match.group("start")
+    return CertDates(not_after=end, not_before=openssl_time(start) if start else None)
+
+
+MAX_SANS = 256
+"""More subjectAltName entries than this are not read (kubeadm writes about ten)."""
+
+
+def serving_names(lines: list[str]) -> ServingNames:
+    """The line after ``X509v3 Subject Alternative Name:`` of ``openssl x509 -text``
+    (``DNS:a, DNS:b, IP Address:10.0.0.1, IP Address:FD00:0:0:0:0:0:0:10``) → DNS names and IP
+    addresses (in Python's normal form: openssl writes IPv6 long and upper-case). Other kinds
+    (email, URI) and entries that do not read are left out; no line → no names."""
+    dns: list[str] = []
+    ips: list[str] = []
+    for entry in (lines[0] if lines else "").split(",")[:MAX_SANS]:
+        kind, found, value = entry.strip().partition(":")
+        value = value.strip()
+        if not found or not value:
+            continue
+        if kind == "DNS":
+            dns.append(value)
+        elif kind in ("IP Address", "IP"):
+            try:
+                ips.append(str(ipaddress.ip_address(value)))
+            except ValueError:
+                continue
+    return ServingNames(tuple(dict.fromkeys(dns)), tuple(dict.fromkeys(ips)))
 
 
 def parse_cert_pems(stdout: str) -> dict[str, datetime]:
@@ -180,6 +286,7 @@ API_JSONPATH = (
         '{.status.conditions[?(@.type=="Ready")].status}',
         "{.status.nodeInfo.kubeletVersion}",
         "{.metadata.labels}",
+        '{.status.addresses[?(@.type=="InternalIP")].address}',
     )
     + "{end}"
     + '{range .items[?(@.kind=="Secret")]}'
@@ -198,7 +305,8 @@ API_JSONPATH = (
     + "{end}"
     + '{"configmaps"}{range .items[?(@.kind=="ConfigMap")]}{"\\t"}{.metadata.name}{end}{"\\n"}'
 )
-"""One line per Node (name, Ready, kubelet version, labels as JSON), per kube-system Secret
+"""One line per Node (name, Ready, kubelet version, labels as JSON, its InternalIP addresses
+separated by spaces), per kube-system Secret
 (metadata, ``type``, and only the bootstrap token's ``expiration`` and ``usage-*`` keys: its
 secret part is never printed), for kube-system/kubeadm-config (its ``data`` as one JSON
 line) and one ``configmaps`` line with the names of the kube-system ConfigMaps."""
@@ -244,14 +352,19 @@ def _b64(text: str) -> str:
         raise FactParseError(f"not base64: {text[:40]!r}") from exc
 
 
+MAX_NODE_IPS = 8
+"""More InternalIP addresses than this on one Node are not read (a dual-stack Node has two)."""
+
+
 def _node(fields: list[str]) -> NodeInfo:
-    name, ready, version, labels = (fields + [""] * 4)[:4]
+    name, ready, version, labels, ips = (fields + [""] * 5)[:5]
     try:
         label_map = json.loads(labels) if labels else {}
     except ValueError as exc:
         raise FactParseError(f"node {name}: labels are not JSON: {labels[:80]!r}") from exc
     return NodeInfo(
-        name=name, ready=ready == "True", labels=dict(label_map), kubelet_version=version or None
+        name=name, ready=ready == "True", labels=dict(label_map), kubelet_version=version or None,
+        internal_ips=tuple(ips.split()[:MAX_NODE_IPS]),
     )
 
 
@@ -401,4 +514,7 @@ def assemble(
         kubeconfigs=files.kubeconfigs,
         kubelet_config=files.kubelet_config,
         etcd_servers=files.etcd_servers,
+        kubelet_client_cert=files.kubelet_client_cert,
+        kubelet_rotates_certificates=files.rotates_certificates,
+        apiserver_sans=files.apiserver_sans,
     )

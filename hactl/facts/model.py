@@ -254,10 +254,38 @@ class NodeInfo:
     ready: bool
     labels: Mapping[str, str]
     kubelet_version: str | None = None
+    internal_ips: tuple[str, ...] = ()
+    """``status.addresses`` of type ``InternalIP`` (two on a dual-stack Node), as the API
+    writes them; empty when the Node reports none (then nothing is compared)."""
 
     @property
     def control_plane(self) -> bool:
         return "node-role.kubernetes.io/control-plane" in self.labels
+
+
+@dataclass(frozen=True)
+class CertDates:
+    """A certificate's validity as ``openssl x509 -startdate -enddate`` prints it (UTC)."""
+
+    not_after: datetime
+    not_before: datetime | None = None
+    """None when openssl printed no start date (then the share of its life used is not known)."""
+
+    def life_used(self, now: datetime) -> float | None:
+        """Share of the validity that has passed at ``now`` (0.0 new, 1.0 expired); None when
+        the start is not known or the validity is empty."""
+        if self.not_before is None or self.not_after <= self.not_before:
+            return None
+        return (now - self.not_before) / (self.not_after - self.not_before)
+
+
+@dataclass(frozen=True)
+class ServingNames:
+    """The subjectAltName of a serving certificate (``openssl x509 -text``): what clients may
+    call the server. IP addresses in Python's normal form (``fd00::10``), DNS names as written."""
+
+    dns_names: tuple[str, ...] = ()
+    ip_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -366,6 +394,18 @@ class KubernetesFacts:
     """``--etcd-servers`` of /etc/kubernetes/manifests/kube-apiserver.yaml: the etcd client URLs
     this master's API server uses. None when there is no manifest, no such flag, or it was not
     probed (then nothing is compared)."""
+    kubelet_client_cert: CertDates | None = None
+    """Validity of /var/lib/kubelet/pki/kubelet-client-current.pem (the kubelet's client
+    certificate; only its dates leave the host, never the key beside it). None when the file is
+    absent, unreadable, or openssl is not installed (then nothing is compared)."""
+    kubelet_rotates_certificates: bool | None = None
+    """``rotateCertificates`` of /var/lib/kubelet/config.yaml (false when the file leaves it out:
+    the KubeletConfiguration default); None when there is no such file or its value is not a
+    boolean."""
+    apiserver_sans: ServingNames | None = None
+    """subjectAltName of /etc/kubernetes/pki/apiserver.crt (the API server's serving
+    certificate); None when the file is absent or openssl could not read it (then nothing is
+    compared). A certificate without the extension has empty names."""
 
     @property
     def initialised(self) -> bool:

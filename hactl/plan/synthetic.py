@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from hactl.diff import client_url, peer_url, sha256_text
 from hactl.facts.model import (
     BackendServer,
     BinariesFacts,
     Binary,
+    CertDates,
     ClusterView,
     EtcdFacts,
     EtcdHealth,
@@ -30,14 +31,18 @@ from hactl.facts.model import (
     KubernetesFacts,
     NodeInfo,
     Observed,
+    ServingNames,
     SystemFacts,
 )
 from hactl.plan import desired
-from hactl.spec.models import Cluster
+from hactl.render.kubeadm_config import api_server_cert_sans
+from hactl.spec.models import Cluster, Host
 
 PROBED_AT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 CP_MANIFESTS = ("etcd.yaml", "kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml")
 CA_FP = "AB:" * 31 + "AB"
+KUBELET_CERT = CertDates(not_after=PROBED_AT + timedelta(days=300), not_before=PROBED_AT - timedelta(days=65))
+"""A kubelet client certificate of kubeadm's one year, 65 days old (rotation is not due)."""
 
 
 def big_cluster(workers: int = 984, *, etcd: int = 5, lbs: int = 2, masters: int = 9) -> Cluster:
@@ -130,18 +135,39 @@ class Synthetic:
         return self.join(self.cluster.masters[0].name, endpoint=endpoint)
 
     def join(self, *names: str, endpoint: str | None = None) -> Synthetic:
-        masters = {h.name for h in self.cluster.masters}
+        masters = {h.name: h for h in self.cluster.masters}
         for name in names:
             cp = name in masters
             labels = {"node-role.kubernetes.io/control-plane": ""} if cp else {}
+            address = self.hosts[name].address
             self.nodes = [n for n in self.nodes if n.name != name]
-            self.nodes.append(NodeInfo(name, True, labels, self.cluster.kubernetes.version))
+            self.nodes.append(NodeInfo(name, True, labels, self.cluster.kubernetes.version,
+                                       internal_ips=(address,)))
             self._set(name, kubernetes=KubernetesFacts(
                 admin_conf=cp, kubelet_conf=True, manifests=CP_MANIFESTS if cp else (),
                 pki_files=("ca.crt",), kubelet_active=True, cert_expiry={},
-                kubelet_enabled=True, etcd_servers=self._etcd_servers() if cp else None))
+                kubelet_enabled=True, etcd_servers=self._etcd_servers() if cp else None,
+                kubelet_config=True, kubelet_client_cert=KUBELET_CERT,
+                kubelet_rotates_certificates=True,
+                apiserver_sans=self.apiserver_sans(masters[name]) if cp else None))
         self._endpoint = endpoint or getattr(self, "_endpoint", None) or self.cluster.control_plane_endpoint
         return self
+
+    def apiserver_sans(self, master: Host) -> ServingNames:
+        """The subjectAltName kubeadm gives ``master``'s apiserver.crt from hactl's config:
+        the node name, the ``kubernetes`` Service names, the API Service's IP, the advertise
+        address and ``apiServer.certSANs`` (:func:`api_server_cert_sans`)."""
+        domain = self.cluster.kubernetes.dns_domain
+        dns = [master.name, "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+               f"kubernetes.default.svc.{domain}"]
+        service_ip = self.cluster.kubernetes.service_subnet.network_address + 1
+        ips = [str(service_ip), str(master.address)]
+        for name in api_server_cert_sans(self.cluster):
+            try:
+                ips.append(str(ipaddress.ip_address(name)))
+            except ValueError:
+                dns.append(name)
+        return ServingNames(tuple(dict.fromkeys(dns)), tuple(dict.fromkeys(ips)))
 
     def _etcd_servers(self) -> tuple[str, ...] | None:
         """kube-apiserver ``--etcd-servers`` as kubeadm writes it (external etcd only)."""
