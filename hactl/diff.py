@@ -36,6 +36,7 @@ from hactl.vocabulary import (
     BOOTSTRAP_TOKEN,
     CERTIFICATE_KEY,
     ETCD_CA,
+    KUBEADM_CONFIG,
     Action,
     Address,
     Aspect,
@@ -109,6 +110,8 @@ def iter_changes(cluster: Cluster, observed: Observed, *, now: datetime) -> Iter
         yield from _etcd(cluster, observed)
     yield from _load_balancers(cluster, observed)
     yield from _kubernetes(cluster, observed, now)
+    if cluster.etcd.topology == "external":
+        yield from _etcd_consumers(cluster, observed)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -318,6 +321,63 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                      None, f"member {name} ({member.id}) is not in the spec; remove it through "
                      "another member", detail={"member_id": member.id},
                      intents=frozenset({Intent.REMOVE}))
+
+
+# -- consumers of the etcd member list -------------------------------------------------------
+
+
+def url_key(url: str) -> str:
+    """A client URL as compared (scheme and host are case-insensitive; a trailing / is not part
+    of it)."""
+    return url.strip().rstrip("/").lower()
+
+
+def etcd_servers(cluster: Cluster) -> tuple[str, ...]:
+    """What the API servers should list: the client URLs of the spec's etcd members, in the
+    spec's order (kubeadm's ``etcd.external.endpoints`` and every ``--etcd-servers``)."""
+    return tuple(client_url(cluster, h) for h in cluster.etcd_members)
+
+
+def same_servers(live: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
+    """Two endpoint lists name the same members (the order is the etcd client's to choose)."""
+    return {url_key(u) for u in live} == {url_key(u) for u in wanted}
+
+
+def _etcd_consumers(cluster: Cluster, observed: Observed) -> Iterator[Change]:
+    """External etcd: kubeadm-config's ``etcd.external.endpoints`` and the ``--etcd-servers`` of
+    every running master's kube-apiserver against the spec's members. A master that this plan
+    initialises or (re-)joins is left out: kubeadm writes its manifest from kubeadm-config,
+    which is rewritten first."""
+    wanted = etcd_servers(cluster)
+    after = {"etcd_servers": ",".join(wanted)}
+    masters = [h.name for h in cluster.masters]
+    view = observed.cluster_view(masters)
+    if view is None:
+        return  # no initialised cluster: nothing uses etcd yet
+    if view.etcd_endpoints and not same_servers(view.etcd_endpoints, wanted):
+        yield Change(Op.UPDATE, KUBEADM_CONFIG, {"etcd_servers": ",".join(view.etcd_endpoints)},
+                     after, "kubeadm's stored ClusterConfiguration (kube-system/kubeadm-config) "
+                     "lists other etcd endpoints than the spec's members; the next join or kubeadm "
+                     "upgrade writes them into a kube-apiserver manifest", intents=frozenset(
+                         {Intent.ETCD_CLIENTS}))
+    nodes = _Nodes(view, masters)
+    for host in cluster.masters:
+        facts = observed.kubernetes(host.name)
+        if facts is None or not facts.initialised or nodes.lost(host.name) \
+                or facts.etcd_servers is None or same_servers(facts.etcd_servers, wanted):
+            continue
+        live = {url_key(u) for u in facts.etcd_servers}
+        gone = [u for u in facts.etcd_servers if url_key(u) not in {url_key(w) for w in wanted}]
+        new = [u for u in wanted if url_key(u) not in live]
+        why = "; ".join(part for part in (
+            f"it lists {', '.join(gone)}, not the client URL of any etcd member of the spec"
+            if gone else "",
+            f"it does not list {', '.join(new)}" if new else "") if part)
+        yield Change(Op.UPDATE, Address(Component.MASTER, host.name, Aspect.ETCD_SERVERS),
+                     {"etcd_servers": ",".join(facts.etcd_servers)}, after,
+                     f"kube-apiserver --etcd-servers on {host.name}: {why}; rewrite its static Pod "
+                     "manifest (the kubelet restarts the API server) and wait until it is ready",
+                     host=host.name, intents=frozenset({Intent.ETCD_CLIENTS}))
 
 
 def data_dir_note(facts: EtcdFacts) -> str:

@@ -42,6 +42,10 @@ class Aspect(enum.StrEnum):
     KUBELET = "kubelet"
     BOOTSTRAP_TOKEN = "bootstrap-token"
     CERTIFICATE_KEY = "certificate-key"
+    ETCD_SERVERS = "etcd-servers"
+    """a master's kube-apiserver ``--etcd-servers`` (its static Pod manifest)"""
+    KUBEADM_CONFIG = "kubeadm-config"
+    """kubeadm's stored ClusterConfiguration (kube-system/kubeadm-config)"""
 
 
 class Action(enum.StrEnum):
@@ -106,6 +110,7 @@ class Address:
 ETCD_CA = Address(Component.PKI_ETCD_CA)
 BOOTSTRAP_TOKEN = Address(Component.CLUSTER, aspect=Aspect.BOOTSTRAP_TOKEN)
 CERTIFICATE_KEY = Address(Component.CLUSTER, aspect=Aspect.CERTIFICATE_KEY)
+KUBEADM_CONFIG = Address(Component.CLUSTER, aspect=Aspect.KUBEADM_CONFIG)
 
 
 class Intent(enum.StrEnum):
@@ -147,6 +152,10 @@ class Intent(enum.StrEnum):
     """``kubeadm reset -f``, then join again"""
     WORKER_JOINED = "worker-joined"
     """a master joined as a worker (refused)"""
+    # consumers of the etcd member list (external etcd)
+    ETCD_CLIENTS = "etcd-clients"
+    """point an API server's ``--etcd-servers`` (or kubeadm-config's
+    ``etcd.external.endpoints``) at the client URLs of the spec's etcd members"""
 
 
 RESTARTS = frozenset({Intent.RECONFIGURE, Intent.RESTART, Intent.UPDATE_PEER})

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from hactl.diff import Change, Diff, Op, diff
+from hactl.diff import Change, Diff, Op, diff, etcd_servers, url
 from hactl.errors import PlanError
 from hactl.facts.host_keys import host_key_problems
 from hactl.facts.model import Observed
@@ -25,11 +25,13 @@ from hactl.plan import refusals
 from hactl.plan import steps as kinds
 from hactl.plan.graph import StepGraph
 from hactl.plan.step import Step
+from hactl.render.kubeadm_config import API_BIND_PORT
 from hactl.spec.models import Cluster
 from hactl.vocabulary import (
     BOOTSTRAP_TOKEN,
     CERTIFICATE_KEY,
     ETCD_CA,
+    KUBEADM_CONFIG,
     RESTARTS,
     Action,
     Aspect,
@@ -183,6 +185,7 @@ class _Builder:
     def _etcd(self) -> None:
         member_changes = [c for c in self.changes.effective() if c.addr.component is Component.ETCD_MEMBER]
         if not member_changes:
+            self.etcd_tail = self._etcd_consumers(None)
             return
         first = self.cluster.etcd_members[0].name
         # members of a new cluster, or of one no member of which answers: they start together
@@ -217,7 +220,11 @@ class _Builder:
         formed = [c for c in member_changes if Intent.FORMED in c.intents]
         rest = [c for c in member_changes if c not in group and c not in formed]
         rest.sort(key=lambda c: (_chain_rank(c), c.address))
+        consumers = False
         for c in rest:
+            if not consumers and _chain_rank(c) >= _REMOVAL_RANK:
+                # the API servers leave the members about to go before they go
+                prev, consumers = self._etcd_consumers(prev), True
             prev = self._membership_change(c, prev)
         if rest or (formed and not parallel):
             prev = self.g.add(kinds.WaitEtcdHealthy(
@@ -225,7 +232,35 @@ class _Builder:
                 reason="every membership change must leave a healthy cluster (rule 2)" if rest else
                 "the cluster has formed: remove the bootstrap-pending marker the bootstrap left",
                 address="etcd"), [prev])
-        self.etcd_tail = prev
+        self.etcd_tail = prev if consumers else self._etcd_consumers(prev)
+
+    def _etcd_consumers(self, prev: Step | None) -> Step | None:
+        """kubeadm-config's ``etcd.external.endpoints``, then each master's ``--etcd-servers``,
+        one master at a time (each step waits for its API server and the API through the load
+        balancer before the next starts). In the etcd chain they come after the additions and
+        before the removals: the lists they write name only members that run, and no API server
+        lists a member when it is removed."""
+        changes = [c for c in self.changes.effective() if Intent.ETCD_CLIENTS in c.intents]
+        if not changes:
+            return prev
+        servers = etcd_servers(self.cluster)
+        config = next((c for c in changes if c.addr == KUBEADM_CONFIG), None)
+        if config is not None:
+            via = self._api_master() or ""
+            prev = self.g.add(kinds.UpdateKubeadmConfig(
+                id=config.address, host=via,
+                title=f"Point kubeadm-config's etcd endpoints at the spec's members via {via}",
+                reason=config.reason, address=config.address, endpoints=servers), [prev, self.ca])
+        order = {h.name: i for i, h in enumerate(self.cluster.masters)}
+        for c in sorted((c for c in changes if c.host), key=lambda c: order.get(c.host or "", 0)):
+            assert c.host is not None
+            own = url(self.cluster.host(c.host).address, API_BIND_PORT)
+            prev = self.g.add(kinds.RewriteEtcdServers(
+                id=c.address, host=c.host,
+                title=f"Point the API server on {c.host} at the spec's etcd members",
+                reason=c.reason, address=c.address, servers=servers, via=self._via(None),
+                address_url=own), [prev, self.ca])
+        return prev
 
     def _via(self, target: str | None) -> str:
         """A running member other than ``target`` to run etcdctl through."""
@@ -396,6 +431,9 @@ class _Builder:
                     title=f"{'Reset and re-join' if again else 'Join'} worker node {c.host}",
                     reason=c.reason, address=c.address, action=c.op, via=via,
                     reset_first=again), base)
+
+
+_REMOVAL_RANK = 3
 
 
 def _chain_rank(c: Change) -> int:

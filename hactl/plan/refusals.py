@@ -57,7 +57,8 @@ def check(cluster: Cluster, observed: Observed, diff: Diff) -> None:
                 *quorum_refusals(cluster, observed, diff), *removal_routes(cluster, observed, diff),
                 *restart_refusals(cluster, observed, diff), *etcd_endpoints_moved(cluster, observed),
                 *etcd_address_moved(cluster, observed), *half_bootstrap(cluster, observed, diff),
-                *refusals_drift.check(cluster, observed)]
+                *refusals_drift.check(cluster, observed),
+                *refusals_drift.consumers_unknown(cluster, observed, diff)]
     if problems:
         raise PlanError("the plan is refused:\n  - " + "\n  - ".join(problems))
 
@@ -461,9 +462,9 @@ def etcd_endpoints_moved(cluster: Cluster, observed: Observed) -> list[str]:
         out.append(
             f"{field}: the API servers reach etcd at {old[0]} (kubeadm-config "
             f"etcd.external.endpoints, kube-apiserver --etcd-servers), the spec would move it to "
-            f"{want}; hactl does not move the API servers' etcd endpoints yet. Put the live value "
-            "back in the spec, or first change kubeadm-config and every kube-apiserver manifest "
-            "by hand")
+            f"{want}. Put the live value "
+            "back in the spec (hactl points the API servers at other members, but does not move a "
+            "running member's client URL yet)")
     return out
 
 

@@ -13,9 +13,10 @@ import math
 from collections.abc import Mapping
 from datetime import datetime
 
-from hactl.diff import client_url, matching_member
+from hactl.diff import Diff
 from hactl.facts.model import ClusterView, Observed
 from hactl.spec.models import Cluster, parse_version
+from hactl.vocabulary import Intent
 
 
 def check(cluster: Cluster, observed: Observed) -> list[str]:
@@ -25,7 +26,7 @@ def check(cluster: Cluster, observed: Observed) -> list[str]:
     if view is None:
         return early  # no initialised cluster answered: nothing else live to compare
     return [*kubernetes_settings(cluster, view), *etcd_topology(cluster, observed, view),
-            *nodes_not_in_spec(cluster, view), *etcd_consumers(cluster, observed, view), *early]
+            *nodes_not_in_spec(cluster, view), *early]
 
 
 def running_etcd_version(observed: Observed, name: str) -> str | None:
@@ -136,53 +137,32 @@ def nodes_not_in_spec(cluster: Cluster, view: ClusterView) -> list[str]:
     return out
 
 
-def _url_key(url: str) -> str:
-    return url.strip().rstrip("/").lower()
-
-
-def etcd_consumers(cluster: Cluster, observed: Observed, view: ClusterView) -> list[str]:
-    """External etcd: the client URLs the API servers use — each master's kube-apiserver
-    ``--etcd-servers`` and kubeadm's stored ``etcd.external.endpoints`` (what the next join or
-    ``kubeadm upgrade`` writes into the manifests) — must all be client URLs of the spec's etcd
-    members. A URL of a member taken out of the spec (about to be removed, or removed already)
-    leaves the API servers depending on a member that is gone; hactl does not rewrite them yet,
-    so it is refused. URLs a spec member moves away from (``etcd.clientPort``, an address) are
-    refused by :func:`hactl.plan.refusals.etcd_endpoints_moved`; spec members the API servers
-    do not list yet (a grown etcd) are not refused: the API servers still reach a quorum."""
-    if cluster.etcd.topology != "external":
+def consumers_unknown(cluster: Cluster, observed: Observed, diff: Diff) -> list[str]:
+    """External etcd: a plan that removes an etcd member first rewrites every API server's
+    ``--etcd-servers`` that lists it (:func:`hactl.diff._etcd_consumers`). A running master
+    whose list could not be read (unreachable, or a manifest without the flag) might still use
+    the member: the removal is refused until its list is known."""
+    removed = sorted(c.addr.host or "" for c in diff.effective() if Intent.REMOVE in c.intents)
+    if cluster.etcd.topology != "external" or not removed:
         return []
-    members = observed.etcd_members([h.name for h in cluster.etcd_members]) or ()
-    known = {_url_key(client_url(cluster, h)) for h in cluster.etcd_members}
-    for host in cluster.etcd_members:
-        member = matching_member(cluster, host, members)
-        known |= {_url_key(u) for u in (member.client_urls if member is not None else ())}
-    spec_urls = ",".join(client_url(cluster, h) for h in cluster.etcd_members)
-
-    def stale(urls: tuple[str, ...]) -> list[str]:
-        return sorted({u for u in urls if _url_key(u) not in known})
-
-    way = ("hactl does not rewrite them yet (planning that rewrite one master at a time is a "
-           "later step). By hand, one master at a time: set --etcd-servers in "
-           f"/etc/kubernetes/manifests/kube-apiserver.yaml to {spec_urls} (the kubelet restarts "
-           "the API server) and wait for it to be ready; then the same in kube-system/kubeadm-config "
-           "(ClusterConfiguration etcd.external.endpoints); then plan again")
+    view = observed.cluster_view([h.name for h in cluster.masters])
+    if view is None:
+        return []
     out = []
     for host in cluster.masters:
-        facts = observed.kubernetes(host.name)
-        if facts is None or facts.etcd_servers is None:
+        node = view.node(host.name)
+        if node is None or not node.control_plane:
             continue
-        if gone := stale(facts.etcd_servers):
-            out.append(
-                f"{host.name}: kube-apiserver --etcd-servers lists {', '.join(gone)}, which "
-                f"{'is' if len(gone) == 1 else 'are'} not the client URL of any etcd member of the "
-                "spec (etcd.members): the API server would depend on members that are gone; " + way)
-    if gone := stale(view.etcd_endpoints):
+        facts = observed.kubernetes(host.name)
+        if facts is not None and facts.etcd_servers is not None:
+            continue
+        why = ("did not answer" if facts is None else
+               "has no readable --etcd-servers in /etc/kubernetes/manifests/kube-apiserver.yaml")
         out.append(
-            f"kubeadm-config (ClusterConfiguration etcd.external.endpoints) lists {', '.join(gone)}, "
-            f"which {'is' if len(gone) == 1 else 'are'} not the client URL of any etcd member of "
-            "the spec (etcd.members): the next join or kubeadm upgrade would write them into a "
-            "kube-apiserver manifest, and the API servers would depend on members that are gone; "
-            + way)
+            f"{host.name} {why}: hactl cannot tell whether its API server uses the etcd "
+            f"member{'s' if len(removed) > 1 else ''} the plan removes ({', '.join(removed)}), and "
+            "cannot point it at the spec's members first; bring it back (or fix its manifest) "
+            "and plan again, or keep the member in the spec until it is")
     return out
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from hactl.errors import PlanError
-from hactl.facts.model import NodeInfo, Observed
+from hactl.facts.model import NodeInfo
 from hactl.plan.planner import build_plan
 from hactl.plan.synthetic import PROBED_AT, Synthetic
 from hactl.spec.load import load_file
@@ -177,87 +177,13 @@ def test_a_master_removed_by_hand_and_from_the_spec_is_a_haproxy_change(lab: Clu
     assert plan.counts() == (0, 1, 0)
 
 
-def test_an_etcd_member_the_api_servers_use_taken_out_of_the_spec_is_refused(lab: Cluster) -> None:
-    """Its removal would leave every API server listing it (§3, below); a member no API server
-    uses is still a planned removal (test_an_extra_member_not_used_by_the_api_servers_…)."""
-    message = refusal(without(lab, "etcd", "etcd03"), Synthetic(lab).converged())
-    assert "master01: kube-apiserver --etcd-servers lists https://198.18.0.23:2379" in message
+def test_an_etcd_member_the_api_servers_use_taken_out_of_the_spec_is_planned(lab: Cluster) -> None:
+    """Its removal comes after every API server stops listing it (tests/unit/test_etcd_consumers.py)."""
+    plan = build_plan(without(lab, "etcd", "etcd03"), Synthetic(lab).converged().observed(),
+                      now=PROBED_AT)
+    steps = [s.id for s in plan.steps()]
+    assert steps.index("master[master03].etcd-servers") < steps.index("etcd.member[etcd03].remove")
 
-
-# -- §3: consumers of the etcd member list -------------------------------------------------
-
-
-def regrown(cluster: Cluster) -> Cluster:
-    """etcd grown 3 → 5 (etcd04, etcd05) and its first two members taken out of the spec."""
-    doc = cluster.model_dump(mode="json", by_alias=True, exclude_none=True)
-    doc["etcd"]["members"] = [*doc["etcd"]["members"][2:],
-                              {"name": "etcd04", "address": "198.18.0.24"},
-                              {"name": "etcd05", "address": "198.18.0.25"}]
-    return Cluster.model_validate(doc)
-
-
-def test_removing_members_the_api_servers_use_is_refused_per_master(lab: Cluster) -> None:
-    message = refusal(regrown(lab), Synthetic(lab).converged())
-    gone = "https://198.18.0.21:2379, https://198.18.0.22:2379"
-    for master in ("master01", "master02", "master03"):
-        assert (f"{master}: kube-apiserver --etcd-servers lists {gone}, which are not the client "
-                "URL of any etcd member of the spec (etcd.members): the API server would depend on "
-                "members that are gone") in message
-    assert f"kubeadm-config (ClusterConfiguration etcd.external.endpoints) lists {gone}" in message
-    assert ("set --etcd-servers in /etc/kubernetes/manifests/kube-apiserver.yaml to "
-            "https://198.18.0.23:2379,https://198.18.0.24:2379,https://198.18.0.25:2379") in message
-    assert "later step" in message
-
-
-def api_servers_using(synthetic: Synthetic, urls: tuple[str, ...]) -> Observed:
-    """The synthetic facts with every master's --etcd-servers and kubeadm-config's
-    etcd.external.endpoints set to ``urls``."""
-    for host in synthetic.cluster.masters:
-        facts = synthetic.hosts[host.name].kubernetes
-        assert facts is not None
-        synthetic._set(host.name, kubernetes=replace(facts, etcd_servers=urls))
-    observed = synthetic.observed()
-    hosts = dict(observed.hosts)
-    for name, host in observed.hosts.items():
-        if host.kubernetes is not None and host.kubernetes.cluster is not None:
-            hosts[name] = replace(host, kubernetes=replace(
-                host.kubernetes, cluster=replace(host.kubernetes.cluster, etcd_endpoints=urls)))
-    return replace(observed, hosts=hosts)
-
-
-OLD_URLS = tuple(f"https://198.18.0.2{i}:2379" for i in (1, 2, 3))
-
-
-def test_members_removed_already_but_still_used_by_the_api_servers_are_refused(lab: Cluster) -> None:
-    """The state issue 12 found: the members are gone, every API server still lists them, and
-    the plan said "No changes"."""
-    after = regrown(lab)
-    with pytest.raises(PlanError) as caught:
-        build_plan(after, api_servers_using(Synthetic(after).converged(), OLD_URLS), now=PROBED_AT)
-    message = str(caught.value)
-    assert message.count("would depend on members that are gone") == 4
-    assert "master02: kube-apiserver --etcd-servers lists https://198.18.0.21:2379, https://198.18.0.22:2379" in message
-
-
-def test_one_master_with_a_stale_flag_is_named_alone(lab: Cluster) -> None:
-    synthetic = Synthetic(lab).converged()
-    facts = synthetic.hosts["master02"].kubernetes
-    assert facts is not None
-    synthetic._set("master02", kubernetes=replace(
-        facts, etcd_servers=(*(facts.etcd_servers or ()), "https://198.18.0.29:2379")))
-    message = refusal(lab, synthetic)
-    assert "master02: kube-apiserver --etcd-servers lists https://198.18.0.29:2379, which is not" in message
-    assert "master01: kube-apiserver" not in message
-    assert "kubeadm-config (ClusterConfiguration etcd.external.endpoints) lists" not in message
-
-
-def test_a_grown_etcd_the_api_servers_do_not_list_yet_is_not_refused(lab: Cluster) -> None:
-    doc = lab.model_dump(mode="json", by_alias=True, exclude_none=True)
-    doc["etcd"]["members"] += [{"name": "etcd04", "address": "198.18.0.24"},
-                               {"name": "etcd05", "address": "198.18.0.25"}]
-    grown = Cluster.model_validate(doc)
-    plan = build_plan(grown, api_servers_using(Synthetic(grown).converged(), OLD_URLS), now=PROBED_AT)
-    assert plan.counts() == (0, 0, 0)
 
 
 def test_an_extra_member_not_used_by_the_api_servers_is_still_a_planned_removal(lab: Cluster) -> None:

@@ -186,7 +186,9 @@ class NodeAgent:
             meta = dict(pod.get("metadata") or {})
             meta["name"] = name
             meta["namespace"] = proc.namespace
-            meta["annotations"] = {**(meta.get("annotations") or {}), "kubernetes.io/config.mirror": proc.manifest_hash,
+            meta["annotations"] = {**(meta.get("annotations") or {}),
+                                   "kubernetes.io/config.hash": proc.manifest_hash,
+                                   "kubernetes.io/config.mirror": proc.manifest_hash,
                                    "kubernetes.io/config.source": "file"}
             meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": self.name,
                                         "uid": self.node_uid, "controller": True}]
@@ -207,6 +209,13 @@ class NodeAgent:
             path = ns_path(proc.namespace, "pods", name)
             try:
                 current = self.api.get(path)
+                seen = ((current.get("metadata") or {}).get("annotations") or {}).get(
+                    "kubernetes.io/config.mirror")
+                if seen != proc.manifest_hash:
+                    # the static Pod changed (a new manifest): like the real kubelet, the old
+                    # mirror Pod is deleted and one for the running manifest is created
+                    self.api.delete(path)
+                    raise ApiError(404, "NotFound", "mirror Pod of an older manifest deleted")
                 current["status"] = pod["status"]
                 self.api.replace(f"{path}/status", current)
             except ApiError as exc:

@@ -28,8 +28,10 @@ if TYPE_CHECKING:
     from hactl.plan.steps.reconfigure_etcd_member import ReconfigureEtcdMember
     from hactl.plan.steps.refresh_certificate_key import RefreshCertificateKey
     from hactl.plan.steps.remove_etcd_member import RemoveEtcdMember
+    from hactl.plan.steps.rewrite_etcd_servers import RewriteEtcdServers
     from hactl.plan.steps.start_etcd_member import StartEtcdMember
     from hactl.plan.steps.update_etcd_member import UpdateEtcdMember
+    from hactl.plan.steps.update_kubeadm_config import UpdateKubeadmConfig
     from hactl.plan.steps.verify import Verify
     from hactl.plan.steps.wait_etcd_healthy import WaitEtcdHealthy
 
@@ -50,8 +52,10 @@ MODULES = {
     "ReconfigureEtcdMember": "reconfigure_etcd_member",
     "RefreshCertificateKey": "refresh_certificate_key",
     "RemoveEtcdMember": "remove_etcd_member",
+    "RewriteEtcdServers": "rewrite_etcd_servers",
     "StartEtcdMember": "start_etcd_member",
     "UpdateEtcdMember": "update_etcd_member",
+    "UpdateKubeadmConfig": "update_kubeadm_config",
     "Verify": "verify",
     "WaitEtcdHealthy": "wait_etcd_healthy",
 }
@@ -91,8 +95,10 @@ __all__ = [
     "ReconfigureEtcdMember",
     "RefreshCertificateKey",
     "RemoveEtcdMember",
+    "RewriteEtcdServers",
     "StartEtcdMember",
     "UpdateEtcdMember",
+    "UpdateKubeadmConfig",
     "Verify",
     "WaitEtcdHealthy",
     "load_kind",

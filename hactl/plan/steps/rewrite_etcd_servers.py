@@ -1,0 +1,153 @@
+"""RewriteEtcdServers: point one master's kube-apiserver at the spec's etcd members.
+
+kubeadm writes ``--etcd-servers`` into /etc/kubernetes/manifests/kube-apiserver.yaml once, at
+init or join, from ``etcd.external.endpoints``; nothing updates it when the etcd membership
+changes. The step, on one master (the planner chains the masters one at a time):
+
+1. checks that the spec's etcd members are healthy voters (rule 2): the new list never names a
+   member that is not serving;
+2. rewrites only the ``--etcd-servers=`` argument of the manifest (the rest is kept byte for
+   byte), through a file under /etc/kubernetes/tmp and an atomic ``mv`` (the kubelet reads the
+   manifests directory and must never see half a file); the previous manifest is kept beside
+   it as ``kube-apiserver.yaml.hactl-<UTC time>``;
+3. waits until the kubelet runs the new manifest (the API server's mirror Pod lists the new
+   ``--etcd-servers`` and is Ready), then until this master's own API server and the API
+   through the load balancer answer ``/readyz``: the next master is not touched before.
+
+A manifest that already lists the spec's members (a rerun after an interruption) is not written
+again; the waits still run.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from hactl.errors import CommandError
+from hactl.plan import commands as cmd
+from hactl.plan.etcd_ops import wait_healthy
+from hactl.plan.remote import parse_json, put, run, wait_for
+from hactl.plan.step import Step, StepContext
+from hactl.transport.base import Argv
+from hactl.vocabulary import Action
+
+APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+K8S_TMP = "/etc/kubernetes/tmp"
+"""kubeadm's own scratch directory (its upgrade backups live there); same file system as the
+manifests, so the ``mv`` is atomic."""
+NEW_MANIFEST = f"{K8S_TMP}/hactl-kube-apiserver.yaml.new"
+
+_FLAG = re.compile(r"^(?P<head>[ \t]*-[ \t]+)(?P<q>[\"']?)--etcd-servers=(?P<value>[^\s\"']*)"
+                   r"(?P=q)(?P<tail>[ \t]*)$", re.MULTILINE)
+
+
+def with_etcd_servers(manifest: str, servers: tuple[str, ...]) -> str:
+    """``manifest`` with its one ``- --etcd-servers=…`` argument set to ``servers`` (every other
+    byte kept). ValueError when the manifest has no such argument, or more than one."""
+    found = list(_FLAG.finditer(manifest))
+    if len(found) != 1:
+        raise ValueError("no --etcd-servers argument" if not found
+                         else f"{len(found)} --etcd-servers arguments")
+    m = found[0]
+    line = f"{m['head']}{m['q']}--etcd-servers={','.join(servers)}{m['q']}{m['tail']}"
+    return manifest[:m.start()] + line + manifest[m.end():]
+
+
+def _mirror_state(pod: Any, flag: str) -> str | None:
+    """None when the mirror Pod runs with ``flag`` and is Ready; else what is missing."""
+    if not isinstance(pod, dict):
+        return "the mirror Pod could not be read"
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    args = [*(containers[0].get("command") or []), *(containers[0].get("args") or [])]
+    if flag not in args:
+        return "the kubelet has not started the API server from the new manifest yet"
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+        return "the new API server is not Ready yet"
+    return None
+
+
+def _shown(argv: Argv) -> str:
+    """An argv as the plan prints it (none of these carries a secret)."""
+    return " ".join(str(a) for a in argv)
+
+
+@dataclass(frozen=True)
+class RewriteEtcdServers(Step):
+    kind: ClassVar[str] = "rewrite_etcd_servers"
+    order: ClassVar[int] = 28
+    action: Action = Action.UPDATE
+    timeout: float = 420.0
+    servers: tuple[str, ...] = ()
+    """The client URLs written into ``--etcd-servers`` (the spec's members, in its order)."""
+    via: str = ""
+    """An etcd member to check the members' health through."""
+    address_url: str = ""
+    """This master's own API server (``https://ADDRESS:6443``), asked for ``/readyz``."""
+
+    @property
+    def flag(self) -> str:
+        return f"--etcd-servers={','.join(self.servers)}"
+
+    def _mirror(self) -> Argv:
+        return cmd.kubectl("get", "pod", "-n", "kube-system", f"kube-apiserver-{self.host}",
+                           "-o", "json")
+
+    def _own_readyz(self) -> Argv:
+        return cmd.kubectl("--server", self.address_url, "get", "--raw", "/readyz")
+
+    def commands(self) -> list[str]:
+        return [
+            f"etcdctl member list + endpoint health via {self.via} (every spec member a healthy voter)",
+            f"cat {APISERVER_MANIFEST}",
+            f"put {NEW_MANIFEST} (the manifest with {self.flag})",
+            f"cp -p {APISERVER_MANIFEST} {APISERVER_MANIFEST.rsplit('/', 1)[1]}.hactl-<UTC time> "
+            f"in {K8S_TMP}",
+            f"mv -f {NEW_MANIFEST} {APISERVER_MANIFEST} (the kubelet restarts the API server)",
+            _shown(self._mirror()) + " (until it lists the new --etcd-servers and is Ready)",
+            _shown(self._own_readyz()),
+            _shown(cmd.readyz()) + " (through the load balancer)",
+        ]
+
+    async def run(self, ctx: StepContext) -> None:
+        assert self.host is not None
+        host = self.host
+        members = list(ctx.cluster.etcd_members)
+        via = next((h for h in members if h.name == self.via), members[0])
+        await wait_healthy(ctx, via, members, timeout=120.0)
+        current = (await run(ctx, host, cmd.read_files(APISERVER_MANIFEST))).stdout
+        try:
+            wanted = with_etcd_servers(current, self.servers)
+        except ValueError as exc:
+            raise CommandError(
+                f"{APISERVER_MANIFEST} cannot be rewritten: {exc}", host=host, step=self.id,
+                hint="the manifest is not kubeadm's: set --etcd-servers by hand") from None
+        written = wanted != current
+        if written:
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            await run(ctx, host, cmd.mkdir(K8S_TMP, "0700"))
+            await put(ctx, host, NEW_MANIFEST, wanted, 0o600)
+            await run(ctx, host, ("cp", "-p", APISERVER_MANIFEST,
+                                  f"{K8S_TMP}/kube-apiserver.yaml.hactl-{stamp}"))
+            await run(ctx, host, cmd.move(NEW_MANIFEST, APISERVER_MANIFEST))
+
+        async def mirror() -> str | None:
+            res = await run(ctx, host, self._mirror(), check=False)
+            return _mirror_state(parse_json(res.stdout), self.flag) if res.ok else (
+                (res.stderr.strip().splitlines() or ["kubectl failed"])[-1])
+
+        async def own() -> str | None:
+            res = await run(ctx, host, self._own_readyz(), check=False)
+            return None if res.ok and res.stdout.strip() == "ok" else "its /readyz is not ok"
+
+        async def through_lb() -> str | None:
+            res = await run(ctx, host, cmd.readyz(), check=False)
+            return None if res.ok and res.stdout.strip() == "ok" else "/readyz through the LB is not ok"
+
+        await wait_for(f"the API server on {host} to run with the new --etcd-servers", mirror,
+                       timeout=180.0, host=host)
+        await wait_for(f"/readyz of the API server on {host}", own, timeout=60.0, host=host)
+        await wait_for("/readyz through the load balancer", through_lb, timeout=60.0, host=host)
+        ctx.log("etcd servers rewritten", written=written, servers=len(self.servers))
