@@ -35,6 +35,7 @@ from hactl.apply.results import (
     count_changes,
     describe_error,
 )
+from hactl.check import Report, run_check
 from hactl.errors import HactlError
 from hactl.journal import Journal, new_run_id, now_wall
 from hactl.log import get_logger
@@ -47,8 +48,13 @@ if TYPE_CHECKING:
 HEARTBEAT_SECONDS = 10.0
 
 
+CheckRunner = Callable[..., Awaitable[Report]]
+"""``hactl.check.run_check``'s signature: (cluster, transports, opened, *, settle, on_report)."""
+
+
 class _StepContext:
-    """What ``Step.run`` sees: the cluster, the run's secrets, transports and a bound logger."""
+    """What ``Step.run`` sees: the cluster, the run's secrets, transports and a bound logger,
+    and (for the Verify step) the run's one ``hactl check``."""
 
     def __init__(
         self,
@@ -57,10 +63,13 @@ class _StepContext:
         transports: Callable[[str], Transport],
         step: Step,
         run_id: str,
+        check: Callable[[Step, float], Awaitable[Report]],
     ) -> None:
         self.cluster = cluster
         self.secrets = secrets
         self._transports = transports
+        self._step = step
+        self._check = check
         self._logger = get_logger(run_id=run_id, step=step.id, host=step.host)
 
     def transport(self, host: str) -> Transport:
@@ -68,6 +77,11 @@ class _StepContext:
 
     def log(self, event: str, **fields: object) -> None:
         self._logger.info(event, **fields)
+
+    async def check_cluster(self, *, settle: float) -> Report:
+        """``hactl check`` on the run's connections, repeated while unhealthy for up to
+        ``settle`` seconds; journaled (``check``) and kept as the run's report."""
+        return await self._check(self._step, settle)
 
 
 def plan_steps(plan: nx.DiGraph) -> nx.DiGraph:
@@ -113,6 +127,8 @@ class Engine:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         gate: Callable[[str], Awaitable[str | None]] | None = None,
+        check: CheckRunner = run_check,
+        check_settle: float | None = None,
     ) -> None:
         self.graph = plan_steps(plan)
         self.cluster = cluster
@@ -135,6 +151,11 @@ class Engine:
         """Asked (with the step's kind) before every attempt: a reason not to start (the cluster
         lock was lost), or None. Once it gives a reason the run starts nothing more."""
         self.stopped: str | None = None
+        self.check = check
+        self.check_settle = check_settle
+        """At most this many seconds of settling for the closing check (None: the step's own)."""
+        self.report: Report | None = None
+        """The closing check's report, once the Verify step ran it."""
 
     async def _may_start(self, step: Step) -> bool:
         """False once the gate refused (lock lost): no new step or attempt starts after that;
@@ -213,6 +234,7 @@ class Engine:
         added, changed, removed = count_changes(self._results)
         result = ApplyResult(self.run_id, dict(self._results), duration, added, changed, removed)
         result.stopped = self.stopped
+        result.report = self.report
         result.not_started = sorted(n for n in self.graph.nodes if n not in self._results)
         outcome = "stopped" if self.stopped else "ok" if result.ok else "failed"
         self.journal.write(
@@ -234,7 +256,9 @@ class Engine:
 
     async def _run_step(self, step: Step, semaphore: asyncio.Semaphore) -> StepResult:
         result = StepResult(step, "failed")
-        ctx = _StepContext(self.cluster, self.secrets, self.transports, step, self.run_id)
+        ctx = _StepContext(
+            self.cluster, self.secrets, self.transports, step, self.run_id, self._check_cluster
+        )
         text = ""
         while True:
             async with semaphore:
@@ -293,6 +317,54 @@ class Engine:
             await self._sleep(delay)
         result.end = time.monotonic()
         return result
+
+    async def _check_cluster(self, step: Step, settle: float) -> Report:
+        """The run's ``hactl check`` (asked by the Verify step): on the run's connections, every
+        gather logged (``check.attempt``), the final report journaled (``check``) and kept."""
+        if self.check_settle is not None:
+            settle = min(settle, self.check_settle)
+        opened: dict[str, Transport | BaseException] = {}
+        for host in self.cluster.all_hosts():
+            try:
+                opened[host.name] = self.transports(host.name)
+            except Exception as exc:  # the probe reports the host unreachable with this
+                opened[host.name] = exc
+        attempts = 0
+
+        def seen(report: Report) -> None:
+            nonlocal attempts
+            attempts += 1
+            problems = [f"{f.subject}: {f.message}" for f in report.problems]
+            self._log.info(
+                "check.attempt",
+                step=step.id,
+                attempt=attempts,
+                healthy=report.healthy,
+                problems=problems,
+            )
+
+        start = time.monotonic()
+        report = await self.check(
+            self.cluster, self.transports, opened, settle=settle, on_report=seen
+        )
+        end = time.monotonic()
+        self.report = report
+        self.journal.write(
+            "check",
+            step=step.id,
+            attempts=attempts,
+            settle=settle,
+            start_mono=start,
+            end_mono=end,
+            duration=round(end - start, 6),
+            wall=now_wall(),
+            **report.to_data(),
+        )
+        self._log.info(
+            "check.end", step=step.id, healthy=report.healthy, attempts=attempts,
+            duration=round(end - start, 3),
+        )  # fmt: skip
+        return report
 
     async def _attempt(self, step: Step, ctx: _StepContext, started: float) -> BaseException | None:
         beat = asyncio.create_task(self._heartbeat(step, started), name=f"heartbeat:{step.id}")

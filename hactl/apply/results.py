@@ -7,12 +7,15 @@ import random
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from hactl.errors import ApplyError, CommandError, HactlError
 from hactl.plan.step import RunSecrets, Step
 from hactl.sensitive import Sensitive, mask_text
 from hactl.vocabulary import Action
+
+if TYPE_CHECKING:
+    from hactl.check import Report
 
 Outcome = Literal["ok", "failed", "skipped"]
 STDERR_LINES = 20
@@ -73,6 +76,8 @@ class ApplyResult:
     """Why the run stopped starting steps (the cluster lock was lost), or None."""
     not_started: list[str] = field(default_factory=list)
     """Step ids that never started (only when the run stopped, or after failures)."""
+    report: Report | None = None
+    """The closing ``hactl check`` (the plan's Verify step), or None when it did not run."""
 
     @property
     def failed(self) -> list[StepResult]:

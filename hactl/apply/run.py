@@ -1,6 +1,8 @@
 """One ``hactl apply``: connect → lock → probe → plan (or load a saved one and prove it is not
-stale) → execute the DAG (journaled) → summary → ``hactl check``. The lock is released and the
-connections closed whatever happens.
+stale) → execute the DAG (journaled), whose last step (Verify) is ``hactl check`` → summary and
+that check's report. The cluster is checked once: nothing probes or checks again after the DAG.
+With nothing to do, the check runs once on the facts the plan was made from. The lock is released
+and the connections closed whatever happens.
 
 When a person must approve the plan (``apply -f SPEC`` without ``--auto-approve``) the plan is
 made and shown **before** the lock is taken, so an unanswered prompt holds nothing; after ``yes``
@@ -14,7 +16,6 @@ import hashlib
 import json
 import reprlib
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from hactl.apply.engine import Engine
 from hactl.apply.results import ApplyResult, Reporter, RetryPolicy, failure_report
-from hactl.check import Report, evaluate, gather
+from hactl.check import run_check
 from hactl.diff import Op
 from hactl.errors import HactlError, StalePlanError, UnreachableError
 from hactl.facts.model import Observed
@@ -56,8 +57,9 @@ class Options:
     colour: bool = False
     reporter: Callable[[], AbstractContextManager[Reporter]] | None = None
     retry: RetryPolicy | None = None
-    check_settle: float = 60.0
-    """Seconds ``check`` may wait after the apply for the cluster to settle (leader election)."""
+    check_settle: float | None = None
+    """At most this many seconds of settling for the closing check (the Verify step); None: the
+    step's own window (its timeout less the time kept for the last gather). Tests set 0."""
     lock_ttl: float = DEFAULT_TTL
 
 
@@ -85,23 +87,6 @@ async def connections(cluster: Cluster, spec_dir: str) -> AsyncIterator[tuple[Tr
     async with Connections(cluster, spec_dir=spec_dir) as conns:
         opened = await conns.open_all()
         yield transport_getter(opened), opened
-
-
-async def run_check(
-    cluster: Cluster, transports: Transports, opened: Opened, *, settle: float = 0.0
-) -> Report:
-    """Gather and evaluate; with ``settle`` retry an unhealthy result for that many seconds."""
-    from hactl.probe import probe
-
-    async def observe() -> Observed:
-        return await probe(cluster, opened)
-
-    deadline = time.monotonic() + settle
-    while True:
-        report = evaluate(cluster, await gather(cluster, transports, observe))
-        if report.healthy or time.monotonic() >= deadline:
-            return report
-        await asyncio.sleep(3.0)
 
 
 async def in_daemon_thread(fn: Callable[[], None]) -> None:
@@ -217,10 +202,11 @@ async def run_apply(opts: Options) -> ApplyResult | None:
             # ask first, without the lock: an unanswered prompt must not hold the cluster;
             # a live lock held by another apply is still reported before anything is probed
             await lock.peek()
-            approved = build_plan(cluster, await probe(cluster, opened), now=datetime.now(UTC))
+            seen = await probe(cluster, opened)
+            approved = build_plan(cluster, seen, now=datetime.now(UTC))
             opts.echo(render_text(approved, colour=opts.colour).rstrip("\n"))
             if len(approved.graph) == 0:
-                await _check(opts, cluster, get, opened, None)
+                await _check_unchanged(opts, cluster, get, opened, seen)
                 return None
             await in_daemon_thread(opts.confirm)
         async with lock:
@@ -237,15 +223,17 @@ async def run_apply(opts: Options) -> ApplyResult | None:
             else:
                 plan = fresh
                 opts.echo(render_text(plan, colour=opts.colour).rstrip("\n"))
-            result: ApplyResult | None = None
-            if len(plan.graph) > 0:
-                result = await _execute(opts, cluster, plan, get, run_id, anchor, lock.gate)
-                result.added, result.changed, result.removed = applied_counts(plan, result)
-                log.info("apply.summary", summary=result.summary())
-                opts.echo(result.summary())
-                if not result.ok:
-                    raise failure_report(result)
-            await _check(opts, cluster, get, opened, result)
+            if len(plan.graph) == 0:
+                await _check_unchanged(opts, cluster, get, opened, observed)
+                return None
+            result = await _execute(opts, cluster, plan, get, run_id, anchor, lock.gate)
+            result.added, result.changed, result.removed = applied_counts(plan, result)
+            log.info("apply.summary", summary=result.summary())
+            opts.echo(result.summary())
+            if result.report is not None:  # the Verify step's check: printed once, not rerun
+                opts.echo(result.report.render_text())
+            if not result.ok:
+                raise failure_report(result)
             return result
 
 
@@ -303,14 +291,16 @@ def _stale_error(stale: str, saved: bool) -> StalePlanError:
     )
 
 
-async def _check(
-    opts: Options, cluster: Cluster, get: Transports, opened: Opened, result: ApplyResult | None
+async def _check_unchanged(
+    opts: Options, cluster: Cluster, get: Transports, opened: Opened, observed: Observed
 ) -> None:
-    report = await run_check(cluster, get, opened, settle=opts.check_settle if result else 0)
+    """Nothing to do: ``hactl check`` once, on the facts the plan was just made from (no second
+    probe; only the check's round trip on a master), without settling (nothing changed)."""
+    report = await run_check(cluster, get, opened, observed=observed)
     opts.echo(report.render_text())
     if not report.healthy:
         raise HactlError(
-            "the apply finished but `hactl check` reports problems (above)",
+            "the cluster matches the spec but `hactl check` reports problems (above)",
             hint="fix what check names, then run `hactl apply` again",
         )
 
@@ -341,6 +331,8 @@ async def _execute(
             run_id=run_id,
             plan_id=plan_id(plan),
             gate=gate,
+            check=run_check,
+            check_settle=opts.check_settle,
         )
         result = await engine.run()
     opts.echo(f"Journal: {path}")

@@ -19,6 +19,7 @@ def evaluate(cluster: Cluster, data: CheckData) -> Report:
     findings: list[Finding] = _check_host_keys(data.observed)
     findings += _check_api(cluster, data)
     findings += _check_masters(cluster, data)
+    findings += _check_workers(cluster, data)
     findings += _check_leases(data)
     findings += _check_etcd(cluster, data)
     findings += _check_lb(cluster, data.observed)
@@ -113,6 +114,40 @@ def _check_masters(cluster: Cluster, data: CheckData) -> list[Finding]:
             )
         else:
             out.append(Finding("masters", "ok", master.name, "Ready, control-plane"))
+    return out
+
+
+def _check_workers(cluster: Cluster, data: CheckData) -> list[Finding]:
+    """Every worker of the spec is a Node (an error when not: the apply that joined it must not
+    pass); a NotReady worker is a warning (the control plane does not depend on it)."""
+    view = data.observed.cluster_view([m.name for m in cluster.masters])
+    if view is None or not cluster.workers:
+        return []  # no API answer is one `masters` error already
+    missing = [w.name for w in cluster.workers if view.node(w.name) is None]
+    not_ready = [w.name for w in cluster.workers if (node := view.node(w.name)) and not node.ready]
+    out = []
+    if missing:
+        out.append(
+            Finding(
+                "workers",
+                "error",
+                "nodes",
+                f"not registered as a Node: {', '.join(missing)}",
+                "run `hactl apply -f SPEC` to join them",
+            )
+        )
+    if not_ready:
+        out.append(
+            Finding(
+                "workers",
+                "warning",
+                "nodes",
+                f"Node not Ready: {', '.join(not_ready)}",
+                "look at the kubelet on those hosts (`journalctl -u kubelet`)",
+            )
+        )
+    if not missing and not not_ready:
+        out.append(Finding("workers", "ok", "nodes", f"{len(cluster.workers)} registered, Ready"))
     return out
 
 

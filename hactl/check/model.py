@@ -63,7 +63,7 @@ class CheckData:
 @dataclass(frozen=True)
 class Finding:
     check: str
-    """api | masters | leases | etcd | load_balancer | certificates."""
+    """ssh | api | masters | workers | leases | etcd | load_balancer | certificates."""
     severity: Severity
     subject: str
     message: str
@@ -101,13 +101,18 @@ class Report:
         if self.cert_expiry:
             lines.append("Certificate expiry (earliest per host):")
             lines.extend(f"  {host}: {when}" for host, when in self.cert_expiry.items())
-        problems = [f for f in self.problems if f.severity == "error"]
-        if problems:
-            lines.append(f"Cluster {self.cluster!r} is NOT healthy ({len(problems)} problem(s)):")
-            for f in problems:
-                lines.append(f"  - {f.subject}: {f.message}")
-                if f.hint:
-                    lines.append(f"    next: {f.hint}")
-        else:
-            lines.append(f"Cluster {self.cluster!r} is healthy.")
+        lines.extend(self.verdict_lines())
         return "\n".join(lines)
+
+    def verdict_lines(self) -> list[str]:
+        """The verdict: healthy, or each error with what to do next (the end of
+        :meth:`render_text`, and the message of an apply whose closing check failed)."""
+        problems = [f for f in self.problems if f.severity == "error"]
+        if not problems:
+            return [f"Cluster {self.cluster!r} is healthy."]
+        lines = [f"Cluster {self.cluster!r} is NOT healthy ({len(problems)} problem(s)):"]
+        for f in problems:
+            lines.append(f"  - {f.subject}: {f.message}")
+            if f.hint:
+                lines.append(f"    next: {f.hint}")
+        return lines

@@ -1,14 +1,15 @@
 """``hactl apply``, ``hactl check`` and ``hactl unlock``.
 
-    hactl apply -f SPEC [--auto-approve] [--parallelism N]   probe, plan, ask, converge, check
+    hactl apply -f SPEC [--auto-approve] [--parallelism N]   probe, plan, ask, converge + check
     hactl apply PLANFILE [--parallelism N]                    apply a saved plan (refused if stale)
     hactl check -f SPEC [--json]                              health report; exit 0 healthy, 1 not
     hactl unlock -f SPEC [LOCK_ID] [--force]                  show / remove the cluster lock
 
 Every apply holds the cluster lock (hactl.lock) from before its last probe until the end (an
 approval prompt is answered before the lock is taken), writes a journal (hactl.journal) and ends
-with ``hactl check``. Progress: a live view on a TTY, plain
-lines otherwise; structured events go to stderr through structlog.
+with ``hactl check``: the plan's last step (Verify) is that check, and its report is printed
+once. Progress: a live view on a TTY, plain lines otherwise; structured events go to stderr
+through structlog.
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ def check(spec_file: str, as_json: bool) -> None:
     cluster = load_spec(spec_file)
 
     async def main() -> Report:
-        from hactl.apply.run import connections, run_check
+        from hactl.apply.run import connections
+        from hactl.check import run_check
 
         async with connections(cluster, str(Path(spec_file).resolve().parent)) as (get, opened):
             return await run_check(cluster, get, opened)

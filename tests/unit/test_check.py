@@ -142,11 +142,13 @@ def test_a_healthy_cluster_passes_with_a_readable_report(cluster: Cluster) -> No
     assert {f["check"] for f in doc["findings"]} == {
         "api",
         "masters",
+        "workers",
         "leases",
         "etcd",
         "load_balancer",
         "certificates",
     }
+    assert "[ok  ] workers: nodes: 2 registered, Ready" in text
 
 
 def test_api_not_ready_through_the_lb(cluster: Cluster) -> None:
@@ -165,6 +167,7 @@ def test_master_not_ready_missing_or_unlabelled(cluster: Cluster) -> None:
         NodeInfo("master01", True, CP),
         NodeInfo("master02", False, CP),
         NodeInfo("master03", True, {}),
+        *(NodeInfo(w.name, True, {}) for w in cluster.workers),
     )
     view = ClusterView(nodes=nodes)
     for name in ("master01", "master02", "master03"):
@@ -185,6 +188,37 @@ def test_master_not_ready_missing_or_unlabelled(cluster: Cluster) -> None:
     )
     found = errors(data(cluster, hosts), cluster)
     assert ("masters", "master02", "not registered as a Node") in found
+
+
+def with_nodes(cluster: Cluster, nodes: tuple[NodeInfo, ...]) -> dict[str, HostFacts]:
+    hosts = healthy(cluster)
+    view = ClusterView(nodes=nodes)
+    for m in cluster.masters:
+        k = hosts[m.name].kubernetes
+        assert k is not None
+        hosts[m.name] = dataclasses.replace(
+            hosts[m.name], kubernetes=dataclasses.replace(k, cluster=view)
+        )
+    return hosts
+
+
+def test_every_worker_must_be_a_node_and_not_ready_is_a_warning(cluster: Cluster) -> None:
+    masters = tuple(NodeInfo(m.name, True, CP) for m in cluster.masters)
+    hosts = with_nodes(cluster, (*masters, NodeInfo("worker01", False, {})))
+    report = evaluate(cluster, data(cluster, hosts))
+    workers = [(f.severity, f.message) for f in report.findings if f.check == "workers"]
+    assert workers == [
+        ("error", "not registered as a Node: worker02"),
+        ("warning", "Node not Ready: worker01"),
+    ]
+    assert not report.healthy
+    assert "  - nodes: not registered as a Node: worker02" in report.render_text()
+    # a NotReady worker alone does not make the control plane unhealthy
+    hosts = with_nodes(cluster, (*masters, *(NodeInfo(w.name, False, {}) for w in cluster.workers)))
+    report = evaluate(cluster, data(cluster, hosts))
+    assert report.healthy and [f.severity for f in report.findings if f.check == "workers"] == [
+        "warning"
+    ]
 
 
 def test_leases_need_one_unexpired_holder(cluster: Cluster) -> None:

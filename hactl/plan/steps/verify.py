@@ -1,17 +1,45 @@
-"""Verify: the converged cluster answers: etcd healthy (rule 2), /readyz through the load
-balancer, every spec node registered. ``hactl check`` reports the full health."""
+"""Verify: the plan's last step IS ``hactl check`` (the same gather and evaluate), retried until
+the freshly converged cluster is healthy or the settle window is over; an unhealthy report fails
+the step (and the apply) with the report's problems. Its report is what the apply prints and
+journals at the end: an apply checks once.
+
+The check lives above the plan (``hactl.check`` imports the probe), so the step asks the run for
+it: the apply engine's context offers :meth:`ChecksCluster.check_cluster`, which runs
+``hactl.check.run_check`` on the run's connections and journals the report."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
-from hactl.errors import CommandError
-from hactl.plan import commands as cmd
-from hactl.plan.etcd_ops import wait_healthy
-from hactl.plan.remote import parse_json, run, wait_for
+from hactl.errors import HactlError
 from hactl.plan.step import Step, StepContext
 from hactl.vocabulary import Action
+
+GATHER_MARGIN = 120.0
+"""Seconds of the step's timeout kept for the last gather (the probe's 60 s per host, then the
+check's 40 s round trip on a master): the check settles for ``timeout - GATHER_MARGIN``."""
+
+
+class HealthReport(Protocol):
+    """What the step needs of ``hactl.check.Report``."""
+
+    @property
+    def healthy(self) -> bool: ...
+
+    def verdict_lines(self) -> list[str]: ...
+
+
+@runtime_checkable
+class ChecksCluster(Protocol):
+    """A step context that runs ``hactl check`` for the run (the apply engine's does)."""
+
+    async def check_cluster(self, *, settle: float) -> HealthReport: ...
+
+
+class ClusterUnhealthyError(HactlError):
+    """The closing check still found problems when its settle window was over (permanent: the
+    step already waited; the engine does not run it again)."""
 
 
 @dataclass(frozen=True)
@@ -19,32 +47,36 @@ class Verify(Step):
     kind: ClassVar[str] = "verify"
     order: ClassVar[int] = 90
     via: str = ""
-    """An initialised master to ask."""
+    """The initialised master the plan expects the check to ask (``/readyz`` through the load
+    balancer, the Leases); the check asks the first master with ``admin.conf`` in its own
+    fresh probe, which is this one on a converged cluster."""
     action: Action = Action.READ
     timeout: float = 300.0
 
+    @property
+    def settle(self) -> float:
+        """Seconds an unhealthy check is repeated for the cluster to settle."""
+        return max(0.0, self.timeout - GATHER_MARGIN)
+
     def commands(self) -> list[str]:
-        return ["etcdctl member list + endpoint health (external etcd)",
-                "kubectl get --raw /readyz (through the load balancer)", "kubectl get nodes -o json"]
+        return [
+            "hactl check: probe every host (etcd members and each member's health, HAProxy "
+            "backends, Nodes, certificates), then on an initialised master: kubectl get --raw "
+            "/readyz through the load balancer and the kube-system Leases",
+            f"repeated until healthy, for at most {self.settle:g} s",
+        ]
 
     async def run(self, ctx: StepContext) -> None:
-        cluster = ctx.cluster
-        if cluster.etcd.topology == "external":
-            members = list(cluster.etcd_members)
-            await wait_healthy(ctx, members[0], members, timeout=120.0)
-        if not self.via:
-            return
-
-        async def ready() -> str | None:
-            res = await run(ctx, self.via, cmd.readyz(), check=False)
-            return None if res.ok and res.stdout.strip() == "ok" else "readyz not ok"
-
-        await wait_for("/readyz through the load balancer", ready, timeout=60.0, host=self.via)
-        res = await run(ctx, self.via, cmd.kubectl("get", "nodes", "-o", "json"))
-        data = parse_json(res.stdout)
-        names = {i.get("metadata", {}).get("name") for i in (data or {}).get("items", [])} if isinstance(data, dict) else set()
-        missing = [h.name for h in (*cluster.masters, *cluster.workers) if h.name not in names]
-        if missing:
-            raise CommandError(f"nodes not registered: {', '.join(missing)}", host=self.via,
-                               transient=True)
-        ctx.log("cluster verified", nodes=len(names))
+        if not isinstance(ctx, ChecksCluster):
+            raise HactlError(
+                "this run cannot check the cluster (its step context has no check_cluster)",
+                hint="report this as a bug",
+            )
+        report = await ctx.check_cluster(settle=self.settle)
+        if not report.healthy:
+            raise ClusterUnhealthyError(
+                "\n".join(report.verdict_lines()),
+                hint="fix what the check names (`hactl check -f SPEC` shows it again), then run "
+                "`hactl apply` again: steps already done are not repeated",
+            )
+        ctx.log("cluster verified")
