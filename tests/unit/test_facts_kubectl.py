@@ -49,8 +49,16 @@ def test_api_facts_through_real_kubectl(apiserver: Apiserver, tmp_path: Path) ->
                     "name": "master01",
                     "labels": {"node-role.kubernetes.io/control-plane": ""},
                 },
-                "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                           "addresses": [{"type": "InternalIP", "address": "198.18.0.11"},
+                                         {"type": "Hostname", "address": "master01"},
+                                         {"type": "InternalIP", "address": "fd00::11"}]},
             },
+        )
+        client.create(
+            ns_path("nodes"),
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "worker01"},
+             "status": {"conditions": [{"type": "Ready", "status": "False"}]}},
         )
         client.create(
             ns_path("secrets", "kube-system"),
@@ -87,8 +95,10 @@ def test_api_facts_through_real_kubectl(apiserver: Apiserver, tmp_path: Path) ->
     assert proc.returncode == 0, proc.stderr
     assert TOKEN_SECRET not in proc.stdout and b64(TOKEN_SECRET) not in proc.stdout
     answer = k8s.ApiState().parse(proc.stdout)
-    (node,) = answer.nodes
+    node, worker = answer.nodes
     assert node.name == "master01" and node.ready and node.control_plane
+    assert node.internal_ips == ("198.18.0.11", "fd00::11")  # dual stack: both, in the API's order
+    assert worker.name == "worker01" and not worker.ready and worker.internal_ips == ()
     secrets = answer.secrets
     assert [(t.token_id, t.expiration, t.usages) for t in secrets.tokens] == [
         ("q1w2e3", datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC), ("authentication",))
@@ -104,3 +114,18 @@ def test_api_facts_through_real_kubectl(apiserver: Apiserver, tmp_path: Path) ->
 def test_api_facts_are_skipped_without_admin_conf(tmp_path: Path) -> None:
     proc = run_snippet(k8s.ApiState(), tmp_path / "absent.conf", tmp_path)
     assert proc.returncode == SKIPPED and "absent.conf" in proc.stderr
+
+
+def test_node_lines_with_and_without_internal_ips() -> None:
+    """The node line's fifth field: InternalIPs separated by spaces (kubectl's jsonpath joins a
+    filter's results so); an old four-field line reads as none; more than MAX_NODE_IPS are cut."""
+    many = " ".join(f"10.0.0.{i}" for i in range(1, 20))
+    answer = k8s.ApiState().parse(
+        "node\tm1\tTrue\tv1.30.4\t{}\t198.18.0.11 fd00::11\n"
+        "node\tm2\tTrue\tv1.30.4\t{}\n"
+        f"node\tm3\tFalse\t\t{{}}\t{many}\n"
+    )
+    m1, m2, m3 = answer.nodes
+    assert m1.internal_ips == ("198.18.0.11", "fd00::11")
+    assert m2.internal_ips == ()
+    assert m3.internal_ips == tuple(f"10.0.0.{i}" for i in range(1, k8s.MAX_NODE_IPS + 1))

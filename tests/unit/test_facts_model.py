@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from hactl.facts.model import (
+    CertDates,
     ClusterView,
     EtcdFacts,
     EtcdHealth,
@@ -119,3 +120,21 @@ def test_first_initialised_master_and_cluster_view_follow_spec_order() -> None:
     certs = ClusterView(kubeadm_certs_created=datetime(2029, 12, 31, 23, tzinfo=UTC))
     assert certs.kubeadm_certs_age(NOW) == 3600.0
     assert ClusterView().kubeadm_certs_age(NOW) is None
+
+
+def test_a_certificates_share_of_life_used() -> None:
+    start = NOW - timedelta(days=90)
+    cert = CertDates(not_after=start + timedelta(days=100), not_before=start)
+    assert cert.life_used(NOW) == 0.9
+    assert cert.life_used(start) == 0.0
+    assert cert.life_used(NOW + timedelta(days=20)) == 1.1  # expired: past its whole life
+    assert CertDates(not_after=NOW).life_used(NOW) is None  # no start: not known
+    assert CertDates(not_after=start, not_before=start).life_used(NOW) is None  # empty validity
+
+
+def test_new_kubernetes_facts_default_to_not_known() -> None:
+    """Facts built without the certificate and rotation reads compare nothing (None)."""
+    k8s = master("master01", True).kubernetes
+    assert k8s is not None
+    assert (k8s.kubelet_client_cert, k8s.kubelet_rotates_certificates, k8s.apiserver_sans) == (
+        None, None, None)
