@@ -75,7 +75,8 @@ class World:
         return run.Options(**{**defaults, **kwargs})
 
 
-def _runner(folder: Path) -> Callable[[Call], Result]:
+def lock_runner(folder: Path) -> Callable[[Call], Result]:
+    """Answers hactl's lock script by running it with /bin/sh in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
 
     def respond(call: Call) -> Result:
@@ -97,7 +98,7 @@ def world(tmp_path: Path, cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> 
     w = World(tmp_path / "hosts", cluster, Synthetic(cluster).observed())
     for host in cluster.all_hosts():
         fake = FakeTransport(host.name)
-        fake.on(lambda wire: "lock.mutex" in wire, respond=_runner(w.base / host.name))
+        fake.on(lambda wire: "lock.mutex" in wire, respond=lock_runner(w.base / host.name))
         w.fakes[host.name] = fake
 
     @asynccontextmanager

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 from stepctx import Ctx
+from test_apply_flow import lock_runner
 
 import hactl.apply.run as run
 import hactl.probe
@@ -33,7 +33,7 @@ from hactl.plan.synthetic import Synthetic
 from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
 from hactl.transport.base import Result
-from hactl.transport.fake import Call, FakeTransport
+from hactl.transport.fake import FakeTransport
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "specs" / "lab.yaml"
@@ -310,23 +310,6 @@ async def test_the_engine_checks_on_the_runs_connections_and_journals_once(
 # -- the whole apply ---------------------------------------------------------------------------
 
 
-def _lock_runner(folder: Path) -> Callable[[Call], Result]:
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def respond(call: Call) -> Result:
-        script = call.wire.replace("root=/var/lib/hactl;", f"root={folder};")
-        done = subprocess.run(
-            ["/bin/sh", "-c", script],
-            input=call.stdin or b"",
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-        return Result(done.returncode, done.stdout.decode(), done.stderr.decode())
-
-    return respond
-
-
 @dataclass
 class World:
     cluster: Cluster
@@ -354,7 +337,7 @@ def world(tmp_path: Path, cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> 
     hosts = Hosts(cluster, [converged(cluster)])
     for host in cluster.all_hosts():
         hosts.fakes[host.name].on(
-            lambda wire: "lock.mutex" in wire, respond=_lock_runner(tmp_path / "hosts" / host.name)
+            lambda wire: "lock.mutex" in wire, respond=lock_runner(tmp_path / "hosts" / host.name)
         )
     w = World(cluster, hosts)
 
