@@ -428,8 +428,9 @@ def test_client_port_change_of_an_initialised_cluster_is_refused(lab: Cluster) -
         plan_of(edited(lab, clientPort=2479), running(lab, init=True))
     assert ("etcd.clientPort (live 2379, wanted 2479): the API servers reach etcd at "
             "https://198.18.0.21:2379 (kubeadm-config etcd.external.endpoints, kube-apiserver "
-            "--etcd-servers), the spec would move it to https://198.18.0.21:2479; hactl does not "
-            "move the API servers' etcd endpoints yet") in str(info.value)
+            "--etcd-servers), the spec would move it to https://198.18.0.21:2479. Put the live "
+            "value back in the spec (hactl points the API servers at other members, but does not "
+            "move a running member's client URL yet)") in str(info.value)
 
 
 def test_member_address_change_of_an_initialised_cluster_is_refused(lab: Cluster) -> None:
