@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -55,6 +55,64 @@ Op = Action
 
 
 @dataclass(frozen=True)
+class Hints:
+    """What the planner and the refusals need of a change besides its intents, as typed fields
+    (never text to parse). Every field's default means "not said"; :meth:`to_data` keeps only
+    the others (a saved plan's ``saved.details``)."""
+
+    member_id: str = ""
+    """the etcd member's ID (lower-case hex), for removals, replacements and promotions"""
+    running: bool = False
+    """the member's etcd runs now (a change to it is a restart)"""
+    learner: bool = False
+    """the member is a learner"""
+    stale_data: bool = False
+    """a never-started member's data dir holds an earlier identity's data (moved aside)"""
+    foreign_data: bool = False
+    """the host's data dir holds another cluster's member data (refused)"""
+    together: bool = False
+    """started with the other members of its group (no member answers)"""
+    finish_bootstrap: bool = False
+    """part of a bootstrap that stopped between members"""
+    data_dir_entries: int = 0
+    """entries of a data dir without member data that a bootstrap moves aside"""
+    phases: tuple[str, ...] = ()
+    """the kubeadm init phases an interrupted init still needs"""
+    interrupted: bool = False
+    """a join that was interrupted (its leftovers are reset first)"""
+    diff: str = ""
+    """haproxy.cfg's text diff, shown by the text output"""
+
+    def to_data(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value != f.default:
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @staticmethod
+    def from_data(data: Mapping[str, Any]) -> Hints:
+        """The inverse of :meth:`to_data`; ValueError naming the field that is unknown or of
+        the wrong type (a saved plan is input)."""
+        known = {f.name: f for f in fields(Hints)}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            f = known.get(key)
+            if f is None:
+                raise ValueError(f"unknown hint {key!r}")
+            want = type(f.default)
+            if want is tuple:
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ValueError(f"{key}: must be a list of strings")
+                value = tuple(value)
+            elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
+                raise ValueError(f"{key}: must be {want.__name__}, not {type(value).__name__}")
+            kwargs[key] = value
+        return Hints(**kwargs)
+
+
+@dataclass(frozen=True)
 class Change:
     op: Op
     addr: Address
@@ -62,8 +120,8 @@ class Change:
     after: Mapping[str, Any] | None
     reason: str
     host: str | None = None
-    detail: Mapping[str, Any] = field(default_factory=dict)
-    """Planner hints that are not shown as before/after (e.g. ``{"member_id": "8e9e…"}``)."""
+    detail: Hints = Hints()
+    """Planner hints that are not shown as before/after (:class:`Hints`)."""
     intents: frozenset[Intent] = frozenset()
     """What the change means to do (:class:`~hactl.vocabulary.Intent`): the planner and the
     refusals decide on these, never on the reason text."""
@@ -226,7 +284,7 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                 yield Change(Op.CREATE, address, None, after,
                              f"{host.name} is not a member; its data dir {facts.data_dir} holds "
                              "another cluster's member data", host=host.name,
-                             detail={"foreign_data": True}, intents=frozenset({Intent.ADD}))
+                             detail=Hints(foreign_data=True), intents=frozenset({Intent.ADD}))
                 continue
             yield Change(Op.CREATE, address, None, after,
                          f"{host.name} is not in the member list of the running cluster; add it "
@@ -252,7 +310,7 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                          f"{host.name} is listed as member {member.id} but {why}; remove the member "
                          "through another member, then add it back"
                          + data_dir_note(facts),
-                         host=host.name, detail={"member_id": member.id},
+                         host=host.name, detail=Hints(member_id=member.id),
                          intents=frozenset({Intent.REPLACE}))
             continue
         if not member.started:
@@ -270,8 +328,8 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                          "initial-cluster-state=existing"
                          + ("; the member is still a learner" if member.is_learner else "") + note,
                          host=host.name,
-                         detail={"member_id": member.id, "running": False,
-                                 "learner": member.is_learner, "stale_data": old_data},
+                         detail=Hints(member_id=member.id, running=False,
+                                 learner=member.is_learner, stale_data=old_data),
                          intents=frozenset({Intent.START_ADDED}
                                            | ({Intent.PROMOTE} if member.is_learner else set())))
             continue
@@ -302,14 +360,14 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
             intents.add(Intent.RESTART)
         if reasons:
             yield Change(Op.UPDATE, address, before, after, "; ".join(reasons), host=host.name,
-                         detail={"member_id": member.id, "running": running,
-                                 "learner": member.is_learner}, intents=frozenset(intents))
+                         detail=Hints(member_id=member.id, running=running,
+                                 learner=member.is_learner), intents=frozenset(intents))
         elif facts.bootstrap_pending:
             yield Change(Op.UPDATE, address, before, after,
                          "hactl's bootstrap-pending marker (/etc/etcd/hactl-bootstrap-pending) is "
                          "still on it: the run that bootstrapped the cluster stopped before its "
                          "health wait; wait for a healthy cluster and remove it", host=host.name,
-                         detail={"member_id": member.id},
+                         detail=Hints(member_id=member.id),
                          intents=frozenset({Intent.FORMED}))
         else:
             yield Change(Op.NOOP, address, before, after, "started voting member", host=host.name)
@@ -319,7 +377,7 @@ def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                      {"name": member.name or "(unstarted)", "id": member.id,
                       "peer_url": ",".join(member.peer_urls), "voter": not member.is_learner},
                      None, f"member {name} ({member.id}) is not in the spec; remove it through "
-                     "another member", detail={"member_id": member.id},
+                     "another member", detail=Hints(member_id=member.id),
                      intents=frozenset({Intent.REMOVE}))
 
 
@@ -439,7 +497,7 @@ def _etcd_no_cluster(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                              "it runs" if facts.active else
                              "systemd shows a member of a new cluster as activating until a quorum "
                              "runs, or it is stopped") + ")", host=host.name,
-                         detail={"finish_bootstrap": True, "together": True},
+                         detail=Hints(finish_bootstrap=True, together=True),
                          intents=frozenset({Intent.START}))
         elif pending:
             yield Change(Op.CREATE, address, None, after,
@@ -447,23 +505,23 @@ def _etcd_no_cluster(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                          f"({', '.join(with_data)} started and wait for a quorum; hactl's "
                          "bootstrap-pending marker proves the cluster never formed); bootstrap it "
                          "with initial-cluster-state=new" + data_dir_note(facts),
-                         host=host.name, detail={"finish_bootstrap": True, "together": True,
-                                                 "data_dir_entries": facts.data_dir_entries
-                                                 or int(facts.data_dir_state == "other")},
+                         host=host.name, detail=Hints(finish_bootstrap=True, together=True,
+                                                 data_dir_entries=facts.data_dir_entries
+                                                 or int(facts.data_dir_state == "other")),
                          intents=frozenset({Intent.BOOTSTRAP}))
         elif not with_data:
             yield Change(Op.CREATE, address, None, after,
                          f"no etcd cluster yet; bootstrap all {size} members together with "
                          "initial-cluster-state=new"
                          + data_dir_note(facts),
-                         host=host.name, detail={"together": True,
-                                                 "data_dir_entries": facts.data_dir_entries
-                                                 or int(facts.data_dir_state == "other")},
+                         host=host.name, detail=Hints(together=True,
+                                                 data_dir_entries=facts.data_dir_entries
+                                                 or int(facts.data_dir_state == "other")),
                          intents=frozenset({Intent.BOOTSTRAP}))
         elif host.name in with_data:
             yield Change(Op.UPDATE, address, {"name": host.name, "running": False}, after,
                          "holds member data but no member answers; start the etcd service",
-                         host=host.name, detail={"together": True},
+                         host=host.name, detail=Hints(together=True),
                          intents=frozenset({Intent.START}))
         else:
             yield Change(Op.CREATE, address, None, after,
@@ -531,7 +589,7 @@ def _load_balancers(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                          "/etc/haproxy/haproxy.cfg differs from the rendered configuration "
                          f"({_line_delta(facts.config or '', desired)})"
                          + ("; haproxy is not running" if not facts.active else ""), host=host.name,
-                         detail={"diff": _unified(facts.config or "", desired)})
+                         detail=Hints(diff=_unified(facts.config or "", desired)))
         else:
             yield Change(Op.NOOP, address, after, after, "configuration matches", host=host.name)
         service = Address(Component.LB, host.name, Aspect.SERVICE)
@@ -663,7 +721,7 @@ def _complete_init(host: str, phases: tuple[str, ...]) -> Change:
                   f"kubeadm init on {host} stopped half-way (nothing shows that its {phases[0]} "
                   f"phase ran); run init's phases from there on, one by one: {', '.join(phases)} "
                   "(kubeadm init phase … --config; init itself is never re-run)",
-                  host=host, detail={"phases": list(phases)},
+                  host=host, detail=Hints(phases=tuple(str(p) for p in phases)),
                   intents=frozenset({Intent.COMPLETE_INIT}))
 
 
@@ -697,7 +755,7 @@ def _interrupted_join(address: Address, host: str, leftovers: list[str], nodes: 
                   f"{host} holds kubeadm files from an interrupted join, no kubelet.conf, "
                   f"{node}: reset then join (kubeadm reset -f, then kubeadm join: a plain join's "
                   f"preflight refuses {shown}{more})", host=host,
-                  detail={"interrupted": True},
+                  detail=Hints(interrupted=True),
                   intents=frozenset({Intent.REJOIN}))
 
 

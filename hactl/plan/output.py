@@ -82,7 +82,7 @@ def _change_lines(change: Change, colour: bool) -> list[str]:
             lines.append(f"      {key} = {_fmt(old)} -> null")
         elif old != new:
             lines.append(f"      {key}: {_fmt(old)} -> {_fmt(new)}")
-    text_diff = change.detail.get("diff")
+    text_diff = change.detail.diff
     if isinstance(text_diff, str) and text_diff:
         lines += [f"        {line}" for line in text_diff.splitlines()]
     return [*lines, ""]

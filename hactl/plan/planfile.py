@@ -14,10 +14,10 @@ import secrets
 from typing import Any
 
 from hactl import __version__
-from hactl.diff import Change, Diff, Op
+from hactl.diff import Change, Diff, Hints, Op
 from hactl.errors import HactlError
 from hactl.plan.graph import StepGraph
-from hactl.plan.output import FORMAT_VERSION, jsonable, plan_data
+from hactl.plan.output import FORMAT_VERSION, plan_data
 from hactl.plan.planner import Plan
 from hactl.plan.step import Step
 from hactl.spec.models import Cluster
@@ -33,7 +33,7 @@ def to_document(plan: Plan) -> dict[str, Any]:
         "spec": plan.cluster.model_dump(mode="json", by_alias=True, exclude_none=True),
         "steps": [s.to_data() for s in plan.steps()],
         "edges": [list(e) for e in plan.graph.edges()],
-        "details": {c.address: jsonable(c.detail) for c in plan.diff.effective() if c.detail},
+        "details": {c.address: hints for c in plan.diff.effective() if (hints := c.detail.to_data())},
     }
     return doc
 
@@ -215,9 +215,13 @@ def _change(data: object, i: int, details: dict[str, Any]) -> Change:
         addr = Address.parse(data["address"])
     except ValueError as exc:
         raise _Bad(f"{where}.address", str(exc)) from None
-    detail = details.get(data["address"], {})
-    if not isinstance(detail, dict):
+    saved = details.get(data["address"], {})
+    if not isinstance(saved, dict):
         raise _Bad(f"saved.details.{data['address']}", "must be an object")
+    try:
+        detail = Hints.from_data(saved)
+    except ValueError as exc:
+        raise _Bad(f"saved.details.{data['address']}", str(exc)) from None
     return Change(
         op=op,
         addr=addr,

@@ -189,7 +189,7 @@ class _Builder:
             return
         first = self.cluster.etcd_members[0].name
         # members of a new cluster, or of one no member of which answers: they start together
-        group = [c for c in member_changes if Intent.BOOTSTRAP in c.intents or c.detail.get("together")]
+        group = [c for c in member_changes if Intent.BOOTSTRAP in c.intents or c.detail.together]
         parallel: list[Step] = []
         # Every member of the group starts only once ALL of them have their certificates: a new
         # cluster forms only when a quorum of its members run, so they start together (a
@@ -202,7 +202,7 @@ class _Builder:
                 step: Step = kinds.BootstrapEtcdMember(
                     id=f"{c.address}.bootstrap", host=c.host, title=f"Bootstrap etcd member {c.host}",
                     reason=c.reason, address=c.address,
-                    wipe_data_dir=int(c.detail.get("data_dir_entries", 0) or 0) > 0)
+                    wipe_data_dir=c.detail.data_dir_entries > 0)
             else:
                 step = kinds.ReconfigureEtcdMember(
                     id=f"{c.address}.start", host=c.host, title=f"Start etcd member {c.host}",
@@ -285,7 +285,7 @@ class _Builder:
         via = self._via(name)
         deps: list[Step | None] = [prev, self.ca, self.certs.get(name)]
         if intents & {Intent.REPLACE, Intent.REMOVE}:
-            member_id = str(c.detail.get("member_id", ""))
+            member_id = c.detail.member_id
             via = refusals.removal_route(self.cluster, self.observed, name, member_id) or via
             prev = self.g.add(kinds.RemoveEtcdMember(
                 id=f"{c.address}.remove", host=via, title=f"Remove etcd member {name} via {via}",
@@ -311,7 +311,7 @@ class _Builder:
                 id=f"{c.address}.start", host=name,
                 title=f"Start etcd member {name} (initial-cluster-state=existing)",
                 reason=c.reason, address=c.address, via=via,
-                stale_data=bool(c.detail.get("stale_data"))), deps)
+                stale_data=c.detail.stale_data), deps)
             deps = [step]
         if Intent.UPDATE_PEER in intents:
             step = self.g.add(kinds.UpdateEtcdMember(
@@ -321,14 +321,14 @@ class _Builder:
             deps = [step]
         if intents & {Intent.START, *RESTARTS}:
             rewrite = bool(intents & {Intent.RECONFIGURE, Intent.UPDATE_PEER})
-            restart = bool(c.detail.get("running"))
+            restart = c.detail.running
             verb = "reconfigure" if rewrite else "restart" if restart else "start"
             title = {"reconfigure": "Reconfigure and restart", "restart": "Restart",
                      "start": "Start"}[verb]
             step = self.g.add(kinds.ReconfigureEtcdMember(
                 id=f"{c.address}.{verb}", host=name, title=f"{title} etcd member {name}",
                 reason=c.reason, address=c.address, via=via, rewrite=rewrite, restart=restart,
-                learner=bool(c.detail.get("learner")), via_urls=self._listed_urls(via)), deps)
+                learner=c.detail.learner, via_urls=self._listed_urls(via)), deps)
             deps = [step]
         if Intent.PROMOTE in intents:
             step = self.g.add(kinds.PromoteEtcdMember(
@@ -385,7 +385,7 @@ class _Builder:
                     id=f"{c.address}.complete-init", host=c.host,
                     title=f"Complete the interrupted kubeadm init on {c.host}", reason=c.reason,
                     address=c.address, action=Action.UPDATE,
-                    phases=tuple(str(p) for p in c.detail.get("phases", ()))), list(infra)))
+                    phases=c.detail.phases), list(infra)))
         # A token and a certificate key need a working control plane: after an init that is
         # being completed, never alongside it (they would also write the same kubeadm config).
         after_init: list[Step | None] = [*infra, *ready]
@@ -440,6 +440,6 @@ def _chain_rank(c: Change) -> int:
     """Order of the etcd chain: replacements, repairs (start, promote), additions, removals,
     then restarts of running members (each on the membership the others left, rule 1)."""
     if c.op is Op.UPDATE:
-        restarts = c.detail.get("running") and RESTARTS & c.intents
+        restarts = c.detail.running and RESTARTS & c.intents
         return 4 if restarts else 1
     return {Op.REPLACE: 0, Op.CREATE: 2, Op.DELETE: 3}.get(c.op, 5)

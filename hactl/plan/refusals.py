@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from hactl.diff import Diff, Op, bootstrap_to_finish, client_url, matching_member
 from hactl.errors import PlanError
 from hactl.facts.model import CA_PAIRS, EtcdFacts, Observed
-from hactl.plan import desired, refusals_drift
+from hactl.plan import desired, refusals_drift, refusals_identity
 from hactl.spec.checks import MIN_ETCD_FOR_K8S_131, quorum
 from hactl.spec.models import Cluster, parse_version
 from hactl.spec.values import normalise_endpoint
@@ -58,7 +58,8 @@ def check(cluster: Cluster, observed: Observed, diff: Diff) -> None:
                 *restart_refusals(cluster, observed, diff), *etcd_endpoints_moved(cluster, observed),
                 *etcd_address_moved(cluster, observed), *half_bootstrap(cluster, observed, diff),
                 *refusals_drift.check(cluster, observed),
-                *refusals_drift.consumers_unknown(cluster, observed, diff)]
+                *refusals_drift.consumers_unknown(cluster, observed, diff),
+                *refusals_identity.check(cluster, observed)]
     if problems:
         raise PlanError("the plan is refused:\n  - " + "\n  - ".join(problems))
 
@@ -139,7 +140,7 @@ def foreign_member_data(diff: Diff) -> list[str]:
     return [
         f"{c.host}: the etcd data dir holds member data that is not part of this cluster; move it "
         f"away by hand (e.g. mv /var/lib/etcd/member /var/lib/etcd/member.old) and plan again"
-        for c in diff.changes if c.detail.get("foreign_data")
+        for c in diff.changes if c.detail.foreign_data
     ]
 
 
@@ -323,7 +324,7 @@ def quorum_refusals(cluster: Cluster, observed: Observed, diff: Diff) -> list[st
     )
     out = []
     for change in removals:
-        member_id = str(change.detail.get("member_id", ""))
+        member_id = change.detail.member_id
         name = change.addr.host or ""
         problem = removal_problem(name, len(voters), len(healthy),
                                   removing_healthy=member_id in healthy,
@@ -359,7 +360,7 @@ def removal_routes(cluster: Cluster, observed: Observed, diff: Diff) -> list[str
         if change.op not in (Op.REPLACE, Op.DELETE) or change.addr.component is not Component.ETCD_MEMBER:
             continue
         name = change.addr.host or ""
-        if removal_route(cluster, observed, name, str(change.detail.get("member_id", ""))) is None:
+        if removal_route(cluster, observed, name, change.detail.member_id) is None:
             out.append(
                 f"refusing to remove etcd member {name}: no other started, healthy member to run "
                 "`etcdctl member remove` through (a member never removes itself). Bring another "
@@ -400,7 +401,7 @@ def restart_refusals(cluster: Cluster, observed: Observed, diff: Diff) -> list[s
             [h.name for h in cluster.etcd_members]) is None:
         return []
     members = [c for c in diff.changes if c.addr.component is Component.ETCD_MEMBER]
-    restarts = [c for c in members if c.op is Op.UPDATE and c.detail.get("running")
+    restarts = [c for c in members if c.op is Op.UPDATE and c.detail.running
                 and RESTARTS & c.intents]
     if not restarts:
         return []

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hactl.diff import Hints
 from hactl.errors import PlanError
 from hactl.facts.etcd import MEMBER_FILES, EtcdFiles
 from hactl.plan import commands as cmd
@@ -191,7 +192,7 @@ def test_a_bootstrap_stopped_between_members_with_the_marker_is_finished(lab: Cl
     # proves the cluster never formed: the others are bootstrapped and etcd01 started with them.
     plan = build_plan(lab, stopped_after_etcd01(lab, marker=True).observed(), now=PROBED_AT)
     changes = {c.address: c for c in plan.diff.changes}
-    assert changes["etcd.member[etcd01]"].detail == {"finish_bootstrap": True, "together": True}
+    assert changes["etcd.member[etcd01]"].detail == Hints(finish_bootstrap=True, together=True)
     assert changes["etcd.member[etcd01]"].intents == {Intent.START}
     assert "start it with them (it runs)" in changes["etcd.member[etcd01]"].reason
     for name in ("etcd02", "etcd03"):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hactl.diff import Diff, Op
+from hactl.diff import Diff, Hints, Op
 from hactl.plan.planner import build_plan
 from hactl.plan.synthetic import PROBED_AT, Synthetic
 from hactl.spec.load import load_file
@@ -74,13 +75,14 @@ def _matrix_diffs(monkeypatch: pytest.MonkeyPatch) -> list[Diff]:
 
 
 def test_no_change_of_any_matrix_scenario_carries_a_mode_string(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 12 §2: intents are typed; nothing decides on a "mode" string in detail."""
+    """Issue 12 §2: intents are typed; a change's hints are typed fields (``Hints``), and they
+    survive a saved plan's round trip unchanged."""
     diffs = _matrix_diffs(monkeypatch)
     changes = [c for d in diffs for c in d.changes]
     assert len(diffs) >= 30 and changes
     for change in changes:
-        assert "mode" not in change.detail, change
-        assert not [k for k, v in change.detail.items() if isinstance(v, str) and k not in TEXT_DETAIL]
+        assert isinstance(change.detail, Hints), change
+        assert Hints.from_data(json.loads(json.dumps(change.detail.to_data()))) == change.detail
         assert all(isinstance(i, Intent) for i in change.intents), change
         assert Address.parse(change.address) == change.addr
     # every etcd member or node change that is planned says what it means to do
@@ -92,6 +94,15 @@ def test_no_change_of_any_matrix_scenario_carries_a_mode_string(monkeypatch: pyt
                     Intent.REPLACE, Intent.INIT, Intent.JOIN, Intent.REJOIN}
 
 
-TEXT_DETAIL = {"member_id", "diff"}
-"""Detail keys that hold text (an id, a unified diff shown by the plan): no mode, no decision."""
 NEEDS_INTENT = {Component.ETCD_MEMBER, Component.MASTER, Component.WORKER}
+
+
+@pytest.mark.parametrize("saved, why", [
+    ({"mode": "bootstrap"}, "unknown hint 'mode'"),
+    ({"running": "yes"}, "running: must be bool, not str"),
+    ({"data_dir_entries": True}, "data_dir_entries: must be int, not bool"),
+    ({"phases": "upload-config"}, "phases: must be a list of strings"),
+])
+def test_a_saved_hint_of_the_wrong_kind_is_refused(saved: dict[str, Any], why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        Hints.from_data(saved)
