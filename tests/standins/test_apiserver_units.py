@@ -111,3 +111,24 @@ def test_bearer_tokens_need_bootstrap_auth_enabled() -> None:
     ident = authenticate(cert, None, None)
     assert ident.user == "kubernetes-admin" and "system:masters" in ident.groups
     assert authenticate(None, None, None).anonymous
+
+
+def test_sigterm_drains_the_requests_in_flight() -> None:
+    """The real kube-apiserver finishes the requests it is serving after SIGTERM (not watches):
+    the stand-in's server waits for them (at most its drain timeout) before it exits."""
+    import threading
+    import time
+
+    from hactl.lab.standins.apiserver_http import TLSServer
+
+    server = TLSServer.__new__(TLSServer)
+    server.inflight = 0
+    server._inflight_lock = threading.Condition()
+    server.begin()
+    ended = threading.Timer(0.3, server.end)
+    ended.start()
+    started = time.monotonic()
+    assert server.drain(5.0) == 0
+    assert 0.25 <= time.monotonic() - started < 2.0
+    server.begin()
+    assert server.drain(0.1) == 1  # a request that does not finish in time is counted

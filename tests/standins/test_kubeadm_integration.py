@@ -238,6 +238,22 @@ def test_kubelet_stop_leaves_pods_running_and_restart_adopts(node: Node) -> None
              15, "scheduler restarted")
     # mirror pods are visible to the real kubectl
     wait_for(lambda: "kube-apiserver-master01" in node.kubectl("get", "pods", "-A").stdout, 30, "mirror pods")
+    # a changed manifest: the pod is restarted from it and, as with the real kubelet, its mirror
+    # Pod is replaced by one of the new manifest (annotated with its hash)
+    manifest = node.root / "etc/kubernetes/manifests/kube-scheduler.yaml"
+    pod = yaml.safe_load(manifest.read_text())
+    pod["metadata"].setdefault("labels", {})["hactl.test/changed"] = "yes"
+    manifest.write_text(yaml.safe_dump(pod))
+
+    def mirror_changed() -> bool:
+        res = node.kubectl("get", "pod", "-n", "kube-system", "kube-scheduler-master01", "-o", "json")
+        if res.returncode != 0:
+            return False
+        meta = json.loads(res.stdout)["metadata"]
+        return (meta.get("labels") or {}).get("hactl.test/changed") == "yes" and \
+            meta["annotations"]["kubernetes.io/config.hash"] == meta["annotations"]["kubernetes.io/config.mirror"]
+
+    wait_for(mirror_changed, 30, "the mirror Pod of the changed manifest")
     # a removed manifest: the pod is stopped and its mirror Pod deleted
     (node.root / "etc/kubernetes/manifests/kube-scheduler.yaml").unlink()
     wait_for(lambda: "kube-system_kube-scheduler" not in node.pod_pids()

@@ -7,6 +7,7 @@ import json
 import socket
 import ssl
 import sys
+import threading
 import urllib.parse
 from typing import Any
 
@@ -65,7 +66,26 @@ class TLSServer(http.server.ThreadingHTTPServer):
 
     def __init__(self, addr: tuple[str, int], ctx: ssl.SSLContext, app: Server) -> None:
         self.ctx, self.app = ctx, app
+        self.inflight = 0
+        """Requests being served that are not watches (the real server drains them on SIGTERM)."""
+        self._inflight_lock = threading.Condition()
         super().__init__(addr, Handler)
+
+    def begin(self) -> None:
+        with self._inflight_lock:
+            self.inflight += 1
+
+    def end(self) -> None:
+        with self._inflight_lock:
+            self.inflight -= 1
+            self._inflight_lock.notify_all()
+
+    def drain(self, timeout: float) -> int:
+        """Wait until no request but watches is being served (at most ``timeout`` s), as the
+        real kube-apiserver does after SIGTERM; the number still in flight."""
+        with self._inflight_lock:
+            self._inflight_lock.wait_for(lambda: self.inflight <= 0, timeout)
+            return self.inflight
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = self.socket.accept()
@@ -143,10 +163,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(n) if n else b""
 
     def _dispatch(self, method: str) -> None:
-        app = self.server.app
         url = urllib.parse.urlsplit(self.path)
-        path = url.path.rstrip("/") or "/"
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
+        if query.get("watch") in ("1", "true"):
+            self._serve(method, url, query)
+            return
+        self.server.begin()
+        try:
+            self._serve(method, url, query)
+        finally:
+            self.server.end()
+
+    def _serve(self, method: str, url: urllib.parse.SplitResult, query: dict[str, str]) -> None:
+        app = self.server.app
+        path = url.path.rstrip("/") or "/"
         body = self._body() if method in ("POST", "PUT", "PATCH", "DELETE") else b""
         try:
             try:

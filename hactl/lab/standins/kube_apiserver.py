@@ -100,6 +100,11 @@ def _compactor(app: Server, interval: float, stop: threading.Event) -> None:
             previous = 0
 
 
+DRAIN_TIMEOUT = 4.0
+"""Seconds the requests in flight (not watches) may take to finish after SIGTERM; the kubelet
+stand-in kills the pod 5 s after SIGTERM (its grace period)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     flags = parse_flags(sys.argv[1:] if argv is None else argv)
     version = kubernetes_version()
@@ -152,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         httpd.serve_forever(poll_interval=0.2)
     finally:
-        httpd.server_close()
+        httpd.server_close()  # no new connections: the load balancer's next try goes elsewhere
+        left = httpd.drain(DRAIN_TIMEOUT)
+        if left:
+            log(f"shutting down with {left} request(s) still in flight")
         etcd.close()
     return 0
 
