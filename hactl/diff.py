@@ -266,8 +266,7 @@ def _pki(cluster: Cluster, observed: Observed) -> Iterator[Change]:
 
 
 def _etcd(cluster: Cluster, observed: Observed) -> Iterator[Change]:
-    spec_names = [h.name for h in cluster.etcd_members]
-    members = observed.etcd_members(spec_names)
+    members = observed.views(cluster).members
     if members is None:
         yield from _etcd_no_cluster(cluster, observed)
         return
@@ -409,7 +408,7 @@ def _etcd_consumers(cluster: Cluster, observed: Observed) -> Iterator[Change]:
     wanted = etcd_servers(cluster)
     after = {"etcd_servers": ",".join(wanted)}
     masters = [h.name for h in cluster.masters]
-    view = observed.cluster_view(masters)
+    view = observed.views(cluster).api
     if view is None:
         return  # no initialised cluster: nothing uses etcd yet
     if view.etcd_endpoints and not same_servers(view.etcd_endpoints, wanted):
@@ -538,7 +537,7 @@ def bootstrap_to_finish(cluster: Cluster, observed: Observed) -> list[str]:
     the proof that the cluster never formed: without it (a cluster whose other members lost
     their data, or a bootstrap by an older hactl) the plan refuses instead
     (``refusals.half_bootstrap``), as it does when the members' env files are not this spec's."""
-    if observed.etcd_members([h.name for h in cluster.etcd_members]) is not None:
+    if observed.views(cluster).members is not None:
         return []
     facts = [(h.name, observed.etcd(h.name)) for h in cluster.etcd_members]
     if any(f is None for _, f in facts):
@@ -631,9 +630,10 @@ def _unified(old: str, new: str) -> str:
 
 def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator[Change]:
     master_names = [h.name for h in cluster.masters]
-    half = observed.half_initialised(master_names, stacked=cluster.etcd.topology == "stacked")
-    initialised = observed.first_initialised_master(master_names) or (half[0] if half else None)
-    view = observed.cluster_view(master_names)
+    views = observed.views(cluster)
+    half = views.half
+    initialised = views.initialised or (half[0] if half else None)
+    view = views.api
     nodes = _Nodes(view, master_names)
     cp_joins = worker_joins = 0
     for index, host in enumerate(cluster.masters):

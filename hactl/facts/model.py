@@ -19,7 +19,10 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from hactl.spec.models import Cluster
 
 VOLATILE: Mapping[str, Any] = {"volatile": True}
 """Field metadata: value changes by itself between probes; excluded from fingerprints."""
@@ -485,10 +488,48 @@ class HostFacts:
 
 
 @dataclass(frozen=True)
+class ClusterViews:
+    """The cluster-wide reading of the facts, made once per probe (:meth:`Observed.views`) and
+    shared by the diff, the refusals, the planner and the check, so that they cannot read the
+    same facts differently."""
+
+    members: tuple[EtcdMember, ...] | None
+    """The etcd member list most of the spec's etcd members agree on (asked of hactl's etcd
+    facts on ``cluster.etcd_members``); None when none of them could be asked."""
+    api: ClusterView | None
+    """The API's view, through the first of the spec's masters whose query answered."""
+    initialised: str | None
+    """The first master (spec order) that runs an initialised control plane."""
+    half: tuple[str, tuple[str, ...]] | None
+    """``(master, phases)`` of a ``kubeadm init`` stopped half-way."""
+
+
+@dataclass(frozen=True)
 class Observed:
     hosts: Mapping[str, HostFacts]
     probed_at: datetime = field(metadata=VOLATILE, compare=False)
     """When the probe started (UTC)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_views", {})
+
+    def views(self, cluster: Cluster) -> ClusterViews:
+        """The cluster-wide views for ``cluster``'s roles, computed on the first call and
+        kept (the facts are frozen: every later call returns the same object)."""
+        etcd = tuple(h.name for h in cluster.etcd_members)
+        masters = tuple(h.name for h in cluster.masters)
+        stacked = cluster.etcd.topology == "stacked"
+        key = (etcd, masters, stacked)
+        memo: dict[tuple[tuple[str, ...], tuple[str, ...], bool], ClusterViews] = \
+            self._views  # type: ignore[attr-defined]
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = ClusterViews(
+                members=self.etcd_members(etcd),
+                api=self.cluster_view(masters),
+                initialised=self.first_initialised_master(masters),
+                half=self.half_initialised(masters, stacked=stacked))
+        return found
 
     def __getitem__(self, name: str) -> HostFacts:
         return self.hosts[name]

@@ -94,10 +94,9 @@ def _changed_host_keys(observed: Observed) -> None:
 
 def _unreachable(cluster: Cluster, observed: Observed) -> dict[str, str]:
     """Refuse when a step would need an unreachable host; return the others (reported only)."""
-    masters = [h.name for h in cluster.masters]
-    view = observed.cluster_view(masters)
-    initialised = observed.first_initialised_master(masters)
-    members = observed.etcd_members([h.name for h in cluster.etcd_members]) if cluster.etcd.topology == "external" else None
+    views = observed.views(cluster)
+    view, initialised = views.api, views.initialised
+    members = views.members if cluster.etcd.topology == "external" else None
     needed: list[str] = []
     reported: dict[str, str] = {}
     for host in cluster.all_hosts():
@@ -276,7 +275,7 @@ class _Builder:
     def _listed_urls(self, name: str) -> tuple[str, ...]:
         """The client URLs the member list shows for ``name`` (they differ from the spec's
         while a client-port change is under way)."""
-        members = self.observed.etcd_members([h.name for h in self.cluster.etcd_members]) or ()
+        members = self.observed.views(self.cluster).members or ()
         return next((m.client_urls for m in members if m.name == name), ())
 
     def _membership_change(self, c: Change, prev: Step | None) -> Step:
@@ -352,10 +351,9 @@ class _Builder:
 
     # kubernetes
     def _api_master(self) -> str | None:
-        masters = [h.name for h in self.cluster.masters]
         init = next((c for c in self.changes.effective()
                      if c.intents & {Intent.INIT, Intent.COMPLETE_INIT}), None)
-        return init.host if init else self.observed.first_initialised_master(masters)
+        return init.host if init else self.observed.views(self.cluster).initialised
 
     def _kubernetes(self) -> None:
         effective = self.changes.effective()

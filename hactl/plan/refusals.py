@@ -108,7 +108,7 @@ def endpoint_mismatch(cluster: Cluster, observed: Observed) -> list[str]:
     """The running cluster's controlPlaneEndpoint, normalised like the spec's (6443 when left
     out, IPv6 compressed in brackets) and compared without regard to case (a DNS name's case
     does not matter), must be the spec's: hactl never moves an endpoint."""
-    view = observed.cluster_view([h.name for h in cluster.masters])
+    view = observed.views(cluster).api
     if view is None or view.control_plane_endpoint is None:
         return []
     running = view.control_plane_endpoint
@@ -195,7 +195,7 @@ def half_bootstrap(cluster: Cluster, observed: Observed, diff: Diff) -> list[str
     (``diff.bootstrap_to_finish``); that needs their env files to be this spec's too. Without
     the marker hactl cannot tell this state from a cluster whose other members lost their
     data: refused, with the way out, instead of a wait that never ends."""
-    if observed.etcd_members([h.name for h in cluster.etcd_members]) is not None:
+    if observed.views(cluster).members is not None:
         return []
     facts = {h.name: observed.etcd(h.name) for h in cluster.etcd_members}
     if any(f is None for f in facts.values()):
@@ -277,7 +277,7 @@ def half_init_stuck(cluster: Cluster, observed: Observed, diff: Diff) -> list[st
         lost = [f"pki/{key}" for public, key in CA_PAIRS if public in have and key not in have]
         if not lost:
             continue
-        view = observed.cluster_view([h.name for h in cluster.masters])
+        view = observed.views(cluster).api
         dependents = sorted(
             {n.name for n in (view.nodes if view is not None else ()) if n.name != host}
             | {h.name for h in (*cluster.masters, *cluster.workers) if h.name != host
@@ -309,7 +309,7 @@ def quorum_refusals(cluster: Cluster, observed: Observed, diff: Diff) -> list[st
     after the other, on the member list most members agree on."""
     if cluster.etcd.topology != "external":
         return []
-    members = observed.etcd_members([h.name for h in cluster.etcd_members])
+    members = observed.views(cluster).members
     if members is None:
         return []
     voters = {m.id for m in members if not m.is_learner}
@@ -343,7 +343,7 @@ def quorum_refusals(cluster: Cluster, observed: Observed, diff: Diff) -> list[st
 def removal_route(cluster: Cluster, observed: Observed, target: str, member_id: str = "") -> str | None:
     """Rule 1, "removals go through another member": the first spec member other than ``target``
     that the member list shows started and voting and whose own health check passed (None: none)."""
-    members = observed.etcd_members([h.name for h in cluster.etcd_members]) or ()
+    members = observed.views(cluster).members or ()
     started = {m.name for m in members if m.name and not m.is_learner and m.id != member_id}
     for host in cluster.etcd_members:
         if host.name != target and host.name in started and observed.etcd_healthy(host.name):
@@ -397,8 +397,7 @@ def restart_refusals(cluster: Cluster, observed: Observed, diff: Diff) -> list[s
     a stale process, a peer URL change). They run after the plan's membership changes, so the
     voters are then the spec's members; a member the plan (re)starts or adds before them counts
     as healthy (each restart step checks again on fresh facts)."""
-    if cluster.etcd.topology != "external" or observed.etcd_members(
-            [h.name for h in cluster.etcd_members]) is None:
+    if cluster.etcd.topology != "external" or observed.views(cluster).members is None:
         return []
     members = [c for c in diff.changes if c.addr.component is Component.ETCD_MEMBER]
     restarts = [c for c in members if c.op is Op.UPDATE and c.detail.running
@@ -434,11 +433,11 @@ def etcd_endpoints_moved(cluster: Cluster, observed: Observed) -> list[str]:
     kubeadm-config (``etcd.external.endpoints``, the manifests' ``--etcd-servers``); a spec
     change of ``etcd.clientPort`` or of a member's address would move an endpoint they use.
     hactl does not update the API servers yet, so such a change is refused."""
-    view = observed.cluster_view([h.name for h in cluster.masters])
+    view = observed.views(cluster).api
     if cluster.etcd.topology != "external" or view is None or not view.etcd_endpoints:
         return []
     used = set(view.etcd_endpoints)
-    members = observed.etcd_members([h.name for h in cluster.etcd_members]) or ()
+    members = observed.views(cluster).members or ()
     out = []
     for index, host in enumerate(cluster.etcd_members):
         facts = observed.etcd(host.name)
@@ -482,7 +481,7 @@ def etcd_address_moved(cluster: Cluster, observed: Observed) -> list[str]:
     so a `member update` and restart would leave it cut off by TLS. Refused, with the way."""
     if cluster.etcd.topology != "external":
         return []
-    members = observed.etcd_members([h.name for h in cluster.etcd_members]) or ()
+    members = observed.views(cluster).members or ()
     out = []
     for index, host in enumerate(cluster.etcd_members):
         facts = observed.etcd(host.name)

@@ -22,7 +22,7 @@ from hactl.vocabulary import Intent
 def check(cluster: Cluster, observed: Observed) -> list[str]:
     """Every drift refusal of this module, in a fixed order."""
     early = [*etcd_version(cluster, observed), *certificates_expiring(cluster, observed)]
-    view = observed.cluster_view([h.name for h in cluster.masters])
+    view = observed.views(cluster).api
     if view is None:
         return early  # no initialised cluster answered: nothing else live to compare
     return [*kubernetes_settings(cluster, view), *etcd_topology(cluster, observed, view),
@@ -145,7 +145,7 @@ def consumers_unknown(cluster: Cluster, observed: Observed, diff: Diff) -> list[
     removed = sorted(c.addr.host or "" for c in diff.effective() if Intent.REMOVE in c.intents)
     if cluster.etcd.topology != "external" or not removed:
         return []
-    view = observed.cluster_view([h.name for h in cluster.masters])
+    view = observed.views(cluster).api
     if view is None:
         return []
     out = []

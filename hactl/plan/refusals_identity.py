@@ -44,7 +44,7 @@ LAST_DAY = timedelta(days=1)
 
 def check(cluster: Cluster, observed: Observed) -> list[str]:
     """Every refusal of this module, in a fixed order."""
-    view = observed.cluster_view([h.name for h in cluster.masters])
+    view = observed.views(cluster).api
     return [*api_server_names(cluster, observed),
             *(node_addresses(cluster, view) if view is not None else ()),
             *kubelet_client_certs(cluster, observed)]
