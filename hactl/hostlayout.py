@@ -49,6 +49,8 @@ HAPROXY_CFG_NEW = f"{HAPROXY_CFG}.hactl-new"
 moves it over :data:`HAPROXY_CFG`."""
 HAPROXY_ADMIN_SOCKET = "/run/haproxy/admin.sock"
 """The stats socket the rendered configuration declares (backend states)."""
+HAPROXY_CHROOT = "/var/lib/haproxy"
+"""The ``chroot`` the rendered configuration names (Debian's haproxy package creates it)."""
 
 # -- Kubernetes (kubeadm, the kubelet) -------------------------------------------------------
 
@@ -96,3 +98,8 @@ HAPROXY_LOADED_MARKER = f"{HACTL_RUN}/haproxy.sha256"
 emptied at boot, when the service loads the file anew (the start times then tell)."""
 HACTL_LOCK_ROOT = "/var/lib/hactl"
 """The apply lock's folder (``lock.d/owner.json``, ``lock.mutex``) on the etcd members."""
+
+# -- the operating system's (read only) ------------------------------------------------------
+
+OS_RELEASE = "/etc/os-release"
+"""The distribution's ID, VERSION_ID and PRETTY_NAME (the ``system`` fact)."""

@@ -11,24 +11,25 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from hactl.check.model import ADMIN_CONF, ApiAnswer, CheckData, EtcdView, Lease
+from hactl import hostlayout
+from hactl.check.model import ApiAnswer, CheckData, EtcdView, Lease
 from hactl.diff import client_url
 from hactl.errors import HactlError
 from hactl.facts.base import FactParseError
 from hactl.facts.etcd import EtcdEndpointHealth, EtcdMemberList
 from hactl.facts.model import EtcdHealth, Observed
+from hactl.transport import tools
 
 if TYPE_CHECKING:
     from hactl.spec.models import Cluster
-    from hactl.transport.base import Transport
+    from hactl.transport.base import Argv, Transport
 
 
 def api_script(cluster: Cluster) -> str:
     """sh run on a master: /readyz through the LB endpoint, then the Leases, then the time."""
     server = f"https://{cluster.control_plane_endpoint}"
-    kubectl = ["kubectl", "--kubeconfig", ADMIN_CONF, "--request-timeout=10s"]
-    readyz = shlex.join([*kubectl, "--server", server, "get", "--raw", "/readyz"])
-    leases = shlex.join([*kubectl, "get", "lease", "-n", "kube-system", "-o", "json"])
+    readyz = _joined(tools.kubectl("--server", server, "get", "--raw", "/readyz"))
+    leases = _joined(tools.kubectl("get", "lease", "-n", "kube-system", "-o", "json"))
     return (
         _section("readyz", readyz)
         + _section("leases", leases)
@@ -41,24 +42,15 @@ def _section(name: str, command: str) -> str:
     return f"echo '@@{name}'; {command} 2>&1; rc=$?; echo; echo \"@@rc $rc\"\n"
 
 
-STACKED_PKI = "/etc/kubernetes/pki/etcd"
+def _joined(argv: Argv) -> str:
+    """An argv of :mod:`hactl.transport.tools` in the script (no secret is ever in one)."""
+    return shlex.join(str(arg) for arg in argv)
 
 
 def _etcdctl(endpoints: list[str], *args: str) -> str:
-    return "ETCDCTL_API=3 " + shlex.join(
-        [
-            "etcdctl",
-            f"--endpoints={','.join(endpoints)}",
-            f"--cacert={STACKED_PKI}/ca.crt",
-            f"--cert={STACKED_PKI}/healthcheck-client.crt",
-            f"--key={STACKED_PKI}/healthcheck-client.key",
-            "--dial-timeout=2s",
-            "--command-timeout=5s",
-            "-w",
-            "json",
-            *args,
-        ]
-    )
+    """kubeadm's stacked etcd, with its healthcheck client (the probe's read timeout)."""
+    return "ETCDCTL_API=3 " + _joined(tools.etcdctl(endpoints, *args, tls=tools.STACKED_ETCD,
+                                                    timeout=tools.ETCDCTL_READ_TIMEOUT))
 
 
 def stacked_etcd_script(cluster: Cluster) -> str:
@@ -171,5 +163,5 @@ async def gather(
             leases_error = f"unreadable kubectl output: {exc}"
         view = parse_etcd_view(cluster, sections) if cluster.etcd.topology == "stacked" else None
         return CheckData(observed, now, api, leases, leases_error, view)
-    why = "; ".join(errors) or "no master has /etc/kubernetes/admin.conf"
+    why = "; ".join(errors) or f"no master has {hostlayout.ADMIN_CONF}"
     return CheckData(observed, now, None, None, why)

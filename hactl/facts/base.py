@@ -66,6 +66,29 @@ def _guard(section: str, parse: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
+def guarded_parser(section: str) -> Callable[[Callable[[str], T]], Callable[[str], T]]:
+    """The same guard for a module-level parser that steps call on their fresh reads (e.g.
+    :func:`hactl.facts.etcd.parse_member_list`): output of an unexpected shape raises
+    :class:`FactParseError` naming ``section``, never a KeyError or TypeError."""
+
+    def wrap(parse: Callable[[str], T]) -> Callable[[str], T]:
+        @functools.wraps(parse)
+        def guarded(stdout: str) -> T:
+            try:
+                return parse(stdout)
+            except FactParseError:
+                raise
+            except SHAPE_ERRORS as exc:
+                detail = f"{type(exc).__name__}: {exc}"
+                raise FactParseError(
+                    f"{section}: output of an unexpected shape ({detail[:200]})"
+                ) from exc
+
+        return guarded
+
+    return wrap
+
+
 class Fact(ABC, Generic[T]):
     """One probe section. Subclasses are frozen dataclasses holding their parameters."""
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from hactl import hostlayout
 from hactl.facts.base import Fact, find_version
-from hactl.facts.kubernetes import KUBELET_CONF
 from hactl.facts.model import BINARY_NAMES, BinariesFacts, Binary
 
 VERSION_ARGS: dict[str, str] = {
@@ -42,7 +42,7 @@ ROLE_BINARIES: dict[str, tuple[str, ...]] = {
 UNTIL_JOINED: tuple[str, ...] = ("kubeadm", "kubelet", "kubectl")
 """Versions asked only while the node has no kubelet.conf (see the module doc)."""
 
-JOINED_MARK = KUBELET_CONF
+JOINED_MARK = hostlayout.KUBELET_CONF
 
 _SCRIPT = r"""__hactl_nl='
 '

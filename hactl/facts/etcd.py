@@ -1,9 +1,9 @@
 """etcd on its members: files, service, data dir, CA, and what the member says over TLS.
 
-Paths follow hactl's renderers (docs/renderers.md, ``hactl.render.etcd``): the env file
+Paths are :mod:`hactl.hostlayout`'s (the renderers write the same files): the env file
 ``/etc/etcd/etcd.env``, the unit ``/etc/systemd/system/etcd.service``, certificates under
 ``/etc/etcd/pki``; etcdctl authenticates with ``healthcheck-client.{crt,key}`` against the
-member's own client URL (``https://127.0.0.1:<clientPort>``, or its address when that is a
+member's own client URL (the argv of :func:`hactl.transport.tools.etcdctl`) (``https://127.0.0.1:<clientPort>``, or its address when that is a
 loopback address). The etcdctl sections run only when the ``services`` section saw the ``etcd`` unit active (otherwise
 etcdctl would wait for its dial timeout) and each member answers for itself only: the diff
 combines the members' views (``endpoint health --cluster`` alone is not enough).
@@ -17,33 +17,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from hactl import hostlayout
 from hactl.facts.base import (
     Fact,
     FactParseError,
     fingerprint_hex,
+    guarded_parser,
     key_values,
     sh,
     sha256_of,
 )
 from hactl.facts.model import DataDirState, EtcdFacts, EtcdHealth, EtcdMember, EtcdStatus
 from hactl.facts.services import UnitState, active_var
+from hactl.transport import tools
 
-ENV_PATH = "/etc/etcd/etcd.env"
-UNIT_PATH = "/etc/systemd/system/etcd.service"
-PKI_DIR = "/etc/etcd/pki"
-CA_CERT = f"{PKI_DIR}/ca.crt"
-CA_KEY = f"{PKI_DIR}/ca.key"
-BOOTSTRAP_MARKER = "/etc/etcd/hactl-bootstrap-pending"
-"""Written by hactl's bootstrap of a new cluster before the member starts, removed on every
-member once the cluster is healthy: its presence proves the cluster never formed (see
-``hactl.diff``'s half-bootstrap case)."""
-CLIENT_CERT = f"{PKI_DIR}/healthcheck-client.crt"
-CLIENT_KEY = f"{PKI_DIR}/healthcheck-client.key"
-MEMBER_FILES = ("server.crt", "server.key", "peer.crt", "peer.key", "healthcheck-client.crt",
-                "healthcheck-client.key")
-"""A member's own certificate files under PKI_DIR, next to the CA (hactl issues them together)."""
-DIAL_TIMEOUT = "2s"
-COMMAND_TIMEOUT = "5s"
+ENV_PATH = hostlayout.ETCD_ENV
+UNIT_PATH = hostlayout.ETCD_UNIT
+PKI_DIR = hostlayout.ETCD_PKI_DIR
+CA_CERT = hostlayout.ETCD_CA_CERT
+CA_KEY = hostlayout.ETCD_CA_KEY
+BOOTSTRAP_MARKER = hostlayout.ETCD_BOOTSTRAP_MARKER
+MEMBER_FILES = hostlayout.ETCD_MEMBER_FILES
+"""(The paths are :mod:`hactl.hostlayout`'s, named as the probe and its tests read them.)"""
 ACTIVE_VAR = active_var("etcd")
 """Shell variable set by the ``services`` section and read by the etcdctl sections."""
 
@@ -62,7 +57,7 @@ if [ -d {data} ]; then
 fi
 __hactl_etcd_listen=
 if [ "${active}" = active ]; then
-  __hactl_pid=$(systemctl show -p MainPID --value etcd.service 2>/dev/null)
+  __hactl_pid=$({main_pid} 2>/dev/null)
   if [ -n "$__hactl_pid" ] && [ "$__hactl_pid" != 0 ] && [ -r "/proc/$__hactl_pid/environ" ]; then
     echo running_pid=$__hactl_pid
     tr '\0' '\n' < "/proc/$__hactl_pid/environ" | grep '^ETCD_' | sed 's/^/running./'
@@ -117,7 +112,7 @@ ENTRY_NAMES = 10
 
 @dataclass(frozen=True)
 class EtcdFiles(Fact[EtcdFileInfo]):
-    data_dir: str = "/var/lib/etcd"
+    data_dir: str = hostlayout.ETCD_DEFAULT_DATA_DIR
     section = "etcd.files"
 
     def script(self) -> str:
@@ -133,6 +128,7 @@ class EtcdFiles(Fact[EtcdFileInfo]):
             names=ENTRY_NAMES,
             certs=MAX_CERTS,
             active=ACTIVE_VAR,
+            main_pid=sh(tools.systemctl("show", "-p", "MainPID", "--value", "etcd.service")),
         )
 
     def parse(self, stdout: str) -> EtcdFileInfo:
@@ -234,18 +230,7 @@ class _Etcdctl:
     endpoint: str = "https://127.0.0.1:2379"
 
     def etcdctl(self, *args: str) -> str:
-        argv = (
-            "etcdctl",
-            f"--endpoints={self.endpoint}",
-            f"--cacert={CA_CERT}",
-            f"--cert={CLIENT_CERT}",
-            f"--key={CLIENT_KEY}",
-            f"--dial-timeout={DIAL_TIMEOUT}",
-            f"--command-timeout={COMMAND_TIMEOUT}",
-            "-w",
-            "json",
-            *args,
-        )
+        argv = tools.etcdctl([self.endpoint], *args, timeout=tools.ETCDCTL_READ_TIMEOUT)
         guard = (
             f'if [ "${ACTIVE_VAR}" != active ]; then '
             f'echo "the etcd service is ${{{ACTIVE_VAR}:-not running}}" >&2; return 100; fi'
@@ -255,11 +240,12 @@ class _Etcdctl:
         # restarted still serves on the old port of the same host.
         scheme, _, rest = self.endpoint.partition("://")
         prefix = f"{scheme}://{rest.rsplit(':', 1)[0]}:"
-        pick = (f"__hactl_ep={shlex.quote(argv[1])}\n"
+        pick = (f"__hactl_ep={sh(argv[1:2])}\n"
                 'for __hactl_u in $(printf %s "${__hactl_etcd_listen:-}" | tr , " "); do\n'
                 f'  case $__hactl_u in {shlex.quote(prefix)}*) __hactl_ep="--endpoints=$__hactl_u";; esac\n'
                 "done")
-        return f'{guard}\n{pick}\nETCDCTL_API=3 etcdctl "$__hactl_ep" {sh(argv[2:])}'
+        # argv[1] is --endpoints= (hactl.transport.tools.etcdctl), replaced by the pick above
+        return f'{guard}\n{pick}\nETCDCTL_API=3 {sh(argv[:1])} "$__hactl_ep" {sh(argv[2:])}'
 
 
 def _load(stdout: str) -> Any:
@@ -267,6 +253,42 @@ def _load(stdout: str) -> Any:
         return json.loads(stdout)
     except ValueError as exc:
         raise FactParseError(f"not JSON: {stdout[:200]!r}") from exc
+
+
+@guarded_parser("etcd.members")
+def parse_member_list(stdout: str) -> tuple[EtcdMember, ...]:
+    """``etcdctl member list -w json`` → the members, IDs as lower-case hex (as etcdctl's tables
+    print them), sorted by name (unstarted ones, which have none, last). The one reader of a
+    member list: the probe, ``hactl check`` and the steps' fresh reads all use it."""
+    data = _load(stdout)
+    members = [
+        EtcdMember(
+            id=member_id(m["ID"]),
+            name=m.get("name") or "",
+            peer_urls=tuple(m.get("peerURLs") or ()),
+            client_urls=tuple(m.get("clientURLs") or ()),
+            is_learner=bool(m.get("isLearner", False)),
+        )
+        for m in data.get("members") or ()
+    ]
+    return tuple(sorted(members, key=lambda m: (m.name or "~", m.id)))
+
+
+@guarded_parser("etcd.health")
+def parse_endpoint_health(stdout: str) -> tuple[EtcdHealth, ...]:
+    """``etcdctl endpoint health -w json`` → one answer per endpoint asked (a single object is
+    read as a list of one). The one reader of health answers (probe, check, steps)."""
+    data = _load(stdout)
+    entries = [data] if isinstance(data, dict) else list(data)
+    return tuple(
+        EtcdHealth(
+            endpoint=entry["endpoint"],
+            healthy=bool(entry.get("health")),
+            error=entry.get("error") or None,
+            took=entry.get("took"),
+        )
+        for entry in entries
+    )
 
 
 @dataclass(frozen=True)
@@ -277,18 +299,7 @@ class EtcdMemberList(_Etcdctl, Fact[tuple[EtcdMember, ...]]):
         return self.etcdctl("member", "list")
 
     def parse(self, stdout: str) -> tuple[EtcdMember, ...]:
-        data = _load(stdout)
-        members = [
-            EtcdMember(
-                id=member_id(m["ID"]),
-                name=m.get("name", ""),
-                peer_urls=tuple(m.get("peerURLs", ())),
-                client_urls=tuple(m.get("clientURLs", ())),
-                is_learner=bool(m.get("isLearner", False)),
-            )
-            for m in data.get("members", [])
-        ]
-        return tuple(sorted(members, key=lambda m: (m.name or "~", m.id)))
+        return parse_member_list(stdout)
 
 
 @dataclass(frozen=True)
@@ -328,16 +339,10 @@ class EtcdEndpointHealth(_Etcdctl, Fact[EtcdHealth]):
         return self.etcdctl("endpoint", "health")
 
     def parse(self, stdout: str) -> EtcdHealth:
-        data = _load(stdout)
-        if not data:
+        answers = parse_endpoint_health(stdout)
+        if not answers:
             raise FactParseError("endpoint health returned no endpoint")
-        entry = data[0]
-        return EtcdHealth(
-            endpoint=entry["endpoint"],
-            healthy=bool(entry.get("health")),
-            error=entry.get("error") or None,
-            took=entry.get("took"),
-        )
+        return answers[0]
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """HAProxy on the load balancers: config file (hash and content), service, backend states.
 
-Backend states come from the stats socket hactl renders (``/run/haproxy/admin.sock``, see
-``hactl.render.haproxy``) with ``show stat`` (CSV). The socket is read with ``socat`` when the
+Backend states come from the stats socket hactl renders (``/run/haproxy/admin.sock``,
+:data:`hactl.hostlayout.HAPROXY_ADMIN_SOCKET`) with ``show stat`` (CSV). The socket is read with ``socat`` when the
 host has it, else with a stdlib-only ``python3 -B`` one-liner; nothing is written.
 """
 
@@ -13,17 +13,18 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from hactl import hostlayout
 from hactl.facts.base import Fact, FactParseError, key_values, sha256_of
 from hactl.facts.haproxy_loaded import _FILES, loaded_state
 from hactl.facts.model import BackendServer, HAProxyFacts, ServerStatus
 from hactl.facts.services import UnitState, active_var
 from hactl.sensitive import MASK
 
-CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
-ADMIN_SOCKET = "/run/haproxy/admin.sock"
-LOADED_MARKER = "/run/hactl/haproxy.sha256"
-"""Written by ``ConfigureHAProxy`` after haproxy (re)loaded a file: that file's sha256. /run is
-emptied at boot, when the service loads the file anew (the start times then tell)."""
+CONFIG_PATH = hostlayout.HAPROXY_CFG
+ADMIN_SOCKET = hostlayout.HAPROXY_ADMIN_SOCKET
+LOADED_MARKER = hostlayout.HAPROXY_LOADED_MARKER
+"""Written by ``ConfigureHAProxy`` after haproxy (re)loaded a file: that file's sha256 (the
+paths are :mod:`hactl.hostlayout`'s)."""
 ACTIVE_VAR = active_var("haproxy")
 
 _READ_SOCKET = (

@@ -20,7 +20,9 @@ file was written after the last (re)load: not loaded, a graceful reload is due.
 
 from __future__ import annotations
 
-from hactl.facts.base import key_values
+from hactl import hostlayout
+from hactl.facts.base import key_values, sh
+from hactl.transport import tools
 
 CLOCK_TICKS = 100
 """USER_HZ: the unit of /proc/PID/stat start times (100 on every Linux architecture's ABI)."""
@@ -34,7 +36,7 @@ _FILES = r"""if [ -f {cfg} ]; then
   if [ "${active}" = active ]; then
     if [ -r {marker} ]; then read -r __hactl_hp_m __hactl_hp_x < {marker}; echo "loaded_sha256=$__hactl_hp_m"; fi
     echo "config_mtime=$(date -r {cfg} +%s.%N 2>/dev/null)"
-    __hactl_hp_pid=$(systemctl show -p MainPID --value haproxy.service 2>/dev/null)
+    __hactl_hp_pid=$(@MAIN_PID@ 2>/dev/null)
     if [ -n "$__hactl_hp_pid" ] && [ "$__hactl_hp_pid" != 0 ]; then
       __hactl_hp_ps=$__hactl_hp_pid
       for __hactl_hp_t in /proc/"$__hactl_hp_pid"/task/*/children; do
@@ -49,7 +51,7 @@ _FILES = r"""if [ -f {cfg} ]; then
     fi
   fi
 fi
-:"""
+:""".replace("@MAIN_PID@", sh(tools.systemctl("show", "-p", "MainPID", "--value", "haproxy.service")))
 
 
 def _number(text: str | None) -> float | None:
@@ -78,7 +80,7 @@ def loaded_state(config: str | None, marker: str | None, stdout: str) -> tuple[b
     if last_load + SLACK >= mtime:
         return True, "haproxy (re)started after the file was written"
     return False, (
-        "/etc/haproxy/haproxy.cfg was written after haproxy last (re)loaded"
+        f"{hostlayout.HAPROXY_CFG} was written after haproxy last (re)loaded"
         + (", and hactl's reload marker names another file" if marker else "")
         + ": the running haproxy has not loaded it (an apply interrupted before its reload, "
         "or a reload that failed)"

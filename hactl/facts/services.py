@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hactl.facts.base import Fact, is_active, is_enabled
+from hactl.facts.base import Fact, is_active, is_enabled, sh
+from hactl.transport import tools
 
 UNITS: tuple[str, ...] = ("etcd", "haproxy", "kubelet")
 
@@ -28,7 +29,7 @@ class UnitState:
     """``active``, ``inactive``, ``failed``, ``activating`` …"""
 
 
-_SCRIPT = r"""__hactl_svc=$(systemctl show -p Id -p ActiveState -p UnitFileState {units} 2>/dev/null)
+_SCRIPT = r"""__hactl_svc=$({show} 2>/dev/null)
 printf '%s\n' "$__hactl_svc"
 __hactl_id=; __hactl_st=; __hactl_ifs=$IFS
 IFS='
@@ -64,8 +65,9 @@ class UnitStates(Fact[dict[str, UnitState]]):
         cases = "\n".join(
             f"      {unit}.service) {active_var(unit)}=$__hactl_st;;" for unit in self.units
         )
-        names = " ".join(f"{unit}.service" for unit in self.units)
-        return _SCRIPT.format(units=names, cases=cases)
+        show = tools.systemctl("show", "-p", "Id", "-p", "ActiveState", "-p", "UnitFileState",
+                               *(f"{unit}.service" for unit in self.units))
+        return _SCRIPT.format(show=sh(show), cases=cases)
 
     def parse(self, stdout: str) -> dict[str, UnitState]:
         found: dict[str, dict[str, str]] = {}

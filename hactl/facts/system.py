@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from hactl import hostlayout
 from hactl.facts.base import Fact, FactParseError, key_values
 from hactl.facts.model import SystemFacts
 
@@ -13,12 +14,12 @@ if read -r k < /proc/sys/kernel/osrelease 2>/dev/null; then echo "kernel=$k"; fi
 echo "user=$(id -un)"
 if command -v systemctl >/dev/null 2>&1; then echo init=systemd; fi
 if [ -r /proc/uptime ]; then read -r up _ < /proc/uptime; echo "uptime=$up"; fi
-if [ -r /etc/os-release ]; then
+if [ -r {os_release} ]; then
   while IFS= read -r line; do
     case $line in ID=*|VERSION_ID=*|PRETTY_NAME=*) echo "os.$line";; esac
-  done < /etc/os-release
+  done < {os_release}
 fi
-:"""
+:""".replace("{os_release}", shlex.quote(hostlayout.OS_RELEASE))
 """Shell built-ins only where possible: each fork costs on a busy host."""
 
 

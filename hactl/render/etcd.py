@@ -18,19 +18,21 @@ import shlex
 from collections.abc import Sequence
 from typing import Literal
 
+from hactl import hostlayout
 from hactl.render.files import RenderedFile, public
 from hactl.render.net import host_port, safe_token
 from hactl.spec.models import Cluster, Host
 
-ENV_PATH = "/etc/etcd/etcd.env"
-UNIT_PATH = "/etc/systemd/system/etcd.service"
-BINARY = "/usr/bin/etcd"
-PKI_DIR = "/etc/etcd/pki"
-CA_CERT = f"{PKI_DIR}/ca.crt"
-SERVER_CERT, SERVER_KEY = f"{PKI_DIR}/server.crt", f"{PKI_DIR}/server.key"
-PEER_CERT, PEER_KEY = f"{PKI_DIR}/peer.crt", f"{PKI_DIR}/peer.key"
-HEALTHCHECK_CERT = f"{PKI_DIR}/healthcheck-client.crt"
-HEALTHCHECK_KEY = f"{PKI_DIR}/healthcheck-client.key"
+# The files, as :mod:`hactl.hostlayout` names them (one spelling for renderers, facts and steps).
+ENV_PATH = hostlayout.ETCD_ENV
+UNIT_PATH = hostlayout.ETCD_UNIT
+BINARY = hostlayout.ETCD_BINARY
+PKI_DIR = hostlayout.ETCD_PKI_DIR
+CA_CERT = hostlayout.ETCD_CA_CERT
+SERVER_CERT, SERVER_KEY = hostlayout.ETCD_SERVER_CERT, hostlayout.ETCD_SERVER_KEY
+PEER_CERT, PEER_KEY = hostlayout.ETCD_PEER_CERT, hostlayout.ETCD_PEER_KEY
+HEALTHCHECK_CERT = hostlayout.ETCD_CLIENT_CERT
+HEALTHCHECK_KEY = hostlayout.ETCD_CLIENT_KEY
 SNAPSHOT_COUNT = 10000  # kubeadm's value: smaller WAL replay after a restart
 
 ClusterState = Literal["new", "existing"]

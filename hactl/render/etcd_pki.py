@@ -30,6 +30,7 @@ import datetime as dt
 import ipaddress
 from dataclasses import dataclass
 
+from hactl import hostlayout
 from hactl.render import etcd, pki
 from hactl.render.files import RenderedFile, public, secret
 from hactl.spec.models import Cluster, Host
@@ -39,9 +40,9 @@ HEALTHCHECK_CN = "kube-etcd-healthcheck-client"
 APISERVER_CLIENT_CN = "kube-apiserver-etcd-client"
 APISERVER_CLIENT_ORG = "system:masters"
 
-K8S_ETCD_CA = "/etc/kubernetes/pki/etcd/ca.crt"
-APISERVER_ETCD_CLIENT_CERT = "/etc/kubernetes/pki/apiserver-etcd-client.crt"
-APISERVER_ETCD_CLIENT_KEY = "/etc/kubernetes/pki/apiserver-etcd-client.key"
+K8S_ETCD_CA = hostlayout.K8S_ETCD_CA
+APISERVER_ETCD_CLIENT_CERT = hostlayout.APISERVER_ETCD_CLIENT_CERT
+APISERVER_ETCD_CLIENT_KEY = hostlayout.APISERVER_ETCD_CLIENT_KEY
 
 
 @dataclass(frozen=True)

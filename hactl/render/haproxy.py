@@ -20,12 +20,13 @@ the file on the host. Choices (and why) are in ``docs/renderers.md``:
 
 from __future__ import annotations
 
+from hactl import hostlayout
 from hactl.render.files import RenderedFile, public
 from hactl.render.net import host_port, port_number, safe_token
 from hactl.spec.models import Cluster, Host
 
-CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
-ADMIN_SOCKET = "/run/haproxy/admin.sock"
+CONFIG_PATH = hostlayout.HAPROXY_CFG
+ADMIN_SOCKET = hostlayout.HAPROXY_ADMIN_SOCKET
 FRONTEND = "k8s-api"
 BACKEND = "k8s-api-backend"
 API_PORT = 6443
@@ -77,7 +78,7 @@ def render_haproxy_cfg(
         "hactl apply overwrites it.",
         "global",
         "    log /dev/log local0",
-        "    chroot /var/lib/haproxy",
+        f"    chroot {hostlayout.HAPROXY_CHROOT}",
         "    user haproxy",
         "    group haproxy",
         f"    stats socket {safe_token(admin_socket, 'the admin socket')} mode 600 level admin "

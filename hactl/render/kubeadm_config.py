@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from hactl import hostlayout
 from hactl.render.etcd import client_endpoints
 from hactl.render.etcd_pki import (
     APISERVER_ETCD_CLIENT_CERT,
@@ -42,14 +43,14 @@ from hactl.spec.models import Cluster, Host
 V1BETA3 = "kubeadm.k8s.io/v1beta3"
 V1BETA4 = "kubeadm.k8s.io/v1beta4"
 API_BIND_PORT = 6443
-INIT_CONFIG_PATH = "/etc/hactl/kubeadm-config.yaml"
+INIT_CONFIG_PATH = hostlayout.KUBEADM_CONFIG
 """Long-lived, no secret: ``kubeadm init phase upload-certs --config`` reuses it."""
-SECRET_CONFIG_DIR = "/run/hactl"
+SECRET_CONFIG_DIR = hostlayout.HACTL_RUN
 """tmpfs on systemd hosts: a secret file left by a killed run never reaches a disk and is gone
 at the next boot (the folder is created 0700 by the transport's ``umask 077``)."""
-INIT_SECRET_CONFIG_PATH = f"{SECRET_CONFIG_DIR}/kubeadm-init.yaml"
+INIT_SECRET_CONFIG_PATH = hostlayout.KUBEADM_INIT_CONFIG
 """InitConfiguration with ``certificateKey``: written 0600 before ``kubeadm init``, removed after."""
-JOIN_CONFIG_PATH = f"{SECRET_CONFIG_DIR}/kubeadm-join.yaml"
+JOIN_CONFIG_PATH = hostlayout.KUBEADM_JOIN_CONFIG
 """JoinConfiguration with the token (and key): written 0600 before ``kubeadm join``, removed after."""
 CERTIFICATE_KEY_RE = re.compile(r"[0-9a-f]{64}")
 """kubeadm's certificate key: 32 bytes (AES-256), hex (``ValidateCertificateKey``)."""
