@@ -1,67 +1,131 @@
-"""Pure command builders: every command a step runs, as an argv tuple.
+"""Pure command builders: every command a step runs, as an argv tuple, and how a plan shows it.
 
-No I/O and no ``shlex.join`` here (only the transport joins argv). Secrets are passed in as
-:class:`hactl.sensitive.Sensitive` and stay masked everywhere but on the wire. File paths on the
-hosts come from the renderers (``docs/renderers.md``) and are repeated here only where hactl
-owns them (the kubeadm config folder).
+No I/O and no ``shlex.join`` of what runs here (only the transport joins argv). Secrets are
+passed in as :class:`hactl.sensitive.Sensitive` and stay masked everywhere but on the wire.
+Paths on the hosts come from :mod:`hactl.hostlayout` (re-exported here under the names the
+steps use); each tool's flags come from its one builder in :mod:`hactl.transport.tools`.
+
+A step's :meth:`~hactl.plan.step.Step.commands` (its plan text) is made of the same builder
+calls as its ``run()``, rendered with :func:`shown`: values the step learns only at run time
+(a member ID, the client URLs a member publishes) are :func:`placeholder` texts ``<…>``, and
+:func:`announces` is the one rule for "this executed command is one the plan showed"
+(``tests/unit/test_step_contract.py`` holds every step kind to it).
 """
 
 from __future__ import annotations
 
+import re
+import shlex
 from collections.abc import Sequence
 
-from hactl.transport.base import Argv
+from hactl.hostlayout import (
+    ADMIN_CONF,
+    APISERVER_ETCD_CLIENT_CERT,
+    APISERVER_ETCD_CLIENT_KEY,
+    ETCD_BOOTSTRAP_MARKER,
+    ETCD_CA_CERT,
+    ETCD_CA_KEY,
+    ETCD_CLIENT_CERT,
+    ETCD_CLIENT_KEY,
+    ETCD_ENV,
+    ETCD_PEER_CERT,
+    ETCD_PEER_KEY,
+    ETCD_PKI_DIR,
+    ETCD_SERVER_CERT,
+    ETCD_SERVER_KEY,
+    ETCD_UNIT,
+    HAPROXY_CFG,
+    K8S_CA_CERT,
+    K8S_ETCD_CA,
+    K8S_PKI,
+    KUBEADM_CONFIG,
+    KUBEADM_INIT_CONFIG,
+    KUBEADM_JOIN_CONFIG,
+)
+from hactl.hostlayout import HAPROXY_CFG_NEW as HAPROXY_NEW
+from hactl.transport import tools
+from hactl.transport.base import Argv, Command
 
-# etcd files (the same names as hactl.render.etcd; repeated so planning imports stay light)
-ETCD_PKI_DIR = "/etc/etcd/pki"
-ETCD_CA_CERT = f"{ETCD_PKI_DIR}/ca.crt"
-ETCD_CA_KEY = f"{ETCD_PKI_DIR}/ca.key"
-ETCD_SERVER_CERT, ETCD_SERVER_KEY = f"{ETCD_PKI_DIR}/server.crt", f"{ETCD_PKI_DIR}/server.key"
-ETCD_PEER_CERT, ETCD_PEER_KEY = f"{ETCD_PKI_DIR}/peer.crt", f"{ETCD_PKI_DIR}/peer.key"
-ETCD_CLIENT_CERT = f"{ETCD_PKI_DIR}/healthcheck-client.crt"
-ETCD_CLIENT_KEY = f"{ETCD_PKI_DIR}/healthcheck-client.key"
-ETCD_ENV = "/etc/etcd/etcd.env"
-ETCD_UNIT = "/etc/systemd/system/etcd.service"
-ETCD_BOOTSTRAP_MARKER = "/etc/etcd/hactl-bootstrap-pending"
-"""Written before a new cluster's member starts, removed on every member once it is healthy."""
+__all__ = [
+    "ADMIN_CONF", "APISERVER_ETCD_CLIENT_CERT", "APISERVER_ETCD_CLIENT_KEY",
+    "ETCD_BOOTSTRAP_MARKER", "ETCD_CA_CERT", "ETCD_CA_KEY", "ETCD_CLIENT_CERT", "ETCD_CLIENT_KEY",
+    "ETCD_ENV", "ETCD_PEER_CERT", "ETCD_PEER_KEY", "ETCD_PKI_DIR", "ETCD_SERVER_CERT",
+    "ETCD_SERVER_KEY", "ETCD_UNIT", "HAPROXY_CFG", "HAPROXY_NEW", "K8S_CA_CERT", "K8S_ETCD_CA",
+    "K8S_PKI", "KUBEADM_CONFIG", "KUBEADM_INIT_CONFIG", "KUBEADM_JOIN_CONFIG",
+]
 
-# HAProxy
-HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
-HAPROXY_NEW = "/etc/haproxy/haproxy.cfg.hactl-new"
+# -- how a plan shows a command ---------------------------------------------------------------
 
-# kubeadm / Kubernetes
-K8S_PKI = "/etc/kubernetes/pki"
-K8S_CA_CERT = f"{K8S_PKI}/ca.crt"
-K8S_ETCD_CA = f"{K8S_PKI}/etcd/ca.crt"
-APISERVER_ETCD_CLIENT_CERT = f"{K8S_PKI}/apiserver-etcd-client.crt"
-APISERVER_ETCD_CLIENT_KEY = f"{K8S_PKI}/apiserver-etcd-client.key"
-ADMIN_CONF = "/etc/kubernetes/admin.conf"
-KUBEADM_CONFIG = "/etc/hactl/kubeadm-config.yaml"
-"""The InitConfiguration + ClusterConfiguration that upload-certs reuses (no secret in it)."""
-KUBEADM_INIT_CONFIG = "/run/hactl/kubeadm-init.yaml"
-"""The same plus ``certificateKey``, for ``kubeadm init`` only: 0600, removed after init."""
-KUBEADM_JOIN_CONFIG = "/run/hactl/kubeadm-join.yaml"
-"""The JoinConfiguration (token, CA pin, certificate key): 0600, removed after the join."""
+_PLACEHOLDER = re.compile(r"<[^<>]+>")
+
+
+def placeholder(what: str) -> str:
+    """A value the step learns at run time, as the plan shows it: ``<id of etcd04>``."""
+    return f"<{what}>"
+
+
+def shown(command: Command, note: str = "") -> str:
+    """How the plan shows ``command``: its argv joined as a shell would read it (secrets
+    masked; an argument holding a :func:`placeholder` is left unquoted so it reads as one),
+    then ``  # note``. A ``str`` (an sh script) shows as ``sh -c <script: first line>``."""
+    if isinstance(command, str):
+        first = command.strip().splitlines()[0] if command.strip() else ""
+        text = f"sh -c {placeholder('script: ' + first.replace('<', '(').replace('>', ')'))}"
+    else:
+        text = " ".join(a if _PLACEHOLDER.search(a) else shlex.quote(a)
+                        for a in (str(arg) for arg in command))
+    return f"{text}  # {note}" if note else text
+
+
+def shown_put(path: str, mode: int, note: str = "") -> str:
+    """How the plan shows a file a step writes (through the transport's atomic put)."""
+    text = f"put {path} {mode:04o}"
+    return f"{text}  # {note}" if note else text
+
+
+def announces(line: str, executed: str) -> bool:
+    """Whether the plan line ``line`` (:func:`shown` or :func:`shown_put` text) announces the
+    command ``executed`` (the same rendering of what ran, with run-time values filled in):
+    equal up to the note, each placeholder standing for non-empty text without blanks (one
+    value, or part of one)."""
+    command = line.split("  # ", 1)[0]
+    if command == executed:
+        return True
+    parts = _PLACEHOLDER.split(command)
+    pattern = r"\S+?".join(re.escape(p) for p in parts)
+    return re.fullmatch(pattern, executed) is not None
 
 
 # -- etcd ----------------------------------------------------------------------------------
 
 
-def etcdctl(endpoints: Sequence[str], *args: str) -> Argv:
-    """etcdctl v3 over TLS with the member's client certificate."""
-    return (
-        "etcdctl",
-        f"--endpoints={','.join(endpoints)}",
-        f"--cacert={ETCD_CA_CERT}",
-        f"--cert={ETCD_CLIENT_CERT}",
-        f"--key={ETCD_CLIENT_KEY}",
-        "--command-timeout=10s",
-        *args,
-    )
+def etcdctl(endpoints: Sequence[str], *args: str, timeout: str = tools.ETCDCTL_TIMEOUT) -> Argv:
+    """etcdctl against hactl's external members (:func:`hactl.transport.tools.etcdctl`)."""
+    return tools.etcdctl(endpoints, *args, timeout=timeout)
 
 
-def member_list(endpoint: str) -> Argv:
-    return etcdctl([endpoint], "member", "list", "-w", "json")
+def stacked_etcdctl(endpoints: Sequence[str], *args: str) -> Argv:
+    """etcdctl against kubeadm's stacked etcd on a master, with kubeadm's healthcheck client;
+    polled by the joins (:data:`~hactl.transport.tools.ETCDCTL_READ_TIMEOUT`)."""
+    return tools.etcdctl(endpoints, *args, tls=tools.STACKED_ETCD, timeout=tools.ETCDCTL_READ_TIMEOUT)
+
+
+STACKED_LOCAL = "https://127.0.0.1:2379"
+"""The stacked member on the master itself (kubeadm's etcd listens on loopback too)."""
+
+
+def member_list_stacked() -> Argv:
+    """The stacked etcd's member list, through the member on this master."""
+    return stacked_etcdctl([STACKED_LOCAL], "member", "list")
+
+
+def stacked_endpoint_health(endpoints: Sequence[str]) -> Argv:
+    """Each stacked member asked about itself (its published client URL)."""
+    return stacked_etcdctl(endpoints, "endpoint", "health")
+
+
+def member_list(endpoints: Sequence[str]) -> Argv:
+    return etcdctl(endpoints, "member", "list")
 
 
 def member_add(endpoint: str, name: str, peer_url: str, *, learner: bool = True) -> Argv:
@@ -84,20 +148,19 @@ def member_update(endpoints: Sequence[str], member_id: str, peer_url: str) -> Ar
 
 
 def endpoint_health(endpoints: Sequence[str]) -> Argv:
-    """Each endpoint asked about itself (design rule 2: not ``--cluster`` alone)."""
-    argv = etcdctl(endpoints, "endpoint", "health", "-w", "json")
-    # a stopped member must not hold the caller for long: 3 s per check
-    return tuple("--command-timeout=3s" if a == "--command-timeout=10s" else a for a in argv)
+    """Each endpoint asked about itself (design rule 2: not ``--cluster`` alone); a stopped
+    member must not hold the caller for long (:data:`~hactl.transport.tools.ETCDCTL_HEALTH_TIMEOUT`)."""
+    return etcdctl(endpoints, "endpoint", "health", timeout=tools.ETCDCTL_HEALTH_TIMEOUT)
 
 
 def registry_count(endpoint: str) -> Argv:
     """``count`` in the JSON is the number of keys under /registry (absent when 0); etcdctl 3.4
     has no ``--count-only``, so ask for at most one key."""
-    return etcdctl([endpoint], "get", "/registry", "--prefix", "--keys-only", "--limit=1", "-w", "json")
+    return etcdctl([endpoint], "get", "/registry", "--prefix", "--keys-only", "--limit=1")
 
 
 def systemctl(*args: str) -> Argv:
-    return ("systemctl", *args)
+    return tools.systemctl(*args)
 
 
 def read_files(*paths: str) -> Argv:
@@ -109,9 +172,17 @@ def file_exists(path: str) -> Argv:
     return ("test", "-e", path)
 
 
+def all_exist(paths: Sequence[str]) -> Argv:
+    """Exit 0 when every one of ``paths`` exists (one ``test``)."""
+    out: tuple[str, ...] = ("test", "-e", paths[0])
+    for path in paths[1:]:
+        out += ("-a", "-e", path)
+    return out
+
+
 def etcd_ca_present() -> Argv:
     """Exit 0 when this host holds the etcd CA: its key and its certificate."""
-    return ("test", "-e", ETCD_CA_KEY, "-a", "-e", ETCD_CA_CERT)
+    return all_exist((ETCD_CA_KEY, ETCD_CA_CERT))
 
 
 _PREPARE_DATA_DIR = """d=$1; aside=$2
@@ -172,15 +243,21 @@ def kubeadm_init(config: str = KUBEADM_INIT_CONFIG) -> Argv:
     """``kubeadm init --config F --upload-certs``: nothing else may be mixed with ``--config``
     (real kubeadm: ``can not mix '--config' with arguments [...]``). The certificate key is
     ``InitConfiguration.certificateKey`` in F (0600, removed after init), never in argv."""
-    return ("kubeadm", "init", "--config", config, "--upload-certs")
+    return tools.kubeadm("init", "--config", config, "--upload-certs")
+
+
+def init_phase(phase: str, sub: str | None, config: str = KUBEADM_CONFIG,
+               extra: Sequence[str] = ()) -> Argv:
+    """``kubeadm init phase <phase> [<sub>] --config F [skip flags]`` (nothing else mixed in)."""
+    return tools.kubeadm("init", "phase", phase, *((sub,) if sub else ()), "--config", config, *extra)
 
 
 def upload_certs(config: str = KUBEADM_CONFIG) -> Argv:
-    return ("kubeadm", "init", "phase", "upload-certs", "--upload-certs", "--config", config)
+    return tools.kubeadm("init", "phase", "upload-certs", "--upload-certs", "--config", config)
 
 
 def token_create(ttl: str = "2h") -> Argv:
-    return ("kubeadm", "token", "create", "--ttl", ttl, "--description", "hactl apply")
+    return tools.kubeadm("token", "create", "--ttl", ttl, "--description", "hactl apply")
 
 
 def kubeadm_join(config: str = KUBEADM_JOIN_CONFIG) -> Argv:
@@ -188,20 +265,24 @@ def kubeadm_join(config: str = KUBEADM_JOIN_CONFIG) -> Argv:
     the ``controlPlane`` stanza with the certificate key are all in F's JoinConfiguration (0600,
     removed after the join). Real kubeadm refuses ``--control-plane``, ``--token``,
     ``--discovery-token-ca-cert-hash`` or ``--certificate-key`` next to ``--config``."""
-    return ("kubeadm", "join", "--config", config)
+    return tools.kubeadm("join", "--config", config)
 
 
 def kubeadm_reset() -> Argv:
     """Undo a failed join on this node (external etcd is left untouched, as kubeadm does)."""
-    return ("kubeadm", "reset", "-f")
+    return tools.kubeadm("reset", "-f")
 
 
 def kubectl(*args: str, kubeconfig: str = ADMIN_CONF) -> Argv:
-    return ("kubectl", "--kubeconfig", kubeconfig, "--request-timeout=10s", *args)
+    return tools.kubectl(*args, kubeconfig=kubeconfig)
 
 
 def get_node(name: str) -> Argv:
     return kubectl("get", "node", name, "-o", "json")
+
+
+def get_nodes() -> Argv:
+    return kubectl("get", "nodes", "-o", "json")
 
 
 def readyz() -> Argv:

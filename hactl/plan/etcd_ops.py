@@ -1,5 +1,8 @@
 """etcd operations shared by the etcd step kinds: read the CA off a member, list members, wait
-for health as design rule 2 defines it. Commands come from :mod:`hactl.plan.commands`.
+for health as design rule 2 defines it. Commands come from :mod:`hactl.plan.commands`; what etcd
+answers is read by the facts' own parsers (:func:`hactl.facts.etcd.parse_member_list`,
+:func:`~hactl.facts.etcd.parse_endpoint_health`) into the model's :class:`EtcdMember`, so a
+step's fresh read and the probe's agree on learners, IDs (lower-case hex) and client URLs.
 """
 
 from __future__ import annotations
@@ -7,61 +10,39 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from hactl import hostlayout
 from hactl.diff import client_url, peer_url
 from hactl.errors import CommandError, PlanError
+from hactl.facts.base import FactParseError
+from hactl.facts.etcd import parse_endpoint_health, parse_member_list
+from hactl.facts.model import EtcdMember
 from hactl.plan import commands as cmd
 from hactl.plan.refusals import nested_member_data, restart_problem
-from hactl.plan.remote import parse_json, run, wait_for
+from hactl.plan.remote import run, wait_for
 from hactl.plan.step import StepContext
 from hactl.spec.models import Host
 
 if TYPE_CHECKING:
     from hactl.render import pki
 
-
-@dataclass(frozen=True)
-class Member:
-    id: str
-    name: str
-    peer_urls: tuple[str, ...]
-    is_learner: bool
-    client_urls: tuple[str, ...] = ()
-
-    @property
-    def started(self) -> bool:
-        return bool(self.name)
+def Member(id: str, name: str, peer_urls: tuple[str, ...], is_learner: bool = False,
+           client_urls: tuple[str, ...] = ()) -> EtcdMember:
+    """An :class:`EtcdMember` built in the argument order of the step-side member type this
+    module had before the steps read member lists through the facts' parser (kept for the
+    tests that build members that way; new code builds :class:`EtcdMember`)."""
+    return EtcdMember(id=id, name=name, peer_urls=peer_urls, client_urls=client_urls,
+                      is_learner=is_learner)
 
 
-def parse_member_list(stdout: str) -> list[Member]:
-    """``etcdctl member list -w json`` → members (IDs as lower-case hex, like the tables)."""
-    data = parse_json(stdout)
-    if not isinstance(data, dict):
-        raise ValueError("member list: not JSON")
-    out = []
-    for raw in data.get("members") or []:
-        out.append(
-            Member(
-                id=format(int(raw["ID"]), "x"),
-                name=raw.get("name", ""),
-                peer_urls=tuple(raw.get("peerURLs") or ()),
-                is_learner=bool(raw.get("isLearner", False)),
-                client_urls=tuple(raw.get("clientURLs") or ()),
-            )
-        )
-    return out
-
-
-def parse_health(stdout: str) -> dict[str, bool]:
-    """``etcdctl endpoint health -w json`` → {endpoint: healthy}."""
-    data = parse_json(stdout)
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list):
+def health_by_endpoint(stdout: str) -> dict[str, bool]:
+    """``etcdctl endpoint health`` output → {endpoint: healthy}; output that is no answer (the
+    command failed before printing one) is "nothing healthy", as a poll needs it."""
+    try:
+        return {h.endpoint: h.healthy for h in parse_endpoint_health(stdout)}
+    except FactParseError:
         return {}
-    return {str(e.get("endpoint")): bool(e.get("health")) for e in data if isinstance(e, dict)}
 
 
 def split_pem_pair(text: str) -> tuple[bytes, bytes]:
@@ -76,14 +57,14 @@ def split_pem_pair(text: str) -> tuple[bytes, bytes]:
 async def read_ca(ctx: StepContext, host: str) -> pki.CertKey:
     """The etcd CA (certificate and key) from a member, into memory only."""
     from hactl.render import pki  # cryptography: imported by the steps that use it
-    result = await run(ctx, host, cmd.read_files(cmd.ETCD_CA_CERT, cmd.ETCD_CA_KEY))
+    result = await run(ctx, host, cmd.read_files(hostlayout.ETCD_CA_CERT, hostlayout.ETCD_CA_KEY))
     cert_pem, key_pem = split_pem_pair(result.stdout)
     return pki.CertKey.from_pem(cert_pem, key_pem)
 
 
-NO_CA_KEY = "no etcd member holds the etcd CA key (/etc/etcd/pki/ca.key)"
+NO_CA_KEY = f"no etcd member holds the etcd CA key ({hostlayout.ETCD_CA_KEY})"
 NO_CA_KEY_HINT = ("if the members hold no CA yet, plan again: the plan generates one; if the etcd "
-                  "was built by hand, copy its CA key to /etc/etcd/pki/ca.key (mode 0600) on one member")
+                  f"was built by hand, copy its CA key to {hostlayout.ETCD_CA_KEY} (mode 0600) on one member")
 
 
 async def find_ca_host(ctx: StepContext, preferred: str | None = None) -> str | None:
@@ -139,7 +120,7 @@ async def prepare_data_dir(ctx: StepContext, host: str, data_dir: str, *,
 _UNQUOTABLE = frozenset('"\\\'`$,=\n\r\t ')
 
 
-def initial_cluster(ctx: StepContext, members: list[Member], me: Host) -> str:
+def initial_cluster(ctx: StepContext, members: Sequence[EtcdMember], me: Host) -> str:
     """ETCD_INITIAL_CLUSTER for ``me`` joining (or restarting in) a running cluster: every
     listed member as the member list names it (``name=peerURL`` for each of its peer URLs,
     ``m<id>`` for one that never started), then ``me``. Members outside the spec are taken as
@@ -156,7 +137,7 @@ def initial_cluster(ctx: StepContext, members: list[Member], me: Host) -> str:
             if bad:
                 raise CommandError(
                     f"the member list names member {m.id} {name!r} with peer URL {url!r}: "
-                    f"{', '.join(repr(c) for c in bad)} cannot be written into {cmd.ETCD_ENV}",
+                    f"{', '.join(repr(c) for c in bad)} cannot be written into {hostlayout.ETCD_ENV}",
                     host=me.name, hint="rename or update that member by hand (etcdctl member "
                     "update), then apply again")
             parts.append(f"{name}={url}")
@@ -164,7 +145,7 @@ def initial_cluster(ctx: StepContext, members: list[Member], me: Host) -> str:
     return ",".join(parts)
 
 
-def member_env(ctx: StepContext, me: Host, members: list[Member]) -> str:
+def member_env(ctx: StepContext, me: Host, members: Sequence[EtcdMember]) -> str:
     """etcd.env of ``me`` with initial-cluster-state=existing and the listed members."""
     from hactl.plan import desired
 
@@ -174,7 +155,7 @@ def member_env(ctx: StepContext, me: Host, members: list[Member]) -> str:
                    else line for line in text.splitlines(keepends=True))
 
 
-def voter_urls(ctx: StepContext, members: list[Member]) -> dict[str, str]:
+def voter_urls(ctx: StepContext, members: Sequence[EtcdMember]) -> dict[str, str]:
     """Started voter name → the client URL to ask about its health: the one it publishes in the
     member list (during a client-port change the members not yet restarted still serve on the
     old one), else the spec's."""
@@ -197,7 +178,7 @@ async def restart_check(ctx: StepContext, target: Host, via: Host, also: Sequenc
     urls = voter_urls(ctx, members)
     result = await run(ctx, via.name, cmd.endpoint_health(list(urls.values()) or
                                                           [client_url(ctx.cluster, via)]), check=False)
-    health = parse_health(result.stdout)
+    health = health_by_endpoint(result.stdout)
     healthy = {name for name, url in urls.items() if health.get(url)}
     others = [f"{m.name or m.id} ({'health check failed' if m.name else 'never started'})"
               for m in voters if m.name != target.name and (m.name or m.id) not in healthy]
@@ -218,15 +199,19 @@ async def wait_started(ctx: StepContext, via: Host, name: str, *, timeout: float
     await wait_for(f"etcd member {name} to start", started, timeout=timeout, host=name)
 
 
-async def list_members(ctx: StepContext, via: Host, also: Sequence[str] = ()) -> list[Member]:
+def list_endpoints(ctx: StepContext, via: Host, also: Sequence[str] = ()) -> list[str]:
+    """Where :func:`list_members` asks: ``via``'s client URL in the spec, then ``also``."""
+    return list(dict.fromkeys([client_url(ctx.cluster, via), *also]))
+
+
+async def list_members(ctx: StepContext, via: Host, also: Sequence[str] = ()) -> tuple[EtcdMember, ...]:
     """The member list through ``via``: its client URL in the spec, then ``also`` (the URLs it
     listed at plan time: during a client-port change a member not yet restarted serves there)."""
-    endpoints = list(dict.fromkeys([client_url(ctx.cluster, via), *also]))
-    result = await run(ctx, via.name, cmd.etcdctl(endpoints, "member", "list", "-w", "json"))
+    result = await run(ctx, via.name, cmd.member_list(list_endpoints(ctx, via, also)))
     return parse_member_list(result.stdout)
 
 
-def problems(members: list[Member], health: dict[str, bool], expected: list[Host], ctx: StepContext) -> str | None:
+def problems(members: Sequence[EtcdMember], health: dict[str, bool], expected: list[Host], ctx: StepContext) -> str | None:
     """Design rule 2: every expected member listed and started, nothing unexpected, no
     learners, and ``endpoint health`` true on each expected member."""
     names = {h.name for h in expected}
@@ -261,7 +246,7 @@ async def wait_healthy(
                               for n, url in voter_urls(ctx, members).items() if n in
                               {h.name for h in expected}})
         result = await run(ctx, via.name, cmd.endpoint_health(list(endpoints.values())), check=False)
-        answers = parse_health(result.stdout)
+        answers = health_by_endpoint(result.stdout)
         health = {spec: answers.get(asked, False) for spec, asked in endpoints.items()}
         return problems(members, health, expected, ctx)
 
@@ -270,16 +255,20 @@ async def wait_healthy(
 
 # -- stacked etcd (kubeadm's, on the masters) ------------------------------------------------
 
-STACKED_CA = "/etc/kubernetes/pki/etcd/ca.crt"
-STACKED_CERT = "/etc/kubernetes/pki/etcd/healthcheck-client.crt"
-STACKED_KEY = "/etc/kubernetes/pki/etcd/healthcheck-client.key"
 STRICT_RECONFIG_WINDOW = 6.0
 """etcd refuses a member add ("unhealthy cluster") until every voter has been connected for 5 s."""
 
 
-def stacked_etcdctl(endpoints: list[str], *args: str) -> tuple[str, ...]:
-    return ("etcdctl", f"--endpoints={','.join(endpoints)}", f"--cacert={STACKED_CA}",
-            f"--cert={STACKED_CERT}", f"--key={STACKED_KEY}", "--command-timeout=5s", *args)
+async def list_stacked_members(ctx: StepContext, master: str) -> tuple[EtcdMember, ...] | str:
+    """kubeadm's stacked etcd's member list through the member on ``master``; the reason as a
+    string when it cannot be read."""
+    listed = await run(ctx, master, cmd.member_list_stacked(), check=False)
+    if not listed.ok:
+        return listed.stderr.strip() or listed.stdout.strip() or f"exit {listed.exit_status}"
+    try:
+        return parse_member_list(listed.stdout)
+    except FactParseError as exc:
+        return str(exc)
 
 
 async def wait_stacked_etcd_settled(ctx: StepContext, master: str, *, timeout: float = 120.0) -> None:
@@ -287,22 +276,75 @@ async def wait_stacked_etcd_settled(ctx: StepContext, master: str, *, timeout: f
     no learner, each endpoint healthy — and still so after etcd's strict-reconfig window."""
 
     async def healthy() -> str | None:
-        listed = await run(ctx, master, stacked_etcdctl(["https://127.0.0.1:2379"], "member", "list",
-                                                         "-w", "json"), check=False)
-        if not listed.ok:
-            return listed.stderr.strip() or "member list failed"
-        raw = parse_json(listed.stdout) or {}
-        members = raw.get("members") or [] if isinstance(raw, dict) else []
-        if any(not m.get("name") or m.get("isLearner") for m in members):
+        members = await list_stacked_members(ctx, master)
+        if isinstance(members, str):
+            return members or "member list failed"
+        if any(not m.started or m.is_learner for m in members):
             return "a member is not started or still a learner"
-        urls = [u for m in members for u in (m.get("clientURLs") or [])[:1]]
+        urls = [m.client_urls[0] for m in members if m.client_urls]
         if not urls:
             return "no member client URLs"
-        res = await run(ctx, master, stacked_etcdctl(urls, "endpoint", "health", "-w", "json"), check=False)
-        health = parse_health(res.stdout)
+        res = await run(ctx, master, cmd.stacked_endpoint_health(urls), check=False)
+        health = health_by_endpoint(res.stdout)
         sick = [u for u in urls if not health.get(u)]
         return f"unhealthy: {', '.join(sick)}" if sick else None
 
     await wait_for("the stacked etcd to be healthy", healthy, timeout=timeout, host=master)
     await asyncio.sleep(STRICT_RECONFIG_WINDOW)
     await wait_for("the stacked etcd to stay healthy", healthy, timeout=timeout, host=master)
+
+
+# -- how the plan shows these operations (the same builders as above, run-time values as
+# placeholders: see hactl.plan.commands.shown) ----------------------------------------------
+
+P = cmd.placeholder
+
+
+def endpoints_shown(via: str, also: Sequence[str] = ()) -> str:
+    """:func:`list_endpoints` as the plan shows it."""
+    return P(f"client URL of {via} in the spec" + (f", then {', '.join(also)}" if also else ""))
+
+
+def shown_list_members(via: str, also: Sequence[str] = (), note: str = "") -> str:
+    return cmd.shown(cmd.member_list([endpoints_shown(via, also)]), note)
+
+
+def shown_find_ca(preferred: str) -> list[str]:
+    return [cmd.shown(cmd.etcd_ca_present(), f"on each etcd member, {preferred} first, until one "
+                      "holds the CA key and certificate")]
+
+
+def shown_read_ca(planned: str) -> list[str]:
+    return [cmd.shown(cmd.read_files(hostlayout.ETCD_CA_CERT, hostlayout.ETCD_CA_KEY),
+                      f"on that member ({planned} at plan time): the CA into memory only")]
+
+
+def shown_prepare_data_dir(note: str) -> list[str]:
+    data_dir = P("dataDir")
+    return [cmd.shown(cmd.data_dir_members(data_dir), "member data in it or one level down is refused"),
+            cmd.shown(cmd.prepare_data_dir(data_dir, f"{data_dir}.hactl-old-{P('UTC time')}"), note)]
+
+
+def shown_restart_check(via: str, also: Sequence[str] = ()) -> list[str]:
+    return [shown_list_members(via, also),
+            cmd.shown(cmd.endpoint_health([P("client URLs the started voters publish")]),
+                      "check: every other member healthy, quorum kept without this one")]
+
+
+def shown_wait_started(via: str, name: str) -> str:
+    return shown_list_members(via, note=f"repeated until {name} is listed with its name (a learner "
+                              "answers no health check)")
+
+
+def shown_wait_healthy(via: str, also: Sequence[str] | None = None) -> list[str]:
+    asked = "client URL of each member" + (" (the one it publishes)" if also is not None else " in the spec")
+    return [shown_list_members(via, also or ()),
+            cmd.shown(cmd.endpoint_health([P(asked)]),
+                      "repeated until rule 2 holds: every member listed, started, a voter and healthy")]
+
+
+def shown_wait_stacked_settled() -> list[str]:
+    return [cmd.shown(cmd.member_list_stacked(), "every member started, none a learner"),
+            cmd.shown(cmd.stacked_endpoint_health([P("client URL each member publishes")]),
+                      f"each healthy, and still so after {STRICT_RECONFIG_WINDOW:g} s (etcd's strict "
+                      "reconfig window)")]

@@ -12,14 +12,16 @@ import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
+from hactl import hostlayout
 from hactl.diff import CERTIFICATE_KEY_MARGIN, CERTIFICATE_KEY_TTL, peer_url, url
 from hactl.errors import CommandError, HactlError
+from hactl.facts.model import EtcdMember
+from hactl.hostlayout import ETCD_MANIFEST
 from hactl.plan import commands as cmd
 from hactl.plan import desired
-from hactl.plan.etcd_ops import STACKED_CA, STACKED_CERT, STACKED_KEY, stacked_etcdctl
-from hactl.plan.remote import parse_json, put, run, wait_for
+from hactl.plan.etcd_ops import list_stacked_members
+from hactl.plan.remote import put, run, wait_for
 from hactl.plan.step import StepContext
 from hactl.sensitive import Sensitive
 from hactl.transport.base import Argv, Result, check_result
@@ -30,7 +32,6 @@ HASH_RE = re.compile(r"\bsha256:[0-9a-f]{64}\b")
 TOKEN_MAX_AGE = 60 * 60.0  # tokens are made with a 2 h TTL; renew after 1 h
 READY_TIMEOUT = 180.0
 """Seconds a control-plane join waits for the first master's ``/readyz`` through the LB."""
-ETCD_MANIFEST = "/etc/kubernetes/manifests/etcd.yaml"
 KUBEADM_ETCD_PEER_PORT = 2380
 """kubeadm's stacked etcd always listens for peers on 2380."""
 
@@ -90,7 +91,7 @@ async def ensure_ca_hash(ctx: StepContext, master: str) -> str:
     if ctx.secrets.ca_cert_hash is None:
         from hactl.render import pki  # cryptography: imported by the steps that use it
 
-        result = await run(ctx, master, cmd.read_files(cmd.K8S_CA_CERT))
+        result = await run(ctx, master, cmd.read_files(hostlayout.K8S_CA_CERT))
         ctx.secrets.ca_cert_hash = pki.spki_sha256(pki.cert_from_pem(result.stdout.encode()))
     return ctx.secrets.ca_cert_hash
 
@@ -109,7 +110,7 @@ async def ensure_token(ctx: StepContext, master: str) -> Sensitive:
 async def upload_certificate_key(ctx: StepContext, master: str) -> Sensitive:
     """``kubeadm init phase upload-certs --upload-certs --config …`` → a fresh key."""
     cluster = ctx.cluster
-    await put(ctx, master, cmd.KUBEADM_CONFIG,
+    await put(ctx, master, hostlayout.KUBEADM_CONFIG,
               desired.kubeadm_init_config(cluster, cluster.host(master)), 0o600)
     result = await run(ctx, master, cmd.upload_certs(), timeout=120.0)
     key = parse_certificate_key(result.stdout)
@@ -174,45 +175,68 @@ async def run_with_secrets(ctx: StepContext, host: str, argv: Argv, secrets: Seq
     return check_result(host, argv, result, [s for s in secrets if s is not None])
 
 
+# -- how the plan shows these (the same builders; see hactl.plan.commands.shown) --------------
+
+
+def shown_ensure_token(master: str) -> list[str]:
+    return [cmd.shown(cmd.token_create(), f"on {master} when this run holds no fresh token; the "
+                      "token kept in memory only")]
+
+
+def shown_ensure_ca_hash(master: str) -> list[str]:
+    return [cmd.shown(cmd.read_files(hostlayout.K8S_CA_CERT), f"on {master} unless this run knows it: "
+                      "the sha256 of its public key pins discovery")]
+
+
+def shown_upload_certificate_key(master: str) -> list[str]:
+    return [cmd.shown_put(hostlayout.KUBEADM_CONFIG, 0o600, f"on {master}, before the upload: "
+                          "InitConfiguration + ClusterConfiguration, no secret"),
+            cmd.shown(cmd.upload_certs(), f"on {master} unless this run's key is still fresh: the "
+                      "key kept in memory only")]
+
+
+def shown_wait_api_ready(master: str) -> list[str]:
+    return [cmd.shown(cmd.readyz(), f"on {master}, repeated until /readyz answers through the "
+                      "load balancer")]
+
+
+def shown_secret_file(path: str, what: str, command: Argv, failing: str) -> list[str]:
+    """:func:`secret_file` around ``command``, as the plan shows it (secrets masked)."""
+    return [cmd.shown_put(path, 0o600, what), cmd.shown(command),
+            cmd.shown(cmd.remove(path), f"also when {failing} fails")]
+
+
+def shown_stacked_member_of(via: str) -> str:
+    return cmd.shown(cmd.member_list_stacked(), f"on {via}: a member of this host (name or peer URL)?")
+
+
 # -- stacked etcd: the member a half-done control-plane join may have added ------------------
 
 
-async def stacked_member_of(ctx: StepContext, via: str, host: str) -> dict[str, Any] | None:
+async def stacked_member_of(ctx: StepContext, via: str, host: str) -> EtcdMember | None:
     """The stacked etcd's member that is ``host`` (by name or peer URL), listed through the
     local member on ``via``; None when there is none. A list that fails raises (transient): a
     member that cannot be seen cannot be ruled out."""
-    listed = await run(ctx, via, stacked_etcdctl(["https://127.0.0.1:2379"], "member", "list", "-w", "json"),
-                       check=False)
-    raw = parse_json(listed.stdout) if listed.ok else None
-    if not isinstance(raw, dict):
+    members = await list_stacked_members(ctx, via)
+    if isinstance(members, str):
         raise CommandError(f"could not list the stacked etcd members on {via} to see whether {host} is one: "
-                           + (listed.stderr.strip() or listed.stdout.strip() or f"exit {listed.exit_status}"),
-                           host=via, transient=True)
+                           + members, host=via, transient=True)
     spec = ctx.cluster.host(host)
     urls = {peer_url(ctx.cluster, spec), url(spec.address, KUBEADM_ETCD_PEER_PORT)}
-    for member in raw.get("members") or []:
-        if not isinstance(member, dict):
-            continue
-        if member.get("name") == host or urls & set(member.get("peerURLs") or []):
+    for member in members:
+        if member.name == host or urls & set(member.peer_urls):
             return member
     return None
 
 
-def member_hex_id(member: dict[str, Any]) -> str:
-    """etcdctl's JSON gives IDs as decimal numbers; ``member remove`` takes hex."""
-    raw = member.get("ID", 0)
-    return format(int(raw), "x") if isinstance(raw, (int, str)) and str(raw).isdigit() else str(raw)
-
-
-def member_remove_hint(via: str, member: dict[str, Any]) -> str:
-    mid = member_hex_id(member)
-    return (f"remove the member by hand through a healthy member, e.g. on {via}: `etcdctl "
-            f"--endpoints=https://127.0.0.1:2379 --cacert={STACKED_CA} --cert={STACKED_CERT} "
-            f"--key={STACKED_KEY} member remove {mid}` (once `member list` shows it is not a "
+def member_remove_hint(via: str, member: EtcdMember) -> str:
+    remove = cmd.stacked_etcdctl([cmd.STACKED_LOCAL], "member", "remove", member.id)
+    return (f"remove the member by hand through a healthy member, e.g. on {via}: "
+            f"`{cmd.shown(remove)}` (once `member list` shows it is not a "
             "started voter the cluster needs for quorum), then `hactl plan` again")
 
 
-async def guard_stacked_member(ctx: StepContext, via: str, host: str, step: str) -> dict[str, Any] | None:
+async def guard_stacked_member(ctx: StepContext, via: str, host: str, step: str) -> EtcdMember | None:
     """Before ``kubeadm reset -f`` of a control-plane node in a stacked etcd: a member this node's
     interrupted join added must be one kubeadm reset removes (it does so only when the node
     holds the etcd manifest); otherwise refuse before touching anything — a member left behind
@@ -221,22 +245,21 @@ async def guard_stacked_member(ctx: StepContext, via: str, host: str, step: str)
     if member is None:
         return None
     if not (await run(ctx, host, cmd.file_exists(ETCD_MANIFEST), check=False)).ok:
-        mid = member_hex_id(member)
-        state = "started" if member.get("name") else "added but never started"
+        state = "started" if member.started else "added but never started"
         raise CommandError(
-            f"{host} is to be reset and joined again, but its interrupted join left etcd member {mid} "
-            f"({state}, {', '.join(str(u) for u in member.get('peerURLs') or [])}) in the stacked etcd "
-            f"and {host} has no {ETCD_MANIFEST}, so `kubeadm reset -f` would not remove it; refusing to "
-            "reset and join next to it (that could break the etcd quorum)",
+            f"{host} is to be reset and joined again, but its interrupted join left etcd member {member.id} "
+            f"({state}, {', '.join(member.peer_urls)}) in the stacked etcd "
+            f"and {host} has no {ETCD_MANIFEST}, so `kubeadm reset -f` would not remove it; "
+            "refusing to reset and join next to it (that could break the etcd quorum)",
             host=host, step=step, hint=member_remove_hint(via, member))
     return member
 
 
 async def check_member_removed(ctx: StepContext, via: str, host: str, step: str,
-                               member: dict[str, Any]) -> None:
+                               member: EtcdMember) -> None:
     """After ``kubeadm reset -f``: the node's member is gone from the stacked etcd."""
     if await stacked_member_of(ctx, via, host) is not None:
         raise CommandError(
-            f"`kubeadm reset -f` on {host} did not remove its etcd member {member_hex_id(member)} from the "
+            f"`kubeadm reset -f` on {host} did not remove its etcd member {member.id} from the "
             "stacked etcd; refusing to join again next to it (that could break the etcd quorum)",
             host=host, step=step, hint=member_remove_hint(via, member))

@@ -460,7 +460,7 @@ async def test_stacked_join_waits_for_a_settled_etcd(lab: Cluster, ca: pki.CertK
     m3.on(("test",), exit_status=1)
     m3.on(("systemctl", "enable", "kubelet"))
     m3.on(("kubeadm", "join"))
-    await step_args(JoinControlPlane, host="master03", via="master01").run(ctx)
+    await step_args(JoinControlPlane, host="master03", via="master01", stacked_etcd=True).run(ctx)
     assert state["lists"] >= 4  # healthy, then healthy again after the strict-reconfig window
     calls = ctx.argvs("master01")
     assert calls.index(next(a for a in calls if "list" in a)) < len(calls)
@@ -493,22 +493,3 @@ def test_token_and_key_freshness(lab: Cluster) -> None:
     assert not join_ops.token_is_fresh(ctx, now=made + 61 * 60)
     assert join_ops.parse_certificate_key(f"[upload-certs] Using certificate key:\n{KEY}\n") == Sensitive(KEY)
     assert join_ops.parse_token(f"kubeadm join lb:6443 --token {TOKEN} \\") == Sensitive(TOKEN)
-
-
-async def test_verify_checks_etcd_readyz_and_every_node(lab: Cluster) -> None:
-    from hactl.plan.steps import Verify
-
-    ctx = Ctx(lab)
-    e = ctx.transport("etcd01")
-    e.on(re.compile("member list"), stdout=members_json(*THREE))
-    health = [{"endpoint": f"https://198.18.0.2{i}:2379", "health": True} for i in (1, 2, 3)]
-    e.on(re.compile("endpoint health"), stdout=json.dumps(health))
-    m = ctx.transport("master01")
-    m.on(re.compile("/readyz"), stdout="ok")
-    names = [h.name for h in (*lab.masters, *lab.workers)]
-    m.on(re.compile("get nodes"), stdout=json.dumps({"items": [{"metadata": {"name": n}} for n in names[:-1]]}))
-    verify = Verify(id="cluster.verify", host=None, title="Verify", reason="r", via="master01")
-    with pytest.raises(CommandError, match="nodes not registered: worker02"):
-        await verify.run(ctx)
-    m.on(re.compile("get nodes"), stdout=json.dumps({"items": [{"metadata": {"name": n}} for n in names]}))
-    await verify.run(ctx)

@@ -7,9 +7,11 @@ from typing import ClassVar
 
 from hactl.diff import client_url, peer_url
 from hactl.plan import commands as cmd
-from hactl.plan.etcd_ops import list_members
+from hactl.plan.etcd_ops import list_members, shown_list_members
 from hactl.plan.remote import run, wait_for
 from hactl.plan.step import Step, StepContext
+
+P = cmd.placeholder
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,13 @@ class AddEtcdMember(Step):
     timeout: float = 60.0
 
     def commands(self) -> list[str]:
-        return [f"etcdctl member add {self.member} --peer-urls=<its peer URL> --learner"]
+        via = self.host or ""
+        return [
+            shown_list_members(via, note=f"{self.member} listed already (name or peer URL): done"),
+            cmd.shown(cmd.member_add(P(f"client URL of {via} in the spec"), self.member,
+                                     P(f"peer URL of {self.member} in the spec")),
+                      "retried until etcd accepts it; a learner until promoted"),
+        ]
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None

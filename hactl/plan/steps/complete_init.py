@@ -15,13 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from hactl import hostlayout
 from hactl.errors import CommandError
+from hactl.hostlayout import APISERVER_MANIFEST
 from hactl.plan import commands as cmd
 from hactl.plan import desired
-from hactl.plan.join_ops import ensure_ca_hash
+from hactl.plan.join_ops import ensure_ca_hash, shown_ensure_ca_hash
 from hactl.plan.remote import put, run, wait_for
 from hactl.plan.step import Step, StepContext
-from hactl.transport.base import Argv, display_command
+from hactl.transport.base import Argv
 
 FILE_PHASES = ("certs", "kubeconfig", "etcd", "control-plane", "kubelet-start")
 """Phases that only write files on the host (the API server need not answer)."""
@@ -31,15 +33,13 @@ SUB_PHASES = {"certs": "all", "kubeconfig": "all", "etcd": "local", "control-pla
 EXTRA_FLAGS = {"bootstrap-token": ("--skip-token-print",)}
 """The bootstrap-token phase would print a new token: kept off the output (a ``skip-*`` flag is
 allowed next to ``--config``)."""
-APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
 READY_TIMEOUT = 180.0
+__all__ = ["APISERVER_MANIFEST", "CompleteInit", "api_can_come", "phase_argv", "shown_api_comes"]
 
 
-def phase_argv(phase: str, config: str = cmd.KUBEADM_CONFIG) -> Argv:
+def phase_argv(phase: str, config: str = hostlayout.KUBEADM_CONFIG) -> Argv:
     """``kubeadm init phase <phase> [all|local] --config F`` (nothing else mixed in)."""
-    sub = SUB_PHASES.get(phase)
-    return ("kubeadm", "init", "phase", phase, *((sub,) if sub else ()), "--config", config,
-            *EXTRA_FLAGS.get(phase, ()))
+    return cmd.init_phase(phase, SUB_PHASES.get(phase), config, EXTRA_FLAGS.get(phase, ()))
 
 
 async def api_can_come(ctx: StepContext, host: str, step: str | None = None) -> None:
@@ -50,7 +50,7 @@ async def api_can_come(ctx: StepContext, host: str, step: str | None = None) -> 
             f"the API server cannot come up: {APISERVER_MANIFEST} does not exist (kubeadm's "
             "control-plane phase has not run)", host=host, step=step,
             hint=f"`hactl plan` again: it completes an interrupted init with `"
-            f"{display_command(phase_argv('control-plane'))}` and the phases after it")
+            f"{cmd.shown(phase_argv('control-plane'))}` and the phases after it")
     active = await run(ctx, host, cmd.systemctl("is-active", "kubelet"), check=False)
     if active.stdout.strip() != "active":
         raise CommandError(
@@ -58,6 +58,26 @@ async def api_can_come(ctx: StepContext, host: str, step: str | None = None) -> 
             f"{APISERVER_MANIFEST}, is {active.stdout.strip() or 'not running'}",
             host=host, step=step,
             hint=f"see `systemctl status kubelet` and `journalctl -u kubelet` on {host}")
+
+
+def shown_api_comes() -> list[str]:
+    """:func:`api_can_come` then the wait for ``/readyz``, as the plan shows them."""
+    return [f"check {APISERVER_MANIFEST} exists and kubelet is active (else fail at once)",
+            cmd.shown(cmd.file_exists(APISERVER_MANIFEST)),
+            cmd.shown(cmd.systemctl("is-active", "kubelet")),
+            "wait for /readyz through the load balancer",
+            cmd.shown(cmd.readyz(), f"every 2 s, for at most {READY_TIMEOUT:g} s")]
+
+
+async def wait_ready(ctx: StepContext, host: str) -> None:
+    """``/readyz`` answers ``ok`` through the load balancer (admin.conf's server)."""
+
+    async def ready() -> str | None:
+        res = await run(ctx, host, cmd.readyz(), check=False)
+        return None if res.ok and res.stdout.strip() == "ok" else (res.stderr.strip() or res.stdout.strip())
+
+    await wait_for("/readyz through the load balancer", ready, timeout=READY_TIMEOUT, interval=2.0,
+                   host=host)
 
 
 @dataclass(frozen=True)
@@ -69,41 +89,32 @@ class CompleteInit(Step):
     """The init phases to run, in kubeadm's order (from the diff)."""
 
     def commands(self) -> list[str]:
-        lines = [f"put {cmd.KUBEADM_CONFIG} 0600 (InitConfiguration + ClusterConfiguration, no secret)",
-                 "systemctl enable kubelet"]
+        lines = [cmd.shown(cmd.mkdir(hostlayout.HACTL_ETC)),
+                 cmd.shown_put(hostlayout.KUBEADM_CONFIG, 0o600,
+                               "InitConfiguration + ClusterConfiguration, no secret"),
+                 cmd.shown(cmd.systemctl("enable", "kubelet"))]
         waited = False
         for phase in self.phases:
             if phase not in FILE_PHASES and not waited:
-                lines.append(f"check {APISERVER_MANIFEST} exists and kubelet is active (else fail at once)")
-                lines.append("wait for /readyz through the load balancer")
+                lines += shown_api_comes()
                 waited = True
-            lines.append(display_command(phase_argv(phase)))
-        return lines
+            lines.append(cmd.shown(phase_argv(phase)))
+        return lines + shown_ensure_ca_hash(self.host or "")
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None
         cluster = ctx.cluster
-        await run(ctx, self.host, cmd.mkdir("/etc/hactl"))
-        await put(ctx, self.host, cmd.KUBEADM_CONFIG,
+        await run(ctx, self.host, cmd.mkdir(hostlayout.HACTL_ETC))
+        await put(ctx, self.host, hostlayout.KUBEADM_CONFIG,
                   desired.kubeadm_init_config(cluster, cluster.host(self.host)), 0o600)
         await run(ctx, self.host, cmd.systemctl("enable", "kubelet"))
         waited = False
         for phase in self.phases:
             if phase not in FILE_PHASES and not waited:
                 await api_can_come(ctx, self.host, self.id)
-                await self._wait_ready(ctx)
+                await wait_ready(ctx, self.host)
                 waited = True
             await run(ctx, self.host, phase_argv(phase), timeout=300.0)
             ctx.log("kubeadm init phase done", phase=phase)
         await ensure_ca_hash(ctx, self.host)
         ctx.log("kubeadm init completed", phases=list(self.phases))
-
-    async def _wait_ready(self, ctx: StepContext) -> None:
-        host = self.host or ""
-
-        async def ready() -> str | None:
-            res = await run(ctx, host, cmd.readyz(), check=False)
-            return None if res.ok and res.stdout.strip() == "ok" else (res.stderr.strip() or res.stdout.strip())
-
-        await wait_for("/readyz through the load balancer", ready, timeout=READY_TIMEOUT, interval=2.0,
-                       host=host)

@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
+from hactl import hostlayout
 from hactl.errors import CommandError
 from hactl.facts.base import FactParseError
-from hactl.facts.haproxy import ACTIVE_VAR, LOADED_MARKER, HAProxyFiles
+from hactl.facts.haproxy import ACTIVE_VAR, HAProxyFiles
 from hactl.plan import commands as cmd
 from hactl.plan import desired
 from hactl.plan.remote import put, run
@@ -26,6 +27,13 @@ from hactl.vocabulary import Action
 
 RELOAD_SETTLE = 10.0
 """Seconds a ``reloading`` haproxy unit may take to be ``active`` again after the reload."""
+NEW = hostlayout.HAPROXY_CFG_NEW
+
+
+def loaded_check() -> str:
+    """The probe's own ``haproxy.files`` section, run as if haproxy is active: has the running
+    haproxy loaded the file as it is?"""
+    return f"{ACTIVE_VAR}=active\n{HAProxyFiles().script()}"
 
 
 @dataclass(frozen=True)
@@ -37,23 +45,30 @@ class ConfigureHAProxy(Step):
 
     def commands(self) -> list[str]:
         return [
-            f"put {cmd.HAPROXY_NEW} (rendered)",
-            f"haproxy -c -f {cmd.HAPROXY_NEW}",
-            f"mv -f {cmd.HAPROXY_NEW} {cmd.HAPROXY_CFG}",
-            "systemctl reload haproxy (graceful; when the file changed or was never loaded) "
-            "or systemctl enable --now haproxy",
-            f"put {LOADED_MARKER} (the loaded file's sha256)",
+            cmd.shown(cmd.sha256sum(hostlayout.HAPROXY_CFG), "already the rendered file?"),
+            cmd.shown(cmd.systemctl("is-active", "--quiet", "haproxy")),
+            cmd.shown(loaded_check(), "the file unchanged and haproxy running: loaded as it is? "
+                      "(the probe's haproxy.files section)"),
+            cmd.shown_put(NEW, 0o644, "rendered; when the file changes"),
+            cmd.shown(cmd.haproxy_check(NEW)),
+            cmd.shown(cmd.remove(NEW), "only when haproxy -c refuses it"),
+            cmd.shown(cmd.move(NEW, hostlayout.HAPROXY_CFG)),
+            cmd.shown(cmd.systemctl("enable", "--now", "haproxy"), "when haproxy is not running"),
+            cmd.shown(cmd.systemctl("reload", "haproxy"),
+                      "graceful; when the file changed or the running haproxy never loaded it"),
+            cmd.shown(cmd.systemctl("is-active", "haproxy"),
+                      f"repeated while 'reloading', for at most {RELOAD_SETTLE:g} s"),
+            cmd.shown_put(hostlayout.HAPROXY_LOADED_MARKER, 0o644, "the loaded file's sha256"),
         ]
 
     async def _never_loaded(self, ctx: StepContext) -> bool:
         """The running haproxy has not loaded the file as it is (the probe's own test)."""
         assert self.host is not None
-        fact = HAProxyFiles()
-        found = await run(ctx, self.host, f"{ACTIVE_VAR}=active\n{fact.script()}", check=False)
+        found = await run(ctx, self.host, loaded_check(), check=False)
         if not found.ok:
             return False
         try:
-            return fact.parse(found.stdout).loaded is False
+            return HAProxyFiles().parse(found.stdout).loaded is False
         except FactParseError:
             return False
 
@@ -79,28 +94,28 @@ class ConfigureHAProxy(Step):
         assert self.host is not None
         text = desired.haproxy_cfg(ctx.cluster)
         want = hashlib.sha256(text.encode()).hexdigest()
-        current = await run(ctx, self.host, cmd.sha256sum(cmd.HAPROXY_CFG), check=False)
+        current = await run(ctx, self.host, cmd.sha256sum(hostlayout.HAPROXY_CFG), check=False)
         changed = not (current.ok and current.stdout.split()[:1] == [want])
         active = (await run(ctx, self.host, cmd.systemctl("is-active", "--quiet", "haproxy"),
                             check=False)).ok
         stale = active and not changed and await self._never_loaded(ctx)
         if changed:
-            await put(ctx, self.host, cmd.HAPROXY_NEW, text, 0o644)
-            check = await run(ctx, self.host, cmd.haproxy_check(cmd.HAPROXY_NEW), check=False)
+            await put(ctx, self.host, NEW, text, 0o644)
+            check = await run(ctx, self.host, cmd.haproxy_check(NEW), check=False)
             if not check.ok:
-                await run(ctx, self.host, cmd.remove(cmd.HAPROXY_NEW), check=False)
+                await run(ctx, self.host, cmd.remove(NEW), check=False)
                 raise CommandError(
                     "haproxy -c refused the rendered configuration: "
                     + (check.stderr.strip().splitlines() or ["(no output)"])[-1],
-                    host=self.host, argv=cmd.haproxy_check(cmd.HAPROXY_NEW)[:],  # type: ignore[arg-type]
+                    host=self.host, argv=cmd.haproxy_check(NEW)[:],  # type: ignore[arg-type]
                     stderr=check.stderr, exit_status=check.exit_status,
                 )
-            await run(ctx, self.host, cmd.move(cmd.HAPROXY_NEW, cmd.HAPROXY_CFG))
+            await run(ctx, self.host, cmd.move(NEW, hostlayout.HAPROXY_CFG))
         if not active:
             await run(ctx, self.host, cmd.systemctl("enable", "--now", "haproxy"))
         elif changed or stale:
             await run(ctx, self.host, cmd.systemctl("reload", "haproxy"))
         await self._wait_active(ctx)
         if changed or stale or not active:
-            await put(ctx, self.host, LOADED_MARKER, f"{want}\n", 0o644)
+            await put(ctx, self.host, hostlayout.HAPROXY_LOADED_MARKER, f"{want}\n", 0o644)
         ctx.log("haproxy configured", changed=changed, started=not active, reloaded_stale=stale)

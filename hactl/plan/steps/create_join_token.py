@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from hactl.plan import commands as cmd
-from hactl.plan.join_ops import ensure_ca_hash, ensure_token
+from hactl.plan.join_ops import (
+    ensure_ca_hash,
+    ensure_token,
+    shown_ensure_ca_hash,
+    shown_ensure_token,
+)
 from hactl.plan.step import Step, StepContext
-from hactl.transport.base import display_command
 
 
 @dataclass(frozen=True)
@@ -18,8 +21,8 @@ class CreateJoinToken(Step):
     timeout: float = 60.0
 
     def commands(self) -> list[str]:
-        return [display_command(cmd.token_create()) + "  # token kept in memory only",
-                f"cat {cmd.K8S_CA_CERT}  # sha256 of its public key pins discovery"]
+        host = self.host or ""
+        return [*shown_ensure_token(host), *shown_ensure_ca_hash(host)]
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None

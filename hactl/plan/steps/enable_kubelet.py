@@ -25,7 +25,8 @@ class EnableKubelet(Step):
     timeout: float = 60.0
 
     def commands(self) -> list[str]:
-        return ["systemctl enable --now kubelet", "systemctl is-active kubelet"]
+        return [cmd.shown(cmd.systemctl("enable", "--now", "kubelet")),
+                cmd.shown(cmd.systemctl("is-active", "kubelet"))]
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None

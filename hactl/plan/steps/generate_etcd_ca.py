@@ -6,8 +6,9 @@ import asyncio
 from dataclasses import dataclass
 from typing import ClassVar
 
+from hactl import hostlayout
 from hactl.plan import commands as cmd
-from hactl.plan.etcd_ops import find_ca_host
+from hactl.plan.etcd_ops import find_ca_host, shown_find_ca
 from hactl.plan.remote import put, run
 from hactl.plan.step import Step, StepContext
 
@@ -19,7 +20,13 @@ class GenerateEtcdCA(Step):
     timeout: float = 60.0
 
     def commands(self) -> list[str]:
-        return [f"(in memory) generate etcd-ca; put {cmd.ETCD_CA_CERT} 0644, {cmd.ETCD_CA_KEY} 0600"]
+        return [
+            *shown_find_ca(self.host or ""),
+            "(in memory) generate etcd-ca",
+            cmd.shown(cmd.mkdir(hostlayout.ETCD_PKI_DIR)),
+            cmd.shown_put(hostlayout.ETCD_CA_KEY, 0o600, "the key first: a key alone is no CA"),
+            cmd.shown_put(hostlayout.ETCD_CA_CERT, 0o644),
+        ]
 
     async def run(self, ctx: StepContext) -> None:
         from hactl.render import etcd_pki  # cryptography: imported when the step runs
@@ -30,7 +37,7 @@ class GenerateEtcdCA(Step):
             ctx.log("etcd CA already present", ca_host=existing)
             return
         ca = await asyncio.to_thread(etcd_pki.make_etcd_ca)  # keygen off the event loop
-        await run(ctx, self.host, cmd.mkdir(cmd.ETCD_PKI_DIR))
-        await put(ctx, self.host, cmd.ETCD_CA_KEY, ca.key_pem(), 0o600)
-        await put(ctx, self.host, cmd.ETCD_CA_CERT, ca.cert_pem(), 0o644)
+        await run(ctx, self.host, cmd.mkdir(hostlayout.ETCD_PKI_DIR))
+        await put(ctx, self.host, hostlayout.ETCD_CA_KEY, ca.key_pem(), 0o600)
+        await put(ctx, self.host, hostlayout.ETCD_CA_CERT, ca.cert_pem(), 0o644)
         ctx.log("etcd CA generated")

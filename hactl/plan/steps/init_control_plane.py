@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass
 from typing import ClassVar
 
+from hactl import hostlayout
 from hactl.diff import client_url
 from hactl.errors import CommandError, PlanError
 from hactl.plan import commands as cmd
@@ -23,12 +24,15 @@ from hactl.plan.join_ops import (
     remember_token,
     run_with_secrets,
     secret_file,
+    shown_ensure_ca_hash,
+    shown_secret_file,
 )
-from hactl.plan.remote import parse_json, put, run, wait_for
+from hactl.plan.remote import parse_json, put, run
 from hactl.plan.step import Step, StepContext
-from hactl.plan.steps.complete_init import APISERVER_MANIFEST, api_can_come
+from hactl.plan.steps.complete_init import api_can_come, shown_api_comes, wait_ready
 from hactl.sensitive import MASK, Sensitive
-from hactl.transport.base import display_command
+
+P = cmd.placeholder
 
 
 @dataclass(frozen=True)
@@ -39,20 +43,24 @@ class InitControlPlane(Step):
 
     def commands(self) -> list[str]:
         return [
-            f"put {cmd.KUBEADM_CONFIG} 0600 (InitConfiguration + ClusterConfiguration, no secret)",
-            "systemctl enable kubelet",
-            f"put {cmd.KUBEADM_INIT_CONFIG} 0600 (the same + certificateKey: {MASK})",
-            display_command(cmd.kubeadm_init()),
-            f"{display_command(cmd.remove(cmd.KUBEADM_INIT_CONFIG))}  # also when init fails",
+            cmd.shown(cmd.file_exists(hostlayout.ADMIN_CONF), "there: an earlier init stopped half-way, "
+                      "refused (plan again)"),
+            cmd.shown(cmd.registry_count(P("client URL of each etcd member in turn")),
+                      "external etcd, on the members until one answers: refused if it holds /registry keys"),
+            cmd.shown(cmd.mkdir(hostlayout.HACTL_ETC)),
+            cmd.shown_put(hostlayout.KUBEADM_CONFIG, 0o600, "InitConfiguration + ClusterConfiguration, no secret"),
+            cmd.shown(cmd.systemctl("enable", "kubelet")),
+            *shown_secret_file(hostlayout.KUBEADM_INIT_CONFIG, f"the same + certificateKey: {MASK}",
+                               cmd.kubeadm_init(), "init"),
             "keep the certificate key, token and CA hash in memory",
-            f"check {APISERVER_MANIFEST} exists and kubelet is active (else fail at once)",
-            "wait for /readyz through the load balancer",
+            *shown_ensure_ca_hash(self.host or ""),
+            *shown_api_comes(),
         ]
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None
         cluster = ctx.cluster
-        if (await run(ctx, self.host, cmd.file_exists(cmd.ADMIN_CONF), check=False)).ok:
+        if (await run(ctx, self.host, cmd.file_exists(hostlayout.ADMIN_CONF), check=False)).ok:
             # kubeadm init is never re-run, and a run that did not see it finish must not pass
             # for done (the plan saw no admin.conf: an init of this apply stopped after it).
             raise CommandError(
@@ -61,13 +69,13 @@ class InitControlPlane(Step):
                 hint="run `hactl plan` again: it completes an interrupted init phase by phase")
         if cluster.etcd.topology == "external":
             await self._refuse_foreign_registry(ctx)
-        await run(ctx, self.host, cmd.mkdir("/etc/hactl"))
-        await put(ctx, self.host, cmd.KUBEADM_CONFIG,
+        await run(ctx, self.host, cmd.mkdir(hostlayout.HACTL_ETC))
+        await put(ctx, self.host, hostlayout.KUBEADM_CONFIG,
                   desired.kubeadm_init_config(cluster, cluster.host(self.host)), 0o600)
         await run(ctx, self.host, cmd.systemctl("enable", "kubelet"))  # survive reboots
         key = Sensitive(secrets.token_hex(32))  # kubeadm's format: 32 random bytes, hex
         config = desired.kubeadm_init_secret_config(cluster, cluster.host(self.host), key)
-        async with secret_file(ctx, self.host, cmd.KUBEADM_INIT_CONFIG, config) as path:
+        async with secret_file(ctx, self.host, hostlayout.KUBEADM_INIT_CONFIG, config) as path:
             result = await run_with_secrets(ctx, self.host, cmd.kubeadm_init(path), [key],
                                             timeout=self.timeout - 60)
         remember_key(ctx, key)
@@ -79,13 +87,7 @@ class InitControlPlane(Step):
         ctx.log("kubeadm init done", token_captured=token is not None)
         # fail at once (not after the whole /readyz wait) when nothing can start the API server
         await api_can_come(ctx, self.host, self.id)
-
-        async def ready() -> str | None:
-            res = await run(ctx, self.host or "", cmd.readyz(), check=False)
-            return None if res.ok and res.stdout.strip() == "ok" else (res.stderr.strip() or res.stdout.strip())
-
-        await wait_for("/readyz through the load balancer", ready, timeout=180.0, interval=2.0,
-                       host=self.host)
+        await wait_ready(ctx, self.host)
 
     async def _refuse_foreign_registry(self, ctx: StepContext) -> None:
         """Rule 4 on fresh facts: the etcd must hold no /registry data before init."""

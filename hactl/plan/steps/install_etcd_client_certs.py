@@ -6,11 +6,24 @@ import asyncio
 from dataclasses import dataclass
 from typing import ClassVar
 
+from hactl import hostlayout
 from hactl.errors import CommandError
 from hactl.plan import commands as cmd
-from hactl.plan.etcd_ops import NO_CA_KEY, NO_CA_KEY_HINT, find_ca_host, read_ca
+from hactl.plan.etcd_ops import (
+    NO_CA_KEY,
+    NO_CA_KEY_HINT,
+    find_ca_host,
+    read_ca,
+    shown_find_ca,
+    shown_read_ca,
+)
 from hactl.plan.remote import put, run
 from hactl.plan.step import Step, StepContext
+
+ISSUED = ((hostlayout.K8S_ETCD_CA, 0o644), (hostlayout.APISERVER_ETCD_CLIENT_CERT, 0o644),
+          (hostlayout.APISERVER_ETCD_CLIENT_KEY, 0o600))
+"""What :meth:`hactl.render.etcd_pki.EtcdPKI.master_files` gives a master (kubeadm's
+``etcd.external`` paths)."""
 
 
 @dataclass(frozen=True)
@@ -22,18 +35,19 @@ class InstallEtcdClientCerts(Step):
 
     def commands(self) -> list[str]:
         return [
-            f"read the etcd CA from {self.ca_host} into memory",
-            f"put {cmd.K8S_ETCD_CA}, {cmd.APISERVER_ETCD_CLIENT_CERT} 0644, "
-            f"{cmd.APISERVER_ETCD_CLIENT_KEY} 0600",
+            cmd.shown(cmd.all_exist([path for path, _ in ISSUED]), "all there: nothing to do"),
+            *shown_find_ca(self.ca_host),
+            *shown_read_ca(self.ca_host),
+            "(in memory) issue the API server's etcd client certificate",
+            cmd.shown(cmd.mkdir(hostlayout.K8S_ETCD_PKI, "0755")),
+            *(cmd.shown_put(path, mode) for path, mode in ISSUED),
         ]
 
     async def run(self, ctx: StepContext) -> None:
         from hactl.render import etcd_pki  # cryptography: imported when the step runs
 
         assert self.host is not None
-        have = await run(ctx, self.host, ("test", "-e", cmd.K8S_ETCD_CA, "-a", "-e",
-                                          cmd.APISERVER_ETCD_CLIENT_CERT, "-a", "-e",
-                                          cmd.APISERVER_ETCD_CLIENT_KEY), check=False)
+        have = await run(ctx, self.host, cmd.all_exist([path for path, _ in ISSUED]), check=False)
         if have.ok:
             ctx.log("etcd client certificates already present")
             return
@@ -43,7 +57,7 @@ class InstallEtcdClientCerts(Step):
         ca = await read_ca(ctx, source)
         client = await asyncio.to_thread(etcd_pki.issue_apiserver_etcd_client, ca)
         files = etcd_pki.EtcdPKI(ca, {}, client).master_files()
-        await run(ctx, self.host, cmd.mkdir(f"{cmd.K8S_PKI}/etcd", "0755"))
+        await run(ctx, self.host, cmd.mkdir(hostlayout.K8S_ETCD_PKI, "0755"))
         for f in files:
             await put(ctx, self.host, f.path, f.reveal().encode(), f.mode)
         ctx.log("etcd client certificates installed")

@@ -7,10 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from hactl import hostlayout
 from hactl.errors import CommandError
 from hactl.plan import commands as cmd
 from hactl.plan import desired
-from hactl.plan.etcd_ops import wait_stacked_etcd_settled
+from hactl.plan.etcd_ops import shown_wait_stacked_settled, wait_stacked_etcd_settled
 from hactl.plan.join_ops import (
     check_member_removed,
     ensure_ca_hash,
@@ -19,11 +20,21 @@ from hactl.plan.join_ops import (
     guard_stacked_member,
     run_with_secrets,
     secret_file,
+    shown_ensure_ca_hash,
+    shown_ensure_token,
+    shown_upload_certificate_key,
+    shown_wait_api_ready,
     wait_api_ready,
 )
 from hactl.plan.remote import run
 from hactl.plan.step import Step, StepContext
-from hactl.plan.steps.join_worker import join_commands, node_registered, wait_for_node
+from hactl.plan.steps.join_worker import (
+    join_commands,
+    node_registered,
+    reset_commands,
+    shown_wait_for_node,
+    wait_for_node,
+)
 from hactl.sensitive import MASK
 
 
@@ -36,28 +47,34 @@ class JoinControlPlane(Step):
     reset_first: bool = False
     """A failed join left files but no Node: ``kubeadm reset -f`` before joining again."""
     stacked_etcd: bool = False
-    """The join adds a member to kubeadm's stacked etcd (shown in the plan; run() re-reads the spec)."""
+    """The join adds a member to kubeadm's stacked etcd: it waits for that etcd to be settled
+    first, and a reset checks the member the failed join left (the plan sets it from the spec's
+    ``etcd.topology``; run() obeys it)."""
     timeout: float = 900.0
 
     def commands(self) -> list[str]:
+        host = self.host or ""
         return [
             "wait for /readyz of the first master through the load balancer",
-            *(["check again that no Node is registered for this host (else nothing to redo)",
-               *(["refuse if the stacked etcd lists a member for this host that kubeadm reset "
-                  "would not remove (no etcd manifest on it)"] if self.stacked_etcd else []),
-               "kubeadm reset -f  # files of a failed join, no Node",
-               *(["check its etcd member is gone"] if self.stacked_etcd else [])]
-              if self.reset_first else []),
-            *(["wait until the stacked etcd is healthy and settled"] if self.stacked_etcd else []),
-            "systemctl enable kubelet",
+            *shown_wait_api_ready(self.via),
+            *reset_commands(self.via, host, self.reset_first, stacked=self.stacked_etcd),
+            cmd.shown(cmd.file_exists(hostlayout.ADMIN_CONF), "there (and no reset due): done when "
+                      "its Node is registered, else refused (plan again)"),
+            cmd.shown(cmd.get_node(host), f"on {self.via}, when admin.conf is there"),
+            *(["wait until the stacked etcd is healthy and settled", *shown_wait_stacked_settled()]
+              if self.stacked_etcd else []),
+            *shown_ensure_token(self.via),
+            *shown_upload_certificate_key(self.via),
+            *shown_ensure_ca_hash(self.via),
+            cmd.shown(cmd.systemctl("enable", "kubelet")),
             *join_commands(f"token: {MASK}, caCertHashes: [sha256:…], "
                            f"controlPlane.certificateKey: {MASK}"),
-            "wait for the Node to register",
+            *shown_wait_for_node(self.via, host, control_plane=True),
         ]
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None
-        stacked = ctx.cluster.etcd.topology == "stacked"
+        stacked = self.stacked_etcd
         # Rule 6: only after the first master is fully up (also when it was initialised in an
         # earlier run): /readyz through the load balancer, checked before every join — and
         # before the Node check that decides a reset (it needs the API).
@@ -72,13 +89,14 @@ class JoinControlPlane(Step):
             await run(ctx, self.host, cmd.kubeadm_reset(), timeout=300.0)
             if member is not None:
                 await check_member_removed(ctx, self.via, self.host, self.id, member)
-        elif (await run(ctx, self.host, cmd.file_exists(cmd.ADMIN_CONF), check=False)).ok:
+        elif (await run(ctx, self.host, cmd.file_exists(hostlayout.ADMIN_CONF), check=False)).ok:
             if await node_registered(ctx, self.via, self.host):
                 ctx.log("already a control-plane node")
                 return
             raise CommandError(
-                f"{self.host} holds {cmd.ADMIN_CONF} but no Node {self.host} is registered: kubeadm files "
-                "from an interrupted join appeared after the plan was made", host=self.host, step=self.id,
+                f"{self.host} holds {hostlayout.ADMIN_CONF} but no Node {self.host} is registered: "
+                "kubeadm files from an interrupted join appeared after the plan was made",
+                host=self.host, step=self.id,
                 hint="run `hactl plan` again: it plans `kubeadm reset -f` then the join for such a node")
         if stacked:
             # the join adds an etcd member: only into a settled cluster (one change at a time)
@@ -91,7 +109,7 @@ class JoinControlPlane(Step):
                                              key)
         await run(ctx, self.host, cmd.systemctl("enable", "kubelet"))  # survive reboots
         ctx.secrets.joins_started.add(self.host)
-        async with secret_file(ctx, self.host, cmd.KUBEADM_JOIN_CONFIG, config) as path:
+        async with secret_file(ctx, self.host, hostlayout.KUBEADM_JOIN_CONFIG, config) as path:
             await run_with_secrets(ctx, self.host, cmd.kubeadm_join(path), [token, key],
                                    timeout=self.timeout - 120)
         await wait_for_node(ctx, self.via, self.host, control_plane=True)

@@ -8,17 +8,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from hactl import hostlayout
 from hactl.errors import CommandError
 from hactl.plan import commands as cmd
 from hactl.plan import desired
-from hactl.plan.join_ops import ensure_ca_hash, ensure_token, run_with_secrets, secret_file
+from hactl.plan.join_ops import (
+    ensure_ca_hash,
+    ensure_token,
+    run_with_secrets,
+    secret_file,
+    shown_ensure_ca_hash,
+    shown_ensure_token,
+    shown_secret_file,
+)
 from hactl.plan.remote import parse_json, run, wait_for
 from hactl.plan.step import Step, StepContext
 from hactl.sensitive import MASK
-from hactl.transport.base import display_command
 
-KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+KUBELET_CONF = hostlayout.KUBELET_CONF
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
+RETRY_ONLY = "only on a retry of this run's own cut attempt"
+"""The note on a join's reset lines when the plan saw no failed join (the step still resets
+what its own interrupted attempt left before it joins again)."""
 
 
 @dataclass(frozen=True)
@@ -31,10 +42,13 @@ class JoinWorker(Step):
     timeout: float = 600.0
 
     def commands(self) -> list[str]:
-        return [*(["kubeadm reset -f  # files of a failed join, no Node"] if self.reset_first else []),
-                "systemctl enable kubelet",
+        host = self.host or ""
+        return [*reset_commands(self.via, host, self.reset_first),
+                cmd.shown(cmd.file_exists(KUBELET_CONF), "there (and no reset due): already joined, done"),
+                *shown_ensure_token(self.via), *shown_ensure_ca_hash(self.via),
+                cmd.shown(cmd.systemctl("enable", "kubelet")),
                 *join_commands(f"token: {MASK}, caCertHashes: [sha256:…]"),
-                "wait for the Node to register"]
+                *shown_wait_for_node(self.via, host, control_plane=False)]
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None
@@ -52,21 +66,46 @@ class JoinWorker(Step):
         config = desired.kubeadm_join_config(ctx.cluster, ctx.cluster.host(self.host), token, ca_hash)
         await run(ctx, self.host, cmd.systemctl("enable", "kubelet"))  # survive reboots
         ctx.secrets.joins_started.add(self.host)
-        async with secret_file(ctx, self.host, cmd.KUBEADM_JOIN_CONFIG, config) as path:
+        async with secret_file(ctx, self.host, hostlayout.KUBEADM_JOIN_CONFIG, config) as path:
             await run_with_secrets(ctx, self.host, cmd.kubeadm_join(path), [token],
                                    timeout=self.timeout - 120)
         await wait_for_node(ctx, self.via, self.host, control_plane=False)
         ctx.log("joined as worker")
 
 
+def reset_commands(via: str, host: str, reset_first: bool, *, stacked: bool = False) -> list[str]:
+    """How a join's reset shows in plans: the Node checked again, then ``kubeadm reset -f``
+    (with a stacked etcd, the member the reset must remove checked before and after). Without
+    ``reset_first`` the same commands run only when the step retries its own cut attempt."""
+    when = "" if reset_first else f"; {RETRY_ONLY}"
+    out = ["check again that no Node is registered for this host (else nothing to redo)"] if reset_first else []
+    out.append(cmd.shown(cmd.get_node(host), f"on {via}: registered meanwhile: nothing to redo{when}"))
+    if stacked:
+        if reset_first:
+            out.append("refuse if the stacked etcd lists a member for this host that kubeadm reset "
+                       "would not remove (no etcd manifest on it)")
+        out += [cmd.shown(cmd.member_list_stacked(), f"on {via}: a member of {host} (name or peer URL)?{when}"),
+                cmd.shown(cmd.file_exists(hostlayout.ETCD_MANIFEST),
+                          f"when it lists one: kubeadm reset removes it only with this manifest{when}")]
+    out.append(cmd.shown(cmd.kubeadm_reset(), "files of a failed join, no Node" if reset_first
+                         else RETRY_ONLY))
+    if stacked:
+        out += [*(["check its etcd member is gone"] if reset_first else []),
+                cmd.shown(cmd.member_list_stacked(), f"on {via}: that member is gone{when}")]
+    return out
+
+
 def join_commands(secrets: str) -> list[str]:
     """How a join shows in plans: the 0600 file (secrets masked), the argv, the removal."""
-    return [
-        f"put {cmd.KUBEADM_JOIN_CONFIG} 0600 (JoinConfiguration: apiServerEndpoint, {secrets}, "
-        "node name and address from the spec)",
-        display_command(cmd.kubeadm_join()),
-        f"{display_command(cmd.remove(cmd.KUBEADM_JOIN_CONFIG))}  # also when the join fails",
-    ]
+    return shown_secret_file(hostlayout.KUBEADM_JOIN_CONFIG,
+                             f"JoinConfiguration: apiServerEndpoint, {secrets}, node name and "
+                             "address from the spec", cmd.kubeadm_join(), "the join")
+
+
+def shown_wait_for_node(via: str, host: str, *, control_plane: bool) -> list[str]:
+    return ["wait for the Node to register",
+            cmd.shown(cmd.get_node(host), f"on {via}, every 2 s until it is there"
+                      + (" with the control-plane label" if control_plane else ""))]
 
 
 async def wait_for_node(ctx: StepContext, via: str, name: str, *, control_plane: bool,

@@ -7,9 +7,11 @@ from typing import ClassVar
 
 from hactl.diff import client_url
 from hactl.plan import commands as cmd
-from hactl.plan.etcd_ops import list_members
+from hactl.plan.etcd_ops import list_members, shown_list_members
 from hactl.plan.remote import run, wait_for
 from hactl.plan.step import Step, StepContext
+
+P = cmd.placeholder
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,12 @@ class PromoteEtcdMember(Step):
     timeout: float = 120.0
 
     def commands(self) -> list[str]:
-        return [f"etcdctl member promote <id of {self.member}> (retried until the learner is in sync)"]
+        via = self.host or ""
+        return [
+            shown_list_members(via, note=f"{self.member} listed as a voter already: done"),
+            cmd.shown(cmd.member_promote(P(f"client URL of {via} in the spec"), P(f"id of {self.member}")),
+                      "retried until the learner is in sync"),
+        ]
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None

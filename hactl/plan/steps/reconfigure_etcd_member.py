@@ -12,20 +12,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from hactl import hostlayout
 from hactl.diff import client_url
 from hactl.plan import commands as cmd
 from hactl.plan import desired
 from hactl.plan.etcd_ops import (
+    health_by_endpoint,
     list_members,
     member_env,
-    parse_health,
     restart_check,
+    shown_list_members,
+    shown_restart_check,
+    shown_wait_healthy,
+    shown_wait_started,
     wait_healthy,
     wait_started,
 )
 from hactl.plan.remote import put, run, wait_for
 from hactl.plan.step import Step, StepContext
 from hactl.vocabulary import Action
+
+P = cmd.placeholder
 
 
 @dataclass(frozen=True)
@@ -47,18 +54,27 @@ class ReconfigureEtcdMember(Step):
     timeout: float = 240.0
 
     def commands(self) -> list[str]:
-        out = ["check: every other member healthy, quorum kept without this one"] if self.restart else []
+        via = self.via or self.host or ""
+        out: list[str] = []
+        if self.restart:
+            out += ["check: every other member healthy, quorum kept without this one",
+                    cmd.shown(cmd.systemctl("is-active", "--quiet", "etcd"), "checked only when it runs"),
+                    *shown_restart_check(via, self.via_urls)]
         if self.rewrite:
-            out += [f"put {cmd.ETCD_ENV}, {cmd.ETCD_UNIT}", "systemctl daemon-reload"]
-        out += ["systemctl enable etcd",
-                "systemctl restart --no-block etcd" if self.rewrite or self.restart
-                else "systemctl start --no-block etcd"]
+            out += [shown_list_members(via, self.via_urls, "its peers as listed go into its etcd.env"),
+                    cmd.shown_put(hostlayout.ETCD_ENV, 0o644, "initial-cluster-state=existing"),
+                    cmd.shown_put(hostlayout.ETCD_UNIT, 0o644),
+                    cmd.shown(cmd.systemctl("daemon-reload"))]
+        out.append(cmd.shown(cmd.systemctl("enable", "etcd")))
+        verb = "restart" if self.rewrite or self.restart else "start"
+        out.append(cmd.shown(cmd.systemctl(verb, "--no-block", "etcd")))
         if self.learner:
-            out.append("wait until the learner is listed with its name (a learner answers no health check)")
+            out.append(shown_wait_started(via, self.host or ""))
         elif self.restart:
-            out.append("wait until the whole cluster is healthy (rule 2)")
+            out += ["wait until the whole cluster is healthy (rule 2)", *shown_wait_healthy(via, self.via_urls)]
         else:
-            out.append("wait until the member is healthy")
+            out.append(cmd.shown(cmd.endpoint_health([P(f"client URL of {self.host} in the spec")]),
+                                 "repeated until the member is healthy"))
         return out
 
     async def run(self, ctx: StepContext) -> None:
@@ -71,8 +87,9 @@ class ReconfigureEtcdMember(Step):
             if running.ok:
                 await restart_check(ctx, me, via, self.via_urls)
         if self.rewrite:
-            await put(ctx, self.host, cmd.ETCD_ENV, member_env(ctx, me, await list_members(ctx, via, self.via_urls)))
-            await put(ctx, self.host, cmd.ETCD_UNIT, desired.etcd_unit(cluster))
+            members = await list_members(ctx, via, self.via_urls)
+            await put(ctx, self.host, hostlayout.ETCD_ENV, member_env(ctx, me, members))
+            await put(ctx, self.host, hostlayout.ETCD_UNIT, desired.etcd_unit(cluster))
             await run(ctx, self.host, cmd.systemctl("daemon-reload"))
         await run(ctx, self.host, cmd.systemctl("enable", "etcd"))
         verb = "restart" if self.rewrite or self.restart else "start"
@@ -87,7 +104,7 @@ class ReconfigureEtcdMember(Step):
 
             async def healthy() -> str | None:
                 result = await run(ctx, self.host or "", cmd.endpoint_health([endpoint]), check=False)
-                return None if parse_health(result.stdout).get(endpoint) else "endpoint not healthy"
+                return None if health_by_endpoint(result.stdout).get(endpoint) else "endpoint not healthy"
 
             await wait_for(f"etcd member {self.host} to be healthy", healthy, timeout=wait, host=self.host)
         ctx.log("etcd member running")

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from hactl.plan import commands as cmd
-from hactl.plan.join_ops import key_is_fresh, upload_certificate_key
+from hactl.plan.join_ops import key_is_fresh, shown_upload_certificate_key, upload_certificate_key
 from hactl.plan.step import Step, StepContext
-from hactl.transport.base import display_command
 from hactl.vocabulary import Action
 
 
@@ -20,7 +18,7 @@ class RefreshCertificateKey(Step):
     timeout: float = 180.0
 
     def commands(self) -> list[str]:
-        return [display_command(cmd.upload_certs()) + "  # key kept in memory only"]
+        return shown_upload_certificate_key(self.host or "")
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None

@@ -10,12 +10,14 @@ from typing import ClassVar
 from hactl.diff import client_url
 from hactl.errors import PlanError
 from hactl.plan import commands as cmd
-from hactl.plan.etcd_ops import list_members, parse_health
+from hactl.plan.etcd_ops import health_by_endpoint, list_members, shown_list_members
 from hactl.plan.refusals import removal_problem
 from hactl.plan.remote import run
 from hactl.plan.step import Step, StepContext
 from hactl.transport.base import check_result
 from hactl.vocabulary import Action
+
+P = cmd.placeholder
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,15 @@ class RemoveEtcdMember(Step):
     timeout: float = 60.0
 
     def commands(self) -> list[str]:
-        return [f"etcdctl member remove {self.member_id}  # {self.member}"]
+        via = self.host or ""
+        return [
+            shown_list_members(via, note=f"{self.member} no longer listed: done"),
+            cmd.shown(cmd.endpoint_health([P("client URL of each etcd member in the spec")]),
+                      f"refused unless quorum holds without {self.member} and {via} is a healthy voter"),
+            cmd.shown(cmd.member_remove(P(f"client URL of {via} in the spec"),
+                                        P(f"id listed for {self.member}, {self.member_id} at plan time")),
+                      "retried while etcd says 'unhealthy cluster'"),
+        ]
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None
@@ -43,7 +53,7 @@ class RemoveEtcdMember(Step):
         voters = [m for m in members if not m.is_learner]
         endpoints = [client_url(cluster, h) for h in cluster.etcd_members]
         result = await run(ctx, via.name, cmd.endpoint_health(endpoints), check=False)
-        health = parse_health(result.stdout)
+        health = health_by_endpoint(result.stdout)
         healthy = {h.name for h in cluster.etcd_members if health.get(client_url(cluster, h))}
         healthy_voters = sum(1 for m in voters if m.name in healthy)
         problem = removal_problem(
@@ -67,12 +77,12 @@ class RemoveEtcdMember(Step):
         # etcd's strict reconfig check refuses a removal ("unhealthy cluster") until every voter
         # has been connected for 5 s (right after a start or the previous promotion): retried
         deadline = time.monotonic() + max(self.timeout - 20, 10.0)
+        remove = cmd.member_remove(client_url(cluster, via), target.id)
         while True:
-            result = await run(ctx, via.name, cmd.member_remove(client_url(cluster, via), target.id),
-                               check=False)
+            result = await run(ctx, via.name, remove, check=False)
             if result.ok or "member not found" in result.stderr:
                 break
             if "unhealthy cluster" not in result.stderr or time.monotonic() >= deadline:
-                check_result(via.name, cmd.member_remove(client_url(cluster, via), target.id), result)
+                check_result(via.name, remove, result)
             await asyncio.sleep(1.0)
         ctx.log("member removed", member=self.member, id=target.id)

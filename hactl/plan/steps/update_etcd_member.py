@@ -14,13 +14,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from hactl.diff import client_url, peer_url
+from hactl.diff import peer_url
 from hactl.errors import CommandError
 from hactl.plan import commands as cmd
-from hactl.plan.etcd_ops import list_members, restart_check
+from hactl.plan.etcd_ops import (
+    endpoints_shown,
+    list_endpoints,
+    list_members,
+    restart_check,
+    shown_list_members,
+    shown_restart_check,
+)
 from hactl.plan.remote import run
 from hactl.plan.step import Step, StepContext
 from hactl.vocabulary import Action
+
+P = cmd.placeholder
 
 
 @dataclass(frozen=True)
@@ -35,8 +44,13 @@ class UpdateEtcdMember(Step):
     timeout: float = 60.0
 
     def commands(self) -> list[str]:
-        return ["check: every other member healthy, quorum kept without this one",
-                f"etcdctl member update <id of {self.member}> --peer-urls=<its peer URL in the spec>"]
+        via = self.host or ""
+        return [
+            shown_list_members(via, self.via_urls, f"{self.member}'s peer URL already the spec's: done"),
+            *shown_restart_check(via, self.via_urls),
+            cmd.shown(cmd.member_update([endpoints_shown(via, self.via_urls)], P(f"id of {self.member}"),
+                                        P(f"peer URL of {self.member} in the spec"))),
+        ]
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None
@@ -53,6 +67,5 @@ class UpdateEtcdMember(Step):
             ctx.log("peer URL already updated", member=self.member, peer_url=want)
             return
         await restart_check(ctx, target, via, self.via_urls)
-        endpoints = list(dict.fromkeys([client_url(cluster, via), *self.via_urls]))
-        await run(ctx, via.name, cmd.member_update(endpoints, match.id, want))
+        await run(ctx, via.name, cmd.member_update(list_endpoints(ctx, via, self.via_urls), match.id, want))
         ctx.log("peer URL updated", member=self.member, id=match.id, peer_url=want)
