@@ -20,10 +20,11 @@ section. The probe reports those as "bad output from host X", never as an unreac
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, Generic, TypeVar
 
 from hactl.transport.base import Argv, wire_command
@@ -49,18 +50,23 @@ SHAPE_ERRORS: tuple[type[BaseException], ...] = (
 """What reading output of an unexpected shape raises in a parser (→ FactParseError)."""
 
 
+@contextlib.contextmanager
+def _shapes_read_as(section: str) -> Iterator[None]:
+    """Errors of reading output of an unexpected shape → :class:`FactParseError` naming ``section``."""
+    try:
+        yield
+    except FactParseError:
+        raise
+    except SHAPE_ERRORS as exc:
+        detail = f"{type(exc).__name__}: {exc}"
+        raise FactParseError(f"{section}: output of an unexpected shape ({detail[:200]})") from exc
+
+
 def _guard(section: str, parse: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(parse)
     def guarded(self: Any, stdout: str) -> Any:
-        try:
+        with _shapes_read_as(section):
             return parse(self, stdout)
-        except FactParseError:
-            raise
-        except SHAPE_ERRORS as exc:
-            detail = f"{type(exc).__name__}: {exc}"
-            raise FactParseError(
-                f"{section}: output of an unexpected shape ({detail[:200]})"
-            ) from exc
 
     guarded.__hactl_guarded__ = True  # type: ignore[attr-defined]
     return guarded
@@ -74,15 +80,8 @@ def guarded_parser(section: str) -> Callable[[Callable[[str], T]], Callable[[str
     def wrap(parse: Callable[[str], T]) -> Callable[[str], T]:
         @functools.wraps(parse)
         def guarded(stdout: str) -> T:
-            try:
+            with _shapes_read_as(section):
                 return parse(stdout)
-            except FactParseError:
-                raise
-            except SHAPE_ERRORS as exc:
-                detail = f"{type(exc).__name__}: {exc}"
-                raise FactParseError(
-                    f"{section}: output of an unexpected shape ({detail[:200]})"
-                ) from exc
 
         return guarded
 

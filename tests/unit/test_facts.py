@@ -6,6 +6,7 @@ and what the parser must make of it.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -218,6 +219,30 @@ def test_unstarted_member_and_learner_flags() -> None:
     members = etcd.EtcdMemberList().parse(data("etcd/member_list_learner_unstarted.json"))
     assert [m.started for m in members] == [True, True, True, True, False]
     assert [m.is_learner for m in members] == [False, False, False, True, False]
+
+
+def test_the_steps_read_members_and_health_with_the_same_parsers() -> None:
+    """etcd_ops reads its fresh member lists and health answers with these functions: the Fact
+    classes' parsers are the same code (IDs lower-case hex, learners, unstarted members)."""
+    text = data("etcd/member_list_learner_unstarted.json")
+    assert etcd.parse_member_list(text) == etcd.EtcdMemberList().parse(text)
+    unstarted = etcd.parse_member_list(text)[-1]
+    assert unstarted.name == "" and unstarted.client_urls == () and unstarted.id == unstarted.id.lower()
+    # a multi-endpoint answer (the steps ask every member at once), a single object, a refusal
+    both = json.dumps([json.loads(data("etcd/endpoint_health.json"))[0],
+                       json.loads(data("etcd/endpoint_health_no_quorum.json"))[0] | {"endpoint": "x"}])
+    assert [(h.endpoint, h.healthy) for h in etcd.parse_endpoint_health(both)] == [
+        ("http://127.0.0.1:21194", True), ("x", False)]
+    one = json.dumps(json.loads(data("etcd/endpoint_health.json"))[0])
+    assert etcd.parse_endpoint_health(one) == etcd.parse_endpoint_health(data("etcd/endpoint_health.json"))
+    assert etcd.EtcdEndpointHealth().parse(both).endpoint == "http://127.0.0.1:21194"
+    for bad_list in ("", '{"members": [{"name": "x"}]}', "[1]"):  # no JSON, no ID, no object
+        with pytest.raises(FactParseError):
+            etcd.parse_member_list(bad_list)
+    for bad_health in ("", "[{}]", "3"):
+        with pytest.raises(FactParseError):
+            etcd.parse_endpoint_health(bad_health)
+    assert etcd.parse_member_list('{"header": {}, "members": null}') == ()
 
 
 CLUSTER_CONFIG = kubernetes.KubeadmClusterConfig(
