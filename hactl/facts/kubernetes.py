@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import yaml
-from cryptography import x509
 
 from hactl.facts.base import Fact, FactParseError, multi_values, sh
 from hactl.facts.model import (
@@ -48,13 +47,11 @@ from hactl.hostlayout import K8S_PKI as PKI
 from hactl.hostlayout import KUBELET_CLIENT_CERT as KUBELET_CLIENT_CERT
 from hactl.hostlayout import KUBELET_CONF as KUBELET_CONF
 from hactl.hostlayout import KUBELET_CONFIG as KUBELET_CONFIG
+from hactl.transport import tools
 
 APISERVER_CERT = f"{PKI}/apiserver.crt"
 """The API server's serving certificate (kubeadm's ``certs apiserver`` phase); not in
 :mod:`hactl.hostlayout` yet."""
-REQUEST_TIMEOUT = "5s"
-NO_CACHE = "/dev/null/hactl-no-cache"
-"""A cache dir that cannot be created: kubectl then writes no discovery cache."""
 CERT_FILE_MARK = "#hactl-file "
 """Starts each certificate file's block in the ``k8s.certs`` output (then the path, then PEM)."""
 
@@ -225,6 +222,8 @@ def serving_names(lines: list[str]) -> ServingNames:
 def parse_cert_pems(stdout: str) -> dict[str, datetime]:
     """``#hactl-file PATH`` + PEM text, repeated → path → notAfter of its first certificate.
     A file without a readable certificate is left out (it has no expiry to watch)."""
+    from cryptography import x509  # imported here: planning (refusals_identity) imports this module
+
     out: dict[str, datetime] = {}
     for chunk in stdout.split(CERT_FILE_MARK)[1:]:
         path, _, pem = chunk.partition("\n")
@@ -248,18 +247,12 @@ class CertExpiry(Fact[dict[str, datetime]]):
 
 
 def kubectl(*args: str) -> str:
-    """A guarded kubectl command line: skipped (100) where there is no admin.conf or kubectl."""
-    argv = (
-        "kubectl",
-        f"--kubeconfig={ADMIN_CONF}",
-        f"--request-timeout={REQUEST_TIMEOUT}",
-        f"--cache-dir={NO_CACHE}",
-        *args,
-    )
+    """A guarded kubectl command line (:func:`hactl.transport.tools.kubectl` with the probe's
+    short request timeout): skipped (100) where there is no admin.conf or kubectl."""
     return (
         f'if [ ! -f {ADMIN_CONF} ]; then echo "no {ADMIN_CONF}" >&2; return 100; fi\n'
         'if ! command -v kubectl >/dev/null 2>&1; then echo "kubectl is not installed" >&2; return 100; fi\n'
-        f"{sh(argv)}"
+        f"{sh(tools.kubectl(*args, timeout=tools.KUBECTL_READ_TIMEOUT))}"
     )
 
 
@@ -425,13 +418,8 @@ class ApiState(Fact[ApiAnswer]):
     section = "k8s.api"
 
     def script(self) -> str:
-        public = (
-            "kubectl",
-            f"--kubeconfig={ADMIN_CONF}",
-            f"--request-timeout={REQUEST_TIMEOUT}",
-            f"--cache-dir={NO_CACHE}",
-            "get", "configmaps", "-n", "kube-public", "-o", f"jsonpath={PUBLIC_JSONPATH}",
-        )
+        public = tools.kubectl("get", "configmaps", "-n", "kube-public", "-o",
+                               f"jsonpath={PUBLIC_JSONPATH}", timeout=tools.KUBECTL_READ_TIMEOUT)
         return kubectl(
             "get", "nodes,secrets,configmaps", "-n", "kube-system", "-o", f"jsonpath={API_JSONPATH}"
         ) + f" && {{ {sh(public)} || true; }}"  # no ``public`` line: not known, not missing

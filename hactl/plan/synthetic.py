@@ -35,7 +35,6 @@ from hactl.facts.model import (
     SystemFacts,
 )
 from hactl.plan import desired
-from hactl.render.kubeadm_config import api_server_cert_sans
 from hactl.spec.models import Cluster, Host
 
 PROBED_AT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -157,6 +156,8 @@ class Synthetic:
         """The subjectAltName kubeadm gives ``master``'s apiserver.crt from hactl's config:
         the node name, the ``kubernetes`` Service names, the API Service's IP, the advertise
         address and ``apiServer.certSANs`` (:func:`api_server_cert_sans`)."""
+        from hactl.render.kubeadm_config import api_server_cert_sans  # imports the PKI code
+
         domain = self.cluster.kubernetes.dns_domain
         dns = [master.name, "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                f"kubernetes.default.svc.{domain}"]
