@@ -412,17 +412,11 @@ CASES: dict[str, list[Case]] = {
     "rewrite_etcd_servers": [
         Case("the API server's --etcd-servers", LAB, make(
             "RewriteEtcdServers", "master01", servers=tuple(client_url(LAB, h) for h in LAB.etcd_members),
-            via="etcd01", address_url="https://198.18.0.11:6443"),
-             xfail="rewrite_etcd_servers.py (another engineer's): its commands() show the etcd health "
-             "check as prose ('etcdctl member list + endpoint health via …'), no 'install -d -m 0700 "
-             "/etc/kubernetes/tmp', a 'cp -p' whose target is not the one run, the put without its "
-             "mode, and notes as ' (…)' rather than cmd.shown(argv, note)"),
+            via="etcd01", address_url="https://198.18.0.11:6443")),
     ],
     "update_kubeadm_config": [
         Case("kubeadm-config's etcd endpoints", LAB, make(
-            "UpdateKubeadmConfig", "master01", endpoints=tuple(client_url(LAB, h) for h in LAB.etcd_members)),
-             xfail="update_kubeadm_config.py (another engineer's): its 'kubectl replace -f -' line "
-             "carries its note as ' (…)' inside the command text rather than cmd.shown(argv, note)"),
+            "UpdateKubeadmConfig", "master01", endpoints=tuple(client_url(LAB, h) for h in LAB.etcd_members))),
     ],
 }
 

@@ -25,16 +25,17 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from hactl import hostlayout
 from hactl.errors import CommandError
 from hactl.plan import commands as cmd
-from hactl.plan.etcd_ops import wait_healthy
+from hactl.plan.etcd_ops import shown_wait_healthy, wait_healthy
 from hactl.plan.remote import parse_json, put, run, wait_for
 from hactl.plan.step import Step, StepContext
 from hactl.transport.base import Argv
 from hactl.vocabulary import Action
 
-APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
-K8S_TMP = "/etc/kubernetes/tmp"
+APISERVER_MANIFEST = hostlayout.APISERVER_MANIFEST
+K8S_TMP = hostlayout.K8S_TMP
 """kubeadm's own scratch directory (its upgrade backups live there); same file system as the
 manifests, so the ``mv`` is atomic."""
 NEW_MANIFEST = f"{K8S_TMP}/hactl-kube-apiserver.yaml.new"
@@ -69,11 +70,6 @@ def _mirror_state(pod: Any, flag: str) -> str | None:
     return None
 
 
-def _shown(argv: Argv) -> str:
-    """An argv as the plan prints it (none of these carries a secret)."""
-    return " ".join(str(a) for a in argv)
-
-
 @dataclass(frozen=True)
 class RewriteEtcdServers(Step):
     kind: ClassVar[str] = "rewrite_etcd_servers"
@@ -98,17 +94,22 @@ class RewriteEtcdServers(Step):
     def _own_readyz(self) -> Argv:
         return cmd.kubectl("--server", self.address_url, "get", "--raw", "/readyz")
 
+    @staticmethod
+    def _backup(stamp: str) -> Argv:
+        return ("cp", "-p", APISERVER_MANIFEST, f"{K8S_TMP}/kube-apiserver.yaml.hactl-{stamp}")
+
     def commands(self) -> list[str]:
         return [
-            f"etcdctl member list + endpoint health via {self.via} (every spec member a healthy voter)",
-            f"cat {APISERVER_MANIFEST}",
-            f"put {NEW_MANIFEST} (the manifest with {self.flag})",
-            f"cp -p {APISERVER_MANIFEST} {APISERVER_MANIFEST.rsplit('/', 1)[1]}.hactl-<UTC time> "
-            f"in {K8S_TMP}",
-            f"mv -f {NEW_MANIFEST} {APISERVER_MANIFEST} (the kubelet restarts the API server)",
-            _shown(self._mirror()) + " (until it lists the new --etcd-servers and is Ready)",
-            _shown(self._own_readyz()),
-            _shown(cmd.readyz()) + " (through the load balancer)",
+            *shown_wait_healthy(self.via),
+            cmd.shown(cmd.read_files(APISERVER_MANIFEST)),
+            cmd.shown(cmd.mkdir(K8S_TMP, "0700"), "when the manifest is not right yet"),
+            cmd.shown_put(NEW_MANIFEST, 0o600, f"the manifest with {self.flag}"),
+            cmd.shown(self._backup(cmd.placeholder("UTC time")), "the manifest as it was"),
+            cmd.shown(cmd.move(NEW_MANIFEST, APISERVER_MANIFEST),
+                      "the kubelet restarts the API server"),
+            cmd.shown(self._mirror(), "until it lists the new --etcd-servers and is Ready"),
+            cmd.shown(self._own_readyz(), "this master's API server"),
+            cmd.shown(cmd.readyz(), "through the load balancer"),
         ]
 
     async def run(self, ctx: StepContext) -> None:
@@ -129,8 +130,7 @@ class RewriteEtcdServers(Step):
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
             await run(ctx, host, cmd.mkdir(K8S_TMP, "0700"))
             await put(ctx, host, NEW_MANIFEST, wanted, 0o600)
-            await run(ctx, host, ("cp", "-p", APISERVER_MANIFEST,
-                                  f"{K8S_TMP}/kube-apiserver.yaml.hactl-{stamp}"))
+            await run(ctx, host, self._backup(stamp))
             await run(ctx, host, cmd.move(NEW_MANIFEST, APISERVER_MANIFEST))
 
         async def mirror() -> str | None:

@@ -48,11 +48,6 @@ def with_endpoints(configmap: Any, endpoints: tuple[str, ...]) -> dict[str, Any]
     return out
 
 
-def _shown(argv: Argv) -> str:
-    """An argv as the plan prints it (none of these carries a secret)."""
-    return " ".join(str(a) for a in argv)
-
-
 @dataclass(frozen=True)
 class UpdateKubeadmConfig(Step):
     kind: ClassVar[str] = "update_kubeadm_config"
@@ -69,9 +64,10 @@ class UpdateKubeadmConfig(Step):
         return cmd.kubectl("replace", "-f", "-")
 
     def commands(self) -> list[str]:
-        return [_shown(self._get()),
-                _shown(self._replace()) + " (ClusterConfiguration etcd.external.endpoints: "
-                + ",".join(self.endpoints) + ")"]
+        return [cmd.shown(self._get()),
+                cmd.shown(self._replace(), "stdin: the ConfigMap with ClusterConfiguration "
+                          f"etcd.external.endpoints {','.join(self.endpoints)}; nothing when it "
+                          "already lists them")]
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None
