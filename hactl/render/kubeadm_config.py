@@ -30,12 +30,8 @@ from typing import Any
 import yaml
 
 from hactl import hostlayout
+from hactl.hostlayout import APISERVER_ETCD_CLIENT_CERT, APISERVER_ETCD_CLIENT_KEY, K8S_ETCD_CA
 from hactl.render.etcd import client_endpoints
-from hactl.render.etcd_pki import (
-    APISERVER_ETCD_CLIENT_CERT,
-    APISERVER_ETCD_CLIENT_KEY,
-    K8S_ETCD_CA,
-)
 from hactl.render.files import RenderedFile, public
 from hactl.sensitive import MASK, Sensitive
 from hactl.spec.models import Cluster, Host
