@@ -2,20 +2,39 @@
 and API server): a converged lab plans "No changes"; then spec edits that hactl cannot plan yet
 are each refused, naming the field or the host — kubernetes.version, kubernetes.podSubnet, a
 worker taken out of the spec, a master taken out of the spec. The lab is converged once and
-every edit is planned against it (plans change nothing). And §3: etcd members the API servers
-use, taken out of the spec, is refused naming each master's --etcd-servers (read over SSH off the
-manifests) and kubeadm-config. And §4: certificates inside certificates.renewBeforeDays (kubeadm's
-and the etcd members', dated by the real probe) are refused."""
+every edit is planned against it (plans change nothing). Certificates inside
+certificates.renewBeforeDays (kubeadm's and the etcd members', dated by the real probe) are
+refused.
+
+Then the nodes' identity (hactl/plan/refusals_identity.py), with the real probe and the module's
+``check`` called as the plan's refusals call it: the converged lab gives no refusal; a spec
+that adds a loadBalancer.dnsName or a loadBalancer.vip the API server certificates (made by the
+stand-in kubeadm, read with openssl on the masters) do not carry is refused on every master; a
+master whose spec address is a second address of the same host is refused naming
+masters[1].address, for its certificate and for its Node's InternalIP (the real API's Node
+list); the kubelet client certificates, dated by the probe as openssl dates them on the node,
+are not refused while the kubelet rotates them, and are refused inside a wide window once
+rotation is off in /var/lib/kubelet/config.yaml."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import ipaddress
 import os
+import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 from test_apply_lab import hactl, show
+
+from hactl.facts.model import CertDates, Observed
+from hactl.hostlayout import KUBELET_CLIENT_CERT, KUBELET_CONFIG
+from hactl.plan import refusals_identity
+from hactl.probe import probe_cluster
+from hactl.spec.load import load_cluster
 
 
 def _write(base: dict[str, Any], path: Path, edit: Any) -> str:
@@ -35,8 +54,6 @@ def test_spec_edits_on_a_converged_lab_are_refused_naming_the_field(lab_factory:
     assert res.returncode == 0 and "No changes" in res.stdout, show(res)
 
     base = yaml.safe_load(Path(lab.spec_file).read_text())
-    gone = ", ".join(f"https://{m['address']}:2379" for m in base["etcd"]["members"]
-                     if m["name"] in ("etcd02", "etcd03"))
     edits: dict[str, tuple[Any, list[str]]] = {
         "version": (lambda d: d["kubernetes"].update(version="1.30.9"),
                     ["kubernetes.version: live 1.30.4, spec 1.30.9: hactl cannot upgrade a cluster yet"]),
@@ -49,11 +66,6 @@ def test_spec_edits_on_a_converged_lab_are_refused_naming_the_field(lab_factory:
         "no-master03": (lambda d: d.update(masters=[m for m in d["masters"] if m["name"] != "master03"]),
                         ["master03 is a control-plane Node of the cluster but not in the spec's "
                          "masters or workers", "kubectl drain master03"]),
-        "only-etcd01": (lambda d: d["etcd"].update(
-                            members=[m for m in d["etcd"]["members"] if m["name"] == "etcd01"]),
-                        [f"{m}: kube-apiserver --etcd-servers lists {gone}, which are not the "
-                         "client URL of any etcd member of the spec" for m in ("master01", "master02", "master03")]
-                        + [f"kubeadm-config (ClusterConfiguration etcd.external.endpoints) lists {gone}"]),
         # §4: a window wider than the certificates' life: the real probe dates them over SSH
         "renew-3650": (lambda d: d.update(certificates={"renewBeforeDays": 3650}),
                        ["kubeadm certificates expire within certificates.renewBeforeDays (3650 days)",
@@ -70,6 +82,116 @@ def test_spec_edits_on_a_converged_lab_are_refused_naming_the_field(lab_factory:
         for text in expected:
             assert text in " ".join(out.split()), f"{name}: {text!r} not in {show(res)}"
 
+    _identity(lab, base, tmp_path)
+
     # the edits changed nothing: the original spec still plans no changes
     res = hactl("plan", "-f", lab.spec_file, "--detailed-exitcode", env=env)
     assert res.returncode == 0 and "No changes" in res.stdout, show(res)
+
+
+def _probe_and_check(spec: str) -> tuple[Observed, list[str]]:
+    """What the plan does for the nodes' identity: the real probe, then the module's check."""
+    cluster = load_cluster(spec)
+    observed = asyncio.run(probe_cluster(cluster))
+    return observed, refusals_identity.check(cluster, observed)
+
+
+def _openssl_dates(lab: Any, name: str) -> CertDates | None:
+    """The kubelet client certificate's dates as openssl reads them on the node itself."""
+    res = lab.run(name, f"test -e {KUBELET_CLIENT_CERT} && openssl x509 -in {KUBELET_CLIENT_CERT} "
+                        "-noout -startdate -enddate")
+    if res.returncode != 0:
+        return None
+    start, end = (datetime.strptime(line.partition("=")[2], "%b %d %H:%M:%S %Y GMT").replace(tzinfo=UTC)
+                  for line in res.stdout.splitlines()[:2])
+    return CertDates(not_after=end, not_before=start)
+
+
+def _identity(lab: Any, base: dict[str, Any], tmp_path: Path) -> None:
+    spec = lab.spec_file
+    cluster = load_cluster(spec)
+    nodes = [*cluster.masters, *cluster.workers]
+    observed, messages = _probe_and_check(spec)
+    assert messages == [], messages
+    assert observed.unreachable() == []
+    view = observed.cluster_view([m.name for m in cluster.masters])
+    assert view is not None
+    for host in nodes:
+        node = view.node(host.name)
+        assert node is not None and node.internal_ips == (str(host.address),), node
+        facts = observed.kubernetes(host.name)
+        assert facts is not None
+        assert facts.kubelet_client_cert == _openssl_dates(lab, host.name), host.name
+        assert facts.kubelet_rotates_certificates is True, host.name
+        if host in cluster.masters:
+            assert facts.apiserver_sans is not None
+            assert "k8s-api.lab" in facts.apiserver_sans.dns_names
+            assert str(host.address) in facts.apiserver_sans.ip_addresses
+    dated = {h.name for h in nodes if _openssl_dates(lab, h.name) is not None}
+    assert {w.name for w in cluster.workers} <= dated, dated  # joined with TLS bootstrap
+
+    subnet = ipaddress.ip_network(base["lab"]["subnet"])
+    lb_address = base["loadBalancer"]["hosts"][0]["address"]
+    vip = str(subnet.network_address + 100)
+
+    # a load balancer name and a vip the API server certificates do not carry
+    def new_lb_names(d: dict[str, Any]) -> None:
+        d["controlPlaneEndpoint"] = f"{lb_address}:6443"  # an LB host address: in the certSANs
+        d["loadBalancer"].update(dnsName="api.example.test", vip=vip)
+
+    _, messages = _probe_and_check(_write(base, tmp_path / "lb-names.yaml", new_lb_names))
+    assert [m.split(":")[0] for m in messages] == ["master01", "master02", "master03"], messages
+    for message in messages:
+        text = " ".join(message.split())
+        assert (" /etc/kubernetes/pki/apiserver.crt does not carry loadBalancer.dnsName "
+                f"api.example.test; loadBalancer.vip {vip} (its names: DNS ") in text, text
+        assert "k8s-api.lab" in text and "controlPlaneEndpoint" not in text
+        assert "`kubeadm init phase certs apiserver --config <that file>`" in text
+
+    # master02 in the spec at a second address of the same host: reachable there (its host key
+    # recorded for it), but neither its certificate nor its Node carry that address
+    old = base["masters"][1]["address"]
+    new = str(subnet.network_address + 112)
+    known = Path(base["ssh"]["knownHostsFile"])
+    saved = known.read_text()
+    line = next(entry for entry in saved.splitlines() if entry.split()[0].split(",")[0] == "master02")
+    subprocess.run(["nsenter", "-t", str(lab.pid("master02")), "-n", "ip", "addr", "add",
+                    f"{new}/{subnet.prefixlen}", "dev", "eth0"], check=True)
+    try:
+        known.write_text(saved + f"{new} {' '.join(line.split()[1:3])}\n")
+        moved = _write(base, tmp_path / "master02-moved.yaml",
+                       lambda d: d["masters"][1].update(address=new))
+        observed, messages = _probe_and_check(moved)
+        assert observed.unreachable() == [] and observed.kubernetes("master02") is not None
+        text = " ".join(" ".join(messages).split())
+        assert (f"master02: the API server certificate /etc/kubernetes/pki/apiserver.crt does not "
+                f"carry masters[1].address {new} (its names:") in text, messages
+        assert (f"masters[1].address: the Node master02 reports InternalIP {old}, spec {new}") in text
+        assert not any(m.startswith(("master01:", "master03:")) for m in messages)
+    finally:
+        known.write_text(saved)
+        subprocess.run(["nsenter", "-t", str(lab.pid("master02")), "-n", "ip", "addr", "del",
+                        f"{new}/{subnet.prefixlen}", "dev", "eth0"], check=True)
+
+    # the kubelet client certificates inside a ten-year window: the kubelet rotates them (not a
+    # difference) until rotation is off on worker01
+    wide = _write(base, tmp_path / "renew-wide.yaml",
+                  lambda d: d.update(certificates={"renewBeforeDays": 3650}))
+    assert _probe_and_check(wide)[1] == []
+    config = lab.read("worker01", KUBELET_CONFIG)
+    assert "rotateCertificates: true" in config
+    lab.put("worker01", KUBELET_CONFIG, config.replace("rotateCertificates: true", "rotateCertificates: false"))
+    try:
+        observed, messages = _probe_and_check(wide)
+    finally:
+        lab.put("worker01", KUBELET_CONFIG, config)
+    dates = _openssl_dates(lab, "worker01")
+    assert dates is not None
+    (message,) = messages
+    text = " ".join(message.split())
+    assert text.startswith("kubelet client certificates expire within certificates.renewBeforeDays "
+                           "(3650 days) of now and will not be renewed in time: worker01 "
+                           f"{KUBELET_CLIENT_CERT} expires {dates.not_after:%Y-%m-%d %H:%M} UTC"), text
+    assert "(rotation is off in /var/lib/kubelet/config.yaml: nothing renews it)" in text
+    assert "on worker01: set `rotateCertificates: true`" in text
+    assert _probe_and_check(wide)[1] == []  # the file is back as it was
