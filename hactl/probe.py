@@ -48,7 +48,8 @@ from hactl.transport.ssh_session import OutputLimitError
 
 PROBE_TIMEOUT = 60.0
 """Seconds the whole script may take on one host."""
-CONFIG_FILES = "/etc/haproxy/haproxy.cfg, /etc/etcd/etcd.env, /etc/kubernetes/pki/*.crt"
+CONFIG_FILES = ("/etc/haproxy/haproxy.cfg, /etc/etcd/etcd.env, /etc/kubernetes/pki/*.crt, "
+                "/var/lib/kubelet/pki/kubelet-client-current.pem")
 """The files whose content the probe prints (named when the output passes the cap)."""
 
 

@@ -10,10 +10,10 @@ come from ONE kubectl call (:class:`ApiState`). kubectl runs with ``--kubeconfig
 read through ``-o jsonpath`` naming only metadata, ``type`` and the token's ``expiration`` and
 ``usage-*`` keys: a bootstrap token's secret part never leaves the host.
 
-Two certificates are read with ``openssl x509`` on the host (``k8s.files``; nothing without
-openssl): the kubelet's client certificate (its dates only: the file holds the private key
-too, which never leaves the host) and the subjectAltName of the API server's serving
-certificate. Each Node's InternalIP addresses come with the API's Node list.
+``k8s.certs`` sends back the certificates under /etc/kubernetes/pki and the kubelet's client
+certificate (only the certificate blocks: that file holds the private key too, which never
+leaves the host); they are read here: notAfter, notBefore and the subjectAltName (the API
+server's names). Each Node's InternalIP addresses come with the API's Node list.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import base64
 import binascii
 import ipaddress
 import json
-import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -61,14 +61,6 @@ if [ -f {KUBELET_CONFIG} ]; then
   echo kubelet_config=1
   sed -n 's/^rotateCertificates:/rotate=/p' {KUBELET_CONFIG} | head -n 1
 fi
-if command -v openssl >/dev/null 2>&1; then
-  if [ -f {KUBELET_CLIENT_CERT} ]; then
-    echo "kubelet_cert=$(openssl x509 -in {KUBELET_CLIENT_CERT} -noout -startdate -enddate 2>/dev/null | tr '\n' ' ')"
-  fi
-  if [ -f {APISERVER_CERT} ]; then
-    openssl x509 -in {APISERVER_CERT} -noout -enddate -text 2>/dev/null | awk '/^notAfter=/ {{ print "apiserver_cert=" $0 }} /X509v3 Subject Alternative Name/ {{ if ((getline line) > 0) print "apiserver_san=" line }}'
-  fi
-fi
 for f in {K8S_DIR}/*.conf; do if [ -f "$f" ]; then echo "conf=${{f##*/}}"; fi; done
 for f in {MANIFESTS}/*; do if [ -f "$f" ]; then echo "manifest=${{f##*/}}"; fi; done
 for f in {PKI}/* {PKI}/*/*; do if [ -f "$f" ]; then echo "pki=${{f#{PKI}/}}"; fi; done
@@ -77,14 +69,17 @@ if [ -f {APISERVER_MANIFEST} ]; then
 fi
 :"""
 
-_CERTS = rf"""if [ ! -d {PKI} ]; then echo "no {PKI}" >&2; return 100; fi
+_CERTS = rf"""if [ ! -d {PKI} ] && [ ! -f {KUBELET_CLIENT_CERT} ]; then echo "no {PKI}" >&2; return 100; fi
 set --
-for f in {PKI}/*.crt {PKI}/*/*.crt; do if [ -f "$f" ]; then set -- "$@" "$f"; fi; done
+for f in {PKI}/*.crt {PKI}/*/*.crt {KUBELET_CLIENT_CERT}; do if [ -f "$f" ]; then set -- "$@" "$f"; fi; done
 if [ $# -eq 0 ]; then return 0; fi
-awk 'FNR == 1 {{ print "{CERT_FILE_MARK}" FILENAME }} {{ print }}' "$@"
+awk 'FNR == 1 {{ print "{CERT_FILE_MARK}" FILENAME; c = 0 }} /^-----BEGIN CERTIFICATE-----/ {{ c = 1 }} c {{ print }} /^-----END CERTIFICATE-----/ {{ c = 0 }}' "$@"
 """
 """The certificates themselves (public data) come back in ONE awk process and are read here
-(:func:`parse_cert_pems`): no interpreter or per-file openssl runs on the host."""
+(:func:`parse_cert_pems`): no interpreter or per-file openssl runs on the host. Only the
+``CERTIFICATE`` blocks are printed: the kubelet's client certificate file
+(/var/lib/kubelet/pki/kubelet-client-current.pem, a symlink awk follows) holds its private key
+too, which never leaves the host."""
 
 
 @dataclass(frozen=True)
@@ -101,10 +96,6 @@ class K8sFileInfo:
     """``--etcd-servers`` of kube-apiserver.yaml (None: no manifest, or no such flag)."""
     rotates_certificates: bool | None = None
     """``rotateCertificates`` of /var/lib/kubelet/config.yaml (see :func:`rotate_flag`)."""
-    kubelet_client_cert: CertDates | None = None
-    """The dates of the kubelet's client certificate (see :func:`cert_dates`)."""
-    apiserver_sans: ServingNames | None = None
-    """The API server certificate's subjectAltName (see :func:`serving_names`)."""
 
 
 MAX_ETCD_SERVERS = 64
@@ -137,7 +128,7 @@ class K8sFiles(Fact[K8sFileInfo]):
     def parse(self, stdout: str) -> K8sFileInfo:
         values = multi_values(
             stdout, ("admin_conf", "kubelet_conf", "manifest", "pki", "conf", "kubelet_config", "flag",
-                     "rotate", "kubelet_cert", "apiserver_cert", "apiserver_san")
+                     "rotate")
         )
         kubelet_config = bool(values["kubelet_config"])
         return K8sFileInfo(
@@ -149,10 +140,6 @@ class K8sFiles(Fact[K8sFileInfo]):
             kubelet_config=kubelet_config,
             etcd_servers=etcd_servers_flag(values["flag"]),
             rotates_certificates=rotate_flag(values["rotate"]) if kubelet_config else None,
-            kubelet_client_cert=cert_dates(values["kubelet_cert"][0]) if values["kubelet_cert"] else None,
-            apiserver_sans=serving_names(values["apiserver_san"])
-            if values["apiserver_cert"] and openssl_time(values["apiserver_cert"][0].partition("=")[2])
-            else None,
         )
 
 
@@ -166,83 +153,81 @@ def rotate_flag(values: list[str]) -> bool | None:
     return {"true": True, "false": False}.get(text)
 
 
-def openssl_time(text: str) -> datetime | None:
-    """``Jan  1 12:00:00 2036 GMT`` (openssl's ``-startdate``/``-enddate`` after the ``=``) →
-    aware UTC datetime; None when it is not one."""
-    try:
-        return datetime.strptime(" ".join(text.split()), "%b %d %H:%M:%S %Y GMT").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
-_DATES = re.compile(r"(?:notBefore=(?P<start>.*?)\s*)?notAfter=(?P<end>.*)")
-
-
-def cert_dates(line: str) -> CertDates | None:
-    """``notBefore=Dec  7 10:00:00 2026 GMT notAfter=Dec  7 10:00:00 2027 GMT`` (openssl
-    ``-startdate -enddate`` on one line) → :class:`CertDates`; None without a readable
-    notAfter (openssl could not read a certificate: empty output). A start it cannot read is
-    left None."""
-    match = _DATES.search(line[:512])
-    if match is None:
-        return None
-    end = openssl_time(match.group("end"))
-    if end is None:
-        return None
-    start = match.group("start")
-    return CertDates(not_after=end, not_before=openssl_time(start) if start else None)
-
-
 MAX_SANS = 256
-"""More subjectAltName entries than this are not read (kubeadm writes about ten)."""
+"""More subjectAltName entries than this are not kept (kubeadm writes about ten)."""
 
 
-def serving_names(lines: list[str]) -> ServingNames:
-    """The line after ``X509v3 Subject Alternative Name:`` of ``openssl x509 -text``
-    (``DNS:a, DNS:b, IP Address:10.0.0.1, IP Address:FD00:0:0:0:0:0:0:10``) → DNS names and IP
-    addresses (in Python's normal form: openssl writes IPv6 long and upper-case). Other kinds
-    (email, URI) and entries that do not read are left out; no line → no names."""
-    dns: list[str] = []
-    ips: list[str] = []
-    for entry in (lines[0] if lines else "").split(",")[:MAX_SANS]:
-        kind, found, value = entry.strip().partition(":")
-        value = value.strip()
-        if not found or not value:
-            continue
-        if kind == "DNS":
-            dns.append(value)
-        elif kind in ("IP Address", "IP"):
-            try:
-                ips.append(str(ipaddress.ip_address(value)))
-            except ValueError:
-                continue
-    return ServingNames(tuple(dict.fromkeys(dns)), tuple(dict.fromkeys(ips)))
+@dataclass(frozen=True, eq=False)
+class CertReadings(Mapping[str, datetime]):
+    """What ``k8s.certs`` read: path → notAfter (a mapping, equal to a dict of the same items),
+    and per path the notBefore and the subjectAltName."""
+
+    ends: Mapping[str, datetime]
+    starts: Mapping[str, datetime]
+    names: Mapping[str, ServingNames]
+
+    def __getitem__(self, path: str) -> datetime:
+        return self.ends[path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ends)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def dates(self, path: str) -> CertDates | None:
+        """The validity of the certificate at ``path`` (None: not read)."""
+        end = self.ends.get(path)
+        return None if end is None else CertDates(not_after=end, not_before=self.starts.get(path))
 
 
-def parse_cert_pems(stdout: str) -> dict[str, datetime]:
-    """``#hactl-file PATH`` + PEM text, repeated → path → notAfter of its first certificate.
-    A file without a readable certificate is left out (it has no expiry to watch)."""
+def serving_names(cert: Any) -> ServingNames | None:
+    """A certificate's subjectAltName → DNS names and IP addresses (Python's normal form:
+    ``fd00::10``); other kinds (email, URI, a network) are left out; at most :data:`MAX_SANS`.
+    No extension: no names; extensions that do not read: None (not known)."""
     from cryptography import x509  # imported here: planning (refusals_identity) imports this module
 
-    out: dict[str, datetime] = {}
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = [str(d) for d in san.get_values_for_type(x509.DNSName)]
+        ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)
+               if isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address)]
+    except x509.ExtensionNotFound:
+        return ServingNames()
+    except (x509.DuplicateExtension, ValueError):
+        return None
+    return ServingNames(tuple(dict.fromkeys(dns))[:MAX_SANS], tuple(dict.fromkeys(ips))[:MAX_SANS])
+
+
+def parse_cert_pems(stdout: str) -> CertReadings:
+    """``#hactl-file PATH`` + PEM text, repeated → per path its first certificate's notAfter,
+    notBefore and subjectAltName. A file without a readable certificate is left out (it has no
+    expiry to watch)."""
+    from cryptography import x509  # imported here: planning (refusals_identity) imports this module
+
+    ends: dict[str, datetime] = {}
+    starts: dict[str, datetime] = {}
+    names: dict[str, ServingNames] = {}
     for chunk in stdout.split(CERT_FILE_MARK)[1:]:
         path, _, pem = chunk.partition("\n")
         try:
             cert = x509.load_pem_x509_certificate(pem.encode())
+            ends[path], starts[path] = cert.not_valid_after_utc, cert.not_valid_before_utc
         except ValueError:
             continue
-        out[path] = cert.not_valid_after_utc
-    return out
+        if (sans := serving_names(cert)) is not None:
+            names[path] = sans
+    return CertReadings(ends, starts, names)
 
 
 @dataclass(frozen=True)
-class CertExpiry(Fact[dict[str, datetime]]):
+class CertExpiry(Fact[CertReadings]):
     section = "k8s.certs"
 
     def script(self) -> str:
         return _CERTS
 
-    def parse(self, stdout: str) -> dict[str, datetime]:
+    def parse(self, stdout: str) -> CertReadings:
         return parse_cert_pems(stdout)
 
 
@@ -487,9 +472,10 @@ def assemble(
     *,
     files: K8sFileInfo,
     kubelet: UnitState | None,
-    certs: dict[str, datetime] | None,
+    certs: CertReadings | None,
     cluster: ClusterView | None,
 ) -> KubernetesFacts:
+    certs = certs or CertReadings({}, {}, {})
     return KubernetesFacts(
         admin_conf=files.admin_conf,
         kubelet_conf=files.kubelet_conf,
@@ -497,12 +483,12 @@ def assemble(
         pki_files=files.pki_files,
         kubelet_active=kubelet.active if kubelet else False,
         kubelet_enabled=kubelet.enabled if kubelet else False,
-        cert_expiry=certs or {},
+        cert_expiry={path: end for path, end in certs.items() if path.startswith(f"{PKI}/")},
         cluster=cluster,
         kubeconfigs=files.kubeconfigs,
         kubelet_config=files.kubelet_config,
         etcd_servers=files.etcd_servers,
-        kubelet_client_cert=files.kubelet_client_cert,
+        kubelet_client_cert=certs.dates(KUBELET_CLIENT_CERT),
         kubelet_rotates_certificates=files.rotates_certificates,
-        apiserver_sans=files.apiserver_sans,
+        apiserver_sans=certs.names.get(APISERVER_CERT),
     )

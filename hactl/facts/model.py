@@ -268,11 +268,11 @@ class NodeInfo:
 
 @dataclass(frozen=True)
 class CertDates:
-    """A certificate's validity as ``openssl x509 -startdate -enddate`` prints it (UTC)."""
+    """A certificate's validity, notBefore and notAfter (UTC)."""
 
     not_after: datetime
     not_before: datetime | None = None
-    """None when openssl printed no start date (then the share of its life used is not known)."""
+    """None when not known (then the share of its life used is not known either)."""
 
     def life_used(self, now: datetime) -> float | None:
         """Share of the validity that has passed at ``now`` (0.0 new, 1.0 expired); None when
@@ -284,8 +284,8 @@ class CertDates:
 
 @dataclass(frozen=True)
 class ServingNames:
-    """The subjectAltName of a serving certificate (``openssl x509 -text``): what clients may
-    call the server. IP addresses in Python's normal form (``fd00::10``), DNS names as written."""
+    """The subjectAltName of a serving certificate: what clients may call the server. IP
+    addresses in Python's normal form (``fd00::10``), DNS names as written."""
 
     dns_names: tuple[str, ...] = ()
     ip_addresses: tuple[str, ...] = ()
@@ -399,16 +399,16 @@ class KubernetesFacts:
     probed (then nothing is compared)."""
     kubelet_client_cert: CertDates | None = None
     """Validity of /var/lib/kubelet/pki/kubelet-client-current.pem (the kubelet's client
-    certificate; only its dates leave the host, never the key beside it). None when the file is
-    absent, unreadable, or openssl is not installed (then nothing is compared)."""
+    certificate; only its certificate block leaves the host, never the key beside it). None
+    when the file is absent or holds no readable certificate (then nothing is compared)."""
     kubelet_rotates_certificates: bool | None = None
     """``rotateCertificates`` of /var/lib/kubelet/config.yaml (false when the file leaves it out:
     the KubeletConfiguration default); None when there is no such file or its value is not a
     boolean."""
     apiserver_sans: ServingNames | None = None
     """subjectAltName of /etc/kubernetes/pki/apiserver.crt (the API server's serving
-    certificate); None when the file is absent or openssl could not read it (then nothing is
-    compared). A certificate without the extension has empty names."""
+    certificate); None when the file is absent or does not read as a certificate (then nothing
+    is compared). A certificate without the extension has empty names."""
 
     @property
     def initialised(self) -> bool:

@@ -9,7 +9,7 @@ refused.
 Then the nodes' identity (hactl/plan/refusals_identity.py), with the real probe and the module's
 ``check`` called as the plan's refusals call it: the converged lab gives no refusal; a spec
 that adds a loadBalancer.dnsName or a loadBalancer.vip the API server certificates (made by the
-stand-in kubeadm, read with openssl on the masters) do not carry is refused on every master; a
+stand-in kubeadm, sent back by the probe) do not carry is refused on every master; a
 master whose spec address is a second address of the same host is refused naming
 masters[1].address, for its certificate and for its Node's InternalIP (the real API's Node
 list); the kubelet client certificates, dated by the probe as openssl dates them on the node,
@@ -107,6 +107,15 @@ def _openssl_dates(lab: Any, name: str) -> CertDates | None:
     return CertDates(not_after=end, not_before=start)
 
 
+def _openssl_names(lab: Any, name: str) -> tuple[set[str], set[str]]:
+    """apiserver.crt's subjectAltName as openssl prints it on the master itself."""
+    out = lab.run(name, "openssl x509 -in /etc/kubernetes/pki/apiserver.crt -noout -ext "
+                        "subjectAltName", check=True).stdout.splitlines()[1]
+    entries = [e.strip().partition(":") for e in out.split(",")]
+    return ({v for k, _, v in entries if k == "DNS"},
+            {str(ipaddress.ip_address(v)) for k, _, v in entries if k == "IP Address"})
+
+
 def _identity(lab: Any, base: dict[str, Any], tmp_path: Path) -> None:
     spec = lab.spec_file
     cluster = load_cluster(spec)
@@ -124,9 +133,10 @@ def _identity(lab: Any, base: dict[str, Any], tmp_path: Path) -> None:
         assert facts.kubelet_client_cert == _openssl_dates(lab, host.name), host.name
         assert facts.kubelet_rotates_certificates is True, host.name
         if host in cluster.masters:
-            assert facts.apiserver_sans is not None
-            assert "k8s-api.lab" in facts.apiserver_sans.dns_names
-            assert str(host.address) in facts.apiserver_sans.ip_addresses
+            sans = facts.apiserver_sans
+            assert sans is not None
+            assert (set(sans.dns_names), set(sans.ip_addresses)) == _openssl_names(lab, host.name)
+            assert "k8s-api.lab" in sans.dns_names and str(host.address) in sans.ip_addresses
     dated = {h.name for h in nodes if _openssl_dates(lab, h.name) is not None}
     assert {w.name for w in cluster.workers} <= dated, dated  # joined with TLS bootstrap
 

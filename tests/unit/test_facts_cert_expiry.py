@@ -1,17 +1,20 @@
-"""The probe reads certificates with the host's openssl: the etcd members' /etc/etcd/pki/*.crt
-(``-enddate``, etcd.files), the kubelet's client certificate (``-startdate -enddate``) and the
-API server certificate's subjectAltName (``-text``), both in k8s.files: the real scripts and the
-real openssl on certificates made here, and the tolerant parsers."""
+"""Certificates the probe reads: the etcd members' /etc/etcd/pki/*.crt dated with the host's
+``openssl x509 -enddate`` (etcd.files); the kubelet's client certificate and the API server
+certificate's subjectAltName sent back by k8s.certs's awk (certificate blocks only) and read
+here; rotateCertificates from the kubelet's config (k8s.files). The real scripts on
+certificates made here with openssl, and the tolerant parsers."""
 
 from __future__ import annotations
 
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from hactl.facts import etcd, kubernetes
+from hactl.facts.base import SKIPPED
 from hactl.facts.model import CertDates, ServingNames
-from hactl.hostlayout import K8S_DIR, KUBELET_DIR
+from hactl.hostlayout import K8S_DIR, KUBELET_CLIENT_CERT, KUBELET_DIR
 
 
 def make_cert(path: Path, days: int) -> datetime:
@@ -57,28 +60,26 @@ def test_cert_end_lines_are_read_tolerantly() -> None:
     assert len(etcd.cert_ends(many)) == etcd.MAX_CERTS
 
 
-# -- k8s.files: the kubelet client certificate and the API server certificate's names ----------
+# -- k8s.certs: the kubelet client certificate and the API server certificate's names ----------
 
 
-def _k8s_files_script(root: Path, *, openssl: bool = True) -> str:
-    """The real k8s.files snippet with its host paths moved below ``root``."""
-    script = kubernetes.K8sFiles().script()
-    script = script.replace(KUBELET_DIR, str(root / "kubelet")).replace(K8S_DIR, str(root / "k8s"))
-    return script if openssl else script.replace("command -v openssl", "command -v no-such-openssl")
+def _script(fact: Any, root: Path) -> str:
+    """The real snippet with its host paths moved below ``root``."""
+    script = str(fact.script())
+    return script.replace(KUBELET_DIR, str(root / "kubelet")).replace(K8S_DIR, str(root / "k8s"))
 
 
-def _run(script: str) -> kubernetes.K8sFileInfo:
-    out = subprocess.run(["sh", "-c", f"f() {{\n{script}\n}}\nf"], capture_output=True, text=True,
-                         check=True)
-    return kubernetes.K8sFiles().parse(out.stdout)
+def _out(script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", "-c", f"f() {{\n{script}\n}}\nf"], capture_output=True,
+                          text=True, check=False)
 
 
-def _dates(path: Path) -> tuple[datetime, datetime]:
+def _dates(path: Path) -> CertDates:
     out = subprocess.run(["openssl", "x509", "-in", str(path), "-noout", "-startdate", "-enddate"],
                          check=True, capture_output=True, text=True).stdout.split("\n")
     start, end = (datetime.strptime(line.partition("=")[2], "%b %d %H:%M:%S %Y GMT")
                   .replace(tzinfo=UTC) for line in out[:2])
-    return start, end
+    return CertDates(not_after=end, not_before=start)
 
 
 def _serving_cert(path: Path, sans: str | None) -> None:
@@ -93,85 +94,100 @@ def _serving_cert(path: Path, sans: str | None) -> None:
 
 def test_the_kubelet_client_certificate_is_dated_and_its_key_never_leaves(tmp_path: Path) -> None:
     """kubelet-client-current.pem is a symlink to a file holding the certificate AND its key
-    (as the kubelet writes it): openssl dates the certificate, the key is not in the output."""
+    (as the kubelet writes it): only the certificate block is sent back and dated; it is kept
+    apart from kubeadm's certificates (its own rule, not kubeadm's renewal)."""
     pki = tmp_path / "kubelet" / "pki"
     pki.mkdir(parents=True)
     make_cert(pki / "cert.crt", 20)
-    key = (pki / "cert.key").read_text()
+    cert, key = (pki / "cert.crt").read_text(), (pki / "cert.key").read_text()
     stamped = pki / "kubelet-client-2026-12-07-10-00-00.pem"
-    stamped.write_text((pki / "cert.crt").read_text() + key)
+    stamped.write_text(cert + key)
     (pki / "kubelet-client-current.pem").symlink_to(stamped)
     (tmp_path / "kubelet" / "config.yaml").write_text(
         "kind: KubeletConfiguration\nrotateCertificates: true  # kubeadm's\n")
-    script = _k8s_files_script(tmp_path)
-    out = subprocess.run(["sh", "-c", f"f() {{\n{script}\n}}\nf"], capture_output=True, text=True,
-                         check=True).stdout
-    assert "PRIVATE KEY" not in out and key.splitlines()[1] not in out
-    info = kubernetes.K8sFiles().parse(out)
-    start, end = _dates(pki / "cert.crt")
-    assert info.kubelet_client_cert == CertDates(not_after=end, not_before=start)
-    assert info.rotates_certificates is True and info.kubelet_config
-    assert info.apiserver_sans is None  # no apiserver.crt here
-    # the key first, then the certificate: openssl still finds the certificate
-    stamped.write_text(key + (pki / "cert.crt").read_text())
-    assert _run(script).kubelet_client_cert == CertDates(not_after=end, not_before=start)
-    # a file that is no certificate, and no openssl at all: not dated (not compared)
+    out = _out(_script(kubernetes.CertExpiry(), tmp_path))
+    assert out.returncode == 0, out.stderr  # no /etc/kubernetes/pki yet: still read
+    assert "PRIVATE KEY" not in out.stdout and key.splitlines()[1] not in out.stdout
+    assert "BEGIN CERTIFICATE" in out.stdout
+    path = str(pki / "kubelet-client-current.pem")
+    readings = kubernetes.CertExpiry().parse(out.stdout)
+    assert readings.dates(path) == _dates(pki / "cert.crt") and list(readings) == [path]
+    # the key first, then the certificate: still only the certificate
+    stamped.write_text(key + cert)
+    out = _out(_script(kubernetes.CertExpiry(), tmp_path))
+    assert "PRIVATE KEY" not in out.stdout
+    assert kubernetes.CertExpiry().parse(out.stdout).dates(path) == _dates(pki / "cert.crt")
+    # a file with no certificate: not dated (not compared)
     stamped.write_text(key)
-    assert _run(script).kubelet_client_cert is None
-    stamped.write_text((pki / "cert.crt").read_text())
-    assert _run(_k8s_files_script(tmp_path, openssl=False)).kubelet_client_cert is None
+    out = _out(_script(kubernetes.CertExpiry(), tmp_path))
+    assert "PRIVATE KEY" not in out.stdout and kubernetes.CertExpiry().parse(out.stdout).dates(path) is None
+    # neither /etc/kubernetes/pki nor the kubelet's certificate: the section does not apply
+    (pki / "kubelet-client-current.pem").unlink()
+    assert _out(_script(kubernetes.CertExpiry(), tmp_path)).returncode == SKIPPED
+
+
+def test_the_probe_keeps_the_kubelet_certificate_apart(tmp_path: Path) -> None:
+    """assemble(): /etc/kubernetes/pki's certificates are cert_expiry (kubeadm's renewal), the
+    kubelet's is kubelet_client_cert with its start; apiserver.crt's names are apiserver_sans."""
+    end, start = datetime(2027, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
+    names = ServingNames(("master01",), ("198.18.0.11",))
+    readings = kubernetes.CertReadings(
+        {KUBELET_CLIENT_CERT: end, kubernetes.APISERVER_CERT: end},
+        {KUBELET_CLIENT_CERT: start, kubernetes.APISERVER_CERT: start},
+        {KUBELET_CLIENT_CERT: ServingNames(), kubernetes.APISERVER_CERT: names})
+    files = kubernetes.K8sFiles().parse("kubelet_config=1\nrotate= false\n")
+    facts = kubernetes.assemble(files=files, kubelet=None, certs=readings, cluster=None)
+    assert facts.cert_expiry == {kubernetes.APISERVER_CERT: end}
+    assert facts.kubelet_client_cert == CertDates(not_after=end, not_before=start)
+    assert facts.apiserver_sans == names and facts.kubelet_rotates_certificates is False
+    bare = kubernetes.assemble(files=kubernetes.K8sFiles().parse(""), kubelet=None, certs=None,
+                               cluster=None)
+    assert (bare.cert_expiry, bare.kubelet_client_cert, bare.apiserver_sans,
+            bare.kubelet_rotates_certificates) == ({}, None, None, None)
 
 
 def test_rotate_certificates_is_read_from_the_kubelet_config(tmp_path: Path) -> None:
     config = tmp_path / "kubelet" / "config.yaml"
     config.parent.mkdir(parents=True)
-    script = _k8s_files_script(tmp_path)
-    assert _run(script).rotates_certificates is None  # no config.yaml: not known
+    fact = kubernetes.K8sFiles()
+    script = _script(fact, tmp_path)
+    assert fact.parse(_out(script).stdout).rotates_certificates is None  # no config.yaml
     for text, want in (("rotateCertificates: false\n", False),
                        ("rotateCertificates: \"true\"\n", True),
                        ("kind: KubeletConfiguration\n", False),  # the KubeletConfiguration default
                        ("rotateCertificates: maybe\n", None),
                        ("rotateCertificates: true\nrotateCertificates: false\n", True)):
         config.write_text(text)
-        assert _run(script).rotates_certificates is want, text
+        assert fact.parse(_out(script).stdout).rotates_certificates is want, text
+    assert kubernetes.rotate_flag([" true # on"]) is True
+    assert kubernetes.rotate_flag([" 'False'"]) is False
 
 
-def test_the_api_server_certificate_names_are_read_with_openssl(tmp_path: Path) -> None:
+def test_the_api_server_certificate_names_are_read_here(tmp_path: Path) -> None:
     pki = tmp_path / "k8s" / "pki"
     pki.mkdir(parents=True)
+    path = str(pki / "apiserver.crt")
     _serving_cert(pki / "apiserver.crt",
                   "DNS:master01,DNS:kubernetes,DNS:K8S-API.lab,IP:10.96.0.1,IP:198.18.0.11,"
                   "IP:fd00:0:0::10,email:root@example.com,URI:https://x.example")
-    script = _k8s_files_script(tmp_path)
-    sans = _run(script).apiserver_sans
-    assert sans == ServingNames(("master01", "kubernetes", "K8S-API.lab"),
-                                ("10.96.0.1", "198.18.0.11", "fd00::10"))
+    script = _script(kubernetes.CertExpiry(), tmp_path)
+    names = kubernetes.CertExpiry().parse(_out(script).stdout).names
+    assert names[path] == ServingNames(("master01", "kubernetes", "K8S-API.lab"),
+                                       ("10.96.0.1", "198.18.0.11", "fd00::10"))
     _serving_cert(pki / "apiserver.crt", None)  # no subjectAltName extension: no names at all
-    assert _run(script).apiserver_sans == ServingNames((), ())
-    (pki / "apiserver.crt").write_text("not a certificate\n")  # openssl cannot read it
-    assert _run(script).apiserver_sans is None
-    (pki / "apiserver.crt").unlink()
-    assert _run(script).apiserver_sans is None
-    _serving_cert(pki / "apiserver.crt", "DNS:master01")
-    assert _run(_k8s_files_script(tmp_path, openssl=False)).apiserver_sans is None
+    assert kubernetes.CertExpiry().parse(_out(script).stdout).names[path] == ServingNames()
+    (pki / "apiserver.crt").write_text("not a certificate\n")  # not read: not compared
+    assert path not in kubernetes.CertExpiry().parse(_out(script).stdout).names
+    many = ",".join(f"DNS:n{i}.example" for i in range(300))
+    _serving_cert(pki / "apiserver.crt", many)
+    sans = kubernetes.CertExpiry().parse(_out(script).stdout).names[path]
+    assert len(sans.dns_names) == kubernetes.MAX_SANS
 
 
-def test_the_openssl_lines_are_read_tolerantly() -> None:
-    end = datetime(2027, 12, 7, 10, 0, tzinfo=UTC)
-    start = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
-    assert kubernetes.cert_dates(
-        "notBefore=Dec  7 10:00:00 2026 GMT notAfter=Dec  7 10:00:00 2027 GMT ") == CertDates(end, start)
-    assert kubernetes.cert_dates("notAfter=Dec  7 10:00:00 2027 GMT") == CertDates(end, None)
-    assert kubernetes.cert_dates("notBefore=garbage notAfter=Dec  7 10:00:00 2027 GMT") == CertDates(end, None)
-    for bad in ("", " ", "notBefore=Dec  7 10:00:00 2026 GMT", "notAfter=tomorrow",
-                "notAfter=Dec 32 10:00:00 2027 GMT", "unable to load certificate"):
-        assert kubernetes.cert_dates(bad) is None, bad
-    assert kubernetes.serving_names([
-        "    DNS:a, IP Address:FD00:0:0:0:0:0:0:10, IP Address:10.0.0.1, DNS:, IP Address:300.1.1.1, "
-        "DirName:/CN=x, odd, IP Address:10.0.0.1"]) == ServingNames(("a",), ("fd00::10", "10.0.0.1"))
-    assert kubernetes.serving_names([]) == ServingNames()
-    many = ", ".join(f"DNS:n{i}" for i in range(1000))
-    assert len(kubernetes.serving_names([many]).dns_names) == kubernetes.MAX_SANS
-    assert kubernetes.rotate_flag([" true # on"]) is True
-    assert kubernetes.rotate_flag([" 'False'"]) is False
-    assert kubernetes.rotate_flag([" yes"]) is None
+def test_malformed_certificate_blocks_are_left_out() -> None:
+    mark = kubernetes.CERT_FILE_MARK
+    body = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    readings = kubernetes.CertExpiry().parse(
+        f"{mark}/etc/kubernetes/pki/a.crt\n{body}{mark}/etc/kubernetes/pki/b.crt\n\n"
+        f"{mark}{KUBELET_CLIENT_CERT}\n-----BEGIN CERTIFICATE-----\n")
+    assert (dict(readings), dict(readings.names), readings.dates(KUBELET_CLIENT_CERT)) == ({}, {}, None)

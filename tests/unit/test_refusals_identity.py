@@ -202,7 +202,7 @@ def test_covers_matches_as_a_tls_client_does(wanted: str, covered: bool) -> None
 
 
 def test_an_ipv6_cluster(lab: Cluster) -> None:
-    """Spec addresses in IPv6 and a certificate read from openssl (normal form): converged
+    """Spec addresses in IPv6 and a certificate read in the normal form: converged
     gives nothing, a new IPv6 vip is refused naming it."""
     def to_v6(doc: dict[str, Any]) -> None:
         for role in ("masters", "workers"):
