@@ -226,8 +226,8 @@ def test_kubeadm_config_without_external_etcd_is_refused() -> None:
 # -- the steps on fake hosts -----------------------------------------------------------------
 
 
-def healthy_etcd(ctx: Ctx, numbers: tuple[int, ...]) -> None:
-    fake = ctx.transport(f"etcd0{numbers[0]}")
+def healthy_etcd(ctx: Ctx, numbers: tuple[int, ...], via: str = "etcd03") -> None:
+    fake = ctx.transport(via)
     fake.on(re.compile("member list"), stdout=json.dumps({"header": {}, "members": [
         {"ID": i, "name": f"etcd0{i}", "peerURLs": [f"https://198.18.0.2{i}:2380"],
          "clientURLs": [URLS[i]]} for i in numbers]}))
@@ -286,21 +286,38 @@ def test_a_manifest_already_rewritten_is_not_written_again(lab: Cluster) -> None
     assert not any(a[:1] == ("mv",) for a in ctx.argvs("master01"))
 
 
-def test_no_rewrite_while_a_spec_member_is_unhealthy(lab: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
-    from hactl.plan import etcd_ops
+def test_no_rewrite_while_a_listed_member_is_not_a_healthy_voter(lab: Cluster,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from hactl.plan import remote
+
+    async def no_sleep(_seconds: float) -> None:
+        return None
+
+    monkeypatch.setattr(remote.asyncio, "sleep", no_sleep)
+    monkeypatch.setattr(remote.time, "monotonic", iter(range(0, 100000, 50)).__next__)
     after = members(lab, (3, 4, 5))
     ctx = Ctx(after)
-    healthy_etcd(ctx, (3, 4))  # etcd05 is not in the member list
-
-    async def quick(*args: object, **kwargs: object) -> None:
-        kwargs["timeout"] = 0.0
-        await real(*args, **kwargs)  # type: ignore[arg-type]
-
-    real = etcd_ops.wait_healthy
-    monkeypatch.setattr("hactl.plan.steps.rewrite_etcd_servers.wait_healthy", quick)
-    with pytest.raises(CommandError, match="etcd to be healthy"):
+    healthy_etcd(ctx, (1, 2, 3, 4))  # etcd05 is not (yet) in the member list
+    with pytest.raises(CommandError, match=f"not the client URL of a started voting member: {URLS[5]}"):
         asyncio.run(rewrite_step((URLS[3], URLS[4], URLS[5])).run(ctx))
     assert ctx.argvs("master01") == []  # the manifest was not even read
+
+
+def test_members_the_plan_removes_next_do_not_hold_the_rewrite_back(lab: Cluster) -> None:
+    """etcd01 and etcd02 are still members while the API servers leave them (the lab found
+    rule 2's "nothing unexpected" blocking this)."""
+    after = members(lab, (3, 4, 5))
+    ctx = Ctx(after)
+    healthy_etcd(ctx, (1, 2, 3, 4, 5))
+    servers = (URLS[3], URLS[4], URLS[5])
+    step = rewrite_step(servers)
+    master = ctx.transport("master01")
+    master.on(("cat", APISERVER_MANIFEST), stdout=with_etcd_servers(MANIFEST, servers))
+    master.on(re.compile("kube-apiserver-master01"), stdout=mirror(step.flag))
+    master.on(re.compile("readyz"), stdout="ok")
+    asyncio.run(step.run(ctx))
+    health = [c for c in ctx.transport("etcd03").calls if "endpoint" in c.argv and "health" in c.argv]
+    assert health and all(URLS[1] not in a and URLS[2] not in a for c in health for a in c.argv)
 
 
 def test_kubeadm_config_is_replaced_with_its_resource_version(lab: Cluster) -> None:

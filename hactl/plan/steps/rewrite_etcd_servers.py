@@ -4,8 +4,9 @@ kubeadm writes ``--etcd-servers`` into /etc/kubernetes/manifests/kube-apiserver.
 init or join, from ``etcd.external.endpoints``; nothing updates it when the etcd membership
 changes. The step, on one master (the planner chains the masters one at a time):
 
-1. checks that the spec's etcd members are healthy voters (rule 2): the new list never names a
-   member that is not serving;
+1. checks that every URL of the new list is the client URL of a started voting member that
+   answers ``endpoint health``: the new list never names a member that is not serving (the
+   members the plan removes next are still members then, and not in the list);
 2. rewrites only the ``--etcd-servers=`` argument of the manifest (the rest is kept byte for
    byte), through a file under /etc/kubernetes/tmp and an atomic ``mv`` (the kubelet reads the
    manifests directory and must never see half a file); the previous manifest is kept beside
@@ -26,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from hactl import hostlayout
+from hactl.diff import url_key
 from hactl.errors import CommandError
 from hactl.plan import commands as cmd
-from hactl.plan.etcd_ops import shown_wait_healthy, wait_healthy
+from hactl.plan.etcd_ops import health_by_endpoint, list_members, shown_list_members
 from hactl.plan.remote import parse_json, put, run, wait_for
 from hactl.plan.step import Step, StepContext
 from hactl.transport.base import Argv
@@ -100,7 +102,9 @@ class RewriteEtcdServers(Step):
 
     def commands(self) -> list[str]:
         return [
-            *shown_wait_healthy(self.via),
+            shown_list_members(self.via, note="every URL to write is a started voter's"),
+            cmd.shown(cmd.endpoint_health(list(self.servers)),
+                      "each healthy; both repeated until they are (at most 120 s)"),
             cmd.shown(cmd.read_files(APISERVER_MANIFEST)),
             cmd.shown(cmd.mkdir(K8S_TMP, "0700"), "when the manifest is not right yet"),
             cmd.shown_put(NEW_MANIFEST, 0o600, f"the manifest with {self.flag}"),
@@ -117,7 +121,22 @@ class RewriteEtcdServers(Step):
         host = self.host
         members = list(ctx.cluster.etcd_members)
         via = next((h for h in members if h.name == self.via), members[0])
-        await wait_healthy(ctx, via, members, timeout=120.0)
+
+        async def servers_healthy() -> str | None:
+            listed = await list_members(ctx, via)
+            voters = {url_key(u) for m in listed if m.name and not m.is_learner for u in m.client_urls}
+            missing = [u for u in self.servers if url_key(u) not in voters]
+            if missing:
+                return f"not the client URL of a started voting member: {', '.join(missing)}"
+            res = await run(ctx, via.name, cmd.endpoint_health(list(self.servers)), check=False)
+            answers = health_by_endpoint(res.stdout)
+            sick = [u for u in self.servers if not answers.get(u, False)]
+            return f"endpoint health false on {', '.join(sick)}" if sick else None
+
+        # the list written never names a member that is not serving (the members the plan
+        # removes next are still listed by etcd: they are not in the new list)
+        await wait_for("every member the new --etcd-servers lists to be a healthy voter",
+                       servers_healthy, timeout=120.0, host=via.name)
         current = (await run(ctx, host, cmd.read_files(APISERVER_MANIFEST))).stdout
         try:
             wanted = with_etcd_servers(current, self.servers)
