@@ -124,7 +124,8 @@ def stacked_endpoint_health(endpoints: Sequence[str]) -> Argv:
     return stacked_etcdctl(endpoints, "endpoint", "health")
 
 
-def member_list(endpoints: Sequence[str]) -> Argv:
+def member_list(*endpoints: str) -> Argv:
+    """The member list, asked of ``endpoints`` in turn (etcdctl takes the first that answers)."""
     return etcdctl(endpoints, "member", "list")
 
 

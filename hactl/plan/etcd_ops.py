@@ -207,7 +207,7 @@ def list_endpoints(ctx: StepContext, via: Host, also: Sequence[str] = ()) -> lis
 async def list_members(ctx: StepContext, via: Host, also: Sequence[str] = ()) -> tuple[EtcdMember, ...]:
     """The member list through ``via``: its client URL in the spec, then ``also`` (the URLs it
     listed at plan time: during a client-port change a member not yet restarted serves there)."""
-    result = await run(ctx, via.name, cmd.member_list(list_endpoints(ctx, via, also)))
+    result = await run(ctx, via.name, cmd.member_list(*list_endpoints(ctx, via, also)))
     return parse_member_list(result.stdout)
 
 
@@ -306,7 +306,7 @@ def endpoints_shown(via: str, also: Sequence[str] = ()) -> str:
 
 
 def shown_list_members(via: str, also: Sequence[str] = (), note: str = "") -> str:
-    return cmd.shown(cmd.member_list([endpoints_shown(via, also)]), note)
+    return cmd.shown(cmd.member_list(endpoints_shown(via, also)), note)
 
 
 def shown_find_ca(preferred: str) -> list[str]:
