@@ -71,10 +71,12 @@ def kubernetes_settings(cluster: Cluster, view: ClusterView) -> list[str]:
     out: list[str] = []
     k8s = cluster.kubernetes
     wanted = _plain_version(k8s.version)
+    version_differs = False
     if view.kubernetes_version:
         live_text = _plain_version(str(view.kubernetes_version).strip())
         live = _version(live_text)
         if live is None or live != k8s.version_tuple:
+            version_differs = True
             if live is not None and k8s.version_tuple < live:
                 out.append(
                     f"kubernetes.version: live {live_text}, spec {wanted}: that is a downgrade, "
@@ -99,7 +101,7 @@ def kubernetes_settings(cluster: Cluster, view: ClusterView) -> list[str]:
             f"kubernetes.dnsDomain cannot change after kubeadm init: live {view.dns_domain}, spec "
             f"{k8s.dns_domain}; put the live value back in the spec (Services and Pods resolve "
             "names under it; a new DNS domain needs a new cluster)")
-    if out and out[0].startswith("kubernetes.version"):
+    if version_differs:
         return out  # the cluster's own version differs: that refusal covers the kubelets too
     spec_nodes = {h.name for h in (*cluster.masters, *cluster.workers)}
     stale = sorted(
