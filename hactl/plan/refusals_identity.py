@@ -61,7 +61,8 @@ def kubelet_cert_due(cert: CertDates, rotates: bool | None, now: datetime, days:
     if left <= timedelta(0):
         return "expired: the kubelet cannot ask for a new one with it"
     if rotates is None:
-        return f"rotateCertificates in {KUBELET_CONFIG} is not a boolean: nothing shows the kubelet renews it"
+        return (f"rotateCertificates of {KUBELET_CONFIG} not known (no such file, or not a "
+                "boolean): nothing shows the kubelet renews it")
     if not rotates:
         return f"rotation is off in {KUBELET_CONFIG}: nothing renews it"
     if left < LAST_DAY:

@@ -92,7 +92,7 @@ def test_a_kubelet_client_certificate_without_rotation_is_refused_inside_the_win
             "restart the kubelet") in text
     assert "troubleshooting guide" not in text
     text = flat(identity.check(lab, with_kubelet_cert(lab, "master02", cert, None)))
-    assert "(rotateCertificates in /var/lib/kubelet/config.yaml is not a boolean" in text
+    assert "(rotateCertificates of /var/lib/kubelet/config.yaml not known (no such file, or not a boolean)" in text
     # outside the window: not a difference, rotation or not
     far = CertDates(not_after=PROBED_AT + 31 * DAY, not_before=PROBED_AT - 300 * DAY)
     assert identity.check(lab, with_kubelet_cert(lab, "master02", far, False)) == []
