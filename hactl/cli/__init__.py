@@ -78,4 +78,5 @@ main.add_lazy_commands("hactl.cli.validate", validate="validate")
 main.add_lazy_commands("hactl.cli.lab", lab="lab")
 main.add_lazy_commands("hactl.cli.plan", plan="plan_cmd", show="show_cmd", graph="graph_cmd")
 main.add_lazy_commands("hactl.cli.apply", apply="apply", check="check", unlock="unlock")
+main.add_lazy_commands("hactl.cli.drill", drill="drill")
 # --- end of subcommands --------------------------------------------------------------------

@@ -1,0 +1,358 @@
+"""hactl drill with fake hosts: the fault budget and refusals (nothing touched), the faults'
+order and commands, restore on failure and on interrupt, the JSON and JUnit reports.
+
+:class:`FakeCluster` answers every command the drill sends from a small model of the hosts:
+parked manifests stop a master's API server (its LB server goes DOWN, its Leases move to another
+master), ``systemctl stop etcd`` makes that member unhealthy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import pytest
+
+from hactl.check import Finding, Report
+from hactl.drill import fault_budget, plan_faults
+from hactl.drill.plan import DrillReport, Fault, FaultResult
+from hactl.drill.run import Drill, Timings
+from hactl.spec.load import load_file
+from hactl.spec.models import Cluster
+from hactl.transport.base import Result
+from hactl.transport.fake import Call, FakeTransport
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = Timings(poll=0.002, reader_period=0.002, stop=0.3, detect=0.3, lease=0.3, recover=0.3,
+               final_settle=0)
+HEADER = "# pxname,svname,status,check_status\n"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Cluster:
+    return load_file(ROOT / "specs" / "lab.yaml").cluster
+
+
+class FakeCluster:
+    def __init__(self, cluster: Cluster, holder: str = "master02") -> None:
+        self.cluster = cluster
+        self.masters = [m.name for m in cluster.masters]
+        self.addresses = {str(h.address): h.name for h in cluster.all_hosts()}
+        self.parked: set[str] = set()
+        self.kubelet_stopped: set[str] = set()
+        self.etcd_stopped: set[str] = set()
+        self.holders = {"kube-scheduler": holder, "kube-controller-manager": holder}
+        self.lb_stuck_up = False
+        self.take_out_fails = False
+        self.lock_held = False
+        self.log: list[tuple[str, str]] = []
+        """(host, what) for every command that changes a host, in order."""
+        self.fakes: dict[str, FakeTransport] = {}
+        for host in cluster.all_hosts():
+            fake = FakeTransport(host.name, strict=True)
+            fake.on(lambda wire: True, respond=self._responder(host.name))
+            self.fakes[host.name] = fake
+
+    def __call__(self, host: str) -> FakeTransport:
+        return self.fakes[host]
+
+    def api_up(self, master: str) -> bool:
+        return master not in self.parked
+
+    def _responder(self, host: str) -> Any:
+        def respond(call: Call) -> Result:
+            return self.answer(host, call.wire)
+
+        return respond
+
+    def answer(self, host: str, wire: str) -> Result:
+        ok = Result(0, "", "")
+        if "lock.d" in wire:
+            op = re.search(r"op=(\w+)", wire)
+            kind = op.group(1) if op else "read"
+            if kind == "acquire":
+                self.lock_held = True
+                self.log.append((host, "lock"))
+                return Result(0, "now 1\nresult acquired\n", "")
+            if kind == "release":
+                self.lock_held = False
+                return Result(0, "now 1\nresult released\n", "")
+            return Result(0, "now 1\nresult refreshed\n", "")
+        if "hactl-drill-parked" in wire and "rmdir" in wire:
+            self.parked.discard(host)
+            self.kubelet_stopped.discard(host)
+            self.log.append((host, "put back"))
+            return ok
+        if "hactl-drill-parked" in wire:
+            self.log.append((host, "take out"))
+            if self.take_out_fails:
+                return Result(1, "", "mv: cannot move: read-only file system")
+            self.parked.add(host)
+            for lease, holder in self.holders.items():
+                if holder == host:
+                    self.holders[lease] = next(m for m in self.masters if m not in self.parked)
+            return ok
+        if wire.startswith("systemctl stop kubelet"):
+            self.kubelet_stopped.add(host)
+            self.log.append((host, "stop kubelet"))
+            return ok
+        if wire.startswith("systemctl stop etcd"):
+            self.etcd_stopped.add(host)
+            self.log.append((host, "stop etcd"))
+            return ok
+        if wire.startswith("systemctl start --no-block etcd"):
+            self.etcd_stopped.discard(host)
+            self.log.append((host, "start etcd"))
+            return ok
+        if "show stat" in wire:
+            rows = [f"k8s-api-backend,{m},{self.lb_state(m)},L7OK" for m in self.masters]
+            return Result(0, HEADER + "\n".join(rows) + "\n", "")
+        if "get --raw /readyz" in wire:
+            target = re.search(r"--server https://([^:/ ]+)", wire)
+            assert target is not None
+            name = self.addresses.get(target.group(1))
+            up = self.api_up(name) if name else any(self.api_up(m) for m in self.masters)
+            return Result(0, "ok", "") if up else Result(1, "", "connection refused")
+        if "get lease" in wire:
+            items = [{"metadata": {"name": n},
+                      "spec": {"holderIdentity": f"{h}_0b5c", "renewTime": "2026-12-07T11:00:00Z",
+                               "leaseDurationSeconds": 15}} for n, h in self.holders.items()]
+            return Result(0, json.dumps({"items": items}), "")
+        if "get node" in wire:
+            node = wire.split("get node ", 1)[1].split()[0]
+            ready = "False" if node in self.kubelet_stopped else "True"
+            return Result(0, json.dumps({"status": {"conditions": [
+                {"type": "Ready", "status": ready}]}}), "")
+        if "endpoint health" in wire:
+            url = re.search(r"--endpoints=https://([^:]+):", wire)
+            assert url is not None
+            member = self.addresses[url.group(1)]
+            healthy = member not in self.etcd_stopped and host not in self.etcd_stopped
+            answer = [{"endpoint": url.group(0), "health": healthy,
+                       **({} if healthy else {"error": "context deadline exceeded"})}]
+            return Result(0 if healthy else 1, json.dumps(answer), "")
+        if "create configmap" in wire:
+            self.log.append((host, "write"))
+            down = len(self.etcd_stopped)
+            return ok if down < 2 else Result(1, "", "etcdserver: request timed out")
+        raise AssertionError(f"{host}: unexpected command {wire[:200]}")
+
+    def lb_state(self, master: str) -> str:
+        if self.lb_stuck_up:
+            return "UP"
+        return "UP" if self.api_up(master) else "DOWN 1/2"
+
+    def changes(self) -> list[tuple[str, str]]:
+        return [entry for entry in self.log if entry[1] != "lock"]
+
+
+def healthy_check(healthy: bool = True) -> Any:
+    calls: list[dict[str, Any]] = []
+
+    async def check(cluster: Cluster, get: Any, opened: Any, **kwargs: Any) -> Report:
+        calls.append(kwargs)
+        findings = () if healthy else (
+            Finding("etcd", "error", "etcd02", "endpoint health: unreachable", "start it"),)
+        return Report(cluster.metadata.name, findings)
+
+    check.calls = calls  # type: ignore[attr-defined]
+    return check
+
+
+def drill(cluster: Cluster, fake: FakeCluster, check: Any = None,
+          timings: Timings = FAST) -> Drill:
+    return Drill(cluster, fake, fake.fakes, run_id="20261207T110000Z-abc123", timings=timings,
+                 check=check or healthy_check())
+
+
+# -- the budget and the plan (pure) --------------------------------------------------------------
+
+
+def test_fault_budget(cluster: Cluster) -> None:
+    assert fault_budget(cluster) == []
+    one = cluster.model_copy(update={"masters": cluster.masters[:1]})
+    assert any("1 master(s)" in r for r in fault_budget(one))
+    two_etcd = cluster.model_copy(update={"etcd": cluster.etcd.model_copy(
+        update={"members": cluster.etcd.members[:2]})})
+    assert any("etcd of 2" in r for r in fault_budget(two_etcd))
+
+
+def test_plan_faults_order_and_node(cluster: Cluster) -> None:
+    holders = {"kube-scheduler": "master03", "kube-controller-manager": "master03"}
+    faults = plan_faults(cluster, None, holders)
+    assert faults == [
+        Fault("control-plane", "master03", ("kube-controller-manager", "kube-scheduler")),
+        Fault("etcd-member", "etcd01"),
+    ]
+    assert plan_faults(cluster, "master01", holders)[0] == Fault("control-plane", "master01")
+    with pytest.raises(ValueError, match="not a master"):
+        plan_faults(cluster, "etcd02", holders)
+    stacked = cluster.model_copy(update={"etcd": cluster.etcd.model_copy(
+        update={"topology": "stacked", "members": []})})
+    assert [f.kind for f in plan_faults(stacked, None, {})] == ["control-plane"]
+
+
+# -- refusals: nothing touched -------------------------------------------------------------------
+
+
+def test_refuses_without_fault_budget_and_touches_nothing(cluster: Cluster) -> None:
+    one = cluster.model_copy(update={"masters": cluster.masters[:1]})
+    fake = FakeCluster(cluster)
+    check = healthy_check()
+    report = asyncio.run(drill(one, fake, check).run())
+    assert report.refused is not None and "no fault budget" in report.refused
+    assert report.exit_code == 1
+    assert all(not f.calls for f in fake.fakes.values())
+    assert check.calls == []
+
+
+def test_refuses_on_degraded_cluster_and_touches_nothing(cluster: Cluster) -> None:
+    fake = FakeCluster(cluster)
+    report = asyncio.run(drill(cluster, fake, healthy_check(False)).run())
+    assert report.exit_code == 1
+    assert report.refused is not None and "degraded" in report.refused
+    assert "etcd02" in report.refused
+    assert all(not f.calls for f in fake.fakes.values())
+    assert "nothing was touched" in report.render_text()
+
+
+def test_unknown_node_is_refused_before_anything_changes(cluster: Cluster) -> None:
+    fake = FakeCluster(cluster)
+    report = asyncio.run(drill(cluster, fake).run("worker01"))
+    assert report.exit_code == 1 and "not a master" in (report.refused or "")
+    assert fake.log == [] and not fake.lock_held
+
+
+# -- a drill that passes -------------------------------------------------------------------------
+
+
+def test_drill_runs_faults_one_at_a_time_and_restores(cluster: Cluster) -> None:
+    fake = FakeCluster(cluster, holder="master02")
+    check = healthy_check()
+    report = asyncio.run(drill(cluster, fake, check).run())
+    assert report.exit_code == 0, report.render_text()
+    assert fake.log[0] == ("etcd01", "lock")  # the lock before any change
+    assert fake.changes() == [
+        ("master02", "take out"), ("master02", "stop kubelet"), ("master02", "put back"),
+        ("etcd01", "stop etcd"), ("master01", "write"), ("etcd01", "start etcd"),
+    ]
+    assert not fake.lock_held and not fake.parked and not fake.etcd_stopped
+    cp, member = report.faults
+    assert set(cp.lease_moves) == {"kube-scheduler", "kube-controller-manager"}
+    assert all(v is not None for v in cp.lease_moves.values())
+    assert cp.detect_seconds is not None and cp.recover_seconds is not None
+    assert cp.reader_ok > 0 and cp.reader_failed == 0
+    assert fake.holders["kube-scheduler"] != "master02"
+    assert member.passed and member.detect_seconds is not None
+    # the preflight check, then the closing one (given time to settle)
+    assert [c.get("settle") for c in check.calls] == [None, FAST.final_settle]
+    assert report.final_healthy is True
+
+
+def test_leader_elsewhere_is_not_required_to_move(cluster: Cluster) -> None:
+    fake = FakeCluster(cluster, holder="master01")
+    report = asyncio.run(drill(cluster, fake).run("master03"))
+    assert report.exit_code == 0, report.render_text()
+    assert report.faults[0].lease_moves == {}
+    assert fake.holders["kube-scheduler"] == "master01"
+
+
+# -- failures and interrupts: restored --------------------------------------------------------------
+
+
+def test_failed_check_is_reported_and_restored(cluster: Cluster) -> None:
+    fake = FakeCluster(cluster)
+    fake.lb_stuck_up = True  # the LB never marks the master down
+    report = asyncio.run(drill(cluster, fake).run())
+    assert report.exit_code == 2, report.render_text()
+    cp = report.faults[0]
+    assert cp.restored and not cp.passed and cp.detect_seconds is None
+    assert any(not c.ok and "marked master02 DOWN" in c.name for c in cp.checks)
+    assert ("master02", "put back") in fake.log and not fake.parked
+    assert report.faults[1].passed  # restored, so the next fault still ran
+
+
+def test_error_while_injecting_restores(cluster: Cluster) -> None:
+    fake = FakeCluster(cluster)
+    fake.take_out_fails = True
+    report = asyncio.run(drill(cluster, fake).run())
+    cp = report.faults[0]
+    assert cp.error is not None and "read-only" in cp.error
+    assert cp.restored
+    assert fake.changes()[:2] == [("master02", "take out"), ("master02", "put back")]
+    assert report.exit_code == 2
+    assert not fake.lock_held
+
+
+def test_interrupt_restores_the_fault_and_stops(cluster: Cluster) -> None:
+    fake = FakeCluster(cluster)
+    fake.lb_stuck_up = True
+    slow = Timings(poll=0.005, reader_period=0.005, stop=5, detect=30, lease=30, recover=5,
+                   final_settle=0)
+
+    async def scenario() -> DrillReport:
+        task = asyncio.create_task(drill(cluster, fake, timings=slow).run())
+        while ("master02", "stop kubelet") not in fake.log:
+            await asyncio.sleep(0.005)
+        task.cancel()  # Ctrl-C
+        await asyncio.sleep(0)
+        while ("master02", "put back") not in fake.log:
+            await asyncio.sleep(0.001)
+        task.cancel()  # Ctrl-C again, while restoring: the restore still finishes
+        return await task
+
+    report = asyncio.run(scenario())
+    assert report.interrupted and report.exit_code == 130, report.render_text()
+    assert len(report.faults) == 1 and report.faults[0].restored
+    assert not fake.parked and not fake.kubelet_stopped and not fake.lock_held
+    assert ("etcd01", "stop etcd") not in fake.log  # no further fault
+    assert "Interrupted" in report.render_text()
+
+
+def test_etcd_member_not_back_stops_the_drill_and_says_so(cluster: Cluster) -> None:
+    fake = FakeCluster(cluster)
+    original = fake.answer
+
+    def never_starts(host: str, wire: str) -> Result:
+        if wire.startswith("systemctl start --no-block etcd"):
+            fake.log.append((host, "start etcd"))
+            return Result(0, "", "")
+        return original(host, wire)
+
+    fake.answer = never_starts  # type: ignore[method-assign]
+    report = asyncio.run(drill(cluster, fake).run())
+    assert report.exit_code == 3
+    assert not report.faults[1].restored
+    assert "NOT RESTORED" in report.render_text()
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def test_json_and_junit(cluster: Cluster) -> None:
+    fake = FakeCluster(cluster)
+    report = asyncio.run(drill(cluster, fake).run())
+    data = json.loads(json.dumps(report.to_data()))
+    assert data["passed"] is True and data["exit_code"] == 0
+    assert [(f["kind"], f["host"]) for f in data["faults"]] == [
+        ("control-plane", "master02"), ("etcd-member", "etcd01")]
+    assert data["faults"][0]["reader"]["failed"] == 0
+    suite = ElementTree.fromstring(report.to_junit())
+    assert suite.tag == "testsuite" and suite.get("failures") == "0"
+    assert [c.get("name") for c in suite.iter("testcase")] == [
+        "control-plane master02", "etcd-member etcd01", "final-check"]
+
+    failed = DrillReport("lab", faults=[FaultResult(Fault("etcd-member", "etcd01"),
+                                                    restored=False, error="boom")])
+    failed.final_healthy = False
+    failed.final_detail = "etcd01 unhealthy"
+    suite = ElementTree.fromstring(failed.to_junit())
+    assert suite.get("failures") == "2"
+    messages = [f.get("message") for f in suite.iter("failure")]
+    assert messages == ["boom; not restored", "etcd01 unhealthy"]
+    refused = DrillReport("lab", refused="degraded")
+    assert ElementTree.fromstring(refused.to_junit()).get("failures") == "1"
+    assert json.loads(json.dumps(refused.to_data()))["exit_code"] == 1
