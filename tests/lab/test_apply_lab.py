@@ -202,14 +202,30 @@ def test_apply_converges_a_stacked_etcd_cluster(lab_factory: Any, tmp_path: Path
     lab = lab_factory(REPO / "specs" / "stacked.yaml")
     spec = lab.spec_file
     env = {**os.environ, "HACTL_STATE_DIR": str(tmp_path / "state")}
-    res = hactl("apply", "-f", spec, "--auto-approve", env=env)
+    res = hactl("--log-format", "json", "-vv", "apply", "-f", spec, "--auto-approve", env=env)
     assert res.returncode == 0, show(res)
     assert "Apply complete: " in res.stdout and "is healthy." in res.stdout, show(res)
 
     from hactl.journal import read_journal
 
     (journal,) = (tmp_path / "state" / "journal").rglob("*.jsonl")
-    ends = {r["id"]: r for r in read_journal(journal) if r["event"] == "step_end"}
+    records = read_journal(journal)
+    ends = {r["id"]: r for r in records if r["event"] == "step_end"}
+
+    # apply verifies once: the Verify step is `hactl check`; its report is journaled once, after
+    # the last change step, and printed once; no host is probed again after it
+    assert res.stdout.count("is healthy.") == 1, show(res)
+    (check,) = [r for r in records if r["event"] == "check"]
+    assert check["step"] == "cluster.verify" and check["healthy"] is True, check
+    last_change = max(r["end_mono"] for r in ends.values() if r["id"] != "cluster.verify")
+    verified = ends["cluster.verify"]["end_mono"]
+    assert last_change <= check["start_mono"] <= check["end_mono"] <= verified, check
+    events = [json.loads(line) for line in res.stderr.splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events].count("check.end") == 1, show(res)
+    for host in lab.cluster.all_hosts():
+        probed = [e for e in events if e["event"] == "probed" and e.get("host") == host.name]
+        # the plan's probe under the lock, then one per gather of the check: nothing after it
+        assert len(probed) == 1 + check["attempts"], (host.name, check["attempts"], len(probed))
     joins = sorted(
         (r for r in ends.values() if r["id"].startswith("master[") and r["id"].endswith(".join")),
         key=lambda r: r["start_mono"],

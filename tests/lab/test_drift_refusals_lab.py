@@ -82,7 +82,7 @@ def test_spec_edits_on_a_converged_lab_are_refused_naming_the_field(lab_factory:
         for text in expected:
             assert text in " ".join(out.split()), f"{name}: {text!r} not in {show(res)}"
 
-    _identity(lab, base, tmp_path)
+    _identity(lab, base, tmp_path, env)
 
     # the edits changed nothing: the original spec still plans no changes
     res = hactl("plan", "-f", lab.spec_file, "--detailed-exitcode", env=env)
@@ -116,7 +116,7 @@ def _openssl_names(lab: Any, name: str) -> tuple[set[str], set[str]]:
             {str(ipaddress.ip_address(v)) for k, _, v in entries if k == "IP Address"})
 
 
-def _identity(lab: Any, base: dict[str, Any], tmp_path: Path) -> None:
+def _identity(lab: Any, base: dict[str, Any], tmp_path: Path, env: dict[str, str]) -> None:
     spec = lab.spec_file
     cluster = load_cluster(spec)
     nodes = [*cluster.masters, *cluster.workers]
@@ -149,8 +149,13 @@ def _identity(lab: Any, base: dict[str, Any], tmp_path: Path) -> None:
         d["controlPlaneEndpoint"] = f"{lb_address}:6443"  # an LB host address: in the certSANs
         d["loadBalancer"].update(dnsName="api.example.test", vip=vip)
 
-    _, messages = _probe_and_check(_write(base, tmp_path / "lb-names.yaml", new_lb_names))
+    lb_names = _write(base, tmp_path / "lb-names.yaml", new_lb_names)
+    _, messages = _probe_and_check(lb_names)
     assert [m.split(":")[0] for m in messages] == ["master01", "master02", "master03"], messages
+    res = hactl("plan", "-f", lb_names, env=env)  # and the plan refuses with them
+    assert res.returncode == 1 and "the plan is refused" in res.stdout + res.stderr, show(res)
+    for message in messages:
+        assert " ".join(message.split()) in " ".join((res.stdout + res.stderr).split()), show(res)
     for message in messages:
         text = " ".join(message.split())
         assert (" /etc/kubernetes/pki/apiserver.crt does not carry loadBalancer.dnsName "
