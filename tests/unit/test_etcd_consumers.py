@@ -31,6 +31,7 @@ from hactl.plan.synthetic import PROBED_AT, Synthetic
 from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
 from hactl.transport.base import Result
+from hactl.transport.fake import FakeTransport
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 URLS = {i: f"https://198.18.0.2{i}:2379" for i in range(1, 6)}
@@ -246,18 +247,29 @@ def rewrite_step(servers: tuple[str, ...]) -> RewriteEtcdServers:
                               address_url="https://198.18.0.11:6443")
 
 
-def test_the_rewrite_writes_through_a_temp_file_and_waits_for_the_new_api_server(lab: Cluster) -> None:
-    after = members(lab, (3, 4, 5))
-    ctx = Ctx(after)
-    healthy_etcd(ctx, (3, 4, 5))
-    servers = (URLS[3], URLS[4], URLS[5])
-    step = rewrite_step(servers)
+SERVERS = (URLS[3], URLS[4], URLS[5])
+
+
+def rewrite_world(lab: Cluster, manifest: str, listed: tuple[int, ...] = (3, 4, 5)
+                  ) -> tuple[Ctx, RewriteEtcdServers, FakeTransport]:
+    """etcd03..05 in the spec, ``listed`` members in etcd's list (all healthy), master01's
+    manifest ``manifest``, its mirror Pod already on the new flag and every /readyz ok."""
+    ctx = Ctx(members(lab, (3, 4, 5)))
+    healthy_etcd(ctx, listed)
+    step = rewrite_step(SERVERS)
     master = ctx.transport("master01")
-    master.on(("cat", APISERVER_MANIFEST), stdout=MANIFEST)
+    master.on(("cat", APISERVER_MANIFEST), stdout=manifest)
+    master.on(re.compile("kube-apiserver-master01"), stdout=mirror(step.flag))
+    master.on(re.compile("readyz"), stdout="ok")
+    return ctx, step, master
+
+
+def test_the_rewrite_writes_through_a_temp_file_and_waits_for_the_new_api_server(lab: Cluster) -> None:
+    ctx, step, master = rewrite_world(lab, MANIFEST)
+    servers = SERVERS
     answers = iter([mirror("--etcd-servers=old"), mirror(step.flag, ready=False), mirror(step.flag)])
     master.on(re.compile("get pod -n kube-system kube-apiserver-master01"),
               respond=lambda _c: Result(0, next(answers, mirror(step.flag)), ""))
-    master.on(re.compile("readyz"), stdout="ok")
     master.on(re.compile("^(install|cp|mv) "), stdout="")
     asyncio.run(step.run(ctx))
     data, mode = master.files[NEW_MANIFEST]
@@ -272,16 +284,8 @@ def test_the_rewrite_writes_through_a_temp_file_and_waits_for_the_new_api_server
 
 
 def test_a_manifest_already_rewritten_is_not_written_again(lab: Cluster) -> None:
-    after = members(lab, (3, 4, 5))
-    ctx = Ctx(after)
-    healthy_etcd(ctx, (3, 4, 5))
-    servers = (URLS[3], URLS[4], URLS[5])
-    step = rewrite_step(servers)
-    master = ctx.transport("master01")
-    master.on(("cat", APISERVER_MANIFEST), stdout=with_etcd_servers(MANIFEST, servers))
-    master.on(re.compile("kube-apiserver-master01"), stdout=mirror(step.flag))
-    master.on(re.compile("readyz"), stdout="ok")
-    asyncio.run(step.run(ctx))
+    ctx, _, master = rewrite_world(lab, with_etcd_servers(MANIFEST, SERVERS))
+    asyncio.run(rewrite_step(SERVERS).run(ctx))
     assert NEW_MANIFEST not in master.files
     assert not any(a[:1] == ("mv",) for a in ctx.argvs("master01"))
 
@@ -306,15 +310,7 @@ def test_no_rewrite_while_a_listed_member_is_not_a_healthy_voter(lab: Cluster,
 def test_members_the_plan_removes_next_do_not_hold_the_rewrite_back(lab: Cluster) -> None:
     """etcd01 and etcd02 are still members while the API servers leave them (the lab found
     rule 2's "nothing unexpected" blocking this)."""
-    after = members(lab, (3, 4, 5))
-    ctx = Ctx(after)
-    healthy_etcd(ctx, (1, 2, 3, 4, 5))
-    servers = (URLS[3], URLS[4], URLS[5])
-    step = rewrite_step(servers)
-    master = ctx.transport("master01")
-    master.on(("cat", APISERVER_MANIFEST), stdout=with_etcd_servers(MANIFEST, servers))
-    master.on(re.compile("kube-apiserver-master01"), stdout=mirror(step.flag))
-    master.on(re.compile("readyz"), stdout="ok")
+    ctx, step, _ = rewrite_world(lab, with_etcd_servers(MANIFEST, SERVERS), listed=(1, 2, 3, 4, 5))
     asyncio.run(step.run(ctx))
     health = [c for c in ctx.transport("etcd03").calls if "endpoint" in c.argv and "health" in c.argv]
     assert health and all(URLS[1] not in a and URLS[2] not in a for c in health for a in c.argv)
