@@ -108,6 +108,8 @@ class Drill:
         self.sleep = sleep
         self.lock_owner = lock_owner or LockOwner.new(run_id=run_id, command="hactl drill")
         self.log = get_logger(run_id=run_id, cluster=cluster.metadata.name)
+        self.interrupted = False
+        """Ctrl-C (a cancellation) arrived: the fault in progress is restored, no other runs."""
         self.address = {h.name: str(h.address) for h in (*cluster.masters, *cluster.etcd_members)}
 
     # -- small I/O helpers -------------------------------------------------------------------
@@ -204,8 +206,8 @@ class Drill:
             yield
         finally:
             stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(task)
+            if await _finish(task):
+                self.interrupted = True
             result.checks.append(Check(
                 "the API through the load balancer answered every request",
                 result.reader_failed == 0,
@@ -316,25 +318,24 @@ class Drill:
         inject: Callable[[], Awaitable[None]],
         restore: Callable[[], Coroutine[Any, Any, None]],
     ) -> FaultResult:
-        """Inject and observe under the reader; restore whatever happened (not cancellable)."""
+        """Inject and observe under the reader; restore whatever happened (not cancellable).
+        A cancellation (Ctrl-C) sets :attr:`interrupted` instead of propagating."""
         self.log.info("drill.fault", kind=res.fault.kind, host=res.fault.host)
-        interrupted = False
         async with self.reader(via, res):
             try:
                 await inject()
             except asyncio.CancelledError:
-                interrupted = True
+                self.interrupted = True
                 res.error = "interrupted"
                 _uncancel()
             except (HactlError, FactParseError, ValueError, KeyError, TypeError) as exc:
                 res.error = str(exc)
             finally:
                 self.log.info("drill.restore", kind=res.fault.kind, host=res.fault.host)
-                interrupted = await _finish(restore()) or interrupted
+                if await _finish(restore()):
+                    self.interrupted = True
         self.log.info("drill.fault_done", kind=res.fault.kind, host=res.fault.host,
                       passed=res.passed, restored=res.restored)
-        if interrupted:
-            raise Interrupted(res)
         return res
 
     # -- the whole drill -------------------------------------------------------------------
@@ -345,6 +346,10 @@ class Drill:
         if reasons:
             return None, "The spec's topology has no fault budget:\n" + "\n".join(
                 f"  - {r}" for r in reasons)
+        down = {h: v for h, v in self.opened.items() if isinstance(v, BaseException)}
+        if down:  # what hactl check would find first, without its minutes of timeouts
+            return None, "The cluster is degraded: hosts that could not be reached:\n" + "\n".join(
+                f"  - {h}: {getattr(e, 'message', None) or e}" for h, e in sorted(down.items()))
         report = await self.check(self.cluster, self.get, self.opened)
         if not report.healthy:
             return None, "The cluster is degraded (hactl check):\n" + "\n".join(
@@ -368,32 +373,26 @@ class Drill:
             report.refused = refused
             return report
         with _sigint_cancels():
-            async with ClusterLock(self.cluster, self.get, self.lock_owner):
-                try:
+            try:
+                async with ClusterLock(self.cluster, self.get, self.lock_owner):
                     for fault in faults:
                         run = self.control_plane if fault.kind == "control-plane" else \
                             self.etcd_member
-                        result = await run(fault)
-                        report.faults.append(result)
-                        if not result.restored:
+                        report.faults.append(await run(fault))
+                        if self.interrupted or not report.faults[-1].restored:
                             break  # never stack a second fault on one not undone
-                except Interrupted as stop:
-                    report.faults.append(stop.result)
+                if self.interrupted:
                     report.interrupted = True
                     return report
-            final = await self.check(self.cluster, self.get, self.opened,
-                                     settle=self.t.final_settle)
+                final = await self.check(self.cluster, self.get, self.opened,
+                                         settle=self.t.final_settle)
+            except asyncio.CancelledError:  # Ctrl-C outside a fault: nothing is out
+                _uncancel()
+                report.interrupted = True
+                return report
         report.final_healthy = final.healthy
         report.final_detail = "\n".join(final.verdict_lines())
         return report
-
-
-class Interrupted(Exception):
-    """Ctrl-C during a fault: it was restored; the drill stops."""
-
-    def __init__(self, result: FaultResult) -> None:
-        super().__init__("interrupted")
-        self.result = result
 
 
 def _uncancel() -> None:
@@ -402,7 +401,7 @@ def _uncancel() -> None:
         task.uncancel()
 
 
-async def _finish(coro: Coroutine[Any, Any, None]) -> bool:
+async def _finish(coro: Awaitable[None]) -> bool:
     """Run ``coro`` to its end even if the caller is cancelled (again and again); True when a
     cancellation arrived meanwhile."""
     task = asyncio.ensure_future(coro)
@@ -436,4 +435,4 @@ def _sigint_cancels() -> Iterator[None]:
         loop.remove_signal_handler(signal.SIGINT)
 
 
-__all__ = ["Drill", "Interrupted", "Timings"]
+__all__ = ["Drill", "Timings"]

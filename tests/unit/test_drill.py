@@ -356,3 +356,39 @@ def test_json_and_junit(cluster: Cluster) -> None:
     refused = DrillReport("lab", refused="degraded")
     assert ElementTree.fromstring(refused.to_junit()).get("failures") == "1"
     assert json.loads(json.dumps(refused.to_data()))["exit_code"] == 1
+
+
+def test_interrupt_outside_a_fault_ends_cleanly(cluster: Cluster) -> None:
+    fake = FakeCluster(cluster)
+    started = asyncio.Event()
+
+    async def slow_final_check(cluster: Cluster, get: Any, opened: Any, **kwargs: Any) -> Report:
+        if "settle" in kwargs:  # the closing check, after every fault was restored
+            started.set()
+            await asyncio.sleep(30)
+        return Report(cluster.metadata.name, ())
+
+    async def scenario() -> DrillReport:
+        task = asyncio.create_task(drill(cluster, fake, slow_final_check).run())
+        await started.wait()
+        task.cancel()
+        return await task
+
+    report = asyncio.run(scenario())
+    assert report.interrupted and report.exit_code == 130
+    assert [f.restored for f in report.faults] == [True, True]
+    assert report.final_healthy is None and not fake.lock_held
+
+
+def test_unreachable_host_refuses_without_waiting_for_check(cluster: Cluster) -> None:
+    from hactl.errors import UnreachableError
+
+    fake = FakeCluster(cluster)
+    check = healthy_check()
+    opened: dict[str, Any] = dict(fake.fakes)
+    opened["etcd02"] = UnreachableError("connect timed out after 5s", host="etcd02")
+    report = asyncio.run(Drill(cluster, fake, opened, run_id="r", timings=FAST,
+                               check=check).run())
+    assert report.exit_code == 1
+    assert report.refused is not None and "etcd02: connect timed out" in report.refused
+    assert check.calls == [] and all(not f.calls for f in fake.fakes.values())
