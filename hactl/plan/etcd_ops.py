@@ -27,15 +27,6 @@ from hactl.spec.models import Host
 if TYPE_CHECKING:
     from hactl.render import pki
 
-def Member(id: str, name: str, peer_urls: tuple[str, ...], is_learner: bool = False,
-           client_urls: tuple[str, ...] = ()) -> EtcdMember:
-    """An :class:`EtcdMember` built in the argument order of the step-side member type this
-    module had before the steps read member lists through the facts' parser (kept for the
-    tests that build members that way; new code builds :class:`EtcdMember`)."""
-    return EtcdMember(id=id, name=name, peer_urls=peer_urls, client_urls=client_urls,
-                      is_learner=is_learner)
-
-
 def health_by_endpoint(stdout: str) -> dict[str, bool]:
     """``etcdctl endpoint health`` output → {endpoint: healthy}; output that is no answer (the
     command failed before printing one) is "nothing healthy", as a poll needs it."""

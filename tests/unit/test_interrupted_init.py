@@ -153,17 +153,24 @@ def test_the_lab_repro_admin_conf_and_pki_without_manifests_is_completed(lab: Cl
     assert step.id == "master[master01].complete-init" and step.host == "master01"
     assert step.phases == ("control-plane", "kubelet-start", *API_PHASES)
     assert step.commands() == [
-        "put /etc/hactl/kubeadm-config.yaml 0600 (InitConfiguration + ClusterConfiguration, no secret)",
+        "install -d -m 0700 /etc/hactl",
+        "put /etc/hactl/kubeadm-config.yaml 0600  # InitConfiguration + ClusterConfiguration, no secret",
         "systemctl enable kubelet",
         "kubeadm init phase control-plane all --config /etc/hactl/kubeadm-config.yaml",
         "kubeadm init phase kubelet-start --config /etc/hactl/kubeadm-config.yaml",
         "check /etc/kubernetes/manifests/kube-apiserver.yaml exists and kubelet is active (else fail at once)",
+        "test -e /etc/kubernetes/manifests/kube-apiserver.yaml",
+        "systemctl is-active kubelet",
         "wait for /readyz through the load balancer",
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=10s "
+        "--cache-dir=/dev/null/hactl-no-cache get --raw /readyz  # every 2 s, for at most 180 s",
         "kubeadm init phase upload-config all --config /etc/hactl/kubeadm-config.yaml",
         "kubeadm init phase mark-control-plane --config /etc/hactl/kubeadm-config.yaml",
         "kubeadm init phase bootstrap-token --config /etc/hactl/kubeadm-config.yaml --skip-token-print",
         "kubeadm init phase kubelet-finalize all --config /etc/hactl/kubeadm-config.yaml",
         "kubeadm init phase addon all --config /etc/hactl/kubeadm-config.yaml",
+        "cat /etc/kubernetes/pki/ca.crt  # on master01 unless this run knows it: the sha256 of its "
+        "public key pins discovery",
     ]
     edges = set(plan.graph.edges())
     # joins wait for the completion; the token and key are made on master01 after it
@@ -185,7 +192,7 @@ def test_api_up_without_kubeadm_config_is_completed_from_upload_config(lab: Clus
     plan = plan_of(lab, half(lab, facts(**FULL_FILES), view()))  # type: ignore[arg-type]
     step = next(s for s in plan.steps() if isinstance(s, CompleteInit))
     assert step.phases == API_PHASES
-    assert step.commands()[2].startswith("check /etc/kubernetes/manifests/kube-apiserver.yaml")
+    assert step.commands()[3].startswith("check /etc/kubernetes/manifests/kube-apiserver.yaml")
 
 
 def test_a_finished_init_plans_no_completion(lab: Cluster) -> None:

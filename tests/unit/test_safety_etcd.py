@@ -13,10 +13,10 @@ import pytest
 from stepctx import Ctx
 
 from hactl.errors import CommandError, PlanError
-from hactl.facts.model import EtcdHealth
+from hactl.facts.model import EtcdHealth, EtcdMember
 from hactl.plan import commands as cmd
 from hactl.plan import refusals, remote
-from hactl.plan.etcd_ops import Member, problems
+from hactl.plan.etcd_ops import problems
 from hactl.plan.planner import build_plan
 from hactl.plan.steps import RemoveEtcdMember, StartEtcdMember, WaitEtcdHealthy
 from hactl.plan.synthetic import PROBED_AT, Synthetic, member_id
@@ -202,8 +202,8 @@ async def test_start_accepts_an_added_unstarted_member(lab: Cluster) -> None:
 # -- rule 2: etcd health (apply side) ------------------------------------------------------
 
 
-def member(i: int, name: str, peer: str, learner: bool = False) -> Member:
-    return Member(format(i, "x"), name, (PEER[peer],), learner)
+def member(i: int, name: str, peer: str, learner: bool = False) -> EtcdMember:
+    return EtcdMember(format(i, "x"), name, (PEER[peer],), (), learner)
 
 
 GOOD = [member(1, "etcd01", "etcd01"), member(2, "etcd02", "etcd02"), member(3, "etcd03", "etcd03")]
@@ -225,7 +225,7 @@ ALL_HEALTHY = {URL[n]: True for n in URL}
     pytest.param(GOOD, {URL["etcd01"]: True, URL["etcd02"]: True}, "endpoint health false on etcd03",
                  id="one-endpoint-unanswered"),
 ])
-def test_health_problems_each_reported(lab: Cluster, members: list[Member], health: dict[str, bool],
+def test_health_problems_each_reported(lab: Cluster, members: list[EtcdMember], health: dict[str, bool],
                                        expected: str) -> None:
     assert problems(members, health, list(lab.etcd_members), Ctx(lab)) == expected
 

@@ -20,10 +20,11 @@ from stepctx import Ctx
 
 from hactl.errors import CommandError, PlanError
 from hactl.facts import etcd as etcd_facts
+from hactl.facts.etcd import parse_member_list
 from hactl.facts.model import EtcdHealth
 from hactl.plan import commands as cmd
 from hactl.plan import refusals, remote
-from hactl.plan.etcd_ops import initial_cluster, parse_member_list
+from hactl.plan.etcd_ops import initial_cluster
 from hactl.plan.planner import Plan, build_plan
 from hactl.plan.steps import ReconfigureEtcdMember, UpdateEtcdMember
 from hactl.plan.synthetic import PROBED_AT, Synthetic
