@@ -107,5 +107,5 @@ def test_etcd_rotation_keeps_the_api_answering(lab_factory: Any, tmp_path: Path)
         assert reader.ok >= before + 30, reader.summary()
     summary = reader.summary()
     print(f"reader through the LB: {summary}")
-    assert reader.ok > 100, summary
+    assert reader.ok > 50, summary
     assert reader.failed == 0, summary
