@@ -45,6 +45,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from hactl.errors import HactlError, LockError, TransportError
+from hactl.hostlayout import HACTL_LOCK_ROOT
 from hactl.lock_owner import DEFAULT_TTL, LOCK_ID_RE, LockOwner
 from hactl.log import get_logger
 
@@ -62,7 +63,7 @@ __all__ = [
     "lock_hosts",
 ]
 
-LOCK_ROOT = "/var/lib/hactl"
+LOCK_ROOT = HACTL_LOCK_ROOT
 MEMBER_STEP = re.compile(r".*etcd_member.*")
 """Step kinds re-checked against the lock right before they start (etcd membership and restarts)."""
 RELEASE_TRIES = 3

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from hactl import hostlayout
 from hactl.concurrency import gather_each
 from hactl.errors import HactlError
 from hactl.facts import binaries, etcd, haproxy, kubernetes, services, system
@@ -48,8 +49,8 @@ from hactl.transport.ssh_session import OutputLimitError
 
 PROBE_TIMEOUT = 60.0
 """Seconds the whole script may take on one host."""
-CONFIG_FILES = ("/etc/haproxy/haproxy.cfg, /etc/etcd/etcd.env, /etc/kubernetes/pki/*.crt, "
-                "/var/lib/kubelet/pki/kubelet-client-current.pem")
+CONFIG_FILES = (f"{hostlayout.HAPROXY_CFG}, {hostlayout.ETCD_ENV}, {hostlayout.K8S_PKI}/*.crt, "
+                f"{hostlayout.KUBELET_CLIENT_CERT}")
 """The files whose content the probe prints (named when the output passes the cap)."""
 
 

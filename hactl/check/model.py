@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from hactl import hostlayout
 from hactl.facts.model import EtcdHealth, EtcdMember, Observed
 
-ADMIN_CONF = "/etc/kubernetes/admin.conf"
+ADMIN_CONF = hostlayout.ADMIN_CONF
 LEADER_LEASES = ("kube-scheduler", "kube-controller-manager")
 CERT_WARN_DAYS = 30
 Severity = Literal["ok", "warning", "error"]

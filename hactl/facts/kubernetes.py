@@ -40,6 +40,7 @@ from hactl.facts.model import (
 )
 from hactl.facts.services import UnitState
 from hactl.hostlayout import ADMIN_CONF as ADMIN_CONF
+from hactl.hostlayout import APISERVER_CERT as APISERVER_CERT
 from hactl.hostlayout import APISERVER_MANIFEST
 from hactl.hostlayout import K8S_DIR as K8S_DIR
 from hactl.hostlayout import K8S_MANIFESTS as MANIFESTS
@@ -49,7 +50,6 @@ from hactl.hostlayout import KUBELET_CONF as KUBELET_CONF
 from hactl.hostlayout import KUBELET_CONFIG as KUBELET_CONFIG
 from hactl.transport import tools
 
-APISERVER_CERT = f"{PKI}/apiserver.crt"
 """The API server's serving certificate (kubeadm's ``certs apiserver`` phase); not in
 :mod:`hactl.hostlayout` yet."""
 CERT_FILE_MARK = "#hactl-file "

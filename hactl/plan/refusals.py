@@ -11,10 +11,12 @@ from urllib.parse import urlsplit
 from hactl.diff import Diff, Op, bootstrap_to_finish, client_url, matching_member
 from hactl.errors import PlanError
 from hactl.facts.model import CA_PAIRS, EtcdFacts, Observed
+from hactl.plan import commands as cmd
 from hactl.plan import desired, refusals_drift, refusals_identity
 from hactl.spec.checks import MIN_ETCD_FOR_K8S_131, quorum
 from hactl.spec.models import Cluster, parse_version
 from hactl.spec.values import normalise_endpoint
+from hactl.transport import tools
 from hactl.vocabulary import ETCD_CA, FRESH_MEMBER, RESTARTS, Component, Intent
 
 
@@ -93,14 +95,12 @@ def foreign_registry(cluster: Cluster, observed: Observed, diff: Diff) -> list[s
     )
     if not holders:
         return []
-    endpoints = ",".join(f"https://{h.address}:{cluster.etcd.client_port}" for h in cluster.etcd_members)
+    endpoints = [client_url(cluster, h) for h in cluster.etcd_members]
     return [
         f"kubeadm init on {init[0].host} would use an etcd that already holds another cluster's "
         f"/registry data (seen on {', '.join(holders)}); hactl never initialises over existing data. "
         "If that data is truly unwanted, delete it by hand on an etcd member: "
-        f"ETCDCTL_API=3 etcdctl --endpoints={endpoints} --cacert=/etc/etcd/pki/ca.crt "
-        "--cert=/etc/etcd/pki/healthcheck-client.crt --key=/etc/etcd/pki/healthcheck-client.key "
-        "del /registry --prefix"
+        + cmd.shown(tools.etcdctl(endpoints, "del", "/registry", "--prefix"))
     ]
 
 

@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from datetime import datetime
 
+from hactl import hostlayout
 from hactl.diff import Diff
 from hactl.facts.model import ClusterView, Observed
 from hactl.spec.models import Cluster, parse_version
@@ -168,8 +169,7 @@ def consumers_unknown(cluster: Cluster, observed: Observed, diff: Diff) -> list[
     return out
 
 
-_KUBEADM_CAS = ("/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/pki/front-proxy-ca.crt",
-                "/etc/kubernetes/pki/etcd/ca.crt")
+_KUBEADM_CAS = (hostlayout.K8S_CA_CERT, hostlayout.K8S_FRONT_PROXY_CA_CERT, hostlayout.K8S_ETCD_CA)
 
 
 def _soon(host: str, certs: Mapping[str, datetime], now: datetime, days: int) -> list[tuple[str, str, datetime]]:
