@@ -332,8 +332,12 @@ class Drill:
                 res.error = str(exc)
             finally:
                 self.log.info("drill.restore", kind=res.fault.kind, host=res.fault.host)
-                if await _finish(restore()):
-                    self.interrupted = True
+                try:
+                    if await _finish(restore()):
+                        self.interrupted = True
+                except (HactlError, FactParseError, ValueError, KeyError, TypeError) as exc:
+                    res.error = f"{res.error}; restoring: {exc}" if res.error else \
+                        f"restoring: {exc}"
         self.log.info("drill.fault_done", kind=res.fault.kind, host=res.fault.host,
                       passed=res.passed, restored=res.restored)
         return res

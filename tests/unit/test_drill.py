@@ -392,3 +392,23 @@ def test_unreachable_host_refuses_without_waiting_for_check(cluster: Cluster) ->
     assert report.exit_code == 1
     assert report.refused is not None and "etcd02: connect timed out" in report.refused
     assert check.calls == [] and all(not f.calls for f in fake.fakes.values())
+
+
+def test_restore_that_cannot_reach_the_host_is_reported_not_raised(cluster: Cluster) -> None:
+    from hactl.errors import UnreachableError
+
+    fake = FakeCluster(cluster)
+    original = fake.answer
+
+    def cut_off_when_restoring(host: str, wire: str) -> Result:
+        if "rmdir" in wire:
+            raise UnreachableError("connection lost", host=host)
+        return original(host, wire)
+
+    fake.answer = cut_off_when_restoring  # type: ignore[method-assign]
+    report = asyncio.run(drill(cluster, fake).run())
+    assert report.exit_code == 3 and len(report.faults) == 1  # the etcd fault never ran
+    cp = report.faults[0]
+    assert not cp.restored and cp.error is not None and "restoring" in cp.error
+    assert "connection lost" in cp.error and not fake.lock_held
+    assert "NOT RESTORED" in report.render_text()
