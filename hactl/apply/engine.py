@@ -49,7 +49,8 @@ HEARTBEAT_SECONDS = 10.0
 
 
 CheckRunner = Callable[..., Awaitable[Report]]
-"""``hactl.check.run_check``'s signature: (cluster, transports, opened, *, settle, on_report)."""
+"""``hactl.check.run_check``'s signature: (cluster, transports, opened, *, settle, on_report,
+prefer)."""
 
 
 class _StepContext:
@@ -344,8 +345,10 @@ class Engine:
             )
 
         start = time.monotonic()
+        via = getattr(step, "via", "")  # the master the plan names for the check's API round trip
+        extra = {"prefer": via} if via else {}
         report = await self.check(
-            self.cluster, self.transports, opened, settle=settle, on_report=seen
+            self.cluster, self.transports, opened, settle=settle, on_report=seen, **extra
         )
         end = time.monotonic()
         self.report = report

@@ -46,11 +46,13 @@ async def run_check(
     on_report: Callable[[Report], None] | None = None,
     interval: float = SETTLE_INTERVAL,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    prefer: str | None = None,
 ) -> Report:
     """Gather and evaluate. With ``settle``, an unhealthy report is gathered again every
     ``interval`` seconds until it is healthy or ``settle`` seconds have passed; the last report
     is returned. ``observed``: facts probed moments ago (the plan's), used for the first gather
-    instead of probing again. ``on_report`` sees every report (one per gather)."""
+    instead of probing again. ``on_report`` sees every report (one per gather). ``prefer``: the
+    master to ask the API first (the Verify step's ``via``)."""
     from hactl.probe import probe
 
     reuse = observed
@@ -64,7 +66,7 @@ async def run_check(
 
     deadline = time.monotonic() + settle
     while True:
-        report = evaluate(cluster, await gather(cluster, transports, observe))
+        report = evaluate(cluster, await gather(cluster, transports, observe, prefer=prefer))
         if on_report is not None:
             on_report(report)
         if report.healthy or time.monotonic() + interval > deadline:

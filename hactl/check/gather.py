@@ -129,10 +129,13 @@ async def gather(
     cluster: Cluster,
     transports: Callable[[str], Transport],
     observe: Callable[[], Awaitable[Observed]],
+    *,
+    prefer: str | None = None,
 ) -> CheckData:
-    """The probe's facts plus one round trip on the first initialised master that answers."""
+    """The probe's facts plus one round trip on the first initialised master that answers
+    (``prefer`` first: the master the plan's Verify step names)."""
     observed = await observe()
-    masters = [m.name for m in cluster.masters]
+    masters = sorted((m.name for m in cluster.masters), key=lambda name: name != prefer)
     candidates: Sequence[str] = [
         m for m in masters if (k := observed.kubernetes(m)) is not None and k.admin_conf
     ]

@@ -388,6 +388,24 @@ async def test_gather_asks_one_master_once_through_the_lb(cluster: Cluster) -> N
     assert evaluate(cluster, gathered).healthy
 
 
+async def test_gather_asks_the_preferred_master_first(cluster: Cluster) -> None:
+    """The Verify step names the master its check asks (``via``); the others only if it fails."""
+    hosts = healthy(cluster)
+    fakes = {name: FakeTransport(name) for name in hosts}
+    for name in ("master01", "master03"):
+        fakes[name].on(
+            lambda wire: "@@readyz" in wire,
+            stdout=f"@@readyz\nok\n@@rc 0\n@@leases\n{LEASES_JSON}\n@@rc 0\n@@now\n{int(NOW.timestamp())}\n",
+        )
+
+    async def observe() -> Observed:
+        return Observed(hosts, NOW)
+
+    gathered = await gather(cluster, lambda h: fakes[h], observe, prefer="master03")
+    assert gathered.api is not None and gathered.api.via.startswith("master03 ")
+    assert fakes["master01"].calls == [] and len(fakes["master03"].calls) == 1
+
+
 async def test_gather_reports_readyz_failure(cluster: Cluster) -> None:
     hosts = healthy(cluster)
     fake = FakeTransport("master01").on(

@@ -264,8 +264,10 @@ async def test_the_engine_checks_on_the_runs_connections_and_journals_once(
         *,
         settle: float,
         on_report: Callable[[Report], None],
+        prefer: str | None = None,
     ) -> Report:
-        calls.append({"settle": settle, "opened": opened, "transports": transports})
+        calls.append({"settle": settle, "opened": opened, "transports": transports,
+                      "prefer": prefer})
         for report in reports:
             on_report(report)
         return reports[-1]
@@ -293,6 +295,7 @@ async def test_the_engine_checks_on_the_runs_connections_and_journals_once(
     assert result.report is reports[-1]
     (call,) = calls
     assert call["settle"] == 20.0  # the run's cap under the step's 180 s
+    assert call["prefer"] == "master01"  # the master the Verify step names is asked first
     assert call["transports"] is get
     assert call["opened"]["master01"] is fakes["master01"]
     assert isinstance(call["opened"]["worker02"], UnreachableError)

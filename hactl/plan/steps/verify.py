@@ -47,9 +47,8 @@ class Verify(Step):
     kind: ClassVar[str] = "verify"
     order: ClassVar[int] = 90
     via: str = ""
-    """The initialised master the plan expects the check to ask (``/readyz`` through the load
-    balancer, the Leases); the check asks the first master with ``admin.conf`` in its own
-    fresh probe, which is this one on a converged cluster."""
+    """The initialised master the check asks first (``/readyz`` through the load balancer, the
+    Leases); when it has no ``admin.conf`` or does not answer, the next master that has one."""
     action: Action = Action.READ
     timeout: float = 300.0
 
@@ -61,8 +60,9 @@ class Verify(Step):
     def commands(self) -> list[str]:
         return [
             "hactl check: probe every host (etcd members and each member's health, HAProxy "
-            "backends, Nodes, certificates), then on an initialised master: kubectl get --raw "
-            "/readyz through the load balancer and the kube-system Leases",
+            f"backends, Nodes, certificates), then on {self.via or 'an initialised master'} (else "
+            "the next master with admin.conf): kubectl get --raw /readyz through the load "
+            "balancer and the kube-system Leases",
             f"repeated until healthy, for at most {self.settle:g} s",
         ]
 
