@@ -68,7 +68,7 @@ def _check_api(cluster: Cluster, data: CheckData) -> list[Finding]:
 
 
 def _check_masters(cluster: Cluster, data: CheckData) -> list[Finding]:
-    view = data.observed.cluster_view([m.name for m in cluster.masters])
+    view = data.observed.views(cluster).api
     if view is None:
         return [
             Finding(
@@ -120,7 +120,7 @@ def _check_masters(cluster: Cluster, data: CheckData) -> list[Finding]:
 def _check_workers(cluster: Cluster, data: CheckData) -> list[Finding]:
     """Every worker of the spec is a Node (an error when not: the apply that joined it must not
     pass); a NotReady worker is a warning (the control plane does not depend on it)."""
-    view = data.observed.cluster_view([m.name for m in cluster.masters])
+    view = data.observed.views(cluster).api
     if view is None or not cluster.workers:
         return []  # no API answer is one `masters` error already
     missing = [w.name for w in cluster.workers if view.node(w.name) is None]
@@ -197,7 +197,7 @@ def _check_etcd(cluster: Cluster, data: CheckData) -> list[Finding]:
         members = data.etcd_view.members
         health = {n: data.etcd_view.health.get(n, "not asked") for n in names}
     else:
-        members = data.observed.etcd_members(names)
+        members = data.observed.views(cluster).members
         health = {n: _observed_health(data.observed, n) for n in names}
     return _etcd_membership(names, members) + _etcd_health(names, health, stacked)
 

@@ -59,3 +59,19 @@ def test_the_views_are_the_same_object_on_every_call(lab: Cluster) -> None:
     views = observed.views(lab)
     assert views.initialised == "master01" and views.api is not None and views.half is None
     assert views.members is not None and len(views.members) == 3
+
+
+def test_no_module_derives_the_views_itself() -> None:
+    """diff, refusals, planner, check and drill read ``Observed.views``; only the facts module
+    (which makes the views) and the probe (which decides on a second round trip before the
+    facts are final) call the derivations directly."""
+    import re
+
+    root = Path(__file__).resolve().parents[2] / "hactl"
+    calls = re.compile(r"\.(etcd_members|cluster_view|first_initialised_master|half_initialised)\(")
+    allowed = {root / "facts" / "model.py", root / "probe.py"}
+    offenders = [f"{path.relative_to(root)}:{n}" for path in sorted(root.rglob("*.py"))
+                 if path not in allowed and "lab" not in path.relative_to(root).parts
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if calls.search(line) and "kubernetes.cluster_view(" not in line]
+    assert offenders == []
