@@ -282,10 +282,6 @@ def get_node(name: str) -> Argv:
     return kubectl("get", "node", name, "-o", "json")
 
 
-def get_nodes() -> Argv:
-    return kubectl("get", "nodes", "-o", "json")
-
-
 def readyz() -> Argv:
     """``/readyz`` through the endpoint in admin.conf (the load balancer)."""
     return kubectl("get", "--raw", "/readyz")

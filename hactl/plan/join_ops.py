@@ -206,10 +206,6 @@ def shown_secret_file(path: str, what: str, command: Argv, failing: str) -> list
             cmd.shown(cmd.remove(path), f"also when {failing} fails")]
 
 
-def shown_stacked_member_of(via: str) -> str:
-    return cmd.shown(cmd.member_list_stacked(), f"on {via}: a member of this host (name or peer URL)?")
-
-
 # -- stacked etcd: the member a half-done control-plane join may have added ------------------
 
 
