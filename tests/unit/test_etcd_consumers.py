@@ -261,6 +261,7 @@ def rewrite_world(lab: Cluster, manifest: str, listed: tuple[int, ...] = (3, 4, 
     master.on(("cat", APISERVER_MANIFEST), stdout=manifest)
     master.on(re.compile("kube-apiserver-master01"), stdout=mirror(step.flag))
     master.on(re.compile("readyz"), stdout="ok")
+    ctx.transport("lb01").on(re.compile("admin.sock"), stdout="\n")  # haproxy's empty "done"
     return ctx, step, master
 
 
@@ -345,3 +346,43 @@ def test_a_conflicting_kubeadm_config_write_is_retried(lab: Cluster) -> None:
     with pytest.raises(CommandError) as caught:
         asyncio.run(step.run(ctx))
     assert caught.value.transient
+
+
+def test_the_master_leaves_the_load_balancers_for_its_restart(lab: Cluster) -> None:
+    """drain before the new manifest goes in, ready after its API server answers"""
+    ctx, step, master = rewrite_world(lab, MANIFEST)
+    master.on(re.compile("^(install|cp|mv) "), stdout="")
+    order: list[str] = []
+    ctx.transport("lb01").on(re.compile("admin.sock"), respond=lambda c: (
+        order.append("drain" if "state drain" in c.wire else "ready"), Result(0, "\n", ""))[1])
+    master.on(("mv",), respond=lambda c: (order.append("mv"), Result(0, "", ""))[1])
+    asyncio.run(step.run(ctx))
+    assert order == ["drain", "mv", "ready"]
+
+
+def test_the_master_goes_back_into_the_load_balancers_when_its_api_server_does_not_come_up(
+        lab: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hactl.plan import remote
+
+    async def no_sleep(_seconds: float) -> None:
+        return None
+
+    monkeypatch.setattr(remote.asyncio, "sleep", no_sleep)
+    monkeypatch.setattr("hactl.plan.steps.rewrite_etcd_servers.asyncio.sleep", no_sleep)
+    monkeypatch.setattr(remote.time, "monotonic", iter(range(0, 100000, 50)).__next__)
+    ctx, step, master = rewrite_world(lab, MANIFEST)
+    master.on(re.compile("^(install|cp|mv) "), stdout="")
+    master.on(re.compile("kube-apiserver-master01"), stdout=mirror("--etcd-servers=old"))
+    with pytest.raises(CommandError, match="has not started the API server from the new manifest"):
+        asyncio.run(step.run(ctx))
+    sent = [c.wire for c in ctx.transport("lb01").calls]
+    assert len(sent) == 2 and "state drain" in sent[0] and "state ready" in sent[1]
+
+
+def test_a_load_balancer_that_refuses_the_drain_stops_the_restart(lab: Cluster) -> None:
+    ctx, step, master = rewrite_world(lab, MANIFEST)
+    master.on(re.compile("^(install|cp|mv) "), stdout="")
+    ctx.transport("lb01").on(re.compile("admin.sock"), stdout="No such server.\n")
+    with pytest.raises(CommandError, match="haproxy on lb01 refused"):
+        asyncio.run(step.run(ctx))
+    assert ("mv", "-f", NEW_MANIFEST, APISERVER_MANIFEST) not in ctx.argvs("master01")

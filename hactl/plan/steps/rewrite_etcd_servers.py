@@ -21,7 +21,9 @@ again; the waits still run.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import shlex
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -41,6 +43,40 @@ K8S_TMP = hostlayout.K8S_TMP
 """kubeadm's own scratch directory (its upgrade backups live there); same file system as the
 manifests, so the ``mv`` is atomic."""
 NEW_MANIFEST = f"{K8S_TMP}/hactl-kube-apiserver.yaml.new"
+
+BACKEND = "k8s-api-backend"
+"""The haproxy.cfg backend of the API servers (``hactl.render.haproxy.BACKEND``)."""
+DRAIN_SETTLE = 1.0
+"""Seconds between taking the master out of the load balancers and restarting its API server:
+the requests the load balancers already sent it finish (new ones go to the other masters)."""
+
+_SEND = (
+    "import socket,sys\n"
+    "s=socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])\n"
+    "s.sendall(sys.argv[2].encode()+b'\\n'); d=b''\n"
+    "while True:\n"
+    "    c=s.recv(65536)\n"
+    "    if not c: break\n"
+    "    d+=c\n"
+    "sys.stdout.write(d.decode())\n"
+)
+
+
+def haproxy_admin(command: str) -> str:
+    """An sh script that sends one command to haproxy's admin socket (``socat``, else a
+    stdlib-only ``python3``, as the probe reads it) and prints the answer (empty on success)."""
+    sock = shlex.quote(hostlayout.HAPROXY_ADMIN_SOCKET)
+    return (
+        f'if [ ! -S {sock} ]; then echo "no admin socket {hostlayout.HAPROXY_ADMIN_SOCKET}" >&2; exit 1; fi\n'
+        "if command -v socat >/dev/null 2>&1; then\n"
+        f"  echo {shlex.quote(command)} | socat -t 5 stdio unix-connect:{sock}\n"
+        "elif command -v python3 >/dev/null 2>&1; then\n"
+        f"  python3 -B -c {shlex.quote(_SEND)} {sock} {shlex.quote(command)}\n"
+        "else\n"
+        '  echo "neither socat nor python3 is installed to use the admin socket" >&2; exit 1\n'
+        "fi"
+    )
+
 
 _FLAG = re.compile(r"^(?P<head>[ \t]*-[ \t]+)(?P<q>[\"']?)--etcd-servers=(?P<value>[^\s\"']*)"
                    r"(?P=q)(?P<tail>[ \t]*)$", re.MULTILINE)
@@ -109,12 +145,33 @@ class RewriteEtcdServers(Step):
             cmd.shown(cmd.mkdir(K8S_TMP, "0700"), "when the manifest is not right yet"),
             cmd.shown_put(NEW_MANIFEST, 0o600, f"the manifest with {self.flag}"),
             cmd.shown(self._backup(cmd.placeholder("UTC time")), "the manifest as it was"),
+            cmd.shown(haproxy_admin(self._lb("drain")),
+                      f"on each load balancer, before the restart: {self._lb('drain')}"),
             cmd.shown(cmd.move(NEW_MANIFEST, APISERVER_MANIFEST),
                       "the kubelet restarts the API server"),
             cmd.shown(self._mirror(), "until it lists the new --etcd-servers and is Ready"),
             cmd.shown(self._own_readyz(), "this master's API server"),
+            cmd.shown(haproxy_admin(self._lb("ready")),
+                      f"on each load balancer, always (also when a wait fails): {self._lb('ready')}"),
             cmd.shown(cmd.readyz(), "through the load balancer"),
         ]
+
+    def _lb(self, state: str) -> str:
+        return f"set server {BACKEND}/{self.host} state {state}"
+
+    async def _lb_state(self, ctx: StepContext, state: str) -> None:
+        """The master's backend on every load balancer to ``state`` (all at once)."""
+        command = haproxy_admin(self._lb(state))
+
+        async def one(lb: str) -> None:
+            res = await run(ctx, lb, command, check=False)
+            answer = (res.stdout + res.stderr).strip()
+            if not res.ok or answer:
+                raise CommandError(f"haproxy on {lb} refused `{self._lb(state)}`: "
+                                   f"{answer or 'exit ' + str(res.exit_status)}", host=lb,
+                                   step=self.id, transient=True)
+
+        await asyncio.gather(*(one(h.name) for h in ctx.cluster.load_balancer.hosts))
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None
@@ -145,12 +202,6 @@ class RewriteEtcdServers(Step):
                 f"{APISERVER_MANIFEST} cannot be rewritten: {exc}", host=host, step=self.id,
                 hint="the manifest is not kubeadm's: set --etcd-servers by hand") from None
         written = wanted != current
-        if written:
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            await run(ctx, host, cmd.mkdir(K8S_TMP, "0700"))
-            await put(ctx, host, NEW_MANIFEST, wanted, 0o600)
-            await run(ctx, host, self._backup(stamp))
-            await run(ctx, host, cmd.move(NEW_MANIFEST, APISERVER_MANIFEST))
 
         async def mirror() -> str | None:
             res = await run(ctx, host, self._mirror(), check=False)
@@ -165,8 +216,22 @@ class RewriteEtcdServers(Step):
             res = await run(ctx, host, cmd.readyz(), check=False)
             return None if res.ok and res.stdout.strip() == "ok" else "/readyz through the LB is not ok"
 
-        await wait_for(f"the API server on {host} to run with the new --etcd-servers", mirror,
-                       timeout=180.0, host=host)
-        await wait_for(f"/readyz of the API server on {host}", own, timeout=60.0, host=host)
+        try:
+            if written:
+                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                await run(ctx, host, cmd.mkdir(K8S_TMP, "0700"))
+                await put(ctx, host, NEW_MANIFEST, wanted, 0o600)
+                await run(ctx, host, self._backup(stamp))
+                # out of the load balancers first: the restart drops no request they send
+                await self._lb_state(ctx, "drain")
+                await asyncio.sleep(DRAIN_SETTLE)
+                await run(ctx, host, cmd.move(NEW_MANIFEST, APISERVER_MANIFEST))
+            await wait_for(f"the API server on {host} to run with the new --etcd-servers", mirror,
+                           timeout=180.0, host=host)
+            await wait_for(f"/readyz of the API server on {host}", own, timeout=60.0, host=host)
+        finally:
+            # back into the load balancers, also when a wait failed (a broken API server is
+            # marked down by their health checks) or a run before this one stopped in between
+            await self._lb_state(ctx, "ready")
         await wait_for("/readyz through the load balancer", through_lb, timeout=60.0, host=host)
         ctx.log("etcd servers rewritten", written=written, servers=len(self.servers))
