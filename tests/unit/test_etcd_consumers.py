@@ -248,6 +248,8 @@ def rewrite_step(servers: tuple[str, ...]) -> RewriteEtcdServers:
 
 
 SERVERS = (URLS[3], URLS[4], URLS[5])
+SHOW_STAT = ("# pxname,svname,status,check_status\nk8s-api,FRONTEND,OPEN,\n"
+             "k8s-api-backend,master01,UP,L7OK\nk8s-api-backend,master02,UP,L7OK\n")
 
 
 def rewrite_world(lab: Cluster, manifest: str, listed: tuple[int, ...] = (3, 4, 5)
@@ -262,6 +264,7 @@ def rewrite_world(lab: Cluster, manifest: str, listed: tuple[int, ...] = (3, 4, 
     master.on(re.compile("kube-apiserver-master01"), stdout=mirror(step.flag))
     master.on(re.compile("readyz"), stdout="ok")
     ctx.transport("lb01").on(re.compile("admin.sock"), stdout="\n")  # haproxy's empty "done"
+    ctx.transport("lb01").on(re.compile("show stat"), stdout=SHOW_STAT)
     return ctx, step, master
 
 
@@ -353,7 +356,7 @@ def test_the_master_leaves_the_load_balancers_for_its_restart(lab: Cluster) -> N
     ctx, step, master = rewrite_world(lab, MANIFEST)
     master.on(re.compile("^(install|cp|mv) "), stdout="")
     order: list[str] = []
-    ctx.transport("lb01").on(re.compile("admin.sock"), respond=lambda c: (
+    ctx.transport("lb01").on(re.compile("set server"), respond=lambda c: (
         order.append("drain" if "state drain" in c.wire else "ready"), Result(0, "\n", ""))[1])
     master.on(("mv",), respond=lambda c: (order.append("mv"), Result(0, "", ""))[1])
     asyncio.run(step.run(ctx))
@@ -375,14 +378,22 @@ def test_the_master_goes_back_into_the_load_balancers_when_its_api_server_does_n
     master.on(re.compile("kube-apiserver-master01"), stdout=mirror("--etcd-servers=old"))
     with pytest.raises(CommandError, match="has not started the API server from the new manifest"):
         asyncio.run(step.run(ctx))
-    sent = [c.wire for c in ctx.transport("lb01").calls]
+    sent = [c.wire for c in ctx.transport("lb01").calls if "set server" in c.wire]
     assert len(sent) == 2 and "state drain" in sent[0] and "state ready" in sent[1]
 
 
 def test_a_load_balancer_that_refuses_the_drain_stops_the_restart(lab: Cluster) -> None:
     ctx, step, master = rewrite_world(lab, MANIFEST)
     master.on(re.compile("^(install|cp|mv) "), stdout="")
-    ctx.transport("lb01").on(re.compile("admin.sock"), stdout="No such server.\n")
+    ctx.transport("lb01").on(re.compile("set server"), stdout="No such server.\n")
     with pytest.raises(CommandError, match="haproxy on lb01 refused"):
         asyncio.run(step.run(ctx))
     assert ("mv", "-f", NEW_MANIFEST, APISERVER_MANIFEST) not in ctx.argvs("master01")
+
+
+def test_the_step_ends_only_once_the_load_balancers_have_the_master_up_again(lab: Cluster) -> None:
+    ctx, step, _ = rewrite_world(lab, with_etcd_servers(MANIFEST, SERVERS))
+    answers = iter([SHOW_STAT.replace("master01,UP", "master01,DOWN"), SHOW_STAT])
+    ctx.transport("lb01").on(re.compile("show stat"), respond=lambda _c: Result(0, next(answers, SHOW_STAT), ""))
+    asyncio.run(step.run(ctx))
+    assert len([c for c in ctx.transport("lb01").calls if "show stat" in c.wire]) == 2

@@ -166,6 +166,9 @@ class World:
     def answer(self, host: str, call: Call) -> Result:
         if call.is_script and "admin.sock" in call.wire and "set server" in call.wire:
             return Result(0, "\n", "")  # haproxy's runtime API: an empty line when done
+        if call.is_script and "show stat" in call.wire:  # every master UP
+            rows = "".join(f"k8s-api-backend,{m.name},UP,L7OK\n" for m in self.cluster.masters)
+            return Result(0, "# pxname,svname,status,check_status\n" + rows, "")
         if call.is_script:  # the probe's haproxy.files section, run by ConfigureHAProxy
             loaded = "loaded_sha256=" + ("x" * 64)
             return Result(0, f"config_sha256={self.haproxy_sha}  -\n{loaded}\nconfig_mtime=1000\n"

@@ -31,6 +31,8 @@ from typing import Any, ClassVar
 from hactl import hostlayout
 from hactl.diff import url_key
 from hactl.errors import CommandError
+from hactl.facts.base import FactParseError
+from hactl.facts.haproxy import HAProxyStats
 from hactl.plan import commands as cmd
 from hactl.plan.etcd_ops import health_by_endpoint, list_members, shown_list_members
 from hactl.plan.remote import parse_json, put, run, wait_for
@@ -153,6 +155,8 @@ class RewriteEtcdServers(Step):
             cmd.shown(self._own_readyz(), "this master's API server"),
             cmd.shown(haproxy_admin(self._lb("ready")),
                       f"on each load balancer, always (also when a wait fails): {self._lb('ready')}"),
+            cmd.shown(HAProxyStats().script(), "on each load balancer, until its backend for "
+                      "this master is UP (the next master leaves only then)"),
             cmd.shown(cmd.readyz(), "through the load balancer"),
         ]
 
@@ -172,6 +176,27 @@ class RewriteEtcdServers(Step):
                                    step=self.id, transient=True)
 
         await asyncio.gather(*(one(h.name) for h in ctx.cluster.load_balancer.hosts))
+
+    async def _lb_up(self, ctx: StepContext) -> None:
+        """Wait until every load balancer's health checks have this master UP again."""
+        fact = HAProxyStats()
+
+        async def up(lb: str) -> str | None:
+            res = await run(ctx, lb, fact.script(), check=False)
+            try:
+                servers = fact.parse(res.stdout) if res.ok else ()
+            except FactParseError as exc:
+                return f"{lb}: {exc}"
+            state = next((s.status for s in servers if s.backend == BACKEND and s.server == self.host),
+                         "not listed")
+            return None if state == "UP" else f"{lb} has it {state}"
+
+        async def all_up() -> str | None:
+            answers = await asyncio.gather(*(up(h.name) for h in ctx.cluster.load_balancer.hosts))
+            return "; ".join(a for a in answers if a) or None
+
+        await wait_for(f"the load balancers to have {self.host} UP", all_up, timeout=60.0,
+                       host=self.host)
 
     async def run(self, ctx: StepContext) -> None:
         assert self.host is not None
@@ -233,5 +258,6 @@ class RewriteEtcdServers(Step):
             # back into the load balancers, also when a wait failed (a broken API server is
             # marked down by their health checks) or a run before this one stopped in between
             await self._lb_state(ctx, "ready")
+        await self._lb_up(ctx)
         await wait_for("/readyz through the load balancer", through_lb, timeout=60.0, host=host)
         ctx.log("etcd servers rewritten", written=written, servers=len(self.servers))
