@@ -27,16 +27,32 @@ LOADED_MARKER = hostlayout.HAPROXY_LOADED_MARKER
 paths are :mod:`hactl.hostlayout`'s)."""
 ACTIVE_VAR = active_var("haproxy")
 
-_READ_SOCKET = (
+SOCKET_CLIENT = (
     "import socket,sys\n"
     "s=socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])\n"
-    "s.sendall(b'show stat\\n'); d=b''\n"
+    "s.sendall(sys.argv[2].encode()+b'\\n'); d=b''\n"
     "while True:\n"
     "    c=s.recv(65536)\n"
     "    if not c: break\n"
     "    d+=c\n"
     "sys.stdout.write(d.decode())\n"
 )
+"""A stdlib-only ``python3`` client of haproxy's admin socket: ``SOCKET COMMAND`` → the answer
+(used where ``socat`` is not installed)."""
+
+
+def socket_command(command: str, sock: str = ADMIN_SOCKET) -> str:
+    """sh lines that send ``command`` to the admin socket with ``socat``, else ``python3``."""
+    quoted = shlex.quote(sock)
+    return (
+        "if command -v socat >/dev/null 2>&1; then\n"
+        f"  echo {shlex.quote(command)} | socat -t 5 stdio unix-connect:{quoted}\n"
+        "elif command -v python3 >/dev/null 2>&1; then\n"
+        f"  python3 -B -c {shlex.quote(SOCKET_CLIENT)} {quoted} {shlex.quote(command)}\n"
+        "else\n"
+        '  echo "neither socat nor python3 is installed to use the admin socket" >&2; false\n'
+        "fi"
+    )
 
 
 @dataclass(frozen=True)
@@ -149,13 +165,7 @@ class HAProxyStats(Fact[tuple[BackendServer, ...]]):
         sock = shlex.quote(self.socket)
         return (
             f'if [ ! -S {sock} ]; then echo "no stats socket {self.socket}" >&2; return 100; fi\n'
-            "if command -v socat >/dev/null 2>&1; then\n"
-            f"  echo 'show stat' | socat -t 5 stdio unix-connect:{sock}\n"
-            "elif command -v python3 >/dev/null 2>&1; then\n"
-            f"  python3 -B -c {shlex.quote(_READ_SOCKET)} {sock}\n"
-            "else\n"
-            '  echo "neither socat nor python3 is installed to read the stats socket" >&2; return 1\n'
-            "fi"
+            + socket_command("show stat", self.socket)
         )
 
     def parse(self, stdout: str) -> tuple[BackendServer, ...]:

@@ -11,9 +11,12 @@ changes. The step, on one master (the planner chains the masters one at a time):
    byte), through a file under /etc/kubernetes/tmp and an atomic ``mv`` (the kubelet reads the
    manifests directory and must never see half a file); the previous manifest is kept beside
    it as ``kube-apiserver.yaml.hactl-<UTC time>``;
-3. waits until the kubelet runs the new manifest (the API server's mirror Pod lists the new
-   ``--etcd-servers`` and is Ready), then until this master's own API server and the API
-   through the load balancer answer ``/readyz``: the next master is not touched before.
+3. takes the master out of every load balancer (HAProxy's runtime ``state drain``: new
+   connections go to the other masters) before the ``mv`` restarts its API server;
+4. waits until the kubelet runs the new manifest (the API server's mirror Pod lists the new
+   ``--etcd-servers`` and is Ready) and this master's own API server answers ``/readyz``, puts
+   it back (``state ready``, also when a wait failed), waits until every load balancer has it
+   UP and the API answers ``/readyz`` through them: the next master is not touched before.
 
 A manifest that already lists the spec's members (a rerun after an interruption) is not written
 again; the waits still run.
@@ -32,11 +35,12 @@ from hactl import hostlayout
 from hactl.diff import url_key
 from hactl.errors import CommandError
 from hactl.facts.base import FactParseError
-from hactl.facts.haproxy import HAProxyStats
+from hactl.facts.haproxy import HAProxyStats, socket_command
 from hactl.plan import commands as cmd
 from hactl.plan.etcd_ops import health_by_endpoint, list_members, shown_list_members
 from hactl.plan.remote import parse_json, put, run, wait_for
 from hactl.plan.step import Step, StepContext
+from hactl.render.haproxy import BACKEND
 from hactl.transport.base import Argv
 from hactl.vocabulary import Action
 
@@ -46,38 +50,17 @@ K8S_TMP = hostlayout.K8S_TMP
 manifests, so the ``mv`` is atomic."""
 NEW_MANIFEST = f"{K8S_TMP}/hactl-kube-apiserver.yaml.new"
 
-BACKEND = "k8s-api-backend"
-"""The haproxy.cfg backend of the API servers (``hactl.render.haproxy.BACKEND``)."""
 DRAIN_SETTLE = 1.0
 """Seconds between taking the master out of the load balancers and restarting its API server:
 the requests the load balancers already sent it finish (new ones go to the other masters)."""
-
-_SEND = (
-    "import socket,sys\n"
-    "s=socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])\n"
-    "s.sendall(sys.argv[2].encode()+b'\\n'); d=b''\n"
-    "while True:\n"
-    "    c=s.recv(65536)\n"
-    "    if not c: break\n"
-    "    d+=c\n"
-    "sys.stdout.write(d.decode())\n"
-)
 
 
 def haproxy_admin(command: str) -> str:
     """An sh script that sends one command to haproxy's admin socket (``socat``, else a
     stdlib-only ``python3``, as the probe reads it) and prints the answer (empty on success)."""
     sock = shlex.quote(hostlayout.HAPROXY_ADMIN_SOCKET)
-    return (
-        f'if [ ! -S {sock} ]; then echo "no admin socket {hostlayout.HAPROXY_ADMIN_SOCKET}" >&2; exit 1; fi\n'
-        "if command -v socat >/dev/null 2>&1; then\n"
-        f"  echo {shlex.quote(command)} | socat -t 5 stdio unix-connect:{sock}\n"
-        "elif command -v python3 >/dev/null 2>&1; then\n"
-        f"  python3 -B -c {shlex.quote(_SEND)} {sock} {shlex.quote(command)}\n"
-        "else\n"
-        '  echo "neither socat nor python3 is installed to use the admin socket" >&2; exit 1\n'
-        "fi"
-    )
+    return (f'if [ ! -S {sock} ]; then echo "no admin socket {hostlayout.HAPROXY_ADMIN_SOCKET}" '
+            f'>&2; exit 1; fi\n{socket_command(command)}')
 
 
 _FLAG = re.compile(r"^(?P<head>[ \t]*-[ \t]+)(?P<q>[\"']?)--etcd-servers=(?P<value>[^\s\"']*)"
