@@ -406,6 +406,7 @@ def _etcd_consumers(cluster: Cluster, observed: Observed) -> Iterator[Change]:
     initialises or (re-)joins is left out: kubeadm writes its manifest from kubeadm-config,
     which is rewritten first."""
     wanted = etcd_servers(cluster)
+    wanted_keys = {url_key(u) for u in wanted}
     after = {"etcd_servers": ",".join(wanted)}
     masters = [h.name for h in cluster.masters]
     view = observed.views(cluster).api
@@ -424,7 +425,7 @@ def _etcd_consumers(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                 or facts.etcd_servers is None or same_servers(facts.etcd_servers, wanted):
             continue
         live = {url_key(u) for u in facts.etcd_servers}
-        gone = [u for u in facts.etcd_servers if url_key(u) not in {url_key(w) for w in wanted}]
+        gone = [u for u in facts.etcd_servers if url_key(u) not in wanted_keys]
         new = [u for u in wanted if url_key(u) not in live]
         why = "; ".join(part for part in (
             f"it lists {', '.join(gone)}, not the client URL of any etcd member of the spec"

@@ -345,10 +345,9 @@ class Engine:
             )
 
         start = time.monotonic()
-        via = getattr(step, "via", "")  # the master the plan names for the check's API round trip
-        extra = {"prefer": via} if via else {}
         report = await self.check(
-            self.cluster, self.transports, opened, settle=settle, on_report=seen, **extra
+            self.cluster, self.transports, opened, settle=settle, on_report=seen,
+            prefer=getattr(step, "via", "") or None,  # the master the Verify step names
         )
         end = time.monotonic()
         self.report = report

@@ -208,18 +208,21 @@ class NodeAgent:
             }
             path = ns_path(proc.namespace, "pods", name)
             try:
-                current = self.api.get(path)
-                seen = ((current.get("metadata") or {}).get("annotations") or {}).get(
-                    "kubernetes.io/config.mirror")
-                if seen != proc.manifest_hash:
-                    # the static Pod changed (a new manifest): like the real kubelet, the old
-                    # mirror Pod is deleted and one for the running manifest is created
-                    self.api.delete(path)
-                    raise ApiError(404, "NotFound", "mirror Pod of an older manifest deleted")
-                current["status"] = pod["status"]
-                self.api.replace(f"{path}/status", current)
+                current: dict[str, Any] | None = self.api.get(path)
             except ApiError as exc:
                 if exc.status != 404:
                     raise
+                current = None
+            seen = (((current or {}).get("metadata") or {}).get("annotations") or {}).get(
+                "kubernetes.io/config.mirror")
+            if current is not None and seen != proc.manifest_hash:
+                # the static Pod changed (a new manifest): like the real kubelet, the old mirror
+                # Pod is deleted and one for the running manifest is created
+                self.api.delete(path)
+                current = None
+            if current is None:
                 self.api.create(ns_path(proc.namespace, "pods"), pod)
+            else:
+                current["status"] = pod["status"]
+                self.api.replace(f"{path}/status", current)
             self.mirrors[key] = state
