@@ -30,9 +30,10 @@ if TYPE_CHECKING:
               metavar="FILE", help="Also write a JUnit XML report to FILE.")
 @handle_errors
 def drill(spec_file: str, node: str | None, as_json: bool, junit: str | None) -> None:
-    """Take out one master's control plane, then one etcd member, one at a time; check the
-    API keeps answering and writing, leadership moves, everything comes back. Refused on a
-    degraded cluster or a topology with no fault budget."""
+    """Take out one master's control plane, then one etcd member (stacked etcd: the member of
+    another master), one at a time; check the API keeps answering and writing, leadership
+    moves, everything comes back. Refused on a degraded cluster or a topology with no fault
+    budget."""
     cluster = load_spec(spec_file)
 
     async def main() -> DrillReport:

@@ -8,18 +8,29 @@ Faults, one at a time and in this order:
    ``/etc/kubernetes/manifests`` into :data:`PARKED` (the kubelet then stops those Pods, as
    kubeadm documents), then ``systemctl stop kubelet``. Restored by moving them back and
    ``systemctl start kubelet``.
-2. ``etcd-member`` (external etcd only): ``systemctl stop etcd`` on one member; restored by
-   ``systemctl start etcd``.
+2. ``etcd-member``: one etcd member stopped, then started again.
+
+   - external etcd: ``systemctl stop etcd`` on the spec's first member; restored by
+     ``systemctl start etcd``;
+   - stacked etcd (kubeadm's etcd static Pod on every master): on the first master of the spec
+     that is not the one fault 1 took out, that master's server is first drained from every load
+     balancer (kubeadm points each API server at its own local member only, so the master's API
+     server goes with its member), then ``etcd.yaml`` moves out of ``/etc/kubernetes/manifests``
+     into :data:`PARKED` (the kubelet stops the etcd Pod). Restored by moving it back, then the
+     master's server is made ``ready`` again on every load balancer.
 """
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from xml.etree import ElementTree
 
 from hactl import hostlayout
+from hactl.facts.haproxy import socket_command
+from hactl.render.haproxy import BACKEND
 from hactl.transport import tools
 
 if TYPE_CHECKING:
@@ -28,7 +39,10 @@ if TYPE_CHECKING:
 
 FaultKind = Literal["control-plane", "etcd-member"]
 CONTROL_PLANE_PODS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
-"""The static Pods the control-plane fault stops (etcd.yaml of stacked etcd is never moved)."""
+"""The static Pods the control-plane fault stops (stacked etcd's etcd.yaml stays: that member is
+the etcd fault's, on another master)."""
+ETCD_POD = "etcd"
+"""kubeadm's stacked etcd static Pod (``etcd.yaml``), which the stacked etcd fault stops."""
 PARKED = f"{hostlayout.K8S_DIR}/hactl-drill-parked"
 """Where the manifests wait during the fault: outside the kubelet's manifest folder."""
 DRILL_CONFIGMAP = "hactl-drill-write"
@@ -71,7 +85,7 @@ def lease_host(holder: str | None) -> str | None:
 
 
 def plan_faults(
-    cluster: Cluster, node: str | None, holders: dict[str, str | None]
+    cluster: Cluster, node: str | None, holders: Mapping[str, str | None]
 ) -> list[Fault]:
     """The faults in the order they run. ``node``: the master taken out (default: the one
     holding the most leader Leases, then the first in the spec); ``holders``: Lease name →
@@ -83,9 +97,17 @@ def plan_faults(
         node = max(masters, key=lambda m: sum(h == m for h in holders.values()))
     held = tuple(sorted(lease for lease, host in holders.items() if host == node))
     faults = [Fault("control-plane", node, held)]
-    if cluster.etcd.topology == "external":
-        faults.append(Fault("etcd-member", cluster.etcd_members[0].name))
+    faults.append(Fault("etcd-member", etcd_fault_host(cluster, node)))
     return faults
+
+
+def etcd_fault_host(cluster: Cluster, control_plane_node: str) -> str:
+    """The etcd member the etcd fault stops: external etcd, the spec's first member; stacked,
+    the first master of the spec that is not ``control_plane_node`` (fault 1's master: its
+    control-plane Pods have just restarted, and a second master is drilled this way)."""
+    if cluster.etcd.topology == "external":
+        return cluster.etcd_members[0].name
+    return next(m.name for m in cluster.masters if m.name != control_plane_node)
 
 
 # -- the commands (sh built from hactl.transport.tools' argv) ----------------------------------
@@ -103,6 +125,33 @@ def take_out_script() -> str:
         f"set -e; mkdir -p {dst}; for p in {pods}; do "
         f'if [ -f {src}/"$p".yaml ]; then mv {src}/"$p".yaml {dst}/; fi; done'
     )
+
+
+def park_etcd_script() -> str:
+    """Move stacked etcd's manifest out of the kubelet's folder (idempotent: already parked is
+    fine); fails when there is none (not kubeadm's stacked etcd)."""
+    src, dst = shlex.quote(hostlayout.K8S_MANIFESTS), shlex.quote(PARKED)
+    name = f"{ETCD_POD}.yaml"
+    return (
+        f"set -e; mkdir -p {dst}; if [ -f {src}/{name} ]; then mv {src}/{name} {dst}/; "
+        f"elif [ ! -f {dst}/{name} ]; then "
+        f"echo {shlex.quote(f'no {hostlayout.ETCD_MANIFEST}: not kubeadm stacked etcd')} >&2; "
+        "exit 1; fi"
+    )
+
+
+def lb_server_command(master: str, state: Literal["drain", "ready"]) -> str:
+    """HAProxy's runtime command putting ``master``'s server of the API backend in ``state``
+    (``drain``: no new connection goes to it; ``ready``: back under its health checks)."""
+    return f"set server {BACKEND}/{master} state {state}"
+
+
+def lb_server_script(master: str, state: Literal["drain", "ready"]) -> str:
+    """sh sending :func:`lb_server_command` to haproxy's admin socket (the answer is printed:
+    empty on success)."""
+    sock = shlex.quote(hostlayout.HAPROXY_ADMIN_SOCKET)
+    return (f'if [ ! -S {sock} ]; then echo "no admin socket {hostlayout.HAPROXY_ADMIN_SOCKET}" '
+            f">&2; exit 1; fi\n{socket_command(lb_server_command(master, state))}")
 
 
 def put_back_script() -> str:
@@ -152,10 +201,12 @@ class FaultResult:
     fault: Fault
     detect_seconds: float | None = None
     """Fault injected → the LB marked the master's backend DOWN (control-plane), or → another
-    member reports the stopped one unhealthy (etcd-member); None: not seen in time."""
+    member reports the stopped one unhealthy (etcd-member; stacked: from the move of
+    ``etcd.yaml``, after the drain); None: not seen in time."""
     recover_seconds: float | None = None
     """Restore started → the master Ready and its API server answering /readyz (and UP in the
-    LB), or → the member healthy again; None: not recovered in time."""
+    LB), or → the member healthy again (stacked: and its master's API server answering /readyz,
+    its Node Ready, UP again in every LB); None: not recovered in time."""
     lease_moves: dict[str, float | None] = field(default_factory=dict)
     """Lease → seconds until another master held it (None: it did not move in time)."""
     reader_ok: int = 0

@@ -12,7 +12,9 @@ a connection. Observation while a fault is active (every ``Timings.poll`` second
   a holder on another master;
 - for an etcd member: ``endpoint health`` of the stopped member asked from another member (until
   it is reported unhealthy), each other member's own health (quorum), and a ConfigMap created and
-  deleted through the load balancer (the API still writes).
+  deleted through the load balancer (the API still writes). Stacked etcd is asked with kubeadm's
+  healthcheck client on the masters; the master whose member stops is drained from the load
+  balancers first and made ready again when restoring (its API server uses only that member).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from hactl.check import parse_leases, run_check
 from hactl.check.model import LEADER_LEASES
@@ -35,7 +37,10 @@ from hactl.drill.plan import (
     Fault,
     FaultResult,
     fault_budget,
+    lb_server_command,
+    lb_server_script,
     lease_host,
+    park_etcd_script,
     plan_faults,
     put_back_script,
     start_etcd,
@@ -82,6 +87,9 @@ class Timings:
     healthy."""
     final_settle: float = 180.0
     """The closing ``hactl check`` is retried this long for the cluster to settle."""
+    drain_settle: float = 1.0
+    """Between draining a master from the load balancers and stopping its stacked etcd member:
+    the requests already sent to it finish (as ``rewrite_etcd_servers`` waits)."""
 
 
 class Drill:
@@ -111,6 +119,9 @@ class Drill:
         self.interrupted = False
         """Ctrl-C (a cancellation) arrived: the fault in progress is restored, no other runs."""
         self.address = {h.name: str(h.address) for h in (*cluster.masters, *cluster.etcd_members)}
+        self.stacked = cluster.etcd.topology == "stacked"
+        self.etcd_tls = tools.STACKED_ETCD if self.stacked else tools.EXTERNAL_ETCD
+        """Stacked etcd is asked on a master with kubeadm's healthcheck client."""
 
     # -- small I/O helpers -------------------------------------------------------------------
 
@@ -166,6 +177,27 @@ class Drill:
             states.append(found[0] if found else None)
         return states
 
+    async def lb_set(self, master: str, state: Literal["drain", "ready"]) -> None:
+        """``master``'s server to ``state`` on every load balancer (each is asked even when one
+        refuses); HactlError naming those that refused."""
+        script = lb_server_script(master, state)
+        refused = []
+        for lb in (h.name for h in self.cluster.load_balancer.hosts):
+            try:
+                res = await self.sh(lb, script)
+                answer = (res.stdout + res.stderr).strip()
+                if not res.ok or answer:
+                    refused.append(f"{lb}: {answer or f'exit {res.exit_status}'}")
+            except HactlError as exc:
+                refused.append(f"{lb}: {exc}")
+        if refused:
+            raise HactlError(f"`{lb_server_command(master, state)}` failed on "
+                             + "; ".join(refused)[-300:])
+
+    async def lb_all_up(self, master: str) -> bool:
+        states = await self.lb_states(master)
+        return bool(states) and all(s == "UP" for s in states)
+
     async def node_ready(self, via: str, node: str) -> bool:
         res = await self.sh(via, tools.kubectl("get", "node", node, "-o", "json"))
         if not res.ok:
@@ -176,7 +208,7 @@ class Drill:
     async def etcd_healthy(self, asker: str, member: str) -> bool:
         url = client_url(self.cluster, next(h for h in self.cluster.etcd_members
                                             if h.name == member))
-        res = await self.sh(asker, tools.etcdctl([url], "endpoint", "health",
+        res = await self.sh(asker, tools.etcdctl([url], "endpoint", "health", tls=self.etcd_tls,
                                                  timeout=tools.ETCDCTL_HEALTH_TIMEOUT))
         answers = parse_endpoint_health(res.stdout) if res.stdout.strip() else ()
         return bool(answers) and all(a.healthy for a in answers)
@@ -273,6 +305,8 @@ class Drill:
         return await self._fault(res, via, inject, restore)
 
     async def etcd_member(self, fault: Fault) -> FaultResult:
+        if self.stacked:
+            return await self.stacked_etcd_member(fault)
         res = FaultResult(fault)
         member = fault.host
         others = [h.name for h in self.cluster.etcd_members if h.name != member]
@@ -302,6 +336,63 @@ class Drill:
             ok = await self.until(seen_down, self.t.detect)
             res.detect_seconds = self.clock() - started if ok else None
             res.checks.append(Check(f"{others[0]} reports {member} unhealthy", ok))
+            bad = [o for o in others if not await self.etcd_healthy(o, o)]
+            res.checks.append(Check("quorum holds: every other member healthy", not bad,
+                                    f"unhealthy: {', '.join(bad)}" if bad else ", ".join(others)))
+            wrote = await self.sh(via, write_script(self.run_id))
+            res.checks.append(Check("the API writes (a ConfigMap created and deleted)",
+                                    wrote.ok, wrote.stderr.strip()[-200:] if not wrote.ok else ""))
+
+        return await self._fault(res, via, inject, restore)
+
+    async def stacked_etcd_member(self, fault: Fault) -> FaultResult:
+        """Stop kubeadm's etcd static Pod on one master (its manifest parked), the master
+        drained from the load balancers first: kubeadm's API server there uses only its local
+        member (``--etcd-servers=https://127.0.0.1:2379``), so it goes with it, and the load
+        balancers (TCP) would pass its errors on until their checks mark it DOWN."""
+        res = FaultResult(fault)
+        member = fault.host
+        others = [m.name for m in self.cluster.masters if m.name != member]
+        via = others[0]
+
+        async def restore() -> None:
+            started = self.clock()
+            try:
+                out = await self.sh(member, put_back_script(), timeout=60)
+                if not out.ok:
+                    raise HactlError(f"moving etcd.yaml back failed: {out.stderr.strip()[-200:]}",
+                                     host=member)
+
+                async def back() -> bool:
+                    return (await self.etcd_healthy(via, member)
+                            and await self.own_readyz(member)
+                            and await self.node_ready(via, member))
+
+                ok = await self.until(back, self.t.recover)
+            finally:
+                # always (a drain is undone even when the member did not come back: its API
+                # server then stays out through the load balancers' health checks)
+                await self.lb_set(member, "ready")
+            if ok and await self.until(lambda: self.lb_all_up(member), self.t.recover):
+                res.recover_seconds = self.clock() - started
+                res.restored = True
+
+        async def inject() -> None:
+            await self.lb_set(member, "drain")
+            await self.sleep(self.t.drain_settle)
+            started = self.clock()
+            out = await self.sh(member, park_etcd_script())
+            if not out.ok:
+                raise HactlError(f"moving etcd.yaml failed: {out.stderr.strip()[-200:]}",
+                                 host=member)
+
+            async def seen_down() -> bool:
+                return not await self.etcd_healthy(via, member)
+
+            ok = await self.until(seen_down, self.t.detect)
+            res.detect_seconds = self.clock() - started if ok else None
+            res.checks.append(Check(f"{via} reports {member}'s etcd member unhealthy", ok,
+                                    "" if ok else f"still healthy after {self.t.detect:g}s"))
             bad = [o for o in others if not await self.etcd_healthy(o, o)]
             res.checks.append(Check("quorum holds: every other member healthy", not bad,
                                     f"unhealthy: {', '.join(bad)}" if bad else ", ".join(others)))

@@ -3,7 +3,10 @@ order and commands, restore on failure and on interrupt, the JSON and JUnit repo
 
 :class:`FakeCluster` answers every command the drill sends from a small model of the hosts:
 parked manifests stop a master's API server (its LB server goes DOWN, its Leases move to another
-master), ``systemctl stop etcd`` makes that member unhealthy."""
+master), ``systemctl stop etcd`` makes that member unhealthy. With stacked etcd (specs/stacked.yaml)
+a parked ``etcd.yaml`` stops that master's member, and its API server with it (kubeadm's API
+server asks only its local member): until the load balancers drain that master, requests through
+them fail, as a TCP load balancer passes the API server's 500s on until its checks see them."""
 
 from __future__ import annotations
 
@@ -27,13 +30,18 @@ from hactl.transport.fake import Call, FakeTransport
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = Timings(poll=0.002, reader_period=0.002, stop=0.3, detect=0.3, lease=0.3, recover=0.3,
-               final_settle=0)
+               final_settle=0, drain_settle=0)
 HEADER = "# pxname,svname,status,check_status\n"
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Cluster:
     return load_file(ROOT / "specs" / "lab.yaml").cluster
+
+
+@pytest.fixture(scope="module")
+def stacked() -> Cluster:
+    return load_file(ROOT / "specs" / "stacked.yaml").cluster
 
 
 class FakeCluster:
@@ -45,6 +53,12 @@ class FakeCluster:
         self.kubelet_stopped: set[str] = set()
         self.etcd_stopped: set[str] = set()
         self.holders = {"kube-scheduler": holder, "kube-controller-manager": holder}
+        self.stacked = cluster.etcd.topology == "stacked"
+        self.drained: set[str] = set()
+        """Masters whose server every load balancer has in ``state drain``."""
+        self.kubelet_ignores_etcd_manifest = False
+        self.lb_refuses: dict[str, str] = {}
+        """state (drain, ready) → haproxy's answer refusing it."""
         self.lb_stuck_up = False
         self.take_out_fails = False
         self.lock_held = False
@@ -61,6 +75,10 @@ class FakeCluster:
 
     def api_up(self, master: str) -> bool:
         return master not in self.parked
+
+    def api_ready(self, master: str) -> bool:
+        """Its API server answers ``/readyz`` ok (stacked: only with its own member up)."""
+        return self.api_up(master) and not (self.stacked and master in self.etcd_stopped)
 
     def _responder(self, host: str) -> Any:
         def respond(call: Call) -> Result:
@@ -84,7 +102,25 @@ class FakeCluster:
         if "hactl-drill-parked" in wire and "rmdir" in wire:
             self.parked.discard(host)
             self.kubelet_stopped.discard(host)
+            if self.stacked:
+                self.etcd_stopped.discard(host)
             self.log.append((host, "put back"))
+            return ok
+        if "hactl-drill-parked" in wire and "etcd.yaml" in wire:
+            assert self.stacked, wire
+            self.log.append((host, "park etcd"))
+            if not self.kubelet_ignores_etcd_manifest:
+                self.etcd_stopped.add(host)
+            return ok
+        if "set server k8s-api-backend/" in wire:
+            assert "/run/haproxy/admin.sock" in wire, wire
+            found = re.search(r"set server k8s-api-backend/(\w+) state (\w+)", wire)
+            assert found is not None and found.group(2) in ("drain", "ready"), wire
+            master, state = found.groups()
+            self.log.append((host, f"{state} {master}"))
+            if state in self.lb_refuses:
+                return Result(0, self.lb_refuses[state] + "\n", "")
+            (self.drained.add if state == "drain" else self.drained.discard)(master)
             return ok
         if "hactl-drill-parked" in wire:
             self.log.append((host, "take out"))
@@ -114,7 +150,16 @@ class FakeCluster:
             target = re.search(r"--server https://([^:/ ]+)", wire)
             assert target is not None
             name = self.addresses.get(target.group(1))
-            up = self.api_up(name) if name else any(self.api_up(m) for m in self.masters)
+            if name:  # one master's own API server
+                if not self.api_up(name):
+                    return Result(1, "", "connection refused")
+                return Result(0, "ok", "") if self.api_ready(name) else \
+                    Result(1, "[-]etcd failed: reason withheld", "")
+            # through the load balancer: a refused connection is redispatched, a 500 is not
+            if any(self.api_up(m) and not self.api_ready(m) and m not in self.drained
+                   for m in self.masters):
+                return Result(1, "", "Error from server (InternalError): [-]etcd failed")
+            up = any(self.api_ready(m) for m in self.masters)
             return Result(0, "ok", "") if up else Result(1, "", "connection refused")
         if "get lease" in wire:
             items = [{"metadata": {"name": n},
@@ -129,6 +174,10 @@ class FakeCluster:
         if "endpoint health" in wire:
             url = re.search(r"--endpoints=https://([^:]+):", wire)
             assert url is not None
+            client = "/etc/kubernetes/pki/etcd/healthcheck-client.crt" if self.stacked else \
+                "/etc/etcd/pki/healthcheck-client.crt"
+            if f"--cert={client}" not in wire:  # stacked etcd knows kubeadm's healthcheck client only
+                return Result(1, "", "remote error: tls: unknown certificate authority")
             member = self.addresses[url.group(1)]
             healthy = member not in self.etcd_stopped and host not in self.etcd_stopped
             answer = [{"endpoint": url.group(0), "health": healthy,
@@ -143,7 +192,9 @@ class FakeCluster:
     def lb_state(self, master: str) -> str:
         if self.lb_stuck_up:
             return "UP"
-        return "UP" if self.api_up(master) else "DOWN 1/2"
+        if master in self.drained:
+            return "DRAIN"
+        return "UP" if self.api_ready(master) else "DOWN 1/2"
 
     def changes(self) -> list[tuple[str, str]]:
         return [entry for entry in self.log if entry[1] != "lock"]
@@ -192,7 +243,20 @@ def test_plan_faults_order_and_node(cluster: Cluster) -> None:
         plan_faults(cluster, "etcd02", holders)
     stacked = cluster.model_copy(update={"etcd": cluster.etcd.model_copy(
         update={"topology": "stacked", "members": []})})
-    assert [f.kind for f in plan_faults(stacked, None, {})] == ["control-plane"]
+    # stacked: the etcd member of the first master that is not fault 1's
+    assert plan_faults(stacked, None, holders) == [
+        Fault("control-plane", "master03", ("kube-controller-manager", "kube-scheduler")),
+        Fault("etcd-member", "master01"),
+    ]
+    assert plan_faults(stacked, "master01", {})[1] == Fault("etcd-member", "master02")
+    assert plan_faults(stacked, "master02", {})[1] == Fault("etcd-member", "master01")
+
+
+def test_stacked_fault_budget_counts_the_masters(stacked: Cluster) -> None:
+    assert fault_budget(stacked) == []
+    two = stacked.model_copy(update={"masters": stacked.masters[:2]})
+    assert fault_budget(two) == [
+        "an etcd of 2 member(s) (stacked): quorum is 2, so one member down stops writes"]
 
 
 # -- refusals: nothing touched -------------------------------------------------------------------
@@ -412,3 +476,146 @@ def test_restore_that_cannot_reach_the_host_is_reported_not_raised(cluster: Clus
     assert not cp.restored and cp.error is not None and "restoring" in cp.error
     assert "connection lost" in cp.error and not fake.lock_held
     assert "NOT RESTORED" in report.render_text()
+
+
+# -- stacked etcd: the member on a master ----------------------------------------------------------
+
+
+def test_stacked_drill_stops_a_member_on_another_master_drained_first(stacked: Cluster) -> None:
+    fake = FakeCluster(stacked, holder="master02")
+    check = healthy_check()
+    report = asyncio.run(drill(stacked, fake, check).run())
+    assert report.exit_code == 0, report.render_text()
+    assert fake.changes() == [
+        ("master02", "take out"), ("master02", "stop kubelet"), ("master02", "put back"),
+        # the member of another master: out of the LB first, then its etcd.yaml parked
+        ("lb01", "drain master01"), ("master01", "park etcd"),
+        ("master02", "write"),
+        ("master01", "put back"), ("lb01", "ready master01"),
+    ]
+    assert not fake.parked and not fake.etcd_stopped and not fake.drained and not fake.lock_held
+    cp, member = report.faults
+    assert (member.fault.kind, member.fault.host) == ("etcd-member", "master01")
+    assert member.passed and member.restored
+    assert member.detect_seconds is not None and member.recover_seconds is not None
+    assert [c.name for c in member.checks] == [
+        "master02 reports master01's etcd member unhealthy",
+        "quorum holds: every other member healthy",
+        "the API writes (a ConfigMap created and deleted)",
+        "the API through the load balancer answered every request",
+    ]
+    assert member.checks[1].detail == "master02, master03"
+    assert member.reader_ok > 0 and member.reader_failed == 0
+    assert cp.passed and set(cp.lease_moves) == {"kube-scheduler", "kube-controller-manager"}
+    assert report.final_healthy is True
+    assert "[pass] etcd-member master01" in report.render_text()
+
+
+def test_stacked_member_with_its_master_taken_out_first(stacked: Cluster) -> None:
+    fake = FakeCluster(stacked, holder="master01")
+    report = asyncio.run(drill(stacked, fake).run())
+    assert report.exit_code == 0, report.render_text()
+    assert [(f.fault.kind, f.fault.host) for f in report.faults] == [
+        ("control-plane", "master01"), ("etcd-member", "master02")]
+    assert ("master02", "park etcd") in fake.log and ("master01", "park etcd") not in fake.log
+
+
+def test_stacked_member_that_keeps_running_fails_the_check(stacked: Cluster) -> None:
+    """The manifest moved but the member still answers: reported, not assumed stopped."""
+    fake = FakeCluster(stacked)
+    fake.kubelet_ignores_etcd_manifest = True
+    report = asyncio.run(drill(stacked, fake).run())
+    assert report.exit_code == 2, report.render_text()
+    member = report.faults[1]
+    assert member.restored and member.detect_seconds is None
+    (failed,) = [c for c in member.checks if not c.ok]
+    assert failed.name == "master02 reports master01's etcd member unhealthy"
+    assert not fake.parked and not fake.drained
+
+
+def test_stacked_drain_refused_stops_nothing_and_undoes_the_drain(stacked: Cluster) -> None:
+    fake = FakeCluster(stacked)
+    fake.lb_refuses = {"drain": "Server is not in a state that allows drain."}
+    report = asyncio.run(drill(stacked, fake).run("master02"))
+    assert report.exit_code == 2, report.render_text()
+    member = report.faults[1]
+    assert member.error is not None and "allows drain" in member.error
+    assert "set server k8s-api-backend/master01 state drain` failed on lb01" in member.error
+    assert member.restored  # nothing was stopped, and `ready` was still sent
+    assert ("master01", "park etcd") not in fake.log
+    assert fake.changes()[-3:] == [
+        ("lb01", "drain master01"), ("master01", "put back"), ("lb01", "ready master01")]
+
+
+def test_stacked_ready_refused_is_not_restored(stacked: Cluster) -> None:
+    fake = FakeCluster(stacked)
+    fake.lb_refuses = {"ready": "No such server."}
+    report = asyncio.run(drill(stacked, fake).run("master02"))
+    assert report.exit_code == 3, report.render_text()
+    member = report.faults[1]
+    assert not member.restored
+    assert member.error is not None and member.error.startswith("restoring: ")
+    assert "state ready` failed on lb01: No such server." in member.error
+    assert "NOT RESTORED" in report.render_text()
+
+
+def test_stacked_interrupt_restores_member_and_load_balancer(stacked: Cluster) -> None:
+    fake = FakeCluster(stacked)
+    slow = Timings(poll=0.005, reader_period=0.005, stop=5, detect=30, lease=30, recover=5,
+                   final_settle=0, drain_settle=0)
+    # the member keeps answering: the fault stays in its observation (detect: 30 s)
+    fake.kubelet_ignores_etcd_manifest = True
+
+    async def scenario() -> DrillReport:
+        task = asyncio.create_task(drill(stacked, fake, timings=slow).run())
+        while ("master01", "park etcd") not in fake.log:
+            await asyncio.sleep(0.005)
+        assert fake.drained == {"master01"}
+        task.cancel()  # Ctrl-C during the etcd fault
+        await asyncio.sleep(0)
+        while ("master01", "put back") not in fake.log:
+            await asyncio.sleep(0.001)
+        task.cancel()  # again, while restoring
+        return await task
+
+    report = asyncio.run(scenario())
+    assert report.interrupted and report.exit_code == 130, report.render_text()
+    assert [f.restored for f in report.faults] == [True, True]
+    assert report.faults[1].error == "interrupted"
+    assert not fake.parked and not fake.drained and not fake.lock_held
+    assert fake.changes()[-2:] == [("master01", "put back"), ("lb01", "ready master01")]
+    assert "Interrupted" in report.render_text()
+
+
+def test_stacked_member_not_back_is_not_restored_but_the_lb_is_made_ready(
+    stacked: Cluster,
+) -> None:
+    fake = FakeCluster(stacked)
+    original = fake.answer
+
+    def etcd_stays_down(host: str, wire: str) -> Result:
+        result = original(host, wire)
+        if "rmdir" in wire and host == "master01":
+            fake.etcd_stopped.add(host)  # the manifest is back, the member does not start
+        return result
+
+    fake.answer = etcd_stays_down  # type: ignore[method-assign]
+    report = asyncio.run(drill(stacked, fake).run("master02"))
+    assert report.exit_code == 3, report.render_text()
+    member = report.faults[1]
+    assert not member.restored and member.recover_seconds is None
+    assert fake.changes()[-1] == ("lb01", "ready master01") and not fake.drained
+    assert "NOT RESTORED" in report.render_text()
+
+
+def test_the_fake_lb_fails_reads_to_an_undrained_master_without_its_member(
+    stacked: Cluster,
+) -> None:
+    """Why the stacked fault drains: the model answers 500 through the LB otherwise."""
+    fake = FakeCluster(stacked)
+    lb = f"--server https://{stacked.control_plane_endpoint} get --raw /readyz"
+    assert fake.answer("master02", lb).ok
+    fake.etcd_stopped.add("master01")
+    assert not fake.answer("master02", lb).ok
+    fake.drained.add("master01")
+    assert fake.answer("master02", lb).ok
