@@ -37,10 +37,12 @@ from hactl.hostlayout import (
     HAPROXY_CFG,
     K8S_CA_CERT,
     K8S_ETCD_CA,
+    K8S_MANIFESTS,
     K8S_PKI,
     KUBEADM_CONFIG,
     KUBEADM_INIT_CONFIG,
     KUBEADM_JOIN_CONFIG,
+    KUBELET_CONF,
 )
 from hactl.hostlayout import HAPROXY_CFG_NEW as HAPROXY_NEW
 from hactl.transport import tools
@@ -285,3 +287,54 @@ def get_node(name: str) -> Argv:
 def readyz() -> Argv:
     """``/readyz`` through the endpoint in admin.conf (the load balancer)."""
     return kubectl("get", "--raw", "/readyz")
+
+
+# -- removals: a host taken out of the spec, a re-imaged master (issue 13) --------------------
+
+
+def _seconds(value: float) -> str:
+    """A Go duration in whole seconds where it is one (``300s``), else as given (``12.5s``)."""
+    return f"{int(value)}s" if float(value).is_integer() else f"{value}s"
+
+
+def cordon(node: str) -> Argv:
+    """Mark the Node unschedulable (``node/N cordoned``, or ``already cordoned``)."""
+    return kubectl("cordon", node)
+
+
+def drain(node: str, timeout: float) -> Argv:
+    """``kubectl drain``: evictions through the eviction API, so PodDisruptionBudgets are
+    respected (never ``--force``, never ``--disable-eviction``: bypassing a budget or deleting
+    a pod nothing recreates is the operator's decision); DaemonSet pods stay, emptyDir data
+    goes with its pod; ``--timeout`` bounds the whole drain (kubectl: "global timeout")."""
+    return kubectl("drain", node, "--ignore-daemonsets", "--delete-emptydir-data",
+                   f"--timeout={_seconds(timeout)}")
+
+
+def delete_node(node: str) -> Argv:
+    """Delete the Node object (nothing when it is already gone)."""
+    return kubectl("delete", "node", node, "--ignore-not-found")
+
+
+def kubeadm_reset_node(*, skip_etcd_member: bool) -> Argv:
+    """``kubeadm reset -f`` of a host that leaves the cluster. ``skip_etcd_member``: hactl has
+    removed this master's stacked etcd member itself (through another master), so kubeadm's
+    ``remove-etcd-member`` phase is skipped."""
+    skip = ("--skip-phases=remove-etcd-member",) if skip_etcd_member else ()
+    return tools.kubeadm("reset", "-f", *skip)
+
+
+_LEFTOVERS = 'for f in "$1" "$2"/*; do if [ -e "$f" ]; then printf "%s\\n" "$f"; fi; done'
+
+
+def kubernetes_leftovers() -> Argv:
+    """Print kubelet.conf and every static Pod manifest this host still holds (one per line;
+    nothing on a host that was reset or never joined)."""
+    return ("sh", "-c", _LEFTOVERS, "sh", KUBELET_CONF, K8S_MANIFESTS)
+
+
+def member_remove_stacked(member_id: str) -> Argv:
+    """``member remove`` in kubeadm's stacked etcd, through the member on this master, with a
+    step's timeout (the removal waits for its raft commit)."""
+    return tools.etcdctl([STACKED_LOCAL], "member", "remove", member_id, tls=tools.STACKED_ETCD,
+                         timeout=tools.ETCDCTL_TIMEOUT)

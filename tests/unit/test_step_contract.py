@@ -117,6 +117,9 @@ class World:
     learners: set[str] = field(default_factory=set)
     unstarted: set[str] = field(default_factory=set)
     extra_members: list[dict[str, Any]] = field(default_factory=list)
+    kubelet_off: set[str] = field(default_factory=set)
+    """Hosts whose kubelet is stopped and disabled."""
+    cordoned: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -178,6 +181,13 @@ class World:
         if tool == "etcdctl":
             return self._etcdctl(host, argv)
         if tool == "systemctl":
+            if argv[1:] == ("disable", "--now", "kubelet"):
+                self.kubelet_off.add(host)
+            if argv[1] in ("is-active", "is-enabled") and argv[-1] == "kubelet" and host in self.kubelet_off:
+                return Result(3 if argv[1] == "is-active" else 1,
+                              "inactive\n" if argv[1] == "is-active" else "disabled\n", "")
+            if argv[1] == "is-enabled":
+                return Result(0, "enabled\n", "")
             if argv[1] == "is-active":
                 unit = argv[-1]
                 if unit == "haproxy" and not self.haproxy_active:
@@ -192,6 +202,9 @@ class World:
             paths = [argv[i + 1] for i, a in enumerate(argv) if a == "-e"]
             return Result(0 if all(p in self.present.get(host, set()) for p in paths) else 1, "", "")
         if tool == "sh" and argv[1] == "-c":
+            if argv[2] == cmd.kubernetes_leftovers()[2]:  # kubelet.conf and the manifests
+                return Result(0, "".join(f"{p}\n" for p in sorted(self.present.get(host, set()))
+                                         if p == argv[4] or p.startswith(argv[5] + "/")), "")
             if argv[2] == cmd.data_dir_members("x")[2]:
                 return Result(0, f"{argv[4].rstrip('/')}/member\n" if host in self.data_dir_member else "", "")
             return Result(0, "", "")  # prepare_data_dir
@@ -228,8 +241,11 @@ class World:
             return Result(0, "This node has joined the cluster\n", "")
         if argv[1] == "reset":
             spec = self.cluster.host(host)
-            self.members = [m for m in self.members if m.get("name") != host
-                            and peer_url(self.cluster, spec) not in m["peerURLs"]]
+            if "--skip-phases=remove-etcd-member" not in argv:
+                self.members = [m for m in self.members if m.get("name") != host
+                                and peer_url(self.cluster, spec) not in m["peerURLs"]]
+            self.present[host] = {p for p in self.present.get(host, set())
+                                  if p != hostlayout.KUBELET_CONF and not p.startswith(hostlayout.K8S_MANIFESTS)}
             return Result(0, "", "")
         return Result(0, "", "")  # init phase …
 
@@ -237,12 +253,22 @@ class World:
         args = list(argv[argv.index("kubectl") + 1:])
         if "/readyz" in args:
             return Result(0, "ok", "")
+        if "cordon" in args or "drain" in args:
+            name = args[args.index("cordon" if "cordon" in args else "drain") + 1]
+            if name not in self.nodes:
+                return Result(1, "", f'Error from server (NotFound): nodes "{name}" not found')
+            self.cordoned.add(name)
+            return Result(0, f"node/{name} cordoned\n" + (f"node/{name} drained\n" if "drain" in args else ""), "")
+        if "delete" in args and "node" in args:
+            self.nodes.discard(args[args.index("node") + 1])
+            return Result(0, "", "")
         if "node" in args:
             name = args[args.index("node") + 1]
             if name not in self.nodes:
                 return Result(1, "", f'Error from server (NotFound): nodes "{name}" not found')
             labels = {"node-role.kubernetes.io/control-plane": ""}
-            return Result(0, json.dumps({"metadata": {"name": name, "labels": labels}}), "")
+            return Result(0, json.dumps({"metadata": {"name": name, "labels": labels},
+                                         "spec": {"unschedulable": True} if name in self.cordoned else {}}), "")
         if "nodes" in args:
             return Result(0, json.dumps({"items": [{"metadata": {"name": n}} for n in sorted(self.nodes)]}), "")
         if "pod" in args:
@@ -417,6 +443,37 @@ CASES: dict[str, list[Case]] = {
         Case("the API server's --etcd-servers", LAB, make(
             "RewriteEtcdServers", "master01", servers=tuple(client_url(LAB, h) for h in LAB.etcd_members),
             via="etcd01", address_url="https://198.18.0.11:6443")),
+    ],
+    "drain_node": [
+        Case("a worker that leaves", LAB, make("DrainNode", "master01", node="worker01", drain_timeout=120.0),
+             lambda c: World(c, nodes={"master01", "worker01"})),
+        Case("a Node already gone", LAB, make("DrainNode", "master01", node="worker01"),
+             lambda c: World(c, nodes={"master01"})),
+    ],
+    "reset_node": [
+        Case("a worker that leaves", LAB, make("ResetNode", "worker01", node="worker01", control_plane=False,
+                                               skip_etcd_member=False),
+             lambda c: World(c, present=present(worker01=(hostlayout.KUBELET_CONF,)))),
+        Case("a stacked master whose member hactl removed", STACKED, make(
+            "ResetNode", "master03", node="master03", control_plane=True, skip_etcd_member=True),
+             lambda c: World(c, present=present(master03=(hostlayout.KUBELET_CONF, hostlayout.ETCD_MANIFEST,
+                                                          hostlayout.APISERVER_MANIFEST)))),
+        Case("a host already reset", LAB, make("ResetNode", "worker01", node="worker01", control_plane=False,
+                                               skip_etcd_member=False)),
+    ],
+    "delete_node": [
+        Case("a registered Node", LAB, make("DeleteNode", "master01", node="worker01"),
+             lambda c: World(c, nodes={"master01", "worker01"})),
+    ],
+    "remove_stacked_member": [
+        Case("a master outside the spec", STACKED, make(
+            "RemoveStackedMember", "master01", member="master04", member_id="4",
+            peer_url="https://198.18.0.14:2380"),
+             lambda c: World(c, extra_members=[_member(4, "master04", "https://198.18.0.14:2380",
+                                                       "https://198.18.0.14:2379")])),
+        Case("already removed", STACKED, make(
+            "RemoveStackedMember", "master01", member="master04", member_id="4",
+            peer_url="https://198.18.0.14:2380")),
     ],
     "update_kubeadm_config": [
         Case("kubeadm-config's etcd endpoints", LAB, make(

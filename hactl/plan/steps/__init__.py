@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from hactl.plan.steps.complete_init import CompleteInit
     from hactl.plan.steps.configure_haproxy import ConfigureHAProxy
     from hactl.plan.steps.create_join_token import CreateJoinToken
+    from hactl.plan.steps.delete_node import DeleteNode
+    from hactl.plan.steps.drain_node import DrainNode
     from hactl.plan.steps.enable_kubelet import EnableKubelet
     from hactl.plan.steps.generate_etcd_ca import GenerateEtcdCA
     from hactl.plan.steps.init_control_plane import InitControlPlane
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from hactl.plan.steps.reconfigure_etcd_member import ReconfigureEtcdMember
     from hactl.plan.steps.refresh_certificate_key import RefreshCertificateKey
     from hactl.plan.steps.remove_etcd_member import RemoveEtcdMember
+    from hactl.plan.steps.remove_stacked_member import RemoveStackedMember
+    from hactl.plan.steps.reset_node import ResetNode
     from hactl.plan.steps.rewrite_etcd_servers import RewriteEtcdServers
     from hactl.plan.steps.start_etcd_member import StartEtcdMember
     from hactl.plan.steps.update_etcd_member import UpdateEtcdMember
@@ -41,6 +45,8 @@ MODULES = {
     "CompleteInit": "complete_init",
     "ConfigureHAProxy": "configure_haproxy",
     "CreateJoinToken": "create_join_token",
+    "DeleteNode": "delete_node",
+    "DrainNode": "drain_node",
     "EnableKubelet": "enable_kubelet",
     "GenerateEtcdCA": "generate_etcd_ca",
     "InitControlPlane": "init_control_plane",
@@ -52,6 +58,8 @@ MODULES = {
     "ReconfigureEtcdMember": "reconfigure_etcd_member",
     "RefreshCertificateKey": "refresh_certificate_key",
     "RemoveEtcdMember": "remove_etcd_member",
+    "RemoveStackedMember": "remove_stacked_member",
+    "ResetNode": "reset_node",
     "RewriteEtcdServers": "rewrite_etcd_servers",
     "StartEtcdMember": "start_etcd_member",
     "UpdateEtcdMember": "update_etcd_member",
@@ -84,6 +92,8 @@ __all__ = [
     "CompleteInit",
     "ConfigureHAProxy",
     "CreateJoinToken",
+    "DeleteNode",
+    "DrainNode",
     "EnableKubelet",
     "GenerateEtcdCA",
     "InitControlPlane",
@@ -95,6 +105,8 @@ __all__ = [
     "ReconfigureEtcdMember",
     "RefreshCertificateKey",
     "RemoveEtcdMember",
+    "RemoveStackedMember",
+    "ResetNode",
     "RewriteEtcdServers",
     "StartEtcdMember",
     "UpdateEtcdMember",
