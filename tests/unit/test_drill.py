@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -57,6 +58,12 @@ class FakeCluster:
         self.drained: set[str] = set()
         """Masters whose server every load balancer has in ``state drain``."""
         self.kubelet_ignores_etcd_manifest = False
+        self.etcd_stopping: dict[str, float] = {}
+        self.etcd_starting: dict[str, float] = {}
+        """host → when its kubelet stops / starts again the etcd Pod whose manifest moved out /
+        back (the kubelet's sync period)."""
+        self.reads_member_down = 0
+        """Reads through the load balancer answered while a stacked member was down."""
         self.lb_refuses: dict[str, str] = {}
         """state (drain, ready) → haproxy's answer refusing it."""
         self.lb_stuck_up = False
@@ -88,6 +95,14 @@ class FakeCluster:
 
     def answer(self, host: str, wire: str) -> Result:
         ok = Result(0, "", "")
+        for stopping, when in list(self.etcd_stopping.items()):
+            if time.monotonic() >= when:
+                del self.etcd_stopping[stopping]
+                self.etcd_stopped.add(stopping)
+        for starting, when in list(self.etcd_starting.items()):
+            if time.monotonic() >= when:
+                del self.etcd_starting[starting]
+                self.etcd_stopped.discard(starting)
         if "lock.d" in wire:
             op = re.search(r"op=(\w+)", wire)
             kind = op.group(1) if op else "read"
@@ -103,14 +118,16 @@ class FakeCluster:
             self.parked.discard(host)
             self.kubelet_stopped.discard(host)
             if self.stacked:
-                self.etcd_stopped.discard(host)
+                self.etcd_stopping.pop(host, None)
+                if host in self.etcd_stopped:
+                    self.etcd_starting[host] = time.monotonic() + 0.1
             self.log.append((host, "put back"))
             return ok
         if "hactl-drill-parked" in wire and "etcd.yaml" in wire:
             assert self.stacked, wire
             self.log.append((host, "park etcd"))
             if not self.kubelet_ignores_etcd_manifest:
-                self.etcd_stopped.add(host)
+                self.etcd_stopping[host] = time.monotonic() + 0.05
             return ok
         if "set server k8s-api-backend/" in wire:
             assert "/run/haproxy/admin.sock" in wire, wire
@@ -156,6 +173,8 @@ class FakeCluster:
                 return Result(0, "ok", "") if self.api_ready(name) else \
                     Result(1, "[-]etcd failed: reason withheld", "")
             # through the load balancer: a refused connection is redispatched, a 500 is not
+            if self.stacked and self.etcd_stopped:
+                self.reads_member_down += 1
             if any(self.api_up(m) and not self.api_ready(m) and m not in self.drained
                    for m in self.masters):
                 return Result(1, "", "Error from server (InternalError): [-]etcd failed")
@@ -506,6 +525,7 @@ def test_stacked_drill_stops_a_member_on_another_master_drained_first(stacked: C
     ]
     assert member.checks[1].detail == "master02, master03"
     assert member.reader_ok > 0 and member.reader_failed == 0
+    assert fake.reads_member_down > 0  # the reader did read while the member was down
     assert cp.passed and set(cp.lease_moves) == {"kube-scheduler", "kube-controller-manager"}
     assert report.final_healthy is True
     assert "[pass] etcd-member master01" in report.render_text()
@@ -596,7 +616,8 @@ def test_stacked_member_not_back_is_not_restored_but_the_lb_is_made_ready(
     def etcd_stays_down(host: str, wire: str) -> Result:
         result = original(host, wire)
         if "rmdir" in wire and host == "master01":
-            fake.etcd_stopped.add(host)  # the manifest is back, the member does not start
+            fake.etcd_starting.pop(host, None)  # the manifest is back, the member does not start
+            fake.etcd_stopped.add(host)
         return result
 
     fake.answer = etcd_stays_down  # type: ignore[method-assign]
