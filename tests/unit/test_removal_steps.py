@@ -47,43 +47,61 @@ def node_json(name: str, *, unschedulable: bool = False) -> str:
 
 
 # -- kubectl's own output for a drain that a PodDisruptionBudget blocks ---------------------------
-# Lines as kubectl prints them (k8s.io/kubectl/pkg/drain/drain.go: evictPods, waitForDelete;
-# pkg/cmd/drain/drain.go: RunDrain, deleteOrEvictPodsSimple; filters.go: PodDeleteList.errors);
-# the eviction refusal is the API server's 429 message.
+# Captured verbatim from the real kubectl here (v1.32.4: `kubectl drain worker01 --ignore-daemonsets
+# --delete-emptydir-data --timeout=…`) against a minimal API that answers each eviction with the
+# API server's 429 "Cannot evict pod as it would violate the pod's disruption budget."; the lines
+# are kubectl's own (k8s.io/kubectl/pkg/drain/drain.go evictPods, pkg/cmd/drain/drain.go RunDrain
+# and deleteOrEvictPodsSimple, filters.go PodDeleteList.errors).
 
 PDB_STDOUT = """node/worker01 already cordoned
 evicting pod shop/web-6d4cf56db6-x2x7k
-evicting pod kube-system/coredns-7db6d8ff4d-kq2tz
 evicting pod shop/web-6d4cf56db6-x2x7k
-pod/coredns-7db6d8ff4d-kq2tz evicted
+evicting pod shop/web-6d4cf56db6-x2x7k
 evicting pod shop/web-6d4cf56db6-x2x7k
 """
 PDB_STDERR = """Warning: ignoring DaemonSet-managed Pods: kube-system/kube-proxy-7xjpl
 error when evicting pods/"web-6d4cf56db6-x2x7k" -n "shop" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget.
 error when evicting pods/"web-6d4cf56db6-x2x7k" -n "shop" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget.
-There are pending pods in node "worker01" when an error occurred: error when evicting pods/"web-6d4cf56db6-x2x7k" -n "shop": global timeout reached: 5m0s
+error when evicting pods/"web-6d4cf56db6-x2x7k" -n "shop" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget.
+There are pending pods in node "worker01" when an error occurred: error when evicting pods/"web-6d4cf56db6-x2x7k" -n "shop": global timeout reached: 12s
 pod/web-6d4cf56db6-x2x7k
-error: unable to drain node "worker01" due to error: error when evicting pods/"web-6d4cf56db6-x2x7k" -n "shop": global timeout reached: 5m0s, continuing command...
+error: unable to drain node "worker01" due to error: error when evicting pods/"web-6d4cf56db6-x2x7k" -n "shop": global timeout reached: 12s, continuing command...
 There are pending nodes to be drained:
  worker01
-error when evicting pods/"web-6d4cf56db6-x2x7k" -n "shop": global timeout reached: 5m0s
+error when evicting pods/"web-6d4cf56db6-x2x7k" -n "shop": global timeout reached: 12s
 """
-UNMANAGED_STDOUT = "node/worker01 already cordoned\n"
+UNMANAGED_STDOUT = """node/worker01 already cordoned
+"""
 UNMANAGED_STDERR = """error: unable to drain node "worker01" due to error: cannot delete cannot delete Pods that declare no controller (use --force to override): default/solo, continuing command...
 There are pending nodes to be drained:
  worker01
 cannot delete cannot delete Pods that declare no controller (use --force to override): default/solo
 """
+TWO_PODS_STDOUT = """node/worker01 already cordoned
+evicting pod shop/web-1
+evicting pod data/db-0
+evicting pod shop/web-1
+evicting pod data/db-0
+evicting pod shop/web-1
+evicting pod data/db-0
+"""
 TWO_PODS_STDERR = """error when evicting pods/"db-0" -n "data" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget.
 error when evicting pods/"web-1" -n "shop" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget.
-There are pending pods in node "worker01" when an error occurred: [error when evicting pods/"db-0" -n "data": global timeout reached: 2m0s, error when waiting for pod "api-2" in namespace "shop" to terminate: global timeout reached: 2m0s, error when evicting pods/"web-1" -n "shop": global timeout reached: 2m0s]
+error when evicting pods/"db-0" -n "data" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget.
+error when evicting pods/"web-1" -n "shop" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget.
+There are pending pods in node "worker01" when an error occurred: [error when evicting pods/"web-1" -n "shop": global timeout reached: 7s, error when evicting pods/"db-0" -n "data": global timeout reached: 7s]
 pod/db-0
-pod/api-2
 pod/web-1
-error: unable to drain node "worker01" due to error: [error when evicting pods/"db-0" -n "data": global timeout reached: 2m0s, error when waiting for pod "api-2" in namespace "shop" to terminate: global timeout reached: 2m0s, error when evicting pods/"web-1" -n "shop": global timeout reached: 2m0s], continuing command...
+error: unable to drain node "worker01" due to error: [error when evicting pods/"web-1" -n "shop": global timeout reached: 7s, error when evicting pods/"db-0" -n "data": global timeout reached: 7s], continuing command...
 There are pending nodes to be drained:
  worker01
+error when evicting pods/"web-1" -n "shop": global timeout reached: 7s
+error when evicting pods/"db-0" -n "data": global timeout reached: 7s
 """
+TERMINATING = ('There are pending pods in node "worker01" when an error occurred: error when waiting for pod '
+               '"api-2" in namespace "shop" to terminate: global timeout reached: 2m0s\n')
+"""kubectl's line for a pod that was evicted but had not terminated when the drain's time ran out
+(drain.go: evictPods → waitForDelete)."""
 
 
 def drain_world(ctx: Ctx, *, drain: Result, node: str = "worker01", via: str = "master01") -> None:
@@ -156,18 +174,19 @@ async def test_a_drain_a_disruption_budget_blocks_names_the_pod_and_what_to_do()
     ctx = Ctx(LAB)
     drain_world(ctx, drain=Result(1, PDB_STDOUT, PDB_STDERR))
     with pytest.raises(PlanError) as err:
-        await make(DrainNode, "master01", node="worker01").run(ctx)
+        await make(DrainNode, "master01", node="worker01", drain_timeout=12).run(ctx)
+    assert "--timeout=12s" in ctx.argvs("master01")[2]
     text = str(err.value)
-    assert "the drain of Node worker01 did not finish within 300s; these pods blocked it:" in text
+    assert "the drain of Node worker01 did not finish within 12s; these pods blocked it:" in text
     assert ("  - shop/web-6d4cf56db6-x2x7k: Cannot evict pod as it would violate the pod's "
             "disruption budget.") in text
-    assert "coredns" not in text and "kube-proxy" not in text  # evicted / a DaemonSet's: not blockers
+    assert "kube-proxy" not in text  # a DaemonSet's pod: left alone, no blocker
     assert "Node worker01 stays cordoned" in text
     hint = err.value.hint or ""
     assert "PodDisruptionBudget" in hint and "scale the workload" in hint
     assert ("kubectl drain worker01 --ignore-daemonsets --delete-emptydir-data --disable-eviction"
             in hint)
-    assert "apply.drainTimeout" in hint and "now 300" in hint
+    assert "apply.drainTimeout" in hint and "now 12)" in hint
     assert "hactl apply" in hint
     # nothing after the failed drain: no check, no uncordon
     assert [a for a in ctx.argvs("master01") if "uncordon" in a] == []
@@ -188,12 +207,26 @@ async def test_a_pod_nothing_manages_blocks_the_drain_at_once() -> None:
     assert "`--force`" in hint and "apply.drainTimeout" not in hint
 
 
+async def test_pods_that_never_terminate_point_at_a_dead_kubelet() -> None:
+    ctx = Ctx(LAB)
+    drain_world(ctx, drain=Result(1, "node/worker01 already cordoned\nevicting pod shop/api-2\n", TERMINATING))
+    with pytest.raises(PlanError) as err:
+        await make(DrainNode, "master01", node="worker01", drain_timeout=120).run(ctx)
+    assert "  - shop/api-2: evicted, but still terminating when the drain ended" in str(err.value)
+    hint = err.value.hint or ""
+    assert "is the kubelet of worker01 down" in hint and "--skip-wait-for-delete-timeout=60" in hint
+    assert "now 120)" in hint
+
+
 def test_drain_blockers_reads_every_pod_kubectl_names() -> None:
-    assert drain_blockers(TWO_PODS_STDERR) == {
+    assert drain_blockers(TWO_PODS_STDOUT + TWO_PODS_STDERR) == {
         "data/db-0": "Cannot evict pod as it would violate the pod's disruption budget.",
         "shop/web-1": "Cannot evict pod as it would violate the pod's disruption budget.",
-        "shop/api-2": "evicted, but still terminating when the drain ended (global timeout reached: 2m0s)",
     }
+    assert drain_blockers(TERMINATING) == {
+        "shop/api-2": "evicted, but still terminating when the drain ended (global timeout reached: 2m0s)"}
+    assert drain_blockers(UNMANAGED_STDOUT + UNMANAGED_STDERR) == {
+        "default/solo": "cannot delete Pods that declare no controller (use --force to override)"}
     assert drain_blockers(PDB_STDOUT + PDB_STDERR) == {
         "shop/web-6d4cf56db6-x2x7k": "Cannot evict pod as it would violate the pod's disruption budget."}
     webhook = ('error when evicting pods/"kafka-1" -n "mq": admission webhook "drain.example.io" denied '

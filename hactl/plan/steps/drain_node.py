@@ -44,6 +44,7 @@ _TERMINATING = re.compile(r'error when waiting for pod "(?P<pod>[^"]+)" in names
                           r"to terminate: (?P<why>.*?)" + _END, re.MULTILINE)
 _CANNOT = re.compile(r"^cannot delete (?P<what>.+?): (?P<pods>[^\s,]+/[^\s,]+(?:, [^\s,]+/[^\s,]+)*)$",
                      re.MULTILINE)
+STILL_TERMINATING = "evicted, but still terminating when the drain ended"
 UNMANAGED = "declare no controller"
 """kubectl's words for a pod that no controller recreates (deleted only with ``--force``)."""
 
@@ -61,8 +62,7 @@ def drain_blockers(output: str) -> dict[str, str]:
         else:
             other[key] = why
     for m in _TERMINATING.finditer(output):
-        other.setdefault(f"{m['ns']}/{m['pod']}",
-                         f"evicted, but still terminating when the drain ended ({m['why'].strip()})")
+        other.setdefault(f"{m['ns']}/{m['pod']}", f"{STILL_TERMINATING} ({m['why'].strip()})")
     for m in _CANNOT.finditer(output):
         what = m["what"].removeprefix("cannot delete ")
         for key in m["pods"].split(", "):
@@ -169,6 +169,11 @@ class DrainNode(Step):
         if any(UNMANAGED in why for why in blockers.values()):
             hints.append("pods that declare no controller are never recreated: delete or move "
                          "them yourself (a hand drain needs `--force` for them)")
+        if any(why.startswith(STILL_TERMINATING) for why in blockers.values()):
+            hints.append(f"pods that were evicted but never terminated: is the kubelet of {name} down "
+                         f"(`kubectl get node {name}`)? The pods of a dead node end only when its Node "
+                         "is deleted; a hand drain with `--skip-wait-for-delete-timeout=60` does not "
+                         "wait for them (the operator's decision)")
         hints.append("then run `hactl apply` again")
         if timed_out:
             hints.append(f"a drain that only needs longer: raise `apply.drainTimeout` in the spec "
