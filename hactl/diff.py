@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+from hactl.facts.departing import departing, member_of
 from hactl.facts.etcd import MEMBER_FILES
 from hactl.facts.model import ClusterView, EtcdFacts, EtcdMember, KubernetesFacts, Observed
 from hactl.spec.models import Cluster, Host
@@ -82,6 +83,10 @@ class Hints:
     """a join that was interrupted (its leftovers are reset first)"""
     diff: str = ""
     """haproxy.cfg's text diff, shown by the text output"""
+    address: str = ""
+    """where a departing host is reached (its Node's InternalIP, or its member's peer URL host)"""
+    node_ready: bool = False
+    """the Node this change deletes is Ready"""
 
     def to_data(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -168,6 +173,7 @@ def iter_changes(cluster: Cluster, observed: Observed, *, now: datetime) -> Iter
         yield from _etcd(cluster, observed)
     yield from _load_balancers(cluster, observed)
     yield from _kubernetes(cluster, observed, now)
+    yield from _departing(cluster, observed)
     if cluster.etcd.topology == "external":
         yield from _etcd_consumers(cluster, observed)
 
@@ -666,6 +672,9 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
         elif (left := join_leftovers(facts)) and not nodes.registered(host.name):
             cp_joins += 1
             yield _interrupted_join(address, host.name, left, nodes, {"control_plane": True})
+        elif (stale := _stale(cluster, host, view, "control_plane")) is not None:
+            cp_joins += 1
+            yield stale
         else:
             cp_joins += 1
             yield Change(Op.CREATE, address, None, {"control_plane": True},
@@ -689,6 +698,9 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
         elif (left := join_leftovers(facts)) and not nodes.registered(host.name):
             worker_joins += 1
             yield _interrupted_join(address, host.name, left, nodes, {"joined": True})
+        elif (stale := _stale(cluster, host, view, "joined")) is not None:
+            worker_joins += 1
+            yield stale
         else:
             worker_joins += 1
             yield Change(Op.CREATE, address, None, {"joined": True},
@@ -771,6 +783,110 @@ def _kubelet_service(node: Address, host: str, enabled: bool, active: bool) -> C
                                        "after a reboot)"), (active, "not running")) if not ok]
     return Change(Op.UPDATE, address, state, want, "kubelet is " + " and ".join(problems)
                   + "; systemctl enable --now kubelet", host=host)
+
+
+def _stale(cluster: Cluster, host: Host, view: ClusterView | None, key: str) -> Change | None:
+    """A spec host that has none of kubeadm's files (re-imaged, or replaced by a new machine at
+    its address) while the cluster still has its Node and, with stacked etcd, its etcd member:
+    the stale Node is deleted and the stale member removed through another master, then the host
+    joins (kubeadm's join refuses a Ready Node of its name; etcd's ``member add`` refuses a peer
+    URL that is already listed). None when the cluster holds nothing of it."""
+    if view is None:
+        return None
+    node = view.node(host.name)
+    master = key == "control_plane"
+    member = None
+    if master and cluster.etcd.topology == "stacked" and view.stacked_members:
+        member = member_of(cluster, host, view.stacked_members)
+    if node is None and member is None:
+        return None
+    intents = {Intent.JOIN}
+    held, then = [], []
+    if node is not None:
+        intents.add(Intent.DELETE_NODE)
+        held.append(f"its Node ({'Ready' if node.ready else 'NotReady'})")
+        then.append(f"kubectl delete node {host.name}")
+    if member is not None:
+        intents.add(Intent.REMOVE_STACKED)
+        held.append(f"its etcd member {member.id}" + ("" if member.started else " (never started)"))
+        then.append("remove the member through another master "
+                    + stacked_quorum(view, [member]))
+    role = "control-plane node" if master else "worker"
+    before = {key: "stale: " + " and ".join(held)}
+    return Change(Op.REPLACE, Address(Component.MASTER if master else Component.WORKER, host.name),
+                  before, {key: True},
+                  f"{host.name} has none of kubeadm's files (re-imaged?) but the cluster still has "
+                  f"{' and '.join(held)}: {'; '.join(then)}; then join it as a {role}",
+                  host=host.name,
+                  detail=Hints(member_id=member.id if member is not None else "",
+                               node_ready=node is not None and node.ready),
+                  intents=frozenset(intents))
+
+
+def stacked_quorum(view: ClusterView, removing: list[EtcdMember]) -> str:
+    """The quorum arithmetic of removing ``removing`` from kubeadm's stacked etcd, in words:
+    ``(5 voting members, 5 healthy; without master05: 4 members need ⌊4/2⌋+1 = 3 healthy, 4 are)``."""
+    members = view.stacked_members or ()
+    voters = [m for m in members if not m.is_learner]
+    health = view.stacked_health or {}
+    healthy = {m.id for m in voters if any(health.get(u) for u in m.client_urls)}
+    gone = {m.id for m in removing}
+    after = [m for m in voters if m.id not in gone]
+    need = len(after) // 2 + 1
+    left = sum(1 for m in after if m.id in healthy)
+    names = ", ".join(m.name or m.id for m in removing)
+    known = "" if view.stacked_health is not None else " (health not known)"
+    return (f"({len(voters)} voting members, {len(healthy)} healthy{known}; without {names}: "
+            f"{len(after)} members need ⌊{len(after)}/2⌋+1 = {need} healthy, {left} "
+            f"{'is' if left == 1 else 'are'})")
+
+
+def _departing(cluster: Cluster, observed: Observed) -> Iterator[Change]:
+    """Every departing host (:mod:`hactl.facts.departing`): a machine the cluster has, the spec
+    no longer names. Its Node is drained when Ready (a NotReady Node's pods cannot leave
+    gracefully: they are rescheduled once the Node is deleted), its stacked etcd member removed
+    through another master, the host reset (``kubeadm reset -f``, kubelet disabled) when hactl
+    reaches it and it holds kubeadm's files, and its Node deleted."""
+    view = observed.views(cluster).api
+    gone: list[EtcdMember] = []  # removed one at a time, in this order: the arithmetic adds up
+    for d in departing(cluster, view):
+        facts = observed.get(d.name)
+        k8s = facts.kubernetes if facts is not None and facts.reachable else None
+        intents: set[Intent] = set()
+        said: list[str] = []
+        if d.node is not None and d.node.ready:
+            intents.add(Intent.DRAIN)
+            said.append("cordon and drain it (kubectl drain, PodDisruptionBudgets respected)")
+        if d.member is not None and view is not None:
+            intents.add(Intent.REMOVE_STACKED)
+            gone.append(d.member)
+            said.append("remove its etcd member through another master "
+                        + stacked_quorum(view, list(gone)))
+        if k8s is not None and (k8s.kubelet_conf or k8s.admin_conf or k8s.manifests
+                                or k8s.kubelet_active or k8s.kubelet_enabled):
+            intents.add(Intent.RESET)
+            said.append(f"kubeadm reset -f on it (at {d.address}) and disable its kubelet")
+        elif facts is not None and not facts.reachable:
+            said.append(f"it does not answer at {d.address} ({facts.error}), so it is not reset")
+        elif d.address is None:
+            said.append("the cluster records no address for it, so it is not reset")
+        if d.node is not None:
+            intents.add(Intent.DELETE_NODE)
+            said.append(f"kubectl delete node {d.name}")
+        role = "a control-plane Node" if d.control_plane and d.node is not None else (
+            "an etcd member" if d.node is None else "a Node")
+        before = {"node": d.node is not None, "control_plane": d.control_plane,
+                  "address": d.address,
+                  "etcd_member": d.member.id if d.member is not None else None}
+        where = "masters" if d.control_plane else "workers"
+        yield Change(Op.DELETE, Address(Component.MASTER if d.control_plane else Component.WORKER, d.name),
+                     before, None,
+                     f"{d.name} is {role} of the cluster but not in the spec's {where}: "
+                     + "; ".join(said), host=d.name,
+                     detail=Hints(member_id=d.member.id if d.member is not None else "",
+                                  address=d.address or "",
+                                  node_ready=d.node is not None and d.node.ready),
+                     intents=frozenset(intents))
 
 
 class _Nodes:

@@ -30,7 +30,7 @@ import ipaddress
 import re
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +40,7 @@ from hactl.concurrency import gather_each
 from hactl.errors import HactlError
 from hactl.facts import binaries, etcd, haproxy, kubernetes, services, system
 from hactl.facts.base import SKIPPED, Fact, FactParseError
+from hactl.facts.departing import departing
 from hactl.facts.host_keys import mark_changed
 from hactl.facts.model import ClusterView, HostFacts, Observed
 from hactl.log import get_logger
@@ -71,10 +72,12 @@ def api_reader(cluster: Cluster, hosts: Sequence[Host] | None = None) -> str | N
     return next((m.name for m in cluster.masters if names is None or m.name in names), None)
 
 
-def facts_for(cluster: Cluster, host: Host, *, ask_api: bool | None = None) -> list[Fact[Any]]:
+def facts_for(cluster: Cluster, host: Host, *, ask_api: bool | None = None,
+              roles: Sequence[str] | None = None) -> list[Fact[Any]]:
     """The facts read on ``host``, by its roles in the spec (order = order in the script).
-    ``ask_api`` (default: ``host`` is the spec's first master) adds the API query on a master."""
-    roles = cluster.roles(host.name)
+    ``ask_api`` (default: ``host`` is the spec's first master) adds the API query on a master.
+    ``roles`` (default: the spec's) is given for a departing host (:mod:`hactl.facts.departing`)."""
+    roles = cluster.roles(host.name) if roles is None else list(roles)
     if ask_api is None:
         ask_api = host.name == api_reader(cluster)
     units = tuple(
@@ -107,7 +110,7 @@ def facts_for(cluster: Cluster, host: Host, *, ask_api: bool | None = None) -> l
     if "master" in roles or "worker" in roles:
         out += [kubernetes.K8sFiles(), kubernetes.CertExpiry()]
     if "master" in roles and ask_api:
-        out.append(kubernetes.ApiState())
+        out.append(kubernetes.ApiState(stacked=cluster.etcd.topology == "stacked"))
     return out
 
 
@@ -219,9 +222,10 @@ def read_host_facts(
     *,
     duration: float | None = None,
     ask_api: bool | None = None,
+    roles: Sequence[str] | None = None,
 ) -> HostFacts:
     """Pure: sections of one host's answer → :class:`HostFacts`."""
-    facts = {type(f): f for f in facts_for(cluster, host, ask_api=ask_api)}
+    facts = {type(f): f for f in facts_for(cluster, host, ask_api=ask_api, roles=roles)}
     r = _Reader(sections, host.name)
 
     def value(cls: type[Fact[Any]]) -> Any:
@@ -307,11 +311,12 @@ async def probe_host(
     *,
     timeout: float = PROBE_TIMEOUT,
     ask_api: bool | None = None,
+    roles: Sequence[str] | None = None,
 ) -> HostFacts:
     """All facts of one host in one round trip. Transport errors become an unreachable host."""
     log = get_logger(host=host.name)
     marker = f"HACTL-{secrets.token_hex(8)}"
-    script = build_script(facts_for(cluster, host, ask_api=ask_api), marker)
+    script = build_script(facts_for(cluster, host, ask_api=ask_api, roles=roles), marker)
     started = time.monotonic()
     try:
         # read-only: no backstop on the host (a timeout or a cancel still kills the script)
@@ -324,7 +329,8 @@ async def probe_host(
     sections = split_sections(result.stdout, result.stderr, marker)
     duration = time.monotonic() - started
     try:
-        facts = read_host_facts(cluster, host, sections, duration=duration, ask_api=ask_api)
+        facts = read_host_facts(cluster, host, sections, duration=duration, ask_api=ask_api,
+                                roles=roles)
     except Exception as exc:  # a reader bug must not look like an unreachable host
         return unreadable(host, f"{type(exc).__name__}: {exc}"[:300])
     if not sections:
@@ -338,11 +344,11 @@ async def probe_host(
 
 
 async def query_api(
-    transport: Transport, host: Host, *, timeout: float = PROBE_TIMEOUT
+    transport: Transport, host: Host, *, timeout: float = PROBE_TIMEOUT, stacked: bool = False
 ) -> ClusterView | None:
     """The API query alone, on ``host`` (the second round); None where it was skipped."""
     marker = f"HACTL-{secrets.token_hex(8)}"
-    fact = kubernetes.ApiState()
+    fact = kubernetes.ApiState(stacked=stacked)
     try:
         result = await transport.run(
             build_script([fact], marker), timeout=timeout, check=False, backstop=False
@@ -381,7 +387,8 @@ async def _api_fallback(
     get_logger().debug("asking the API from other masters", reader=reader)
     views = await gather_each(
         backups,
-        lambda pair: query_api(pair[1], pair[0], timeout=timeout),
+        lambda pair: query_api(pair[1], pair[0], timeout=timeout,
+                               stacked=cluster.etcd.topology == "stacked"),
         limit=len(backups),
         name=lambda pair: pair[0].name,
     )
@@ -400,16 +407,23 @@ async def _api_fallback(
         )
 
 
+Opener = Callable[[Sequence[Host]], Awaitable[Mapping[str, "Transport | BaseException"]]]
+"""Opens connections to more hosts (``Connections.open_all``): name → transport or error."""
+
+
 async def probe(
     cluster: Cluster,
     transports: Mapping[str, Transport | BaseException],
     *,
     hosts: Sequence[Host] | None = None,
     timeout: float = PROBE_TIMEOUT,
+    connect: Opener | None = None,
 ) -> Observed:
     """Probe ``hosts`` (default: every host of the spec) at once. ``transports`` maps a host
     name to its open transport, or to the error that kept it from connecting. The API is asked
-    from one master (:func:`api_reader`); from the others only when it gave no answer."""
+    from one master (:func:`api_reader`); from the others only when it gave no answer. With
+    ``connect``, the departing hosts (:mod:`hactl.facts.departing`: in the cluster, not in the
+    spec) are connected and probed in one more round, only when there are any."""
     targets = list(cluster.all_hosts() if hosts is None else hosts)
     probed_at = datetime.now(UTC)
     reader = api_reader(cluster, targets)
@@ -431,7 +445,34 @@ async def probe(
         hosts_facts[host.name] = unreachable(host, out) if isinstance(out, Exception) else out
     if reader is not None:
         await _api_fallback(cluster, transports, hosts_facts, reader, timeout)
+    if connect is not None and hosts is None:
+        await _probe_departing(cluster, hosts_facts, connect, timeout)
     return Observed(hosts=hosts_facts, probed_at=probed_at)
+
+
+async def _probe_departing(cluster: Cluster, hosts_facts: dict[str, HostFacts], connect: Opener,
+                           timeout: float) -> None:
+    """Connect to every departing host with an address and probe it as its role (its kubelet,
+    kubeadm's files); one that cannot be reached is recorded as unreachable."""
+    api = Observed(hosts=hosts_facts, probed_at=datetime.now(UTC)).views(cluster).api
+    targets = [(d.host(), d.role) for d in departing(cluster, api)
+               if d.address is not None and d.clash is None and d.name not in hosts_facts]
+    if not targets:
+        return
+    opened = await connect([h for h, _ in targets])
+
+    async def one(pair: tuple[Host, str]) -> HostFacts:
+        host, role = pair
+        transport = opened.get(host.name)
+        if transport is None or isinstance(transport, BaseException):
+            return unreachable(host, transport or HactlError("no connection was opened", host=host.name))
+        return await probe_host(transport, cluster, host, timeout=timeout, ask_api=False,
+                                roles=(role,))
+
+    outcomes = await gather_each(targets, one, limit=len(targets), name=lambda p: p[0].name)
+    for host, _ in targets:
+        out = outcomes[host.name]
+        hosts_facts[host.name] = unreachable(host, out) if isinstance(out, Exception) else out
 
 
 async def probe_cluster(
@@ -442,4 +483,4 @@ async def probe_cluster(
 
     async with Connections(cluster, spec_dir=spec_dir) as conns:
         transports = await conns.open_all()
-        return await probe(cluster, transports, timeout=timeout)
+        return await probe(cluster, transports, timeout=timeout, connect=conns.open_all)

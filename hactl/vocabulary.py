@@ -152,6 +152,14 @@ class Intent(enum.StrEnum):
     """``kubeadm reset -f``, then join again"""
     WORKER_JOINED = "worker-joined"
     """a master joined as a worker (refused)"""
+    DRAIN = "drain"
+    """cordon the Node and ``kubectl drain`` it (PodDisruptionBudgets respected)"""
+    DELETE_NODE = "delete-node"
+    """``kubectl delete node``: a Node the spec no longer names, or a re-imaged host's stale one"""
+    RESET = "reset"
+    """``kubeadm reset -f`` on a host leaving the cluster (and its kubelet disabled)"""
+    REMOVE_STACKED = "remove-stacked"
+    """remove a member of kubeadm's stacked etcd through another master"""
     # consumers of the etcd member list (external etcd)
     ETCD_CLIENTS = "etcd-clients"
     """point an API server's ``--etcd-servers`` (or kubeadm-config's

@@ -16,7 +16,7 @@ import hashlib
 import json
 import reprlib
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,8 +36,10 @@ from hactl.plan.planner import Plan, build_plan
 from hactl.plan.step import RunSecrets
 
 if TYPE_CHECKING:
-    from hactl.spec.models import Cluster
+    from hactl.probe import Opener
+    from hactl.spec.models import Cluster, Host
     from hactl.transport.base import Transport
+    from hactl.transport.ssh import Connections
 
 Transports = Callable[[str], "Transport"]
 Opened = Mapping[str, "Transport | BaseException"]
@@ -79,13 +81,34 @@ def transport_getter(opened: Opened) -> Transports:
     return get
 
 
+class Pool(dict[str, "Transport | BaseException"]):
+    """The hosts' connections (name → transport, or the error that kept it from opening), and
+    :meth:`connect` for more hosts (the probe's departing hosts, in the cluster but no longer in
+    the spec): what it opens joins the pool, so the steps that reset a departing host find its
+    connection like any other."""
+
+    def __init__(self, conns: Connections, opened: Mapping[str, Transport | BaseException]) -> None:
+        super().__init__(opened)
+        self._conns = conns
+
+    async def connect(self, hosts: Sequence[Host]) -> Mapping[str, Transport | BaseException]:
+        more = await self._conns.open_all(hosts)
+        self.update(more)
+        return more
+
+
+def opener(opened: Opened) -> Opener | None:
+    """The pool's :meth:`Pool.connect` (None for a plain mapping: no departing host is probed)."""
+    return opened.connect if isinstance(opened, Pool) else None
+
+
 @asynccontextmanager
 async def connections(cluster: Cluster, spec_dir: str) -> AsyncIterator[tuple[Transports, Opened]]:
     """One SSH connection per host for the whole command (the probe's pool)."""
     from hactl.transport.ssh import Connections
 
     async with Connections(cluster, spec_dir=spec_dir) as conns:
-        opened = await conns.open_all()
+        opened = Pool(conns, await conns.open_all())
         yield transport_getter(opened), opened
 
 
@@ -196,13 +219,14 @@ async def run_apply(opts: Options) -> ApplyResult | None:
     async with connections(cluster, spec_dir) as (get, opened):
         from hactl.probe import probe
 
+        connect = opener(opened)
         approved = saved
         lock = ClusterLock(cluster, get, owner)
         if saved is None and opts.confirm is not None:
             # ask first, without the lock: an unanswered prompt must not hold the cluster;
             # a live lock held by another apply is still reported before anything is probed
             await lock.peek()
-            seen = await probe(cluster, opened)
+            seen = await probe(cluster, opened, connect=connect)
             approved = build_plan(cluster, seen, now=datetime.now(UTC))
             opts.echo(render_text(approved, colour=opts.colour).rstrip("\n"))
             if len(approved.graph) == 0:
@@ -210,7 +234,7 @@ async def run_apply(opts: Options) -> ApplyResult | None:
                 return None
             await in_daemon_thread(opts.confirm)
         async with lock:
-            observed = await probe(cluster, opened)
+            observed = await probe(cluster, opened, connect=connect)
             fresh = build_plan(cluster, observed, now=datetime.now(UTC))
             if approved is not None:
                 stale = stale_report(approved, fresh, observed)

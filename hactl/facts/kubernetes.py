@@ -34,6 +34,7 @@ from hactl.facts.model import (
     BootstrapToken,
     CertDates,
     ClusterView,
+    EtcdMember,
     KubernetesFacts,
     NodeInfo,
     ServingNames,
@@ -41,7 +42,7 @@ from hactl.facts.model import (
 from hactl.facts.services import UnitState
 from hactl.hostlayout import ADMIN_CONF as ADMIN_CONF
 from hactl.hostlayout import APISERVER_CERT as APISERVER_CERT
-from hactl.hostlayout import APISERVER_MANIFEST
+from hactl.hostlayout import APISERVER_MANIFEST, ETCD_MANIFEST
 from hactl.hostlayout import K8S_DIR as K8S_DIR
 from hactl.hostlayout import K8S_MANIFESTS as MANIFESTS
 from hactl.hostlayout import K8S_PKI as PKI
@@ -321,6 +322,8 @@ class ApiAnswer:
     """kube-system ConfigMap names (None: the output had no ``configmaps`` line)."""
     public_configmaps: tuple[str, ...] | None = None
     """kube-public ConfigMap names (None: the output had no ``public`` line)."""
+    stacked_etcd: StackedEtcd | None = None
+    """Stacked etcd's member list and health (only when asked)."""
 
 
 def _b64(text: str) -> str:
@@ -401,13 +404,24 @@ class ApiState(Fact[ApiAnswer]):
     """Nodes, kube-system Secrets (metadata only) and kubeadm-config in ONE kubectl call."""
 
     section = "k8s.api"
+    stacked: bool = False
+    """Stacked etcd: also kubeadm's etcd member list and each member's health, through the
+    member on this master (lines ``etcdmembers``, ``etcdhealth`` or ``etcderror``)."""
 
     def script(self) -> str:
         public = tools.kubectl("get", "configmaps", "-n", "kube-public", "-o",
                                f"jsonpath={PUBLIC_JSONPATH}", timeout=tools.KUBECTL_READ_TIMEOUT)
-        return kubectl(
+        api = kubectl(
             "get", "nodes,secrets,configmaps", "-n", "kube-system", "-o", f"jsonpath={API_JSONPATH}"
         ) + f" && {{ {sh(public)} || true; }}"  # no ``public`` line: not known, not missing
+        if not self.stacked:
+            return api
+        return api + "\n" + _STACKED_ETCD.format(
+            manifest=ETCD_MANIFEST,
+            members=sh(tools.etcdctl([STACKED_LOCAL], "member", "list", tls=tools.STACKED_ETCD,
+                                     timeout=tools.ETCDCTL_READ_TIMEOUT)),
+            health=sh(tools.etcdctl([STACKED_LOCAL], "endpoint", "health", "--cluster",
+                                    tls=tools.STACKED_ETCD, timeout=tools.ETCDCTL_READ_TIMEOUT)))
 
     def parse(self, stdout: str) -> ApiAnswer:
         nodes: list[NodeInfo] = []
@@ -415,10 +429,13 @@ class ApiState(Fact[ApiAnswer]):
         tokens: list[BootstrapToken] = []
         config: KubeadmClusterConfig | None = None
         names: dict[str, tuple[str, ...]] = {}
+        stacked: dict[str, Any] = {}
         for line in stdout.splitlines():
             kind, _, rest = line.partition("\t")
             fields = rest.split("\t")
-            if kind in ("configmaps", "public"):
+            if kind in ("etcdmembers", "etcdhealth", "etcderror"):
+                stacked[kind] = rest
+            elif kind in ("configmaps", "public"):
                 names[kind] = tuple(sorted(f for f in fields if f))
             elif kind == "node":
                 nodes.append(_node(fields))
@@ -445,7 +462,51 @@ class ApiState(Fact[ApiAnswer]):
             config=config,
             configmaps=names.get("configmaps"),
             public_configmaps=names.get("public"),
+            stacked_etcd=_stacked_etcd(stacked) if self.stacked else None,
         )
+
+
+_STACKED_ETCD = """__hactl_rc=$?
+if [ "$__hactl_rc" = 0 ]; then
+  if [ ! -f {manifest} ]; then
+    printf 'etcderror\\t%s\\n' "no {manifest} on this master"
+  elif __hactl_out=$({members} 2>&1); then
+    printf 'etcdmembers\\t%s\\n' "$(printf %s "$__hactl_out" | tr -d '\\n\\t')"
+    printf 'etcdhealth\\t%s\\n' "$({health} 2>/dev/null | tr -d '\\n\\t')"
+  else
+    printf 'etcderror\\t%s\\n' "$(printf %s "$__hactl_out" | tr '\\n\\t' '  ' | cut -c1-300)"
+  fi
+fi
+return "$__hactl_rc"
+"""
+"""After the API query (its exit status kept): kubeadm's stacked etcd member list and every
+listed member's health, each on one line (etcdctl's JSON without its newlines)."""
+STACKED_LOCAL = "https://127.0.0.1:2379"
+"""The stacked member on the master itself (kubeadm's etcd listens on loopback too)."""
+
+
+@dataclass(frozen=True)
+class StackedEtcd:
+    members: tuple[EtcdMember, ...] | None
+    health: Mapping[str, bool] | None
+    error: str | None
+
+
+def _stacked_etcd(lines: Mapping[str, str]) -> StackedEtcd:
+    """The ``etcdmembers`` / ``etcdhealth`` / ``etcderror`` lines → :class:`StackedEtcd`."""
+    from hactl.facts.etcd import parse_endpoint_health, parse_member_list
+
+    if "etcdmembers" not in lines:
+        return StackedEtcd(None, None, lines.get("etcderror") or "no member list in the answer")
+    members = parse_member_list(lines["etcdmembers"])
+    health: dict[str, bool] | None = None
+    text = lines.get("etcdhealth", "").strip()
+    if text:
+        try:
+            health = {h.endpoint: h.healthy for h in parse_endpoint_health(text)}
+        except FactParseError:
+            health = None
+    return StackedEtcd(members, health, None if health is not None else "no health answer")
 
 
 def cluster_view(answer: ApiAnswer | None, error: str | None) -> ClusterView:
@@ -465,6 +526,9 @@ def cluster_view(answer: ApiAnswer | None, error: str | None) -> ClusterView:
         dns_domain=config.dns_domain if config else None,
         configmaps=answer.configmaps,
         public_configmaps=answer.public_configmaps,
+        stacked_members=answer.stacked_etcd.members if answer.stacked_etcd else None,
+        stacked_health=answer.stacked_etcd.health if answer.stacked_etcd else None,
+        stacked_error=answer.stacked_etcd.error if answer.stacked_etcd else None,
     )
 
 

@@ -326,6 +326,14 @@ class ClusterView:
     """ClusterConfiguration.networking.serviceSubnet; None when not read."""
     dns_domain: str | None = None
     """ClusterConfiguration.networking.dnsDomain; None when not read."""
+    stacked_members: tuple[EtcdMember, ...] | None = None
+    """Stacked etcd only: kubeadm's etcd member list, read through the member on the master
+    that answered for the API (kubeadm's healthcheck client); None when not asked or not read."""
+    stacked_health: Mapping[str, bool] | None = None
+    """Stacked etcd only: client URL → healthy, each listed member asked about itself
+    (``etcdctl endpoint health --cluster``); None when not asked or not read."""
+    stacked_error: str | None = None
+    """Why the stacked member list could not be read (when it was asked)."""
 
     def node(self, name: str) -> NodeInfo | None:
         return next((n for n in self.nodes if n.name == name), None)

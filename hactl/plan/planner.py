@@ -407,6 +407,7 @@ class _Builder:
                     and c.intents & {Intent.JOIN, Intent.REJOIN}:
                 assert c.host is not None
                 again = Intent.REJOIN in c.intents
+                prev = self._clear_stale(c, via, prev)
                 step = self.g.add(kinds.JoinControlPlane(
                     id=f"{c.address}.join", host=c.host,
                     title=f"{'Reset and re-join' if again else 'Join'} control-plane node {c.host}",
@@ -420,15 +421,79 @@ class _Builder:
                     id=c.address, host=c.host, title=f"Enable and start kubelet on {c.host}",
                     reason=c.reason, address=c.address, action=c.op))
         base = inits or list(infra)  # workers need the token, not the certificate key
+        worker_joins: list[Step | None] = []
         for c in effective:
-            if c.addr.component is Component.WORKER and c.addr.aspect is None:
+            if c.addr.component is Component.WORKER and c.addr.aspect is None \
+                    and c.op is not Op.DELETE:
                 assert c.host is not None
                 again = Intent.REJOIN in c.intents
-                self.g.add(kinds.JoinWorker(
+                worker_joins.append(self.g.add(kinds.JoinWorker(
                     id=f"{c.address}.join", host=c.host,
                     title=f"{'Reset and re-join' if again else 'Join'} worker node {c.host}",
                     reason=c.reason, address=c.address, action=c.op, via=via,
-                    reset_first=again), base)
+                    reset_first=again), self._clear_stale(c, via, base)))
+        self._removals(via, [*prev, *self.lbs], [*prev, *worker_joins])
+
+    def _clear_stale(self, c: Change, via: str, after: list[Step | None]) -> list[Step | None]:
+        """A re-imaged host's stale etcd member and Node (``_stale`` in the diff) go before its
+        join: the member through another master, then the Node."""
+        if not c.intents & {Intent.REMOVE_STACKED, Intent.DELETE_NODE}:
+            return after
+        assert c.host is not None
+        if Intent.REMOVE_STACKED in c.intents:
+            after = [self._remove_stacked(c, c.host, via, after)]
+        if Intent.DELETE_NODE in c.intents:
+            after = [self.g.add(kinds.DeleteNode(
+                id=f"{c.address}.delete-node", host=via, title=f"Delete the stale Node {c.host}",
+                reason=f"{c.host} is re-imaged: its old Node goes before it joins again",
+                address=c.address, node=c.host), after)]
+        return after
+
+    def _remove_stacked(self, c: Change, name: str, via: str, after: list[Step | None]) -> Step:
+        view = self.observed.views(self.cluster).api
+        members = (view.stacked_members or ()) if view is not None else ()
+        member = next((m for m in members if m.id == c.detail.member_id), None)
+        return self.g.add(kinds.RemoveStackedMember(
+            id=f"{c.address}.remove-member", host=via,
+            title=f"Remove the etcd member of {name} through {via}",
+            reason="kubeadm's stacked etcd lists a member for it "
+            f"({c.detail.member_id}); removed through another master, quorum checked",
+            address=c.address, member=name, member_id=c.detail.member_id,
+            peer_url=",".join(member.peer_urls) if member is not None else ""), after)
+
+    def _removals(self, via: str, masters_after: list[Step | None],
+                  workers_after: list[Step | None]) -> None:
+        """Departing hosts (``_departing`` in the diff), after every join of this plan: masters
+        one at a time, after the load balancers dropped them (drain → stacked member → reset →
+        delete Node); workers in parallel (drain → reset → delete Node). The reset stops the
+        kubelet before its Node is deleted (a running kubelet would register it again)."""
+        leaving = [c for c in self.changes.effective() if c.op is Op.DELETE and c.addr.aspect is None
+                   and c.addr.component in (Component.MASTER, Component.WORKER)]
+        prev = masters_after
+        for c in leaving:
+            assert c.host is not None
+            master = c.addr.component is Component.MASTER
+            why = f"{c.host} leaves the cluster (not in the spec's {'masters' if master else 'workers'})"
+            chain: list[Step | None] = prev if master else workers_after
+            if Intent.DRAIN in c.intents:
+                chain = [self.g.add(kinds.DrainNode(
+                    id=f"{c.address}.drain", host=via, title=f"Cordon and drain {c.host}",
+                    reason=why, address=c.address, node=c.host,
+                    drain_timeout=float(self.cluster.apply.drain_timeout)), chain)]
+            if Intent.REMOVE_STACKED in c.intents:
+                chain = [self._remove_stacked(c, c.host, via, chain)]
+            if Intent.RESET in c.intents:
+                chain = [self.g.add(kinds.ResetNode(
+                    id=f"{c.address}.reset", host=c.host,
+                    title=f"Reset {c.host} (kubeadm reset -f) and disable its kubelet",
+                    reason=why, address=c.address, node=c.host, control_plane=master,
+                    skip_etcd_member=Intent.REMOVE_STACKED in c.intents), chain)]
+            if Intent.DELETE_NODE in c.intents:
+                chain = [self.g.add(kinds.DeleteNode(
+                    id=f"{c.address}.delete-node", host=via, title=f"Delete the Node {c.host}",
+                    reason=why, address=c.address, node=c.host), chain)]
+            if master:
+                prev = chain  # one master at a time
 
 
 _REMOVAL_RANK = 3

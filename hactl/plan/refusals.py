@@ -51,6 +51,8 @@ def _version(text: str | None) -> tuple[int, int, int] | None:
 
 def check(cluster: Cluster, observed: Observed, diff: Diff) -> None:
     """Raise one :class:`PlanError` listing every refusal."""
+    from hactl.plan import refusals_membership  # it uses removal_problem from here
+
     problems = [*etcd_version(cluster, observed), *foreign_registry(cluster, observed, diff),
                 *endpoint_mismatch(cluster, observed), *ca_mismatch(cluster, observed),
                 *foreign_member_data(diff), *etcd_in_the_way(cluster, observed, diff),
@@ -61,7 +63,8 @@ def check(cluster: Cluster, observed: Observed, diff: Diff) -> None:
                 *etcd_address_moved(cluster, observed), *half_bootstrap(cluster, observed, diff),
                 *refusals_drift.check(cluster, observed),
                 *refusals_drift.consumers_unknown(cluster, observed, diff),
-                *refusals_identity.check(cluster, observed)]
+                *refusals_identity.check(cluster, observed),
+                *refusals_membership.check(cluster, observed, diff)]
     if problems:
         raise PlanError("the plan is refused:\n  - " + "\n  - ".join(problems))
 

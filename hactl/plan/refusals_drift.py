@@ -26,8 +26,7 @@ def check(cluster: Cluster, observed: Observed) -> list[str]:
     view = observed.views(cluster).api
     if view is None:
         return early  # no initialised cluster answered: nothing else live to compare
-    return [*kubernetes_settings(cluster, view), *etcd_topology(cluster, observed, view),
-            *nodes_not_in_spec(cluster, view), *early]
+    return [*kubernetes_settings(cluster, view), *etcd_topology(cluster, observed, view), *early]
 
 
 def running_etcd_version(observed: Observed, name: str) -> str | None:
@@ -116,27 +115,6 @@ def kubernetes_settings(cluster: Cluster, view: ClusterView) -> list[str]:
             f"{wanted}; hactl cannot upgrade or downgrade a kubelet yet (a later issue builds "
             "it); upgrade it by hand (kubeadm upgrade node, then the kubelet package) or put "
             "the running version in the spec")
-    return out
-
-
-def nodes_not_in_spec(cluster: Cluster, view: ClusterView) -> list[str]:
-    """Nodes the API lists that are neither masters nor workers of the spec (a host taken out of
-    the spec, or joined by hand). hactl cannot remove a node yet: a master taken out of the spec
-    would otherwise only lose its haproxy backend and keep running in the cluster."""
-    wanted = {h.name for h in (*cluster.masters, *cluster.workers)}
-    out = []
-    for node in sorted(view.nodes, key=lambda n: n.name):
-        if node.name in wanted:
-            continue
-        role = "a control-plane Node" if node.control_plane else "a Node"
-        extra = ("; with stacked etcd `kubeadm reset` also removes its etcd member. The next plan "
-                 "then takes it out of haproxy.cfg" if node.control_plane else "")
-        out.append(
-            f"{node.name} is {role} of the cluster but not in the spec's masters or workers: "
-            "hactl cannot remove a node yet (a later issue builds it). Put it back in the spec, "
-            f"or remove it by hand: `kubectl drain {node.name} --ignore-daemonsets "
-            f"--delete-emptydir-data`, `kubectl delete node {node.name}`, then `kubeadm reset -f` "
-            f"on {node.name}{extra}")
     return out
 
 

@@ -66,6 +66,11 @@ def member_id(name: str) -> str:
     return format(int(hashlib.sha256(name.encode()).hexdigest()[:15], 16), "x")
 
 
+def stacked_member(name: str, address: str) -> EtcdMember:
+    """kubeadm's stacked etcd member of master ``name`` at ``address`` (ports 2380 / 2379)."""
+    return EtcdMember(member_id(name), name, (f"https://{address}:2380",), (f"https://{address}:2379",))
+
+
 class Synthetic:
     def __init__(self, cluster: Cluster, *, etcd_version: str = "3.4.23") -> None:
         self.cluster = cluster
@@ -95,6 +100,10 @@ class Synthetic:
             )
         self.nodes: list[NodeInfo] = []
         self.certs_created: datetime | None = None
+        self.stacked_members: list[EtcdMember] | None = None
+        """Stacked etcd's member list (default: one started member per control-plane Node)."""
+        self.stacked_down: set[str] = set()
+        """Stacked members (by name) whose health check fails."""
 
     # -- parts ------------------------------------------------------------------------------
 
@@ -208,6 +217,12 @@ class Synthetic:
                 service_subnet=str(self.cluster.kubernetes.service_subnet),
                 dns_domain=self.cluster.kubernetes.dns_domain,
             )
+            if self.cluster.etcd.topology == "stacked":
+                members = self.stacked_members if self.stacked_members is not None else [
+                    stacked_member(n.name, n.internal_ips[0]) for n in self.nodes
+                    if n.control_plane and n.internal_ips]
+                view = replace(view, stacked_members=tuple(members), stacked_health={
+                    u: m.name not in self.stacked_down for m in members for u in m.client_urls})
             for h in self.cluster.masters:
                 k = hosts[h.name].kubernetes if hosts[h.name].reachable else None
                 if k is not None and k.initialised:

@@ -242,7 +242,13 @@ class CertificateSettings(Model):
 
 class ApplySettings(Model):
     parallelism: Annotated[int, Field(ge=1, le=1000, strict=True)] = 10
-    """How many steps run at once (``--parallelism`` overrides it)."""
+    """How many steps run at once (``--parallelism`` overrides it). Workers taken out of the
+    spec are drained and removed in parallel, at most this many at once."""
+    drain_timeout: Annotated[int, Field(ge=10, le=86400, strict=True)] = 300
+    """Seconds a ``kubectl drain`` of a node that leaves the cluster may take (10 to 86400).
+    The drain evicts pods through the eviction API, so PodDisruptionBudgets are respected; when
+    it cannot finish in time the apply stops with the pods that blocked it and the node stays
+    cordoned."""
 
 
 class LabSettings(Model):

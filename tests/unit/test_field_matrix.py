@@ -43,7 +43,7 @@ NO_LIVE_COUNTERPART = {
     "masters[].ssh.*": "how hactl connects (SSH)",
     "workers[].ssh.*": "how hactl connects (SSH)",
     "ssh.*": "how hactl connects (SSH)",
-    "apply.*": "how hactl apply runs (parallelism)",
+    "apply.*": "how hactl apply runs (parallelism, drain timeout)",
     "lab.*": "only hactl lab reads it",
     "certificates.renewBeforeDays": "a threshold of the plan itself (which certificates to refuse)",
 }

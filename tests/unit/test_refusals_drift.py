@@ -146,26 +146,7 @@ def without(cluster: Cluster, role: str, name: str) -> Cluster:
     return Cluster.model_validate(doc)
 
 
-def test_a_worker_taken_out_of_the_spec_is_refused_with_the_manual_way(lab: Cluster) -> None:
-    message = refusal(without(lab, "workers", "worker02"), Synthetic(lab).converged())
-    assert ("worker02 is a Node of the cluster but not in the spec's masters or workers: hactl "
-            "cannot remove a node yet (a later issue builds it). Put it back in the spec, or remove "
-            "it by hand: `kubectl drain worker02 --ignore-daemonsets --delete-emptydir-data`, "
-            "`kubectl delete node worker02`, then `kubeadm reset -f` on worker02") in message
-    assert "worker01" not in message
-
-
-def test_a_master_taken_out_of_the_spec_is_refused_not_only_a_haproxy_edit(lab: Cluster) -> None:
-    message = refusal(without(lab, "masters", "master03"), Synthetic(lab).converged())
-    assert "master03 is a control-plane Node of the cluster but not in the spec's masters" in message
-    assert "`kubeadm reset -f` on master03" in message
-    assert "The next plan then takes it out of haproxy.cfg" in message
-
-
-def test_a_node_joined_by_hand_is_refused(lab: Cluster) -> None:
-    synthetic = Synthetic(lab).converged()
-    synthetic.nodes.append(NodeInfo("stray01", True, {}, "v1.30.4"))
-    assert "stray01 is a Node of the cluster but not in the spec" in refusal(lab, synthetic)
+# Nodes the spec no longer names are planned removals now: tests/unit/test_membership_plan.py
 
 
 def test_a_master_removed_by_hand_and_from_the_spec_is_a_haproxy_change(lab: Cluster) -> None:
