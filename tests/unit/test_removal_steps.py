@@ -530,7 +530,9 @@ async def test_the_member_is_found_by_name_when_its_id_changed() -> None:
 async def test_a_member_that_never_started_is_found_by_its_peer_url() -> None:
     ctx = Ctx(STACKED)
     etcd = StackedEtcd(ctx, unstarted={4}, learners={4})
-    await remove_step(member_id="ff").run(ctx)
+    step = make(RemoveStackedMember, "master01", member="master04", member_id="ff",
+                peer_url=f"https://[fd00::14]:2380,{peer(4)}")  # the plan joins several with ","
+    await step.run(ctx)
     assert [m["name"] for m in etcd.members] == ["master01", "master02", "master03"]
     assert ctx.argvs("master01")[1] == cmd.stacked_endpoint_health([client(n) for n in (1, 2, 3)])
 

@@ -50,7 +50,8 @@ class RemoveStackedMember(Step):
     member_id: str = ""
     """Its ID (lower-case hex) when the plan was made."""
     peer_url: str = ""
-    """Its peer URL (``https://ADDRESS:2380``), to find a member whose name is not its host's."""
+    """Its peer URL (``https://ADDRESS:2380``; several joined with ``,``), to find a member whose
+    name is not its host's (one that never started has none)."""
     action: Action = Action.DELETE
     timeout: float = 60.0
 
@@ -73,7 +74,7 @@ class RemoveStackedMember(Step):
     def _find(self, members: Sequence[EtcdMember]) -> EtcdMember | None:
         for match in (lambda m: bool(self.member_id) and m.id == self.member_id.lower(),
                       lambda m: bool(self.member) and m.name == self.member,
-                      lambda m: bool(self.peer_url) and self.peer_url in m.peer_urls):
+                      lambda m: bool((set(self.peer_url.split(",")) - {""}) & set(m.peer_urls))):
             found = next((m for m in members if match(m)), None)
             if found is not None:
                 return found
