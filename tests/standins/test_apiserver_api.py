@@ -204,7 +204,7 @@ def test_routing(apiserver: Apiserver, client_for: Callable[..., Client]) -> Non
     assert api.request("GET", "/apis/apps/v1")[1]["groupVersion"] == "apps/v1"
     groups = {g["name"] for g in api.get("/apis")["groups"]}
     assert groups == {"apps", "authorization.k8s.io", "certificates.k8s.io", "coordination.k8s.io",
-                      "rbac.authorization.k8s.io"}
+                      "policy", "rbac.authorization.k8s.io"}
 
 
 def test_anonymous_auth_off_and_always_allow(pki: PKI, etcd1: Etcd, tmp_path: Path) -> None:

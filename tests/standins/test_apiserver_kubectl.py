@@ -220,7 +220,9 @@ def test_cordon_drain_delete_node(apiserver: Apiserver, admin: Client) -> None:
     mirror = _pod("kube-system", "etcd-master03", "master03")
     mirror["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "x"}  # type: ignore[index]
     admin.create(ns_path("pods", "kube-system"), mirror)
-    admin.create(ns_path("pods", "default"), _pod("default", "bare", "master03"))
+    bare = _pod("default", "bare", "master03")
+    bare["status"]["phase"] = "Succeeded"  # type: ignore[index]  # terminal: deleted at once
+    admin.create(ns_path("pods", "default"), bare)
     res = apiserver.kubectl("drain", "master03", "--force", "--ignore-daemonsets",
                             "--timeout=30s")
     assert "pod/bare evicted" in res.stdout and "node/master03 drained" in res.stdout

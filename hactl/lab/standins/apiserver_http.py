@@ -13,7 +13,8 @@ from typing import Any
 
 from . import apiserver_resources as res
 from .apiserver_auth import Identity, Unauthorized, authenticate, authorize, forbidden_message
-from .apiserver_store import ApiError, Store, json_patch, merge_patch, status_object
+from .apiserver_pods import delete_pod, evict, validate_pdb
+from .apiserver_store import ApiError, Store, json_patch, merge_patch
 from .apiserver_watch import stream_watch
 from .etcd_kv import EtcdClient, EtcdError
 
@@ -325,9 +326,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             else:
                 self._json(200, obj)
         elif verb == "create" and sub == "eviction":
-            assert name is not None  # no PodDisruptionBudgets here: an eviction is a delete
-            store.delete(r, ns, name)
-            self._json(201, status_object(201, "", ""))
+            assert name is not None  # PodDisruptionBudgets honoured as by the real server
+            self._json(*evict(store, r, ns, name, _load(body), query))
         elif verb == "create":
             if name is not None:
                 raise ApiError(405, "the server does not allow this method on the requested resource")
@@ -343,13 +343,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 spec.update(username=ident.user, groups=list(ident.groups))
                 spec.pop("uid", None)
                 obj.pop("status", None)
+            if r.name == "poddisruptionbudgets":
+                validate_pdb(obj)
             if query.get("dryRun"):
                 self._json(201, obj)
                 return
             self._json(201, store.create(r, ns, obj))
         elif verb == "update":
             assert name is not None
-            self._json(200, store.update(r, ns, name, _load(body), sub))
+            obj = _load(body)
+            if r.name == "poddisruptionbudgets" and sub is None:
+                validate_pdb(obj)
+            self._json(200, store.update(r, ns, name, obj, sub))
         elif verb == "patch":
             assert name is not None
             self._json(200, self._patch(r, ns, name, sub, body))
@@ -357,8 +362,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if name is None:
                 raise ApiError(405, "deletecollection is not supported by the hactl lab stand-in")
             opts = _load(body) if body.strip() else {}
-            uid = (opts.get("preconditions") or {}).get("uid")
-            self._json(200, store.delete(r, ns, name, uid))
+            if "gracePeriodSeconds" in query and "gracePeriodSeconds" not in opts:
+                opts["gracePeriodSeconds"] = query["gracePeriodSeconds"]
+            if r.name == "pods":  # graceful deletion: the pod's kubelet finishes it
+                self._json(*delete_pod(store, r, ns, name, opts))
+                return
+            pre = opts.get("preconditions") or {}
+            self._json(200, store.delete(r, ns, name, pre.get("uid"), pre.get("resourceVersion")))
 
     def _watch(self, r: res.Resource, ns: str | None, name: str | None,
                query: dict[str, str]) -> None:
@@ -422,6 +432,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                f"accepted media types include: application/json-patch+json, "
                                f"application/merge-patch+json, "
                                f"application/strategic-merge-patch+json (got {ctype})")
+            if r.name == "poddisruptionbudgets" and sub is None:
+                validate_pdb(new)
             meta = new.setdefault("metadata", {})
             want_rv = (patch.get("metadata") or {}).get("resourceVersion") if isinstance(
                 patch, dict) else None

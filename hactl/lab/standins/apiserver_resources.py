@@ -75,10 +75,18 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("deployments", "Deployment", "apps", "v1", True, "deployments", ("deploy",),
              ("status",)),
     Resource("daemonsets", "DaemonSet", "apps", "v1", True, "daemonsets", ("ds",), ("status",)),
+    Resource("replicasets", "ReplicaSet", "apps", "v1", True, "replicasets", ("rs",), ("status",)),
+    # status computed by the controller-manager's disruption controller; honoured by evictions
+    Resource("poddisruptionbudgets", "PodDisruptionBudget", "policy", "v1", True,
+             "poddisruptionbudgets", ("pdb",), ("status",)),
     # virtual: answered by the authorizer, never stored (kubectl auth can-i)
     Resource("selfsubjectaccessreviews", "SelfSubjectAccessReview", "authorization.k8s.io", "v1",
              False, ""),
 )
+
+
+GENERATION = frozenset({"deployments", "daemonsets", "replicasets", "poddisruptionbudgets"})
+"""Resources whose ``metadata.generation`` the server keeps (1 at create, +1 on a spec change)."""
 
 
 def by_path(group: str, version: str, plural: str) -> Resource | None:
@@ -296,6 +304,14 @@ def _pod_row(o: dict[str, Any]) -> list[Any]:
             spec.get("nodeName", "<none>")]
 
 
+def _pdb_row(o: dict[str, Any]) -> list[Any]:
+    spec = o.get("spec", {})
+    return [str(spec["minAvailable"]) if spec.get("minAvailable") is not None else "N/A",
+            str(spec["maxUnavailable"]) if spec.get("maxUnavailable") is not None else "N/A",
+            int(o.get("status", {}).get("disruptionsAllowed", 0)),
+            age(o["metadata"].get("creationTimestamp"))]
+
+
 _TABLES: dict[str, tuple[list[dict[str, Any]], Any]] = {
     "nodes": ([_col("Status"), _col("Roles"), _col("Age"), _col("Version"),
                _col("Internal-IP", priority=1), _col("External-IP", priority=1),
@@ -312,6 +328,14 @@ _TABLES: dict[str, tuple[list[dict[str, Any]], Any]] = {
     "secrets": ([_col("Type"), _col("Data", "integer"), _col("Age")],
                 lambda o: [o.get("type", "Opaque"), len(o.get("data") or {}),
                            age(o["metadata"].get("creationTimestamp"))]),
+    "poddisruptionbudgets": ([_col("Min Available"), _col("Max Unavailable"),
+                              _col("Allowed Disruptions", "integer"), _col("Age")], _pdb_row),
+    "replicasets": ([_col("Desired", "integer"), _col("Current", "integer"),
+                     _col("Ready", "integer"), _col("Age")],
+                    lambda o: [o.get("spec", {}).get("replicas", 1),
+                               o.get("status", {}).get("replicas", 0),
+                               o.get("status", {}).get("readyReplicas", 0),
+                               age(o["metadata"].get("creationTimestamp"))]),
     "leases": ([_col("Holder"), _col("Age")],
                lambda o: [o.get("spec", {}).get("holderIdentity", ""),
                           age(o["metadata"].get("creationTimestamp"))]),

@@ -13,10 +13,10 @@ import json
 import uuid
 from typing import Any
 
-from .apiserver_resources import RESOURCES, Resource
+from .apiserver_resources import GENERATION, RESOURCES, Resource
 from .etcd_kv import KV, EtcdClient, EtcdError
 
-__all__ = ["ApiError", "Store", "json_patch", "merge_patch", "now_rfc3339", "status_object"]
+__all__ = ["ApiError", "Store", "check_preconditions", "conflict", "json_patch", "merge_patch", "now_rfc3339", "status_object"]
 
 CORE_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
@@ -69,6 +69,28 @@ def merge_patch(target: Any, patch: Any) -> Any:
 def _not_found(r: Resource, name: str) -> ApiError:
     return ApiError(404, f'{r.name}{"." + r.group if r.group else ""} "{name}" not found',
                     details={"name": name, "group": r.group, "kind": r.name})
+
+
+def conflict(r: Resource, name: str) -> ApiError:
+    return ApiError(409, f'Operation cannot be fulfilled on {r.name}'
+                    f'{"." + r.group if r.group else ""} "{name}": the object has been '
+                    "modified; please apply your changes to the latest version and try again",
+                    "Conflict", {"name": name, "group": r.group, "kind": r.name})
+
+
+def check_preconditions(r: Resource, name: str, obj: dict[str, Any], uid: str | None,
+                        resource_version: str | None) -> None:
+    """DeleteOptions.preconditions, with the real server's messages."""
+    meta = obj["metadata"]
+    if uid and meta.get("uid") != uid:
+        raise ApiError(409, f"Precondition failed: UID in precondition: {uid}, UID in "
+                       f"object meta: {meta.get('uid')}", "Conflict",
+                       {"name": name, "group": r.group, "kind": r.name})
+    if resource_version and meta.get("resourceVersion") != resource_version:
+        raise ApiError(409, f"Precondition failed: ResourceVersion in precondition: "
+                       f"{resource_version}, ResourceVersion in object meta: "
+                       f"{meta.get('resourceVersion')}", "Conflict",
+                       {"name": name, "group": r.group, "kind": r.name})
 
 
 def _storage_error(exc: EtcdError) -> ApiError:
@@ -139,6 +161,11 @@ class Store:
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339()
         meta.pop("deletionTimestamp", None)
+        meta.pop("deletionGracePeriodSeconds", None)
+        if r.name in GENERATION:
+            meta["generation"] = 1
+        else:
+            meta.pop("generation", None)
         if r.name == "namespaces":
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = name
             obj["spec"] = {"finalizers": ["kubernetes"]}
@@ -178,9 +205,14 @@ class Store:
             else:
                 new.pop("status", None)
         nmeta = new.setdefault("metadata", {})
-        for keep in ("uid", "creationTimestamp", "namespace", "deletionTimestamp"):
+        for keep in ("uid", "creationTimestamp", "namespace", "deletionTimestamp",
+                     "deletionGracePeriodSeconds", "generation"):
             if keep in old["metadata"]:
                 nmeta[keep] = old["metadata"][keep]
+            else:
+                nmeta.pop(keep, None)
+        if r.name in GENERATION and subresource is None and new.get("spec") != old.get("spec"):
+            nmeta["generation"] = int(old["metadata"].get("generation") or 0) + 1
         nmeta["name"] = name
         new["kind"], new["apiVersion"] = r.kind, r.group_version
         try:
@@ -201,12 +233,10 @@ class Store:
         return new
 
     def delete(self, r: Resource, namespace: str | None, name: str,
-               uid: str | None = None) -> dict[str, Any]:
+               uid: str | None = None, resource_version: str | None = None) -> dict[str, Any]:
         for _ in range(5):
             old = self.get(r, namespace, name)
-            if uid and old["metadata"].get("uid") != uid:
-                raise ApiError(409, f"Precondition failed: UID in precondition: {uid}, UID in "
-                               f"object meta: {old['metadata'].get('uid')}", "Conflict")
+            check_preconditions(r, name, old, uid, resource_version)
             try:
                 if self.etcd.delete_if(r.key(namespace, name),
                                        int(old["metadata"]["resourceVersion"])):
@@ -214,6 +244,24 @@ class Store:
             except EtcdError as exc:
                 raise _storage_error(exc) from exc
         raise ApiError(409, f'Operation cannot be fulfilled on {r.name} "{name}"', "Conflict")
+
+    def set_deletion(self, r: Resource, namespace: str | None, name: str, old: dict[str, Any],
+                     period: int) -> dict[str, Any]:
+        """Graceful deletion: ``deletionTimestamp`` = now + ``period`` s and
+        ``deletionGracePeriodSeconds``, written only if the object is still ``old``."""
+        new = copy.deepcopy(old)
+        when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=period)
+        new["metadata"]["deletionTimestamp"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        new["metadata"]["deletionGracePeriodSeconds"] = period
+        try:
+            rev = self.etcd.update(r.key(namespace, name), self._encode(new),
+                                   int(old["metadata"]["resourceVersion"]))
+        except EtcdError as exc:
+            raise _storage_error(exc) from exc
+        if rev is None:
+            raise conflict(r, name)
+        new["metadata"]["resourceVersion"] = str(rev)
+        return new
 
     def ensure_namespaces(self) -> None:
         for ns in CORE_NAMESPACES:

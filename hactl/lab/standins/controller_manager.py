@@ -13,13 +13,15 @@
 * bootstrapsigner — keeps ``jws-kubeconfig-<token-id>`` signatures in ``kube-public/cluster-info``
   for every token with ``usage-bootstrap-signing: "true"``.
 
+* disruption / podgc — PodDisruptionBudget status and orphaned pods, see
+  :mod:`controller_disruption`.
 * csrapproving / csrsigning — kubelet TLS bootstrap, see :mod:`controller_csr`.
 * serviceaccount / root-ca-cert-publisher — a ``default`` ServiceAccount and a
   ``kube-root-ca.crt`` ConfigMap (from ``--root-ca-file``) in every namespace.
 
 ``--controllers`` is honoured like the real flag: ``*`` enables the default set
 (nodelifecycle, garbagecollector, csrapproving, csrsigning, serviceaccount,
-root-ca-cert-publisher); tokencleaner and bootstrapsigner are off unless named (kubeadm
+root-ca-cert-publisher, disruption, podgc); tokencleaner and bootstrapsigner are off unless named (kubeadm
 names them: ``--controllers=*,bootstrapsigner,tokencleaner``); ``-name`` disables one.
 """
 
@@ -35,13 +37,14 @@ from collections.abc import Callable
 from typing import Any
 
 from .controller_csr import CSRController
+from .controller_disruption import DisruptionController, PodGC
 from .kubeapi import ApiError, Client, ns_path
 from .leader import log, parse_duration
 
 __all__ = ["ControllerManager", "enabled_controllers"]
 
 DEFAULT_ON = ("nodelifecycle", "garbagecollector", "csrapproving", "csrsigning",
-              "serviceaccount", "root-ca-cert-publisher")
+              "serviceaccount", "root-ca-cert-publisher", "disruption", "podgc")
 ALL = (*DEFAULT_ON, "tokencleaner", "bootstrapsigner")
 UNREACHABLE = "node.kubernetes.io/unreachable"
 TOKEN_TYPE = "bootstrap.kubernetes.io/token"
@@ -53,6 +56,9 @@ _KIND_PATH: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("v1", "Node"): ("nodes", "v1", False),
     ("v1", "Namespace"): ("namespaces", "v1", False),
     ("coordination.k8s.io/v1", "Lease"): ("leases", "coordination.k8s.io/v1", True),
+    ("apps/v1", "ReplicaSet"): ("replicasets", "apps/v1", True),
+    ("apps/v1", "Deployment"): ("deployments", "apps/v1", True),
+    ("apps/v1", "DaemonSet"): ("daemonsets", "apps/v1", True),
 }
 ROOT_CA_DESCRIPTION = (
     "Contains a CA bundle that can be used to verify the kube-apiserver when using internal "
@@ -117,6 +123,8 @@ class ControllerManager:
         if flags.get("root-ca-file"):
             with open(flags["root-ca-file"]) as handle:
                 self.root_ca = handle.read()
+        self.disruption = DisruptionController(client)
+        self.podgc = PodGC(client)
         self.csr = CSRController(client, flags, "csrapproving" in self.enabled,
                                  "csrsigning" in self.enabled)
 
@@ -132,6 +140,8 @@ class ControllerManager:
             ("csr", 1.0, self.csr.reconcile),
             ("serviceaccount", 5.0, self.default_service_accounts),
             ("root-ca-cert-publisher", 5.0, self.publish_root_ca),
+            ("disruption", 1.0, self.disruption.sync_all),
+            ("podgc", 5.0, self.podgc.collect),
         ]
         due = {name: 0.0 for name, _, _ in loops}
         while not lost.is_set():

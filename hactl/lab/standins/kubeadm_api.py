@@ -172,8 +172,10 @@ class Api:
     def replace(self, path: str, obj: dict[str, Any]) -> Any:
         return self.request("PUT", path, obj)
 
-    def delete(self, path: str) -> Any:
-        return self.request("DELETE", path)
+    def delete(self, path: str, options: dict[str, Any] | None = None) -> Any:
+        """DELETE with optional DeleteOptions (``gracePeriodSeconds``, ``preconditions``)."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", **options} if options else None
+        return self.request("DELETE", path, body)
 
     def apply(self, collection: str, obj: dict[str, Any]) -> Any:
         """Create ``obj`` in ``collection`` or replace the existing one (kubeadm's CreateOrUpdate)."""

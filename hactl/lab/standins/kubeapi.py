@@ -217,7 +217,12 @@ class Client:
               content_type: str = "application/merge-patch+json") -> Any:
         return self._call("PATCH", path, patch, content_type)
 
-    def delete(self, path: str, uid: str | None = None) -> Any:
-        body = {"kind": "DeleteOptions", "apiVersion": "v1",
-                "preconditions": {"uid": uid}} if uid else None
+    def delete(self, path: str, uid: str | None = None, grace: int | None = None) -> Any:
+        body: dict[str, Any] | None = None
+        if uid or grace is not None:
+            body = {"kind": "DeleteOptions", "apiVersion": "v1"}
+            if uid:
+                body["preconditions"] = {"uid": uid}
+            if grace is not None:
+                body["gracePeriodSeconds"] = grace
         return self._call("DELETE", path, body)

@@ -155,6 +155,7 @@ class Kubelet:
                     self.agent = NodeAgent(Api.from_kubeconfig(kubeconfig), self.node_name, self.address, labels)
                 self.agent.heartbeat()
                 self.agent.mirror(dict(self.runtime.pods))
+                self.agent.sync_pods()
             except Exception as exc:  # keep trying, like the real kubelet
                 self.log_error(f"kubelet: node status update failed: {exc}")
                 self.stop.wait(min(2.0, self.heartbeat))
@@ -166,8 +167,9 @@ class Kubelet:
                 try:
                     if self.agent is not None:
                         self.agent.mirror(dict(self.runtime.pods))
+                        self.agent.sync_pods()
                 except Exception as exc:  # retried on the next tick
-                    self.log_error(f"kubelet: mirror pod update failed: {exc}")
+                    self.log_error(f"kubelet: pod sync failed: {exc}")
 
     def run(self) -> int:
         self.serve_healthz()

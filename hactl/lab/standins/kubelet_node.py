@@ -20,6 +20,8 @@ from .kubelet_pods import PodProc
 from .pkiutil import key_pem, new_key
 
 PKI = "/var/lib/kubelet/pki"
+FORCE = {"gracePeriodSeconds": 0}
+MIRROR = "kubernetes.io/config.mirror"
 CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 
 
@@ -170,8 +172,8 @@ class NodeAgent:
             return
         for key in [k for k in self.mirrors if k not in procs]:  # static Pod removed: mirror goes too
             namespace, _, name = key.partition("_")
-            try:
-                self.api.delete(ns_path(namespace, "pods", f"{name}-{self.name}"))
+            try:  # the real mirror client deletes with grace period 0
+                self.api.delete(ns_path(namespace, "pods", f"{name}-{self.name}"), FORCE)
             except ApiError as exc:
                 if exc.status != 404:
                     raise
@@ -218,7 +220,7 @@ class NodeAgent:
             if current is not None and seen != proc.manifest_hash:
                 # the static Pod changed (a new manifest): like the real kubelet, the old mirror
                 # Pod is deleted and one for the running manifest is created
-                self.api.delete(path)
+                self.api.delete(path, FORCE)
                 current = None
             if current is None:
                 self.api.create(ns_path(proc.namespace, "pods"), pod)
@@ -226,3 +228,66 @@ class NodeAgent:
                 current["status"] = pod["status"]
                 self.api.replace(f"{path}/status", current)
             self.mirrors[key] = state
+
+    # -- ordinary pods ---------------------------------------------------------------------------
+
+    def sync_pods(self) -> None:
+        """The pods the API binds to this node (``spec.nodeName``), other than mirror pods, run
+        as pause containers do: reported Running and Ready at once. A pod being deleted
+        (``deletionTimestamp``) has nothing left to stop, so the kubelet finishes its deletion
+        at once (grace period 0, the pod's uid as precondition), as the real status manager does
+        once the containers are gone. A mirror pod being deleted is deleted for good and made
+        again from the static Pod, as the real kubelet's pod manager does."""
+        if not self.node_uid:
+            return
+        pods = self.api.get("/api/v1/pods", fieldSelector=f"spec.nodeName={self.name}")
+        for pod in pods.get("items") or []:
+            meta = pod.get("metadata") or {}
+            namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name"))
+            path = ns_path(namespace, "pods", name)
+            if MIRROR in (meta.get("annotations") or {}):
+                if meta.get("deletionTimestamp"):
+                    self._finish(path, meta)
+                    for key in [k for k in self.mirrors
+                                if k == f"{namespace}_{name[:-len(self.name) - 1]}"]:
+                        del self.mirrors[key]  # recreated by the next mirror()
+                continue
+            if meta.get("deletionTimestamp"):
+                self._finish(path, meta)
+                continue
+            status = pod.get("status") or {}
+            if status.get("phase") == "Running" and any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in status.get("conditions") or []):
+                continue
+            pod["status"] = self.running_status(pod)
+            try:
+                self.api.replace(f"{path}/status", pod)
+            except ApiError as exc:
+                if exc.status not in (404, 409):  # gone or changed: seen again next round
+                    raise
+
+    def _finish(self, path: str, meta: dict[str, Any]) -> None:
+        try:
+            self.api.delete(path, {**FORCE, "preconditions": {"uid": meta.get("uid")}})
+        except ApiError as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    def running_status(self, pod: dict[str, Any]) -> dict[str, Any]:
+        stamp = now_rfc3339()
+        spec = pod.get("spec") or {}
+        conditions = [{"type": kind, "status": "True", "lastProbeTime": None,
+                       "lastTransitionTime": stamp}
+                      for kind in ("PodReadyToStartContainers", "Initialized", "Ready",
+                                   "ContainersReady", "PodScheduled")]
+        uid = str((pod.get("metadata") or {}).get("uid", ""))
+        containers = [{"name": c.get("name", ""), "image": c.get("image", ""), "imageID": "",
+                       "containerID": f"hactl-lab://{uid}-{c.get('name', '')}", "ready": True,
+                       "started": True, "restartCount": 0,
+                       "state": {"running": {"startedAt": stamp}}}
+                      for c in spec.get("containers") or []]
+        return {"phase": "Running", "conditions": conditions, "hostIP": self.address,
+                "hostIPs": [{"ip": self.address}], "podIP": self.address,
+                "podIPs": [{"ip": self.address}], "startTime": stamp, "qosClass": "BestEffort",
+                "containerStatuses": containers}
