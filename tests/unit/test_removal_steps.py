@@ -258,17 +258,31 @@ async def test_a_drained_node_that_is_not_cordoned_fails_the_postcondition() -> 
 
 
 def host_world(ctx: Ctx, host: str, files: set[str], *, kubelet_unit: bool = True,
-               reset_leaves: set[str] | None = None, stays_enabled: bool = False) -> dict[str, Any]:
+               reset_leaves: set[str] | None = None, stays_enabled: bool = False,
+               etcd_data: bool = False) -> dict[str, Any]:
     """A host holding ``files``; ``kubeadm reset`` removes them (but ``reset_leaves``); the
-    kubelet runs and is enabled until ``systemctl disable --now kubelet``."""
+    kubelet runs and is enabled until ``systemctl disable --now kubelet``; ``etcd_data``: member
+    data in /var/lib/etcd, which kubeadm reset clears unless its remove-etcd-member phase is
+    skipped (kubeadm's phases/reset/removeetcdmember.go), and which moving aside empties."""
     fake = ctx.transport(host)
-    state: dict[str, Any] = {"files": set(files), "kubelet": "on" if kubelet_unit else "none"}
+    state: dict[str, Any] = {"files": set(files), "kubelet": "on" if kubelet_unit else "none",
+                             "etcd_data": etcd_data, "aside": []}
+
+    def members(call: Call) -> Result:
+        return Result(0, f"{call.argv[4]}/member\n" if state["etcd_data"] else "", "")
+
+    def move_aside(call: Call) -> Result:
+        state["etcd_data"] = False
+        state["aside"].append(call.argv[5])
+        return Result(0, f"moved aside into {call.argv[5]}\n", "")
 
     def leftovers(_call: Call) -> Result:
         return Result(0, "".join(f"{p}\n" for p in sorted(state["files"])), "")
 
-    def reset(_call: Call) -> Result:
+    def reset(call: Call) -> Result:
         state["files"] = set(reset_leaves or ())
+        if "--skip-phases=remove-etcd-member" not in call.argv:
+            state["etcd_data"] = False
         state["kubelet"] = "stopped"
         return Result(0, "[reset] Stopping the kubelet service\n", "")
 
@@ -286,7 +300,9 @@ def host_world(ctx: Ctx, host: str, files: set[str], *, kubelet_unit: bool = Tru
             return Result(1, "", "Failed to get unit file state for kubelet.service: No such file or directory\n")
         return Result(1, "disabled\n", "") if state["kubelet"] == "off" else Result(0, "enabled\n", "")
 
-    fake.on(lambda w: w.startswith("sh -c ") and "$2" in w, respond=leftovers)
+    fake.on(lambda w: w.startswith("sh -c ") and '"$2"/*' in w, respond=leftovers)
+    fake.on(lambda w: w.startswith("sh -c ") and "/member" in w, respond=members)
+    fake.on(lambda w: w.startswith("sh -c ") and "aside=$2" in w, respond=move_aside)
     fake.on(("kubeadm", "reset"), respond=reset)
     fake.on(("systemctl", "disable", "--now", "kubelet"), respond=disable)
     fake.on(("systemctl", "is-active", "kubelet"), respond=is_active)
@@ -307,15 +323,41 @@ async def test_reset_of_a_worker_resets_and_disables_the_kubelet() -> None:
     assert step.action.value == "delete"
 
 
-async def test_reset_of_a_stacked_master_skips_the_member_hactl_removed() -> None:
+async def test_reset_of_a_stacked_master_skips_the_member_hactl_removed_and_moves_its_data_aside() -> None:
     ctx = Ctx(STACKED)
-    host_world(ctx, "master03", {hostlayout.KUBELET_CONF, hostlayout.ETCD_MANIFEST, hostlayout.APISERVER_MANIFEST})
+    state = host_world(ctx, "master03", {hostlayout.KUBELET_CONF, hostlayout.ETCD_MANIFEST,
+                                         hostlayout.APISERVER_MANIFEST}, etcd_data=True)
     step = make(ResetNode, "master03", node="master03", control_plane=True, skip_etcd_member=True)
     await step.run(ctx)
-    assert ("kubeadm", "reset", "-f", "--skip-phases=remove-etcd-member") in ctx.argvs("master03")
+    argvs = ctx.argvs("master03")
+    assert ("kubeadm", "reset", "-f", "--skip-phases=remove-etcd-member") in argvs
     assert "--skip-phases=remove-etcd-member" in step.commands()[1]
+    data_dir = STACKED.etcd.data_dir
+    assert cmd.data_dir_members(data_dir) in argvs
+    assert state["etcd_data"] is False and len(state["aside"]) == 1
+    assert state["aside"][0].startswith(f"{data_dir}.hactl-old-")
+    assert argvs.index(("systemctl", "disable", "--now", "kubelet")) < argvs.index(
+        cmd.prepare_data_dir(data_dir, state["aside"][0]))
     plain = make(ResetNode, "master03", node="master03", control_plane=True, skip_etcd_member=False)
     assert "--skip-phases" not in " ".join(plain.commands())
+    assert "hactl-old" not in " ".join(plain.commands())
+
+
+async def test_a_retry_after_the_reset_still_moves_the_etcd_data_aside() -> None:
+    ctx = Ctx(STACKED)
+    state = host_world(ctx, "master03", set(), etcd_data=True)  # reset done, cut before the move
+    await make(ResetNode, "master03", node="master03", control_plane=True, skip_etcd_member=True).run(ctx)
+    assert not any(a[0] == "kubeadm" for a in ctx.argvs("master03"))
+    assert state["etcd_data"] is False and len(state["aside"]) == 1
+
+
+async def test_kubeadm_clears_the_etcd_data_itself_when_it_removes_the_member() -> None:
+    ctx = Ctx(STACKED)
+    state = host_world(ctx, "master03", {hostlayout.KUBELET_CONF, hostlayout.ETCD_MANIFEST}, etcd_data=True)
+    await make(ResetNode, "master03", node="master03", control_plane=True, skip_etcd_member=False).run(ctx)
+    assert ("kubeadm", "reset", "-f") in ctx.argvs("master03")
+    assert state["aside"] == [] and state["etcd_data"] is False
+    assert not any("/member" in " ".join(a) for a in ctx.argvs("master03"))
 
 
 async def test_a_host_already_reset_is_not_reset_again_but_its_kubelet_is_disabled() -> None:

@@ -207,6 +207,8 @@ class World:
                                          if p == argv[4] or p.startswith(argv[5] + "/")), "")
             if argv[2] == cmd.data_dir_members("x")[2]:
                 return Result(0, f"{argv[4].rstrip('/')}/member\n" if host in self.data_dir_member else "", "")
+            if argv[2] == cmd.prepare_data_dir("x", "y")[2]:  # its entries moved aside
+                self.data_dir_member.discard(host)
             return Result(0, "", "")  # prepare_data_dir
         if tool == "sha256sum":
             return Result(0, f"{self.haproxy_sha}  {argv[1]}\n", "") if self.haproxy_sha else Result(1, "", "no file")
@@ -456,8 +458,8 @@ CASES: dict[str, list[Case]] = {
              lambda c: World(c, present=present(worker01=(hostlayout.KUBELET_CONF,)))),
         Case("a stacked master whose member hactl removed", STACKED, make(
             "ResetNode", "master03", node="master03", control_plane=True, skip_etcd_member=True),
-             lambda c: World(c, present=present(master03=(hostlayout.KUBELET_CONF, hostlayout.ETCD_MANIFEST,
-                                                          hostlayout.APISERVER_MANIFEST)))),
+             lambda c: World(c, data_dir_member={"master03"}, present=present(
+                 master03=(hostlayout.KUBELET_CONF, hostlayout.ETCD_MANIFEST, hostlayout.APISERVER_MANIFEST)))),
         Case("a host already reset", LAB, make("ResetNode", "worker01", node="worker01", control_plane=False,
                                                skip_etcd_member=False)),
     ],

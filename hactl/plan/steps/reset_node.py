@@ -8,6 +8,11 @@ member itself through another master first) the node's etcd member. Then ``syste
 --now kubelet``: hactl enabled the kubelet at join, and a retired host must not start it again
 at boot.
 
+kubeadm empties a stacked master's etcd data dir in its ``remove-etcd-member`` phase only; when
+that phase is skipped, the step moves whatever the data dir (the spec's ``etcd.dataDir``) holds
+aside into ``<dataDir>.hactl-old-<UTC time>`` (hactl never deletes etcd data), so the host holds
+no stale member and could join again (kubeadm's preflight wants an empty data dir).
+
 Like kubeadm, hactl does not clean the host's iptables/IPVS rules nor its CNI configuration
 (``/etc/cni/net.d``): kubeadm reset says so and leaves them to the operator, and so does hactl.
 
@@ -18,6 +23,7 @@ kubelet is neither running nor enabled.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -28,6 +34,7 @@ from hactl.plan.step import Step, StepContext
 from hactl.transport.base import Argv, check_result
 from hactl.vocabulary import Action
 
+P = cmd.placeholder
 RESET_TIMEOUT = 300.0
 """The transport's bound on ``kubeadm reset -f`` (its etcd member removal may wait)."""
 NO_UNIT = ("does not exist", "not found", "not loaded")
@@ -60,10 +67,40 @@ class ResetNode(Step):
             cmd.shown(self._reset(), f"undo the {'control-plane ' if self.control_plane else ''}"
                       f"join of {self.node}{etcd}; iptables and CNI config are left, as kubeadm does"),
             cmd.shown(cmd.systemctl("disable", "--now", "kubelet"), "a retired host never starts it at boot"),
+            *self._shown_etcd_data(),
             cmd.shown(cmd.kubernetes_leftovers(), "check: kubelet.conf and the manifests are gone"),
             cmd.shown(cmd.systemctl("is-active", "kubelet"), "check: not running (repeated for up to 30 s)"),
             cmd.shown(cmd.systemctl("is-enabled", "kubelet"), "check: not enabled"),
         ]
+
+    def _shown_etcd_data(self) -> list[str]:
+        if not self.skip_etcd_member:
+            return []
+        data_dir = P("etcd.dataDir in the spec")
+        return [cmd.shown(cmd.data_dir_members(data_dir), "kubeadm keeps the etcd data when its "
+                          "remove-etcd-member phase is skipped"),
+                cmd.shown(cmd.prepare_data_dir(data_dir, f"{data_dir}.hactl-old-{P('UTC time')}"),
+                          "when it holds member data: moved aside, never deleted"),
+                cmd.shown(cmd.data_dir_members(data_dir), "check: no member data left")]
+
+    async def _etcd_members_in(self, ctx: StepContext, data_dir: str) -> list[str]:
+        assert self.host is not None
+        found = await run(ctx, self.host, cmd.data_dir_members(data_dir))
+        return [line for line in found.stdout.splitlines() if line.strip()]
+
+    async def _move_etcd_data_aside(self, ctx: StepContext) -> None:
+        """The stacked member's data (its member was removed through another master)."""
+        assert self.host is not None
+        data_dir = ctx.cluster.etcd.data_dir
+        if not await self._etcd_members_in(ctx, data_dir):
+            return
+        aside = f"{data_dir.rstrip('/')}.hactl-old-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        await run(ctx, self.host, cmd.prepare_data_dir(data_dir, aside))
+        ctx.log("etcd data moved aside", node=self.node, data_dir=data_dir, into=aside)
+        left = await self._etcd_members_in(ctx, data_dir)
+        if left:
+            raise CommandError(f"etcd member data is still in {data_dir} on {self.host}: {', '.join(left)}",
+                               host=self.host, step=self.id)
 
     async def _leftovers(self, ctx: StepContext) -> list[str]:
         assert self.host is not None
@@ -84,6 +121,8 @@ class ResetNode(Step):
             if not any(words in result.stderr for words in NO_UNIT):
                 check_result(host, disable, result)
             ctx.log("no kubelet unit to disable", node=self.node)
+        if self.skip_etcd_member:
+            await self._move_etcd_data_aside(ctx)
         # postcondition
         left = await self._leftovers(ctx)
         if left:
