@@ -311,6 +311,15 @@ def drain(node: str, timeout: float) -> Argv:
                    f"--timeout={_seconds(timeout)}")
 
 
+def get_pod(namespace: str, name: str) -> Argv:
+    return kubectl("get", "pod", name, "-n", namespace, "-o", "json")
+
+
+def get_budgets(namespace: str) -> Argv:
+    """The PodDisruptionBudgets of ``namespace`` (policy/v1)."""
+    return kubectl("get", "poddisruptionbudgets", "-n", namespace, "-o", "json")
+
+
 def delete_node(node: str) -> Argv:
     """Delete the Node object (nothing when it is already gone)."""
     return kubectl("delete", "node", node, "--ignore-not-found")

@@ -104,8 +104,22 @@ TERMINATING = ('There are pending pods in node "worker01" when an error occurred
 (drain.go: evictPods → waitForDelete)."""
 
 
-def drain_world(ctx: Ctx, *, drain: Result, node: str = "worker01", via: str = "master01") -> None:
-    """master01 answers for Node ``node``: registered, cordoned by ``cordon``, ``drain`` as given."""
+WEB_POD = {"metadata": {"name": "web-6d4cf56db6-x2x7k", "namespace": "shop",
+                       "labels": {"app": "web", "pod-template-hash": "6d4cf56db6"}}}
+WEB_BUDGETS = {"apiVersion": "v1", "kind": "List", "items": [
+    {"metadata": {"name": "web", "namespace": "shop"},
+     "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}},
+     "status": {"currentHealthy": 2, "desiredHealthy": 2, "disruptionsAllowed": 0, "expectedPods": 2}},
+    {"metadata": {"name": "db", "namespace": "shop"},
+     "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "db"}}},
+     "status": {"currentHealthy": 3, "disruptionsAllowed": 1}}]}
+
+
+def drain_world(ctx: Ctx, *, drain: Result, node: str = "worker01", via: str = "master01",
+                pods: dict[str, Any] | None = None, budgets: dict[str, Any] | None = None) -> None:
+    """master01 answers for Node ``node``: registered, cordoned by ``cordon``, ``drain`` as given;
+    ``pods`` (name → Pod) and ``budgets`` (namespace → PodDisruptionBudgetList) for the reads
+    after a blocked drain."""
     fake = ctx.transport(via)
     state = {"cordoned": False}
 
@@ -119,6 +133,17 @@ def drain_world(ctx: Ctx, *, drain: Result, node: str = "worker01", via: str = "
     fake.on(lambda w: " get node " in w, respond=get)
     fake.on(lambda w: " cordon " in w, respond=cordon)
     fake.on(lambda w: " drain " in w, respond=lambda _c: drain)
+
+    def pod(call: Call) -> Result:
+        found = (pods or {}).get(call.argv[call.argv.index("pod") + 1])
+        return Result(0, json.dumps(found), "") if found else Result(1, "", "Error from server (NotFound)")
+
+    def pdbs(call: Call) -> Result:
+        found = (budgets or {}).get(call.argv[call.argv.index("-n") + 1], {"items": []})
+        return Result(0, json.dumps(found), "")
+
+    fake.on(lambda w: " get pod " in w, respond=pod)
+    fake.on(lambda w: " get poddisruptionbudgets " in w, respond=pdbs)
 
 
 # -- DrainNode ----------------------------------------------------------------------------------
@@ -172,14 +197,18 @@ async def test_drain_is_not_started_when_the_api_cannot_say_whether_the_node_exi
 
 async def test_a_drain_a_disruption_budget_blocks_names_the_pod_and_what_to_do() -> None:
     ctx = Ctx(LAB)
-    drain_world(ctx, drain=Result(1, PDB_STDOUT, PDB_STDERR))
+    drain_world(ctx, drain=Result(1, PDB_STDOUT, PDB_STDERR), pods={"web-6d4cf56db6-x2x7k": WEB_POD},
+                budgets={"shop": WEB_BUDGETS})
     with pytest.raises(PlanError) as err:
         await make(DrainNode, "master01", node="worker01", drain_timeout=12).run(ctx)
     assert "--timeout=12s" in ctx.argvs("master01")[2]
     text = str(err.value)
     assert "the drain of Node worker01 did not finish within 12s; these pods blocked it:" in text
     assert ("  - shop/web-6d4cf56db6-x2x7k: Cannot evict pod as it would violate the pod's "
-            "disruption budget.") in text
+            "disruption budget. (PodDisruptionBudget shop/web (minAvailable: 2; 2 healthy, 0 "
+            "disruptions allowed))\n") in text
+    assert "shop/db" not in text  # its selector does not select the pod
+    assert ctx.argvs("master01")[3:] == [cmd.get_pod("shop", "web-6d4cf56db6-x2x7k"), cmd.get_budgets("shop")]
     assert "kube-proxy" not in text  # a DaemonSet's pod: left alone, no blocker
     assert "Node worker01 stays cordoned" in text
     hint = err.value.hint or ""
@@ -188,9 +217,34 @@ async def test_a_drain_a_disruption_budget_blocks_names_the_pod_and_what_to_do()
             in hint)
     assert "apply.drainTimeout" in hint and "now 12)" in hint
     assert "hactl apply" in hint
-    # nothing after the failed drain: no check, no uncordon
+    # nothing changed after the failed drain: no uncordon
     assert [a for a in ctx.argvs("master01") if "uncordon" in a] == []
-    assert len(ctx.argvs("master01")) == 3
+
+
+async def test_a_blocked_drain_names_the_pods_also_when_the_budgets_cannot_be_read() -> None:
+    ctx = Ctx(LAB)
+    drain_world(ctx, drain=Result(1, TWO_PODS_STDOUT, TWO_PODS_STDERR))  # no pod answers
+    with pytest.raises(PlanError) as err:
+        await make(DrainNode, "master01", node="worker01", drain_timeout=7).run(ctx)
+    text = str(err.value)
+    assert ("  - data/db-0: Cannot evict pod as it would violate the pod's disruption budget.\n"
+            "  - shop/web-1: Cannot evict pod as it would violate the pod's disruption budget.\n") in text
+    assert "PodDisruptionBudget data/" not in text
+
+
+def test_a_budget_selects_pods_as_a_label_selector_does() -> None:
+    from hactl.plan.steps.drain_node import _selects
+
+    labels = {"app": "web", "tier": "front"}
+    assert _selects({}, labels)  # policy/v1: an empty selector selects every pod in the namespace
+    assert not _selects(None, labels)
+    assert _selects({"matchLabels": {"app": "web"}}, labels)
+    assert not _selects({"matchLabels": {"app": "db"}}, labels)
+    assert _selects({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["front", "x"]}]}, labels)
+    assert not _selects({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["front"]}]}, labels)
+    assert _selects({"matchExpressions": [{"key": "zone", "operator": "DoesNotExist"}]}, labels)
+    assert not _selects({"matchLabels": {"app": "web"},
+                         "matchExpressions": [{"key": "zone", "operator": "Exists"}]}, labels)
 
 
 async def test_a_pod_nothing_manages_blocks_the_drain_at_once() -> None:

@@ -25,6 +25,8 @@ from hactl.plan.remote import parse_json, run
 from hactl.plan.step import Step, StepContext
 from hactl.vocabulary import Action
 
+P = cmd.placeholder
+
 STEP_SLACK = 60.0
 """The step's own timeout is the drain's plus this (the cordon, the reads, the connection)."""
 RUN_SLACK = 30.0
@@ -92,6 +94,58 @@ async def read_node(ctx: StepContext, via: str, name: str, purpose: str) -> dict
                        host=via, transient=True)
 
 
+def _selects(selector: Any, labels: dict[str, str]) -> bool:
+    """A LabelSelector (``matchLabels``, ``matchExpressions``) applied to ``labels``; an empty
+    selector selects every pod (policy/v1), a missing one none."""
+    if not isinstance(selector, dict):
+        return False
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        ok = {"In": key in labels and labels[key] in values,
+              "NotIn": key not in labels or labels[key] not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}.get(op, False)
+        if not ok:
+            return False
+    return True
+
+
+def budget_words(pdb: dict[str, Any]) -> str:
+    """``PodDisruptionBudget shop/web (minAvailable: 2; 2 healthy, 0 disruptions allowed)``."""
+    meta, spec, status = pdb.get("metadata") or {}, pdb.get("spec") or {}, pdb.get("status") or {}
+    rule = "; ".join(f"{k}: {spec[k]}" for k in ("minAvailable", "maxUnavailable") if k in spec)
+    counts = (f"{status.get('currentHealthy', '?')} healthy, "
+              f"{status.get('disruptionsAllowed', '?')} disruptions allowed")
+    return (f"PodDisruptionBudget {meta.get('namespace', '?')}/{meta.get('name', '?')} "
+            f"({rule + '; ' if rule else ''}{counts})")
+
+
+async def budgets_of(ctx: StepContext, via: str, blockers: dict[str, str]) -> dict[str, str]:
+    """``namespace/pod`` → the budgets that cover it, in words, for the pods a disruption budget
+    refused (best effort: what cannot be read is left out; the drain has failed already)."""
+    out: dict[str, str] = {}
+    budgets: dict[str, list[dict[str, Any]]] = {}
+    for key, why in blockers.items():
+        if "disruption budget" not in why or "/" not in key:
+            continue
+        namespace, pod_name = key.split("/", 1)
+        pod = await run(ctx, via, cmd.get_pod(namespace, pod_name), check=False)
+        data = parse_json(pod.stdout) if pod.ok else None
+        if not isinstance(data, dict):
+            continue
+        labels = (data.get("metadata") or {}).get("labels") or {}
+        if namespace not in budgets:
+            listed = await run(ctx, via, cmd.get_budgets(namespace), check=False)
+            items = (parse_json(listed.stdout) or {}).get("items") if listed.ok else None
+            budgets[namespace] = [b for b in items or [] if isinstance(b, dict)]
+        covering = [budget_words(b) for b in budgets[namespace]
+                    if _selects((b.get("spec") or {}).get("selector"), labels)]
+        if covering:
+            out[key] = ", ".join(covering)
+    return out
+
+
 @dataclass(frozen=True)
 class DrainNode(Step):
     kind: ClassVar[str] = "drain_node"
@@ -116,6 +170,10 @@ class DrainNode(Step):
                       "evictions respect PodDisruptionBudgets; blocked or too slow: refused, naming "
                       "the pods (the Node stays cordoned)"),
             cmd.shown(cmd.get_node(self.node), "check: cordoned (or gone)"),
+            cmd.shown(cmd.get_pod(P("namespace"), P("pod")), "only after a drain a budget blocked: each "
+                      "blocked pod's labels"),
+            cmd.shown(cmd.get_budgets(P("namespace")), "and the PodDisruptionBudgets of its namespace: "
+                      "the error names the one that refused"),
         ]
 
     async def run(self, ctx: StepContext) -> None:
@@ -135,18 +193,19 @@ class DrainNode(Step):
         result = await run(ctx, via, cmd.drain(name, self.drain_timeout), check=False,
                            timeout=self.drain_timeout + RUN_SLACK)
         if not result.ok:
-            raise self._failed(result.stdout + "\n" + result.stderr)
+            output = result.stdout + "\n" + result.stderr
+            blockers = drain_blockers(output)
+            raise self._failed(output, blockers, await budgets_of(ctx, via, blockers))
         node = await read_node(ctx, via, name, "is it cordoned?")
         if node is not None and not (node.get("spec") or {}).get("unschedulable"):
             raise CommandError(f"Node {name} was drained but is not cordoned (someone uncordoned it?)",
                                host=via, step=self.id, transient=True)
         ctx.log("Node drained", node=name)
 
-    def _failed(self, output: str) -> HactlError:
-        """The drain did not finish: which pods blocked it, that the Node stays cordoned, and
-        what the operator can do."""
+    def _failed(self, output: str, blockers: dict[str, str], budgets: dict[str, str]) -> HactlError:
+        """The drain did not finish: which pods blocked it (and the budget that refused each),
+        that the Node stays cordoned, and what the operator can do."""
         name = self.node
-        blockers = drain_blockers(output)
         timed_out = "global timeout reached" in output
         if not blockers and not timed_out:
             last = [line for line in output.strip().splitlines() if line.strip()]
@@ -156,7 +215,8 @@ class DrainNode(Step):
         seconds = str(cmd.drain(name, self.drain_timeout)[-1]).split("=", 1)[1]
         head = (f"the drain of Node {name} did not finish within {seconds}" if timed_out
                 else f"the drain of Node {name} was refused")
-        pods = "".join(f"\n  - {pod}: {why}" for pod, why in blockers.items())
+        pods = "".join(f"\n  - {pod}: {why}" + (f" ({budgets[pod]})" if pod in budgets else "")
+                       for pod, why in blockers.items())
         message = (f"{head}; these pods blocked it:{pods}" if blockers else f"{head}.")
         message += (f"\nNode {name} stays cordoned (no new pods are scheduled on it); the pods "
                     "that were evicted stay evicted, nothing else was changed.")
