@@ -21,7 +21,7 @@ from hactl.plan.output import FORMAT_VERSION, plan_data
 from hactl.plan.planner import Plan
 from hactl.plan.step import Step
 from hactl.spec.models import Cluster
-from hactl.vocabulary import Address, Intent
+from hactl.vocabulary import Address, Component, Intent
 
 MAX_PLAN_BYTES = 64 * 2**20
 """A saved plan larger than this is refused unread (hactl's own are far smaller)."""
@@ -114,7 +114,12 @@ def loads(text: str, source: str = "plan") -> Plan:
 def _plan(doc: dict[str, Any]) -> Plan:
     saved = _get(doc, "saved", dict, "")
     cluster = _cluster(_get(saved, "spec", dict, "saved"))
-    hosts = {h.name for h in cluster.all_hosts()}
+    details = _get(saved, "details", dict, "saved", {})
+    changes = tuple(_change(c, i, details) for i, c in enumerate(_get(doc, "changes", list, "")))
+    # a step may also act on a departing host: one the plan removes (in the cluster, not the spec)
+    hosts = {h.name for h in cluster.all_hosts()} | {
+        c.host for c in changes if c.host and c.op is Op.DELETE and c.addr.aspect is None
+        and c.addr.component in (Component.MASTER, Component.WORKER)}
     graph = StepGraph()
     for i, data in enumerate(_get(saved, "steps", list, "saved")):
         try:
@@ -142,8 +147,6 @@ def _plan(doc: dict[str, Any]) -> Plan:
         if not nx.is_directed_acyclic_graph(graph.g):
             cycle = " -> ".join(a for a, _ in nx.find_cycle(graph.g))
             raise _Bad("saved.edges", f"the steps depend on each other in a cycle: {cycle}")
-    details = _get(saved, "details", dict, "saved", {})
-    changes = tuple(_change(c, i, details) for i, c in enumerate(_get(doc, "changes", list, "")))
     fingerprint = _str_map(_get(doc, "fingerprint", dict, ""), "fingerprint")
     unreachable = _str_map(_get(doc, "unreachable", dict, "", {}), "unreachable")
     return Plan(cluster, Diff(changes), graph, fingerprint, unreachable)

@@ -244,3 +244,16 @@ def test_a_converged_cluster_plans_no_membership_change(lab: Cluster, stacked5: 
     for spec in (lab, stacked5):
         changes = diff(spec, Synthetic(spec).converged().observed(), now=PROBED_AT).effective()
         assert changes == ()
+
+
+def test_a_saved_plan_that_resets_a_departing_host_loads(lab: Cluster, tmp_path: Path) -> None:
+    """The saved plan's steps may act on a host the plan removes (not in the spec); any other
+    host outside the spec is still refused when the plan is read."""
+    from hactl.plan import planfile
+
+    p = plan(without(lab, "workers", "worker02"), Synthetic(lab).converged())
+    path = tmp_path / "remove.plan"
+    planfile.save(p, str(path))
+    loaded = planfile.load(str(path))
+    assert [s.id for s in loaded.steps()] == order(p)
+    assert loaded.graph.step("worker[worker02].reset").host == "worker02"
