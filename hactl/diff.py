@@ -672,7 +672,8 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
         elif (left := join_leftovers(facts)) and not nodes.registered(host.name):
             cp_joins += 1
             yield _interrupted_join(address, host.name, left, nodes, {"control_plane": True})
-        elif (stale := _stale(cluster, host, view, "control_plane")) is not None:
+        elif not join_leftovers(facts) and \
+                (stale := _stale(cluster, host, view, "control_plane")) is not None:
             cp_joins += 1
             yield stale
         else:
@@ -698,7 +699,8 @@ def _kubernetes(cluster: Cluster, observed: Observed, now: datetime) -> Iterator
         elif (left := join_leftovers(facts)) and not nodes.registered(host.name):
             worker_joins += 1
             yield _interrupted_join(address, host.name, left, nodes, {"joined": True})
-        elif (stale := _stale(cluster, host, view, "joined")) is not None:
+        elif not join_leftovers(facts) and \
+                (stale := _stale(cluster, host, view, "joined")) is not None:
             worker_joins += 1
             yield stale
         else:
