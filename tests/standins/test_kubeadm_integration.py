@@ -48,7 +48,7 @@ class Node:
         knobs.parent.mkdir(parents=True)
         knobs.write_text(yaml.safe_dump({
             "kubeadm": {"apiWaitSeconds": 60, "kubeletWaitSeconds": 60, "certsTTLSeconds": 600,
-                        "discoveryTimeoutSeconds": 10},
+                        "discoveryTimeoutSeconds": 10, "etcdEndpointsTimeoutSeconds": 2},
             "kubelet": {"heartbeatSeconds": 1, "syncSeconds": 0.5},
         }))
         self.healthz = free_port()
@@ -258,11 +258,17 @@ def test_kubelet_stop_leaves_pods_running_and_restart_adopts(node: Node) -> None
     (node.root / "etc/kubernetes/manifests/kube-scheduler.yaml").unlink()
     wait_for(lambda: "kube-system_kube-scheduler" not in node.pod_pids()
              and "kube-scheduler-master01" not in node.kubectl("get", "pods", "-A").stdout, 30, "scheduler gone")
-    # reset: stops the pods and clears the node; external etcd is left alone
+    # reset: stops the pods and clears the node. External etcd: like kubeadm v1.30 (whose
+    # remove-etcd-member phase falls back to the default data dir when the cluster's config has
+    # no local etcd), it looks for etcd Pods, finds none, warns, and empties /var/lib/etcd
     node.stop_kubelet()
     reset = node.kubeadm("reset", "-f")
     assert reset.returncode == 0, reset.stderr
-    assert "Assuming external etcd" in reset.stdout
+    assert "[reset] No kubeadm config, using etcd pod spec to get data directory" in reset.stderr
+    assert ("[reset] Failed to remove etcd member: could not retrieve the list of etcd endpoints: "
+            "context deadline exceeded, please manually remove this etcd member using etcdctl"
+            ) in reset.stderr
+    assert "[reset] Deleted contents of the etcd data directory: /var/lib/etcd" in reset.stdout
     assert not any((node.root / "etc/kubernetes/manifests").iterdir())
     assert not (node.root / "etc/kubernetes/admin.conf").exists()
     assert node.pod_pids() == {}

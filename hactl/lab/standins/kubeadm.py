@@ -104,6 +104,9 @@ def build_parser() -> Parser:
     reset.add_argument("--cri-socket", default="")
     reset.add_argument("--ignore-preflight-errors", action="append", default=[])
     reset.add_argument("--cleanup-tmp-dir", action="store_true")
+    reset.add_argument("--skip-phases", action="append", default=[])
+    reset.add_argument("--kubeconfig", default="/etc/kubernetes/admin.conf")
+    reset.add_argument("--cert-dir", default="/etc/kubernetes/pki")
     version = sub.add_parser("version")
     version.add_argument("--output", "-o", default="")
     return root
@@ -205,7 +208,8 @@ def dispatch(argv: list[str]) -> int:
         return run_check_expiration()
     if args.command == "reset":
         from .kubeadm_reset import run_reset
-        return run_reset(args.force)
+        return run_reset(args.force, [p.strip() for v in args.skip_phases for p in v.split(",")
+                                      if p.strip()])
     check_mixed(argv[1:])  # before anything else, as kubeadm's newInitData/newJoinData do
     if getattr(args, "dry_run", False):
         raise KubeadmError("the lab's kubeadm stand-in does not support --dry-run")

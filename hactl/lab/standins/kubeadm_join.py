@@ -187,6 +187,22 @@ def write_kubelet_credentials(cfg: Config, server: str, ca_pem: bytes) -> None:
     write_file(f"{KUBERNETES_DIR}/pki/ca.crt", ca_pem, 0o644)
 
 
+def check_no_ready_node(api: Api, name: str) -> None:
+    """kubelet-start (cmd/kubeadm/app/cmd/phases/join/kubelet.go): exit before the TLS bootstrap
+    when a Node of this name exists and is Ready; a NotReady one is taken over."""
+    try:
+        node = api.get(f"/api/v1/nodes/{name}")
+    except ApiError as exc:
+        if exc.status == 404:
+            return
+        raise KubeadmError(f'cannot get Node "{name}": {exc}', phase="kubelet-start") from exc
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready" and cond.get("status") == "True":
+            raise KubeadmError(f'a Node with name "{name}" and status "Ready" already exists in the '
+                               "cluster. You must delete the existing Node or change the name of "
+                               "this new joining Node", phase="kubelet-start")
+
+
 def check_can_host_control_plane(cfg: Config) -> None:
     """kubeadm's join preflight for a control-plane node: a stable endpoint, and shared certificates
     either downloadable (a certificate key) or already on disk."""
@@ -235,6 +251,9 @@ def run_join(cfg: Config) -> int:
         write_control_plane_manifests(cfg)
     out('[kubelet-start] Downloading configuration for the kubelet from the "kubelet-config" ConfigMap in the '
         "kube-system namespace")
+    if not cfg.control_plane and not os.path.exists(P(f"{KUBERNETES_DIR}/pki/ca.crt")):
+        write_file(f"{KUBERNETES_DIR}/pki/ca.crt", ca_pem, 0o644)  # written before the check
+    check_no_ready_node(token_api, cfg.node_name)
     write_kubelet_credentials(cfg, server, ca_pem)
     write_kubelet_files(cfg)
     start_kubelet()

@@ -1,23 +1,31 @@
-"""``kubeadm reset``: undo init/join on this host; external etcd is never touched."""
+"""``kubeadm reset``: the real phases ``preflight``, ``remove-etcd-member``, ``cleanup-node``
+(``--skip-phases``), their messages and their effects, as kubeadm v1.30 has them (see
+docs/standins/kubeadm.md)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import subprocess
 import sys
 import time
+from typing import Any
 
 import yaml
+from cryptography.x509.oid import NameOID
 
-from .kubeadm_api import Api, ApiError, ns_path
+from .kubeadm_api import Api, ApiError, load_kubeconfig, ns_path
 from .kubeadm_common import (
     ETCD_DATA_DIR,
     KUBELET_DIR,
     KUBERNETES_DIR,
     MANIFESTS_DIR,
     PKI_DIR,
+    KubeadmError,
     P,
+    knob_seconds,
     out,
     port_in_use,
     root,
@@ -25,12 +33,14 @@ from .kubeadm_common import (
     warn,
 )
 from .kubelet_pods import kill_group, stop_all_recorded
+from .pkiutil import load_cert
 
 KUBECONFIG_FILES = ["admin.conf", "super-admin.conf", "kubelet.conf", "bootstrap-kubelet.conf",
                     "controller-manager.conf", "scheduler.conf"]
 
 
 def _cluster_doc() -> dict[str, object] | None:
+    """The cluster's ClusterConfiguration through admin.conf (None when unreadable)."""
     try:
         api = Api.from_kubeconfig(f"{KUBERNETES_DIR}/admin.conf", timeout=5)
         cm = api.get(ns_path("kube-system", "configmaps", "kubeadm-config"))
@@ -40,28 +50,170 @@ def _cluster_doc() -> dict[str, object] | None:
         return None
 
 
-def _remove_local_etcd_member() -> None:
-    from .kubeadm_join import etcdctl
+PHASES = ("preflight", "remove-etcd-member", "cleanup-node")
+ETCD_ENDPOINTS_ANNOTATION = "kubeadm.kubernetes.io/etcd.advertise-client-urls"
+APISERVER_ENDPOINT_ANNOTATION = "kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint"
 
+
+class ResetConfig:
+    """What ``FetchInitConfigurationFromCluster`` gives reset: the ClusterConfiguration, this
+    node's name (from kubelet.conf's client certificate) and its API endpoint (from its
+    kube-apiserver Pod's annotation)."""
+
+    def __init__(self, api: Api, doc: dict[str, Any], node: str, advertise: str) -> None:
+        self.api, self.doc, self.node, self.advertise = api, doc, node, advertise
+
+    @property
+    def local_etcd(self) -> dict[str, Any] | None:
+        etcd = self.doc.get("etcd") or {}
+        if isinstance(etcd, dict) and "external" not in etcd:
+            local = etcd.get("local")
+            return dict(local) if isinstance(local, dict) else {}  # defaulted: local
+        return None
+
+
+def _klog_warning(source: str, message: str) -> None:
+    warn(time.strftime("W%m%d %H:%M:%S.000000") + f" {os.getpid():>7} {source}] {message}")
+
+
+def _node_name() -> str:
+    cfg = load_kubeconfig(f"{KUBERNETES_DIR}/kubelet.conf")
+    if not cfg.get("cert"):
+        raise ValueError(f"failed to get node registration: could not find a client certificate "
+                         f"in {KUBERNETES_DIR}/kubelet.conf")
+    cert = load_cert(cfg["cert"])
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    return str(cn).removeprefix("system:node:")
+
+
+def fetch_config() -> ResetConfig | None:
+    """newResetData: with a client from admin.conf, the cluster's configuration; None (and the
+    real warning) when it cannot be read; None silently without admin.conf (a worker)."""
+    if not os.path.exists(P(f"{KUBERNETES_DIR}/admin.conf")):
+        return None
+    out("[reset] Reading configuration from the cluster...")
+    out("[reset] FYI: You can look at this config file with 'kubectl -n kube-system get cm kubeadm-config -o yaml'")
+    try:
+        api = Api.from_kubeconfig(f"{KUBERNETES_DIR}/admin.conf", timeout=5)
+        cm = api.get(ns_path("kube-system", "configmaps", "kubeadm-config"))
+        doc = yaml.safe_load((cm.get("data") or {}).get("ClusterConfiguration", "")) or {}
+        try:
+            node = _node_name()
+        except (OSError, ValueError, IndexError) as exc:
+            raise ValueError(f"failed to get node registration: {exc}") from exc
+        try:
+            pod = api.get(ns_path("kube-system", "pods", f"kube-apiserver-{node}"))
+            endpoint = (pod["metadata"].get("annotations") or {})[APISERVER_ENDPOINT_ANNOTATION]
+        except (ApiError, KeyError) as exc:
+            raise ValueError(f'could not retrieve API endpoints for node "{node}" using pod '
+                             f"annotations: {exc}") from exc
+        advertise = endpoint.rsplit(":", 1)[0].strip("[]")
+        return ResetConfig(api, doc if isinstance(doc, dict) else {}, node, advertise)
+    except (ApiError, OSError, ValueError) as exc:
+        _klog_warning("reset.go:124", f"[reset] Unable to fetch the kubeadm-config ConfigMap "
+                      f"from cluster: failed to get config map: {exc}")
+        return None
+
+
+def _etcdctl(endpoints: list[str], *args: str) -> Any:
+    """The real etcdctl with kubeadm's etcd client identity (etcd/healthcheck-client)."""
+    pki = f"{KUBERNETES_DIR}/pki/etcd"
+    argv = ["etcdctl", f"--endpoints={','.join(endpoints)}", "--dial-timeout=2s",
+            "--command-timeout=10s", f"--cacert={P(pki + '/ca.crt')}",
+            f"--cert={P(pki + '/healthcheck-client.crt')}",
+            f"--key={P(pki + '/healthcheck-client.key')}", "-w", "json", *args]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False,
+                            env={**os.environ, "ETCDCTL_API": "3"})
+    if result.returncode != 0:
+        lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        raise RuntimeError(lines[-1].removeprefix("Error: ") if lines else "etcdctl failed")
+    return json.loads(result.stdout or "{}")
+
+
+def _etcd_endpoints(api: Api, timeout: float) -> list[str]:
+    """getEtcdEndpoints: the etcd Pods' advertise-client-urls annotations, polled until
+    ``timeout`` (the real KubernetesAPICall timeout, 1 min)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pods = api.get(ns_path("kube-system", "pods"),
+                           labelSelector="component=etcd,tier=control-plane").get("items") or []
+            urls = [str((p["metadata"].get("annotations") or {}).get(ETCD_ENDPOINTS_ANNOTATION))
+                    for p in pods
+                    if (p["metadata"].get("annotations") or {}).get(ETCD_ENDPOINTS_ANNOTATION)]
+            if urls:
+                return urls
+        except (ApiError, OSError):
+            pass
+        if time.monotonic() >= deadline:
+            raise RuntimeError("could not retrieve the list of etcd endpoints: context deadline "
+                               "exceeded")
+        time.sleep(1.0)
+
+
+def remove_stacked_member(cfg: ResetConfig) -> None:
+    """RemoveStackedEtcdMemberFromCluster (cmd/kubeadm/app/phases/etcd/local.go)."""
+    seeds = _etcd_endpoints(cfg.api, knob_seconds("kubeadm", "etcdEndpointsTimeoutSeconds", 60))
+    members = _etcdctl(seeds, "member", "list").get("members") or []
+    endpoints = [u for m in members for u in (m.get("clientURLs") or [])] or seeds  # Sync()
+    local_client = f"https://{cfg.advertise}:2379"
+    if len(members) == 1 and local_client in endpoints:
+        return  # the only remaining member: nothing to remove it from
+    peer = f"https://{cfg.advertise}:2380"
+    found = [m for m in members if (m.get("peerURLs") or [""])[0] == peer]
+    if not found:
+        return  # ErrNoMemberIDForPeerURL: already gone
+    _etcdctl(endpoints, "member", "remove", format(int(found[0]["ID"]), "x"))
+
+
+def _data_dir_from_manifest(cfg: ResetConfig | None) -> str | None:
+    """getEtcdDataDir; None when the etcd manifest is there but has no etcd-data volume."""
+    local = cfg.local_etcd if cfg is not None else None
+    if local is not None:
+        return str(local.get("dataDir") or ETCD_DATA_DIR)
+    _klog_warning("removeetcdmember.go:106",
+                  "[reset] No kubeadm config, using etcd pod spec to get data directory")
     manifest = P(f"{MANIFESTS_DIR}/etcd.yaml")
+    if not os.path.exists(manifest):
+        return ETCD_DATA_DIR  # the default ClusterConfiguration's
     try:
         with open(manifest) as handle:
             pod = yaml.safe_load(handle) or {}
-        command = pod["spec"]["containers"][0]["command"]
-        flags = dict(a[2:].split("=", 1) for a in command if a.startswith("--") and "=" in a)
-        local = flags["advertise-client-urls"].split(",")
-        peer = flags["initial-advertise-peer-urls"].split(",")[0]
-        members = etcdctl(local, "member", "list").get("members") or []
-        mine = [m for m in members if peer in (m.get("peerURLs") or [])]
-        others = [u for m in members if m not in mine for u in (m.get("clientURLs") or [])]
-        for member in mine:
-            if not others:
-                warn("[reset] No other etcd members remain; skipping member removal")
-                continue
-            etcdctl(others, "member", "remove", format(int(member["ID"]), "x"))
-            out(f"[reset] Removed etcd member {member.get('name', '')} from the cluster")
-    except Exception as exc:
-        warn(f"[reset] Failed to remove etcd member: {exc}, please manually remove this etcd member using etcdctl")
+        for vol in (pod.get("spec") or {}).get("volumes") or []:
+            if vol.get("name") == "etcd-data":
+                return str((vol.get("hostPath") or {}).get("path") or "") or None
+    except (OSError, yaml.YAMLError):
+        pass
+    return None
+
+
+def phase_remove_etcd_member(cfg: ResetConfig | None) -> None:
+    """runRemoveETCDMemberPhase (cmd/kubeadm/app/cmd/phases/reset/removeetcdmember.go)."""
+    data_dir = _data_dir_from_manifest(cfg)
+    if data_dir is None:
+        out("[reset] No etcd config found. Assuming external etcd")
+        out("[reset] Please, manually reset etcd to prevent further issues")
+        return
+    shown = _unrelocate(data_dir)
+    if cfg is not None:
+        try:
+            remove_stacked_member(cfg)
+        except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as exc:
+            _klog_warning("removeetcdmember.go:68", f"[reset] Failed to remove etcd member: {exc}, "
+                          "please manually remove this etcd member using etcdctl")
+        else:
+            _clear_dir(shown)
+            out(f"[reset] Deleted contents of the etcd data directory: {shown}")
+    real = P(shown)
+    empty = os.path.isdir(real) and not os.listdir(real)
+    if not empty:  # IsDirEmpty: a missing directory is "not empty" too
+        _clear_dir(shown)
+        out(f"[reset] Deleted contents of the etcd data directory: {shown}")
+
+
+def _unrelocate(path: str) -> str:
+    prefix = root().rstrip("/")
+    return path[len(prefix):] if prefix and path.startswith(prefix + "/") else path
 
 
 CONTROL_PLANE = (b"hactl.lab.standins.kube_apiserver", b"hactl.lab.standins.kube_controller_manager",
@@ -111,48 +263,28 @@ def _clear_dir(path: str) -> None:
                 os.unlink(target)
 
 
-def run_reset(force: bool) -> int:
-    out("[reset] Reading configuration from the cluster...")
-    out("[reset] FYI: You can look at this config file with 'kubectl -n kube-system get cm kubeadm-config -o yaml'")
-    doc = _cluster_doc()
-    if doc is None:
-        warn("W0000 reset.go:124] [reset] Unable to fetch the kubeadm-config ConfigMap from cluster: failed to get "
-             "config map: the cluster is unreachable or kubeadm-config is missing")
-    stacked = os.path.exists(P(f"{MANIFESTS_DIR}/etcd.yaml"))
-    if not force:
-        out("[reset] WARNING: Changes made to this host by 'kubeadm init' or 'kubeadm join' will be reverted.")
-        sys.stdout.write("[reset] Are you sure you want to proceed? [y/N]: ")
-        sys.stdout.flush()
-        answer = sys.stdin.readline().strip().lower()
-        if answer not in ("y", "yes"):
-            out("error execution phase preflight: won't proceed; the user didn't answer (Y|y) in order to continue")
-            return 1
-    out("[preflight] Running pre-flight checks")
-    if stacked:
-        _remove_local_etcd_member()
-    else:
-        out("[reset] No etcd config found. Assuming external etcd")
-        out("[reset] Please, manually reset etcd to prevent further issues")
-    out("[reset] Stopping the kubelet service")
-    systemctl("stop", "kubelet")
-    out("[reset] Unmounting mounted directories in \"/var/lib/kubelet\"")
-    stop_all_recorded()
-    _stop_strays()
-    dirs = [MANIFESTS_DIR, KUBELET_DIR, PKI_DIR]
-    if stacked:
-        data_dir = ETCD_DATA_DIR
-        etcd = ((doc or {}).get("etcd") or {}) if doc else {}
-        if isinstance(etcd, dict) and isinstance(etcd.get("local"), dict):
-            data_dir = str(etcd["local"].get("dataDir") or data_dir)
-        dirs.insert(0, data_dir)
-    out(f"[reset] Deleting contents of directories: [{' '.join(dirs)}]")
-    for path in dirs:
-        _clear_dir(path)
-    files = [f"{KUBERNETES_DIR}/{name}" for name in KUBECONFIG_FILES]
-    out(f"[reset] Deleting files: [{' '.join(files)}]")
-    for path in files:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(P(path))
+def run_reset(force: bool, skip_phases: list[str] | None = None) -> int:
+    skip = set()
+    for phase in skip_phases or []:
+        if phase not in PHASES and phase != "pre-flight" and phase != "cleanupnode":
+            raise KubeadmError(f"invalid phase name: {phase}")
+        skip.add({"pre-flight": "preflight", "cleanupnode": "cleanup-node"}.get(phase, phase))
+    cfg = fetch_config()
+    if "preflight" not in skip:
+        if not force:
+            _klog_warning("preflight.go:56", "[reset] WARNING: Changes made to this host by "
+                          "'kubeadm init' or 'kubeadm join' will be reverted.")
+            sys.stdout.write("[reset] Are you sure you want to proceed? [y/N]: ")
+            sys.stdout.flush()
+            answer = sys.stdin.readline().strip().lower()
+            if answer not in ("y", "yes"):
+                raise KubeadmError("won't proceed; the user didn't answer (Y|y) in order to "
+                                   "continue", phase="preflight")
+        out("[preflight] Running pre-flight checks")
+    if "remove-etcd-member" not in skip:
+        phase_remove_etcd_member(cfg)
+    if "cleanup-node" not in skip:
+        phase_cleanup_node()
     out("\nThe reset process does not clean CNI configuration. To do so, you must remove /etc/cni/net.d\n")
     out("The reset process does not reset or clean up iptables rules or IPVS tables.")
     out("If you wish to reset iptables, you must do so manually by using the \"iptables\" command.\n")
@@ -161,3 +293,21 @@ def run_reset(force: bool) -> int:
     out("The reset process does not clean your kubeconfig files and you must remove them manually.")
     out("Please, check the contents of the $HOME/.kube/config file.")
     return 0
+
+
+def phase_cleanup_node() -> None:
+    """runCleanupNode (cmd/kubeadm/app/cmd/phases/reset/cleanupnode.go)."""
+    out("[reset] Stopping the kubelet service")
+    systemctl("stop", "kubelet")
+    out("[reset] Unmounting mounted directories in \"/var/lib/kubelet\"")
+    stop_all_recorded()
+    _stop_strays()
+    dirs = [MANIFESTS_DIR, KUBELET_DIR, PKI_DIR]
+    out(f"[reset] Deleting contents of directories: [{' '.join(dirs)}]")
+    for path in dirs:
+        _clear_dir(path)
+    files = [f"{KUBERNETES_DIR}/{name}" for name in KUBECONFIG_FILES]
+    out(f"[reset] Deleting files: [{' '.join(files)}]")
+    for path in files:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(P(path))
