@@ -245,3 +245,25 @@ def test_podgc_force_deletes_pods_of_a_missing_node(apiserver: Apiserver, admin:
     time.sleep(0.6)
     gc.collect()
     assert admin.find(path) is None
+
+
+def test_kubectl_apply_get_delete_a_pdb(apiserver: Apiserver, tmp_path: Any) -> None:
+    manifest = tmp_path / "pdb.yaml"
+    manifest.write_text(
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: web\n"
+        "spec:\n  minAvailable: 2\n  selector:\n    matchLabels:\n      app: web\n")
+    assert "poddisruptionbudget.policy/web created" in apiserver.kubectl(
+        "apply", "-f", str(manifest)).stdout
+    manifest.write_text(manifest.read_text().replace("minAvailable: 2", "maxUnavailable: 1"))
+    assert "poddisruptionbudget.policy/web configured" in apiserver.kubectl(
+        "apply", "-f", str(manifest)).stdout
+    got = apiserver.kubectl("get", "pdb", "web", "-o", "jsonpath={.spec}").stdout
+    assert '"maxUnavailable":1' in got and "minAvailable" not in got
+    assert apiserver.kubectl("get", "pdb", "web", "-o",
+                             "jsonpath={.metadata.generation}").stdout == "2"
+    table = apiserver.kubectl("get", "pdb").stdout.splitlines()
+    assert table[0].split() == ["NAME", "MIN", "AVAILABLE", "MAX", "UNAVAILABLE", "ALLOWED",
+                                "DISRUPTIONS", "AGE"]
+    assert table[1].split()[:4] == ["web", "N/A", "1", "0"]
+    assert 'poddisruptionbudget.policy "web" deleted' in apiserver.kubectl(
+        "delete", "pdb", "web").stdout
