@@ -147,7 +147,11 @@ def test_remove_stacked_member_through_the_etcd_pods(
     assert capsys.readouterr().out == (
         "[reset] Deleted contents of the etcd data directory: /var/lib/etcd\n")
     assert list((root / "var/lib/etcd").iterdir()) == []
-    # already gone (hactl removed it through another master): no error, the data dir is emptied
+    # already gone (hactl removed it through another master). kubeadm v1.30.6 and later
+    # (kubernetes#127491): no error, the data dir is emptied
+    versions = root / "etc/hactl-lab/versions"
+    versions.parent.mkdir(parents=True)
+    versions.write_text("kubernetes: v1.30.6\n")
     (root / "var/lib/etcd/member").mkdir()
     try:
         reset.phase_remove_etcd_member(cfg)
@@ -157,6 +161,23 @@ def test_remove_stacked_member_through_the_etcd_pods(
     assert "Failed to remove etcd member" not in captured.err
     assert captured.out == "[reset] Deleted contents of the etcd data directory: /var/lib/etcd\n"
     assert list((root / "var/lib/etcd").iterdir()) == []
+    # v1.30.4 (the lab's default): member ID 0 → etcd's "member not found", retried until the
+    # etcd API call timeout (2 min; 2 s here), then the warning; the data dir is emptied anyway
+    versions.write_text("kubernetes: v1.30.4\n")
+    (root / "etc/hactl-lab/standins.yaml").write_text(
+        yaml.safe_dump({"kubeadm": {"etcdAPICallTimeoutSeconds": 2}}))
+    (root / "var/lib/etcd/member").mkdir()
+    try:
+        reset.phase_remove_etcd_member(cfg)
+    finally:
+        api.close()
+    captured = capsys.readouterr()
+    assert ("[reset] Failed to remove etcd member: etcdserver: member not found, please manually "
+            "remove this etcd member using etcdctl") in captured.err
+    assert captured.out == "[reset] Deleted contents of the etcd data directory: /var/lib/etcd\n"
+    assert list((root / "var/lib/etcd").iterdir()) == []
+    assert not reset.member_id_checked("v1.30.4") and reset.member_id_checked("v1.30.6")
+    assert reset.member_id_checked("v1.32.0") and not reset.member_id_checked("v1.27.16")
 
 
 def test_join_refuses_while_a_ready_node_of_its_name_exists(tmp_path: Path,

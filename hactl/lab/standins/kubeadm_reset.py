@@ -26,10 +26,12 @@ from .kubeadm_common import (
     KubeadmError,
     P,
     knob_seconds,
+    kubernetes_version,
     out,
     port_in_use,
     root,
     systemctl,
+    version_tuple,
     warn,
 )
 from .kubelet_pods import kill_group, stop_all_recorded
@@ -161,9 +163,34 @@ def remove_stacked_member(cfg: ResetConfig) -> None:
         return  # the only remaining member: nothing to remove it from
     peer = f"https://{cfg.advertise}:2380"
     found = [m for m in members if (m.get("peerURLs") or [""])[0] == peer]
-    if not found:
+    if not found and member_id_checked():
         return  # ErrNoMemberIDForPeerURL: already gone
-    _etcdctl(endpoints, "member", "remove", format(int(found[0]["ID"]), "x"))
+    # before kubernetes#127491 GetMemberID answered 0 for a member that is gone, and
+    # RemoveMember(0) retried etcd's "member not found" until its timeout
+    member_id = int(found[0]["ID"]) if found else 0
+    timeout = knob_seconds("kubeadm", "etcdAPICallTimeoutSeconds", 120)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _etcdctl(endpoints, "member", "remove", format(member_id, "x"))
+            return
+        except RuntimeError:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+MEMBER_ID_FIX = {(1, 28): 15, (1, 29): 10, (1, 30): 6, (1, 31): 2}
+"""kubernetes#127491 (reset removes a member only if its ID exists; join adds one only if its
+peer URL is not listed): in v1.32, cherry-picked into these patch releases."""
+
+
+def member_id_checked(version: str | None = None) -> bool:
+    v = version_tuple(version or kubernetes_version())
+    minor = (v[0], v[1])
+    if minor >= (1, 32):
+        return True
+    return minor in MEMBER_ID_FIX and v[2] >= MEMBER_ID_FIX[minor]
 
 
 def _data_dir_from_manifest(cfg: ResetConfig | None) -> str | None:
