@@ -143,7 +143,7 @@ def _etcd_endpoints(api: Api, timeout: float) -> list[str]:
             urls = [str((p["metadata"].get("annotations") or {}).get(ETCD_ENDPOINTS_ANNOTATION))
                     for p in pods
                     if (p["metadata"].get("annotations") or {}).get(ETCD_ENDPOINTS_ANNOTATION)]
-            if urls:
+            if urls and len(urls) == len(pods):  # every etcd Pod annotated, else wait
                 return urls
         except (ApiError, OSError):
             pass
