@@ -877,9 +877,10 @@ def _departing(cluster: Cluster, observed: Observed) -> Iterator[Change]:
             said.append(f"kubectl delete node {d.name}")
         role = "a control-plane Node" if d.control_plane and d.node is not None else (
             "an etcd member" if d.node is None else "a Node")
-        before = {"node": d.node is not None, "control_plane": d.control_plane,
-                  "address": d.address,
-                  "etcd_member": d.member.id if d.member is not None else None}
+        before: dict[str, Any] = {"node": d.node is not None, "control_plane": d.control_plane,
+                                  "address": d.address}
+        if d.member is not None:
+            before["etcd_member"] = d.member.id
         where = "masters" if d.control_plane else "workers"
         yield Change(Op.DELETE, Address(Component.MASTER if d.control_plane else Component.WORKER, d.name),
                      before, None,
