@@ -487,7 +487,8 @@ class _Builder:
                     id=f"{c.address}.reset", host=c.host,
                     title=f"Reset {c.host} (kubeadm reset -f) and disable its kubelet",
                     reason=why, address=c.address, node=c.host, control_plane=master,
-                    skip_etcd_member=Intent.REMOVE_STACKED in c.intents), chain)]
+                    skip_etcd_member=Intent.REMOVE_STACKED in c.intents,
+                    external_etcd=master and self.cluster.etcd.topology == "external"), chain)]
             if Intent.DELETE_NODE in c.intents:
                 chain = [self.g.add(kinds.DeleteNode(
                     id=f"{c.address}.delete-node", host=via, title=f"Delete the Node {c.host}",

@@ -98,6 +98,10 @@ def test_a_master_leaves_the_load_balancers_before_it_is_drained(lab: Cluster) -
                         "master[master03].delete-node", "cluster.verify"]
     reset = p.graph.step("master[master03].reset")
     assert reset.control_plane and not reset.skip_etcd_member  # type: ignore[attr-defined]
+    assert reset.external_etcd  # type: ignore[attr-defined]
+    assert "kubeadm reset -f --skip-phases=remove-etcd-member" in reset.commands()[1]
+    worker = plan(without(lab, "workers", "worker02"), Synthetic(lab).converged())
+    assert "--skip-phases" not in worker.graph.step("worker[worker02].reset").commands()[1]
 
 
 def test_stacked_5_to_3_removes_the_first_master_one_at_a_time_with_the_arithmetic(

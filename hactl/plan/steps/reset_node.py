@@ -51,16 +51,21 @@ class ResetNode(Step):
     """A master (its static Pods and, with stacked etcd, its local etcd member go too)."""
     skip_etcd_member: bool = False
     """hactl removed this master's stacked etcd member through another master first:
-    ``--skip-phases=remove-etcd-member``."""
+    ``--skip-phases=remove-etcd-member`` (and the member's data moved aside)."""
+    external_etcd: bool = False
+    """A master of a cluster with external etcd: it has no member of its own, so kubeadm's
+    ``remove-etcd-member`` phase is skipped too (run, it would look for etcd Pods that do not
+    exist for its API call timeout, then warn); nothing of etcd is touched on the host."""
     action: Action = Action.DELETE
     timeout: float = 420.0
 
     def _reset(self) -> Argv:
-        return cmd.kubeadm_reset_node(skip_etcd_member=self.skip_etcd_member)
+        return cmd.kubeadm_reset_node(skip_etcd_member=self.skip_etcd_member or self.external_etcd)
 
     def commands(self) -> list[str]:
         etcd = (" (its stacked etcd member was removed through another master)"
-                if self.skip_etcd_member else "")
+                if self.skip_etcd_member else
+                " (external etcd: no member of its own to remove)" if self.external_etcd else "")
         return [
             cmd.shown(cmd.kubernetes_leftovers(), "nothing left: already reset (the kubelet is "
                       "still disabled)"),
