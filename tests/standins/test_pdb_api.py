@@ -267,3 +267,23 @@ def test_kubectl_apply_get_delete_a_pdb(apiserver: Apiserver, tmp_path: Any) -> 
     assert table[1].split()[:4] == ["web", "N/A", "1", "0"]
     assert 'poddisruptionbudget.policy "web" deleted' in apiserver.kubectl(
         "delete", "pdb", "web").stdout
+
+
+def test_always_allow_and_a_negative_budget(apiserver: Apiserver, admin: Client) -> None:
+    names = replicaset(admin, "web", 2)
+    ready(admin, names[0])
+    ready(admin, names[1], False)
+    pdb(admin, "web", "web", minAvailable=2, unhealthyPodEvictionPolicy="AlwaysAllow")
+    DisruptionController(admin).sync(admin.get(f"{PDB}/web"))
+    got = status(admin, "web")
+    assert (got["currentHealthy"], got["desiredHealthy"], got["disruptionsAllowed"]) == (1, 2, 0)
+    assert evict(admin, names[0])[0] == 429  # Ready: the budget says no
+    assert evict(admin, names[1])[0] == 201  # unhealthy + AlwaysAllow: evicted anyway
+    # a status nobody computed this way: the real server answers 403
+    obj = admin.get(f"{PDB}/web")
+    obj["status"]["disruptionsAllowed"] = -1
+    admin.update(f"{PDB}/web/status", obj)
+    code, doc = evict(admin, names[0])
+    assert (code, doc["reason"], doc["message"]) == (
+        403, "Forbidden", 'poddisruptionbudget.policy "web" is forbidden: pdb disruptions '
+        "allowed is negative")
