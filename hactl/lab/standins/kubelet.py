@@ -2,7 +2,8 @@
 
 A service run by the lab's systemctl (unit in IMAGE_FILES, installed but not enabled, like the
 Debian package). It runs the static Pods of ``staticPodPath`` as processes (kubelet_pods), registers
-its Node and heartbeats (Node status Ready + Lease in kube-node-lease), and serves
+its Node and heartbeats (Node status Ready + Lease in kube-node-lease), reports the ordinary
+Pods bound to its Node Running/Ready and finishes their graceful deletion, and serves
 ``http://127.0.0.1:10248/healthz``. On SIGTERM it stops heartbeating and exits; the Pod processes
 keep running, like containers under a real runtime, and the next kubelet adopts them.
 """

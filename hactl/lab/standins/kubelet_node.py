@@ -1,4 +1,5 @@
-"""The kubelet stand-in's API side: TLS bootstrap, Node registration, heartbeats, mirror Pods."""
+"""The kubelet stand-in's API side: TLS bootstrap, Node registration, heartbeats, mirror Pods,
+and the ordinary Pods bound to the Node (Running/Ready at once, deletion finished at once)."""
 
 from __future__ import annotations
 
