@@ -144,6 +144,19 @@ def member_remove(endpoint: str, member_id: str) -> Argv:
     return etcdctl([endpoint], "member", "remove", member_id)
 
 
+def endpoint_status(endpoints: Sequence[str], *, stacked: bool = False) -> Argv:
+    """Each endpoint's status (its member id and the leader it follows), external or stacked."""
+    tls = tools.STACKED_ETCD if stacked else tools.EXTERNAL_ETCD
+    return tools.etcdctl(endpoints, "endpoint", "status", tls=tls, timeout=tools.ETCDCTL_HEALTH_TIMEOUT)
+
+
+def move_leader(endpoints: Sequence[str], member_id: str, *, stacked: bool = False) -> Argv:
+    """``etcdctl move-leader`` to ``member_id`` (etcdctl finds the leader among ``endpoints``
+    and asks it to hand over; the new leader must be a started voter)."""
+    tls = tools.STACKED_ETCD if stacked else tools.EXTERNAL_ETCD
+    return tools.etcdctl(endpoints, "move-leader", member_id, tls=tls)
+
+
 def member_update(endpoints: Sequence[str], member_id: str, peer_url: str) -> Argv:
     """Change a member's peer URL in the cluster's configuration (etcd's documented way; the
     member then restarts listening there)."""

@@ -8,6 +8,7 @@ step's fresh read and the probe's agree on learners, IDs (lower-case hex) and cl
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ from hactl import hostlayout
 from hactl.diff import client_url, peer_url
 from hactl.errors import CommandError, PlanError
 from hactl.facts.base import FactParseError
-from hactl.facts.etcd import parse_endpoint_health, parse_member_list
+from hactl.facts.etcd import member_id, parse_endpoint_health, parse_member_list
 from hactl.facts.model import EtcdMember
 from hactl.plan import commands as cmd
 from hactl.plan.refusals import nested_member_data, restart_problem
@@ -339,3 +340,52 @@ def shown_wait_stacked_settled() -> list[str]:
             cmd.shown(cmd.stacked_endpoint_health([P("client URL each member publishes")]),
                       f"each healthy, and still so after {STRICT_RECONFIG_WINDOW:g} s (etcd's strict "
                       "reconfig window)")]
+
+
+# -- leadership ----------------------------------------------------------------------------------
+
+
+def leader_of(stdout: str) -> str | None:
+    """``etcdctl endpoint status -w json`` → the leader's id (hex) most answers name; None when
+    no endpoint answered."""
+    try:
+        entries = json.loads(stdout)
+    except ValueError:
+        return None
+    seen: dict[str, int] = {}
+    for entry in entries if isinstance(entries, list) else [entries]:
+        leader = ((entry or {}).get("Status") or {}).get("leader")
+        if leader:
+            key = member_id(leader)
+            seen[key] = seen.get(key, 0) + 1
+    return max(seen, key=lambda k: seen[k]) if seen else None
+
+
+async def hand_over_leadership(ctx: StepContext, via: str, endpoints: Sequence[str], leaving: str,
+                               to: str, *, stacked: bool, timeout: float = 15.0) -> bool:
+    """Before a member is removed: when it leads, ``move-leader`` to ``to`` first (a removed
+    leader makes the others elect a new one, and for that moment every API server's etcd check
+    fails; measured in the lab: a 500 from ``/readyz`` through the load balancer). Returns
+    whether it moved. A member that does not lead, or an endpoint status nobody answers (the
+    member is down: it leads nobody), moves nothing."""
+    status = await run(ctx, via, cmd.endpoint_status(endpoints, stacked=stacked), check=False)
+    if leader_of(status.stdout) != leaving:
+        return False
+    await run(ctx, via, cmd.move_leader(endpoints, to, stacked=stacked))
+
+    async def moved() -> str | None:
+        now = await run(ctx, via, cmd.endpoint_status(endpoints, stacked=stacked), check=False)
+        leader = leader_of(now.stdout)
+        return None if leader is not None and leader != leaving else f"the leader is {leader}"
+
+    await wait_for(f"etcd leadership to leave {leaving}", moved, timeout=timeout, host=via)
+    ctx.log("etcd leadership moved", leaving=leaving, to=to)
+    return True
+
+
+def shown_hand_over(via: str, leaving: str, *, stacked: bool) -> list[str]:
+    urls = [cmd.placeholder("client URL of each started voter")]
+    return [cmd.shown(cmd.endpoint_status(urls, stacked=stacked), f"on {via}: does {leaving} lead?"),
+            cmd.shown(cmd.move_leader(urls, cmd.placeholder(f"the member id of {via}"), stacked=stacked),
+                      f"only when {leaving} leads: leadership first moves to {via}'s member "
+                      "(a removed leader would leave the cluster without one until an election)")]

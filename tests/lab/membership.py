@@ -85,3 +85,17 @@ class Day2:
                 return time.monotonic() - started
             time.sleep(2)
         raise AssertionError(f"Node {name} still Ready after {timeout:.0f} s")
+
+    def wait_budget(self, *, healthy: int, allowed: int = 0, via: str = "master03",
+                    timeout: float = 60.0) -> None:
+        """Until the disruption controller has counted the budget ``web`` in ``default``."""
+        started = time.monotonic()
+        status: dict[str, Any] = {}
+        while time.monotonic() - started < timeout:
+            pdb = json.loads(self.kubectl(via, "get pdb web -n default -o json"))
+            status = pdb.get("status") or {}
+            if status.get("observedGeneration") == pdb["metadata"].get("generation") and \
+                    status.get("currentHealthy") == healthy and status.get("disruptionsAllowed") == allowed:
+                return
+            time.sleep(1)
+        raise AssertionError(f"budget web not counted: {status}")

@@ -126,3 +126,29 @@ async def test_a_member_never_removes_itself(ctx: LocalCtx) -> None:
     with pytest.raises(PlanError, match="e0 is the member to remove"):
         await remove("e0").run(ctx)
     assert sorted(listed(ctx)) == ["e0", "e1", "e2"]
+
+
+def leader(ctx: LocalCtx) -> str:
+    urls = [m["clientURLs"][0] for m in listed(ctx).values()]
+    argv = ctx.local._here(cmd.endpoint_status(urls, stacked=True))
+    out = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    return format(out[0]["Status"]["leader"], "x")
+
+
+async def test_the_leader_hands_over_to_the_via_member_before_it_is_removed(ctx: LocalCtx) -> None:
+    """Real etcd: the member to remove leads (moved there first); the step moves leadership to
+    e0 (the via's member), then removes it — the cluster never waits for an election."""
+    members = listed(ctx)
+    e2 = format(members["e2"]["ID"], "x")
+    e0 = format(members["e0"]["ID"], "x")
+    urls = [m["clientURLs"][0] for m in members.values()]
+    for _ in range(20):  # a fresh cluster may still be settling its first election
+        if subprocess.run(ctx.local._here(cmd.move_leader(urls, e2, stacked=True)),
+                          capture_output=True, text=True, check=False).returncode == 0:
+            break
+        await asyncio.sleep(0.5)
+    assert leader(ctx) == e2
+    await remove("e2", member_id=e2).run(ctx)
+    assert ("etcd leadership moved", {"leaving": e2, "to": e0}) in ctx.events
+    assert sorted(listed(ctx)) == ["e0", "e1"]
+    assert leader(ctx) == e0

@@ -556,7 +556,8 @@ class StackedEtcd:
 
     def __init__(self, ctx: Ctx, *, masters: int = 4, sick: set[int] = frozenset(),  # type: ignore[assignment]
                  learners: set[int] = frozenset(), unstarted: set[int] = frozenset(),  # type: ignore[assignment]
-                 refusals: int = 0, via: str = "master01") -> None:
+                 refusals: int = 0, via: str = "master01", leader: int = 1) -> None:
+        self.leader, self.moves = leader, []  # type: ignore[var-annotated]
         self.members = [{"ID": n, "name": "" if n in unstarted else f"master0{n}", "peerURLs": [peer(n)],
                          "clientURLs": [] if n in unstarted else [client(n)],
                          **({"isLearner": True} if n in learners else {})} for n in range(1, masters + 1)]
@@ -565,6 +566,19 @@ class StackedEtcd:
         fake.on(lambda w: w.startswith("etcdctl ") and " member list" in w, respond=self.member_list)
         fake.on(lambda w: w.startswith("etcdctl ") and " endpoint health" in w, respond=self.health)
         fake.on(lambda w: w.startswith("etcdctl ") and " member remove " in w, respond=self.remove)
+        fake.on(lambda w: w.startswith("etcdctl ") and " endpoint status" in w, respond=self.status)
+        fake.on(lambda w: w.startswith("etcdctl ") and " move-leader " in w, respond=self.move)
+
+    def status(self, call: Call) -> Result:
+        endpoints = next(a for a in call.argv if a.startswith("--endpoints=")).split("=", 1)[1].split(",")
+        out = [{"Endpoint": e, "Status": {"header": {"member_id": int(e.split(".")[-1].split(":")[0]) - 10},
+                                          "leader": self.leader}} for e in endpoints]
+        return Result(0, json.dumps(out), "")
+
+    def move(self, call: Call) -> Result:
+        self.leader = int(call.argv[-1], 16)
+        self.moves.append(call.argv[-1])
+        return Result(0, "", "")
 
     def member_list(self, _call: Call) -> Result:
         return Result(0, json.dumps({"header": {"cluster_id": 7}, "members": self.members}), "")
@@ -586,6 +600,27 @@ class StackedEtcd:
         return Result(0, "{}", "")
 
 
+async def test_a_leading_member_hands_over_to_the_via_master_before_it_is_removed() -> None:
+    """Removing the leader would leave the cluster leaderless until an election (every API
+    server's etcd check fails meanwhile): leadership moves to the via master's member first."""
+    ctx = Ctx(STACKED)
+    etcd = StackedEtcd(ctx, leader=4)
+    await remove_step().run(ctx)
+    assert etcd.moves == ["1"] and etcd.leader == 1
+    assert [m["name"] for m in etcd.members] == ["master01", "master02", "master03"]
+    argvs = [" ".join(a) for a in ctx.argvs("master01")]
+    move = next(i for i, a in enumerate(argvs) if " move-leader " in a)
+    remove = next(i for i, a in enumerate(argvs) if " member remove " in a)
+    assert move < remove
+
+
+async def test_a_member_that_does_not_lead_is_removed_without_a_move() -> None:
+    ctx = Ctx(STACKED)
+    etcd = StackedEtcd(ctx, leader=2)
+    await remove_step().run(ctx)
+    assert etcd.moves == [] and etcd.leader == 2
+
+
 def remove_step(member: int = 4, *, member_id: str | None = None, via: str = "master01") -> Any:
     return make(RemoveStackedMember, via, member=f"master0{member}", member_id=member_id or format(member, "x"),
                 peer_url=peer(member))
@@ -603,6 +638,7 @@ async def test_remove_stacked_member_through_another_masters_local_member() -> N
     assert "--cacert=/etc/kubernetes/pki/etcd/ca.crt" in remove and "--command-timeout=10s" in remove
     assert argvs == [cmd.member_list_stacked(),
                      cmd.stacked_endpoint_health([client(n) for n in (1, 2, 3, 4)]),
+                     cmd.endpoint_status([client(n) for n in (1, 2, 3, 4)], stacked=True),
                      remove, cmd.member_list_stacked()]
     assert ("stacked member removed", {"member": "master04", "id": "4"}) in ctx.events
 
@@ -620,7 +656,7 @@ async def test_the_member_is_found_by_name_when_its_id_changed() -> None:
     etcd = StackedEtcd(ctx)
     await remove_step(member_id="abc").run(ctx)  # re-added since the plan: a new ID, the same name
     assert len(etcd.members) == 3
-    assert ctx.argvs("master01")[2] == cmd.member_remove_stacked("4")
+    assert ctx.argvs("master01")[3] == cmd.member_remove_stacked("4")
 
 
 async def test_a_member_that_never_started_is_found_by_its_peer_url() -> None:

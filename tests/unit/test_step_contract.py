@@ -154,6 +154,12 @@ class World:
             return Result(0, "{}", "")
         if sub[:2] == ["endpoint", "health"]:
             return Result(0, json.dumps([{"endpoint": e, "health": True, "took": "1ms"} for e in endpoints]), "")
+        if sub[:2] == ["endpoint", "status"]:  # the first member leads
+            leader = self.members[0]["ID"] if self.members else 0
+            return Result(0, json.dumps([{"Endpoint": e, "Status": {"leader": leader}} for e in endpoints]), "")
+        if sub[:1] == ["move-leader"]:
+            self.members.sort(key=lambda m: format(m["ID"], "x") != sub[1])
+            return Result(0, "", "")
         if sub[:1] == ["get"]:
             return Result(0, json.dumps({"header": {"revision": 1}}), "")
         raise AssertionError(f"{host}: etcdctl {sub} not scripted")

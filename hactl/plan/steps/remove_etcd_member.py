@@ -10,7 +10,13 @@ from typing import ClassVar
 from hactl.diff import client_url
 from hactl.errors import PlanError
 from hactl.plan import commands as cmd
-from hactl.plan.etcd_ops import health_by_endpoint, list_members, shown_list_members
+from hactl.plan.etcd_ops import (
+    hand_over_leadership,
+    health_by_endpoint,
+    list_members,
+    shown_hand_over,
+    shown_list_members,
+)
 from hactl.plan.refusals import removal_problem
 from hactl.plan.remote import run
 from hactl.plan.step import Step, StepContext
@@ -36,6 +42,7 @@ class RemoveEtcdMember(Step):
             shown_list_members(via, note=f"{self.member} no longer listed: done"),
             cmd.shown(cmd.endpoint_health([P("client URL of each etcd member in the spec")]),
                       f"refused unless quorum holds without {self.member} and {via} is a healthy voter"),
+            *shown_hand_over(via, self.member, stacked=False),
             cmd.shown(cmd.member_remove(P(f"client URL of {via} in the spec"),
                                         P(f"id listed for {self.member}, {self.member_id} at plan time")),
                       "retried while etcd says 'unhealthy cluster'"),
@@ -74,6 +81,10 @@ class RemoveEtcdMember(Step):
                 f"refusing to remove etcd member {self.member} through {via.name}: {via.name} "
                 "failed its endpoint health check; removals go through another started, healthy "
                 "member", host=self.host, step=self.id)
+        mine = next(m for m in members if m.name == via.name)
+        if target.name in healthy and not target.is_learner:
+            started = [client_url(cluster, h) for h in cluster.etcd_members if h.name in healthy]
+            await hand_over_leadership(ctx, via.name, started, target.id, mine.id, stacked=False)
         # etcd's strict reconfig check refuses a removal ("unhealthy cluster") until every voter
         # has been connected for 5 s (right after a start or the previous promotion): retried
         deadline = time.monotonic() + max(self.timeout - 20, 10.0)

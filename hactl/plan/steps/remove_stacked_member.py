@@ -31,7 +31,12 @@ from typing import ClassVar
 from hactl.errors import CommandError, PlanError
 from hactl.facts.model import EtcdMember
 from hactl.plan import commands as cmd
-from hactl.plan.etcd_ops import health_by_endpoint, list_stacked_members
+from hactl.plan.etcd_ops import (
+    hand_over_leadership,
+    health_by_endpoint,
+    list_stacked_members,
+    shown_hand_over,
+)
 from hactl.plan.refusals import removal_problem
 from hactl.plan.remote import run
 from hactl.plan.step import Step, StepContext
@@ -65,6 +70,7 @@ class RemoveStackedMember(Step):
             cmd.shown(cmd.stacked_endpoint_health([P("client URL of each started voter")]),
                       f"refused unless quorum holds without {self.member} and {via}'s own member "
                       "is a healthy voter"),
+            *shown_hand_over(via, self.member, stacked=True),
             cmd.shown(cmd.member_remove_stacked(P(f"id listed for {self.member}, {self.member_id} "
                                                   "at plan time")),
                       "retried while etcd says 'unhealthy cluster'"),
@@ -124,6 +130,9 @@ class RemoveStackedMember(Step):
                 f"refusing to remove stacked etcd member {self.member} through {via}: {via}'s member "
                 "failed its endpoint health check; removals go through another started, healthy "
                 "member", host=via, step=self.id)
+        if target.name in healthy:
+            await hand_over_leadership(ctx, via, [urls[n] for n in sorted(healthy)], target.id,
+                                       mine.id, stacked=True)
         # etcd's strict reconfig check refuses a removal ("unhealthy cluster") until every voter
         # has been connected for 5 s (right after a start or a promotion): retried
         deadline = time.monotonic() + max(self.timeout - 20, 10.0)
