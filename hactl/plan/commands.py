@@ -284,9 +284,12 @@ def kubeadm_join(config: str = KUBEADM_JOIN_CONFIG) -> Argv:
     return tools.kubeadm("join", "--config", config)
 
 
-def kubeadm_reset() -> Argv:
-    """Undo a failed join on this node (external etcd is left untouched, as kubeadm does)."""
-    return tools.kubeadm("reset", "-f")
+def kubeadm_reset(*, external_etcd: bool = False) -> Argv:
+    """Undo a failed join on this node. ``external_etcd`` (a control-plane node of a cluster
+    with external etcd): kubeadm's ``remove-etcd-member`` phase is skipped — run, kubeadm v1.30
+    looks for etcd Pods that do not exist for a minute, warns, and empties /var/lib/etcd on the
+    node (kubernetes/kubeadm#3225); the node has no member of its own."""
+    return tools.kubeadm("reset", "-f", *(("--skip-phases=remove-etcd-member",) if external_etcd else ()))
 
 
 def kubectl(*args: str, kubeconfig: str = ADMIN_CONF) -> Argv:

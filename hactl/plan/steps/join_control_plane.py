@@ -57,7 +57,8 @@ class JoinControlPlane(Step):
         return [
             "wait for /readyz of the first master through the load balancer",
             *shown_wait_api_ready(self.via),
-            *reset_commands(self.via, host, self.reset_first, stacked=self.stacked_etcd),
+            *reset_commands(self.via, host, self.reset_first, stacked=self.stacked_etcd,
+                            external_etcd=not self.stacked_etcd),
             cmd.shown(cmd.file_exists(hostlayout.ADMIN_CONF), "there (and no reset due): done when "
                       "its Node is registered, else refused (plan again)"),
             cmd.shown(cmd.get_node(host), f"on {self.via}, when admin.conf is there"),
@@ -86,7 +87,7 @@ class JoinControlPlane(Step):
                 ctx.log("Node registered meanwhile; nothing to redo")
                 return
             member = await guard_stacked_member(ctx, self.via, self.host, self.id) if stacked else None
-            await run(ctx, self.host, cmd.kubeadm_reset(), timeout=300.0)
+            await run(ctx, self.host, cmd.kubeadm_reset(external_etcd=not stacked), timeout=300.0)
             if member is not None:
                 await check_member_removed(ctx, self.via, self.host, self.id, member)
         elif (await run(ctx, self.host, cmd.file_exists(hostlayout.ADMIN_CONF), check=False)).ok:

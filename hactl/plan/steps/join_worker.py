@@ -73,7 +73,8 @@ class JoinWorker(Step):
         ctx.log("joined as worker")
 
 
-def reset_commands(via: str, host: str, reset_first: bool, *, stacked: bool = False) -> list[str]:
+def reset_commands(via: str, host: str, reset_first: bool, *, stacked: bool = False,
+                   external_etcd: bool = False) -> list[str]:
     """How a join's reset shows in plans: the Node checked again, then ``kubeadm reset -f``
     (with a stacked etcd, the member the reset must remove checked before and after). Without
     ``reset_first`` the same commands run only when the step retries its own cut attempt."""
@@ -87,7 +88,8 @@ def reset_commands(via: str, host: str, reset_first: bool, *, stacked: bool = Fa
         out += [cmd.shown(cmd.member_list_stacked(), f"on {via}: a member of {host} (name or peer URL)?{when}"),
                 cmd.shown(cmd.file_exists(hostlayout.ETCD_MANIFEST),
                           f"when it lists one: kubeadm reset removes it only with this manifest{when}")]
-    out.append(cmd.shown(cmd.kubeadm_reset(), "files of a failed join, no Node" if reset_first
+    out.append(cmd.shown(cmd.kubeadm_reset(external_etcd=external_etcd),
+                         "files of a failed join, no Node" if reset_first
                          else RETRY_ONLY))
     if stacked:
         out += [*(["check its etcd member is gone"] if reset_first else []),
