@@ -57,8 +57,8 @@ def test_stacked_masters_3_5_3_removing_the_init_master_and_workers_in_and_out(
     uid = day2.kubectl("master03", "get replicaset web -n default -o jsonpath={.metadata.uid}").strip()
     for name, node in (("web-a", "worker01"), ("web-b", "worker02")):
         day2.kubectl("master03", "apply -f -", input=WEB % {"name": name, "node": node, "uid": uid})
-    day2.wait_budget(healthy=2)
     day2.kubectl("master03", "apply -f -", input=PDB % 2)
+    day2.wait_budget(healthy=2)
 
     # 5 → 3 (master01 and master02 out) and worker01 out: the masters leave, worker01's drain
     # is refused by the budget until drainTimeout; the apply fails, worker01 stays cordoned
