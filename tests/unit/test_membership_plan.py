@@ -261,3 +261,18 @@ def test_a_saved_plan_that_resets_a_departing_host_loads(lab: Cluster, tmp_path:
     loaded = planfile.load(str(path))
     assert [s.id for s in loaded.steps()] == order(p)
     assert loaded.graph.step("worker[worker02].reset").host == "worker02"
+
+
+def test_removal_plans_validate_against_the_plan_schema(lab: Cluster, stacked5: Cluster) -> None:
+    import json
+
+    import jsonschema
+
+    from hactl.plan import planfile
+    from hactl.plan.output import plan_data
+
+    schema = json.loads((SPECS.parent / "docs" / "plan-format.schema.json").read_text())
+    for p in (plan(without(lab, "workers", "worker02"), Synthetic(lab).converged()),
+              plan(without(stacked5, "masters", "master01", "master02"), Synthetic(stacked5).converged())):
+        jsonschema.validate(plan_data(p), schema)
+        jsonschema.validate(json.loads(planfile.dumps(p)), schema)
