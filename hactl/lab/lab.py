@@ -136,12 +136,48 @@ class Lab:
                     f"{topo.state_dir} has no {os.path.basename(topo.marker)} marker; not deleting it",
                     hint="remove it by hand if it is really a lab state dir",
                 )
-            nodes_dir = os.path.join(topo.state_dir, "nodes")
-            if os.path.isdir(nodes_dir):
-                entries = [os.path.join(nodes_dir, e) for e in os.listdir(nodes_dir)]
+            entries = []
+            for sub in ("nodes", "snapshots"):  # node disks and their snapshots, in parallel
+                folder = os.path.join(topo.state_dir, sub)
+                if os.path.isdir(folder):
+                    entries += [os.path.join(folder, e) for e in os.listdir(folder)]
+            if entries:
                 with ThreadPoolExecutor(max_workers=16) as pool:
                     list(pool.map(shutil.rmtree, entries))
             shutil.rmtree(topo.state_dir)
+
+    # -- disks: snapshot, restore, re-image (hactl/lab/snapshot.py) --------------------------
+
+    def snapshot(self, tag: str, *, boot: bool = True) -> float:
+        """Power off every node, copy every node's disk to ``<state dir>/snapshots/<tag>/``,
+        boot the nodes that were running again (``boot=False``: leave them off). Returns the
+        seconds the copy took."""
+        from hactl.lab import snapshot
+
+        check_host()
+        return snapshot.snapshot(self, tag, boot_after=boot)
+
+    def restore(self, tag: str, *, timeout: float | None = None) -> float:
+        """Power off every node, put every node's disk back as it was at ``snapshot(tag)``,
+        plug every cable in, boot every node, wait for sshd. Same topology only. Returns the
+        seconds the copy took."""
+        from hactl.lab import snapshot
+
+        check_host()
+        return snapshot.restore(self, tag, timeout=timeout)
+
+    def snapshots(self) -> list[str]:
+        from hactl.lab import snapshot
+
+        return snapshot.tags(self.topo)
+
+    def reimage(self, name: str, timeout: float = 60.0) -> None:
+        """Re-install node ``name`` at the same address: a fresh node image with a NEW SSH host
+        key, booted; the lab's known_hosts is rewritten with the new key."""
+        from hactl.lab import snapshot
+
+        check_host()
+        snapshot.reimage(self, name, timeout=timeout)
 
     def stop(self, name: str) -> None:
         """Power off one node: every process in it dies; its disk (/etc, /var, /root) stays."""

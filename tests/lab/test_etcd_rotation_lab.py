@@ -1,5 +1,6 @@
 """Issue 12 §1, the etcd rotation on a lab (real etcd 3.4, real HAProxy, real kubectl, the
-stand-ins' kubelet and API servers): external etcd grown 3 → 5, its first two members taken out
+stand-ins' kubelet and API servers), from the session's shared converged specs/lab.yaml lab
+(tests/lab/conftest.py; etcd04 and etcd05 are its spare nodes): external etcd grown 3 → 5, its first two members taken out
 of the spec, then the next one powered off. Each step is a spec edit followed by ``hactl
 apply``; the plan rewrites kubeadm-config's ``etcd.external.endpoints`` and every master's
 ``--etcd-servers`` (one master at a time) after the additions and before the removals, so
@@ -21,18 +22,10 @@ import yaml
 from faultlib import ApiReader
 from test_apply_lab import hactl, show
 
-LAB_SPEC = Path(__file__).resolve().parents[2] / "specs" / "lab.yaml"
 MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=10s "
 ETCDCTL = ("etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/etcd/pki/ca.crt "
            "--cert=/etc/etcd/pki/healthcheck-client.crt --key=/etc/etcd/pki/healthcheck-client.key ")
-
-
-def five_members() -> dict[str, Any]:
-    doc = yaml.safe_load(LAB_SPEC.read_text())
-    doc["etcd"]["members"] += [{"name": "etcd04", "address": "198.18.0.24"},
-                               {"name": "etcd05", "address": "198.18.0.25"}]
-    return doc
 
 
 def with_members(base: dict[str, Any], names: list[str], path: Path) -> str:
@@ -55,9 +48,10 @@ def kubeadm_config_endpoints(lab: Any) -> list[str]:
     return list(config["etcd"]["external"]["endpoints"])
 
 
-def test_etcd_rotation_keeps_the_api_answering(lab_factory: Any, tmp_path: Path) -> None:
-    lab = lab_factory(five_members())
-    base = yaml.safe_load(Path(lab.spec_file).read_text())
+def test_etcd_rotation_keeps_the_api_answering(shared_lab: Any, tmp_path: Path) -> None:
+    lab = shared_lab()  # converged with etcd01..03; etcd04, etcd05 are idle spare nodes
+    base = lab.spec_doc()
+    base["etcd"]["members"] += [m for m in lab.spares["etcd"] if m["name"] in ("etcd04", "etcd05")]
     url = {m["name"]: f"https://{m['address']}:2379" for m in base["etcd"]["members"]}
     masters = [m["name"] for m in base["masters"]]
     first = with_members(base, ["etcd01", "etcd02", "etcd03"], tmp_path / "three.yaml")
@@ -65,8 +59,8 @@ def test_etcd_rotation_keeps_the_api_answering(lab_factory: Any, tmp_path: Path)
     rotated = with_members(base, ["etcd03", "etcd04", "etcd05"], tmp_path / "rotated.yaml")
     env = {**os.environ, "HACTL_STATE_DIR": str(tmp_path / "state")}
 
-    res = hactl("apply", "-f", first, "--auto-approve", env=env)
-    assert res.returncode == 0, show(res)
+    res = hactl("plan", "-f", first, "--detailed-exitcode", env=env)  # the converged start
+    assert res.returncode == 0 and "No changes" in res.stdout, show(res)
     assert all(etcd_servers(lab, m) == [url[n] for n in ("etcd01", "etcd02", "etcd03")] for m in masters)
 
     lb = base["loadBalancer"]

@@ -1,6 +1,7 @@
 """Issue 13, adding masters (external etcd), on a lab (real etcd, real HAProxy, real kubectl, the
-stand-ins' kubeadm, kubelet and API servers): a converged cluster of 3 masters grown to 5 by a
-spec edit and ``hactl apply``. The new masters join one at a time, the load balancer gets their
+stand-ins' kubeadm, kubelet and API servers): a converged cluster of 3 masters (the session's
+shared converged specs/lab.yaml lab, tests/lab/conftest.py; master04 and master05 are its spare
+nodes) grown to 5 by a spec edit and ``hactl apply``. The new masters join one at a time, the load balancer gets their
 backends (a graceful reload), the apply's closing check passes and the next plan is empty. A
 reader asks ``/readyz`` through the load balancer every 0.5 s for the whole apply: no request may
 fail (a refused connection that HAProxy retries on another server is not a failure: the reader
@@ -19,16 +20,6 @@ from test_apply_lab import hactl, show
 
 from hactl.journal import read_journal
 
-LAB_SPEC = Path(__file__).resolve().parents[2] / "specs" / "lab.yaml"
-
-
-def five_masters() -> dict[str, Any]:
-    doc = yaml.safe_load(LAB_SPEC.read_text())
-    doc["masters"] += [{"name": "master04", "address": "198.18.0.14"},
-                       {"name": "master05", "address": "198.18.0.15"}]
-    doc["workers"] = []  # not needed here: a smaller lab
-    return doc
-
 
 def with_masters(base: dict[str, Any], count: int, path: Path) -> str:
     doc = copy.deepcopy(base)
@@ -37,16 +28,17 @@ def with_masters(base: dict[str, Any], count: int, path: Path) -> str:
     return str(path)
 
 
-def test_three_masters_grow_to_five_with_the_api_answering(lab_factory: Any, tmp_path: Path) -> None:
-    lab = lab_factory(five_masters())
-    base = yaml.safe_load(Path(lab.spec_file).read_text())
+def test_three_masters_grow_to_five_with_the_api_answering(shared_lab: Any, tmp_path: Path) -> None:
+    lab = shared_lab()  # converged with master01..03; master04, master05 are idle spare nodes
+    base = lab.spec_doc()
+    base["masters"] += [m for m in lab.spares["masters"] if m["name"] in ("master04", "master05")]
     three = with_masters(base, 3, tmp_path / "three.yaml")
     five = with_masters(base, 5, tmp_path / "five.yaml")
     state = tmp_path / "state"
     env = {**os.environ, "HACTL_STATE_DIR": str(state)}
 
-    res = hactl("apply", "-f", three, "--auto-approve", env=env)
-    assert res.returncode == 0, show(res)
+    res = hactl("plan", "-f", three, "--detailed-exitcode", env=env)  # the converged start
+    assert res.returncode == 0 and "No changes" in res.stdout, show(res)
     first = set((state / "journal").rglob("*.jsonl"))
 
     lb = base["loadBalancer"]

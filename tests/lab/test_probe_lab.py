@@ -220,17 +220,12 @@ def test_probe_fresh_then_running_etcd_and_lb_then_a_node_down_and_one_cut_off(
     assert {"etcd03", "lb01"} <= changed
 
 
-def test_probe_converged_cluster_reads_the_api_and_writes_nothing(lab_factory: Any) -> None:
-    """After `hactl apply`: the API facts come from the masters' real kubectl, and even with
-    every component running the probe leaves no trace (no kubectl cache, no temp file)."""
-    from click.testing import CliRunner
-
-    from hactl.cli import main
-
-    lab = lab_factory()
+def test_probe_converged_cluster_reads_the_api_and_writes_nothing(shared_lab: Any) -> None:
+    """After `hactl apply` (the session's shared converged lab, tests/lab/conftest.py): the API
+    facts come from the masters' real kubectl, and even with every component running the probe
+    leaves no trace (no kubectl cache, no temp file)."""
+    lab = shared_lab()
     cluster = load_cluster(lab.spec_file)
-    result = CliRunner().invoke(main, ["apply", "-f", lab.spec_file, "--auto-approve"])
-    assert result.exit_code == 0, result.output[-3000:]
     names = [h.name for h in cluster.all_hosts()]
     masters = [h.name for h in cluster.masters]
 
