@@ -53,7 +53,7 @@ test: setup lint typecheck
 	@mkdir -p out
 	@$(BIN)/python -m pytest tests -q -p no:cacheprovider -m "not lab" > out/test-not-lab.log 2>&1 & \
 	pid=$$!; \
-	$(BIN)/python -m pytest tests -q -p no:cacheprovider -m lab; lab=$$?; \
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider -m lab --durations=25; lab=$$?; \
 	wait $$pid; rest=$$?; \
 	echo "=== tests outside tests/lab (run alongside the lab tests; exit $$rest) ==="; \
 	cat out/test-not-lab.log; \
