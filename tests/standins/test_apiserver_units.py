@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -132,3 +133,26 @@ def test_sigterm_drains_the_requests_in_flight() -> None:
     assert 0.25 <= time.monotonic() - started < 2.0
     server.begin()
     assert server.drain(0.1) == 1  # a request that does not finish in time is counted
+
+
+def test_after_sigterm_new_connections_are_refused_at_once(apiserver: Any) -> None:
+    """Go's Shutdown closes the listener first: a connection after SIGTERM is refused (a load
+    balancer retries it elsewhere), never accepted by the kernel and then reset (a TLS EOF the
+    client would see)."""
+    import signal
+    import socket
+    import time
+
+    proc = apiserver.proc
+    assert proc is not None
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    outcomes = []
+    for _ in range(5):
+        try:
+            with socket.create_connection(("127.0.0.1", apiserver.port), timeout=1):
+                outcomes.append("accepted")
+        except ConnectionRefusedError:
+            outcomes.append("refused")
+        time.sleep(0.02)
+    assert outcomes == ["refused"] * 5, outcomes

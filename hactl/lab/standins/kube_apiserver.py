@@ -8,6 +8,7 @@ docs/standins/apiserver.md.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -148,7 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(target=_compactor, args=(app, compaction, stop), daemon=True).start()
 
     def _term(signum: int, frame: Any) -> None:
+        # The real server (Go's http.Server.Shutdown, with kubeadm's shutdown-delay-duration of
+        # 0) closes its listener at once: a connection that arrives after SIGTERM is refused,
+        # and HAProxy's next try goes to another master. Left listening until the accept loop
+        # notices (its poll interval), it would be accepted by the kernel and reset at the
+        # close: the client would see a TLS EOF through the load balancer.
         stop.set()
+        with contextlib.suppress(OSError):
+            httpd.socket.shutdown(socket.SHUT_RDWR)
         threading.Thread(target=httpd.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, _term)
