@@ -6,16 +6,32 @@ root namespace, one per node inside), so a 200-node lab costs a few hundred mill
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from hactl.errors import HactlError
 from hactl.lab.topology import BRIDGE_PREFIX, LAB_RANGE, Node, Topology
 
 NETNS_DIR = "/run/netns"
+ROUTE_LOCK = "/run/hactl-lab-route.lock"
+"""Held while a lab adds its bridge and the unreachable route, and while one that goes away
+decides whether it is the last (then it deletes the route): labs of several processes (two
+test runs side by side) never leave one of them without the route."""
+
+
+@contextlib.contextmanager
+def _route_lock() -> Iterator[None]:
+    with open(ROUTE_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ip_batch(lines: Iterable[str], *, netns: str | None = None, force: bool = False) -> None:
@@ -82,6 +98,8 @@ def create(topo: Topology, nodes: list[Node]) -> None:
         ]
     root.append(f"route replace unreachable {LAB_RANGE}")
     fresh: list[Node] = []
+    head = list(root)
+    root = []
     for node in nodes:
         if node.netns not in existing_ns:
             root.append(f"netns add {node.netns}")
@@ -92,6 +110,8 @@ def create(topo: Topology, nodes: list[Node]) -> None:
             root.append(f"link add {node.veth} type veth peer name eth0 netns {node.netns}")
             root.append(f"link set {node.veth} master {topo.bridge} up")
             fresh.append(node)
+    with _route_lock():
+        ip_batch(head)
     ip_batch(root)
 
     def inside(node: Node) -> None:
@@ -116,12 +136,13 @@ def destroy(topo: Topology) -> None:
     lines += [f"netns del {n.netns}" for n in topo.nodes if n.netns in existing_ns]
     if topo.bridge in existing_links:
         lines.append(f"link del {topo.bridge}")
-    ip_batch(lines, force=True)
-    others = [name for name in links() if name.startswith(BRIDGE_PREFIX)]
-    if not others:
-        subprocess.run(
-            ["ip", "route", "del", "unreachable", str(LAB_RANGE)], capture_output=True, check=False
-        )
+    with _route_lock():
+        ip_batch(lines, force=True)
+        others = [name for name in links() if name.startswith(BRIDGE_PREFIX)]
+        if not others:
+            subprocess.run(
+                ["ip", "route", "del", "unreachable", str(LAB_RANGE)], capture_output=True, check=False
+            )
 
 
 def set_link(node: Node, up: bool) -> None:
