@@ -5,7 +5,6 @@ probed in one more round at the address the cluster records for them."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,13 +12,14 @@ from typing import Any
 
 import pytest
 import yaml
+from test_probe import answer, sections_of
 
 from hactl.errors import UnreachableError
 from hactl.facts import kubernetes
-from hactl.probe import SectionOutput, compose_output, probe
+from hactl.probe import SectionOutput, probe
 from hactl.spec.models import Cluster, Host
-from hactl.transport.base import Result, Transport
-from hactl.transport.fake import Call, FakeTransport
+from hactl.transport.base import Transport
+from hactl.transport.fake import FakeTransport
 
 REPO = Path(__file__).resolve().parents[2]
 API_OUT = (REPO / "tests/facts_data/kubernetes/api.out").read_text()
@@ -91,18 +91,7 @@ def master_answer(name: str, api: str | None) -> Any:
     }
     if api is not None:
         sections["k8s.api"] = SectionOutput(api, "", 0)
-
-    def respond(call: Call) -> Result:
-        marker = re.search(r"__hactl_m='([^']+)'", call.wire)
-        assert marker is not None
-        out, err = compose_output(sections, marker.group(1))
-        return Result(0, out, err)
-
-    return respond
-
-
-def sections_of(call: Call) -> list[str]:
-    return re.findall(r"^__hactl_run (\S+) ", call.wire, re.M)
+    return answer(sections)
 
 
 async def test_a_departing_node_is_probed_at_its_internal_ip_as_its_role() -> None:
