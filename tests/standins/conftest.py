@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from hactl.lab.standins.kubeapi import Client
+
 REPO = Path(__file__).resolve().parents[2]
 PY = "/usr/bin/python3"
 KUBECTL = "/usr/bin/kubectl"
@@ -392,3 +394,13 @@ def components(tmp_path: Path) -> Iterator[Callable[..., Component]]:
     finally:
         for comp in started:
             comp.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def admin(apiserver: Apiserver) -> Iterator[Client]:
+    """A client of ``apiserver`` with its admin kubeconfig (closed after the test)."""
+    client = Client.from_kubeconfig(str(apiserver.admin_conf))
+    try:
+        yield client
+    finally:
+        client.close()

@@ -26,15 +26,6 @@ PDB = "/apis/policy/v1/namespaces/default/poddisruptionbudgets"
 
 
 @pytest.fixture
-def admin(apiserver: Apiserver) -> Iterator[Client]:
-    client = Client.from_kubeconfig(str(apiserver.admin_conf))
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture
 def kubelet(apiserver: Apiserver, admin: Client, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """The kubelet stand-in as node worker01 (client certificate system:node:worker01), its
     files relocated under tmp_path."""

@@ -7,7 +7,7 @@ import base64
 import datetime as dt
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -21,15 +21,6 @@ FAST = ("--leader-elect-lease-duration=6s", "--leader-elect-renew-deadline=4s",
         "--leader-elect-retry-period=1s")
 NO_ELECTION = ("--leader-elect=false",)  # controller tests: no lost lease on a loaded machine
 LEASES = "coordination.k8s.io/v1"
-
-
-@pytest.fixture
-def admin(apiserver: Apiserver) -> Iterator[Client]:
-    client = Client.from_kubeconfig(str(apiserver.admin_conf))
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def _holder(admin: Client, name: str) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,15 +17,6 @@ from .conftest import Apiserver
 from .test_drain_pdb import PDB, pdb, replicaset
 
 VIOLATION = "Cannot evict pod as it would violate the pod's disruption budget."
-
-
-@pytest.fixture
-def admin(apiserver: Apiserver) -> Iterator[Client]:
-    client = Client.from_kubeconfig(str(apiserver.admin_conf))
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def ready(admin: Client, name: str, is_ready: bool = True) -> None:
