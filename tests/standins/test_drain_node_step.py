@@ -28,9 +28,9 @@ from . import test_drain_pdb as drain_pdb
 from .conftest import Apiserver, Component, wait_for
 from .test_drain_pdb import NODE, pdb, pods_left, replicaset, running, wait_pdb
 
-admin, kubelet, kcm = drain_pdb.admin, drain_pdb.kubelet, drain_pdb.kcm
-"""The fixtures of test_drain_pdb: the admin client, the kubelet stand-in as worker01, the
-controller-manager (its disruption controller keeps the budgets' status)."""
+kubelet, kcm = drain_pdb.kubelet, drain_pdb.kcm
+"""The fixtures of test_drain_pdb: the kubelet stand-in as worker01, the controller-manager (its
+disruption controller keeps the budgets' status); the admin client is conftest's."""
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = load_file(str(REPO / "specs" / "lab.yaml")).cluster
