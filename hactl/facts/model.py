@@ -464,6 +464,78 @@ class KubernetesFacts:
         return self.kubelet_conf
 
 
+# -- preflight ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A listening TCP socket (``ss -Hltnp``) on one of the ports preflight looks at."""
+
+    port: int
+    address: str
+    """Local address as ss prints it (``0.0.0.0``, ``[::]``, ``*``, ``127.0.0.1``)."""
+    process: str | None = None
+    """The first process name ss shows (``users:(("nginx",…))``); None without ``-p`` rights."""
+
+
+@dataclass(frozen=True)
+class RuntimeFacts:
+    """The container runtime (containerd) of a node that has not joined yet."""
+
+    socket: str
+    """The CRI socket looked at (``/run/containerd/containerd.sock``)."""
+    socket_present: bool
+    answers: bool
+    """``ctr --address SOCKET version`` answered with a server version (bounded by ``timeout``)."""
+    error: str | None = None
+    """Why it did not answer (ctr's last line, ``ctr not found``, ``timed out``)."""
+    version: str | None = None
+    """The runtime's version: the server's from ``ctr version``, else ``containerd --version``."""
+    cgroup_driver: str | None = None
+    """containerd's: ``systemd`` when /etc/containerd/config.toml sets ``SystemdCgroup = true``,
+    ``cgroupfs`` otherwise (containerd's default), None when containerd is not installed."""
+    kubelet_cgroup_driver: str | None = None
+    """``cgroupDriver`` of /var/lib/kubelet/config.yaml; None when absent (kubeadm then writes
+    its default, ``systemd``)."""
+
+
+@dataclass(frozen=True)
+class PreflightFacts:
+    """What the plan's preflight reads on a host (:mod:`hactl.facts.preflight`, docs/hosts.md)."""
+
+    swap: tuple[str, ...] = ()
+    """Active swap areas (/proc/swaps entries)."""
+    ip_forward: str | None = None
+    """/proc/sys/net/ipv4/ip_forward (None: unreadable)."""
+    bridge_nf_call_iptables: str | None = None
+    """/proc/sys/net/bridge/bridge-nf-call-iptables (None: absent, br_netfilter not loaded)."""
+    modules: tuple[str, ...] = ()
+    """Of br_netfilter and overlay, those present (see :mod:`hactl.facts.preflight`)."""
+    product_uuid: str | None = None
+    """/sys/class/dmi/id/product_uuid, lower-case (None: absent or unreadable)."""
+    macs: Mapping[str, str] = field(default_factory=dict)
+    """Interface → MAC address of the interfaces backed by a device (/sys/class/net/*/device)."""
+    listeners: tuple[Listener, ...] | None = None
+    """Listeners on the ports looked at; None when ss did not run (nothing to check there)."""
+    runtime: RuntimeFacts | None = None
+    """None when not read (a joined node, or not a node)."""
+    host_time: float | None = volatile()
+    """The host's wall clock (``date +%s.%N``) while the script ran."""
+    sent_at: float | None = volatile()
+    """The operator's wall clock when the script was sent."""
+    received_at: float | None = volatile()
+    """The operator's wall clock when the answer had arrived."""
+
+    @property
+    def clock_skew(self) -> float | None:
+        """Seconds by which the host's clock surely differs from the operator's: the distance
+        from ``host_time`` to the interval [sent_at, received_at] (the round trip is not
+        counted as skew). None when a time is missing."""
+        if self.host_time is None or self.sent_at is None or self.received_at is None:
+            return None
+        return max(0.0, self.host_time - self.received_at, self.sent_at - self.host_time)
+
+
 # -- per host and the whole observation -------------------------------------------------------
 
 
@@ -482,6 +554,8 @@ class HostFacts:
     """None on hosts that are not load balancers in the spec, or when this part failed."""
     kubernetes: KubernetesFacts | None = None
     """None on hosts that are neither masters nor workers, or when this part failed."""
+    preflight: PreflightFacts | None = None
+    """What the plan's preflight checks; None when the section did not run or failed."""
     section_errors: Mapping[str, str] = field(default_factory=dict)
     """Probe section → error (a section that failed to run or parse); the rest are still valid."""
     duration: float | None = volatile()
