@@ -46,6 +46,11 @@ NO_LIVE_COUNTERPART = {
     "apply.*": "how hactl apply runs (parallelism, drain timeout)",
     "lab.*": "only hactl lab reads it",
     "certificates.renewBeforeDays": "a threshold of the plan itself (which certificates to refuse)",
+    "preflight.*": "settings of the plan's own preflight (checks skipped, clock skew allowed)",
+    "etcd.members[].ignorePreflightErrors": "preflight checks the plan skips on the host",
+    "loadBalancer.hosts[].ignorePreflightErrors": "preflight checks the plan skips on the host",
+    "masters[].ignorePreflightErrors": "preflight checks the plan skips on the host",
+    "workers[].ignorePreflightErrors": "preflight checks the plan skips on the host",
 }
 """Leaf paths (``*`` = every leaf below) whose difference has nothing live to differ from."""
 
