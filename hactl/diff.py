@@ -31,7 +31,14 @@ from typing import Any
 
 from hactl.facts.departing import departing, member_of
 from hactl.facts.etcd import MEMBER_FILES
-from hactl.facts.model import ClusterView, EtcdFacts, EtcdMember, KubernetesFacts, Observed
+from hactl.facts.model import (
+    ClusterView,
+    EtcdFacts,
+    EtcdMember,
+    HAProxyFacts,
+    KubernetesFacts,
+    Observed,
+)
 from hactl.spec.models import Cluster, Host
 from hactl.vocabulary import (
     BOOTSTRAP_TOKEN,
@@ -87,6 +94,9 @@ class Hints:
     """where a departing host is reached (its Node's InternalIP, or its member's peer URL host)"""
     node_ready: bool = False
     """the Node this change deletes is Ready"""
+    servers: tuple[str, ...] = ()
+    """masters' servers a load balancer holds out of rotation at runtime (``DRAIN``/``MAINT`` set
+    through its admin socket, e.g. by a drill or an apply killed between drain and ready)"""
 
     def to_data(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -579,6 +589,8 @@ def _env_drift(cluster: Cluster, host: Host, env: Mapping[str, str]) -> list[str
 
 
 def _load_balancers(cluster: Cluster, observed: Observed) -> Iterator[Change]:
+    from hactl.render.haproxy import BACKEND
+
     desired = desired_haproxy_cfg(cluster)
     want = sha256_text(desired)
     for host in cluster.load_balancer.hosts:
@@ -608,9 +620,30 @@ def _load_balancers(cluster: Cluster, observed: Observed) -> Iterator[Change]:
             yield Change(Op.UPDATE, service, {"active": True, "loaded": False},
                          {"active": True, "loaded": True},
                          f"{facts.loaded_why}; reload haproxy (graceful) to load it", host=host.name)
+        elif held := _held_out(cluster, facts):
+            yield Change(Op.UPDATE, service, {"active": True, "held_out": list(held)},
+                         {"active": True, "held_out": []},
+                         f"{', '.join(held)} held out of {BACKEND} at runtime ("
+                         + ", ".join(f"{s} {facts.backend(BACKEND)[s]}" for s in held)
+                         + ": a drill or an apply stopped between drain and ready); "
+                         "put back in rotation (state ready)", host=host.name,
+                         detail=Hints(servers=held))
         else:
             yield Change(Op.NOOP, service, {"active": True}, {"active": True}, "haproxy is running",
                          host=host.name)
+
+
+def _held_out(cluster: Cluster, facts: HAProxyFacts) -> tuple[str, ...]:
+    """The spec's masters whose API-backend server this load balancer holds in ``DRAIN`` or
+    ``MAINT`` set at runtime (the rendered configuration sets neither; ``MAINT (via …)`` follows
+    another server and is not its own)."""
+    from hactl.render.haproxy import BACKEND
+
+    masters = {h.name for h in cluster.masters}
+    return tuple(sorted(
+        s.server for s in facts.servers
+        if s.backend == BACKEND and s.server in masters and s.status in ("DRAIN", "MAINT")
+        and "via" not in s.raw_status))
 
 
 def _line_delta(old: str, new: str) -> str:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from xml.etree import ElementTree
 
 from hactl import hostlayout
-from hactl.facts.haproxy import socket_command
+from hactl.facts.haproxy import admin_script
 from hactl.render.haproxy import BACKEND
 from hactl.transport import tools
 
@@ -149,9 +149,7 @@ def lb_server_command(master: str, state: Literal["drain", "ready"]) -> str:
 def lb_server_script(master: str, state: Literal["drain", "ready"]) -> str:
     """sh sending :func:`lb_server_command` to haproxy's admin socket (the answer is printed:
     empty on success)."""
-    sock = shlex.quote(hostlayout.HAPROXY_ADMIN_SOCKET)
-    return (f'if [ ! -S {sock} ]; then echo "no admin socket {hostlayout.HAPROXY_ADMIN_SOCKET}" '
-            f">&2; exit 1; fi\n{socket_command(lb_server_command(master, state))}")
+    return admin_script(lb_server_command(master, state))
 
 
 def put_back_script() -> str:

@@ -55,6 +55,14 @@ def socket_command(command: str, sock: str = ADMIN_SOCKET) -> str:
     )
 
 
+def admin_script(command: str, sock: str = ADMIN_SOCKET) -> str:
+    """An sh script that sends one command to haproxy's admin socket (:func:`socket_command`)
+    and prints the answer (empty on success); exit 1 when there is no socket. Used by the steps
+    and the drill that drain a master's server and put it back."""
+    return (f'if [ ! -S {shlex.quote(sock)} ]; then echo "no admin socket {sock}" >&2; exit 1; fi\n'
+            f"{socket_command(command, sock)}")
+
+
 @dataclass(frozen=True)
 class HAProxyFileInfo:
     config_sha256: str | None

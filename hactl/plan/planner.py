@@ -345,9 +345,11 @@ class _Builder:
         for host in sorted(by_host):
             cs = by_host[host]
             cfg = next((c for c in cs if c.addr.aspect is Aspect.HAPROXY_CFG), cs[0])
+            held = tuple(s for c in cs if c.addr.aspect is Aspect.SERVICE for s in c.detail.servers)
             self.lbs.append(self.g.add(kinds.ConfigureHAProxy(
                 id=f"lb[{host}].haproxy", host=host, title=f"Configure HAProxy on {host}",
-                reason="; ".join(c.reason for c in cs), address=cfg.address, action=cfg.op)))
+                reason="; ".join(c.reason for c in cs), address=cfg.address, action=cfg.op,
+                ready_servers=held)))
 
     # kubernetes
     def _api_master(self) -> str | None:

@@ -19,11 +19,19 @@ from hactl import hostlayout
 from hactl.errors import CommandError
 from hactl.facts.base import FactParseError
 from hactl.facts.haproxy import ACTIVE_VAR, HAProxyFiles
+from hactl.facts.haproxy import admin_script as haproxy_admin
 from hactl.plan import commands as cmd
 from hactl.plan import desired
 from hactl.plan.remote import put, run
 from hactl.plan.step import Step, StepContext
+from hactl.render.haproxy import BACKEND
 from hactl.vocabulary import Action
+
+
+def ready_command(server: str) -> str:
+    """HAProxy's runtime command putting a master's server of the API backend back in rotation."""
+    return f"set server {BACKEND}/{server} state ready"
+
 
 RELOAD_SETTLE = 10.0
 """Seconds a ``reloading`` haproxy unit may take to be ``active`` again after the reload."""
@@ -42,6 +50,9 @@ class ConfigureHAProxy(Step):
     order: ClassVar[int] = 30
     action: Action = Action.UPDATE
     timeout: float = 60.0
+    ready_servers: tuple[str, ...] = ()
+    """Masters' servers the probe saw held out of the API backend at runtime (``DRAIN``/``MAINT``
+    through the admin socket): put back (``state ready``) unless a reload or start does it."""
 
     def commands(self) -> list[str]:
         return [
@@ -59,6 +70,10 @@ class ConfigureHAProxy(Step):
             cmd.shown(cmd.systemctl("is-active", "haproxy"),
                       f"repeated while 'reloading', for at most {RELOAD_SETTLE:g} s"),
             cmd.shown_put(hostlayout.HAPROXY_LOADED_MARKER, 0o644, "the loaded file's sha256"),
+            *(cmd.shown(haproxy_admin(ready_command(server)),
+                        f"{ready_command(server)} on the admin socket, unless a reload or "
+                        "start above put it back already")
+              for server in self.ready_servers),
         ]
 
     async def _never_loaded(self, ctx: StepContext) -> bool:
@@ -118,4 +133,13 @@ class ConfigureHAProxy(Step):
         await self._wait_active(ctx)
         if changed or stale or not active:
             await put(ctx, self.host, hostlayout.HAPROXY_LOADED_MARKER, f"{want}\n", 0o644)
-        ctx.log("haproxy configured", changed=changed, started=not active, reloaded_stale=stale)
+        else:  # a (re)load starts every server from the configuration: nothing left held out
+            for server in self.ready_servers:
+                res = await run(ctx, self.host, haproxy_admin(ready_command(server)), check=False)
+                answer = (res.stdout + res.stderr).strip()
+                if not res.ok or answer:
+                    raise CommandError(f"haproxy on {self.host} refused `{ready_command(server)}`: "
+                                       f"{answer or 'exit ' + str(res.exit_status)}", host=self.host,
+                                       transient=True)
+        ctx.log("haproxy configured", changed=changed, started=not active, reloaded_stale=stale,
+                put_back=list(self.ready_servers))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shlex
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -35,7 +34,8 @@ from hactl import hostlayout
 from hactl.diff import url_key
 from hactl.errors import CommandError
 from hactl.facts.base import FactParseError
-from hactl.facts.haproxy import HAProxyStats, socket_command
+from hactl.facts.haproxy import HAProxyStats
+from hactl.facts.haproxy import admin_script as haproxy_admin
 from hactl.plan import commands as cmd
 from hactl.plan.etcd_ops import health_by_endpoint, list_members, shown_list_members
 from hactl.plan.remote import parse_json, put, run, wait_for
@@ -53,14 +53,6 @@ NEW_MANIFEST = f"{K8S_TMP}/hactl-kube-apiserver.yaml.new"
 DRAIN_SETTLE = 1.0
 """Seconds between taking the master out of the load balancers and restarting its API server:
 the requests the load balancers already sent it finish (new ones go to the other masters)."""
-
-
-def haproxy_admin(command: str) -> str:
-    """An sh script that sends one command to haproxy's admin socket (``socat``, else a
-    stdlib-only ``python3``, as the probe reads it) and prints the answer (empty on success)."""
-    sock = shlex.quote(hostlayout.HAPROXY_ADMIN_SOCKET)
-    return (f'if [ ! -S {sock} ]; then echo "no admin socket {hostlayout.HAPROXY_ADMIN_SOCKET}" '
-            f'>&2; exit 1; fi\n{socket_command(command)}')
 
 
 _FLAG = re.compile(r"^(?P<head>[ \t]*-[ \t]+)(?P<q>[\"']?)--etcd-servers=(?P<value>[^\s\"']*)"
