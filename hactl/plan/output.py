@@ -15,6 +15,7 @@ from typing import Any
 
 from hactl import __version__
 from hactl.diff import Change, Op
+from hactl.plan import refusals_preflight
 from hactl.plan.planner import Plan
 from hactl.sensitive import MASK, Sensitive
 
@@ -95,6 +96,8 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
         out.append("Unreachable hosts (no step needs them; their state is unknown):")
         out += [f"  {host}: {why}" for host, why in sorted(plan.unreachable.items())]
         out.append("")
+    if (skipped := preflight_skipped(plan)):
+        out += [f"Warning: {skipped}", ""]
     changes = plan.diff.effective()
     steps = plan.steps()
     if not changes and not steps:
@@ -117,6 +120,15 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
 
 
 # -- JSON ----------------------------------------------------------------------------------
+
+
+def preflight_skipped(plan: Plan) -> str | None:
+    """The warning line of the preflight checks the spec skips, per host (None: none)."""
+    skipped = refusals_preflight.skipped(plan.cluster)
+    if not skipped:
+        return None
+    return "Preflight checks skipped (spec): " + "; ".join(
+        f"{host}: {', '.join(names)}" for host, names in skipped.items())
 
 
 def change_data(change: Change) -> dict[str, Any]:
@@ -156,7 +168,8 @@ def plan_data(plan: Plan) -> dict[str, Any]:
             for s in plan.steps()
         ],
         "summary": {"add": add, "change": change, "remove": remove, "text": summary_line(plan)},
-    }
+    } | ({"preflight_skipped": {h: list(n) for h, n in skipped.items()}}
+         if (skipped := refusals_preflight.skipped(plan.cluster)) else {})
 
 
 def render_json(plan: Plan) -> str:
@@ -176,6 +189,8 @@ def render_markdown(plan: Plan) -> str:
     if plan.unreachable:
         out.append("Unreachable (not needed): " + ", ".join(f"`{h}`" for h in sorted(plan.unreachable)))
         out.append("")
+    if (skipped := preflight_skipped(plan)):
+        out += [f"> **Warning:** {_md(skipped)}", ""]
     changes = plan.diff.effective()
     if changes:
         out += ["| | Address | Host | Reason |", "|---|---|---|---|"]

@@ -6,7 +6,9 @@ Each finding carries the field path (YAML names) that the loader turns into ``FI
 from __future__ import annotations
 
 import contextlib
+import difflib
 import ipaddress
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -17,6 +19,41 @@ PathT = tuple[str | int, ...]
 
 #: Kubernetes 1.31+ refuses external etcd older than this (kubeadm's supported-version table).
 MIN_ETCD_FOR_K8S_131 = (3, 5, 11)
+
+PREFLIGHT_CHECKS: tuple[str, ...] = (
+    "Swap",
+    "KernelModule-br_netfilter",
+    "KernelModule-overlay",
+    "FileContent--proc-sys-net-ipv4-ip_forward",
+    "FileContent--proc-sys-net-bridge-bridge-nf-call-iptables",
+    "CRI",
+    "CgroupDriver",
+    "FileExisting-kubeadm",
+    "FileExisting-kubelet",
+    "FileExisting-kubectl",
+    "KubeadmVersion",
+    "KubeletVersion",
+    "KubectlVersion",
+    "ClockSkew",
+    "DuplicateHostname",
+    "DuplicateProductUUID",
+    "DuplicateMAC",
+)
+"""The preflight checks of ``hactl plan`` (docs/hosts.md), named like kubeadm's where kubeadm
+has one; ``Port-N`` (any port) comes on top of these."""
+_PORT_CHECK = re.compile(r"port-([0-9]{1,5})", re.ASCII)
+
+
+def preflight_check_name(text: str) -> str | None:
+    """A name of ``ignorePreflightErrors`` in its canonical spelling (``swap`` → ``Swap``,
+    ``port-2380`` → ``Port-2380``, ``ALL`` → ``all``); None when there is no such check."""
+    lowered = text.strip().lower()
+    if lowered == "all":
+        return "all"
+    match = _PORT_CHECK.fullmatch(lowered)
+    if match and 1 <= int(match.group(1)) <= 65535:
+        return f"Port-{int(match.group(1))}"
+    return next((c for c in PREFLIGHT_CHECKS if c.lower() == lowered), None)
 
 
 @dataclass(frozen=True)
@@ -46,7 +83,25 @@ def cross_checks(cluster: Cluster) -> list[Finding]:
         *_health_check(cluster),
         *_versions(cluster),
         *_lab(cluster),
+        *_preflight_names(cluster),
     ]
+
+
+def _preflight_names(cluster: Cluster) -> Iterator[Finding]:
+    lists: list[tuple[PathT, list[str]]] = [
+        (("preflight", "ignoreErrors"), cluster.preflight.ignore_errors)]
+    lists += [((*path, "ignorePreflightErrors"), host.ignore_preflight_errors)
+              for _role, path, host in _role_lists(cluster)]
+    choices = {c.lower(): c for c in (*PREFLIGHT_CHECKS, "all")}
+    for path, names in lists:
+        for index, name in enumerate(names):
+            if preflight_check_name(name) is not None:
+                continue
+            close = difflib.get_close_matches(name.strip().lower(), list(choices), n=1, cutoff=0.6)
+            hint = (f"did you mean '{choices[close[0]]}'?" if close else
+                    "the checks are listed in docs/hosts.md")
+            yield Finding((*path, index), f"'{name}' is not a preflight check; {hint} (names: "
+                          f"{', '.join(PREFLIGHT_CHECKS)}, Port-N, all)")
 
 
 def _etcd_size(cluster: Cluster) -> Iterator[Finding]:

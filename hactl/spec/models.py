@@ -126,6 +126,10 @@ class Host(Model):
     zone), unspecified (``0.0.0.0``, ``::``), multicast or broadcast."""
     ssh: SSHOverride | None = None
     """Per-host SSH settings that override the spec's ``ssh`` defaults."""
+    ignore_preflight_errors: list[str] = []
+    """Preflight checks ``hactl plan`` skips on this host, like kubeadm's
+    ``--ignore-preflight-errors``: check names (case-insensitive, e.g. ``Swap``, ``Port-6443``),
+    or ``all``. The plan lists what it skipped. The checks are in docs/hosts.md."""
 
     @field_validator("name")
     @classmethod
@@ -240,6 +244,17 @@ class CertificateSettings(Model):
     not renew certificates yet; the refusal says how to by hand."""
 
 
+class PreflightSettings(Model):
+    """What ``hactl plan`` checks on the hosts before it plans a change (docs/hosts.md)."""
+
+    ignore_errors: list[str] = []
+    """Preflight checks skipped on every host: check names (case-insensitive), or ``all``.
+    A host's own ``ignorePreflightErrors`` adds to this list."""
+    max_clock_skew: Annotated[float, Field(gt=0, le=3600, strict=True)] = 1.0
+    """Seconds a host's clock may differ from the operator's (the round trip of the probe is
+    not counted) before the plan refuses (check ``ClockSkew``)."""
+
+
 class ApplySettings(Model):
     parallelism: Annotated[int, Field(ge=1, le=1000, strict=True)] = 10
     """How many steps run at once (``--parallelism`` overrides it). Workers taken out of the
@@ -306,6 +321,8 @@ class Cluster(Model):
     """Certificate expiry: how early ``hactl plan`` refuses to go on until they are renewed."""
     apply: ApplySettings = ApplySettings()
     """Settings for ``hactl apply``."""
+    preflight: PreflightSettings = PreflightSettings()
+    """Preflight: checks skipped on every host, the clock skew allowed."""
     lab: LabSettings | None = None
     """Settings for ``hactl lab`` (local test hosts)."""
 

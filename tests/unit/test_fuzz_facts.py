@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hactl.facts import binaries, etcd, haproxy, kubernetes, services, system
+from hactl.facts import binaries, etcd, haproxy, kubernetes, preflight, services, system
 from hactl.facts.base import Fact, FactParseError
 
 DATA = Path(__file__).resolve().parents[1] / "facts_data"
@@ -41,6 +41,7 @@ FACTS: list[Fact[Any]] = [
     kubernetes.K8sFiles(),
     kubernetes.CertExpiry(),
     kubernetes.ApiState(),
+    preflight.Preflight(node=True, etcd=True, lb=True, ports=(6443, 2379, 2380, 10250)),
 ]
 PER_CALL_SECONDS = 2.0
 
@@ -104,7 +105,10 @@ KEYS = ["hostname", "kernel", "user", "init", "uptime", "os.ID", "os.VERSION_ID"
         "os.PRETTY_NAME", "config_sha256", "unit_sha256", "env_sha256", "data_dir",
         "nested_member", "ca_key", "ca_sha256", "data_dir_entries", "data_dir_entry",
         "running_pid", "running.ETCD_NAME", "admin_conf", "kubelet_conf", "manifest", "pki",
-        "Id", "ActiveState", "UnitFileState", "ETCD_NAME", "ETCD_INITIAL_CLUSTER"]  # fmt: skip
+        "Id", "ActiveState", "UnitFileState", "ETCD_NAME", "ETCD_INITIAL_CLUSTER",
+        "now", "swap", "mac", "listen", "listeners", "module", "cri_socket", "cri_present",
+        "cri_rc", "cri_out", "containerd", "containerd_version", "containerd_cgroup",
+        "kubelet_cgroup", "product_uuid", "ip_forward"]  # fmt: skip
 kv_lines = st.lists(
     st.tuples(st.sampled_from(KEYS) | st.text(max_size=6), st.sampled_from(["=", "\t", ""]),
               st.text(max_size=30) | st.sampled_from(['"unterminated', "'x", "nan", "inf",
