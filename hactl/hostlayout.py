@@ -105,3 +105,22 @@ HACTL_LOCK_ROOT = "/var/lib/hactl"
 
 OS_RELEASE = "/etc/os-release"
 """The distribution's ID, VERSION_ID and PRETTY_NAME (the ``system`` fact)."""
+
+# -- host preparation (the spec's opt-in ``prepare`` section) ---------------------------------
+
+APT_SOURCE = "/etc/apt/sources.list.d/kubernetes.list"
+"""The APT source of kubeadm, kubelet and kubectl (as Kubernetes' install guide names it)."""
+APT_KEYRING_DIR = "/etc/apt/keyrings"
+APT_KEYRING_ASC = f"{APT_KEYRING_DIR}/kubernetes-apt-keyring.asc"
+"""The repository's signing key when ASCII-armoured (APT reads ``.asc`` keyrings as such)."""
+APT_KEYRING_GPG = f"{APT_KEYRING_DIR}/kubernetes-apt-keyring.gpg"
+"""The repository's signing key when binary."""
+MODULES_LOAD = "/etc/modules-load.d/k8s.conf"
+"""Kernel modules loaded at boot: overlay, br_netfilter."""
+SYSCTL_CONF = "/etc/sysctl.d/k8s.conf"
+"""Kernel settings applied at boot: ip_forward, bridge-nf-call-iptables/ip6tables."""
+FSTAB = "/etc/fstab"
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"
+"""containerd's configuration (the systemd cgroup driver)."""
+CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
+"""containerd's CRI socket (kubeadm's default ``criSocket``)."""
