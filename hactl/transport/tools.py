@@ -100,3 +100,19 @@ def systemctl(*args: str) -> Argv:
     """systemctl. Starts of Type=notify units that could wait for a quorum use ``--no-block``
     (the caller waits for the member itself); other calls are bounded by the transport."""
     return ("systemctl", *args)
+
+
+# -- apt (host preparation) ------------------------------------------------------------------
+
+APT_OPTIONS = ("-q", "-y", "-o", "Dpkg::Options::=--force-confold")
+"""Quiet, no questions, and a configuration file changed on the host is kept (never replaced
+by the package's without the operator seeing it)."""
+
+
+def apt_get(*args: str) -> Argv:
+    """apt-get, non-interactive (``env DEBIAN_FRONTEND=noninteractive``: no debconf prompt)."""
+    return ("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", *APT_OPTIONS, *args)
+
+
+def apt_mark(*args: str) -> Argv:
+    return ("apt-mark", *args)
