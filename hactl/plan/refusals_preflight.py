@@ -17,8 +17,9 @@ Which checks apply where:
   ``product_uuid`` and MAC addresses that two hosts share, and swap on every master and worker
   (the kubelet does not start with swap on, so a restart or reboot takes the node down).
 
-A host whose preflight section was not read (a section error, an old recorded answer) is not
-checked beyond what its other facts show (the binaries' versions, the host name). The existing
+A host whose preflight section was not read (a section error, shown in ``section_errors``; facts
+made without it, like :mod:`hactl.plan.synthetic`'s) is not checked, except that its host name
+still counts among the duplicates. The existing
 etcd version rule (Kubernetes 1.31+ needs etcd 3.5.11, :func:`hactl.plan.refusals.etcd_version`)
 stays where it is and is not repeated here.
 
@@ -106,16 +107,17 @@ def problems(cluster: Cluster, observed: Observed, diff: Diff) -> list[Problem]:
         facts = observed.get(host.name)
         if facts is None or not facts.reachable:
             continue
+        pf = facts.preflight
+        if pf is None:
+            continue  # the section did not run here (section_errors says why)
         roles = cluster.roles(host.name)
         kinds = work.get(host.name, set())
         out += _clock(cluster, facts)
-        pf = facts.preflight
-        node = "master" in roles or "worker" in roles
-        if node and pf is not None:
+        if "master" in roles or "worker" in roles:
             out += _swap(host.name, pf)
         if kinds & {"node-new", "node-again"}:
-            out += _node(cluster, host.name, roles, facts)
-        if pf is not None and pf.listeners is not None:
+            out += _node(cluster, host.name, roles, facts, pf)
+        if pf.listeners is not None:
             ports = _ports_to_check(cluster, roles, kinds)
             out += _ports(host.name, pf, ports)
     out += _duplicates(cluster, observed)
@@ -188,14 +190,9 @@ def _swap(name: str, pf: PreflightFacts) -> list[Problem]:
         "it stays off after a reboot")]
 
 
-def _node(cluster: Cluster, name: str, roles: list[str], facts: HostFacts) -> list[Problem]:
-    out: list[Problem] = []
-    pf = facts.preflight
-    if pf is not None:
-        out += _kernel(name, pf)
-        out += _runtime(name, pf)
-    out += _binaries(cluster, name, roles, facts)
-    return out
+def _node(cluster: Cluster, name: str, roles: list[str], facts: HostFacts,
+          pf: PreflightFacts) -> list[Problem]:
+    return [*_kernel(name, pf), *_runtime(name, pf), *_binaries(cluster, name, roles, facts)]
 
 
 def _kernel(name: str, pf: PreflightFacts) -> list[Problem]:

@@ -266,10 +266,12 @@ def test_duplicates_across_hosts(lab: Cluster) -> None:
     ]
 
 
-def test_a_host_without_the_section_is_checked_only_by_its_other_facts(lab: Cluster) -> None:
-    assert refusals(lab, Synthetic(lab).observed()) == [  # synthetic kubectl is 1.32: newer is fine
-    ]
+def test_a_host_without_the_section_is_not_checked(lab: Cluster) -> None:
+    assert refusals(lab, Synthetic(lab).observed()) == []
+    assert refusals(lab, with_preflight(Synthetic(lab).observed())) == []  # kubectl 1.32 is newer
     old = with_preflight(Synthetic(lab).observed(), kubectl="1.28.2")
+    assert refusals(lab, replace(old, hosts={n: replace(h, preflight=None)
+                                             for n, h in old.hosts.items()})) == []
     assert [m.split(":")[0] for m in refusals(lab, old)] == ["master01", "master02", "master03"]
     assert "KubectlVersion: kubectl is 1.28.2" in refusals(lab, old)[0]
 
