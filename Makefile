@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DEB_PACKAGES := openssh-server openssh-client etcd-server etcd-client haproxy iproute2 \
-                procps util-linux python3 python3-cryptography python3-yaml curl
+                procps util-linux python3 python3-cryptography python3-yaml curl \
+                containerd faketime conntrack iptables
 SPEC ?= specs/lab.yaml
 
 .PHONY: test demo setup deb venv lint typecheck unit lab docs clean demo-down

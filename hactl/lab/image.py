@@ -5,6 +5,15 @@ A node's /etc and /var are overlays over the machine's own; this module writes i
 lab's authorized key, /etc/hactl-lab/{versions,standins.yaml}, the stand-ins' IMAGE_FILES, and
 whiteouts that hide the machine's SSH host keys and its enabled units (a fresh node runs only
 sshd until someone enables more).
+
+A **prepared** node (the default) also looks like a host made ready for kubeadm the way the
+Kubernetes documentation says ("Installing a container runtime"): ``/etc/sysctl.d/
+99-kubernetes-cri.conf`` (``net.ipv4.ip_forward = 1``, ``net.bridge.bridge-nf-call-iptables = 1``,
+applied at every boot by :mod:`hactl.lab.nodeinit` as systemd-sysctl does), ``/etc/modules-load.d/
+containerd.conf``, and on Kubernetes nodes (masters, workers) Debian's real containerd enabled,
+with ``/etc/containerd/config.toml`` setting ``SystemdCgroup = true``. An unprepared node has
+none of it: ``net.ipv4.ip_forward`` stays 0 (a new network namespace's default) and no
+container runtime runs.
 """
 
 from __future__ import annotations
@@ -27,6 +36,40 @@ from hactl.lab.topology import Node, Topology
 REPO_ROOT = str(Path(hactl.__file__).resolve().parent.parent)
 OVERLAID = ("/etc", "/var")
 KEEP_ENABLED = {"ssh.service", "sshd.service"}
+WANTS = "/etc/systemd/system/multi-user.target.wants"
+
+SYSCTL_FILE = "/etc/sysctl.d/99-kubernetes-cri.conf"
+SYSCTL_CONF = """\
+# hactl lab: a host prepared for kubeadm (Kubernetes docs, "Installing a container runtime")
+net.bridge.bridge-nf-call-iptables  = 1
+net.bridge.bridge-nf-call-ip6tables = 1
+net.ipv4.ip_forward                 = 1
+"""
+MODULES_FILE = "/etc/modules-load.d/containerd.conf"
+MODULES_CONF = "overlay\nbr_netfilter\n"
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"
+CONTAINERD_TOML = """\
+# hactl lab: containerd for the kubelet (systemd cgroup driver, as kubeadm's default
+# KubeletConfiguration cgroupDriver: systemd expects)
+version = 2
+
+[grpc]
+  address = "/run/containerd/containerd.sock"
+
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "registry.k8s.io/pause:3.9"
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "/usr/lib/cni"
+      conf_dir = "/etc/cni/net.d"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = true
+  [plugins."io.containerd.internal.v1.opt"]
+    path = "/var/lib/containerd/opt"
+"""
+CONTAINERD_UNIT = "containerd.service"
 
 SSHD_CONFIG = """\
 # hactl lab node {name}: written by `hactl lab up`
@@ -128,8 +171,12 @@ def _precompile() -> None:
     )
 
 
-def prepare_node(topo: Topology, node: Node, knobs: dict[str, object], files: dict[str, tuple[str, int]]) -> None:
-    """Write ``node``'s image (only while it is powered off)."""
+def prepare_node(
+    topo: Topology, node: Node, knobs: dict[str, object], files: dict[str, tuple[str, int]],
+    prepared: bool = True,
+) -> None:
+    """Write ``node``'s image (only while it is powered off). ``prepared``: the host preparation
+    of the module docstring, decided at the node's first boot (a later call keeps the node's)."""
     first_boot = not os.path.isdir(node.upper("/etc"))
     for target in OVERLAID:
         os.makedirs(node.upper(target), exist_ok=True)
@@ -153,6 +200,7 @@ def prepare_node(topo: Topology, node: Node, knobs: dict[str, object], files: di
                 for unit in os.listdir(os.path.join(etc_units, wants)):
                     if unit not in KEEP_ENABLED:
                         _whiteout(node, f"{etc_units}/{wants}/{unit}")
+        _prepare_host(node, prepared)
         hidden = topo.state_dir.rstrip("/")
         if os.path.basename(os.path.dirname(hidden)) == "hactl-lab":
             hidden = os.path.dirname(hidden)  # /var/lib/hactl-lab: no lab's keys in any node
@@ -189,6 +237,29 @@ def prepare_node(topo: Topology, node: Node, knobs: dict[str, object], files: di
         "pythonpath": REPO_ROOT,
     }
     _write(node.config_file, json.dumps(config, indent=2), 0o600)
+
+
+def _prepare_host(node: Node, prepared: bool) -> None:
+    """The sysctl/module files and, on Kubernetes nodes, containerd enabled (or, unprepared,
+    hidden: the machine's own enablement link is whited out like every other unit's)."""
+    link = _upper_path(node, f"{WANTS}/{CONTAINERD_UNIT}")
+    if os.path.lexists(link):
+        os.unlink(link)
+    if not prepared:
+        _whiteout(node, f"{WANTS}/{CONTAINERD_UNIT}")
+        return
+    _write(_upper_path(node, SYSCTL_FILE), SYSCTL_CONF, 0o644)
+    _write(_upper_path(node, MODULES_FILE), MODULES_CONF, 0o644)
+    if node.kube:
+        _write(_upper_path(node, CONTAINERD_CONFIG), CONTAINERD_TOML, 0o644)
+        os.symlink(f"/lib/systemd/system/{CONTAINERD_UNIT}", link)
+    else:
+        _whiteout(node, f"{WANTS}/{CONTAINERD_UNIT}")
+
+
+def is_prepared(node: Node) -> bool:
+    """Whether ``node`` was created prepared (its image holds the sysctl file)."""
+    return os.path.isfile(_upper_path(node, SYSCTL_FILE))
 
 
 def host_public_key(node: Node) -> str | None:

@@ -32,6 +32,11 @@ REQUIRED = {
     "python3": ("/usr/bin/python3", "python3"),
     "python3-cryptography": ("/usr/lib/python3/dist-packages/cryptography", "python3-cryptography"),
     "python3-yaml": ("/usr/lib/python3/dist-packages/yaml", "python3-yaml"),
+    "containerd": ("/usr/bin/containerd", "containerd"),
+    "ctr": ("/usr/bin/ctr", "containerd"),
+    "faketime": ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "faketime"),
+    "conntrack": ("/usr/sbin/conntrack", "conntrack"),
+    "iptables": ("/usr/sbin/iptables", "iptables"),
 }
 NODE_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 USER=root LOGNAME=root"
 CONTROL_SOCKET = "run/hactl-lab/systemctl.sock"
@@ -66,13 +71,21 @@ def check_host(packages: bool = True) -> None:
 class Lab:
     """Local test hosts for one spec: ``Lab(cluster).up()`` … ``.down()``."""
 
-    def __init__(self, cluster: Cluster, *, knobs: dict[str, object] | None = None) -> None:
+    def __init__(
+        self, cluster: Cluster, *, knobs: dict[str, object] | None = None,
+        unprepared: Sequence[str] = (),
+    ) -> None:
+        """``unprepared``: names of nodes created as unprepared hosts (no ip_forward, no
+        container runtime, see :mod:`hactl.lab.image`); every other node is prepared."""
         self.cluster = cluster
         try:
             self.topo: Topology = from_cluster(cluster)
         except ValueError as exc:
             raise HactlError(f"cannot build a lab from this spec: {exc}") from exc
         self.knobs = knobs or {}
+        self.unprepared = frozenset(unprepared)
+        for name in self.unprepared:
+            self.node(name)
         self.spec_file: str | None = None
         """The spec file this lab came from, when known (the test fixture sets it)."""
 
@@ -105,7 +118,9 @@ class Lab:
         files = standins.image_files()
         down = [n for n in topo.nodes if boot.node_pid(n) is None]
         with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda n: image.prepare_node(topo, n, self.knobs, files), down))
+            list(pool.map(
+                lambda n: image.prepare_node(topo, n, self.knobs, files, n.name not in self.unprepared), down
+            ))
         image.write_known_hosts(topo)
         netns.create(topo, list(topo.nodes))
         self._boot(down, timeout)
@@ -281,6 +296,19 @@ class Lab:
     def read(self, name: str, path: str) -> str:
         with open(f"/proc/{self.pid(name)}/root{path}", encoding="utf-8") as handle:
             return handle.read()
+
+    def inject(self, name: str, condition: str, **params: object) -> None:
+        """Put a host condition on node ``name`` (:mod:`hactl.lab.inject`: swap, ip-forward,
+        port, kubelet-version, clock-skew)."""
+        from hactl.lab import inject
+
+        inject.inject(self, name, condition, **params)
+
+    def clear(self, name: str, condition: str) -> None:
+        """Take a condition :meth:`inject` put on node ``name`` off again."""
+        from hactl.lab import inject
+
+        inject.clear(self, name, condition)
 
     def systemctl(self, name: str, *args: str, timeout: float = 120.0) -> tuple[int, str, str]:
         """Talk to the node's supervisor directly (no process spawned in the node)."""

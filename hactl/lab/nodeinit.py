@@ -11,7 +11,9 @@ Boot sequence:
     /run (with the ``d`` lines of tmpfiles.d) holding a read-only bind of hactl's checkout at
     ``IN_NODE_SRC`` (the checkout may be under /tmp or /root, which the node replaces), a fresh
     /proc and /sys;
- 4. set the hostname, then run :class:`hactl.lab.supervisor.Supervisor` (sshd first, then every
+ 4. apply the per-network-namespace ``net.*`` settings of sysctl.d (as systemd-sysctl does at
+    boot; a prepared node has ``net.ipv4.ip_forward = 1`` there, see :mod:`hactl.lab.image`);
+ 5. set the hostname, then run :class:`hactl.lab.supervisor.Supervisor` (sshd first, then every
     enabled unit); the main thread reaps every zombie of the node.
 """
 
@@ -85,6 +87,42 @@ def _tmpfiles_for_run() -> None:
                 continue
 
 
+SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d")
+#: Only these keys are applied in a node: they belong to its network namespace. Anything else
+#: in sysctl.d (kernel.*, vm.*, global net.core.*) is the machine's and must not be touched.
+NETNS_SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.conf.", "net.ipv6.conf.", "net.bridge.",
+                 "net.ipv4.ip_nonlocal_bind", "net.ipv6.ip_nonlocal_bind", "net.ipv4.ip_local_port_range")
+
+
+def apply_sysctl_d() -> None:
+    """systemd-sysctl for the node's own namespace: the ``*.conf`` of :data:`SYSCTL_DIRS` by
+    file name (the first directory wins), then ``/etc/sysctl.conf``; later lines win."""
+    chosen: dict[str, str] = {}
+    for folder in SYSCTL_DIRS:
+        for path in glob.glob(f"{folder}/*.conf"):
+            chosen.setdefault(os.path.basename(path), path)
+    files = [chosen[name] for name in sorted(chosen)] + ["/etc/sysctl.conf"]
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            line = line.strip()
+            if not line or line[0] in "#;" or "=" not in line:
+                continue
+            key, _, value = line.lstrip("-").partition("=")
+            key = key.strip().replace("/", ".")
+            if not key.startswith(NETNS_SYSCTLS):
+                continue
+            try:
+                with open("/proc/sys/" + key.replace(".", "/"), "w", encoding="utf-8") as handle:
+                    handle.write(value.strip() + "\n")
+            except OSError:
+                continue
+
+
 def _reroot_imports(old: str, new: str) -> None:
     """Point sys.path and the already imported packages (hactl, hactl.lab) at the in-node copy."""
     old = old.rstrip("/")
@@ -129,6 +167,7 @@ def setup(cfg: dict[str, object]) -> None:
     with contextlib.suppress(OSError):
         mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
     _tmpfiles_for_run()
+    apply_sysctl_d()
     socket.sethostname(str(cfg["name"]))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))

@@ -15,6 +15,7 @@ LAB_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 DEFAULT_STATE_ROOT = "/var/lib/hactl-lab"
 BRIDGE_PREFIX = "hlb-"
 VETH_PREFIX = "hlv"
+UPLINK_VETH_PREFIX = "hlu"
 NETNS_PREFIX = "hl-"
 MAX_NETNS = 48
 
@@ -31,6 +32,12 @@ class Node:
     veth: str
     dir: str
     ssh_port: int = 22
+    uplink_address: ipaddress.IPv4Address | None = None
+    """The node's address on its second interface (``eth1``, the default route's): the same
+    host offset in the lab's uplink subnet (:func:`uplink_subnet`)."""
+    uplink_veth: str = ""
+    kube: bool = False
+    """A Kubernetes node (master or worker): prepared nodes of this kind run containerd."""
 
     @property
     def pid_file(self) -> str:
@@ -64,6 +71,9 @@ class Topology:
     endpoint_address: ipaddress.IPv4Address | None
     kubernetes_version: str
     etcd_version: str | None
+    uplink: ipaddress.IPv4Network | None = None
+    uplink_gateway: ipaddress.IPv4Address | None = None
+    uplink_bridge: str = ""
 
     @property
     def key_file(self) -> str:
@@ -103,6 +113,16 @@ class Topology:
         return "\n".join(lines) + "\n"
 
 
+def uplink_subnet(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+    """The subnet of the nodes' second interface (the one with the default route): the lab
+    subnet moved to the other half of 198.18.0.0/15 (198.18.N.0/24 <-> 198.19.N.0/24), so it is
+    in the lab range, never the spec's, and the same for the same lab subnet."""
+    if subnet.prefixlen < 16:
+        raise ValueError(f"lab subnet {subnet} is too large (at most a /16: the uplink takes the other half of {LAB_RANGE})")
+    flipped = ipaddress.IPv4Address(int(subnet.network_address) ^ (1 << 16))
+    return ipaddress.IPv4Network(f"{flipped}/{subnet.prefixlen}")
+
+
 def from_cluster(cluster: Cluster) -> Topology:
     """The lab for ``cluster``: every host becomes a node on one bridge in the lab subnet."""
     lab = cluster.lab
@@ -112,6 +132,8 @@ def from_cluster(cluster: Cluster) -> Topology:
     name = cluster.metadata.name
     state_dir = (lab.state_dir if lab is not None else None) or os.path.join(DEFAULT_STATE_ROOT, name)
     gateway = next(subnet.hosts())
+    uplink = uplink_subnet(subnet)
+    kube_names = {h.name for h in [*cluster.masters, *cluster.workers]}
     nodes = []
     for host in cluster.all_hosts():
         address = host.address
@@ -130,6 +152,9 @@ def from_cluster(cluster: Cluster) -> Topology:
                 veth=VETH_PREFIX + _digest(name, host.name, size=11),
                 dir=os.path.join(state_dir, "nodes", host.name),
                 ssh_port=(host.ssh.port if host.ssh and host.ssh.port else None) or cluster.ssh.port,
+                uplink_address=uplink.network_address + (int(address) - int(subnet.network_address)),
+                uplink_veth=UPLINK_VETH_PREFIX + _digest(name, host.name, size=11),
+                kube=host.name in kube_names,
             )
         )
     addresses = [n.address for n in nodes]
@@ -159,4 +184,7 @@ def from_cluster(cluster: Cluster) -> Topology:
         endpoint_address=endpoint_address,
         kubernetes_version=cluster.kubernetes.version,
         etcd_version=cluster.etcd.version,
+        uplink=uplink,
+        uplink_gateway=next(uplink.hosts()),
+        uplink_bridge=BRIDGE_PREFIX + "u" + _digest(name, size=9),
     )

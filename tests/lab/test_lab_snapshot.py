@@ -158,7 +158,7 @@ def _reimage_gives_a_fresh_node_with_a_new_host_key(lab: Any) -> None:
     assert "'/var/lib/kubelet': No such file or directory" in ssh.stdout, ssh.stdout
     assert lines[-1] != "enabled", ssh.stdout
     units = next(s.units for s in lab.status() if s.name == "worker01")
-    assert units == ("ssh.service",), units
+    assert units == ("containerd.service", "ssh.service"), units  # a fresh, prepared worker
 
     # a restore brings the old disk back, and the old key into known_hosts
     lab.restore("converged")  # (the next user of the shared lab restores and waits for health)
