@@ -34,7 +34,8 @@ def test_parse_duration_and_controllers_flag() -> None:
     with pytest.raises(ValueError):
         parse_duration("soon")
     default = {"nodelifecycle", "garbagecollector", "csrapproving", "csrsigning",
-               "serviceaccount", "root-ca-cert-publisher", "disruption", "podgc"}
+               "serviceaccount", "root-ca-cert-publisher", "disruption", "podgc",
+               "deployment", "replicaset", "daemonset"}
     assert enabled_controllers("*") == default
     assert enabled_controllers("*,bootstrapsigner,tokencleaner,-garbagecollector,-csrsigning"
                                ) == default - {"garbagecollector", "csrsigning"} | {

@@ -38,15 +38,18 @@ from typing import Any
 
 from .controller_csr import CSRController
 from .controller_disruption import DisruptionController, PodGC
+from .controller_workloads import WorkloadControllers
 from .kubeapi import ApiError, Client, ns_path
 from .leader import log, parse_duration
 
 __all__ = ["ControllerManager", "enabled_controllers"]
 
 DEFAULT_ON = ("nodelifecycle", "garbagecollector", "csrapproving", "csrsigning",
-              "serviceaccount", "root-ca-cert-publisher", "disruption", "podgc")
+              "serviceaccount", "root-ca-cert-publisher", "disruption", "podgc",
+              "deployment", "replicaset", "daemonset")
 ALL = (*DEFAULT_ON, "tokencleaner", "bootstrapsigner")
 UNREACHABLE = "node.kubernetes.io/unreachable"
+NOT_READY = "node.kubernetes.io/not-ready"
 TOKEN_TYPE = "bootstrap.kubernetes.io/token"
 _KIND_PATH: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("v1", "Secret"): ("secrets", "v1", True),
@@ -65,7 +68,7 @@ ROOT_CA_DESCRIPTION = (
     "endpoints such as the internal service IP or kubernetes.default.svc. No other usage is "
     "guaranteed across distributions of Kubernetes clusters.")
 _GC_SCAN = (("secrets", "v1"), ("configmaps", "v1"), ("pods", "v1"),
-            ("leases", "coordination.k8s.io/v1"))
+            ("leases", "coordination.k8s.io/v1"), ("replicasets", "apps/v1"))
 
 
 def enabled_controllers(spec: str) -> set[str]:
@@ -125,6 +128,7 @@ class ControllerManager:
                 self.root_ca = handle.read()
         self.disruption = DisruptionController(client)
         self.podgc = PodGC(client)
+        self.workloads = WorkloadControllers(client)
         self.csr = CSRController(client, flags, "csrapproving" in self.enabled,
                                  "csrsigning" in self.enabled)
 
@@ -142,6 +146,9 @@ class ControllerManager:
             ("root-ca-cert-publisher", 5.0, self.publish_root_ca),
             ("disruption", 1.0, self.disruption.sync_all),
             ("podgc", 5.0, self.podgc.collect),
+            ("deployment", 1.0, self.workloads.sync_deployments),
+            ("replicaset", 1.0, self.workloads.sync_replicasets),
+            ("daemonset", 1.0, self.workloads.sync_daemonsets),
         ]
         due = {name: 0.0 for name, _, _ in loops}
         while not lost.is_set():
@@ -179,6 +186,8 @@ class ControllerManager:
                     continue
             elif ready is not None and ready.get("status") == "Unknown":
                 continue  # already marked; wait for the kubelet
+            elif ready is not None and ready.get("status") == "False":
+                self._taint_not_ready(node, now)
             if now_m - seen[1] <= self.grace:
                 continue
             self._mark_unknown(node, ready is None, now)
@@ -209,9 +218,28 @@ class ControllerManager:
                 taints.append({"key": UNREACHABLE, "effect": effect, "timeAdded": _rfc3339(now)})
         self.client.update(f"/api/v1/nodes/{name}", fresh)
 
+    def _taint_not_ready(self, node: dict[str, Any], now: dt.datetime) -> None:
+        """Ready=False (the kubelet says so): ``node.kubernetes.io/not-ready:NoSchedule``
+        (TaintNodesByCondition) and ``…:NoExecute`` (the NoExecute taint manager's taint),
+        replacing unreachable ones."""
+        spec = node.setdefault("spec", {})
+        taints = [t for t in spec.get("taints") or [] if t.get("key") != UNREACHABLE]
+        changed = len(taints) != len(spec.get("taints") or [])
+        for effect in ("NoSchedule", "NoExecute"):
+            if not any(t.get("key") == NOT_READY and t.get("effect") == effect for t in taints):
+                taint: dict[str, Any] = {"key": NOT_READY, "effect": effect}
+                if effect == "NoExecute":
+                    taint["timeAdded"] = _rfc3339(now)
+                taints.append(taint)
+                changed = True
+        if changed:
+            spec["taints"] = taints
+            self.client.update(f"/api/v1/nodes/{node['metadata']['name']}", node)
+            log(f"node {node['metadata']['name']}: tainted {NOT_READY} (Ready=False)")
+
     def _untaint(self, node: dict[str, Any]) -> None:
         taints = (node.get("spec") or {}).get("taints") or []
-        keep = [t for t in taints if t.get("key") != UNREACHABLE]
+        keep = [t for t in taints if t.get("key") not in (UNREACHABLE, NOT_READY)]
         if len(keep) != len(taints):
             node["spec"]["taints"] = keep
             self.client.update(f"/api/v1/nodes/{node['metadata']['name']}", node)

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from .kubeadm_addons import apply_coredns, apply_kube_proxy
 from .kubeadm_api import Api, ApiError, ns_path
 from .kubeadm_certs import generate_certificate_key, upload_certs
 from .kubeadm_common import (
@@ -203,6 +204,12 @@ def run_init(cfg: Config) -> int:
     token = bootstrap_tokens(api, cfg) if not skipped(cfg, "bootstrap-token") else ""
     out(f'[kubelet-finalize] Updating "{KUBERNETES_DIR}/kubelet.conf" to point to a rotatable kubelet '
         "client certificate and key")
+    for addon, apply in (("addon/coredns", apply_coredns), ("addon/kube-proxy", apply_kube_proxy)):
+        if not skipped(cfg, addon):
+            try:
+                apply(api, cfg)
+            except ApiError as exc:
+                raise KubeadmError(str(exc), phase=addon) from exc
     if not skipped(cfg, "show-join-command"):
         print_success(cfg, token, ca_cert_hash(ca.cert), key)
     return 0

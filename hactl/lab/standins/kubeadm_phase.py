@@ -21,6 +21,8 @@ PHASES = {
     "kubelet-start": "", "upload-config": "all", "upload-certs": "", "mark-control-plane": "",
     "bootstrap-token": "", "kubelet-finalize": "all", "addon": "all",
 }
+#: other sub-phases implemented next to the one in PHASES
+EXTRA_SUBPHASES = {"addon": ("coredns", "kube-proxy")}
 KUBECONFIGS = ["admin.conf", "super-admin.conf", "kubelet.conf", "controller-manager.conf", "scheduler.conf"]
 
 
@@ -78,21 +80,23 @@ def run_phase(argv: Sequence[str]) -> int:
     if name not in PHASES:
         raise KubeadmError(f'unknown command "{name}" for "kubeadm init phase"')
     sub = PHASES[name]
+    chosen = ""
     if sub:
         if not rest or rest[0].startswith("-"):
             out(f"Use this command to invoke the {name} phase (a sub-phase is needed, e.g. "
                 f"'kubeadm init phase {name} {sub}')")
             return 0
-        if rest[0] != sub:
+        if rest[0] != sub and rest[0] not in EXTRA_SUBPHASES.get(name, ()):
             raise KubeadmError(f"the stand-in implements only 'kubeadm init phase {name} {sub}', "
                                f"not {rest[0]!r}")
-        rest = rest[1:]
+        chosen, rest = rest[0], rest[1:]
     args = parse(phase_parser(name), rest)
+    args.subphase = chosen
     check_mixed(rest)
     if args.dry_run:
         raise KubeadmError("the lab's kubeadm stand-in does not support --dry-run")
     cfg = _config(args)
-    label = f"{name}/{sub}" if sub else name
+    label = f"{name}/{args.subphase}" if sub else name
     try:
         return PHASE_RUNNERS[name](cfg, args)
     except (ApiError, OSError) as exc:
@@ -188,10 +192,9 @@ def _kubelet_finalize(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _addon(cfg: Config, args: argparse.Namespace) -> int:
-    # the lab runs no CoreDNS or kube-proxy Pods (like the stand-in's init, which has no addon
-    # phase): the real lines, nothing created (docs/standins/kubeadm.md)
-    out("[addons] Applied essential addon: CoreDNS")
-    out("[addons] Applied essential addon: kube-proxy")
+    from .kubeadm_addons import apply_addons
+
+    apply_addons(_api(str(args.kubeconfig)), cfg, str(getattr(args, "subphase", "") or "all"))
     return 0
 
 

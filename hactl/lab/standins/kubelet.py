@@ -17,9 +17,13 @@ from .binversion import answer_fast
 if __name__ == "__main__":  # `kubelet --version` answers before the heavy imports below
     answer_fast("kubelet", sys.argv[1:])
 
+import contextlib
+import ipaddress
 import os
+import re
 import shlex
 import signal
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,7 +32,8 @@ from typing import Any
 import yaml
 
 from .kubeadm_api import Api
-from .kubeadm_common import P, default_address, hostname, knob_seconds
+from .kubeadm_common import P, default_address, hostname, knob_seconds, root
+from .kubelet_network import network_error
 from .kubelet_node import NodeAgent, tls_bootstrap
 from .kubelet_pods import Runtime, read_manifests
 
@@ -97,6 +102,61 @@ def die(message: str) -> None:
     sys.exit(1)
 
 
+def swap_error(config: dict[str, Any], flags: dict[str, str]) -> str:
+    """``cm.NewContainerManager``: with failSwapOn (default true; ``--fail-swap-on`` wins over
+    the config file) and more than the header line in /proc/swaps, the kubelet does not run."""
+    fail = config.get("failSwapOn", True)
+    if "fail-swap-on" in flags:
+        fail = flags["fail-swap-on"].lower() not in ("false", "0", "f")
+    if not fail:
+        return ""
+    path = P("/proc/swaps")  # loopback tests may put one under HACTL_LAB_ROOT
+    if not os.path.exists(path):
+        path = "/proc/swaps"
+    try:
+        with open(path) as handle:
+            lines = handle.read().strip().split("\n")
+    except OSError as exc:
+        return f"failed to run Kubelet: {exc}"
+    if len(lines) > 1:
+        return ("failed to run Kubelet: running with swap on is not supported, please disable swap! or "
+                f"set --fail-swap-on flag to false. /proc/swaps contained: [{' '.join(lines)}]")
+    return ""
+
+
+def local_addresses() -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    try:
+        text = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True,
+                              timeout=5, check=False).stdout
+    except OSError:
+        text = ""
+    found: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    for match in re.finditer(r"\binet6? ([0-9a-fA-F:.]+)/", text):
+        with contextlib.suppress(ValueError):
+            found.add(ipaddress.ip_address(match.group(1)))
+    return found
+
+
+def node_ip_error(node_ip: str) -> str:
+    """``validateNodeIP`` (pkg/kubelet/kubelet_node_status.go); "" when valid. Loopback tests
+    (HACTL_LAB_ROOT set) may use a loopback node IP."""
+    try:
+        ip = ipaddress.ip_address(node_ip)
+    except ValueError:
+        return f'node IP: "{node_ip}" not found in the host\'s network interfaces'
+    if ip.is_loopback and not root():
+        return "nodeIP can't be loopback address"
+    if ip.is_multicast:
+        return "nodeIP can't be a multicast address"
+    if ip.is_link_local:
+        return "nodeIP can't be a link-local unicast address"
+    if ip.is_unspecified:
+        return "nodeIP can't be an all zeros address"
+    if ip not in local_addresses():
+        return f'node IP: "{ip}" not found in the host\'s network interfaces'
+    return ""
+
+
 class Healthz(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = b"ok" if self.path.startswith("/healthz") else b"404 page not found"
@@ -117,6 +177,7 @@ class Kubelet:
         self.stop = threading.Event()
         self.node_name = (flags.get("hostname-override") or hostname()).lower()
         self.address = flags.get("node-ip") or default_address()
+        self.address_error = node_ip_error(flags["node-ip"]) if flags.get("node-ip") else ""
         self.static_dir = str(config.get("staticPodPath") or P("/etc/kubernetes/manifests"))
         self.runtime = Runtime(knob_seconds("kubelet", "restartBackoffSeconds", 1.0),
                                knob_seconds("kubelet", "restartBackoffMaxSeconds", 20.0))
@@ -153,7 +214,8 @@ class Kubelet:
                         continue
                 if self.agent is None:
                     labels = dict(kv.split("=", 1) for kv in self.flags.get("node-labels", "").split(",") if "=" in kv)
-                    self.agent = NodeAgent(Api.from_kubeconfig(kubeconfig), self.node_name, self.address, labels)
+                    self.agent = NodeAgent(Api.from_kubeconfig(kubeconfig), self.node_name, self.address,
+                                           labels, network_error, self.address_error, self.log_error)
                 self.agent.heartbeat()
                 self.agent.mirror(dict(self.runtime.pods))
                 self.agent.sync_pods()
@@ -197,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         die(f"failed to load kubelet config file, path: {config_path}, error: failed to load Kubelet config "
             f'file {config_path}, error failed to read kubelet config file "{config_path}", error: open '
             f"{config_path}: {exc.strerror.lower() if exc.strerror else exc}")
+        return 1
+    swap = swap_error(config, flags)
+    if swap:
+        die(swap)
         return 1
     kubelet = Kubelet(flags, config)
 

@@ -4,6 +4,7 @@ and the ordinary Pods bound to the Node (Running/Ready at once, deletion finishe
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -17,6 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from .kubeadm_api import Api, ApiError, load_kubeconfig, ns_path
 from .kubeadm_common import P, kubernetes_version, write_file
+from .kubelet_network import EffectError, HostEffects
 from .kubelet_pods import PodProc
 from .pkiutil import key_pem, new_key
 
@@ -77,7 +79,9 @@ def tls_bootstrap(bootstrap_conf: str, kubeconfig_path: str, node: str, timeout:
 
 
 class NodeAgent:
-    def __init__(self, api: Api, name: str, address: str, labels: dict[str, str]) -> None:
+    def __init__(self, api: Api, name: str, address: str, labels: dict[str, str],
+                 network_error: Any = None, address_error: str = "",
+                 log: Any = None) -> None:
         self.api = api
         self.name = name
         self.address = address
@@ -85,6 +89,13 @@ class NodeAgent:
         self.registered = False
         self.mirrors: dict[str, str] = {}  # key -> "<pid>:<ready>" last posted
         self.node_uid = ""
+        #: () -> the runtime's network error ("" = ready), see kubelet_network.network_error
+        self.network_error = network_error or (lambda: "")
+        #: a --node-ip that fails validateNodeIP: the addresses are never set (real kubelet)
+        self.address_error = address_error
+        self.log = log or (lambda message: None)
+        self.waiting: dict[str, str] = {}  # pod uid -> why it does not run (last logged)
+        self.posted: dict[str, str] = {}  # pod uid -> the not-running status last posted
 
     def node_object(self) -> dict[str, Any]:
         labels = {"beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
@@ -109,9 +120,17 @@ class NodeAgent:
 
         uname = platform.uname()
         status = dict(old)
+        network = self.network_error()
+        ready = cond("Ready", "False", "KubeletNotReady", network) if network else \
+            cond("Ready", "True", "KubeletReady", "kubelet is posting ready status")
+        if self.address_error:
+            # setNodeStatus: the NodeAddress setter fails, the others still run
+            self.log(f'"Failed to set some node status fields" err="failed to validate nodeIP: '
+                     f'{self.address_error}" node="{self.name}"')
+        else:
+            status["addresses"] = [{"type": "InternalIP", "address": self.address},
+                                   {"type": "Hostname", "address": self.name}]
         status.update({
-            "addresses": [{"type": "InternalIP", "address": self.address},
-                          {"type": "Hostname", "address": self.name}],
             "capacity": {"cpu": str(os.cpu_count() or 1), "memory": "4Gi", "pods": "110"},
             "allocatable": {"cpu": str(os.cpu_count() or 1), "memory": "4Gi", "pods": "110"},
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
@@ -123,7 +142,7 @@ class NodeAgent:
                 cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
                 cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
                 cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-                cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+                ready,
             ],
         })
         return status
@@ -260,13 +279,134 @@ class NodeAgent:
             if status.get("phase") == "Running" and any(
                     c.get("type") == "Ready" and c.get("status") == "True"
                     for c in status.get("conditions") or []):
+                self.waiting.pop(str(meta.get("uid")), None)
                 continue
-            pod["status"] = self.running_status(pod)
+            new = self.start_pod(pod, namespace)
+            uid = str(meta.get("uid"))
+            if new["phase"] != "Running":
+                sig = repr([(c.get("name"), c.get("state")) for c in
+                            new.get("initContainerStatuses", []) + new["containerStatuses"]])
+                if self.posted.get(uid) == sig:
+                    continue  # nothing new to report
+                self.posted[uid] = sig
+            else:
+                self.posted.pop(uid, None)
+            pod["status"] = new
             try:
                 self.api.replace(f"{path}/status", pod)
             except ApiError as exc:
                 if exc.status not in (404, 409):  # gone or changed: seen again next round
                     raise
+
+    def start_pod(self, pod: dict[str, Any], namespace: str) -> dict[str, Any]:
+        """What starting ``pod`` gives: the running status, or why it is not running yet.
+        Like the real ``syncPod``: a pod not on the host network waits while the runtime's
+        network is not ready (Event ``NetworkNotReady``); then the init containers run in order
+        and the containers start, each with its host effects (kubelet_network.HostEffects)."""
+        spec = pod.get("spec") or {}
+        uid = str((pod.get("metadata") or {}).get("uid", ""))
+        network = self.network_error()
+        if network and not spec.get("hostNetwork"):
+            message = f"network is not ready: {network}"
+            if self.waiting.get(uid) != message:
+                self.event(pod, "Warning", "NetworkNotReady", message)
+                self.waiting[uid] = message
+            return self.waiting_status(pod, "ContainerCreating", "")
+
+        def fetch(resource: str, name: str) -> dict[str, Any] | None:
+            try:
+                found: dict[str, Any] = self.api.get(ns_path(namespace, resource, name))
+                return found
+            except ApiError as exc:
+                if exc.status == 404:
+                    return None
+                raise
+
+        effects = HostEffects(fetch, self.log)
+        for index, container in enumerate(spec.get("initContainers") or []):
+            try:
+                effects.run_container(pod, container)
+            except EffectError as exc:
+                message = str(exc)
+                if self.waiting.get(uid) != message:
+                    self.log(f"kubelet: pod {namespace}/{pod['metadata'].get('name')} init container "
+                             f"{container.get('name')} failed: {message}")
+                    self.event(pod, "Warning", "BackOff", "Back-off restarting failed container "
+                               f"{container.get('name')} in pod {pod['metadata'].get('name')}")
+                    self.waiting[uid] = message
+                return self.waiting_status(pod, "PodInitializing", message, failed_init=index)
+        for container in spec.get("containers") or []:
+            try:
+                effects.run_container(pod, container)
+            except EffectError as exc:
+                message = str(exc)
+                if self.waiting.get(uid) != message:
+                    self.log(f"kubelet: pod {namespace}/{pod['metadata'].get('name')} container "
+                             f"{container.get('name')} failed: {message}")
+                    self.waiting[uid] = message
+                return self.waiting_status(pod, "CrashLoopBackOff", message)
+        self.waiting.pop(uid, None)
+        return self.running_status(pod)
+
+    def event(self, pod: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        meta = pod.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "default")
+        stamp = now_rfc3339()
+        with contextlib.suppress(ApiError):  # events are best effort, as for the real kubelet
+            self.api.create(ns_path(namespace, "events"), {
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": f"{meta.get('name')}.{time.time_ns():x}", "namespace": namespace},
+                "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": namespace,
+                                   "name": meta.get("name"), "uid": meta.get("uid")},
+                "reason": reason, "message": message, "type": kind, "count": 1,
+                "source": {"component": "kubelet", "host": self.name},
+                "firstTimestamp": stamp, "lastTimestamp": stamp})
+
+    def waiting_status(self, pod: dict[str, Any], reason: str, message: str,
+                       failed_init: int | None = None) -> dict[str, Any]:
+        stamp = now_rfc3339()
+        spec = pod.get("spec") or {}
+        inits = spec.get("initContainers") or []
+        initialized = not inits or (failed_init is None and reason != "ContainerCreating")
+
+        def cond(kind: str, ok: bool, why: str = "") -> dict[str, Any]:
+            entry: dict[str, Any] = {"type": kind, "status": "True" if ok else "False",
+                                     "lastProbeTime": None, "lastTransitionTime": stamp}
+            if why:
+                entry["reason"] = why
+            return entry
+
+        waiting = {"reason": reason, **({"message": message} if message else {})}
+        init_statuses = []
+        for index, c in enumerate(inits):
+            state: dict[str, Any]
+            if failed_init is not None and index < failed_init:
+                state = {"terminated": {"exitCode": 0, "reason": "Completed"}}
+            elif failed_init == index:
+                state = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
+            else:
+                state = {"waiting": {"reason": "PodInitializing" if failed_init is None and
+                                     reason != "ContainerCreating" else reason}}
+            init_statuses.append({"name": c.get("name", ""), "image": c.get("image", ""), "imageID": "",
+                                  "ready": False, "restartCount": 0, "started": False, "state": state})
+        containers = [{"name": c.get("name", ""), "image": c.get("image", ""), "imageID": "",
+                       "ready": False, "restartCount": 0, "started": False,
+                       "state": {"waiting": waiting if failed_init is None else {"reason": "PodInitializing"}}}
+                      for c in spec.get("containers") or []]
+        status: dict[str, Any] = {
+            "phase": "Pending",
+            "conditions": [cond("PodReadyToStartContainers", reason != "ContainerCreating"),
+                           cond("Initialized", initialized, "" if initialized else "ContainersNotInitialized"),
+                           cond("Ready", False, "ContainersNotReady"),
+                           cond("ContainersReady", False, "ContainersNotReady"),
+                           cond("PodScheduled", True)],
+            "hostIP": self.address, "hostIPs": [{"ip": self.address}], "startTime": stamp,
+            "qosClass": "BestEffort", "containerStatuses": containers}
+        if spec.get("hostNetwork") and reason != "ContainerCreating":
+            status["podIP"], status["podIPs"] = self.address, [{"ip": self.address}]
+        if init_statuses:
+            status["initContainerStatuses"] = init_statuses
+        return status
 
     def _finish(self, path: str, meta: dict[str, Any]) -> None:
         try:
@@ -288,7 +428,16 @@ class NodeAgent:
                        "started": True, "restartCount": 0,
                        "state": {"running": {"startedAt": stamp}}}
                       for c in spec.get("containers") or []]
-        return {"phase": "Running", "conditions": conditions, "hostIP": self.address,
-                "hostIPs": [{"ip": self.address}], "podIP": self.address,
-                "podIPs": [{"ip": self.address}], "startTime": stamp, "qosClass": "BestEffort",
-                "containerStatuses": containers}
+        status: dict[str, Any] = {
+            "phase": "Running", "conditions": conditions, "hostIP": self.address,
+            "hostIPs": [{"ip": self.address}], "podIP": self.address,
+            "podIPs": [{"ip": self.address}], "startTime": stamp, "qosClass": "BestEffort",
+            "containerStatuses": containers}
+        if spec.get("initContainers"):
+            status["initContainerStatuses"] = [
+                {"name": c.get("name", ""), "image": c.get("image", ""), "imageID": "", "ready": True,
+                 "restartCount": 0, "started": False,
+                 "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": stamp,
+                                          "finishedAt": stamp}}}
+                for c in spec["initContainers"]]
+        return status
