@@ -496,6 +496,30 @@ class Repo:
     def flat_dir(self, minor: str) -> Path:
         return self.www / repo_path(minor)
 
+    @property
+    def stamp(self) -> Path:
+        return self.root / "built"
+
+    def inputs(self) -> str:
+        """A digest of what the repository is built from (this module, its data files, the
+        minors, the Debian packages and the machine's kubectl): :meth:`ensure` rebuilds when it
+        changes."""
+        digest = hashlib.sha256(Path(__file__).read_bytes())
+        for path in sorted(DATA.iterdir()):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        digest.update(repr((self.minors, self.debian, [real_kubectl(m) for m in self.minors])).encode())
+        return digest.hexdigest()
+
+    def ensure(self) -> bool:
+        """Build unless the last build was of the same inputs; True when it built."""
+        want = self.inputs()
+        with contextlib.suppress(OSError):
+            if self.stamp.read_text().strip() == want:
+                return False
+        self.build()
+        self.stamp.write_text(want + "\n")
+        return True
+
     def build(self) -> None:
         """Build (again) every package, index and signature. Idempotent; keeps the key."""
         self.root.mkdir(parents=True, exist_ok=True)

@@ -346,6 +346,18 @@ def test_apt_refuses_a_tampered_packages_file_and_a_forged_release(
     assert "is not signed." in forged.stderr
 
 
+def test_ensure_builds_once_per_inputs(tmp_path: Path) -> None:
+    repo = pkgrepo.Repo(tmp_path / "r", minors=("v1.30",), debian=())
+    assert repo.ensure() is True
+    key = repo.signer.fingerprint()
+    signed = (repo.flat_dir("v1.30") / "InRelease").read_bytes()
+    assert repo.ensure() is False
+    assert (repo.flat_dir("v1.30") / "InRelease").read_bytes() == signed
+    repo.stamp.write_text("something else\n")
+    assert repo.ensure() is True
+    assert repo.signer.fingerprint() == key  # the key was kept, not regenerated
+
+
 def test_bare_dpkg_status_drops_only_the_named_packages() -> None:
     status = (
         "Package: kubectl\nStatus: install ok installed\nVersion: 1:528.0.0-0\n\n"
