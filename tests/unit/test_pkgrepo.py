@@ -26,13 +26,28 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+_DEBIAN_ERROR: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> pkgrepo.Repo:
+    """Both minors and, when the machine's apt cache has Debian's files, the Debian mirror (a
+    test that needs the mirror fails with the reason when it could not be built)."""
     root = tmp_path_factory.mktemp("pkgrepo")
     os.chmod(root, 0o755)
-    built = pkgrepo.Repo(root / "repo")
+    built = pkgrepo.Repo(root / "repo", debian=())
     built.build()
+    built.debian = pkgrepo.DEBIAN_PACKAGES
+    try:
+        built._build_debian(built.signer)
+    except RuntimeError as exc:
+        _DEBIAN_ERROR.append(str(exc))
     return built
+
+
+def _needs_mirror() -> None:
+    if _DEBIAN_ERROR:
+        pytest.fail(f"the Debian mirror could not be built: {_DEBIAN_ERROR[0]}")
 
 
 def _info(deb: Path) -> dict[str, str]:
@@ -152,6 +167,33 @@ def test_packaged_kubeadm_and_kubelet_report_the_package_version(repo: pkgrepo.R
         assert out.stdout.strip() == want, (name, out.stdout, out.stderr)
 
 
+def test_the_lab_systemctl_runs_the_packaged_unit_with_kubeadms_drop_in(
+    repo: pkgrepo.Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hactl.lab import units
+
+    amd64 = repo.flat_dir("v1.30") / "amd64"
+    for name in ("kubelet", "kubeadm"):
+        _extract(amd64 / f"{name}_1.30.4-1.1_amd64.deb", tmp_path)
+    monkeypatch.setattr(units, "UNIT_DIRS", (str(tmp_path / "etc/systemd/system"), str(tmp_path / "usr/lib/systemd/system")))
+    unit = units.load("kubelet.service")
+    assert unit.path == str(tmp_path / "usr/lib/systemd/system/kubelet.service")
+    assert unit.get("Service", "Restart") == "always" and unit.get("Service", "RestartSec") == "10"
+    assert unit.getlist("Install", "WantedBy") == ["multi-user.target"]
+    assert unit.getlist("Service", "EnvironmentFile") == ["-/var/lib/kubelet/kubeadm-flags.env", "-/etc/default/kubelet"]
+    (start,) = unit.getlist("Service", "ExecStart")  # the drop-in's `ExecStart=` reset the unit's
+    env: dict[str, str] = {}
+    for value in unit.getlist("Service", "Environment"):
+        env.update(units.parse_env_assignments(value))
+    env.update(units.read_env_file(str(tmp_path / "etc/default/kubelet")))
+    env["KUBELET_KUBEADM_ARGS"] = "--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock"
+    assert units.parse_command(start, env).argv == [
+        "/usr/bin/kubelet", "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+        "--kubeconfig=/etc/kubernetes/kubelet.conf", "--config=/var/lib/kubelet/config.yaml",
+        "--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock",
+    ]
+
+
 # -- indexes and signatures --------------------------------------------------------------------
 
 
@@ -169,6 +211,8 @@ def _release_entries(release: Path) -> dict[str, dict[str, tuple[str, int]]]:
 
 @pytest.mark.parametrize("where", ["v1.29", "v1.30", "debian"])
 def test_release_lists_every_index_with_matching_hashes(repo: pkgrepo.Repo, where: str) -> None:
+    if where == "debian":
+        _needs_mirror()
     base = repo.www / "debian/dists/bookworm" if where == "debian" else repo.flat_dir(where)
     entries = _release_entries(base / "Release")
     assert set(entries) == {"MD5Sum", "SHA1", "SHA256", "SHA512"}
@@ -202,6 +246,7 @@ def test_flat_repository_layout_and_order_of_fields(repo: pkgrepo.Repo) -> None:
 
 
 def test_inrelease_and_release_gpg_verify_with_gpgv_against_the_exported_key(repo: pkgrepo.Repo, tmp_path: Path) -> None:
+    _needs_mirror()
     for base in (repo.flat_dir("v1.29"), repo.flat_dir("v1.30"), repo.www / "debian/dists/bookworm"):
         good = subprocess.run(["gpgv", "--keyring", str(repo.keyring), str(base / "InRelease")],
                               capture_output=True, text=True, check=False)
@@ -295,6 +340,7 @@ def test_server_listens_on_the_one_address_and_stops_by_pid(repo: pkgrepo.Repo, 
 def test_apt_installs_the_documented_way_from_the_served_repositories(
     repo: pkgrepo.Repo, served: tuple[str, int], tmp_path: Path
 ) -> None:
+    _needs_mirror()
     url, _pid = served
     keyring = tmp_path / "kubernetes-apt-keyring.gpg"
     shutil.copyfile(repo.keyring, keyring)
@@ -368,6 +414,7 @@ def test_bare_dpkg_status_drops_only_the_named_packages() -> None:
 
 
 def test_debian_mirror_holds_debians_own_files(repo: pkgrepo.Repo) -> None:
+    _needs_mirror()
     stanzas = (repo.www / "debian/dists/bookworm/main/binary-amd64/Packages").read_text().split("\n\n")
     names = {re.search(r"^Package: (\S+)", s, re.M).group(1) for s in stanzas if s.strip()}  # type: ignore[union-attr]
     assert names == set(pkgrepo.DEBIAN_PACKAGES)
