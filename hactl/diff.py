@@ -15,6 +15,7 @@ record :class:`Change` ``(op, addr, before, after, reason, host)`` (``addr`` a t
     worker[worker01]            a worker join
     cluster.bootstrap-token     a join token for this run (the secret is never read back)
     cluster.certificate-key     a fresh certificate key for this run's control-plane join batch
+    network                     the pod network's objects in the API (flannel or the user's)
 
 Safety refusals (a :class:`hactl.errors.PlanError`) live in :mod:`hactl.plan.refusals`; this
 module only reports what differs. Unreachable hosts produce no changes here: the planner decides
@@ -45,6 +46,7 @@ from hactl.vocabulary import (
     CERTIFICATE_KEY,
     ETCD_CA,
     KUBEADM_CONFIG,
+    NETWORK,
     Action,
     Address,
     Aspect,
@@ -183,6 +185,7 @@ def iter_changes(cluster: Cluster, observed: Observed, *, now: datetime) -> Iter
         yield from _etcd(cluster, observed)
     yield from _load_balancers(cluster, observed)
     yield from _kubernetes(cluster, observed, now)
+    yield from _network(cluster, observed)
     yield from _departing(cluster, observed)
     if cluster.etcd.topology == "external":
         yield from _etcd_consumers(cluster, observed)
@@ -923,6 +926,71 @@ def _departing(cluster: Cluster, observed: Observed) -> Iterator[Change]:
                                   address=d.address or "",
                                   node_ready=d.node is not None and d.node.ready),
                      intents=frozenset(intents))
+
+
+# -- the pod network -------------------------------------------------------------------------
+
+
+def network_plugin_text(cluster: Cluster) -> str:
+    """``flannel v0.25.7`` / ``manifests a.yaml, b.yaml`` / ``none``."""
+    net = cluster.network
+    if net.plugin == "flannel":
+        return f"flannel {net.version}"
+    return f"manifests {', '.join(net.manifests)}" if net.plugin == "manifests" else "none"
+
+
+def _network(cluster: Cluster, observed: Observed) -> Iterator[Change]:
+    """The pod network's objects (:func:`hactl.render.cni.network_objects`) against the live
+    ones the probe read (those carrying hactl's managed-by label): ``+ network`` when none is
+    there, ``~ network`` with each differing field when some differ or are missing, nothing
+    when they match. Only the fields the rendered objects set are compared (the server adds
+    defaults and status). With ``plugin: none`` nothing is planned (the planner warns, and
+    refuses a change to ``none`` while hactl's objects run)."""
+    if cluster.network.plugin == "none":
+        return
+    from hactl.render.cni import differences, network_objects
+
+    views = observed.views(cluster)
+    view = views.api
+    plugin = network_plugin_text(cluster)
+    want = network_objects(cluster)
+    after = {"plugin": plugin, "objects": [o.key for o in want]}
+    why = ("kubectl apply --server-side through the first master, then wait until every Node is "
+           "Ready and CoreDNS is available")
+    if view is None or view.network_objects is None:
+        if views.initialised is None:  # no cluster yet: the bring-up installs it after init
+            yield Change(Op.CREATE, NETWORK, None, after,
+                         f"no pod network yet: install {plugin} right after kubeadm init ({why})",
+                         intents=frozenset({Intent.INSTALL_NETWORK}))
+        return  # an API that did not answer (or an older probe): nothing is known
+    live = view.network_objects
+    missing = [o.key for o in want if o.key not in live]
+    lines: list[str] = []
+    for o in want:
+        if o.key in live:
+            lines += [f"{o.key} {d}" for d in differences(o.body, live[o.key])]
+    if view.pod_subnet is None and cluster.network.plugin == "flannel":
+        # the cluster's podSubnet is not known: flannel's Network (rendered from the spec's)
+        # is not compared (a spec edit of podSubnet must not rewrite the running network)
+        lines = [line for line in lines if ".data.net-conf.json" not in line]
+    extra = sorted(set(live) - {o.key for o in want})
+    if not missing and not lines:
+        yield Change(Op.NOOP, NETWORK, {"plugin": plugin}, {"plugin": plugin},
+                     f"{plugin}: every object as rendered")
+        return
+    note = (f"; hactl's objects not in the manifest are left as they are: {', '.join(extra)}"
+            if extra else "")
+    if len(missing) == len(want):
+        yield Change(Op.CREATE, NETWORK, None, after,
+                     f"no pod network objects of hactl's in the API: install {plugin} ({why})"
+                     + note, intents=frozenset({Intent.INSTALL_NETWORK}))
+        return
+    said = [f"{len(lines)} field(s) differ"] if lines else []
+    if missing:
+        said.append(f"missing: {', '.join(missing)}")
+    yield Change(Op.UPDATE, NETWORK, {"plugin": plugin, "objects": sorted(live)}, after,
+                 f"{plugin}: {'; '.join(said)}; apply the rendered objects ({why})" + note,
+                 detail=Hints(diff="\n".join(lines)), intents=frozenset({Intent.INSTALL_NETWORK}))
 
 
 class _Nodes:

@@ -32,6 +32,8 @@ class Component(enum.StrEnum):
     """a worker node"""
     CLUSTER = "cluster"
     """cluster-wide (a join token, the certificate key)"""
+    NETWORK = "network"
+    """the pod network (the CNI plugin's objects in the API)"""
 
 
 class Aspect(enum.StrEnum):
@@ -111,6 +113,7 @@ ETCD_CA = Address(Component.PKI_ETCD_CA)
 BOOTSTRAP_TOKEN = Address(Component.CLUSTER, aspect=Aspect.BOOTSTRAP_TOKEN)
 CERTIFICATE_KEY = Address(Component.CLUSTER, aspect=Aspect.CERTIFICATE_KEY)
 KUBEADM_CONFIG = Address(Component.CLUSTER, aspect=Aspect.KUBEADM_CONFIG)
+NETWORK = Address(Component.NETWORK)
 
 
 class Intent(enum.StrEnum):
@@ -160,6 +163,10 @@ class Intent(enum.StrEnum):
     """``kubeadm reset -f`` on a host leaving the cluster (and its kubelet disabled)"""
     REMOVE_STACKED = "remove-stacked"
     """remove a member of kubeadm's stacked etcd through another master"""
+    # the pod network
+    INSTALL_NETWORK = "install-network"
+    """``kubectl apply --server-side`` the pod network's objects, then wait for Ready Nodes and
+    CoreDNS"""
     # consumers of the etcd member list (external etcd)
     ETCD_CLIENTS = "etcd-clients"
     """point an API server's ``--etcd-servers`` (or kubeadm-config's

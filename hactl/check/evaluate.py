@@ -20,6 +20,8 @@ def evaluate(cluster: Cluster, data: CheckData) -> Report:
     findings += _check_api(cluster, data)
     findings += _check_masters(cluster, data)
     findings += _check_workers(cluster, data)
+    findings += _check_nodes_ready(cluster, data)
+    findings += _check_coredns(cluster, data)
     findings += _check_leases(data)
     findings += _check_etcd(cluster, data)
     findings += _check_lb(cluster, data.observed)
@@ -98,7 +100,8 @@ def _check_masters(cluster: Cluster, data: CheckData) -> list[Finding]:
                     "masters",
                     "error",
                     master.name,
-                    "Node is not Ready",
+                    "Node is not Ready" + (f" ({view.not_ready[master.name]})"
+                                           if master.name in view.not_ready else ""),
                     f"look at the kubelet on {master.name} (`journalctl -u kubelet`)",
                 )
             )
@@ -149,6 +152,43 @@ def _check_workers(cluster: Cluster, data: CheckData) -> list[Finding]:
     if not missing and not not_ready:
         out.append(Finding("workers", "ok", "nodes", f"{len(cluster.workers)} registered, Ready"))
     return out
+
+
+def _network_hint(cluster: Cluster) -> str:
+    if cluster.network.plugin == "none":
+        return ("network.plugin is none: hactl installs no CNI; install one (or set "
+                "network.plugin: flannel and run `hactl apply`)")
+    return ("look at the pod network's DaemonSet pods on those Nodes and at the kubelet "
+            "(`journalctl -u kubelet`); `hactl plan` shows whether the pod network differs")
+
+
+def _check_nodes_ready(cluster: Cluster, data: CheckData) -> list[Finding]:
+    """Every Node the API lists is Ready; a NotReady one is named with what its kubelet says
+    (the Ready condition's reason and message: a missing CNI reads ``NetworkPluginNotReady``)."""
+    view = data.observed.views(cluster).api
+    if view is None or not view.nodes:
+        return []  # no API answer is one `masters` error already
+    waiting = [n.name for n in view.nodes if not n.ready]
+    if not waiting:
+        return [Finding("nodes", "ok", "all", f"every Node Ready ({len(view.nodes)})")]
+    said = "; ".join(f"{n} ({view.not_ready.get(n, 'no reason given')})" for n in waiting)
+    # a warning: a NotReady master is an error of `masters` already (with the same message),
+    # and a NotReady worker alone leaves the control plane healthy (as in `workers`)
+    return [Finding("nodes", "warning", "all", f"NotReady: {said}", _network_hint(cluster))]
+
+
+def _check_coredns(cluster: Cluster, data: CheckData) -> list[Finding]:
+    dns = data.coredns
+    if dns is None:
+        return []
+    if not dns.present:
+        return [Finding("coredns", "warning", "kube-system/coredns", dns.detail,
+                        "kubeadm's addon phase makes it (`kubeadm init phase addon coredns`)")]
+    if dns.available:
+        return [Finding("coredns", "ok", "kube-system/coredns", f"available ({dns.detail})")]
+    return [Finding("coredns", "error", "kube-system/coredns", f"not available ({dns.detail})",
+                    "CoreDNS pods run once a Node is Ready (a pod network is installed): "
+                    + _network_hint(cluster))]
 
 
 def _check_leases(data: CheckData) -> list[Finding]:

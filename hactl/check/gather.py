@@ -1,5 +1,6 @@
 """Gathering for ``hactl check``: the probe's facts plus one round trip on a master for
-``/readyz`` through the load balancer endpoint and the leader-election Leases (and, for stacked
+``/readyz`` through the load balancer endpoint, the leader-election Leases and the CoreDNS
+Deployment (and, for stacked
 etcd, which runs as kubeadm static pods the probe does not read, the member list and each
 member's own ``endpoint health`` with kubeadm's healthcheck-client certificate)."""
 
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from hactl import hostlayout
-from hactl.check.model import ApiAnswer, CheckData, EtcdView, Lease
+from hactl.check.model import ApiAnswer, CheckData, CoreDNS, EtcdView, Lease
 from hactl.diff import client_url
 from hactl.errors import HactlError
 from hactl.facts.base import FactParseError
@@ -30,9 +31,12 @@ def api_script(cluster: Cluster) -> str:
     server = f"https://{cluster.control_plane_endpoint}"
     readyz = _joined(tools.kubectl("--server", server, "get", "--raw", "/readyz"))
     leases = _joined(tools.kubectl("get", "lease", "-n", "kube-system", "-o", "json"))
+    coredns = _joined(tools.kubectl("get", "deployment", "coredns", "-n", "kube-system", "-o",
+                                    "json", "--ignore-not-found"))
     return (
         _section("readyz", readyz)
         + _section("leases", leases)
+        + _section("coredns", coredns)
         + (stacked_etcd_script(cluster) if cluster.etcd.topology == "stacked" else "")
         + "echo '@@now'; date -u +%s\n"
     )
@@ -106,6 +110,29 @@ def parse_api_output(stdout: str) -> dict[str, tuple[int, str]]:
     return sections
 
 
+def parse_coredns(sections: dict[str, tuple[int, str]]) -> CoreDNS | None:
+    """``kubectl get deployment coredns`` → its availability (None: not asked or unreadable)."""
+    if "coredns" not in sections:
+        return None
+    rc, text = sections["coredns"]
+    if rc != 0:
+        return CoreDNS(present=True, available=False, detail=f"unreadable: {text[-200:]}")
+    if not text.strip():
+        return CoreDNS(present=False, available=False, detail="no Deployment kube-system/coredns")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return CoreDNS(present=True, available=False, detail="unreadable kubectl output")
+    status = doc.get("status") or {} if isinstance(doc, dict) else {}
+    cond = next((c for c in status.get("conditions") or [] if c.get("type") == "Available"), None)
+    available = cond is not None and cond.get("status") == "True"
+    want = (doc.get("spec") or {}).get("replicas", 1)
+    detail = f"{status.get('availableReplicas') or 0}/{want} replicas available"
+    if cond is not None and cond.get("message") and not available:
+        detail += f": {cond['message']}"
+    return CoreDNS(present=True, available=available, detail=detail)
+
+
 def parse_leases(text: str) -> dict[str, Lease]:
     data = json.loads(text)
     out = {}
@@ -165,6 +192,7 @@ async def gather(
         except (ValueError, KeyError, TypeError) as exc:
             leases_error = f"unreadable kubectl output: {exc}"
         view = parse_etcd_view(cluster, sections) if cluster.etcd.topology == "stacked" else None
-        return CheckData(observed, now, api, leases, leases_error, view)
+        return CheckData(observed, now, api, leases, leases_error, view,
+                         coredns=parse_coredns(sections))
     why = "; ".join(errors) or f"no master has {hostlayout.ADMIN_CONF}"
     return CheckData(observed, now, None, None, why)

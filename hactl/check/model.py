@@ -49,6 +49,16 @@ class EtcdView:
 
 
 @dataclass(frozen=True)
+class CoreDNS:
+    """Deployment kube-system/coredns as the check read it."""
+
+    present: bool
+    available: bool
+    detail: str
+    """``2/2 replicas available`` or why not."""
+
+
+@dataclass(frozen=True)
 class CheckData:
     """Everything :func:`evaluate` looks at."""
 
@@ -59,12 +69,15 @@ class CheckData:
     leases_error: str | None = None
     etcd_view: EtcdView | None = None
     """Set for stacked etcd; external members come from the probe (``observed``)."""
+    coredns: CoreDNS | None = None
+    """The CoreDNS Deployment (None: not asked)."""
 
 
 @dataclass(frozen=True)
 class Finding:
     check: str
-    """ssh | api | masters | workers | leases | etcd | load_balancer | certificates."""
+    """ssh | api | masters | workers | nodes | coredns | leases | etcd | load_balancer |
+    certificates."""
     severity: Severity
     subject: str
     message: str

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import ipaddress
 import json
 from collections.abc import Iterator, Mapping
@@ -49,7 +50,10 @@ from hactl.hostlayout import K8S_PKI as PKI
 from hactl.hostlayout import KUBELET_CLIENT_CERT as KUBELET_CLIENT_CERT
 from hactl.hostlayout import KUBELET_CONF as KUBELET_CONF
 from hactl.hostlayout import KUBELET_CONFIG as KUBELET_CONFIG
+from hactl.render.cni import KINDS as NETWORK_KINDS
+from hactl.render.cni import MANAGED_BY
 from hactl.transport import tools
+from hactl.transport.base import Argv
 
 """The API server's serving certificate (kubeadm's ``certs apiserver`` phase); not in
 :mod:`hactl.hostlayout` yet."""
@@ -266,6 +270,8 @@ API_JSONPATH = (
         "{.status.nodeInfo.kubeletVersion}",
         "{.metadata.labels}",
         '{.status.addresses[?(@.type=="InternalIP")].address}',
+        '{.status.conditions[?(@.type=="Ready")].reason}',
+        '{.status.conditions[?(@.type=="Ready")].message}',
     )
     + "{end}"
     + '{range .items[?(@.kind=="Secret")]}'
@@ -324,6 +330,10 @@ class ApiAnswer:
     """kube-public ConfigMap names (None: the output had no ``public`` line)."""
     stacked_etcd: StackedEtcd | None = None
     """Stacked etcd's member list and health (only when asked)."""
+    network: Mapping[str, Any] | None = None
+    """The pod network's live objects (see :func:`network_objects`); None: not read."""
+    not_ready: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """NotReady Node → its Ready condition's ``reason: message``."""
 
 
 def _b64(text: str) -> str:
@@ -399,6 +409,48 @@ def _scalar(value: Any) -> str | None:
     return text if text and len(text) <= MAX_SCALAR else None
 
 
+def network_get() -> Argv:
+    """Every object of the pod network's kinds that hactl applied (its ``managed-by`` label),
+    in every namespace, as JSON."""
+    kinds = ",".join(resource for resource, _ in NETWORK_KINDS.values())
+    return tools.kubectl("get", kinds, "--all-namespaces", "-l", f"{MANAGED_BY}=hactl",
+                         "-o", "json", timeout=tools.KUBECTL_READ_TIMEOUT)
+
+
+NETWORK_LINE = "printf 'network\\t%s\\n' \"$({get} 2>/dev/null | tr -d '\\n\\t')\";"
+"""The list on one line (kubectl's JSON escapes the newlines of its strings; the ones between
+its tokens, and tabs, go); an empty line when kubectl failed."""
+NETWORK_DROP = ("resourceVersion", "uid", "creationTimestamp", "managedFields", "generation",
+                "selfLink")
+"""Metadata the server writes: not compared (nor fingerprinted)."""
+MAX_NETWORK_OBJECTS = 256
+
+
+def network_objects(text: str) -> dict[str, Any] | None:
+    """kubectl's List → ``Kind/namespace/name`` (``Kind/name`` cluster-wide) → the object
+    without its status and server-written metadata; None when it does not read as a List."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    items = data.get("items") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return None
+    out: dict[str, Any] = {}
+    for item in items[:MAX_NETWORK_OBJECTS]:
+        if not isinstance(item, dict) or not isinstance(item.get("metadata"), dict):
+            continue
+        meta = {k: v for k, v in item["metadata"].items() if k not in NETWORK_DROP}
+        body = {k: v for k, v in item.items() if k != "status"}
+        body["metadata"] = meta
+        key = "/".join(p for p in (item.get("kind"), meta.get("namespace"), meta.get("name")) if p)
+        out[key] = body
+    return out
+
+
 @dataclass(frozen=True)
 class ApiState(Fact[ApiAnswer]):
     """Nodes, kube-system Secrets (metadata only) and kubeadm-config in ONE kubectl call."""
@@ -413,7 +465,9 @@ class ApiState(Fact[ApiAnswer]):
                                f"jsonpath={PUBLIC_JSONPATH}", timeout=tools.KUBECTL_READ_TIMEOUT)
         api = kubectl(
             "get", "nodes,secrets,configmaps", "-n", "kube-system", "-o", f"jsonpath={API_JSONPATH}"
-        ) + f" && {{ {sh(public)} || true; }}"  # no ``public`` line: not known, not missing
+        ) + f" && {{ {sh(public)} || true; }}" \
+            + f" && {{ {NETWORK_LINE.format(get=sh(network_get()))} }}"
+        # no ``public`` or ``network`` line (or an empty one): not known, not missing
         if not self.stacked:
             return api
         return api + "\n" + _STACKED_ETCD.format(
@@ -430,15 +484,23 @@ class ApiState(Fact[ApiAnswer]):
         config: KubeadmClusterConfig | None = None
         names: dict[str, tuple[str, ...]] = {}
         stacked: dict[str, Any] = {}
+        network: dict[str, Any] | None = None
+        not_ready: dict[str, str] = {}
         for line in stdout.splitlines():
             kind, _, rest = line.partition("\t")
             fields = rest.split("\t")
-            if kind in ("etcdmembers", "etcdhealth", "etcderror"):
+            if kind == "network":
+                network = network_objects(rest)
+            elif kind in ("etcdmembers", "etcdhealth", "etcderror"):
                 stacked[kind] = rest
             elif kind in ("configmaps", "public"):
                 names[kind] = tuple(sorted(f for f in fields if f))
             elif kind == "node":
-                nodes.append(_node(fields))
+                nodes.append(node := _node(fields))
+                if not node.ready:
+                    reason, message = (fields + [""] * 7)[5:7]
+                    not_ready[node.name] = ": ".join(p for p in (reason, message) if p) \
+                        or "no Ready condition"
             elif kind == "secret":
                 name, type_, created, expiration, auth, signing = (fields + [""] * 6)[:6]
                 if name == "kubeadm-certs":
@@ -463,6 +525,8 @@ class ApiState(Fact[ApiAnswer]):
             configmaps=names.get("configmaps"),
             public_configmaps=names.get("public"),
             stacked_etcd=_stacked_etcd(stacked) if self.stacked else None,
+            network=network,
+            not_ready=not_ready,
         )
 
 
@@ -529,6 +593,8 @@ def cluster_view(answer: ApiAnswer | None, error: str | None) -> ClusterView:
         stacked_members=answer.stacked_etcd.members if answer.stacked_etcd else None,
         stacked_health=answer.stacked_etcd.health if answer.stacked_etcd else None,
         stacked_error=answer.stacked_etcd.error if answer.stacked_etcd else None,
+        network_objects=answer.network,
+        not_ready=answer.not_ready,
     )
 
 

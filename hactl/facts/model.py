@@ -334,6 +334,12 @@ class ClusterView:
     (``etcdctl endpoint health --cluster``); None when not asked or not read."""
     stacked_error: str | None = None
     """Why the stacked member list could not be read (when it was asked)."""
+    network_objects: Mapping[str, Any] | None = None
+    """The pod network's live objects (those carrying hactl's ``app.kubernetes.io/managed-by``
+    label, of the kinds :data:`hactl.render.cni.KINDS`): ``Kind/namespace/name`` → the object
+    without status and server-written metadata. None: not read (then nothing is compared)."""
+    not_ready: Mapping[str, str] = field(default_factory=dict)
+    """NotReady Node → its Ready condition's ``reason: message`` (what the kubelet says)."""
 
     def node(self, name: str) -> NodeInfo | None:
         return next((n for n in self.nodes if n.name == name), None)

@@ -34,6 +34,7 @@ from hactl.hostlayout import (
     ETCD_SERVER_CERT,
     ETCD_SERVER_KEY,
     ETCD_UNIT,
+    HACTL_RUN,
     HAPROXY_CFG,
     K8S_CA_CERT,
     K8S_ETCD_CA,
@@ -363,3 +364,27 @@ def member_remove_stacked(member_id: str) -> Argv:
     step's timeout (the removal waits for its raft commit)."""
     return tools.etcdctl([STACKED_LOCAL], "member", "remove", member_id, tls=tools.STACKED_ETCD,
                          timeout=tools.ETCDCTL_TIMEOUT)
+
+
+# -- the pod network (issue 14) ---------------------------------------------------------------
+
+POD_NETWORK_MANIFEST = f"{HACTL_RUN}/pod-network.yaml"
+"""The pod network's manifest on the master that applies it (0600, removed after the apply)."""
+FIELD_MANAGER = "hactl"
+
+
+def apply_server_side(path: str = POD_NETWORK_MANIFEST) -> Argv:
+    """``kubectl apply --server-side``: the API server merges the objects and records hactl as
+    their field manager; ``--force-conflicts`` takes over fields another manager set (the plan
+    showed them: the spec is the truth for the objects hactl renders, as for haproxy.cfg)."""
+    return kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}",
+                   "--force-conflicts", "-f", path)
+
+
+def get_nodes() -> Argv:
+    return kubectl("get", "nodes", "-o", "json")
+
+
+def get_deployment(namespace: str, name: str) -> Argv:
+    return kubectl("get", "deployment", name, "-n", namespace, "-o", "json",
+                   "--ignore-not-found")

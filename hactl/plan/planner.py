@@ -32,6 +32,7 @@ from hactl.vocabulary import (
     CERTIFICATE_KEY,
     ETCD_CA,
     KUBEADM_CONFIG,
+    NETWORK,
     RESTARTS,
     Action,
     Aspect,
@@ -51,6 +52,9 @@ class Plan:
     fingerprint: dict[str, str]
     unreachable: dict[str, str] = field(default_factory=dict)
     """Hosts that did not answer but that no step needs: host → why."""
+    warnings: tuple[str, ...] = ()
+    """What the plan does not change but the operator must know (``network.plugin: none``:
+    which Nodes stay NotReady and why)."""
 
     def steps(self) -> list[Step]:
         return self.graph.order()
@@ -68,9 +72,50 @@ def build_plan(cluster: Cluster, observed: Observed, *, now: datetime) -> Plan:
     _changed_host_keys(observed)
     changes = diff(cluster, observed, now=now)
     refusals.check(cluster, observed, changes)
+    _network_refusal(cluster, observed)
     unreachable = _unreachable(cluster, observed)
     return Plan(cluster, changes, _Builder(cluster, observed, changes).build(),
-                observed.fingerprint(), unreachable)
+                observed.fingerprint(), unreachable, network_warnings(cluster, observed, changes))
+
+
+# -- the pod network -------------------------------------------------------------------------
+
+
+def _network_refusal(cluster: Cluster, observed: Observed) -> None:
+    """``network.plugin: none`` while the API holds pod network objects hactl applied: hactl
+    does not uninstall a CNI (its DaemonSet, its configuration on every node and the pods'
+    addresses would go with it), so the plan is refused rather than leaving it half-managed."""
+    if cluster.network.plugin != "none":
+        return
+    view = observed.views(cluster).api
+    live = sorted(view.network_objects or ()) if view is not None else []
+    if live:
+        raise PlanError(
+            "the plan is refused: network.plugin is none, but the cluster runs the pod network "
+            f"hactl installed ({', '.join(live[:6])}{' …' if len(live) > 6 else ''}); hactl does "
+            "not uninstall a CNI (removing it breaks every pod's network)",
+            hint="set network.plugin back to what the cluster runs (flannel or manifests); to "
+            "replace the CNI, remove its objects by hand (kubectl delete -f …) first")
+
+
+def network_warnings(cluster: Cluster, observed: Observed, changes: Diff) -> tuple[str, ...]:
+    """``plugin: none``: the Nodes that stay (or are) NotReady and why."""
+    if cluster.network.plugin != "none":
+        return ()
+    view = observed.views(cluster).api
+    names = [h.name for h in [*cluster.masters, *cluster.workers]]
+    if view is not None:
+        stay = [f"{n} ({view.not_ready[n]})" if n in view.not_ready else n for n in names
+                if view.node(n) is None or not view.node(n).ready]  # type: ignore[union-attr]
+    else:
+        stay = names
+    if not stay:
+        return ()
+    return (f"network.plugin is none: hactl installs no pod network, so these Nodes stay NotReady "
+            f"until a CNI plugin is installed by other means (the kubelet reports "
+            f"\"container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady "
+            f"message:Network plugin returns error: cni plugin not initialized\") and CoreDNS stays "
+            f"Pending: {', '.join(stay)}",)
 
 
 # -- hosts that cannot be trusted ----------------------------------------------------------
@@ -138,6 +183,7 @@ class _Builder:
         self.certs: dict[str, Step] = {}
         self.etcd_tail: Step | None = None
         self.lbs: list[Step] = []
+        self.network: Step | None = None
 
     def build(self) -> StepGraph:
         effective = self.changes.effective()
@@ -148,6 +194,12 @@ class _Builder:
             self._etcd()
         self._load_balancers()
         self._kubernetes()
+        if self.network is not None:  # after every join of the plan: every Node Ready
+            via = self._api_master() or ""
+            self.g.add(kinds.WaitPodNetwork(
+                id="network.wait", host=via, title="Wait until every Node is Ready and CoreDNS "
+                "is available", reason="the pod network makes the Nodes Ready; CoreDNS runs "
+                "once they are", address="network"), self.g.sinks())
         sinks = self.g.sinks()
         if sinks:
             via = self._api_master() or ""
@@ -386,6 +438,15 @@ class _Builder:
                     title=f"Complete the interrupted kubeadm init on {c.host}", reason=c.reason,
                     address=c.address, action=Action.UPDATE,
                     phases=c.detail.phases), list(infra)))
+        network = self.changes.get(NETWORK)
+        if network is not None and network.op is not Op.NOOP:
+            from hactl.diff import network_plugin_text
+
+            plugin = network_plugin_text(self.cluster)
+            self.network = self.g.add(kinds.InstallPodNetwork(
+                id="network.install", host=via, title=f"Install the pod network ({plugin}) via {via}",
+                reason=network.reason, address=network.address, action=network.op,
+                plugin=plugin), list(ready) or list(infra))
         # A token and a certificate key need a working control plane: after an init that is
         # being completed, never alongside it (they would also write the same kubeadm config).
         after_init: list[Step | None] = [*infra, *ready]

@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.functional_validators import PlainValidator
 
 from hactl.spec import values
+from hactl.spec.network import NetworkSettings
 from hactl.spec.values import DEFAULT_API_PORT, normalise_endpoint, show
 
 LAB_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
@@ -315,6 +316,8 @@ class Cluster(Model):
     """Control-plane hosts; the first is the one ``kubeadm init`` runs on. 3 for high availability."""
     workers: list[Host] = []
     """Worker hosts."""
+    network: NetworkSettings = NetworkSettings()
+    """The pod network (CNI plugin) hactl installs after ``kubeadm init``: flannel by default."""
     ssh: SSHSettings = SSHSettings()
     """SSH defaults for every host."""
     certificates: CertificateSettings = CertificateSettings()

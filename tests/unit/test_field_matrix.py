@@ -45,6 +45,7 @@ NO_LIVE_COUNTERPART = {
     "ssh.*": "how hactl connects (SSH)",
     "apply.*": "how hactl apply runs (parallelism, drain timeout)",
     "lab.*": "only hactl lab reads it",
+    "network.manifests": "the paths themselves; the objects they hold are compared (network.plugin)",
     "certificates.renewBeforeDays": "a threshold of the plan itself (which certificates to refuse)",
     "preflight.*": "settings of the plan's own preflight (checks skipped, clock skew allowed)",
     "etcd.members[].ignorePreflightErrors": "preflight checks the plan skips on the host",
@@ -76,6 +77,8 @@ MUTATIONS: dict[str, Any] = {
     "workers[].name": "worker09",
     "workers[].address": "198.18.0.39",
     "loadBalancer.dnsName": "api2.lab",
+    "network.plugin": "none",
+    "network.version": "v0.25.6",
 }
 """Leaf path → the value it is changed to (on the first item of a list)."""
 

@@ -278,7 +278,14 @@ class World:
             return Result(0, json.dumps({"metadata": {"name": name, "labels": labels},
                                          "spec": {"unschedulable": True} if name in self.cordoned else {}}), "")
         if "nodes" in args:
-            return Result(0, json.dumps({"items": [{"metadata": {"name": n}} for n in sorted(self.nodes)]}), "")
+            return Result(0, json.dumps({"items": [
+                {"metadata": {"name": n}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+                for n in sorted(self.nodes)]}), "")
+        if "deployment" in args:
+            return Result(0, json.dumps({"metadata": {"name": "coredns"}, "spec": {"replicas": 2},
+                                         "status": {"conditions": [{"type": "Available", "status": "True"}]}}), "")
+        if "apply" in args:
+            return Result(0, "namespace/kube-flannel serverside-applied\n", "")
         if "pod" in args:
             return Result(0, json.dumps(_mirror_pod(self.cluster)), "")
         if "configmap" in args:
@@ -482,6 +489,13 @@ CASES: dict[str, list[Case]] = {
         Case("already removed", STACKED, make(
             "RemoveStackedMember", "master01", member="master04", member_id="4",
             peer_url="https://198.18.0.14:2380")),
+    ],
+    "install_pod_network": [
+        Case("flannel after init", LAB, make("InstallPodNetwork", "master01", plugin="flannel v0.25.7")),
+    ],
+    "wait_pod_network": [
+        Case("every Node Ready, CoreDNS available", LAB, make("WaitPodNetwork", "master01"),
+             lambda c: World(c, nodes={"master01", "master02", "worker01"})),
     ],
     "update_kubeadm_config": [
         Case("kubeadm-config's etcd endpoints", LAB, make(

@@ -12,6 +12,8 @@ import urllib.parse
 from typing import Any
 
 from . import apiserver_resources as res
+from .apiserver_apply import APPLY_TYPE
+from .apiserver_apply import apply as apply_patch
 from .apiserver_auth import Identity, Unauthorized, authenticate, authorize, forbidden_message
 from .apiserver_pods import delete_pod, evict, validate_pdb
 from .apiserver_store import ApiError, Store, json_patch, merge_patch
@@ -357,7 +359,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._json(200, store.update(r, ns, name, obj, sub))
         elif verb == "patch":
             assert name is not None
-            self._json(200, self._patch(r, ns, name, sub, body))
+            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+            if ctype == APPLY_TYPE and sub is None:
+                self._json(*apply_patch(store, r, ns, name, body, query))
+            elif "force" in query:
+                raise ApiError(422, 'PatchOptions.meta.k8s.io "" is invalid: force: Forbidden: '
+                               "may not be specified for non-apply patch", "Invalid")
+            else:
+                self._json(200, self._patch(r, ns, name, sub, body))
         else:
             if name is None:
                 raise ApiError(405, "deletecollection is not supported by the hactl lab stand-in")
@@ -430,6 +439,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             else:
                 raise ApiError(415, f"the body of the request was in an unknown format - "
                                f"accepted media types include: application/json-patch+json, "
+                               f"application/apply-patch+yaml, "
                                f"application/merge-patch+json, "
                                f"application/strategic-merge-patch+json (got {ctype})")
             if r.name == "poddisruptionbudgets" and sub is None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from hactl.plan.steps.init_control_plane import InitControlPlane
     from hactl.plan.steps.install_etcd_certs import InstallEtcdCerts
     from hactl.plan.steps.install_etcd_client_certs import InstallEtcdClientCerts
+    from hactl.plan.steps.install_pod_network import InstallPodNetwork
     from hactl.plan.steps.join_control_plane import JoinControlPlane
     from hactl.plan.steps.join_worker import JoinWorker
     from hactl.plan.steps.promote_etcd_member import PromoteEtcdMember
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from hactl.plan.steps.update_kubeadm_config import UpdateKubeadmConfig
     from hactl.plan.steps.verify import Verify
     from hactl.plan.steps.wait_etcd_healthy import WaitEtcdHealthy
+    from hactl.plan.steps.wait_pod_network import WaitPodNetwork
 
 MODULES = {
     "AddEtcdMember": "add_etcd_member",
@@ -52,6 +54,7 @@ MODULES = {
     "InitControlPlane": "init_control_plane",
     "InstallEtcdCerts": "install_etcd_certs",
     "InstallEtcdClientCerts": "install_etcd_client_certs",
+    "InstallPodNetwork": "install_pod_network",
     "JoinControlPlane": "join_control_plane",
     "JoinWorker": "join_worker",
     "PromoteEtcdMember": "promote_etcd_member",
@@ -66,6 +69,7 @@ MODULES = {
     "UpdateKubeadmConfig": "update_kubeadm_config",
     "Verify": "verify",
     "WaitEtcdHealthy": "wait_etcd_healthy",
+    "WaitPodNetwork": "wait_pod_network",
 }
 """Class name → module under hactl/plan/steps/ (the module's name is the step's kind)."""
 
@@ -99,6 +103,7 @@ __all__ = [
     "InitControlPlane",
     "InstallEtcdCerts",
     "InstallEtcdClientCerts",
+    "InstallPodNetwork",
     "JoinControlPlane",
     "JoinWorker",
     "PromoteEtcdMember",
@@ -113,5 +118,6 @@ __all__ = [
     "UpdateKubeadmConfig",
     "Verify",
     "WaitEtcdHealthy",
+    "WaitPodNetwork",
     "load_kind",
 ]
