@@ -366,6 +366,46 @@ def test_apt_installs_the_documented_way_from_the_served_repositories(
     assert {os.path.basename(d.path) for d in pkgrepo.debian_debs(("containerd", "runc"))} <= fetched
 
 
+def test_the_documented_install_and_hold_run_against_the_repositories(repo: pkgrepo.Repo, tmp_path: Path) -> None:
+    """``apt-get install -y kubeadm=… kubelet=… kubectl=… && apt-mark hold …`` for real, with
+    dpkg working in a private root (``--root``): every package unpacked and configured there,
+    the three held, the machine's /usr untouched."""
+    _needs_mirror()
+    target = tmp_path / "host"
+    for sub in ("info", "updates", "triggers", "alternatives"):
+        (target / "var/lib/dpkg" / sub).mkdir(parents=True)
+    (target / "var/lib/dpkg/available").touch()
+    apt = Apt(tmp_path / "apt", Path("/var/lib/dpkg/status"))
+    (target / "var/lib/dpkg/status").write_text((apt.root / "status").read_text())
+    apt.opts = [o if not o.startswith("Dir::State::status=") else f"Dir::State::status={target}/var/lib/dpkg/status"
+                for o in apt.opts]
+    apt.opts += ["-o", f"DPkg::Options::=--root={target}", "-o", "DPkg::Options::=--force-script-chrootless"]
+    apt.sources(
+        repo.sources_line(f"file:{repo.www}", "v1.30").replace(pkgrepo.KEYRING, str(repo.keyring))
+        + f"deb [signed-by={repo.keyring}] file:{repo.www}/debian {pkgrepo.DEBIAN_SUITE} main\n"
+    )
+    assert apt("apt-get", "update").returncode == 0
+    installed = apt("apt-get", "install", "-y", "kubeadm=1.30.4-1.1", "kubelet=1.30.4-1.1", "kubectl=1.30.4-1.1")
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    for name in ("kubeadm", "kubelet", "kubectl", "cri-tools", "kubernetes-cni", "socat"):
+        assert f"Setting up {name} (" in installed.stdout
+    held = apt("apt-mark", "hold", "kubeadm", "kubelet", "kubectl")
+    assert held.returncode == 0 and "kubelet set on hold." in held.stdout, held.stdout + held.stderr
+    listing = subprocess.run(["dpkg", f"--root={target}", "-l", "kubeadm", "kubelet", "kubectl", "cri-tools"],
+                             capture_output=True, text=True, check=True).stdout
+    rows = {line.split()[1]: (line.split()[0], line.split()[2]) for line in listing.splitlines() if line[:2] in ("hi", "ii")}
+    assert rows == {"kubeadm": ("hi", "1.30.4-1.1"), "kubelet": ("hi", "1.30.4-1.1"),
+                    "kubectl": ("hi", "1.30.4-1.1"), "cri-tools": ("ii", "1.30.0-1.1")}
+    assert (target / "usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf").is_file()
+    version = subprocess.run([str(target / "usr/bin/kubectl"), "version", "--client"], capture_output=True, text=True,
+                             check=False)
+    assert version.stdout.startswith("Client Version: v1.30.4\n")
+    # changing a held package is refused, as on a real host
+    refused = apt("apt-get", "install", "-y", "--allow-downgrades", "kubeadm=1.30.3-1.1")
+    assert refused.returncode == 100
+    assert "E: Held packages were changed and -y was used without --allow-change-held-packages." in refused.stderr
+
+
 def test_apt_refuses_a_tampered_packages_file_and_a_forged_release(
     repo: pkgrepo.Repo, tmp_path: Path
 ) -> None:
