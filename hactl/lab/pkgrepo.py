@@ -665,3 +665,31 @@ class Repo:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hactl.lab.pkgrepo build DIR | serve DIR ADDRESS [PORT] | stop DIR``."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    usage = "usage: python -m hactl.lab.pkgrepo build DIR | serve DIR ADDRESS [PORT] | stop DIR"
+    if len(args) < 2 or args[0] not in ("build", "serve", "stop") or (args[0] == "serve" and len(args) < 3):
+        print(usage, file=sys.stderr)
+        return 2
+    repo = Repo(Path(args[1]))
+    try:
+        if args[0] == "build":
+            print("built" if repo.ensure() else "up to date", repo.www)
+        elif args[0] == "serve":
+            port = int(args[3]) if len(args) > 3 else 80
+            print(f"serving {repo.www} on http://{args[2]}:{port}/ (pid {repo.serve(args[2], port)})")
+        else:
+            repo.stop()
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
