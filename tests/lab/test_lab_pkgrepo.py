@@ -89,6 +89,18 @@ def test_node_installs_from_the_served_repositories_and_refuses_a_tampered_index
                     "cri-tools_1.30.0-1.1_amd64.deb", "kubernetes-cni_1.4.0-1.1_amd64.deb"):
             assert deb in archives
         assert any(a.startswith("containerd_") for a in archives) and any(a.startswith("runc_") for a in archives)
+        # the downloaded packages' programs work in the node (unpacked into the node's own /tmp):
+        # the shims find hactl's source at the node's /run/hactl-lab/src, kubectl the real one
+        unpack = " && ".join(f"dpkg-deb -x /var/cache/apt/archives/{n}_1.30.4-1.1_amd64.deb /tmp/pkg"
+                             for n in ("kubeadm", "kubelet", "kubectl"))
+        assert run(unpack).returncode == 0
+        kubeadm = run("/tmp/pkg/usr/bin/kubeadm version -o short")
+        assert kubeadm.returncode == 0 and re.fullmatch(r"v1\.\d+\.\d+\n", kubeadm.stdout), kubeadm.stderr
+        kubelet = run("/tmp/pkg/usr/bin/kubelet --version")
+        assert kubelet.returncode == 0 and kubelet.stdout.startswith("Kubernetes v1."), kubelet.stderr
+        assert run("/tmp/pkg/usr/bin/kubectl version --client").stdout.startswith("Client Version: v1.30.4\n")
+        real = run("/tmp/pkg/usr/bin/kubectl config view --kubeconfig /dev/null -o jsonpath='{.kind}'")
+        assert real.returncode == 0 and real.stdout == "Config", real.stderr
         # nothing was installed: the machine's /usr is untouched
         assert run("dpkg-query -W -f='${Status}' kubeadm").stdout != "install ok installed"
 
