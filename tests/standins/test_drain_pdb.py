@@ -28,9 +28,13 @@ PDB = "/apis/policy/v1/namespaces/default/poddisruptionbudgets"
 @pytest.fixture
 def kubelet(apiserver: Apiserver, admin: Client, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """The kubelet stand-in as node worker01 (client certificate system:node:worker01), its
-    files relocated under tmp_path."""
+    files relocated under tmp_path, on a node with a pod network (a CNI configuration in
+    /etc/cni/net.d: the kubelet is Ready and starts pods that are not on the host network)."""
     root = tmp_path / "node"
     (root / "manifests").mkdir(parents=True)
+    (root / "etc/cni/net.d").mkdir(parents=True)
+    (root / "etc/cni/net.d/10-flannel.conflist").write_text(
+        '{"name": "cbr0", "cniVersion": "0.3.1", "plugins": [{"type": "flannel"}]}')
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump({"staticPodPath": str(root / "manifests"),
                                       "healthzPort": free_port()}))
