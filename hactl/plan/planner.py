@@ -441,12 +441,14 @@ class _Builder:
         network = self.changes.get(NETWORK)
         if network is not None and network.op is not Op.NOOP:
             from hactl.diff import network_plugin_text
+            from hactl.render.cni import manifest_digest, network_objects
 
             plugin = network_plugin_text(self.cluster)
             self.network = self.g.add(kinds.InstallPodNetwork(
                 id="network.install", host=via, title=f"Install the pod network ({plugin}) via {via}",
                 reason=network.reason, address=network.address, action=network.op,
-                plugin=plugin), list(ready) or list(infra))
+                plugin=plugin, digest=manifest_digest(network_objects(self.cluster))),
+                list(ready) or list(infra))
         # A token and a certificate key need a working control plane: after an init that is
         # being completed, never alongside it (they would also write the same kubeadm config).
         after_init: list[Step | None] = [*infra, *ready]

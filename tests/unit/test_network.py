@@ -245,3 +245,18 @@ def test_the_check_reports_every_node_ready_and_coredns() -> None:
 def test_cluster_view_defaults_read_nothing() -> None:
     view = ClusterView(nodes=(NodeInfo("m", True, {}),))
     assert view.network_objects is None and dict(view.not_ready) == {}
+
+
+async def test_a_saved_install_refuses_a_manifest_that_changed_since_the_plan() -> None:
+    from stepctx import Ctx
+
+    from hactl.errors import CommandError
+    from hactl.plan.steps.install_pod_network import InstallPodNetwork
+
+    plan = build_plan(LAB, Synthetic(LAB).observed(), now=PROBED_AT)
+    step = next(s for s in plan.steps() if s.id == "network.install")
+    assert isinstance(step, InstallPodNetwork) and len(step.digest) == 64
+    ctx = Ctx(edited(LAB, version="v0.25.6"))
+    with pytest.raises(CommandError, match="differs from the one the plan rendered"):
+        await step.run(ctx)
+    assert not any(fake.calls for fake in ctx.fakes.values())

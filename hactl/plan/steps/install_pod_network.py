@@ -25,6 +25,9 @@ class InstallPodNetwork(Step):
     order: ClassVar[int] = 36
     plugin: str = ""
     """What is installed, in words (``flannel v0.25.7``)."""
+    digest: str = ""
+    """sha256 of the manifest the plan rendered: a saved plan applied after the spec's manifest
+    files changed is refused rather than applying objects the plan did not show."""
     action: Action = Action.CREATE
     timeout: float = 120.0
 
@@ -37,13 +40,17 @@ class InstallPodNetwork(Step):
         ]
 
     async def run(self, ctx: StepContext) -> None:
-        from hactl.render.cni import manifest_text, network_objects
+        from hactl.render.cni import manifest_digest, manifest_text, network_objects
 
         assert self.host is not None
         objects = network_objects(ctx.cluster)
         if not objects:
             ctx.log("no pod network to install (network.plugin: none)")
             return
+        if self.digest and manifest_digest(objects) != self.digest:
+            raise CommandError("the pod network's manifest differs from the one the plan rendered "
+                               "(network.manifests files changed since the plan?)", host=self.host,
+                               step=self.id, hint="run `hactl plan` again and apply the new plan")
         await put(ctx, self.host, cmd.POD_NETWORK_MANIFEST, manifest_text(objects), 0o600)
         try:
             res = await run(ctx, self.host, cmd.apply_server_side(), check=False)
