@@ -320,7 +320,8 @@ class NodeAgent:
             except ApiError as exc:
                 if exc.status == 404:
                     return None
-                raise
+                # e.g. forbidden: the volume cannot be set up (MountVolume.SetUp failed)
+                raise EffectError(f'MountVolume.SetUp failed for {resource} "{name}": {exc}') from exc
 
         effects = HostEffects(fetch, self.log)
         for index, container in enumerate(spec.get("initContainers") or []):
