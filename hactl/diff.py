@@ -180,6 +180,10 @@ def diff(cluster: Cluster, observed: Observed, *, now: datetime) -> Diff:
 
 
 def iter_changes(cluster: Cluster, observed: Observed, *, now: datetime) -> Iterator[Change]:
+    if cluster.prepare is not None:
+        from hactl.diff_prepare import prepare_changes
+
+        yield from prepare_changes(cluster, observed)
     if cluster.etcd.topology == "external":
         yield from _pki(cluster, observed)
         yield from _etcd(cluster, observed)

@@ -38,12 +38,13 @@ from typing import Any
 from hactl import hostlayout
 from hactl.concurrency import gather_each
 from hactl.errors import HactlError
-from hactl.facts import binaries, etcd, haproxy, kubernetes, services, system
+from hactl.facts import binaries, etcd, haproxy, kubernetes, prepare, services, system
 from hactl.facts.base import SKIPPED, Fact, FactParseError
 from hactl.facts.departing import departing
 from hactl.facts.host_keys import mark_changed
 from hactl.facts.model import ClusterView, HostFacts, Observed
 from hactl.log import get_logger
+from hactl.render.prepare import PACKAGES
 from hactl.spec.models import Cluster, Host
 from hactl.transport.base import Transport
 from hactl.transport.ssh_session import OutputLimitError
@@ -111,6 +112,9 @@ def facts_for(cluster: Cluster, host: Host, *, ask_api: bool | None = None,
         out += [kubernetes.K8sFiles(), kubernetes.CertExpiry()]
     if "master" in roles and ask_api:
         out.append(kubernetes.ApiState(stacked=cluster.etcd.topology == "stacked"))
+    if cluster.prepare is not None and ("master" in roles or "worker" in roles):
+        out.append(prepare.PrepareState(packages=(
+            *PACKAGES, cluster.prepare.container_runtime.package)))
     return out
 
 
@@ -284,6 +288,7 @@ def read_host_facts(
         etcd=etcd_facts,
         haproxy=lb_facts,
         kubernetes=k8s_facts,
+        prepare=value(prepare.PrepareState),
         section_errors=dict(sorted(r.errors.items())),
         duration=duration,
     )

@@ -48,6 +48,14 @@ class Aspect(enum.StrEnum):
     """a master's kube-apiserver ``--etcd-servers`` (its static Pod manifest)"""
     KUBEADM_CONFIG = "kubeadm-config"
     """kubeadm's stored ClusterConfiguration (kube-system/kubeadm-config)"""
+    KERNEL = "kernel"
+    """host preparation: kernel modules and settings (modules-load.d, sysctl.d)"""
+    SWAP = "swap"
+    """host preparation: swap off, now and at boot"""
+    RUNTIME = "runtime"
+    """host preparation: the container runtime (containerd, systemd cgroup driver)"""
+    PACKAGES = "packages"
+    """host preparation: kubeadm, kubelet and kubectl at the spec's version, held"""
 
 
 class Action(enum.StrEnum):
@@ -172,6 +180,9 @@ class Intent(enum.StrEnum):
     """point an API server's ``--etcd-servers`` (or kubeadm-config's
     ``etcd.external.endpoints``) at the client URLs of the spec's etcd members"""
 
+
+PREPARE = frozenset({Aspect.KERNEL, Aspect.SWAP, Aspect.RUNTIME, Aspect.PACKAGES})
+"""The aspects of a master or worker that host preparation (the spec's ``prepare``) changes."""
 
 RESTARTS = frozenset({Intent.RECONFIGURE, Intent.RESTART, Intent.UPDATE_PEER})
 """Intents of an etcd member change that restart a member that may be running."""

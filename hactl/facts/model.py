@@ -542,6 +542,35 @@ class PreflightFacts:
         return max(0.0, self.host_time - self.received_at, self.sent_at - self.host_time)
 
 
+# -- host preparation -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Package:
+    """An installed Debian package."""
+
+    version: str
+    """The installed version (``1.30.4-1.1``)."""
+    held: bool
+    """``apt-mark hold`` (dpkg's selection is ``hold``)."""
+
+
+@dataclass(frozen=True)
+class PrepareFacts:
+    """What host preparation reads on a master or worker (:mod:`hactl.facts.prepare`)."""
+
+    packages: Mapping[str, Package] = field(default_factory=dict)
+    """Installed packages among those asked about (absent: not installed)."""
+    files: Mapping[str, str] = field(default_factory=dict)
+    """Path → sha256 of the preparation files that exist."""
+    fstab_swap: tuple[str, ...] = ()
+    """Devices or files of /etc/fstab's active swap entries."""
+
+    def installed(self, name: str) -> str | None:
+        package = self.packages.get(name)
+        return package.version if package is not None else None
+
+
 # -- per host and the whole observation -------------------------------------------------------
 
 
@@ -562,6 +591,8 @@ class HostFacts:
     """None on hosts that are neither masters nor workers, or when this part failed."""
     preflight: PreflightFacts | None = None
     """What the plan's preflight checks; None when the section did not run or failed."""
+    prepare: PrepareFacts | None = None
+    """What host preparation reads (masters and workers, only when the spec has ``prepare``)."""
     section_errors: Mapping[str, str] = field(default_factory=dict)
     """Probe section → error (a section that failed to run or parse); the rest are still valid."""
     duration: float | None = volatile()

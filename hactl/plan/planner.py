@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from hactl.diff import Change, Diff, Op, diff, etcd_servers, url
 from hactl.errors import PlanError
@@ -33,6 +34,7 @@ from hactl.vocabulary import (
     ETCD_CA,
     KUBEADM_CONFIG,
     NETWORK,
+    PREPARE,
     RESTARTS,
     Action,
     Aspect,
@@ -200,6 +202,7 @@ class _Builder:
                 id="network.wait", host=via, title="Wait until every Node is Ready and CoreDNS "
                 "is available", reason="the pod network makes the Nodes Ready; CoreDNS runs "
                 "once they are", address="network"), self.g.sinks())
+        self._prepare()
         sinks = self.g.sinks()
         if sinks:
             via = self._api_master() or ""
@@ -207,6 +210,31 @@ class _Builder:
                               reason="every apply ends by checking what it built", via=via,
                               address="cluster"), sinks)
         return self.g
+
+    # host preparation: before anything else
+    def _prepare(self) -> None:
+        by_host: dict[str, list[Change]] = {}
+        for c in self.changes.effective():
+            if c.addr.aspect in PREPARE and c.host:
+                by_host.setdefault(c.host, []).append(c)
+        if not by_host:
+            return
+        from hactl.render import prepare as render
+
+        prepare = self.cluster.prepare
+        assert prepare is not None
+        keyring = render.keyring_path(Path(prepare.packages.key_file).expanduser().read_bytes())
+        roots = [self.g.step(n) for n in list(self.g.g.nodes) if self.g.g.in_degree(n) == 0]
+        for host in sorted(by_host):
+            cs = by_host[host]
+            step = self.g.add(kinds.PrepareHost(
+                id=f"{cs[0].addr.component}[{host}].prepare", host=host,
+                title=f"Prepare {host} for kubeadm", reason="; ".join(c.reason for c in cs),
+                address=cs[0].address, parts=tuple(str(c.addr.aspect) for c in cs),
+                version=render.package_version(self.cluster, prepare), keyring=keyring,
+                runtime_package=prepare.container_runtime.package))
+            for root in roots:
+                self.g.edge(step, root)
 
     # PKI
     def _ca_host(self) -> str:

@@ -64,9 +64,18 @@ def check(cluster: Cluster, observed: Observed, diff: Diff) -> None:
                 *refusals_drift.check(cluster, observed),
                 *refusals_drift.consumers_unknown(cluster, observed, diff),
                 *refusals_identity.check(cluster, observed),
-                *refusals_membership.check(cluster, observed, diff)]
+                *refusals_membership.check(cluster, observed, diff),
+                *_prepare_refusals(cluster, observed)]
     if problems:
         raise PlanError("the plan is refused:\n  - " + "\n  - ".join(problems))
+
+
+def _prepare_refusals(cluster: Cluster, observed: Observed) -> list[str]:
+    if cluster.prepare is None:
+        return []
+    from hactl.diff_prepare import joined_version_changes
+
+    return joined_version_changes(cluster, observed)
 
 
 def etcd_version(cluster: Cluster, observed: Observed) -> list[str]:

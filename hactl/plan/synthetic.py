@@ -15,6 +15,7 @@ import ipaddress
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from hactl import hostlayout
 from hactl.diff import client_url, peer_url, sha256_text
 from hactl.facts.model import (
     BackendServer,
@@ -190,6 +191,36 @@ class Synthetic:
             self.etcd()
         self.lb()
         self.join(*[h.name for h in self.cluster.masters], *[h.name for h in self.cluster.workers])
+        return self
+
+    def prepared(self, key: bytes, *names: str) -> Synthetic:
+        """Masters and workers (all, or ``names``) as host preparation leaves them, for the
+        spec's ``prepare`` section and its repository key ``key``: kernel settings and files,
+        swap off, containerd answering with the systemd cgroup driver, the packages at the
+        spec's version and held."""
+        from hactl.facts.model import Package, PreflightFacts, PrepareFacts, RuntimeFacts
+        from hactl.render import prepare as render
+
+        prepare = self.cluster.prepare
+        assert prepare is not None, "the spec has no prepare section"
+        keyring = render.keyring_path(key)
+        version = render.package_version(self.cluster, prepare)
+        files = {path: sha256_text(text) for path, text in (
+            (hostlayout.MODULES_LOAD, render.modules_load()),
+            (hostlayout.SYSCTL_CONF, render.sysctl_conf()),
+            (hostlayout.CONTAINERD_CONFIG, render.containerd_config()),
+            (hostlayout.APT_SOURCE, render.apt_source(prepare, self.cluster.kubernetes.version_tuple,
+                                                      keyring)))}
+        files[keyring] = hashlib.sha256(key).hexdigest()
+        packages = {p: Package(version, held=True) for p in render.PACKAGES}
+        packages[prepare.container_runtime.package] = Package("1.6.20~ds1-1+deb12u3", held=False)
+        nodes = names or tuple(h.name for h in (*self.cluster.masters, *self.cluster.workers))
+        for name in nodes:
+            self._set(name, prepare=PrepareFacts(packages=packages, files=files),
+                      preflight=PreflightFacts(
+                          ip_forward="1", bridge_nf_call_iptables="1", modules=render.MODULES,
+                          runtime=RuntimeFacts(hostlayout.CONTAINERD_SOCKET, True, True,
+                                               version="1.6.20", cgroup_driver="systemd")))
         return self
 
     def unreachable(self, name: str, error: str = "connection refused") -> Synthetic:

@@ -17,6 +17,7 @@ from pydantic.functional_validators import PlainValidator
 
 from hactl.spec import values
 from hactl.spec.network import NetworkSettings
+from hactl.spec.prepare import PrepareSettings
 from hactl.spec.values import DEFAULT_API_PORT, normalise_endpoint, show
 
 LAB_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
@@ -318,6 +319,11 @@ class Cluster(Model):
     """Worker hosts."""
     network: NetworkSettings = NetworkSettings()
     """The pod network (CNI plugin) hactl installs after ``kubeadm init``: flannel by default."""
+    prepare: PrepareSettings | None = None
+    """Host preparation (opt-in): when set, apply makes every master and worker ready for kubeadm
+    first (kernel settings, swap off, containerd, kubeadm/kubelet/kubectl at the spec's version
+    from the repository named here, held). Without it hactl expects prepared hosts and the
+    plan's preflight refuses hosts that are not."""
     ssh: SSHSettings = SSHSettings()
     """SSH defaults for every host."""
     certificates: CertificateSettings = CertificateSettings()

@@ -27,6 +27,10 @@ from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
+FACTS_DATA = Path(__file__).resolve().parents[1] / "facts_data"
+PREPARE_KEY = FACTS_DATA / "prepare-release.key"
+"""The repository key of the prepared baseline (``prepare.*`` fields are changed on a cluster
+whose spec has a ``prepare`` section and whose hosts are prepared as it says)."""
 
 NO_LIVE_COUNTERPART = {
     "apiVersion": "a Literal with one value: there is nothing else to change it to",
@@ -52,6 +56,11 @@ NO_LIVE_COUNTERPART = {
     "loadBalancer.hosts[].ignorePreflightErrors": "preflight checks the plan skips on the host",
     "masters[].ignorePreflightErrors": "preflight checks the plan skips on the host",
     "workers[].ignorePreflightErrors": "preflight checks the plan skips on the host",
+    "prepare.containerRuntime.kind": "a Literal with one value (containerd)",
+    "prepare.kernel": "whether preparation manages the kernel settings: turned off, hactl leaves "
+                      "them as they are (the plan's preflight still checks them)",
+    "prepare.swapOff": "whether preparation turns swap off: turned off, hactl leaves swap as it "
+                       "is (the plan's preflight still checks it)",
 }
 """Leaf paths (``*`` = every leaf below) whose difference has nothing live to differ from."""
 
@@ -79,6 +88,12 @@ MUTATIONS: dict[str, Any] = {
     "loadBalancer.dnsName": "api2.lab",
     "network.plugin": "none",
     "network.version": "v0.25.6",
+    "prepare.packages.url": "http://mirror.example/kubernetes/",
+    "prepare.packages.suite": "stable",
+    "prepare.packages.components": ["main"],
+    "prepare.packages.keyFile": str(FACTS_DATA / "prepare-other.key"),
+    "prepare.packages.revision": "1.2",
+    "prepare.containerRuntime.package": "containerd.io",
 }
 """Leaf path → the value it is changed to (on the first item of a list)."""
 
@@ -179,11 +194,18 @@ def _mutated(lab: Cluster, path: str) -> tuple[Cluster, Observed, set[str]]:
     of it may use (a list item's field may be named by its list: a renamed host is "not in the
     spec's masters")."""
     doc = copy.deepcopy(lab.model_dump(mode="json", by_alias=True, exclude_none=True))
+    prepared = path.startswith("prepare.")
+    if prepared:
+        doc["prepare"] = {"packages": {"keyFile": str(PREPARE_KEY)},
+                          "containerRuntime": {"package": "containerd"}}
+        lab = Cluster.model_validate(doc)
+        doc = copy.deepcopy(doc)
     renamed = _set(doc, path, MUTATIONS[path])
     if path == "etcd.topology":
         doc["etcd"]["members"] = []
     changed = Cluster.model_validate(doc)
-    observed = Synthetic(lab).converged().observed()
+    synthetic = Synthetic(lab).converged()
+    observed = (synthetic.prepared(PREPARE_KEY.read_bytes()) if prepared else synthetic).observed()
     if renamed is not None:
         observed = _renamed(observed, renamed, MUTATIONS[path])
     return changed, observed, {path.replace("[]", "[0]"), path.split("[]")[0]}

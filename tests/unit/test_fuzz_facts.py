@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hactl.facts import binaries, etcd, haproxy, kubernetes, preflight, services, system
+from hactl.facts import binaries, etcd, haproxy, kubernetes, preflight, prepare, services, system
 from hactl.facts.base import Fact, FactParseError
 
 DATA = Path(__file__).resolve().parents[1] / "facts_data"
@@ -42,6 +42,7 @@ FACTS: list[Fact[Any]] = [
     kubernetes.CertExpiry(),
     kubernetes.ApiState(),
     preflight.Preflight(node=True, etcd=True, lb=True, ports=(6443, 2379, 2380, 10250)),
+    prepare.PrepareState(),
 ]
 PER_CALL_SECONDS = 2.0
 

@@ -38,6 +38,7 @@ from hactl.plan.step import Step
 from hactl.render import etcd_pki, pki
 from hactl.spec.load import load_file
 from hactl.spec.models import Cluster
+from hactl.spec.prepare import PrepareSettings
 from hactl.transport.base import Result
 from hactl.transport.fake import Call, FakeTransport
 
@@ -119,6 +120,8 @@ class World:
     extra_members: list[dict[str, Any]] = field(default_factory=list)
     kubelet_off: set[str] = field(default_factory=set)
     """Hosts whose kubelet is stopped and disabled."""
+    bare: set[str] = field(default_factory=set)
+    """Hosts not prepared for kubeadm: no module loaded, swap on, no containerd package."""
     cordoned: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -204,6 +207,8 @@ class World:
             if argv[1] in ("start", "restart") and argv[-1] == "etcd":
                 self._started(host)
             return Result(0, "", "")
+        if tool == "test" and argv[1] == "-d":  # a kernel module loaded?
+            return Result(1 if host in self.bare else 0, "", "")
         if tool == "test":
             paths = [argv[i + 1] for i, a in enumerate(argv) if a == "-e"]
             return Result(0 if all(p in self.present.get(host, set()) for p in paths) else 1, "", "")
@@ -225,13 +230,24 @@ class World:
                 return Result(0, CA.cert_pem().decode(), "")
             if argv[1:] == (hostlayout.APISERVER_MANIFEST,):
                 return Result(0, APISERVER_POD, "")
+            if argv[1:] == ("/proc/swaps",):
+                swap = "/swapfile file 1048572 0 -2\n" if host in self.bare else ""
+                return Result(0, "Filename\tType\tSize\tUsed\tPriority\n" + swap, "")
+            if argv[1:] == (hostlayout.FSTAB,):
+                return Result(0, "UUID=1 / ext4 defaults 0 1\n"
+                              + ("/swapfile none swap sw 0 0\n" if host in self.bare else ""), "")
             raise AssertionError(f"{host}: cat {argv[1:]} not scripted")
         if tool == "kubeadm":
             return self._kubeadm(host, argv)
         if tool == "kubectl":
             return self._kubectl(host, argv)
-        if tool in ("install", "mv", "rm", "cp", "haproxy"):
+        if tool in ("install", "mv", "rm", "cp", "haproxy", "env", "apt-mark", "sysctl", "modprobe",
+                    "swapoff"):
             return Result(0, "", "")
+        if tool == "dpkg-query":
+            return Result(0, "unknown ok not-installed" if host in self.bare else "install ok installed", "")
+        if tool == "ctr":
+            return Result(0, "Client:\n  Version:  1.6.20\nServer:\n  Version:  1.6.20\n", "")
         raise AssertionError(f"{host}: {argv} not scripted")
 
     def _kubeadm(self, host: str, argv: tuple[str, ...]) -> Result:
@@ -354,6 +370,8 @@ def present(**paths: tuple[str, ...]) -> dict[str, set[str]]:
 
 ETCD_FILES = (hostlayout.ETCD_CA_CERT, hostlayout.ETCD_CA_KEY)
 MASTERS_UP = {"master01"}
+PREPARED = LAB.model_copy(update={"prepare": PrepareSettings.model_validate(
+    {"packages": {"keyFile": str(ROOT / "tests" / "facts_data" / "prepare-release.key")}})})
 EXTRA = _member(4, "etcd04", "https://198.18.0.24:2380", "https://198.18.0.24:2379")
 
 CASES: dict[str, list[Case]] = {
@@ -447,6 +465,15 @@ CASES: dict[str, list[Case]] = {
              lambda c: World(c, members=[_member(1, "etcd01", "https://198.18.0.21:2390",
                                                  "https://198.18.0.21:2379"),
                                          *World(c).members[1:]])),
+    ],
+    "prepare_host": [
+        Case("a bare host: every part", PREPARED, make(
+            "PrepareHost", "worker01", parts=("kernel", "swap", "runtime", "packages"),
+            version="1.30.4-1.1", keyring=hostlayout.APT_KEYRING_ASC),
+             lambda c: World(c, bare={"worker01"})),
+        Case("a prepared host (a rerun)", PREPARED, make(
+            "PrepareHost", "worker01", parts=("kernel", "swap", "runtime", "packages"),
+            version="1.30.4-1.1", keyring=hostlayout.APT_KEYRING_ASC)),
     ],
     "verify": [
         Case("the check through the run", LAB, make("Verify", None, via="master01")),

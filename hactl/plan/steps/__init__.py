@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from hactl.plan.steps.install_pod_network import InstallPodNetwork
     from hactl.plan.steps.join_control_plane import JoinControlPlane
     from hactl.plan.steps.join_worker import JoinWorker
+    from hactl.plan.steps.prepare_host import PrepareHost
     from hactl.plan.steps.promote_etcd_member import PromoteEtcdMember
     from hactl.plan.steps.reconfigure_etcd_member import ReconfigureEtcdMember
     from hactl.plan.steps.refresh_certificate_key import RefreshCertificateKey
@@ -57,6 +58,7 @@ MODULES = {
     "InstallPodNetwork": "install_pod_network",
     "JoinControlPlane": "join_control_plane",
     "JoinWorker": "join_worker",
+    "PrepareHost": "prepare_host",
     "PromoteEtcdMember": "promote_etcd_member",
     "ReconfigureEtcdMember": "reconfigure_etcd_member",
     "RefreshCertificateKey": "refresh_certificate_key",
@@ -106,6 +108,7 @@ __all__ = [
     "InstallPodNetwork",
     "JoinControlPlane",
     "JoinWorker",
+    "PrepareHost",
     "PromoteEtcdMember",
     "ReconfigureEtcdMember",
     "RefreshCertificateKey",
