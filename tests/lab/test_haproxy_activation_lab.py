@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from hactl.facts.haproxy import LOADED_MARKER
+from hactl.facts.haproxy import LOADED_MARKER, admin_script
 from hactl.plan import desired
 from hactl.spec.models import Cluster
 
@@ -92,3 +92,23 @@ def test_a_written_but_never_loaded_haproxy_cfg_is_reloaded(lab_factory: Any, tm
     res = hactl("plan", "-f", str(spec2), "--detailed-exitcode", env=env)
     assert res.returncode == 0, show(res)
     assert res.stdout.rstrip("\n").splitlines()[-1] == "No changes. The cluster matches the spec."
+
+    # a master's server left drained at runtime (a drill or an apply killed between its drain and
+    # its ready): the plan puts it back in rotation without a reload
+    drained = lab.run("lb01", admin_script("set server k8s-api-backend/master01 state drain"),
+                      via="ssh")
+    assert drained.returncode == 0 and not drained.stdout.strip(), drained.stdout + drained.stderr
+    res = hactl("plan", "-f", str(spec2), "--json", env=env)
+    assert res.returncode == 0, show(res)
+    changes = json.loads(res.stdout)["changes"]
+    assert [(c["address"], c["actions"]) for c in changes] == [("lb[lb01].service", ["update"])], changes
+    assert "master01 held out of k8s-api-backend at runtime (master01 DRAIN" in changes[0]["reason"]
+    res = hactl("apply", "-f", str(spec2), "--auto-approve", env=env)
+    assert res.returncode == 0, show(res)
+    assert lab.run("lb01", "systemctl show -p MainPID --value haproxy").stdout.strip() == master
+    stat = lab.run("lb01", admin_script("show stat"))
+    row = next(line.split(",") for line in stat.stdout.splitlines()
+               if line.startswith("k8s-api-backend,master01,"))
+    assert row[17] != "DRAIN", stat.stdout  # status column: back under its health checks
+    res = hactl("plan", "-f", str(spec2), "--detailed-exitcode", env=env)
+    assert res.returncode == 0, show(res)
