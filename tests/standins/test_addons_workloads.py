@@ -215,9 +215,20 @@ def node_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def kubelet(apiserver: Apiserver, admin: Client, node_root: Path) -> Iterator[subprocess.Popen[bytes]]:
+def cni() -> bool:
+    """The node has a pod network (a CNI configuration); test_kubelet_notready's nodes do not."""
+    return True
+
+
+@pytest.fixture
+def kubelet(apiserver: Apiserver, admin: Client, node_root: Path,
+            cni: bool) -> Iterator[subprocess.Popen[bytes]]:
     root = node_root
     (root / "manifests").mkdir(parents=True)
+    if cni:
+        (root / "etc/cni/net.d").mkdir(parents=True)
+        (root / "etc/cni/net.d/10-lab.conflist").write_text(
+            json.dumps({"name": "lab", "cniVersion": "0.3.1", "plugins": [{"type": "bridge"}]}))
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump({"staticPodPath": str(root / "manifests"), "healthzPort": free_port()}))
     conf = root / "kubelet.conf"
