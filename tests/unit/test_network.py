@@ -260,3 +260,25 @@ async def test_a_saved_install_refuses_a_manifest_that_changed_since_the_plan() 
     with pytest.raises(CommandError, match="differs from the one the plan rendered"):
         await step.run(ctx)
     assert not any(fake.calls for fake in ctx.fakes.values())
+
+
+async def test_the_wait_times_out_naming_each_not_ready_node_and_its_message() -> None:
+    import re
+
+    from stepctx import Ctx
+
+    from hactl.errors import CommandError
+    from hactl.plan.steps.wait_pod_network import WaitPodNetwork
+
+    nodes = {"items": [
+        {"metadata": {"name": "master01"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}},
+        {"metadata": {"name": "worker01"}, "status": {"conditions": [
+            {"type": "Ready", "status": "False", "reason": NOT_READY[0], "message": NOT_READY[1]}]}}]}
+    ctx = Ctx(LAB)
+    ctx.transport("master01").on(re.compile(r"get nodes -o json"), stdout=json.dumps(nodes))
+    step = WaitPodNetwork(id="network.wait", host="master01", title="t", reason="r", wait=0.0)
+    with pytest.raises(CommandError) as caught:
+        await step.run(ctx)
+    assert ("waiting for every Node Ready and CoreDNS available: NotReady: worker01 (KubeletNotReady: "
+            "container runtime network not ready") in str(caught.value)
+    assert "master01 (" not in str(caught.value)
