@@ -20,16 +20,19 @@ on a real host; nothing outside the node changes:
     kubelet, so the file cannot make only the kubelet wrong.) A kubelet already running keeps
     reporting the lab's version in its Node status.
 ``clock-skew`` (``seconds=120``, may be negative)
-    Debian's libfaketime for every new process of the node: the node's own ``/etc/ld.so.preload``
-    names ``libfaketime.so.1`` and ``/etc/faketimerc`` holds ``+120`` (its relative-offset
-    format). ``date`` over ssh shows the skewed clock; processes already running keep the real
-    one, and Go programs (etcd, containerd) read the clock through the vDSO, not libc, so they
-    are not skewed.
+    Debian's libfaketime for every ssh session of the node: the node's sshd_config gets
+    ``SetEnv LD_PRELOAD=…/libfaketime.so.1 FAKETIME=+120 FAKETIME_DONT_FAKE_MONOTONIC=1`` and
+    sshd is reloaded, so every command run over ssh (hactl's probe, ``date``, kubeadm run by
+    hactl) sees the clock 120 s ahead. Not skewed: processes started by the node's init
+    (services), and Go programs (etcd, containerd: they read the clock through the vDSO, not
+    libc). (Node-wide, through ``/etc/ld.so.preload`` + ``/etc/faketimerc``, libfaketime was
+    loaded into sshd itself, and every connection failed: ``client_loop: send disconnect: Broken
+    pipe``, 15 of 15.)
 
 What an injection left is recorded in ``<node dir>/inject/<condition>.json`` on the machine, so
 ``clear`` works from another process. A node that is stopped and started loses ``swap``,
-``port`` and ``kubelet-version`` (mounts and processes) but keeps ``clock-skew`` (files in its
-/etc); ``ip-forward`` comes back from the node's sysctl.d at boot.
+``port`` and ``kubelet-version`` (mounts and processes) but keeps ``clock-skew`` (its
+sshd_config); ``ip-forward`` comes back from the node's sysctl.d at boot.
 """
 
 from __future__ import annotations
@@ -50,8 +53,8 @@ if TYPE_CHECKING:
 CONDITIONS = ("swap", "ip-forward", "port", "kubelet-version", "clock-skew")
 IN_NODE_DIR = "/run/hactl-lab/inject"
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
-PRELOAD = "/etc/ld.so.preload"
-FAKETIMERC = "/etc/faketimerc"
+SSHD_CONFIG = "/etc/ssh/sshd_config"
+SKEW_MARK = "# hactl lab inject clock-skew\n"
 KUBELET = "/usr/local/sbin/kubelet"
 
 SWAPS_HEADER = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
@@ -160,13 +163,23 @@ def inject(lab: Lab, node: str, condition: str, **params: Any) -> None:
         _save(lab, node, condition, {"version": version})
     elif condition == "clock-skew":
         seconds = int(params.get("seconds", 120))
-        lab.put(node, FAKETIMERC, f"{seconds:+d}\n", 0o644)
-        lab.put(node, PRELOAD, FAKETIME_LIB + "\n", 0o644)
-        _save(lab, node, condition, {"seconds": seconds})
+        original = lab.read(node, SSHD_CONFIG)
+        line = (f"SetEnv LD_PRELOAD={FAKETIME_LIB} FAKETIME={seconds:+d} FAKETIME_DONT_FAKE_MONOTONIC=1\n")
+        _save(lab, node, condition, {"seconds": seconds, "sshd_config": original})
+        lab.put(node, SSHD_CONFIG, original + SKEW_MARK + line, 0o644)
+        _reload_sshd(lab, node)
 
 
 _LISTENERS: dict[int, subprocess.Popen[str]] = {}
 """The nsenter processes of the listeners this process started (waited for at clear)."""
+
+
+def _reload_sshd(lab: Lab, node: str) -> None:
+    """``systemctl reload ssh`` (sshd re-reads its configuration on SIGHUP; sessions stay)."""
+    rc, out, err = lab.systemctl(node, "reload", "ssh.service")
+    if rc != 0:
+        raise HactlError(f"systemctl reload ssh.service failed: {err or out}", host=node)
+    time.sleep(0.3)  # sshd re-executes itself on SIGHUP before it accepts again
 
 
 def _listen(lab: Lab, node: str, port: int) -> dict[str, Any]:
@@ -220,7 +233,10 @@ def clear(lab: Lab, node: str, condition: str) -> None:
     elif condition == "kubelet-version":
         _unbind(lab, node, KUBELET)
     elif condition == "clock-skew":
-        lab.run(node, f"rm -f {PRELOAD} {FAKETIMERC}", check=True)
+        current = lab.read(node, SSHD_CONFIG)
+        lab.put(node, SSHD_CONFIG, current.split(SKEW_MARK)[0] if SKEW_MARK in current else state["sshd_config"],
+                0o644)
+        _reload_sshd(lab, node)
     _forget(lab, node, condition)
 
 

@@ -56,6 +56,25 @@ def test_prepared_unprepared_and_second_interface(lab_factory: Any) -> None:
     assert _ssh(lab, "worker01", "cat /proc/sys/net/ipv4/ip_forward") == "0\n"
     assert _ssh(lab, "worker01", "systemctl is-active containerd; test -S /run/containerd/containerd.sock"
                                  " && echo socket || echo none").split() == ["inactive", "none"]
+    # kubeadm's default advertise address is the default-route interface's (eth1), not the spec's
+    default = lab.run("master01", "PYTHONPATH=/run/hactl-lab/src python3 -c 'from hactl.lab.standins."
+                                  "kubeadm_common import default_route_address as d; print(d())'", check=True)
+    assert default.stdout.strip() == str(lab.node("master01").uplink_address)
+    # kubeadm's preflight: the prepared master passes, the unprepared worker fails like a bare host
+    config = ("apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\n"
+              "networking: {podSubnet: 10.244.0.0/16}\n")
+    for name in ("master01", "worker01"):
+        lab.put(name, "/root/init.yaml", config)
+    ok = lab.run("master01", "kubeadm init phase preflight --config /root/init.yaml", via="ssh")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bare = lab.run("worker01", "kubeadm init phase preflight --config /root/init.yaml", via="ssh")
+    assert bare.returncode == 1
+    assert ("\t[ERROR FileContent--proc-sys-net-ipv4-ip_forward]: /proc/sys/net/ipv4/ip_forward contents are "
+            "not set to 1\n") in bare.stderr
+    assert "\t[ERROR CRI]: container runtime is not running: output: " in bare.stderr
+    assert ("connect: no such file or directory" in bare.stderr
+            and "unix:///var/run/containerd/containerd.sock" in bare.stderr)
+
     # a reboot keeps the prepared node's sysctl (sysctl.d applied at boot)
     lab.stop("master01")
     lab.start("master01")
@@ -65,6 +84,28 @@ def test_prepared_unprepared_and_second_interface(lab_factory: Any) -> None:
 def test_inject_and_clear_each_condition(lab_factory: Any) -> None:
     lab = lab_factory(_small_spec())
     node = "master01"
+
+    # each condition as kubeadm's own preflight reports it (the stand-in's real check names)
+    config = "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\n"
+    lab.put(node, "/root/init.yaml", config)
+    lab.inject(node, "swap")
+    lab.inject(node, "ip-forward")
+    lab.inject(node, "port", port=10250)
+    lab.inject(node, "kubelet-version", version="1.31.0")
+    pre = lab.run(node, "kubeadm init phase preflight --config /root/init.yaml", via="ssh")
+    assert pre.returncode == 1, pre.stdout + pre.stderr
+    for line in ("\t[WARNING Swap]: swap is supported for cgroup v2 only; the NodeSwap feature gate of the "
+                 "kubelet is beta but disabled by default\n",
+                 "\t[ERROR Port-10250]: Port 10250 is in use\n",
+                 "\t[ERROR KubeletVersion]: the kubelet version is higher than the control plane version. This is "
+                 'not a supported version skew and may lead to a malfunctional cluster. Kubelet version: "1.31.0" '
+                 'Control plane version: "1.30.4"\n',
+                 "\t[ERROR FileContent--proc-sys-net-ipv4-ip_forward]: /proc/sys/net/ipv4/ip_forward contents "
+                 "are not set to 1\n"):
+        assert line in pre.stderr, pre.stderr
+    for condition in ("swap", "ip-forward", "port", "kubelet-version"):
+        lab.clear(node, condition)
+    assert lab.run(node, "kubeadm init phase preflight --config /root/init.yaml", via="ssh").returncode == 0
 
     # swap: /proc/swaps in the kernel's format
     before = _ssh(lab, node, "cat /proc/swaps")

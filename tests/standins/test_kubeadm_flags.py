@@ -142,8 +142,8 @@ def test_configuration_files_carry_what_the_flags_used_to(tmp_path: Path) -> Non
     assert cfg.advertise_address == "198.18.0.12"
     assert (cfg.tls_bootstrap_token or cfg.discovery_token) == "abcdef.0123456789abcdef"  # tlsBootstrapToken default
 
-    worker = _write(tmp_path / "worker.yaml",
-                    {"apiVersion": "kubeadm.k8s.io/v1beta4", "kind": "JoinConfiguration",
+    worker = _write(tmp_path / "worker.yaml",  # (v1beta3: this kubeadm is 1.30, which has no v1beta4)
+                    {"apiVersion": "kubeadm.k8s.io/v1beta3", "kind": "JoinConfiguration",
                      "discovery": {"bootstrapToken": {"apiServerEndpoint": "k8s-api.lab:6443",
                                                       "token": "abcdef.0123456789abcdef",
                                                       "caCertHashes": ["sha256:" + "0" * 64]}},

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -72,9 +73,22 @@ class Node:
              "healthzPort": self.healthz},
         ]))
         self.env = dict(os.environ, HACTL_LAB_ROOT=str(self.root), HACTL_LAB_SYSTEMCTL="true",
-                        PATH=f"{self.bin}:/usr/local/bin:/usr/bin:/bin", PYTHONPATH=str(REPO),
+                        PATH=f"{self.bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", PYTHONPATH=str(REPO),
                         HOME=str(tmp))
         self.kubelet: subprocess.Popen[bytes] | None = None
+        # a prepared host, as kubeadm's preflight wants it: ip_forward on, no swap, a CRI socket
+        forward = self.root / "proc/sys/net/ipv4/ip_forward"
+        forward.parent.mkdir(parents=True)
+        forward.write_text("1\n")
+        (self.root / "proc/swaps").write_text("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n")
+        cri = self.root / "var/run/containerd/containerd.sock"
+        cri.parent.mkdir(parents=True)
+        self.cri = socket.socket(socket.AF_UNIX)
+        self.cri.bind(str(cri))
+        self.cri.listen()
+
+    def close(self) -> None:
+        self.cri.close()
 
     def short_certs_ttl(self, seconds: int = 2) -> None:
         """The lab knob: the next upload-certs makes a kubeadm-certs Secret living ``seconds``."""
@@ -144,6 +158,7 @@ def node(tmp_path: Path, pki: PKI, etcd1: Etcd) -> Iterator[Node]:
     finally:
         n.stop_kubelet()
         n.kill_pods()
+        n.close()
 
 
 def secret_data(node: Node, name: str) -> dict[str, bytes]:
@@ -298,6 +313,7 @@ def trio(tmp_path: Path, pki: PKI, etcd1: Etcd) -> Iterator[tuple[Node, Node, No
         for n in reversed(nodes):
             n.stop_kubelet()
             n.kill_pods()
+            n.close()
 
 
 def test_control_plane_join_pins_the_ca_and_needs_the_right_key(tmp_path: Path,

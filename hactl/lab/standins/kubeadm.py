@@ -42,6 +42,7 @@ FLAG_FIELDS = {
     "apiserver_bind_port": "bind_port",
     "node_name": "node_name",
     "certificate_key": "certificate_key",
+    "cri_socket": "cri_socket",
 }
 
 

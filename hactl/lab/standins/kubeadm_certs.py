@@ -68,12 +68,11 @@ def files_to_transfer(cfg: Config) -> dict[str, str]:
     if cfg.etcd_external is None:
         files["etcd-ca.crt"] = f"{PKI_DIR}/etcd/ca.crt"
         files["etcd-ca.key"] = f"{PKI_DIR}/etcd/ca.key"
-    else:
+    else:  # always the three entries, an empty path too (it uploads as an empty entry)
         ext = cfg.etcd_external
         for key, field in (("external-etcd-ca.crt", "caFile"), ("external-etcd.crt", "certFile"),
                            ("external-etcd.key", "keyFile")):
-            if ext.get(field):
-                files[key] = str(ext[field])
+            files[key] = str(ext.get(field) or "")
     return files
 
 
@@ -84,7 +83,8 @@ def upload_certs(api: Api, cfg: Config, key_hex: str) -> None:
         try:
             with open(P(path), "rb") as handle:
                 raw = handle.read()
-        except FileNotFoundError:
+        except FileNotFoundError:  # getDataFromDisk: a missing file is an empty entry
+            data[name] = ""
             continue
         data[name] = base64.b64encode(seal(raw, key_hex)).decode()
     ttl = knob_seconds("kubeadm", "certsTTLSeconds", CERTS_TTL)
@@ -127,14 +127,19 @@ def download_certs(api: Api, cfg: Config, key_hex: str) -> None:
             msg = str(exc)
         raise KubeadmError(f"error downloading certs: error downloading the secret: {msg}",
                            phase="control-plane-prepare/download-certs") from exc
-    try:
-        plain = {name: unseal(base64.b64decode(blob), key_hex)
+    try:  # getDataFromSecret: empty entries stay empty, the others are decrypted
+        plain = {name: unseal(base64.b64decode(blob), key_hex) if blob else b""
                  for name, blob in (secret.get("data") or {}).items()}
     except KubeadmError as exc:
         raise KubeadmError(f"error downloading certs: error decoding secret data with provided key: {exc}",
                            phase="control-plane-prepare/download-certs") from exc
     for name, path in files_to_transfer(cfg).items():
-        if name in plain:
-            mode = 0o600 if name.endswith(".key") else 0o644
-            write_file(path, plain[name], mode)
+        if name not in plain:  # DownloadCerts: a missing entry fails the join
+            raise KubeadmError("error downloading certs: the Secret does not include the required certificate "
+                               f"or key - name: {name}, path: {path}",
+                               phase="control-plane-prepare/download-certs")
+        if not plain[name]:  # "Not saving ... since it is empty in the kubeadm-certs Secret"
+            continue
+        mode = 0o600 if name.endswith(".key") else 0o644
+        write_file(path, plain[name], mode)
     out(f"[download-certs] Saving the certificates to the folder: \"{PKI_DIR}\"")

@@ -127,20 +127,59 @@ def hostname() -> str:
     return socket.gethostname().lower()
 
 
-def default_address() -> str:
-    """kubeadm's advertise-address default: the first global IPv4 address of this host."""
+def _global_ipv4(dev: str | None = None) -> list[str]:
+    argv = ["ip", "-4", "-o", "addr", "show"] + (["dev", dev] if dev else []) + ["scope", "global"]
     try:
-        lines = subprocess.run(
-            ["ip", "-4", "-o", "addr", "show", "scope", "global"],
-            capture_output=True, text=True, timeout=5, check=False,
-        ).stdout.splitlines()
+        lines = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False).stdout.splitlines()
     except OSError:
         lines = []
+    found = []
     for line in lines:
         match = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/", line)
         if match:
-            return match.group(1)
-    return "127.0.0.1"
+            found.append(match.group(1))
+    return found
+
+
+def default_route_interface() -> str | None:
+    """The interface of the IPv4 default route with the lowest metric, from /proc/net/route (as
+    k8s.io/apimachinery's ``ChooseHostInterface`` reads it)."""
+    best: tuple[int, str] | None = None
+    try:
+        with open("/proc/net/route", encoding="ascii") as handle:
+            rows = handle.read().splitlines()[1:]
+    except OSError:
+        return None
+    for row in rows:
+        fields = row.split()
+        if len(fields) >= 8 and fields[1] == "00000000" and fields[7] == "00000000":
+            metric = int(fields[6])
+            if best is None or metric < best[0]:
+                best = (metric, fields[0])
+    return best[1] if best else None
+
+
+def default_route_address() -> str:
+    """kubeadm's advertise-address default (``ChooseHostInterface``): the first global IPv4
+    address of the interface that carries the default route; without a default route the first
+    global IPv4 address, then 127.0.0.1. In a lab node that is ``eth1``, never the spec's address."""
+    dev = default_route_interface()
+    found = (_global_ipv4(dev) if dev else []) or _global_ipv4()
+    return found[0] if found else "127.0.0.1"
+
+
+def default_address() -> str:
+    """The kubelet's node IP without ``--node-ip`` (``nodeutil``/``NodeAddress``): the host name
+    resolved (the lab's /etc/hosts maps it to the spec's address) when that gives a non-loopback
+    IPv4 address, else the default-route interface's address."""
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            address = str(info[4][0])
+            if not address.startswith("127."):
+                return address
+    except OSError:
+        pass
+    return default_route_address()
 
 
 def systemctl(*args: str) -> subprocess.CompletedProcess[str]:

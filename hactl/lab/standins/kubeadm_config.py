@@ -15,9 +15,10 @@ import yaml
 from .kubeadm_common import (
     DEFAULT_TOKEN_TTL,
     KubeadmError,
-    default_address,
+    default_route_address,
     hostname,
     kubernetes_version,
+    version_tuple,
 )
 
 API_GROUP = "kubeadm.k8s.io"
@@ -56,6 +57,7 @@ class Config:
     bind_port: int = 6443
     taints: list[dict[str, str]] | None = None
     kubelet_extra_args: dict[str, str] = field(default_factory=dict)
+    cri_socket: str = ""
     ignore_preflight: set[str] = field(default_factory=set)
     skip_phases: list[str] = field(default_factory=list)
     # tokens and certificate key
@@ -96,13 +98,35 @@ def load_documents(path: str) -> list[dict[str, Any]]:
         raise KubeadmError(f"unable to read config from \"{path}\" : {exc}") from exc
     except yaml.YAMLError as exc:
         raise KubeadmError(f"error converting YAML to JSON: {exc}") from exc
+    known = known_versions()
     for doc in docs:
         group, _, version = str(doc.get("apiVersion", "")).partition("/")
-        if group == API_GROUP and version not in KNOWN_VERSIONS:
+        if group == API_GROUP and version not in known:
             raise KubeadmError(
-                f'no kind "{doc.get("kind")}" is registered for version "{doc.get("apiVersion")}"'
+                f'no kind "{doc.get("kind")}" is registered for version "{doc.get("apiVersion")}" in scheme '
+                '"k8s.io/kubernetes/cmd/kubeadm/app/apis/kubeadm/scheme/scheme.go:31"'
             )
     return docs
+
+
+def known_versions() -> tuple[str, ...]:
+    """The kubeadm.k8s.io versions this binary's scheme registers: v1beta4 exists from 1.31 on."""
+    return KNOWN_VERSIONS if version_tuple(kubernetes_version()) >= (1, 31, 0) else ("v1beta3",)
+
+
+def minimum_control_plane_version() -> tuple[int, int, int]:
+    """kubeadm's MinimumControlPlaneVersion: its own minor - 1, patch 0."""
+    major, minor, _ = version_tuple(kubernetes_version())
+    return (major, minor - 1, 0)
+
+
+def check_control_plane_version(version: str) -> None:
+    """``NormalizeKubernetesVersion``: a control plane older than kubeadm's minor - 1 is refused."""
+    minimum = minimum_control_plane_version()
+    if version_tuple(version) < minimum:
+        raise KubeadmError(
+            "this version of kubeadm only supports deploying clusters with the control plane version >= "
+            f"{'.'.join(map(str, minimum))}. Current version: {version}")
 
 
 def apply_cluster_doc(cfg: Config, doc: dict[str, Any]) -> None:
@@ -133,6 +157,7 @@ def apply_node_registration(cfg: Config, reg: dict[str, Any]) -> None:
     if "taints" in reg:
         cfg.taints = list(reg.get("taints") or [])
     cfg.kubelet_extra_args.update(extra_args(reg.get("kubeletExtraArgs")))
+    cfg.cri_socket = str(reg.get("criSocket") or cfg.cri_socket)
     cfg.ignore_preflight |= {str(i) for i in reg.get("ignorePreflightErrors") or []}
 
 
@@ -172,11 +197,15 @@ def from_documents(cfg: Config, docs: list[dict[str, Any]]) -> None:
 
 def finish(cfg: Config) -> Config:
     """Apply kubeadm's defaults to what flags and documents left empty."""
+    explicit = bool(cfg.kubernetes_version)
     cfg.kubernetes_version = cfg.kubernetes_version or kubernetes_version()
     if not cfg.kubernetes_version.startswith("v"):
         cfg.kubernetes_version = "v" + cfg.kubernetes_version
+    if explicit:
+        check_control_plane_version(cfg.kubernetes_version)
     cfg.node_name = cfg.node_name or hostname()
-    cfg.advertise_address = cfg.advertise_address or default_address()
+    # like kubeadm: "found advertiseAddress empty; using default interface's IP address"
+    cfg.advertise_address = cfg.advertise_address or default_route_address()
     if not cfg.tokens:
         cfg.tokens = [{"ttl": None}]
     for token in cfg.tokens:

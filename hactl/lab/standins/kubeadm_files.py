@@ -274,9 +274,10 @@ def kubelet_configuration(cfg: Config, *, local: bool = True) -> dict[str, Any]:
 
 
 def write_kubelet_files(cfg: Config) -> None:
+    # kubeadm's buildKubeletArgMap: no node-ip of its own (the kubelet then resolves its host
+    # name); a node-ip comes only from nodeRegistration.kubeletExtraArgs
     flags = {"container-runtime-endpoint": "unix:///var/run/containerd/containerd.sock",
-             "pod-infra-container-image": f"{cfg.image_repository}/pause:3.9",
-             "node-ip": cfg.advertise_address}
+             "pod-infra-container-image": f"{cfg.image_repository}/pause:3.9"}
     if cfg.node_name != hostname():
         flags["hostname-override"] = cfg.node_name
     flags.update(cfg.kubelet_extra_args)

@@ -35,10 +35,8 @@ from .kubeadm_files import (
 from .kubeadm_init import local_api, mark_control_plane, start_kubelet, wait_api
 from .kubeadm_pki import create_pki
 from .kubeadm_preflight import (
-    control_plane_checks,
-    dir_available,
+    init_checks,
     join_node_checks,
-    port_check,
     preflight,
     run_checks,
 )
@@ -134,28 +132,34 @@ def etcdctl(endpoints: list[str], *args: str) -> Any:
 
 
 def etcd_endpoints(api: Api, cfg: Config) -> list[str]:
-    nodes = api.get("/api/v1/nodes").get("items") or []
-    found = []
-    for node in nodes:
-        if "node-role.kubernetes.io/control-plane" not in (node.get("metadata", {}).get("labels") or {}):
-            continue
-        if node["metadata"]["name"] == cfg.node_name:
-            continue
-        for addr in node.get("status", {}).get("addresses") or []:
-            if addr.get("type") == "InternalIP":
-                found.append(f"https://{addr['address']}:2379")
-    if not found:
-        raise KubeadmError("could not find any etcd endpoint of an existing control-plane node",
-                           phase="control-plane-join/etcd")
-    return found
+    """``etcdutil.NewFromCluster``: the etcd Pods' ``advertise-client-urls`` annotations (what
+    the existing members really advertise, whatever the Nodes' InternalIPs), then every member's
+    client URLs (``Sync``)."""
+    from .kubeadm_reset import _etcd_endpoints
+
+    try:
+        seeds = _etcd_endpoints(api, knob_seconds("kubeadm", "etcdEndpointsTimeoutSeconds", 60))
+    except RuntimeError as exc:
+        raise KubeadmError(f"error creating local etcd static pod manifest file: {exc}",
+                           phase="control-plane-join/etcd") from exc
+    members = etcdctl(seeds, "member", "list").get("members") or []
+    return [u for m in members for u in (m.get("clientURLs") or [])] or seeds
 
 
 def join_etcd(api: Api, cfg: Config) -> None:
+    """``CreateStackedEtcdStaticPodManifestFile`` with EtcdLearnerMode (beta, on by default since
+    1.29): the new member is added as a **learner**, its manifest written, then it is promoted to a
+    voting member once it has caught up (``MemberPromote``, retried like kubeadm's client does),
+    then the cluster must become available."""
     endpoints = etcd_endpoints(api, cfg)
     peer = f"https://{cfg.advertise_address}:2380"
     members = etcdctl(endpoints, "member", "list").get("members") or []
-    if not any(peer in (m.get("peerURLs") or []) for m in members):
-        members = etcdctl(endpoints, "member", "add", cfg.node_name, f"--peer-urls={peer}").get("members") or []
+    mine = next((m for m in members if peer in (m.get("peerURLs") or [])), None)
+    if mine is None:
+        reply = etcdctl(endpoints, "member", "add", cfg.node_name, f"--peer-urls={peer}", "--learner")
+        members = reply.get("members") or []
+        mine = reply.get("member") or next((m for m in members if peer in (m.get("peerURLs") or [])), None)
+    learner = int(mine["ID"]) if mine and mine.get("isLearner") else None
     out("[etcd] Announced new etcd member joining to the existing etcd cluster")
     initial = []
     for member in members:
@@ -166,11 +170,34 @@ def join_etcd(api: Api, cfg: Config) -> None:
     out('[etcd] Creating static Pod manifest for "etcd"')
     write_manifest("etcd", etcd_manifest(cfg, ",".join(initial), state="existing"))
     timeout = knob_seconds("kubeadm", "etcdWaitSeconds", 40)
+    if learner is not None:
+        promote_learner(endpoints, learner, timeout)
     out(f"[etcd] Waiting for the new etcd member to join the cluster. This can take up to {int(timeout)}s")
     local = [f"https://{cfg.advertise_address}:2379"]
     if not wait_for(lambda: etcdctl(local, "endpoint", "health") is not None, timeout, 1.0):
         raise KubeadmError("error creating local etcd static pod manifest file: timeout waiting for etcd "
                            "cluster to be available", phase="control-plane-join/etcd")
+
+
+def promote_learner(endpoints: list[str], member_id: int, timeout: float) -> None:
+    """Promote the learner once it is in sync with the leader (etcd refuses before: "can only
+    promote a learner member which is in sync with leader")."""
+    last = ""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            etcdctl(endpoints, "member", "promote", f"{member_id:x}")
+            return
+        except KubeadmError as exc:
+            last = str(exc)
+            # ErrMemberNotLearner: promoted already (by an attempt whose answer was lost); the
+            # not-yet-ready learner says "... which is in sync with leader" and is retried
+            if "can only promote a learner member" in last and "in sync with leader" not in last:
+                return
+        if time.monotonic() > deadline:
+            raise KubeadmError(f"error creating local etcd static pod manifest file: learner member {member_id:x} "
+                               f"could not be promoted: {last}", phase="control-plane-join/etcd")
+        time.sleep(1.0)
 
 
 def write_kubelet_credentials(cfg: Config, server: str, ca_pem: bytes) -> None:
@@ -227,7 +254,7 @@ def check_can_host_control_plane(cfg: Config) -> None:
 
 
 def run_join(cfg: Config) -> int:
-    preflight(join_node_checks(), cfg.ignore_preflight)
+    preflight(join_node_checks(cfg), cfg.ignore_preflight)
     server, ca_pem = discover(cfg)
     token_api = Api(server, ca_pem=ca_pem, token=cfg.tls_bootstrap_token or cfg.discovery_token,
                     retry_seconds=30)
@@ -235,10 +262,8 @@ def run_join(cfg: Config) -> int:
     if cfg.control_plane:
         check_can_host_control_plane(cfg)
         out("[preflight] Running pre-flight checks before initializing the new control plane instance")
-        checks = control_plane_checks(cfg)
-        if not cfg.external:
-            checks += [port_check(2379), port_check(2380), dir_available(cfg.etcd_data_dir)]
-        run_checks(checks, cfg.ignore_preflight)
+        checks = init_checks(cfg, secondary=True, download_certs=bool(cfg.certificate_key))
+        run_checks(checks[1:], cfg.ignore_preflight)  # (IsPrivilegedUser ran with the join checks)
         if cfg.certificate_key:
             download_certs(token_api, cfg, cfg.certificate_key)
         try:

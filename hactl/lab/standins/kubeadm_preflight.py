@@ -1,10 +1,18 @@
-"""kubeadm's preflight checks, with the real names and messages (the subset that applies here)."""
+"""kubeadm's preflight checks, with the real names and messages (v1.30's ``InitNodeChecks`` /
+``JoinNodeChecks`` / ``addCommonChecks``, ``cmd/kubeadm/app/preflight/checks.go`` and
+``checks_linux.go``). Left out, see docs/standins/kubeadm.md: Firewalld, HTTPProxy,
+HTTPProxyCIDR, SystemVerification and FileExisting-crictl."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
+import shutil
+import socket
 import ssl
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable
@@ -15,6 +23,7 @@ from .kubeadm_common import (
     MANIFESTS_DIR,
     KubeadmError,
     P,
+    kubernetes_version,
     out,
     port_in_use,
     root,
@@ -52,7 +61,185 @@ def privileged() -> Check:
     return ("IsPrivilegedUser", lambda: None if os.geteuid() == 0 else "user is not running as root")
 
 
-WARN_ONLY = {"Service-Kubelet"}
+WARN_ONLY = {"Service-Kubelet", "Swap", "KubernetesVersion", "Hostname", "FileExisting-ebtables",
+             "FileExisting-ethtool", "FileExisting-socat", "FileExisting-tc", "FileExisting-touch"}
+"""Checks whose findings are warnings (kubeadm returns them as ``warnings``, not ``errorList``)."""
+
+IPV4_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+DEFAULT_CRI_SOCKET = "unix:///var/run/containerd/containerd.sock"
+CONTROL_PLANE_NUM_CPU = 2
+CONTROL_PLANE_MEM_MB = 1700
+SWAP_MESSAGE = ("swap is supported for cgroup v2 only; the NodeSwap feature gate of the kubelet is beta "
+                "but disabled by default")
+
+
+def num_cpu() -> Check:
+    """``NumCPUCheck``: Go's runtime.NumCPU counts the CPUs of the process's affinity mask."""
+    def run() -> str | None:
+        count = len(os.sched_getaffinity(0))
+        if count < CONTROL_PLANE_NUM_CPU:
+            return f"the number of available CPUs {count} is less than the required {CONTROL_PLANE_NUM_CPU}"
+        return None
+    return ("NumCPU", run)
+
+
+def mem() -> Check:
+    """``MemCheck``: sysinfo's total RAM in MB (MemTotal of /proc/meminfo is the same number)."""
+    def run() -> str | None:
+        try:
+            with open("/proc/meminfo", encoding="ascii") as handle:
+                kib = int(next(line for line in handle if line.startswith("MemTotal:")).split()[1])
+        except (OSError, StopIteration, ValueError) as exc:
+            return f"failed to get system info: {exc}"
+        actual = kib // 1024
+        if actual < CONTROL_PLANE_MEM_MB:
+            return f"the system RAM ({actual} MB) is less than the minimum {CONTROL_PLANE_MEM_MB} MB"
+        return None
+    return ("Mem", run)
+
+
+def _semver(value: str) -> str:
+    return ".".join(str(n) for n in version_tuple(value))
+
+
+def kubernetes_version_check(cfg: Config) -> Check:
+    """``KubernetesVersionCheck``: a control plane newer than kubeadm's minor (a warning)."""
+    def run() -> str | None:
+        kubeadm = version_tuple(kubernetes_version())
+        wanted = version_tuple(cfg.kubernetes_version)
+        if wanted[:2] > kubeadm[:2]:
+            return ("Kubernetes version is greater than kubeadm version. Please consider to upgrade kubeadm. "
+                    f"Kubernetes version: {_semver(cfg.kubernetes_version)}. Kubeadm version: "
+                    f"{kubeadm[0]}.{kubeadm[1]}.x")
+        return None
+    return ("KubernetesVersion", run)
+
+
+def cri_check(cfg: Config) -> Check:
+    """``ContainerRuntimeCheck`` (v1.30: ``crictl -r <socket> info``): the runtime must answer on
+    its socket. The stand-in connects to the socket itself (crictl is not packaged in Debian)
+    and words a failure as crictl's ``validate service connection`` error."""
+    endpoint = cfg.cri_socket or DEFAULT_CRI_SOCKET
+    if "://" not in endpoint:
+        endpoint = "unix://" + endpoint
+    path = endpoint.removeprefix("unix://")
+
+    def run() -> str | None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(2)
+        try:
+            sock.connect(P(path))
+            return None
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            reason = reason[0].lower() + reason[1:] if reason else reason
+        finally:
+            sock.close()
+        stamp = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        return ("container runtime is not running: output: "
+                f'time="{stamp}" level=fatal msg="validate service connection: validate CRI v1 runtime API '
+                f'for endpoint \\"{endpoint}\\": rpc error: code = Unavailable desc = connection error: '
+                f'desc = \\"transport: Error while dialing: dial unix {path}: connect: {reason}\\""\n'
+                ", error: exit status 1")
+    return ("CRI", run)
+
+
+def swap_check() -> Check:
+    """``SwapCheck``: more than the header line in /proc/swaps (a warning since 1.28)."""
+    def run() -> str | None:
+        try:
+            with open(P("/proc/swaps"), encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+        except OSError:
+            return None
+        return SWAP_MESSAGE if len(lines) > 1 else None
+    return ("Swap", run)
+
+
+def in_path(executable: str) -> Check:
+    """``InPathCheck``: mandatory ones are errors, the others warnings (:data:`WARN_ONLY`)."""
+    return (f"FileExisting-{executable}",
+            lambda: None if shutil.which(executable) else f"{executable} not found in system path")
+
+
+def exec_checks(kubernetes: str) -> list[Check]:
+    """``addExecChecks`` of v1.30 without crictl: conntrack (below 1.32), ip, iptables, mount,
+    nsenter mandatory; ebtables, ethtool, socat, tc, touch optional."""
+    names = ["conntrack"] if version_tuple(kubernetes or kubernetes_version()) < (1, 32, 0) else []
+    names += ["ip", "iptables", "mount", "nsenter", "ebtables", "ethtool", "socat", "tc", "touch"]
+    return [in_path(n) for n in names]
+
+
+def hostname_check(node_name: str) -> Check:
+    """``HostnameCheck``: the node name must resolve (a warning)."""
+    def run() -> str | None:
+        try:
+            socket.getaddrinfo(node_name, None)
+        except OSError:
+            return f'hostname "{node_name}" could not be reached'
+        return None
+    return ("Hostname", run)
+
+
+MINIMUM_KUBELET_SKEW = 3  # MinimumKubeletVersion: kubeadm's minor - 3 (since 1.29)
+
+
+def kubelet_version_check(control_plane: str) -> Check:
+    """``KubeletVersionCheck``: ``kubelet --version`` not older than kubeadm's minor - 3, and (on
+    init, where the control-plane version is known) not newer than the control plane's minor."""
+    def run() -> str | None:
+        try:
+            proc = subprocess.run(["kubelet", "--version"], capture_output=True, text=True, timeout=30, check=False)
+        except FileNotFoundError:
+            return 'couldn\'t get kubelet version: exec: "kubelet": executable file not found in $PATH'
+        match = re.search(r"Kubernetes v?(\d+\.\d+\.\d+\S*)", proc.stdout)
+        if proc.returncode != 0 or match is None:
+            return f"couldn't get kubelet version: {proc.stderr.strip() or proc.stdout.strip()}"
+        kubelet = match.group(1)
+        major, minor, _ = version_tuple(kubernetes_version())
+        minimum = (major, minor - MINIMUM_KUBELET_SKEW, 0)
+        if version_tuple(kubelet) < minimum:
+            return f'Kubelet version "{kubelet}" is lower than kubeadm can support. Please upgrade kubelet'
+        if control_plane:
+            k8s = version_tuple(control_plane)
+            if version_tuple(kubelet)[0] > k8s[0] or version_tuple(kubelet)[1] > k8s[1]:
+                return ("the kubelet version is higher than the control plane version. This is not a supported "
+                        f'version skew and may lead to a malfunctional cluster. Kubelet version: "{kubelet}" '
+                        f'Control plane version: "{_semver(control_plane)}"')
+        return None
+    return ("KubeletVersion", run)
+
+
+def file_content(path: str, content: str) -> Check:
+    """``FileContentCheck``: the file starts with ``content``."""
+    def run() -> str | None:
+        try:
+            with open(P(path), encoding="utf-8") as handle:
+                data = handle.read(len(content))
+        except OSError:
+            return f"{path} does not exist"
+        return None if data == content else f"{path} contents are not set to {content}"
+    return (f"FileContent-{_name(path)}", run)
+
+
+def file_existing(path: str, label: str = "") -> Check:
+    return (label or f"FileExisting-{_name(path)}",
+            lambda: None if os.path.exists(P(path)) else f"{path} doesn't exist")
+
+
+def common_checks(cfg: Config, control_plane_version: str) -> list[Check]:
+    """``addCommonChecks``: the runtime, swap, the binaries, the host name, the kubelet."""
+    return [cri_check(cfg), swap_check(), *exec_checks(control_plane_version or cfg.kubernetes_version),
+            hostname_check(cfg.node_name), kubelet_version_check(control_plane_version),
+            service_kubelet(), port_check(10250)]
+
+
+def _is_ipv4(value: str) -> bool:
+    try:
+        socket.inet_aton(value)
+    except OSError:
+        return False
+    return value.count(".") == 3
 
 
 def service_kubelet() -> Check:
@@ -104,29 +291,50 @@ def external_etcd_checks(cfg: Config) -> list[Check]:
 
 
 def control_plane_checks(cfg: Config) -> list[Check]:
-    names = ["kube-apiserver", "kube-controller-manager", "kube-scheduler"]
-    if not cfg.external:
-        names.append("etcd")
-    checks = [port_check(cfg.bind_port), port_check(10259), port_check(10257)]
+    """The head of ``InitNodeChecks``: CPUs, memory, the version, the ports, the manifests (all
+    four, whatever the etcd: kubeadm checks etcd.yaml with external etcd too)."""
+    names = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"]
+    checks = [num_cpu(), mem(), kubernetes_version_check(cfg),
+              port_check(cfg.bind_port), port_check(10259), port_check(10257)]
     checks += [file_available(f"{MANIFESTS_DIR}/{n}.yaml") for n in names]
     return checks
 
 
-def etcd_checks(cfg: Config) -> list[Check]:
-    if cfg.external:
-        return external_etcd_checks(cfg)
-    return [port_check(2379), port_check(2380), dir_available(cfg.etcd_data_dir or ETCD_DATA_DIR)]
+def external_etcd_certificates(cfg: Config) -> list[Check]:
+    ext = cfg.etcd_external or {}
+    return [file_existing(str(ext[key]), "ExternalEtcdClientCertificates")
+            for key in ("caFile", "certFile", "keyFile") if ext.get(key)]
 
 
-def init_checks(cfg: Config) -> list[Check]:
-    return [privileged(), *control_plane_checks(cfg), service_kubelet(), port_check(10250), *etcd_checks(cfg)]
+def init_checks(cfg: Config, *, secondary: bool = False, download_certs: bool = False) -> list[Check]:
+    """``InitNodeChecks`` (``secondary``: the second half of a control-plane join, which skips the
+    common checks, ip_forward and the external etcd version)."""
+    checks = [privileged(), *control_plane_checks(cfg)]
+    if not secondary:
+        checks += common_checks(cfg, cfg.kubernetes_version)
+        ipv4 = any("." in c for c in (cfg.service_subnet + "," + cfg.pod_subnet).split(",") if c.strip())
+        if ipv4 or _is_ipv4(cfg.advertise_address):
+            checks.append(file_content(IPV4_FORWARD, "1"))
+        if cfg.external:
+            checks += external_etcd_checks(cfg)
+    if not cfg.external:
+        checks += [port_check(2379), port_check(2380), dir_available(cfg.etcd_data_dir or ETCD_DATA_DIR)]
+    if cfg.external and not (secondary and download_certs):
+        checks += external_etcd_certificates(cfg)
+    return checks
 
 
-def join_node_checks() -> list[Check]:
-    return [privileged(), dir_available(MANIFESTS_DIR), service_kubelet(),
-            file_available(f"{KUBERNETES_DIR}/kubelet.conf"),
-            file_available(f"{KUBERNETES_DIR}/bootstrap-kubelet.conf"),
-            port_check(10250), file_available(f"{KUBERNETES_DIR}/pki/ca.crt")]
+def join_node_checks(cfg: Config) -> list[Check]:
+    """``JoinNodeChecks``: no manifests-dir check (gone since 1.23), the CA file only on worker
+    joins, ip_forward only when the discovery endpoint is an IPv4 address."""
+    checks = [privileged(), file_available(f"{KUBERNETES_DIR}/kubelet.conf"),
+              file_available(f"{KUBERNETES_DIR}/bootstrap-kubelet.conf"), *common_checks(cfg, "")]
+    if not cfg.control_plane:
+        checks.append(file_available(f"{KUBERNETES_DIR}/pki/ca.crt"))
+    host = cfg.discovery_endpoint.rsplit(":", 1)[0] if cfg.discovery_endpoint else ""
+    if _is_ipv4(host):
+        checks.append(file_content(IPV4_FORWARD, "1"))
+    return checks
 
 
 def run_checks(checks: list[Check], ignore: set[str]) -> None:
