@@ -85,3 +85,30 @@ _node_command("stop", "Power a node off: kill every process in it (its files sta
 _node_command("start", "Boot a stopped node (sshd, then its enabled units).")
 _node_command("partition", "Cut a node's network link.")
 _node_command("heal", "Restore a node's network link.")
+
+
+@lab.command()
+@spec_option
+@click.argument("node")
+@click.argument("condition", type=click.Choice(["swap", "ip-forward", "port", "kubelet-version", "clock-skew"]))
+@click.option("--port", type=int, default=2380, show_default=True, help="port: the port to take")
+@click.option("--version", "version", default="1.29.0", show_default=True,
+              help="kubelet-version: what `kubelet --version` answers")
+@click.option("--seconds", type=int, default=120, show_default=True, help="clock-skew: the offset (may be negative)")
+@click.option("--clear", "clear_", is_flag=True, help="take the condition off again")
+@handle_errors
+def inject(spec_file: str, node: str, condition: str, port: int, version: str, seconds: int, clear_: bool) -> None:
+    """Put a host condition on a node (swap on, ip_forward off, a port taken, a wrong kubelet
+    version, clock skew), or take it off with --clear (docs/lab.md)."""
+    from hactl.lab import Lab
+
+    lab_ = Lab(load_spec(spec_file))
+    if clear_:
+        lab_.clear(node, condition)
+        click.echo(f"{node}: {condition} cleared")
+        return
+    all_params: dict[str, dict[str, object]] = {
+        "port": {"port": port}, "kubelet-version": {"version": version}, "clock-skew": {"seconds": seconds}}
+    params = all_params.get(condition, {})
+    lab_.inject(node, condition, **params)
+    click.echo(f"{node}: {condition} injected")

@@ -193,3 +193,14 @@ def test_cpu_and_memory_pass_on_this_machine() -> None:
 def test_certs_to_transfer_always_has_the_external_entries() -> None:
     files = certs.files_to_transfer(Config(etcd_external={"endpoints": ["https://e:2379"]}))
     assert files["external-etcd-ca.crt"] == "" and "external-etcd.key" in files
+
+
+def test_join_without_pins_is_a_validation_error_exit_3() -> None:
+    from hactl.lab.standins.kubeadm_join import validate_discovery
+
+    with pytest.raises(KubeadmError) as err:
+        validate_discovery(Config(discovery_endpoint="k8s-api.lab:6443", discovery_token="abcdef.0123456789abcdef"))
+    assert err.value.code == 3 and err.value.phase is None
+    assert str(err.value).startswith('discovery.bootstrapToken.caCertHashes: Invalid value: "": using token-based '
+                                     "discovery without caCertHashes can be unsafe.")
+    validate_discovery(Config(unsafe_skip_ca=True))

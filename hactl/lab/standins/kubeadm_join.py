@@ -50,15 +50,21 @@ def _identity_error(message: str) -> KubeadmError:
     return KubeadmError(f"couldn't validate the identity of the API Server: {message}", phase="preflight")
 
 
+def validate_discovery(cfg: Config) -> None:
+    """``ValidateDiscoveryBootstrapToken`` (config validation, before any phase: exit 3, as
+    kubeadm's ValidationExitCode)."""
+    if not cfg.ca_cert_hashes and not cfg.unsafe_skip_ca:
+        raise KubeadmError(
+            'discovery.bootstrapToken.caCertHashes: Invalid value: "": using token-based discovery without '
+            "caCertHashes can be unsafe. Set unsafeSkipCAVerification as true in your kubeadm config file or "
+            "pass --discovery-token-unsafe-skip-ca-verification flag to continue", code=3)
+
+
 def discover(cfg: Config) -> tuple[str, bytes]:
     """Token discovery: cluster-info fetched anonymously, CA pinned, JWS checked. -> (server, CA)."""
     endpoint = cfg.discovery_endpoint
     token_id, token_secret = parse_token(cfg.discovery_token)
-    if not cfg.ca_cert_hashes and not cfg.unsafe_skip_ca:
-        raise KubeadmError(
-            'discovery.bootstrapToken: Invalid value: "": using token-based discovery without caCertHashes '
-            "can be unsafe. Set unsafeSkipCAVerification as true in your kubeadm config file or pass "
-            "--discovery-token-unsafe-skip-ca-verification flag to continue")
+    validate_discovery(cfg)
     insecure = Api(f"https://{endpoint}", insecure=True, timeout=5)
     timeout = knob_seconds("kubeadm", "discoveryTimeoutSeconds", 300)
     deadline = time.monotonic() + timeout
@@ -254,6 +260,7 @@ def check_can_host_control_plane(cfg: Config) -> None:
 
 
 def run_join(cfg: Config) -> int:
+    validate_discovery(cfg)
     preflight(join_node_checks(cfg), cfg.ignore_preflight)
     server, ca_pem = discover(cfg)
     token_api = Api(server, ca_pem=ca_pem, token=cfg.tls_bootstrap_token or cfg.discovery_token,
