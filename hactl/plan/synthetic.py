@@ -191,7 +191,20 @@ class Synthetic:
             self.etcd()
         self.lb()
         self.join(*[h.name for h in self.cluster.masters], *[h.name for h in self.cluster.workers])
+        return self.network()
+
+    def network(self) -> Synthetic:
+        """The pod network installed as the spec renders it (what InstallPodNetwork leaves);
+        without it the API view has no reading of the pod network (nothing is compared)."""
+        self._network = True
         return self
+
+    def _live_network(self) -> dict[str, object] | None:
+        if not getattr(self, "_network", False):
+            return None
+        from hactl.render.cni import network_objects
+
+        return {o.key: o.body for o in network_objects(self.cluster)}
 
     def prepared(self, key: bytes, *names: str) -> Synthetic:
         """Masters and workers (all, or ``names``) as host preparation leaves them, for the
@@ -247,6 +260,7 @@ class Synthetic:
                 pod_subnet=str(self.cluster.kubernetes.pod_subnet),
                 service_subnet=str(self.cluster.kubernetes.service_subnet),
                 dns_domain=self.cluster.kubernetes.dns_domain,
+                network_objects=self._live_network(),
             )
             if self.cluster.etcd.topology == "stacked":
                 members = self.stacked_members if self.stacked_members is not None else [

@@ -143,6 +143,7 @@ def test_a_healthy_cluster_passes_with_a_readable_report(cluster: Cluster) -> No
         "api",
         "masters",
         "workers",
+        "nodes",
         "leases",
         "etcd",
         "load_balancer",

@@ -37,7 +37,7 @@ def test_fresh_hosts_every_address(lab: Cluster) -> None:
         "etcd.member[etcd01]", "etcd.member[etcd02]", "etcd.member[etcd03]",
         "lb[lb01].haproxy_cfg",
         "master[master01]", "master[master02]", "master[master03]",
-        "worker[worker01]", "worker[worker02]",
+        "worker[worker01]", "worker[worker02]", "network",
     ]
     assert all(c.op is Op.CREATE and c.before is None for c in changes.values())
     assert changes["master[master01]"].intents == {Intent.INIT}

@@ -85,7 +85,7 @@ def test_last_line_is_the_summary(lab: Cluster) -> None:
     plans = cases(lab)
     last = {k: output.render_text(v).rstrip("\n").splitlines()[-1] for k, v in plans.items()}
     assert last == {
-        "fresh": "Plan: 13 to add, 0 to change, 0 to remove.",
+        "fresh": "Plan: 14 to add, 0 to change, 0 to remove.",
         "first-master": "Plan: 4 to add, 1 to change, 0 to remove.",
         "drift": "Plan: 0 to add, 1 to change, 0 to remove.",
         "converged": "No changes. The cluster matches the spec.",

@@ -53,7 +53,7 @@ def test_formats_and_saved_plan(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     result = runner.invoke(main, ["plan", "-f", SPEC, "--json", "-o", str(out)])
     assert result.exit_code == 0, result.output
     doc: dict[str, Any] = json.loads(result.stdout)
-    assert doc["summary"]["text"] == "Plan: 13 to add, 0 to change, 0 to remove."
+    assert doc["summary"]["text"] == "Plan: 14 to add, 0 to change, 0 to remove."
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     shown = runner.invoke(main, ["show", str(out), "--json"])
     assert json.loads(shown.stdout) == doc
@@ -61,7 +61,7 @@ def test_formats_and_saved_plan(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     assert md.stdout.startswith("### hactl plan: `lab`")
     text = runner.invoke(main, ["plan", "-f", SPEC])
     assert "\x1b[" not in text.stdout  # not a TTY: no colour
-    assert text.stdout.endswith("Plan: 13 to add, 0 to change, 0 to remove.\n")
+    assert text.stdout.endswith("Plan: 14 to add, 0 to change, 0 to remove.\n")
 
 
 def test_graph(monkeypatch: pytest.MonkeyPatch) -> None:

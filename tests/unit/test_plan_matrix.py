@@ -41,9 +41,13 @@ JOINS_AFTER_INIT = {
     ("master[master02].join", "master[master03].join"),
     ("master[master01].init", "worker[worker01].join"),
     ("master[master01].init", "worker[worker02].join"),
-    ("master[master03].join", "cluster.verify"),
-    ("worker[worker01].join", "cluster.verify"),
-    ("worker[worker02].join", "cluster.verify"),
+    # the pod network right after init; its wait after every join (issue 14)
+    ("master[master01].init", "network.install"),
+    ("network.install", "network.wait"),
+    ("master[master03].join", "network.wait"),
+    ("worker[worker01].join", "network.wait"),
+    ("worker[worker02].join", "network.wait"),
+    ("network.wait", "cluster.verify"),
 }
 
 
@@ -58,8 +62,10 @@ def test_empty_hosts_plan_the_full_bring_up(lab: Cluster) -> None:
         "lb[lb01].haproxy",
         "master[master01].etcd-client-certs",
         "master[master01].init",
+        "network.install",
         "master[master02].join", "master[master03].join",
         "worker[worker01].join", "worker[worker02].join",
+        "network.wait",
         "cluster.verify",
     ]
     members = ("etcd01", "etcd02", "etcd03")
@@ -76,15 +82,15 @@ def test_empty_hosts_plan_the_full_bring_up(lab: Cluster) -> None:
         ("master[master01].etcd-client-certs", "master[master01].init"),
         *JOINS_AFTER_INIT,
     }
-    assert plan.counts() == (13, 0, 0)
+    assert plan.counts() == (14, 0, 0)
 
 
 def test_etcd_only(lab: Cluster) -> None:
     plan = plan_of(lab, Synthetic(lab).etcd())
     assert ids(plan) == [
         "lb[lb01].haproxy", "master[master01].etcd-client-certs", "master[master01].init",
-        "master[master02].join", "master[master03].join", "worker[worker01].join",
-        "worker[worker02].join", "cluster.verify",
+        "network.install", "master[master02].join", "master[master03].join",
+        "worker[worker01].join", "worker[worker02].join", "network.wait", "cluster.verify",
     ]
     assert edges(plan) == {
         ("lb[lb01].haproxy", "master[master01].init"),
@@ -300,8 +306,9 @@ def test_existing_cluster_with_another_endpoint_is_refused(lab: Cluster) -> None
 def test_stacked_topology_has_no_etcd_steps(lab: Cluster) -> None:
     stacked = load_file(str(SPECS / "stacked.yaml")).cluster
     plan = plan_of(stacked, Synthetic(stacked))
-    assert ids(plan) == ["lb[lb01].haproxy", "master[master01].init", "master[master02].join",
-                         "master[master03].join", "worker[worker01].join", "cluster.verify"]
+    assert ids(plan) == ["lb[lb01].haproxy", "master[master01].init", "network.install",
+                         "master[master02].join", "master[master03].join", "worker[worker01].join",
+                         "network.wait", "cluster.verify"]
     assert ("master[master02].join", "master[master03].join") in edges(plan)
 
 

@@ -76,9 +76,10 @@ def test_the_stacked_script_reads_both_through_the_local_member_in_real_sh(tmp_p
     assert view.stacked_members is not None and len(view.stacked_members) == 3
     assert view.stacked_health is not None and view.stacked_health["https://198.18.2.12:2379"] is False
     calls = [c for c in log.read_text().splitlines() if c.split()[0] in ("kubectl", "etcdctl")]
-    assert [c.split()[0] for c in calls] == ["kubectl", "kubectl", "etcdctl", "etcdctl"]
-    assert "--endpoints=https://127.0.0.1:2379" in calls[2] and "healthcheck-client.crt" in calls[2]
-    assert calls[3].endswith("endpoint health --cluster")
+    # the API query, kube-public, the pod network's objects (issue 14), then etcd
+    assert [c.split()[0] for c in calls] == ["kubectl", "kubectl", "kubectl", "etcdctl", "etcdctl"]
+    assert "--endpoints=https://127.0.0.1:2379" in calls[3] and "healthcheck-client.crt" in calls[3]
+    assert calls[4].endswith("endpoint health --cluster")
 
 
 def master_answer(name: str, api: str | None) -> Any:
