@@ -23,6 +23,10 @@ still counts among the duplicates. The existing
 etcd version rule (Kubernetes 1.31+ needs etcd 3.5.11, :func:`hactl.plan.refusals.etcd_version`)
 stays where it is and is not repeated here.
 
+A check that the plan's own host preparation (the spec's ``prepare`` section) makes good on a
+host — its kernel settings, swap, container runtime or packages — is not refused there
+(:data:`PREPARED_BY`): the preparation runs before anything else on the host.
+
 Checks are skipped per host (``hosts[].ignorePreflightErrors``) and on every host
 (``preflight.ignoreErrors``), by case-insensitive name or ``all``; :func:`skipped` says what the
 spec skips where (the plan's output lists it). Pure: facts in, messages out.
@@ -45,7 +49,7 @@ from hactl.facts.preflight import (
 )
 from hactl.spec.checks import preflight_check_name
 from hactl.spec.models import Cluster, Host, parse_version
-from hactl.vocabulary import Component, Intent
+from hactl.vocabulary import Aspect, Component, Intent
 
 NODE_NEW = frozenset({Intent.INIT, Intent.JOIN})
 """kubeadm init/join on a node without kubeadm's files: every node check, with the ports."""
@@ -92,11 +96,37 @@ def _occurrences(cluster: Cluster, name: str) -> list[Host]:
                         *cluster.workers) if h.name == name]
 
 
+PREPARED_BY: dict[Aspect, tuple[str, ...]] = {
+    Aspect.KERNEL: ("KernelModule-br_netfilter", "KernelModule-overlay",
+                    "FileContent--proc-sys-net-ipv4-ip_forward",
+                    "FileContent--proc-sys-net-bridge-bridge-nf-call-iptables"),
+    Aspect.SWAP: ("Swap",),
+    Aspect.RUNTIME: ("CRI", "CgroupDriver"),
+    Aspect.PACKAGES: ("FileExisting-kubeadm", "FileExisting-kubelet", "FileExisting-kubectl",
+                      "KubeadmVersion", "KubeletVersion", "KubectlVersion"),
+}
+"""The checks a host preparation change of the plan (the spec's ``prepare`` section,
+:mod:`hactl.diff_prepare`) makes good before anything else runs on the host: not refused there."""
+
+
+def prepared(diff: Diff) -> dict[str, set[str]]:
+    """Host → the checks this plan's preparation of the host makes good."""
+    out: dict[str, set[str]] = {}
+    for change in diff.effective():
+        checks = PREPARED_BY.get(change.addr.aspect) if change.addr.aspect else None
+        if checks and change.host:
+            out.setdefault(change.host, set()).update(checks)
+    return out
+
+
 def check(cluster: Cluster, observed: Observed, diff: Diff) -> list[str]:
-    """The refusal texts: every problem that is not skipped, hosts in spec order."""
+    """The refusal texts: every problem that is neither skipped nor made good by the plan's own
+    host preparation, hosts in spec order."""
     skips = skipped(cluster)
+    fixed = prepared(diff)
     return [p.text() for p in problems(cluster, observed, diff)
-            if not {"all", p.check} & set(skips.get(p.host, ()))]
+            if not {"all", p.check} & set(skips.get(p.host, ()))
+            and p.check not in fixed.get(p.host, ())]
 
 
 def problems(cluster: Cluster, observed: Observed, diff: Diff) -> list[Problem]:

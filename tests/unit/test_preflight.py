@@ -316,3 +316,20 @@ def test_unknown_check_names_are_validation_errors_with_a_suggestion(lab: Cluste
         (("workers", 0, "ignorePreflightErrors", 0),
          "'KubeletVersoin' is not a preflight check; did you mean 'KubeletVersion'?"),
     ]
+
+
+def test_what_the_plans_own_preparation_fixes_is_not_refused(lab: Cluster) -> None:
+    from hactl.diff import Change, Diff, Op
+    from hactl.vocabulary import Address, Aspect, Component
+
+    observed = fresh(lab, {"worker01": healthy(ip_forward="0", swap=("/swap.img",)),
+                           "worker02": healthy(ip_forward="0")})
+    changes = diff(lab, observed, now=PROBED_AT)
+    assert len(rp.check(lab, observed, changes)) == 3
+    kernel = Change(Op.UPDATE, Address(Component.WORKER, "worker01", Aspect.KERNEL), None, None,
+                    "ip-forward is 0", host="worker01")
+    swap = Change(Op.UPDATE, Address(Component.WORKER, "worker01", Aspect.SWAP), None, None,
+                  "swap on", host="worker01")
+    prepared = Diff((*changes.changes, kernel, swap))
+    assert rp.prepared(prepared) == {"worker01": {*rp.PREPARED_BY[Aspect.KERNEL], "Swap"}}
+    assert [m.split(":")[0] for m in rp.check(lab, observed, prepared)] == ["worker02"]
