@@ -98,6 +98,8 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
         out.append("")
     if (skipped := preflight_skipped(plan)):
         out += [f"Warning: {skipped}", ""]
+    for warning in plan.warnings:
+        out += [f"Warning: {warning}", ""]
     changes = plan.diff.effective()
     steps = plan.steps()
     if not changes and not steps:
@@ -169,7 +171,8 @@ def plan_data(plan: Plan) -> dict[str, Any]:
         ],
         "summary": {"add": add, "change": change, "remove": remove, "text": summary_line(plan)},
     } | ({"preflight_skipped": {h: list(n) for h, n in skipped.items()}}
-         if (skipped := refusals_preflight.skipped(plan.cluster)) else {})
+         if (skipped := refusals_preflight.skipped(plan.cluster)) else {}) \
+      | ({"warnings": list(plan.warnings)} if plan.warnings else {})
 
 
 def render_json(plan: Plan) -> str:
@@ -191,6 +194,8 @@ def render_markdown(plan: Plan) -> str:
         out.append("")
     if (skipped := preflight_skipped(plan)):
         out += [f"> **Warning:** {_md(skipped)}", ""]
+    for warning in plan.warnings:
+        out += [f"> **Warning:** {_md(warning)}", ""]
     changes = plan.diff.effective()
     if changes:
         out += ["| | Address | Host | Reason |", "|---|---|---|---|"]

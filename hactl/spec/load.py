@@ -359,7 +359,8 @@ def _resolve(value: str | None, base: Path) -> str | None:
 
 
 def _resolve_paths(cluster: Cluster, base: Path) -> Cluster:
-    """Make relative paths (SSH files, per-host overrides, ``lab.stateDir``) relative to ``base``."""
+    """Make relative paths (SSH files, per-host overrides, ``lab.stateDir``, ``network.manifests``,
+    ``prepare.packages.keyFile``) relative to ``base``."""
 
     def fix(ssh: _SSH) -> _SSH:
         return ssh.model_copy(
@@ -377,9 +378,18 @@ def _resolve_paths(cluster: Cluster, base: Path) -> Cluster:
     lab = cluster.lab
     if lab is not None and lab.state_dir is not None:
         lab = lab.model_copy(update={"state_dir": _resolve(lab.state_dir, base)})
+    network = cluster.network.model_copy(
+        update={"manifests": [_resolve(m, base) or m for m in cluster.network.manifests]})
+    prepare = cluster.prepare
+    if prepare is not None:
+        packages = prepare.packages.model_copy(
+            update={"key_file": _resolve(prepare.packages.key_file, base)})
+        prepare = prepare.model_copy(update={"packages": packages})
     return cluster.model_copy(
         update={
             "lab": lab,
+            "network": network,
+            "prepare": prepare,
             "ssh": fix(cluster.ssh),
             "etcd": etcd,
             "load_balancer": lb,

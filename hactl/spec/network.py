@@ -44,7 +44,7 @@ class NetworkSettings(BaseModel):
     version: str = FLANNEL_DEFAULT
     """flannel release for ``plugin: flannel``: ``v0.25.7`` (default) or ``v0.25.6``."""
     manifests: list[str] = []
-    """For ``plugin: manifests``: YAML files (a relative path is read from the current directory) of the
+    """For ``plugin: manifests``: YAML files (a relative path is relative to the spec file's folder) of the
     objects to apply, read when the plan is made. Kinds: Namespace, ServiceAccount, ClusterRole,
     ClusterRoleBinding, Role, RoleBinding, ConfigMap, DaemonSet, Deployment, Service."""
 

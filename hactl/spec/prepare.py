@@ -48,7 +48,7 @@ class PackageRepository(_Model):
     """APT components after the suite (empty for a flat repository; e.g. ``[main]``)."""
     key_file: LocalPath
     """The repository's signing key (``Release.key``, ASCII-armoured or binary OpenPGP) on the
-    operator's machine. hactl puts it on each host as the source's ``signed-by`` keyring; APT
+    operator's machine (a relative path is relative to the spec file's folder). hactl puts it on each host as the source's ``signed-by`` keyring; APT
     refuses the repository's index unless it verifies with it."""
     revision: str = "1.1"
     """The Debian revision of the packages: kubeadm ``1.30.4`` installs ``kubeadm=1.30.4-<revision>``
