@@ -51,7 +51,7 @@ def _version(text: str | None) -> tuple[int, int, int] | None:
 
 def check(cluster: Cluster, observed: Observed, diff: Diff) -> None:
     """Raise one :class:`PlanError` listing every refusal."""
-    from hactl.plan import refusals_membership  # it uses removal_problem from here
+    from hactl.plan import refusals_membership, refusals_preflight  # membership imports from here
 
     problems = [*etcd_version(cluster, observed), *foreign_registry(cluster, observed, diff),
                 *endpoint_mismatch(cluster, observed), *ca_mismatch(cluster, observed),
@@ -65,7 +65,8 @@ def check(cluster: Cluster, observed: Observed, diff: Diff) -> None:
                 *refusals_drift.consumers_unknown(cluster, observed, diff),
                 *refusals_identity.check(cluster, observed),
                 *refusals_membership.check(cluster, observed, diff),
-                *_prepare_refusals(cluster, observed)]
+                *_prepare_refusals(cluster, observed),
+                *refusals_preflight.check(cluster, observed, diff)]
     if problems:
         raise PlanError("the plan is refused:\n  - " + "\n  - ".join(problems))
 
