@@ -180,7 +180,7 @@ def reimage(lab: Lab, name: str, timeout: float = 60.0) -> None:
         raise HactlError(f"node {name} was never created", hint="run `hactl lab up` first")
     boot.kill([node])
     _wipe(node)
-    image.prepare_node(topo, node, lab.knobs, standins.image_files())
+    image.prepare_node(topo, node, lab.knobs, standins.image_files(), node.name not in lab.unprepared)
     image.write_known_hosts(topo)
     netns.create(topo, [node])
     if netns.link_up(node, netns.links()) is False:

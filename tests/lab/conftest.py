@@ -107,7 +107,8 @@ def leftovers(prefix: str, state_dirs: list[str] | None = None) -> list[str]:
 
 def links_of(lab: Any) -> list[str]:
     """The lab's bridge and veths that still exist in the root namespace."""
-    names = {lab.topo.bridge, *(n.veth for n in lab.topo.nodes)}
+    names = {lab.topo.bridge, lab.topo.uplink_bridge, *(n.veth for n in lab.topo.nodes),
+             *(n.uplink_veth for n in lab.topo.nodes)}
     out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
     return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if line.split(":")[1].strip().split("@")[0] in names]
 
@@ -184,7 +185,7 @@ def lab_factory(tmp_path: Path) -> Iterator[LabFactory]:
     labs: list[Any] = []
 
     def make(spec: str | Path | dict[str, Any] | Cluster = LAB_SPEC, *, knobs: dict[str, Any] | None = None,
-             up: bool = True) -> Any:
+             up: bool = True, unprepared: tuple[str, ...] = ()) -> Any:
         if isinstance(spec, Cluster):
             doc = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
         elif isinstance(spec, dict):
@@ -196,7 +197,7 @@ def lab_factory(tmp_path: Path) -> Iterator[LabFactory]:
         def create(moved: dict[str, Any]) -> Any:
             spec_file = tmp_path / f"{name}.yaml"
             spec_file.write_text(yaml.safe_dump(moved, sort_keys=False))
-            lab = Lab(Cluster.model_validate(moved), knobs=knobs)
+            lab = Lab(Cluster.model_validate(moved), knobs=knobs, unprepared=unprepared)
             lab.spec_file = str(spec_file)
             labs.append(lab)
             if up:

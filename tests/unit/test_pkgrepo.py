@@ -151,11 +151,6 @@ def test_kubectl_answers_its_package_version_and_runs_the_real_kubectl(repo: pkg
     assert real.returncode == 0 and json.loads(real.stdout)["kind"] == "Config"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the stand-ins read /etc/hactl-lab/versions; binversion.kubernetes_version() must prefer "
-    "HACTL_LAB_BINARY_VERSION (docs/lab-packages.md, 'What the stand-ins need')",
-)
 def test_packaged_kubeadm_and_kubelet_report_the_package_version(repo: pkgrepo.Repo, tmp_path: Path) -> None:
     amd64 = repo.flat_dir("v1.29") / "amd64"
     for name, argv, want in (("kubeadm", ["version", "-o", "short"], "v1.29.7"),

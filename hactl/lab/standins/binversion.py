@@ -14,6 +14,8 @@ import sys
 
 VERSIONS_FILE = "/etc/hactl-lab/versions"
 DEFAULT_VERSION = "v1.30.4"
+BINARY_VERSION_ENV = "HACTL_LAB_BINARY_VERSION"
+_BINARY_VERSION = os.environ.pop(BINARY_VERSION_ENV, "")
 
 
 def _path(path: str) -> str:
@@ -25,12 +27,12 @@ def _path(path: str) -> str:
 
 def kubernetes_version() -> str:
     """``v1.30.4``: the ``kubernetes`` line of the versions file, or the default."""
-    value = ""
+    value = _BINARY_VERSION
     try:
         with open(_path(VERSIONS_FILE)) as handle:
             for line in handle:
                 match = re.match(r"^kubernetes:\s*['\"]?([^'\"\s#]+)", line)
-                if match:
+                if match and not _BINARY_VERSION:
                     value = match.group(1)
     except OSError:
         pass
