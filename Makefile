@@ -6,7 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEB_PACKAGES := openssh-server openssh-client etcd-server etcd-client haproxy iproute2 \
                 procps util-linux python3 python3-cryptography python3-yaml curl \
-                containerd faketime conntrack iptables
+                containerd faketime conntrack iptables gnupg gpgv
+# The lab's Debian mirror (hactl/lab/pkgrepo.py) serves these packages' .deb files from apt's cache.
+MIRROR_DEBS := containerd runc socat
 SPEC ?= specs/lab.yaml
 
 .PHONY: test demo setup deb venv lint typecheck unit lab docs clean demo-down
@@ -23,6 +25,13 @@ deb:
 	  if [ "$$(id -u)" != 0 ]; then echo "run as root (or: sudo apt-get install -y$$missing)"; exit 1; fi; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi; \
+	debs=""; for p in $(MIRROR_DEBS); do ls /var/cache/apt/archives/$${p}_*.deb >/dev/null 2>&1 || debs="$$debs $$p"; done; \
+	if [ -n "$$debs" ]; then \
+	  echo "downloading into apt's cache for the lab's mirror:$$debs"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "run as root (or: sudo apt-get install --download-only --reinstall -y$$debs)"; exit 1; fi; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --download-only --reinstall --no-install-recommends $$debs >/dev/null; \
 	fi
 
 $(BIN)/hactl: pyproject.toml
