@@ -38,7 +38,7 @@ from typing import Any
 from hactl import hostlayout
 from hactl.concurrency import gather_each
 from hactl.errors import HactlError
-from hactl.facts import binaries, etcd, haproxy, kubernetes, prepare, services, system
+from hactl.facts import binaries, etcd, haproxy, kubernetes, preflight, prepare, services, system
 from hactl.facts.base import SKIPPED, Fact, FactParseError
 from hactl.facts.departing import departing
 from hactl.facts.host_keys import mark_changed
@@ -115,6 +115,7 @@ def facts_for(cluster: Cluster, host: Host, *, ask_api: bool | None = None,
     if cluster.prepare is not None and ("master" in roles or "worker" in roles):
         out.append(prepare.PrepareState(packages=(
             *PACKAGES, cluster.prepare.container_runtime.package)))
+    out.append(preflight.preflight_for(cluster, roles))  # last: it reads the services' guards
     return out
 
 
@@ -227,8 +228,10 @@ def read_host_facts(
     duration: float | None = None,
     ask_api: bool | None = None,
     roles: Sequence[str] | None = None,
+    clock: tuple[float, float] | None = None,
 ) -> HostFacts:
-    """Pure: sections of one host's answer → :class:`HostFacts`."""
+    """Pure: sections of one host's answer → :class:`HostFacts`. ``clock``: the operator's
+    wall clock when the script was sent and when its answer had arrived (preflight's skew)."""
     facts = {type(f): f for f in facts_for(cluster, host, ask_api=ask_api, roles=roles)}
     r = _Reader(sections, host.name)
 
@@ -279,6 +282,9 @@ def read_host_facts(
             certs=value(kubernetes.CertExpiry),
             cluster=view,
         )
+    checks = value(preflight.Preflight)
+    if checks is not None and clock is not None:
+        checks = dataclasses.replace(checks, sent_at=clock[0], received_at=clock[1])
     return HostFacts(
         name=host.name,
         address=str(host.address),
@@ -288,6 +294,7 @@ def read_host_facts(
         etcd=etcd_facts,
         haproxy=lb_facts,
         kubernetes=k8s_facts,
+        preflight=checks,
         prepare=value(prepare.PrepareState),
         section_errors=dict(sorted(r.errors.items())),
         duration=duration,
@@ -323,6 +330,7 @@ async def probe_host(
     marker = f"HACTL-{secrets.token_hex(8)}"
     script = build_script(facts_for(cluster, host, ask_api=ask_api, roles=roles), marker)
     started = time.monotonic()
+    sent_at = time.time()
     try:
         # read-only: no backstop on the host (a timeout or a cancel still kills the script)
         result = await transport.run(script, timeout=timeout, check=False, backstop=False)
@@ -331,11 +339,12 @@ async def probe_host(
     except HactlError as exc:
         log.warning("probe failed", error=exc.message)
         return unreachable(host, exc)
+    received_at = time.time()
     sections = split_sections(result.stdout, result.stderr, marker)
     duration = time.monotonic() - started
     try:
         facts = read_host_facts(cluster, host, sections, duration=duration, ask_api=ask_api,
-                                roles=roles)
+                                roles=roles, clock=(sent_at, received_at))
     except Exception as exc:  # a reader bug must not look like an unreachable host
         return unreadable(host, f"{type(exc).__name__}: {exc}"[:300])
     if not sections:

@@ -453,7 +453,8 @@ def network_objects(text: str) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class ApiState(Fact[ApiAnswer]):
-    """Nodes, kube-system Secrets (metadata only) and kubeadm-config in ONE kubectl call."""
+    """Nodes, kube-system Secrets (metadata only) and kubeadm-config in one kubectl call, then
+    kube-public's ConfigMap names and hactl's pod network objects (two more, only when it answered)."""
 
     section = "k8s.api"
     stacked: bool = False

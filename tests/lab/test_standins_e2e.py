@@ -151,7 +151,19 @@ etcd:
 """)
     init = lab.run("master01", "kubeadm init --config /root/kubeadm-config.yaml --upload-certs",
                    via="ssh", timeout=300)
-    return (ca, *join_command(init, endpoint))
+    joined = join_command(init, endpoint)
+    pod_network_by_hand(lab)
+    return (ca, *joined)
+
+
+def pod_network_by_hand(lab: Any) -> None:
+    """What kubeadm init tells the operator to do next ("You should now deploy a pod network to
+    the cluster"): kubectl apply of the CNI's manifest (flannel, as hactl renders it)."""
+    from hactl.render.cni import manifest_text, network_objects
+
+    res = lab.run("master01", "kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f -",
+                  input=manifest_text(network_objects(lab.cluster)), via="ssh", timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def seed_haproxy(lab: Any) -> None:
@@ -185,7 +197,9 @@ def stacked_by_hand(lab_factory: Any) -> tuple[Any, str, str]:
     seed_haproxy(lab)
     init = lab.run("master01", f'kubeadm init --control-plane-endpoint "{endpoint}" --upload-certs '
                    "--pod-network-cidr=10.244.0.0/16", via="ssh", timeout=300)
-    return (lab, *join_command(init, endpoint))
+    joined = join_command(init, endpoint)
+    pod_network_by_hand(lab)
+    return (lab, *joined)
 
 
 def join_masters_by_hand(lab: Any, join: str, key: str) -> None:

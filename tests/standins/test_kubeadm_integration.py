@@ -75,6 +75,12 @@ class Node:
         self.env = dict(os.environ, HACTL_LAB_ROOT=str(self.root), HACTL_LAB_SYSTEMCTL="true",
                         PATH=f"{self.bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", PYTHONPATH=str(REPO),
                         HOME=str(tmp))
+        # a pod network: a CNI configuration in /etc/cni/net.d (without one the kubelet reports
+        # the Node NotReady, as with containerd: "cni plugin not initialized")
+        cni = self.root / "etc/cni/net.d"
+        cni.mkdir(parents=True, exist_ok=True)
+        (cni / "10-flannel.conflist").write_text(
+            '{"name": "cbr0", "cniVersion": "0.3.1", "plugins": [{"type": "flannel"}]}')
         self.kubelet: subprocess.Popen[bytes] | None = None
         # a prepared host, as kubeadm's preflight wants it: ip_forward on, no swap, a CRI socket
         forward = self.root / "proc/sys/net/ipv4/ip_forward"

@@ -45,13 +45,22 @@ def sections_of(call: Call) -> list[str]:
     return re.findall(r"^__hactl_run (\S+) ", call.wire, re.M)
 
 
+PREFLIGHT_OK = SectionOutput("now=1800000000.5\n", "", 0)
+"""The preflight section of a host with nothing to report (hactl.facts.preflight)."""
+
+
 def answer(sections: dict[str, SectionOutput]) -> Any:
-    """A FakeTransport responder that prints ``sections`` with the script's own marker."""
+    """A FakeTransport responder that prints ``sections`` with the script's own marker (and
+    a preflight section with nothing to report, when the script asks for one and ``sections``
+    has none)."""
 
     def respond(call: Call) -> Result:
         marker = re.search(r"__hactl_m='([^']+)'", call.wire)
         assert marker is not None
-        out, err = compose_output(sections, marker.group(1))
+        shown = dict(sections)
+        if "preflight" in sections_of(call) and "preflight" not in shown:
+            shown["preflight"] = PREFLIGHT_OK
+        out, err = compose_output(shown, marker.group(1))
         return Result(0, out, err)
 
     return respond
@@ -65,12 +74,13 @@ def test_sections_follow_the_roles(cluster: Cluster) -> None:
     names = {h.name: [f.section for f in facts_for(cluster, h)] for h in cluster.all_hosts()}
     common = ["system", "binaries", "services"]
     etcd = ["etcd.files", "etcd.env", "etcd.members", "etcd.status", "etcd.health", "etcd.registry"]
-    assert names["etcd01"] == [*common, *etcd]
-    assert names["lb01"] == [*common, "haproxy.files", "haproxy.config", "haproxy.stats"]
+    assert names["etcd01"] == [*common, *etcd, "preflight"]
+    assert names["lb01"] == [*common, "haproxy.files", "haproxy.config", "haproxy.stats",
+                             "preflight"]
     k8s = ["k8s.files", "k8s.certs"]
-    assert names["master01"] == [*common, *k8s, "k8s.api"]  # the API is asked once, here
-    assert names["master02"] == names["master03"] == [*common, *k8s]
-    assert names["worker01"] == [*common, *k8s]
+    assert names["master01"] == [*common, *k8s, "k8s.api", "preflight"]  # the API is asked once, here
+    assert names["master02"] == names["master03"] == [*common, *k8s, "preflight"]
+    assert names["worker01"] == [*common, *k8s, "preflight"]
     bins = {h.name: facts_for(cluster, h)[1] for h in cluster.all_hosts()}
     assert isinstance(bins["lb01"], BinaryVersions) and bins["lb01"].names == ("haproxy",)
     assert isinstance(bins["etcd01"], BinaryVersions) and bins["etcd01"].names == (
@@ -116,7 +126,7 @@ def test_the_generated_script_runs_in_real_sh_and_keeps_sections_apart(cluster: 
         }
     )
     facts = facts_for(everything, host)
-    assert len(facts) == 3 + 6 + 3 + 3
+    assert len(facts) == 3 + 6 + 3 + 3 + 1  # + preflight
     script = build_script(facts, "HACTL-t1")
     proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -232,7 +242,7 @@ async def test_the_api_is_asked_once_and_from_the_next_master_only_when_needed(
     ts = transports(healthy)
     observed = await probe(cluster, ts, hosts=[cluster.host(m) for m in masters])
     assert [sections_of(c) for c in healthy.calls] == [
-        ["system", "binaries", "services", "k8s.files", "k8s.certs", "k8s.api"]
+        ["system", "binaries", "services", "k8s.files", "k8s.certs", "k8s.api", "preflight"]
     ]
     assert all(len(ts[m].calls) == 1 and "k8s.api" not in ts[m].calls[0].wire for m in masters[1:])
     view = observed.cluster_view(masters)

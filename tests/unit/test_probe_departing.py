@@ -76,7 +76,8 @@ def test_the_stacked_script_reads_both_through_the_local_member_in_real_sh(tmp_p
     assert view.stacked_members is not None and len(view.stacked_members) == 3
     assert view.stacked_health is not None and view.stacked_health["https://198.18.2.12:2379"] is False
     calls = [c for c in log.read_text().splitlines() if c.split()[0] in ("kubectl", "etcdctl")]
-    # the API query, kube-public, the pod network's objects (issue 14), then etcd
+    # the API (Nodes, Secrets, kubeadm-config), kube-public's cluster-info, hactl's pod network
+    # objects; then kubeadm's etcd through the local member
     assert [c.split()[0] for c in calls] == ["kubectl", "kubectl", "kubectl", "etcdctl", "etcdctl"]
     assert "--endpoints=https://127.0.0.1:2379" in calls[3] and "healthcheck-client.crt" in calls[3]
     assert calls[4].endswith("endpoint health --cluster")
@@ -115,7 +116,8 @@ async def test_a_departing_node_is_probed_at_its_internal_ip_as_its_role() -> No
 
     observed = await probe(cluster, transports, connect=connect)
     assert [[(h.name, str(h.address)) for h in batch] for batch in asked] == [[("worker01", "198.18.0.31")]]
-    assert [sections_of(c) for c in worker.calls] == [["system", "binaries", "services", "k8s.files", "k8s.certs"]]
+    assert [sections_of(c) for c in worker.calls] == [["system", "binaries", "services", "k8s.files", "k8s.certs",
+                                                       "preflight"]]
     facts = observed["worker01"]
     assert facts.reachable and facts.kubernetes is not None and facts.kubernetes.kubelet_conf
 

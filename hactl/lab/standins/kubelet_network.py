@@ -38,9 +38,9 @@ from .kubeadm_common import P
 CNI_DIR = "/etc/cni/net.d"
 NOT_INITIALIZED = "cni plugin not initialized"
 
-#: The kubelet requires a CNI configuration before it reports Ready. False: the Node is Ready
-#: without one (the lab's behaviour before hactl installed a pod network).
-REQUIRE_CNI = False
+#: The kubelet requires a CNI configuration before it reports Ready, as the real one does with
+#: containerd (hactl installs a pod network right after init).
+REQUIRE_CNI = True
 
 
 def _load_conf(path: str) -> str:
