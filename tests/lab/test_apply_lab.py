@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
 HACTL = [sys.executable, "-c", "from hactl.cli import main; main(prog_name='hactl')"]
 
@@ -58,10 +60,17 @@ def test_apply_converges_locks_refuses_stale_and_checks(lab_factory: Any, tmp_pa
     lab = lab_factory()
     spec = lab.spec_file
     env = {**os.environ, "HACTL_STATE_DIR": str(tmp_path / "state")}
+    # the spec skips hactl's own Port-10250 check on worker02 (ignorePreflightErrors), so that
+    # the listener below reaches kubeadm's preflight, which still refuses it: a failing kubeadm
+    doc = yaml.safe_load(Path(spec).read_text())
+    [worker02] = [w for w in doc["workers"] if w["name"] == "worker02"]
+    worker02["ignorePreflightErrors"] = ["Port-10250"]
+    Path(spec).write_text(yaml.safe_dump(doc, sort_keys=False))
 
     saved = tmp_path / "fresh-plan.json"
     res = hactl("plan", "-f", spec, "-o", str(saved), env=env)
     assert res.returncode == 0, show(res)
+    assert "Preflight checks skipped (spec): worker02: Port-10250" in res.stdout, show(res)
 
     # make kubeadm fail on worker02: something listens on the kubelet port (preflight Port-10250)
     blocker = lab.run(
