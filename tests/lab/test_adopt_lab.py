@@ -35,6 +35,7 @@ from tests.lab.test_standins_e2e import (
     ETCD,
     KNOBS,
     MASTERS,
+    cp_flags,
     etcdctl,
     init_by_hand,
     join_masters_by_hand,
@@ -147,7 +148,7 @@ def test_plan_adopts_the_seeds_stacked_cluster(
         wait(lambda: etcdctl(lab, "master01", "endpoint health --cluster").returncode == 0, 60,
              "stacked etcd healthy")
         time.sleep(STRICT_RECONFIG_WINDOW)
-        res = lab.run(master, f"{join} --control-plane --certificate-key {key}", via="ssh", timeout=300)
+        res = lab.run(master, f"{join} {cp_flags(lab, master, key)}", via="ssh", timeout=300)
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     res = lab.run("worker01", join, via="ssh", timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

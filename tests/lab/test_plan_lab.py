@@ -18,9 +18,9 @@ FULL_BRING_UP = [
     "pki.etcd-ca", "pki.etcd[etcd01]", "pki.etcd[etcd02]", "pki.etcd[etcd03]",
     "etcd.member[etcd01].bootstrap", "etcd.member[etcd02].bootstrap",
     "etcd.member[etcd03].bootstrap", "etcd.health", "lb[lb01].haproxy",
-    "master[master01].etcd-client-certs", "master[master01].init",
+    "master[master01].etcd-client-certs", "master[master01].init", "network.install",
     "master[master02].join", "master[master03].join",
-    "worker[worker01].join", "worker[worker02].join", "cluster.verify",
+    "worker[worker01].join", "worker[worker02].join", "network.wait", "cluster.verify",
 ]
 
 
@@ -38,7 +38,7 @@ def test_fresh_lab_plans_the_full_bring_up_then_shows_lb_drift(lab_factory: Any,
     result = runner.invoke(main, ["plan", "-f", lab.spec_file, "--detailed-exitcode",
                                   "-o", str(tmp_path / "fresh.plan")])
     assert result.exit_code == 2, result.output
-    assert result.stdout.rstrip("\n").splitlines()[-1] == "Plan: 12 to add, 1 to change, 0 to remove.", result.stdout
+    assert result.stdout.rstrip("\n").splitlines()[-1] == "Plan: 13 to add, 1 to change, 0 to remove.", result.stdout
     assert (tmp_path / "fresh.plan").stat().st_mode & 0o777 == 0o600
     shown = runner.invoke(main, ["show", str(tmp_path / "fresh.plan")])
     assert shown.exit_code == 0 and shown.stdout == result.stdout

@@ -136,6 +136,11 @@ def init_by_hand(lab: Any) -> tuple[pki.CertKey, str, str]:
     endpoints = "\n".join(f"    - https://{lab.node(m).address}:2379" for m in ETCD)
     lab.put("master01", "/root/kubeadm-config.yaml", f"""\
 apiVersion: kubeadm.k8s.io/v1beta3
+kind: InitConfiguration
+localAPIEndpoint:
+  advertiseAddress: "{lab.node("master01").address}"
+---
+apiVersion: kubeadm.k8s.io/v1beta3
 kind: ClusterConfiguration
 kubernetesVersion: v1.30.4
 controlPlaneEndpoint: "{endpoint}"
@@ -196,15 +201,25 @@ def stacked_by_hand(lab_factory: Any) -> tuple[Any, str, str]:
     endpoint = lab.cluster.control_plane_endpoint
     seed_haproxy(lab)
     init = lab.run("master01", f'kubeadm init --control-plane-endpoint "{endpoint}" --upload-certs '
-                   "--pod-network-cidr=10.244.0.0/16", via="ssh", timeout=300)
+                   f"--pod-network-cidr=10.244.0.0/16 --apiserver-advertise-address "
+                   f"{lab.node('master01').address}", via="ssh", timeout=300)
     joined = join_command(init, endpoint)
     pod_network_by_hand(lab)
     return (lab, *joined)
 
 
+def cp_flags(lab: Any, master: str, key: str) -> str:
+    """The flags of a control-plane join by hand. The lab's nodes have a second interface that
+    carries the default route, as multi-homed real hosts do, and kubeadm advertises that
+    interface's address unless told otherwise (``--apiserver-advertise-address``), so a person
+    joining masters there pins the address the cluster should use."""
+    return (f"--control-plane --certificate-key {key} "
+            f"--apiserver-advertise-address {lab.node(master).address}")
+
+
 def join_masters_by_hand(lab: Any, join: str, key: str) -> None:
     for master in MASTERS[1:]:  # control-plane joins one at a time
-        res = lab.run(master, f"{join} --control-plane --certificate-key {key}", via="ssh", timeout=300)
+        res = lab.run(master, f"{join} {cp_flags(lab, master, key)}", via="ssh", timeout=300)
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
 
@@ -269,7 +284,7 @@ def member_names(lab: Any, node: str) -> Any:
 
 def test_seed_commands_stacked_etcd_late_join_worker_and_reset(lab_factory: Any) -> None:
     lab, join, key = stacked_by_hand(lab_factory)  # exactly the seed's commands
-    res = lab.run("master02", f"{join} --control-plane --certificate-key {key}", via="ssh", timeout=300)
+    res = lab.run("master02", f"{join} {cp_flags(lab, 'master02', key)}", via="ssh", timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "A new etcd member was added to the local/stacked etcd cluster." in res.stdout
     assert member_names(lab, "master01") == ["master01", "master02"]
@@ -283,9 +298,9 @@ def test_seed_commands_stacked_etcd_late_join_worker_and_reset(lab_factory: Any)
     again = lab.run("master01", "kubeadm init phase upload-certs --upload-certs", via="ssh", timeout=120)
     assert again.returncode == 0, again.stderr
     key2 = again.stdout.strip().splitlines()[-1]
-    old = lab.run("master03", f"{join} --control-plane --certificate-key {key}", via="ssh", timeout=120)
+    old = lab.run("master03", f"{join} {cp_flags(lab, 'master03', key)}", via="ssh", timeout=120)
     assert old.returncode == 1 and "cipher: message authentication failed" in old.stderr
-    res = lab.run("master03", f"{join} --control-plane --certificate-key {key2}", via="ssh", timeout=300)
+    res = lab.run("master03", f"{join} {cp_flags(lab, 'master03', key2)}", via="ssh", timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
     assert member_names(lab, "master01") == list(MASTERS)
