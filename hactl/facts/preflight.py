@@ -134,10 +134,13 @@ class Preflight(Fact[PreflightFacts]):
             guards = []
             if self.node:
                 guards.append(f"if [ ! -f {q(hostlayout.KUBELET_CONF)} ]; then __hactl_pf_ss=1; fi")
-            if self.etcd:
-                guards.append(f'if [ "${active_var("etcd")}" != 1 ]; then __hactl_pf_ss=1; fi')
-            if self.lb:
-                guards.append(f'if [ "${active_var("haproxy")}" != 1 ]; then __hactl_pf_ss=1; fi')
+            # the services section leaves each unit's ActiveState in HACTL_<UNIT>_ACTIVE; a unit
+            # that runs in any state (an etcd ``activating`` while it waits for its peers holds
+            # its ports already) is the component itself, not "something else"
+            for unit, wanted in (("etcd", self.etcd), ("haproxy", self.lb)):
+                if wanted:
+                    guards.append(f'case "${active_var(unit)}" in active|activating|reloading|'
+                                  'deactivating) ;; *) __hactl_pf_ss=1;; esac')
             parts.append("\n".join(guards) + "\n" + _LISTENERS)
         if self.node:
             parts.append(

@@ -163,9 +163,25 @@ def test_the_section_runs_in_real_sh_and_reads_this_machine(lab: Cluster) -> Non
 def test_the_section_guards_the_costly_parts(lab: Cluster) -> None:
     script = preflight_for(lab, ["worker"]).script()
     assert "if [ ! -f /etc/kubernetes/kubelet.conf ]; then __hactl_pf_ss=1; fi" in script
-    assert 'if [ "$HACTL_ETCD_ACTIVE" != 1 ]' in preflight_for(lab, ["etcd"]).script()
     assert "ctr" not in preflight_for(lab, ["etcd"]).script()
     assert "timeout 3 ctr --address /run/containerd/containerd.sock version" in script
+
+
+@pytest.mark.parametrize(("state", "listed"), [
+    ("active", False), ("activating", False), ("reloading", False), ("deactivating", False),
+    ("inactive", True), ("failed", True), ("", True)])
+def test_listeners_are_read_only_where_the_component_does_not_run(lab: Cluster, state: str,
+                                                                  listed: bool) -> None:
+    """In real sh with the real ss: the services section's ActiveState decides (an etcd that is
+    ``activating`` while it waits for its peers already holds its ports: they are its own)."""
+    fact = preflight_for(lab, ["etcd"])
+    for unit in ("ETCD", "HAPROXY"):
+        script = f"HACTL_{unit}_ACTIVE={state}\n{fact.script()}"
+        proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+    pf = fact.parse(subprocess.run(["sh", "-c", f"HACTL_ETCD_ACTIVE={state}\n{fact.script()}"],
+                                   capture_output=True, text=True, timeout=30).stdout)
+    assert (pf.listeners is not None) is listed, (state, pf.listeners)
 
 
 # -- which checks apply where ----------------------------------------------------------------
