@@ -39,9 +39,21 @@ def changes(before: str, after: str) -> list[str]:
     return sorted({f"- {line}" for line in old - new} | {f"+ {line}" for line in new - old})
 
 
+def runtime_up(lab: Any, cluster: Any) -> None:
+    """A booted host: the masters' and workers' containerd answers on its socket (it creates its
+    state under /var/lib/containerd while it starts, which is not the probe's doing)."""
+    deadline = time.monotonic() + 60
+    for host in (*cluster.masters, *cluster.workers):
+        while lab.run(host.name, "ctr --address /run/containerd/containerd.sock version",
+                      timeout=30).returncode != 0:
+            assert time.monotonic() < deadline, f"{host.name}: containerd never answered"
+            time.sleep(0.5)
+
+
 def _fresh_lab_probe(lab: Any, cluster: Any) -> None:
     """Every node read on a fresh lab (nothing installed or running), nothing written."""
     names = [h.name for h in cluster.all_hosts()]
+    runtime_up(lab, cluster)
     units_before = {s.name: s.units for s in lab.status()}
     before = snapshot(lab, names)
 
