@@ -12,11 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from membership import Day2
 
 from hactl.journal import read_journal
 
 
+@pytest.mark.timeout(1200)  # a shared lab converged first, then 3 → 5 → 3
 def test_external_masters_3_5_3_and_a_reimaged_master_replaced(shared_lab: Any, tmp_path: Path) -> None:
     lab = shared_lab()
     day2 = Day2(lab, tmp_path)
