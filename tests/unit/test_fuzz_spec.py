@@ -173,18 +173,19 @@ shapes = {
         f"  - {{name: m{i}, address: 10.0.0.11}}\n" for i in range(1_000))),
 }
 for name, text in shapes.items():
-    started = time.monotonic()
+    started = time.process_time()  # CPU seconds: the work, not how busy the machine is
     try:
         load_text(text, "worst.yaml")
         print(name, "accepted", flush=True)
     except SpecError as exc:
-        print(name, f"{time.monotonic() - started:.2f}", len(exc.issues), flush=True)
+        print(name, f"{time.process_time() - started:.2f}", len(exc.issues), flush=True)
 """
 
 
 def test_worst_shapes_are_refused_in_bounded_time_and_memory() -> None:
     """Each hostile shape (alias bomb, 100,000-deep nesting, 100,000 keys, 1 MB scalar, 1,000
-    problems) in a child process limited to 1 GiB of address space: refused, each in seconds."""
+    problems) in a child process limited to 1 GiB of address space: refused, each within 15 s
+    of CPU time (the child's own CPU, so a loaded test machine does not fail it)."""
     limit = 1024 * 1024 * 1024
     result = subprocess.run(
         [sys.executable, "-c", WORST_SHAPES.replace("MEMLIMIT", str(limit)), str(ROOT / "specs" / "seed.yaml")],
