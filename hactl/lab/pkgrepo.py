@@ -372,7 +372,10 @@ class Signer:
         )
 
     def fingerprint(self) -> str:
-        out = self._gpg("--with-colons", "--list-secret-keys").decode()
+        try:  # listing secret keys starts the agent too
+            out = self._gpg("--with-colons", "--list-secret-keys").decode()
+        finally:
+            self.stop_agent()
         for line in out.splitlines():
             if line.startswith("fpr:"):
                 return line.split(":")[9]
