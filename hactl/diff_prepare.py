@@ -17,8 +17,10 @@ from pathlib import Path
 
 from hactl import hostlayout
 from hactl.diff import Change, Op
+from hactl.errors import PlanError
 from hactl.facts.model import Observed
 from hactl.spec.models import Cluster, Host
+from hactl.spec.prepare import PrepareSettings
 from hactl.vocabulary import Address, Aspect, Component
 
 _KERNEL_WANT = {"ip_forward": "1", "bridge_nf_call_iptables": "1"}
@@ -28,13 +30,25 @@ def _sha(text: str | bytes) -> str:
     return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
 
 
+def read_key(prepare: PrepareSettings) -> bytes:
+    """The repository key named by ``prepare.packages.keyFile`` (the operator's file); a file
+    that cannot be read is a configuration error naming the field and the file."""
+    path = Path(prepare.packages.key_file).expanduser()
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise PlanError(f"prepare.packages.keyFile: cannot read {path}: {exc.strerror or exc}",
+                        hint="give the APT repository's signing key (its Release.key) on this "
+                        "machine; a relative path is relative to the spec file's folder") from exc
+
+
 def prepare_changes(cluster: Cluster, observed: Observed) -> Iterator[Change]:
     from hactl.render import prepare as render
 
     prepare = cluster.prepare
     if prepare is None:
         return
-    key = Path(prepare.packages.key_file).expanduser().read_bytes()
+    key = read_key(prepare)
     keyring = render.keyring_path(key)
     want_files = {
         hostlayout.MODULES_LOAD: _sha(render.modules_load()),

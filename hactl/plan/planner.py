@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from hactl.diff import Change, Diff, Op, diff, etcd_servers, url
 from hactl.errors import PlanError
@@ -223,7 +222,9 @@ class _Builder:
 
         prepare = self.cluster.prepare
         assert prepare is not None
-        keyring = render.keyring_path(Path(prepare.packages.key_file).expanduser().read_bytes())
+        from hactl.diff_prepare import read_key
+
+        keyring = render.keyring_path(read_key(prepare))
         roots = [self.g.step(n) for n in list(self.g.g.nodes) if self.g.g.in_degree(n) == 0]
         for host in sorted(by_host):
             cs = by_host[host]

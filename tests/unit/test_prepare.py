@@ -17,7 +17,7 @@ from stepctx import Ctx
 
 from hactl import hostlayout
 from hactl.diff import Op, diff
-from hactl.errors import CommandError, SpecError
+from hactl.errors import CommandError, PlanError, SpecError
 from hactl.facts.model import Package, PreflightFacts
 from hactl.facts.prepare import PrepareState
 from hactl.plan.planner import build_plan
@@ -239,3 +239,11 @@ def test_the_plan_text_of_the_step_lists_its_commands() -> None:
     assert "sysctl -p /etc/sysctl.d/k8s.conf" in text and "apt-mark hold kubeadm kubelet kubectl" in text
     assert "kubeadm=1.30.4-1.1" in text and f"put {hostlayout.APT_KEYRING_ASC} 0644" in text
     assert "containerd" not in text  # not a part of this step
+
+
+def test_an_unreadable_key_file_is_a_clear_error_naming_the_field(tmp_path: Path) -> None:
+    cluster = prepared_spec(tmp_path / "missing.key")
+    with pytest.raises(PlanError) as caught:
+        build_plan(cluster, Synthetic(cluster).prepared(KEY).observed(), now=PROBED_AT)
+    assert str(caught.value).startswith(f"prepare.packages.keyFile: cannot read {tmp_path / 'missing.key'}: ")
+    assert "Release.key" in (caught.value.hint or "")
