@@ -71,7 +71,8 @@ def test_all_up_plans_nothing(lab: Cluster) -> None:
     assert diff(lab, _servers(lab).observed(), now=PROBED_AT).effective() == ()
 
 
-async def test_the_step_puts_the_server_back_without_a_reload(lab: Cluster) -> None:
+def loaded_lb(lab: Cluster) -> Ctx:
+    """lb01 running haproxy with the rendered file, loaded as it is (nothing to reload)."""
     ctx = Ctx(lab)
     fake = ctx.transport("lb01")
     want = hashlib.sha256(desired.haproxy_cfg(lab).encode()).hexdigest()
@@ -79,6 +80,12 @@ async def test_the_step_puts_the_server_back_without_a_reload(lab: Cluster) -> N
     fake.on(("systemctl", "is-active"), stdout="active\n")
     fake.on(lambda wire: "config_mtime=" in wire,
             stdout=f"config_sha256={want}  -\nloaded_sha256={want}\n")  # fmt: skip
+    return ctx
+
+
+async def test_the_step_puts_the_server_back_without_a_reload(lab: Cluster) -> None:
+    ctx = loaded_lb(lab)
+    fake = ctx.transport("lb01")
     fake.on(lambda wire: "state ready" in wire)
 
     await ConfigureHAProxy(id="s", host="lb01", title="t", reason="r",
@@ -89,13 +96,8 @@ async def test_the_step_puts_the_server_back_without_a_reload(lab: Cluster) -> N
 
 
 async def test_the_step_fails_when_haproxy_refuses(lab: Cluster) -> None:
-    ctx = Ctx(lab)
+    ctx = loaded_lb(lab)
     fake = ctx.transport("lb01")
-    want = hashlib.sha256(desired.haproxy_cfg(lab).encode()).hexdigest()
-    fake.on(("sha256sum",), stdout=f"{want}  {cmd.HAPROXY_CFG}\n")
-    fake.on(("systemctl", "is-active"), stdout="active\n")
-    fake.on(lambda wire: "config_mtime=" in wire,
-            stdout=f"config_sha256={want}  -\nloaded_sha256={want}\n")  # fmt: skip
     fake.on(lambda wire: "state ready" in wire, stdout="No such server.\n")
     with pytest.raises(CommandError, match="No such server"):
         await ConfigureHAProxy(id="s", host="lb01", title="t", reason="r",
